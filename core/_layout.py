@@ -1,0 +1,310 @@
+"""The one layout object that describes all model state as int64 words.
+
+All state lives in one flat int64 buffer: ordinary memory for the deterministic engine,
+one ``multiprocessing.shared_memory`` block for the parallel engine. :class:`Layout`
+says where each table starts; :class:`State` (``core/_state.py``) gives named numpy
+views of the tables (for vectorized invariants) and word indexes (for atomics).
+
+Word encodings follow the kernel where the kernel has one:
+
+- page frame flags (``include/linux/page-flags.h``): bit per flag; the zone of a frame
+  (system RAM, device-private or device-coherent memory of device ``d``) is kept in
+  static high bits that never change after the model is built;
+- page-table entries (``arch/x86/include/asm/pgtable_types.h`` and
+  ``include/linux/swapops.h``): a type field (none / present / migration entry /
+  device-private entry / swap entry / device-exclusive), the pfn or swap slot, and the
+  write / dirty / young / soft-dirty / uffd-wp / exclusive bits;
+- mmap_lock (``kernel/locking/rwsem.c``): a reader count with a writer bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------------------------------
+# Page frames: one row of FRAME_WORDS words per frame (64 bytes: the memory target).
+F_FLAGS, F_REF, F_MAP, F_PIN, F_OWNER, F_DATA, F_PRIV, F_GEN = range(8)
+FRAME_WORDS = 8
+FRAME_FIELDS = ("flags", "refcount", "mapcount", "pincount", "lock_owner", "data", "private", "gen")
+
+# Dynamic page flags (include/linux/page-flags.h), low bits.
+PG_locked = 1 << 0
+PG_lru = 1 << 1
+PG_dirty = 1 << 2
+PG_anon = 1 << 3
+PG_anon_exclusive = 1 << 4
+PG_swapcache = 1 << 5
+PG_writeback = 1 << 6
+PG_uptodate = 1 << 7
+PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
+PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
+DYNAMIC_MASK = (1 << 16) - 1
+
+# Static zone bits, set when the model is built and never cleared.
+Z_DEVICE = 1 << 16  # ZONE_DEVICE
+Z_DEVICE_PRIVATE = 1 << 17  # MEMORY_DEVICE_PRIVATE
+Z_DEVICE_COHERENT = 1 << 18  # MEMORY_DEVICE_COHERENT
+Z_DEVID_SHIFT = 20  # device id (pgmap owner) in bits 20..27
+Z_DEVID_MASK = 0xFF << Z_DEVID_SHIFT
+STATIC_MASK = ~DYNAMIC_MASK
+
+FLAG_NAMES = {
+    PG_locked: "locked",
+    PG_lru: "lru",
+    PG_dirty: "dirty",
+    PG_anon: "anon",
+    PG_anon_exclusive: "anon_exclusive",
+    PG_swapcache: "swapcache",
+    PG_writeback: "writeback",
+    PG_uptodate: "uptodate",
+    PG_allocated: "allocated",
+    PG_isolated: "isolated",
+    Z_DEVICE: "zone_device",
+    Z_DEVICE_PRIVATE: "device_private",
+    Z_DEVICE_COHERENT: "device_coherent",
+}
+
+# GUP_PIN_COUNTING_BIAS (include/linux/mm.h): a pin adds 1024 to the refcount.
+GUP_PIN_COUNTING_BIAS = 1024
+
+# --------------------------------------------------------------------------------------
+# Page-table entries.
+PTE_TYPE_MASK = 0x7
+PTE_NONE = 0
+PTE_PRESENT = 1
+PTE_MIGRATION = 2  # is_migration_entry()
+PTE_DEVICE_PRIVATE = 3  # is_device_private_entry()
+PTE_SWAP = 4  # a real swap entry
+PTE_DEVICE_EXCLUSIVE = 5  # is_device_exclusive_entry()
+PTE_TYPE_NAMES = ("none", "present", "migration", "device_private", "swap", "device_exclusive")
+
+PTE_WRITE = 1 << 3  # pte_write / is_writable_*_entry
+PTE_DIRTY = 1 << 4  # pte_dirty / is_migration_entry_dirty
+PTE_YOUNG = 1 << 5  # pte_young / is_migration_entry_young
+PTE_SOFT_DIRTY = 1 << 6  # pte_soft_dirty / pte_swp_soft_dirty
+PTE_UFFD_WP = 1 << 7  # pte_uffd_wp / pte_swp_uffd_wp
+PTE_EXCLUSIVE = 1 << 8  # is_readable_exclusive_migration_entry()
+PTE_FLAG_MASK = (1 << 16) - 1 - PTE_TYPE_MASK
+PTE_PFN_SHIFT = 16
+
+PTE_BIT_NAMES = {
+    PTE_WRITE: "write",
+    PTE_DIRTY: "dirty",
+    PTE_YOUNG: "young",
+    PTE_SOFT_DIRTY: "soft_dirty",
+    PTE_UFFD_WP: "uffd_wp",
+    PTE_EXCLUSIVE: "exclusive",
+}
+
+
+def pte_encode(kind: int, pfn: int = 0, bits: int = 0) -> int:
+    """Build a page-table entry word from its type, pfn (or swap slot) and bits."""
+    return (pfn << PTE_PFN_SHIFT) | (bits & PTE_FLAG_MASK) | kind
+
+
+def pte_type(pte: int) -> int:
+    return pte & PTE_TYPE_MASK
+
+
+def pte_pfn(pte: int) -> int:
+    return pte >> PTE_PFN_SHIFT
+
+
+def pte_bits(pte: int) -> int:
+    return pte & PTE_FLAG_MASK
+
+
+def pte_describe(pte: int) -> str:
+    """A readable form of an entry, e.g. ``present(pfn=3, write|dirty)``."""
+    kind = pte_type(pte)
+    if kind == PTE_NONE:
+        return "none"
+    name = PTE_TYPE_NAMES[kind] if kind < len(PTE_TYPE_NAMES) else f"type{kind}"
+    bits = "|".join(n for b, n in PTE_BIT_NAMES.items() if pte & b)
+    return f"{name}(pfn={pte_pfn(pte)}{', ' + bits if bits else ''})"
+
+
+def flags_describe(flags: int) -> str:
+    names = [n for b, n in FLAG_NAMES.items() if flags & b]
+    if flags & Z_DEVICE:
+        names.append(f"dev{(flags & Z_DEVID_MASK) >> Z_DEVID_SHIFT}")
+    return "|".join(names) or "0"
+
+
+# --------------------------------------------------------------------------------------
+# VMAs: per mm, MAX_VMAS rows of VMA_WORDS words.
+V_START, V_END, V_FLAGS, V_ORIGIN = range(4)
+VMA_WORDS = 4
+VM_READ = 1 << 0
+VM_WRITE = 1 << 1
+VM_ANON = 1 << 2  # vma_is_anonymous()
+VM_SHARED = 1 << 3
+VM_SPECIAL = 1 << 4  # VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
+VM_HUGETLB = 1 << 5
+VM_LIVE = 1 << 7  # model only: the row is in use
+
+# Per mm words.
+M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE = range(4)
+MM_WORDS = 4
+RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
+
+# Per actor words: what the parallel watchdog and the deadlock finder read.
+(
+    A_STATE,
+    A_WAIT_WORD,
+    A_WAIT_MASK,
+    A_WAIT_SITE,
+    A_PROGRESS,
+    A_STEPS,
+    A_SITE,
+    A_ACK,
+) = range(8)
+ACTOR_WORDS = 8
+ACTOR_IDLE, ACTOR_RUNNING, ACTOR_BLOCKED, ACTOR_DONE, ACTOR_FAILED = range(5)
+
+# Per-CPU TLB: TLB_SLOTS direct-mapped entries of (key, value) per actor.
+TLB_SLOTS = 32
+TLB_KEY, TLB_VAL = 0, 1
+
+# Swap slots: (data, in-use) per slot.
+S_DATA, S_USED = 0, 1
+SWAP_WORDS = 2
+
+# Zones: (free count, allocation cursor) per zone.
+Z_FREE, Z_CURSOR = 0, 1
+ZONE_WORDS = 2
+
+# Global words.
+G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED = range(5)
+GLOBAL_WORDS = 16
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The sizes a workload asks for.
+
+    Args:
+        sys_frames: page frames of system RAM.
+        dev_frames: page frames per device.
+        devices: number of devices (each DEVICE_PRIVATE unless listed in ``coherent``).
+        mms: number of address spaces (processes).
+        pages_per_mm: virtual pages per address space.
+        ptes_per_table: entries per page table, i.e. per page-table lock.
+        actors: number of actors (CPUs, drivers, pinners...).
+        max_vmas: VMA rows per mm.
+        swap_slots: swap slots.
+        coherent: ids of devices whose memory is DEVICE_COHERENT.
+    """
+
+    sys_frames: int = 64
+    dev_frames: int = 32
+    devices: int = 1
+    mms: int = 1
+    pages_per_mm: int = 32
+    ptes_per_table: int = 8
+    actors: int = 4
+    max_vmas: int = 4
+    swap_slots: int = 16
+    coherent: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"geometry: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dev_frames", "devices", "swap_slots"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"geometry: {name} must be >= 0, got {getattr(self, name)}")
+        if self.devices > 255:
+            raise ValueError(f"geometry: at most 255 devices, got {self.devices}")
+
+    @property
+    def frames(self) -> int:
+        return self.sys_frames + self.devices * self.dev_frames
+
+    @property
+    def tables_per_mm(self) -> int:
+        return -(-self.pages_per_mm // self.ptes_per_table)
+
+    @property
+    def zones(self) -> int:
+        return 1 + self.devices
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    offset: int  # in words
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class Layout:
+    """Where every table sits in the flat word buffer.
+
+    The tables are, in order: ``glob``, ``frames``, ``zones``, ``pte``, ``ptl``, ``mm``,
+    ``vma``, ``actor``, ``tlb``, ``shadow``, ``swap``.
+    """
+
+    def __init__(self, geo: Geometry) -> None:
+        self.geo = geo
+        g = geo
+        specs: list[tuple[str, tuple[int, ...]]] = [
+            ("glob", (GLOBAL_WORDS,)),
+            ("frames", (g.frames, FRAME_WORDS)),
+            ("zones", (g.zones, ZONE_WORDS)),
+            ("pte", (g.mms, g.pages_per_mm)),
+            ("ptl", (g.mms, g.tables_per_mm)),
+            ("mm", (g.mms, MM_WORDS)),
+            ("vma", (g.mms, g.max_vmas, VMA_WORDS)),
+            ("actor", (g.actors, ACTOR_WORDS)),
+            ("tlb", (g.actors, TLB_SLOTS, 2)),
+            ("shadow", (g.mms, g.pages_per_mm)),
+            ("swap", (max(g.swap_slots, 1), SWAP_WORDS)),
+        ]
+        self.tables: dict[str, Table] = {}
+        off = 0
+        for name, shape in specs:
+            t = Table(name, off, shape)
+            self.tables[name] = t
+            off += t.size
+        self.words = off
+        t = self.tables
+        # Base word indexes, used by the hot paths.
+        self.GLOB = t["glob"].offset
+        self.FRAMES = t["frames"].offset
+        self.ZONES = t["zones"].offset
+        self.PTE = t["pte"].offset
+        self.PTL = t["ptl"].offset
+        self.MM = t["mm"].offset
+        self.VMA = t["vma"].offset
+        self.ACTOR = t["actor"].offset
+        self.TLB = t["tlb"].offset
+        self.SHADOW = t["shadow"].offset
+        self.SWAP = t["swap"].offset
+
+    @property
+    def nbytes(self) -> int:
+        return self.words * 8
+
+    def zone_range(self, zone: int) -> tuple[int, int]:
+        """Frame range ``[lo, hi)`` of zone 0 (system RAM) or zone ``1 + device``."""
+        g = self.geo
+        if zone == 0:
+            return 0, g.sys_frames
+        lo = g.sys_frames + (zone - 1) * g.dev_frames
+        return lo, lo + g.dev_frames
+
+    def zone_of(self, pfn: int) -> int:
+        g = self.geo
+        if pfn < g.sys_frames:
+            return 0
+        return 1 + (pfn - g.sys_frames) // g.dev_frames
+
+    def describe(self) -> dict[str, object]:
+        return {n: {"offset": t.offset, "shape": list(t.shape)} for n, t in self.tables.items()}

@@ -1,0 +1,103 @@
+"""Building the initial memory picture a workload asks for, before any actor runs.
+
+These write the arrays directly (no actor, no locks): the state a process would be in
+after its own ``mmap`` + page faults, a ``fork``, an ``mremap`` or an earlier migration.
+Frames are taken lowest-first, so the same workload always builds the same state.
+"""
+
+from __future__ import annotations
+
+from ._layout import (
+    F_DATA,
+    F_FLAGS,
+    F_MAP,
+    F_REF,
+    M_USERS,
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    PTE_YOUNG,
+    Z_FREE,
+    PG_allocated,
+    PG_anon,
+    PG_anon_exclusive,
+    PG_dirty,
+    PG_lru,
+    PG_uptodate,
+    pte_encode,
+)
+from ._state import State
+
+
+def alloc_frame(s: State, zone: int) -> int:
+    """Take the lowest free frame of ``zone`` with refcount 1."""
+    lo, hi = s.layout.zone_range(zone)
+    fl = s.frames[lo:hi, F_FLAGS]
+    free = (fl & PG_allocated) == 0
+    idx = int(free.argmax())
+    if not free[idx]:
+        raise ValueError(f"zone {zone} has no free frame left for the initial state")
+    pfn = lo + idx
+    s.frames[pfn, F_FLAGS] |= PG_allocated | PG_uptodate
+    s.frames[pfn, F_REF] = 1
+    s.frames[pfn, F_MAP] = 0
+    s.frames[pfn, F_DATA] = 0
+    s.zones[zone, Z_FREE] -= 1
+    return pfn
+
+
+def init_token(mm: int, vpn: int) -> int:
+    """The content token a page holds before any actor writes it."""
+    return (0xFF << 40) | (mm << 20) | (vpn + 1)
+
+
+def populate(s: State, mm: int, vpn: int, write: bool = True) -> int:
+    """Fault in an anonymous page at ``vpn`` as a write fault would, with initial
+    content; returns its pfn."""
+    pfn = alloc_frame(s, 0)
+    s.frames[pfn, F_FLAGS] |= PG_anon | PG_anon_exclusive | PG_lru
+    s.frames[pfn, F_MAP] = 1
+    tok = init_token(mm, vpn)
+    s.frames[pfn, F_DATA] = tok
+    bits = PTE_YOUNG | ((PTE_WRITE | PTE_DIRTY) if write else 0)
+    s.pte[mm, vpn] = pte_encode(PTE_PRESENT, pfn, bits)
+    s.shadow[mm, vpn] = tok
+    return pfn
+
+
+def populate_device(s: State, dev: int, mm: int, vpn: int, write: bool = True) -> int:
+    """A page already migrated to device ``dev`` (a device-private entry)."""
+    pfn = alloc_frame(s, 1 + dev)
+    s.frames[pfn, F_FLAGS] |= PG_anon | PG_anon_exclusive | PG_dirty
+    s.frames[pfn, F_MAP] = 1
+    tok = init_token(mm, vpn)
+    s.frames[pfn, F_DATA] = tok
+    s.pte[mm, vpn] = pte_encode(PTE_DEVICE_PRIVATE, pfn, PTE_WRITE if write else 0)
+    s.shadow[mm, vpn] = tok
+    return pfn
+
+
+def share_cow(s: State, mm_src: int, vpn_src: int, mm_dst: int, vpn_dst: int) -> int:
+    """Map the page at (mm_src, vpn_src) also at (mm_dst, vpn_dst), as ``fork`` (and an
+    ``mremap`` in one of them) leaves it: both entries read-only, the page no longer
+    anon-exclusive, one more mapping and reference."""
+    pte = int(s.pte[mm_src, vpn_src])
+    kind = pte & PTE_TYPE_MASK
+    if kind not in (PTE_PRESENT, PTE_DEVICE_PRIVATE):
+        raise ValueError(f"mm {mm_src} page {vpn_src} is not mapped; populate it first")
+    pfn = pte >> PTE_PFN_SHIFT
+    ro = pte & ~PTE_WRITE
+    s.pte[mm_src, vpn_src] = ro
+    s.pte[mm_dst, vpn_dst] = ro
+    s.frames[pfn, F_FLAGS] &= ~PG_anon_exclusive
+    s.frames[pfn, F_MAP] += 1
+    s.frames[pfn, F_REF] += 1
+    s.shadow[mm_dst, vpn_dst] = s.shadow[mm_src, vpn_src]
+    return pfn
+
+
+def mm_live(s: State, mm: int) -> None:
+    s.mm[mm, M_USERS] = 1

@@ -1,0 +1,164 @@
+"""Model state: the flat word buffer, its named numpy views, and its words backend.
+
+:class:`State` owns nothing but memory. It can be built over ordinary memory (one
+process) or over any writable buffer of the right size, such as the ``buf`` of a
+``multiprocessing.shared_memory.SharedMemory`` block (the parallel engine attaches the
+same layout in every worker). Kernel paths use word indexes and the ``words`` object;
+invariants and reports use the numpy views.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._layout import (
+    F_FLAGS,
+    FRAME_WORDS,
+    PTE_PFN_SHIFT,
+    V_END,
+    V_FLAGS,
+    V_ORIGIN,
+    V_START,
+    VM_LIVE,
+    Z_DEVICE,
+    Z_DEVICE_COHERENT,
+    Z_DEVICE_PRIVATE,
+    Z_DEVID_SHIFT,
+    Z_FREE,
+    Geometry,
+    Layout,
+)
+from ._words import Words, fast_words
+
+
+class State:
+    """All model state over one flat int64 buffer.
+
+    Args:
+        layout: the layout to build.
+        buf: an existing writable buffer of ``layout.nbytes`` bytes to attach to (for
+            shared memory); ``None`` allocates ordinary memory.
+        words: the atomic backend to use; default the C extension when built (:func:`fast_words`).
+        init: write the static parts (zones, free counts). Workers attaching to a block
+            the parent already built pass ``False``.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        buf: Any = None,
+        words: Words | None = None,
+        init: bool = True,
+    ) -> None:
+        self.layout = layout
+        self.geo: Geometry = layout.geo
+        if buf is None:
+            self.arr = np.zeros(layout.words, dtype=np.int64)
+        else:
+            self.arr = np.frombuffer(buf, dtype=np.int64, count=layout.words)
+        self.words: Words = words if words is not None else fast_words(self.arr)
+        self.views: dict[str, np.ndarray] = {}
+        for name, t in layout.tables.items():
+            self.views[name] = self.arr[t.offset : t.offset + t.size].reshape(t.shape)
+        v = self.views
+        self.glob = v["glob"]
+        self.frames = v["frames"]
+        self.zones = v["zones"]
+        self.pte = v["pte"]
+        self.ptl = v["ptl"]
+        self.mm = v["mm"]
+        self.vma = v["vma"]
+        self.actor = v["actor"]
+        self.tlb = v["tlb"]
+        self.shadow = v["shadow"]
+        self.swap = v["swap"]
+        if init:
+            self._init_static()
+
+    @classmethod
+    def build(cls, geo: Geometry) -> State:
+        return cls(Layout(geo))
+
+    def _init_static(self) -> None:
+        g = self.geo
+        lay = self.layout
+        for dev in range(g.devices):
+            lo, hi = lay.zone_range(1 + dev)
+            kind = Z_DEVICE_COHERENT if dev in g.coherent else Z_DEVICE_PRIVATE
+            self.frames[lo:hi, F_FLAGS] = Z_DEVICE | kind | (dev << Z_DEVID_SHIFT)
+        for zone in range(g.zones):
+            lo, hi = lay.zone_range(zone)
+            self.zones[zone, Z_FREE] = hi - lo
+
+    def close(self) -> None:
+        """Drop the words backend and every view (needed before a shared block closes)."""
+        self.words.release()
+        for name in list(self.views):
+            del self.views[name]
+        for name in (
+            "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap"
+        ):
+            if hasattr(self, name):
+                delattr(self, name)
+        del self.arr
+
+    # ----------------------------------------------------------------------------------
+    # Word indexes (for the hot paths).
+    def frame_word(self, pfn: int, field: int) -> int:
+        return self.layout.FRAMES + pfn * FRAME_WORDS + field
+
+    def pte_word(self, mm: int, vpn: int) -> int:
+        return self.layout.PTE + mm * self.geo.pages_per_mm + vpn
+
+    def ptl_word(self, mm: int, vpn: int) -> int:
+        return self.layout.PTL + mm * self.geo.tables_per_mm + vpn // self.geo.ptes_per_table
+
+    # ----------------------------------------------------------------------------------
+    # VMAs. Rows are sorted by start; the table changes only under mmap_lock for write.
+    def add_vma(self, mm: int, start: int, end: int, flags: int, origin: int = -1) -> int:
+        """Insert a VMA ``[start, end)`` (virtual page numbers) into ``mm``; return its row."""
+        if not 0 <= start < end <= self.geo.pages_per_mm:
+            raise ValueError(
+                f"vma [{start}, {end}) does not fit in {self.geo.pages_per_mm} pages"
+            )
+        rows = self.vma[mm]
+        for r in range(rows.shape[0]):
+            if rows[r, V_FLAGS] & VM_LIVE and not (
+                end <= rows[r, V_START] or start >= rows[r, V_END]
+            ):
+                raise ValueError(f"vma [{start}, {end}) overlaps row {r} of mm {mm}")
+        for r in range(rows.shape[0]):
+            if not rows[r, V_FLAGS] & VM_LIVE:
+                rows[r, V_START] = start
+                rows[r, V_END] = end
+                rows[r, V_FLAGS] = flags | VM_LIVE
+                rows[r, V_ORIGIN] = origin
+                return r
+        raise ValueError(f"mm {mm} has no free VMA row (max_vmas={self.geo.max_vmas})")
+
+    def find_vma(self, mm: int, vpn: int) -> int:
+        """The VMA row of ``mm`` that covers ``vpn``, or -1 (``find_vma`` + bounds check)."""
+        rows = self.vma[mm]
+        for r in range(rows.shape[0]):
+            f = int(rows[r, V_FLAGS])
+            if f & VM_LIVE and rows[r, V_START] <= vpn < rows[r, V_END]:
+                return r
+        return -1
+
+    def vma_flags(self, mm: int, row: int) -> int:
+        return int(self.vma[mm, row, V_FLAGS])
+
+    def vma_bounds(self, mm: int, row: int) -> tuple[int, int]:
+        return int(self.vma[mm, row, V_START]), int(self.vma[mm, row, V_END])
+
+    # ----------------------------------------------------------------------------------
+    def pte_pfns(self) -> np.ndarray:
+        return self.pte >> PTE_PFN_SHIFT
+
+    def digest(self) -> bytes:
+        """A hash of the whole state (for trace fingerprints)."""
+        import hashlib
+
+        return hashlib.blake2b(self.arr.tobytes(), digest_size=16).digest()

@@ -1,0 +1,127 @@
+"""Word-level atomic operations over one flat int64 buffer.
+
+Every field of the model state is a 64-bit word in one flat buffer, addressed by its
+word index (see ``core/_layout.py``). Kernel paths never read-modify-write a word with
+numpy arithmetic: they go through a *words* object with the methods below, so the
+same path code runs on two backends:
+
+- :class:`PlainWords` (this module): a ``memoryview`` cast to ``'q'``. One process, one
+  actor running at a time (the deterministic engine), so a read-modify-write in Python
+  is atomic by construction. A memoryview element access costs about 30 ns, against
+  about 50 ns for a numpy scalar (``../shared/MEASUREMENTS.md``).
+- ``AtomicWords`` (``core/_atomicwords.c``): the same methods as real
+  ``__atomic`` builtins, sequentially consistent, for worker processes over
+  ``multiprocessing.shared_memory`` (the parallel engine).
+
+The words API is a deliberately tiny subset of the kernel's ``atomic64_*`` and bitops:
+``load`` / ``store`` (READ_ONCE / WRITE_ONCE), ``cas`` (cmpxchg), ``fetch_add``,
+``fetch_or``, ``fetch_and``, ``xchg``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Words(Protocol):
+    """The atomic word operations both backends provide."""
+
+    def load(self, i: int, /) -> int: ...
+    def store(self, i: int, v: int, /) -> None: ...
+    def cas(self, i: int, expected: int, new: int, /) -> bool: ...
+    def fetch_add(self, i: int, v: int, /) -> int: ...
+    def fetch_or(self, i: int, mask: int, /) -> int: ...
+    def fetch_and(self, i: int, mask: int, /) -> int: ...
+    def xchg(self, i: int, v: int, /) -> int: ...
+    def release(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class PlainWords:
+    """Single-process words over a writable int64 buffer (the deterministic backend).
+
+    Args:
+        buf: a C-contiguous, writable buffer of int64 words (a numpy array or a
+            memoryview). The object holds a buffer export until :meth:`release`.
+    """
+
+    __slots__ = ("_mv",)
+
+    def __init__(self, buf: Any) -> None:
+        arr = np.asarray(buf)
+        if arr.dtype != np.int64 or not arr.flags.c_contiguous or not arr.flags.writeable:
+            raise ValueError(
+                f"PlainWords needs a writable C-contiguous int64 buffer, got {arr.dtype}"
+            )
+        self._mv = memoryview(arr.reshape(-1)).cast("B").cast("q")
+
+    def __len__(self) -> int:
+        return len(self._mv)
+
+    def load(self, i: int, /) -> int:
+        return self._mv[i]
+
+    def store(self, i: int, v: int, /) -> None:
+        self._mv[i] = v
+
+    def cas(self, i: int, expected: int, new: int, /) -> bool:
+        mv = self._mv
+        if mv[i] == expected:
+            mv[i] = new
+            return True
+        return False
+
+    def fetch_add(self, i: int, v: int, /) -> int:
+        mv = self._mv
+        old = mv[i]
+        mv[i] = old + v
+        return old
+
+    def fetch_or(self, i: int, mask: int, /) -> int:
+        mv = self._mv
+        old = mv[i]
+        mv[i] = old | mask
+        return old
+
+    def fetch_and(self, i: int, mask: int, /) -> int:
+        mv = self._mv
+        old = mv[i]
+        mv[i] = old & mask
+        return old
+
+    def xchg(self, i: int, v: int, /) -> int:
+        mv = self._mv
+        old = mv[i]
+        mv[i] = v
+        return old
+
+    def release(self) -> None:
+        self._mv.release()
+
+
+def atomic_words(buf: Any) -> Words:
+    """The cross-process backend over ``buf`` (the C extension).
+
+    Raises:
+        ImportError: the extension was not built (the package was not installed with
+            ``pip install``); the message says how to build it.
+    """
+    try:
+        from pagerace.core._atomicwords import AtomicWords
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "pagerace.core._atomicwords is not built; reinstall with `pip install -e .`"
+        ) from exc
+    return AtomicWords(buf)  # type: ignore[no-any-return]
+
+
+def fast_words(buf: Any) -> Words:
+    """The fastest backend available for one process: the C extension when it is built
+    (about 30 ns an operation), else :class:`PlainWords` (about 50 ns)."""
+    try:
+        from pagerace.core._atomicwords import AtomicWords
+    except ImportError:  # pragma: no cover - depends on the install
+        return PlainWords(buf)
+    return AtomicWords(buf)  # type: ignore[no-any-return]

@@ -1,0 +1,140 @@
+"""The bug catalog: known historical races, as toggles that put each back.
+
+Each :class:`BugEntry` names the protocol variants it applies to, what the toggle
+changes, the kernel fix that removed it and the oracle that must catch it
+(``../shared/BUGS.md``). The toggles themselves are plain ``if name in k.bugs`` tests at
+the one place in a path where the old kernel differed, so ``grep`` for the name finds
+the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BugEntry:
+    name: str
+    variants: tuple[str, ...]
+    changes: str
+    goes_wrong: str
+    fix: str
+    oracle: tuple[str, ...]  # FailureKind values that count as finding it
+    workload: str  # the workload the quality tier hunts it on
+    intrinsic: bool = False  # the variant itself has the bug (no toggle needed)
+
+
+CATALOG: dict[str, BugEntry] = {
+    e.name: e
+    for e in [
+        BugEntry(
+            "hmm-2017-blocking-prepare",
+            ("hmm-2017",),
+            "migrate_vma_prepare() takes lock_page() on each collected page, blocking (seed 004)",
+            "two migrations over shared pages in opposite order wait on each other: AB-BA "
+            "deadlock",
+            "v5.0 turned it into trylock-and-back-off (seed 002, 'best effort')",
+            ("deadlock",),
+            "opposite-order",
+            intrinsic=True,
+        ),
+        BugEntry(
+            "fault-without-ref",
+            ("v6",),
+            "do_swap_page() calls migrate_to_ram() without a reference on, or the lock of, "
+            "the device page",
+            "a concurrent eviction frees the device page while the fault still uses it: "
+            "use after free",
+            "CVE-2022-3523 fix, 'mm/memory.c: fix race when faulting a device private page' "
+            "(6.1)",
+            ("use_after_free",),
+            "evict-vs-fault",
+        ),
+        BugEntry(
+            "fault-ref-no-trylock",
+            ("v6",),
+            "every faulting CPU takes a reference and calls migrate_to_ram(); nobody "
+            "trylocks the page first",
+            "each migration sees the other faulters' references and fails; all retry "
+            "forever: livelock",
+            "'mm/migrate: Trylock device page in do_swap_page' (1afaeb8293c9, 6.15)",
+            ("livelock",),
+            "fault-storm",
+        ),
+        BugEntry(
+            "waiter-takes-ref",
+            ("v5.0", "v6"),
+            "migration_entry_wait() takes get_page_unless_zero() before sleeping on the "
+            "page lock",
+            "waiters' references make migration's refcount check fail; migrations back to "
+            "the CPU keep failing: livelock (with v5.0's exemption, the pin oracle instead)",
+            "'mm: migration: fix the FOLL_GET failure on following huge page' era rework: "
+            "migration_entry_wait_on_locked() (ffa65753c431, 5.17)",
+            ("livelock", "pin_coherency", "lost_write"),
+            "waiter-storm",
+        ),
+        BugEntry(
+            "no-fault-folio-exception",
+            ("v6",),
+            "collect trylocks the fault page too, instead of "
+            "fault_folio == folio || folio_trylock(folio) (seed 000)",
+            "the fault handler already holds that lock, so the trylock always fails: the "
+            "page is never migrated back and the fault retries forever",
+            "the fault_folio exception in migrate_vma_collect_pmd() (with 1afaeb8293c9, 6.15)",
+            ("livelock", "deadlock"),
+            "fault-storm",
+        ),
+        BugEntry(
+            "check-ignores-pins",
+            ("v5.0", "v6"),
+            "migrate_vma_check_page() does not compare the refcount with the mapcount",
+            "a page pinned by GUP for DMA is migrated; the device keeps writing the old "
+            "page: lost writes, and the pin no longer refers to the mapped page",
+            "the refcount check in migrate_vma_check_page() (present since 4.14; the toggle "
+            "removes it)",
+            ("pin_coherency", "lost_write"),
+            "migrate-vs-pin",
+        ),
+        BugEntry(
+            "callback-modifies-src",
+            ("hmm-2017",),
+            "the driver's alloc_and_copy() rewrites src[] entries, which seed 004 forbids",
+            "migration state and page locks go out of step: pages left locked, or unlocked "
+            "twice",
+            "driver contract (seed 004 documentation); the v6 API split removed the callbacks",
+            ("driver_contract", "lock_balance", "bad_unlock"),
+            "default",
+        ),
+        BugEntry(
+            "holes-src-zero",
+            ("hmm-2017",),
+            "holes come back as src = 0 with no flags (seed 003) and the driver follows the "
+            "documented contract",
+            "drivers never populate holes: part of the range silently stays in system memory",
+            "later kernels mark holes MIGRATE_PFN_MIGRATE",
+            ("outcome",),
+            "holes",
+        ),
+        BugEntry(
+            "async-blocking-lock",
+            ("v5.0",),
+            "__unmap_and_move() with MIGRATE_ASYNC uses lock_page() instead of giving up "
+            "when trylock_page() fails (seed 002 comment)",
+            "an allocation made while holding a page lock enters direct compaction and waits "
+            "for the lock it holds: self-deadlock",
+            "the MIGRATE_ASYNC trylock in __unmap_and_move() (seed 002)",
+            ("deadlock",),
+            "compaction",
+        ),
+        BugEntry(
+            "move-mapping-no-freeze",
+            ("v5.0", "v6"),
+            "migrate_page_move_mapping() checks the expected refcount but does not freeze it",
+            "a speculative reference lands between the check and the switch; its holder "
+            "keeps using the old page: a lost write or a stale read",
+            "page_ref_freeze() in migrate_page_move_mapping() (seed 002)",
+            ("lost_write", "stale_read", "pin_coherency", "use_after_free"),
+            "migrate-vs-gup-fast",
+        ),
+    ]
+}

@@ -1,0 +1,255 @@
+"""Global invariants over the whole model, vectorized over the numpy views.
+
+Run at quiet points (every actor between operations) and at the end of every run. When
+all is well this is an expensive no-op, like Hypothesis's ``check_valid()``; when not, it
+raises :class:`InvariantViolation` naming the pages and entries involved.
+
+What must hold with every actor idle:
+
+- no page lock, page-table lock or mmap_lock is held;
+- no migration entry is left in any page table;
+- every present entry points at an allocated frame of system RAM or device-coherent
+  memory, every device-private entry at an allocated device-private frame;
+- each frame's mapcount is the number of entries that map it;
+- each frame's refcount is its mapcount + pins × GUP_PIN_COUNTING_BIAS + 1 if it is in the
+  swap cache (+ holds the workload's extra-reference hooks declare);
+- an allocated frame that nothing maps, pins or caches has leaked; a free frame has no
+  references, no mappings, and nothing points at it;
+- each zone's free count is its number of free frames;
+- every virtual page still holds the last value written to it (no lost write).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._errors import FailureKind, InvariantViolation
+from ._kernel import Kernel
+from ._layout import (
+    F_DATA,
+    F_FLAGS,
+    F_MAP,
+    F_PIN,
+    F_REF,
+    GUP_PIN_COUNTING_BIAS,
+    PTE_DEVICE_EXCLUSIVE,
+    PTE_DEVICE_PRIVATE,
+    PTE_MIGRATION,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_TYPE_MASK,
+    S_DATA,
+    Z_DEVICE_PRIVATE,
+    Z_FREE,
+    PG_allocated,
+    PG_locked,
+    PG_swapcache,
+    pte_describe,
+)
+
+_MAX_LISTED = 6
+
+
+def _fail(k: Kernel, kind: FailureKind, msg: str, pages: list[int], **details: object) -> None:
+    raise InvariantViolation(
+        k.fail(kind, msg, pages=pages[:_MAX_LISTED], sites=["global_invariants"], **details).failure
+    )
+
+
+def _where(mask: np.ndarray) -> list[int]:
+    return [int(x) for x in np.flatnonzero(mask)[:_MAX_LISTED]]
+
+
+def check_locks(k: Kernel) -> None:
+    s = k.s
+    locked = (s.frames[:, F_FLAGS] & PG_locked) != 0
+    if locked.any():
+        pages = _where(locked)
+        owners = [int(s.frames[p, 4]) - 1 for p in pages]
+        _fail(
+            k,
+            FailureKind.LOCK_BALANCE,
+            f"page lock held at a quiet point: pages {pages} (owners {owners})",
+            pages,
+        )
+    if (s.ptl != 0).any():
+        mm, tab = np.nonzero(s.ptl)
+        _fail(
+            k,
+            FailureKind.LOCK_BALANCE,
+            f"page-table lock held at a quiet point: mm {int(mm[0])} table {int(tab[0])}",
+            [],
+        )
+    if (s.mm[:, 0] != 0).any():
+        mm = int(np.flatnonzero(s.mm[:, 0])[0])
+        _fail(k, FailureKind.LOCK_BALANCE, f"mmap_lock of mm {mm} held at a quiet point", [])
+
+
+def check_entries(k: Kernel) -> None:
+    s = k.s
+    pte = s.pte
+    types = pte & PTE_TYPE_MASK
+    pfns = pte >> PTE_PFN_SHIFT
+    mig = types == PTE_MIGRATION
+    if mig.any():
+        mm, vpn = np.nonzero(mig)
+        ents = [
+            f"mm {int(m)} page {int(v)}: {pte_describe(int(pte[m, v]))}"
+            for m, v in list(zip(mm, vpn))[:_MAX_LISTED]
+        ]
+        _fail(
+            k,
+            FailureKind.MIGRATION_ENTRY_LEFT,
+            "migration entries left after every migration finished: " + "; ".join(ents),
+            [int(pfns[m, v]) for m, v in zip(mm, vpn)],
+        )
+    flags = s.frames[:, F_FLAGS]
+    nframes = flags.shape[0]
+    mapped = (types == PTE_PRESENT) | (types == PTE_DEVICE_PRIVATE) | (types == PTE_DEVICE_EXCLUSIVE)
+    bad_pfn = mapped & ((pfns < 0) | (pfns >= nframes))
+    if bad_pfn.any():
+        mm, vpn = np.nonzero(bad_pfn)
+        _fail(k, FailureKind.BAD_MAPPING, f"entry at mm {int(mm[0])} page {int(vpn[0])} names "
+              f"frame {int(pfns[mm[0], vpn[0]])} beyond the {nframes} frames", [])
+    safe = np.where(mapped, pfns, 0)
+    fl = flags[safe]
+    free_target = mapped & ((fl & PG_allocated) == 0)
+    if free_target.any():
+        mm, vpn = np.nonzero(free_target)
+        pages = [int(pfns[m, v]) for m, v in zip(mm, vpn)]
+        _fail(
+            k,
+            FailureKind.USE_AFTER_FREE,
+            f"mm {int(mm[0])} page {int(vpn[0])} maps frame {pages[0]}, which is free",
+            pages,
+        )
+    is_priv = (fl & Z_DEVICE_PRIVATE) != 0
+    wrong = ((types == PTE_PRESENT) & is_priv) | ((types == PTE_DEVICE_PRIVATE) & ~is_priv)
+    if wrong.any():
+        mm, vpn = np.nonzero(wrong)
+        _fail(
+            k,
+            FailureKind.BAD_MAPPING,
+            f"mm {int(mm[0])} page {int(vpn[0])}: {pte_describe(int(pte[mm[0], vpn[0]]))} "
+            "points at a frame of the wrong zone",
+            [int(pfns[mm[0], vpn[0]])],
+        )
+
+
+def check_counts(k: Kernel) -> None:
+    s = k.s
+    pte = s.pte
+    types = pte & PTE_TYPE_MASK
+    pfns = pte >> PTE_PFN_SHIFT
+    mapped = (types == PTE_PRESENT) | (types == PTE_DEVICE_PRIVATE) | (types == PTE_DEVICE_EXCLUSIVE)
+    nframes = s.frames.shape[0]
+    maps = np.bincount(pfns[mapped].ravel(), minlength=nframes)[:nframes]
+    fr = s.frames
+    alloc = (fr[:, F_FLAGS] & PG_allocated) != 0
+    bad_map = fr[:, F_MAP] != maps
+    if bad_map.any():
+        pages = _where(bad_map)
+        p = pages[0]
+        _fail(
+            k,
+            FailureKind.MAPCOUNT_MISMATCH,
+            f"frame {p} has mapcount {int(fr[p, F_MAP])} but {int(maps[p])} entries map it",
+            pages,
+        )
+    extra = k.extra_refs() if hasattr(k, "extra_refs") else None
+    expected = (
+        fr[:, F_MAP]
+        + fr[:, F_PIN] * GUP_PIN_COUNTING_BIAS
+        + ((fr[:, F_FLAGS] & PG_swapcache) != 0)
+    )
+    if extra is not None:
+        expected = expected + extra
+    ref = fr[:, F_REF]
+    bad_free = ~alloc & ((ref != 0) | (fr[:, F_MAP] != 0))
+    if bad_free.any():
+        pages = _where(bad_free)
+        p = pages[0]
+        _fail(
+            k,
+            FailureKind.REFCOUNT_MISMATCH,
+            f"free frame {p} has refcount {int(ref[p])} and mapcount {int(fr[p, F_MAP])}",
+            pages,
+        )
+    leaked = alloc & (expected == 0)
+    if leaked.any():
+        pages = _where(leaked)
+        p = pages[0]
+        _fail(
+            k,
+            FailureKind.LEAK,
+            f"frame {p} is allocated (refcount {int(ref[p])}) but nothing maps, pins or "
+            "caches it: leaked",
+            pages,
+        )
+    bad_ref = alloc & (ref != expected)
+    if bad_ref.any():
+        pages = _where(bad_ref)
+        p = pages[0]
+        kind = FailureKind.LEAK if ref[p] > expected[p] else FailureKind.REFCOUNT_MISMATCH
+        _fail(
+            k,
+            kind,
+            f"frame {p} has refcount {int(ref[p])}, expected {int(expected[p])} "
+            f"(mapcount {int(fr[p, F_MAP])}, pins {int(fr[p, F_PIN])})",
+            pages,
+        )
+    for zone in range(k.geo.zones):
+        lo, hi = k.lay.zone_range(zone)
+        free = int((~alloc[lo:hi]).sum())
+        if free != int(s.zones[zone, Z_FREE]):
+            _fail(
+                k,
+                FailureKind.LEAK,
+                f"zone {zone} counts {int(s.zones[zone, Z_FREE])} free frames but {free} are free",
+                [],
+            )
+
+
+def check_contents(k: Kernel) -> None:
+    """No lost write: every written virtual page still reads its last written token."""
+    s = k.s
+    pte = s.pte
+    types = pte & PTE_TYPE_MASK
+    pfns = pte >> PTE_PFN_SHIFT
+    shadow = s.shadow
+    nframes = s.frames.shape[0]
+    mapped = (types == PTE_PRESENT) | (types == PTE_DEVICE_PRIVATE) | (types == PTE_DEVICE_EXCLUSIVE)
+    data = s.frames[np.where(mapped, np.clip(pfns, 0, nframes - 1), 0), F_DATA]
+    swapped = types == PTE_SWAP
+    if swapped.any():
+        nslots = s.swap.shape[0]
+        sdata = s.swap[np.where(swapped, np.clip(pfns, 0, nslots - 1), 0), S_DATA]
+        data = np.where(swapped, sdata, data)
+    have = mapped | swapped
+    lost = (shadow != 0) & (~have | (data != shadow))
+    if lost.any():
+        mm, vpn = np.nonzero(lost)
+        m, v = int(mm[0]), int(vpn[0])
+        where = pte_describe(int(pte[m, v]))
+        _fail(
+            k,
+            FailureKind.LOST_WRITE,
+            f"mm {m} page {v} last had token {int(shadow[m, v]):#x} written, but its "
+            f"entry {where} now holds {int(data[m, v]) if have[m, v] else 'nothing'}"
+            f"{'' if have[m, v] else ''} ({int(lost.sum())} pages lost)",
+            [int(pfns[m, v])] if have[m, v] else [],
+            mm=m,
+            vpn=v,
+        )
+
+
+CHECKS = [check_locks, check_entries, check_counts, check_contents]
+
+
+def check_all(k: Kernel, final: bool = True) -> None:
+    """Every global invariant. Raises :class:`InvariantViolation` on the first broken one."""
+    for check in CHECKS:
+        check(k)
+    for extra_check in k.extra_checks:
+        extra_check(k, final)

@@ -1,0 +1,307 @@
+"""CPU accesses and page faults: ``mm/memory.c`` and the migration-entry wait.
+
+An access is what a CPU's load or store does: the TLB first, then the hardware page
+walk, then a page fault (``handle_mm_fault`` → ``handle_pte_fault``). The hardware part
+(TLB hit, or walk + accessed/dirty bits + the load or store) is one step: no other
+actor runs in the middle of a single load or store. A fault has preemption points
+wherever the kernel's fault path can be interleaved.
+
+Transcribed from ``mm/memory.c`` (``handle_pte_fault``, ``do_anonymous_page``,
+``do_wp_page``, ``do_swap_page``: its device-private branch as in kernel 6.15+, with the
+``folio_trylock`` taken under the PTL and the wait for the unlock when it fails) and
+``mm/migrate.c`` (``migration_entry_wait`` / ``__migration_entry_wait``, seed 002;
+``migration_entry_wait_on_locked`` in current kernels: no page reference is taken).
+"""
+
+from __future__ import annotations
+
+from ._errors import FailureKind
+from ._kernel import Actor, Kernel, Path
+from ._layout import (
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_MIGRATION,
+    PTE_NONE,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    PTE_YOUNG,
+    VM_ANON,
+    VM_WRITE,
+    PG_anon,
+    PG_anon_exclusive,
+    PG_lru,
+    PG_uptodate,
+    pte_encode,
+)
+
+# Fault results (include/linux/mm_types.h vm_fault_t), as small ints.
+VM_FAULT_OK = 0
+VM_FAULT_OOM = 1
+VM_FAULT_SIGBUS = 2
+VM_FAULT_SIGSEGV = 4
+VM_FAULT_RETRY = 8
+
+ACCESS_OK = 0
+ACCESS_SIGBUS = 1
+ACCESS_SIGSEGV = 2
+
+
+def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) -> None:
+    """The load or store itself, on frame ``pfn``, and the oracle's bookkeeping."""
+    if write:
+        tok = k.new_token(a)
+        k.set_data(pfn, tok)
+        k.set_shadow(mm, vpn, tok)
+        k.count("cpu_writes")
+    else:
+        got = k.data(pfn)
+        want = k.shadow(mm, vpn)
+        k.count("cpu_reads")
+        if got != want:
+            raise k.fail(
+                FailureKind.STALE_READ,
+                f"{a.name} read mm {mm} page {vpn} from frame {pfn} and got token "
+                f"{got:#x}, but the last write there stored {want:#x}",
+                actors=[a],
+                pages=[pfn],
+                sites=["cpu_access:load"],
+                mm=mm,
+                vpn=vpn,
+            )
+
+
+def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
+    """A CPU load or store of one virtual page, faulting until it succeeds.
+
+    Returns ``ACCESS_OK``, or ``ACCESS_SIGBUS`` / ``ACCESS_SIGSEGV`` when the fault path
+    gives up (the process would get the signal).
+    """
+    retries = 0
+    while True:
+        # TLB hit: the translation is cached, no page walk (arch TLB).
+        t = k.tlb_lookup(a, mm, vpn)
+        if t >= 0 and (not write or t & 1):
+            _hw_access(k, a, mm, vpn, t >> 1, write)
+            return ACCESS_OK
+        # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
+        pte = k.pte_read(mm, vpn)
+        if pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE):
+            new = pte | PTE_YOUNG | (PTE_DIRTY if write else 0)
+            if new == pte or k.words.cas(k.pte_w(mm, vpn), pte, new):
+                pfn = pte >> PTE_PFN_SHIFT
+                k.tlb_fill(a, mm, vpn, pfn, write)
+                _hw_access(k, a, mm, vpn, pfn, write)
+                return ACCESS_OK
+            continue
+        yield  # the access traps
+        r = yield from handle_mm_fault(k, a, mm, vpn, write)
+        if r & VM_FAULT_SIGBUS:
+            a.sigbus += 1
+            k.count("sigbus")
+            return ACCESS_SIGBUS
+        if r & VM_FAULT_SIGSEGV:
+            k.count("sigsegv")
+            return ACCESS_SIGSEGV
+        retries += 1
+        if retries > 1 and retries % 64 == 0:
+            k.count("fault_retry_64")
+        yield
+
+
+def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
+    """``handle_mm_fault()`` → ``handle_pte_fault()`` under ``mmap_read_lock``."""
+    yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
+    try:
+        row = k.s.find_vma(mm, vpn)
+        if row < 0:
+            return VM_FAULT_SIGSEGV
+        vflags = k.s.vma_flags(mm, row)
+        if write and not vflags & VM_WRITE:
+            return VM_FAULT_SIGSEGV
+        k.count("faults")
+        pte = k.pte_read(mm, vpn)
+        kind = pte & PTE_TYPE_MASK
+        if kind == PTE_NONE:
+            return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
+        if kind == PTE_PRESENT:
+            if write and not pte & PTE_WRITE:
+                return (yield from do_wp_page(k, a, mm, vpn, pte))
+            return VM_FAULT_OK  # spurious: the TLB will refill on retry
+        if kind == PTE_MIGRATION:
+            yield from migration_entry_wait(k, a, mm, vpn)
+            return VM_FAULT_OK
+        if kind == PTE_DEVICE_PRIVATE:
+            return (yield from do_swap_page_device(k, a, mm, vpn, pte))
+        swapin = k.hooks.get("do_swap_page")
+        if swapin is not None:
+            return (yield from swapin(k, a, mm, vpn, pte, write))
+        return VM_FAULT_SIGBUS
+    finally:
+        k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
+
+
+def do_anonymous_page(
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, vflags: int
+) -> Path:
+    """``do_anonymous_page()``: allocate a zeroed page for an empty entry.
+
+    The model maps a fresh page on read faults too, read-only, where the kernel maps the
+    shared zero page; a later write then goes through ``do_wp_page`` and reuses it.
+    """
+    if not vflags & VM_ANON:
+        return VM_FAULT_SIGBUS
+    pfn = k.alloc_page(a, 0, "do_anonymous_page")
+    if pfn < 0:
+        k.count("oom")
+        return VM_FAULT_OOM
+    yield
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, "do_anonymous_page:ptl")
+    if k.pte_read(mm, vpn) != 0:
+        # Someone populated it meanwhile (the kernel's !pte_none recheck).
+        k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
+        k.put_page(a, pfn, "do_anonymous_page:release")
+        return VM_FAULT_OK
+    k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it
+    bits = PTE_YOUNG
+    if write and vflags & VM_WRITE:
+        bits |= PTE_WRITE | PTE_DIRTY
+    k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, pfn, bits))
+    k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
+    return VM_FAULT_OK
+
+
+def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
+    """``do_wp_page()``: a write to a present read-only entry.
+
+    Reuse the page when this mm maps it exclusively (``wp_can_reuse_anon_folio``: the
+    page is ``PageAnonExclusive``, or it is the only mapping and nobody else holds a
+    reference); otherwise copy it (``wp_page_copy``).
+    """
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, "do_wp_page:ptl")
+    pte = k.pte_read(mm, vpn)
+    if pte != orig:
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
+        return VM_FAULT_OK
+    pfn = pte >> PTE_PFN_SHIFT
+    f = k.flags(pfn)
+    if f & PG_anon and (
+        f & PG_anon_exclusive or (k.mapcount(pfn) == 1 and k.ref_count(pfn) == 1)
+    ):
+        k.set_flag(pfn, PG_anon_exclusive)
+        k.set_pte(mm, vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+        k.flush_tlb_range(mm, vpn, vpn + 1)
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
+        k.count("wp_reuse")
+        return VM_FAULT_OK
+    k.get_page(a, pfn, "do_wp_page:get")
+    k.spin_unlock(a, ptl, "do_wp_page:ptl")
+    yield
+    new = k.alloc_page(a, 0, "wp_page_copy")
+    if new < 0:
+        k.put_page(a, pfn, "wp_page_copy:put")
+        return VM_FAULT_OOM
+    k.set_data(new, k.data(pfn))  # __wp_page_copy_user
+    yield
+    yield from k.spin_lock(a, ptl, "wp_page_copy:ptl")
+    if k.pte_read(mm, vpn) != orig:
+        k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+        k.put_page(a, new, "wp_page_copy:release")
+        k.put_page(a, pfn, "wp_page_copy:put")
+        return VM_FAULT_OK
+    k.ptep_get_and_clear(mm, vpn)
+    k.flush_tlb_range(mm, vpn, vpn + 1)
+    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.mapcount_add(new, 1)
+    k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
+    k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page
+    k.put_page(a, pfn, "wp_page_copy:unmap")
+    k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+    k.put_page(a, pfn, "wp_page_copy:put")
+    k.count("wp_copy")
+    return VM_FAULT_OK
+
+
+def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
+    """``migration_entry_wait()``: sleep until the page under migration is unlocked.
+
+    Current kernels take no page reference (``migration_entry_wait_on_locked``, since
+    5.17) and drop the PTL only once the wait is queued, which the model gets for free:
+    dropping the PTL and blocking happen in one step. The catalog bug
+    ``waiter-takes-ref`` restores the older ``get_page_unless_zero`` before sleeping.
+    """
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, "migration_entry_wait:ptl")
+    pte = k.pte_read(mm, vpn)
+    if pte & PTE_TYPE_MASK != PTE_MIGRATION:
+        k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
+        return
+    pfn = pte >> PTE_PFN_SHIFT
+    if not k.page_locked(pfn):
+        k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
+        raise k.fail(
+            FailureKind.MIGRATION_ENTRY_UNLOCKED,
+            f"mm {mm} page {vpn} has a migration entry for frame {pfn}, which is not locked "
+            "(migration entries must point at locked pages)",
+            actors=[a],
+            pages=[pfn],
+            sites=["migration_entry_wait"],
+        )
+    took_ref = False
+    if "waiter-takes-ref" in k.bugs:
+        # Before 5.17: get_page_unless_zero() and then wait_on_page_locked().
+        took_ref = k.get_page_unless_zero(a, pfn)
+    k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
+    if took_ref:
+        yield  # the reference is visible to the migration while we go to sleep
+    yield from k.wait_on_page_locked(a, pfn, "migration_entry_wait:folio_wait_locked")
+    if took_ref:
+        k.put_page(a, pfn, "migration_entry_wait:put_page")
+
+
+def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
+    """``do_swap_page()`` for a device-private entry: hand the fault to the driver.
+
+    Current kernels (6.15+, seed 000 era): under the PTL, recheck the entry
+    (``pte_same``), ``folio_trylock`` the device page, take a reference, drop the PTL and
+    call ``pgmap->ops->migrate_to_ram(vmf)`` with the page locked, then unlock and put it.
+    When the trylock fails, wait for the unlock and retry the fault.
+
+    Catalog bugs put older protocols back: ``fault-without-ref`` (before 6.1: neither a
+    reference nor the lock) and ``fault-ref-no-trylock`` (6.1-6.14: a reference, no lock).
+    """
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, "do_swap_page:ptl")
+    if k.pte_read(mm, vpn) != orig:
+        k.spin_unlock(a, ptl, "do_swap_page:ptl")
+        return VM_FAULT_OK
+    pfn = orig >> PTE_PFN_SHIFT
+    dev = k.device_for(pfn)
+    bugs = k.bugs
+    if "fault-without-ref" in bugs:
+        k.spin_unlock(a, ptl, "do_swap_page:ptl")
+        yield
+        return (yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False))
+    if "fault-ref-no-trylock" in bugs:
+        k.get_page(a, pfn, "do_swap_page:get_page")
+        k.spin_unlock(a, ptl, "do_swap_page:ptl")
+        yield
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False)
+        k.put_page(a, pfn, "do_swap_page:put_page")
+        return ret
+    if k.trylock_page(a, pfn, "do_swap_page:folio_trylock"):
+        k.get_page(a, pfn, "do_swap_page:get_page")
+        k.spin_unlock(a, ptl, "do_swap_page:ptl")
+        yield
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=True)
+        k.unlock_page(a, pfn, "do_swap_page:folio_unlock")
+        k.put_page(a, pfn, "do_swap_page:put_page")
+        return ret
+    # softleaf_entry_wait_on_locked(): drop the PTL once queued, sleep, then retry.
+    k.spin_unlock(a, ptl, "do_swap_page:ptl")
+    yield from k.wait_on_page_locked(a, pfn, "do_swap_page:wait_on_locked")
+    return VM_FAULT_OK

@@ -1,0 +1,603 @@
+"""Device-memory migration as in today's ``mm/migrate_device.c`` (seed 000): the ``v6``
+protocol.
+
+The driver API is split in three: :func:`migrate_vma_setup` (argument checks, collect,
+unmap), then the driver allocates and copies, :func:`migrate_vma_pages`, the driver
+updates its own page table, :func:`migrate_vma_finalize`. Eviction without a VMA uses
+:func:`migrate_device_range` / :func:`migrate_device_pfns`, then
+:func:`migrate_device_pages` and :func:`migrate_device_finalize`.
+
+The ``src`` / ``dst`` arrays hold ``migrate_pfn(pfn) | MIGRATE_PFN_*`` words as in
+``include/linux/migrate.h``. Older protocol generations (``hmm-2017``, ``v5.0``) differ
+in collect, prepare and the page check; where they do, the variant object decides
+(``core/variants.py``) and the shared steps stay here.
+
+XX: THP (``SELECT_COMPOUND``, ``migrate_vma_split_folio``) is not modelled: every folio
+is a single page, as ``migrate_vma_check_page`` insisted until 6.x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._errors import FailureKind
+from ._kernel import Actor, Kernel, Path
+from ._layout import (
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_MIGRATION,
+    PTE_NONE,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    PTE_YOUNG,
+    VM_ANON,
+    VM_HUGETLB,
+    VM_SPECIAL,
+    VM_WRITE,
+    PG_anon,
+    PG_anon_exclusive,
+    PG_dirty,
+    PG_isolated,
+    PG_lru,
+    PG_swapcache,
+    PG_uptodate,
+    pte_encode,
+)
+from .rmap import (
+    folio_try_share_anon_rmap_pte,
+    make_migration_entry,
+    remove_migration_ptes,
+    try_to_migrate,
+)
+
+# include/linux/migrate.h
+MIGRATE_PFN_VALID = 1 << 0
+MIGRATE_PFN_MIGRATE = 1 << 1
+MIGRATE_PFN_LOCKED = 1 << 2  # hmm-2017 and v5.0 only
+MIGRATE_PFN_WRITE = 1 << 3
+MIGRATE_PFN_DEVICE = 1 << 4  # hmm-2017 and v5.0 only
+MIGRATE_PFN_ERROR = 1 << 5  # hmm-2017 and v5.0 only; kept by the model for copy errors
+MIGRATE_PFN_SHIFT = 6
+
+# enum migrate_vma_direction
+MIGRATE_VMA_SELECT_SYSTEM = 1 << 0
+MIGRATE_VMA_SELECT_DEVICE_PRIVATE = 1 << 1
+MIGRATE_VMA_SELECT_DEVICE_COHERENT = 1 << 2
+
+EINVAL = -22
+EBUSY = -16
+ENOMEM = -12
+EAGAIN = -11
+ENOENT = -2
+
+
+def migrate_pfn(pfn: int) -> int:
+    return (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID
+
+
+def migrate_pfn_to_page(mpfn: int) -> int:
+    """The pfn of a src/dst word, or -1 when it has no valid page."""
+    if not mpfn & MIGRATE_PFN_VALID:
+        return -1
+    return mpfn >> MIGRATE_PFN_SHIFT
+
+
+@dataclass
+class MigrateVma:
+    """``struct migrate_vma``: one migration of ``[start, end)`` of ``mm``.
+
+    ``vma`` is the VMA row, -1 for none (the ``-EINVAL`` check). ``fault_page`` is the
+    device page a ``migrate_to_ram`` handler migrates (it holds a reference), or -1.
+    ``fault_folio`` is the page whose lock the caller already holds (collect does not
+    trylock it and finalize does not unlock it): the fault page in 6.15+, none before.
+    """
+
+    mm: int
+    vma: int
+    start: int
+    end: int
+    flags: int = MIGRATE_VMA_SELECT_SYSTEM
+    pgmap_owner: int = -1
+    fault_page: int = -1
+    src: list[int] = field(default_factory=list)
+    dst: list[int] = field(default_factory=list)
+    npages: int = 0
+    cpages: int = 0
+    kind: str = "to_device"
+    fault_folio: int = -1
+
+    def __post_init__(self) -> None:
+        n = max(self.end - self.start, 0)
+        if not self.src:
+            self.src = [0] * n
+        if not self.dst:
+            self.dst = [0] * n
+
+
+# ------------------------------------------------------------------------------------
+# setup
+
+
+def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_setup()``: check the arguments, then collect and unmap.
+
+    Returns 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
+    """
+    s = k.s
+    if m.vma < 0:
+        return EINVAL
+    vflags = s.vma_flags(m.mm, m.vma)
+    vstart, vend = s.vma_bounds(m.mm, m.vma)
+    if vflags & (VM_HUGETLB | VM_SPECIAL):
+        return EINVAL
+    if m.end - m.start <= 0:
+        return EINVAL
+    if m.start < vstart or m.start >= vend:
+        return EINVAL
+    if m.end <= vstart or m.end > vend:
+        return EINVAL
+    if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
+        return EINVAL
+    if (
+        m.fault_page >= 0
+        and k.variant_checks_fault_page_locked()
+        and not k.page_locked(m.fault_page)
+    ):
+        return EINVAL
+    m.npages = 0
+    m.cpages = 0
+    yield from k.variant.collect(k, a, m)
+    yield from k.variant.unmap(k, a, m)
+    return 0
+
+
+def _selected_present(k: Kernel, m: MigrateVma, pfn: int) -> bool:
+    if k.is_zone_device(pfn):
+        return bool(
+            m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
+            and k.is_device_coherent(pfn)
+            and k.device_of(pfn) == m.pgmap_owner
+        )
+    return bool(m.flags & MIGRATE_VMA_SELECT_SYSTEM)
+
+
+def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_collect()`` → ``migrate_vma_collect_pmd()`` (v6).
+
+    Under the page-table lock, for each entry: a hole in an anonymous VMA is marked
+    ``MIGRATE``; a device-private entry of our owner or a selected present page gets a
+    reference and, if ``fault_folio == folio || folio_trylock(folio)``, a migration
+    entry at once (clearing ``PageAnonExclusive`` first, or skipping the page when it
+    may be pinned). A page we cannot lock is skipped: migration is best effort.
+    """
+    s = k.s
+    vflags = s.vma_flags(m.mm, m.vma)
+    anon = bool(vflags & VM_ANON)
+    ppt = k.geo.ptes_per_table
+    fault_folio = m.fault_folio
+    if "no-fault-folio-exception" in k.bugs:
+        fault_folio = -1
+    site = "migrate_vma_collect_pmd"
+    i = 0
+    vpn = m.start
+    while vpn < m.end:
+        tab_end = min((vpn // ppt + 1) * ppt, m.end)
+        ptl = k.ptl_word(m.mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        lo = vpn
+        while vpn < tab_end:
+            pte = k.pte_read(m.mm, vpn)
+            kind = pte & PTE_TYPE_MASK
+            mpfn = 0
+            if kind == PTE_NONE:
+                if anon:
+                    mpfn = MIGRATE_PFN_MIGRATE
+                    m.cpages += 1
+                    k.outcome(m.kind, "hole_collected")
+                m.src[i] = mpfn
+                m.dst[i] = 0
+                i += 1
+                vpn += 1
+                continue
+            pfn = pte >> PTE_PFN_SHIFT
+            if kind == PTE_DEVICE_PRIVATE:
+                if not (
+                    m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+                    and k.device_of(pfn) == m.pgmap_owner
+                ):
+                    m.src[i] = 0
+                    i += 1
+                    vpn += 1
+                    continue
+                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+                if pte & PTE_WRITE:
+                    mpfn |= MIGRATE_PFN_WRITE
+            elif kind == PTE_PRESENT:
+                if not _selected_present(k, m, pfn):
+                    m.src[i] = 0
+                    i += 1
+                    vpn += 1
+                    continue
+                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+                if pte & PTE_WRITE:
+                    mpfn |= MIGRATE_PFN_WRITE
+            else:
+                # Migration entries, swap entries: not ours to migrate.
+                m.src[i] = 0
+                i += 1
+                vpn += 1
+                continue
+            k.get_page(a, pfn, site + ":folio_get")
+            if fault_folio == pfn or k.trylock_page(a, pfn, site + ":folio_trylock"):
+                anon_exclusive = False
+                if kind == PTE_PRESENT:
+                    anon_exclusive = k.test_flag(pfn, PG_anon) and k.test_flag(
+                        pfn, PG_anon_exclusive
+                    )
+                if anon_exclusive:
+                    old = k.ptep_get_and_clear(m.mm, vpn)  # ptep_clear_flush
+                    k.flush_tlb_range(m.mm, vpn, vpn + 1)
+                    if not folio_try_share_anon_rmap_pte(k, a, pfn):
+                        k.set_pte(m.mm, vpn, old)
+                        if fault_folio != pfn:
+                            k.unlock_page(a, pfn, site + ":folio_unlock")
+                        k.put_page(a, pfn, site + ":folio_put")
+                        k.outcome(m.kind, "pinned")
+                        m.src[i] = 0
+                        i += 1
+                        vpn += 1
+                        yield
+                        continue
+                else:
+                    old = k.ptep_get_and_clear(m.mm, vpn)
+                if old & PTE_DIRTY:
+                    k.set_flag(pfn, PG_dirty)  # folio_mark_dirty
+                k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, anon_exclusive))
+                k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte
+                k.put_page(a, pfn, site + ":folio_put")
+                m.cpages += 1
+            else:
+                k.put_page(a, pfn, site + ":folio_put")
+                k.outcome(m.kind, "lock_contended")
+                mpfn = 0
+            m.src[i] = mpfn
+            m.dst[i] = 0
+            i += 1
+            vpn += 1
+            yield
+        k.flush_tlb_range(m.mm, lo, tab_end)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        yield
+    m.npages = i
+
+
+def migrate_vma_check_page(k: Kernel, pfn: int, fault_page: int) -> bool:
+    """``migrate_vma_check_page(page, fault_page)`` (v6, seed 000): refuse pinned pages.
+
+    One extra reference is the caller's (isolation or collect), one more if this is the
+    fault page, one more for ZONE_DEVICE; anything beyond the mappings means a pin.
+    """
+    extra = 1 + (1 if pfn == fault_page else 0)
+    if k.is_zone_device(pfn):
+        extra += 1
+    if "check-ignores-pins" in k.bugs:
+        return True
+    return not (k.ref_count(pfn) - extra > k.mapcount(pfn))
+
+
+def folio_isolate_lru(k: Kernel, a: Actor, pfn: int) -> bool:
+    """``folio_isolate_lru()``: take the folio off the LRU with a reference."""
+    if k.test_clear_flag(pfn, PG_lru):
+        k.get_page(a, pfn, "folio_isolate_lru")
+        k.set_flag(pfn, PG_isolated)
+        return True
+    return False
+
+
+def folio_putback_lru(k: Kernel, a: Actor, pfn: int, site: str) -> None:
+    """``folio_putback_lru()``: back on the LRU, dropping the isolation reference."""
+    k.clear_flag(pfn, PG_isolated)
+    k.set_flag(pfn, PG_lru)
+    k.put_page(a, pfn, site)
+
+
+def migrate_device_unmap(
+    k: Kernel, a: Actor, src: list[int], fault_page: int, kind: str, fault_folio: int = -1
+) -> Path:
+    """``migrate_device_unmap()``: isolate, unmap what is still mapped, check for pins,
+    and restore (``remove_migration_ptes(folio, folio)``) the pages that cannot move.
+    Returns the number of entries still marked ``MIGRATE``."""
+    restore = 0
+    unmapped = 0
+    site = "migrate_device_unmap"
+    for i, mpfn in enumerate(src):
+        pfn = migrate_pfn_to_page(mpfn)
+        if pfn < 0:
+            if mpfn & MIGRATE_PFN_MIGRATE:
+                unmapped += 1
+            continue
+        if not k.is_zone_device(pfn):
+            if not folio_isolate_lru(k, a, pfn):
+                src[i] &= ~MIGRATE_PFN_MIGRATE
+                restore += 1
+                k.outcome(kind, "not_isolated")
+                continue
+            k.put_page(a, pfn, site + ":folio_put")  # the reference collect took
+        if k.mapcount(pfn) > 0:
+            yield from try_to_migrate(k, a, pfn)
+        if k.mapcount(pfn) > 0 or not k.variant.check_page(k, pfn, fault_page):
+            if not k.is_zone_device(pfn):
+                k.get_page(a, pfn, site + ":folio_get")
+                folio_putback_lru(k, a, pfn, site + ":putback")
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            restore += 1
+            k.outcome(kind, "pinned")
+            continue
+        unmapped += 1
+        yield
+    for i, mpfn in enumerate(src):
+        if not restore:
+            break
+        pfn = migrate_pfn_to_page(mpfn)
+        if pfn < 0 or mpfn & MIGRATE_PFN_MIGRATE:
+            continue
+        yield from remove_migration_ptes(k, a, pfn, pfn)
+        src[i] = 0
+        if pfn != fault_folio:
+            k.unlock_page(a, pfn, site + ":folio_unlock")
+        k.put_page(a, pfn, site + ":restore_put")
+        k.outcome(kind, "restored")
+        restore -= 1
+        yield
+    return unmapped
+
+
+def migrate_vma_unmap(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_unmap()``."""
+    m.cpages = yield from migrate_device_unmap(
+        k, a, m.src, m.fault_page, m.kind, m.fault_folio
+    )
+
+
+# ------------------------------------------------------------------------------------
+# pages
+
+
+def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: int) -> Path:
+    """``migrate_vma_insert_page()``: map a new page at a hole, as do_anonymous_page
+    would, unless the entry changed meanwhile (then the hole is not migrated)."""
+    s = k.s
+    vpn = m.start + i
+    vflags = s.vma_flags(m.mm, m.vma)
+    if not vflags & VM_ANON:
+        m.src[i] &= ~MIGRATE_PFN_MIGRATE
+        return
+    ptl = k.ptl_word(m.mm, vpn)
+    yield from k.spin_lock(a, ptl, "migrate_vma_insert_page:ptl")
+    if k.pte_read(m.mm, vpn) != 0:
+        k.spin_unlock(a, ptl, "migrate_vma_insert_page:ptl")
+        m.src[i] &= ~MIGRATE_PFN_MIGRATE
+        k.outcome(m.kind, "hole_populated")
+        return
+    k.set_flag(page, PG_anon | PG_anon_exclusive | PG_uptodate)
+    if not k.is_zone_device(page):
+        k.set_flag(page, PG_lru)
+    k.mapcount_add(page, 1)
+    k.get_page(a, page, "migrate_vma_insert_page:folio_get")
+    write = bool(vflags & VM_WRITE)
+    if k.is_device_private(page):
+        entry = pte_encode(PTE_DEVICE_PRIVATE, page, PTE_WRITE if write else 0)
+    else:
+        entry = pte_encode(
+            PTE_PRESENT, page, (PTE_WRITE | PTE_DIRTY | PTE_YOUNG) if write else PTE_YOUNG
+        )
+    k.set_pte(m.mm, vpn, entry)
+    k.spin_unlock(a, ptl, "migrate_vma_insert_page:ptl")
+    m.src[i] = MIGRATE_PFN_MIGRATE
+    yield
+
+
+def folio_migrate_mapping(k: Kernel, a: Actor, new: int, old: int, extra: int) -> Path:
+    """``folio_migrate_mapping()`` for an anonymous folio without a mapping: the
+    reference count must be exactly the expected one (1 + ``extra``), else -EAGAIN.
+
+    The model freezes the count with ``page_ref_freeze`` for the switch, as the
+    mapping case does; the catalog bug ``move-mapping-no-freeze`` checks without it.
+    """
+    expected = 1 + extra
+    if "move-mapping-no-freeze" in k.bugs:
+        if k.ref_count(old) != expected:
+            return EAGAIN
+        yield  # the window the freeze closes
+    elif not k.page_ref_freeze(old, expected):
+        return EAGAIN
+    else:
+        k.page_ref_unfreeze(old, expected)
+    return 0
+
+
+def folio_migrate_flags(k: Kernel, new: int, old: int) -> None:
+    """``folio_migrate_flags()``: the new page takes over the old page's state."""
+    f = k.flags(old)
+    k.set_flag(new, PG_uptodate)
+    if f & PG_anon:
+        k.set_flag(new, PG_anon)
+    if f & PG_dirty:
+        k.set_flag(new, PG_dirty)
+    if f & PG_swapcache and "swapcache_moves" in k.faults:
+        k.set_flag(new, PG_swapcache)
+
+
+def migrate_device_pages_common(
+    k: Kernel, a: Actor, src: list[int], dst: list[int], m: MigrateVma | None, kind: str
+) -> Path:
+    """``__migrate_device_pages()``: move each page's metadata from src to dst."""
+    fault_page = m.fault_page if m is not None else -1
+    for i in range(len(src)):
+        new = migrate_pfn_to_page(dst[i])
+        page = migrate_pfn_to_page(src[i])
+        if new < 0:
+            if src[i] & MIGRATE_PFN_MIGRATE:
+                k.outcome(kind, "no_destination")
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            continue
+        if page < 0:
+            if not src[i] & MIGRATE_PFN_MIGRATE:
+                continue
+            if m is None:
+                raise k.fail(
+                    FailureKind.BUG_ON,
+                    "a hole in a migration without a VMA (VM_BUG_ON(!migrate))",
+                    actors=[a],
+                    sites=["migrate_device_pages"],
+                )
+            yield from migrate_vma_insert_page(k, a, m, i, new)
+            if src[i] & MIGRATE_PFN_MIGRATE:
+                k.outcome(kind, "migrated_hole")
+            continue
+        if k.is_zone_device(new) and not (
+            k.is_device_private(new) or k.is_device_coherent(new)
+        ):
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            continue
+        extra = 1 if (m is not None and fault_page == page) else 0
+        r = yield from folio_migrate_mapping(k, a, new, page, extra)
+        if r:
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            k.outcome(kind, "refcount_changed")
+        else:
+            folio_migrate_flags(k, new, page)
+        yield
+
+
+def migrate_vma_pages(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_pages()``."""
+    yield from migrate_device_pages_common(k, a, m.src, m.dst, m, m.kind)
+
+
+def migrate_device_pages(k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str) -> Path:
+    """``migrate_device_pages()``: the same without a VMA (eviction)."""
+    yield from migrate_device_pages_common(k, a, src, dst, None, kind)
+
+
+# ------------------------------------------------------------------------------------
+# finalize
+
+
+def migrate_device_finalize_common(
+    k: Kernel, a: Actor, src: list[int], dst: list[int], fault_folio: int, kind: str
+) -> Path:
+    """``__migrate_device_finalize()``: point the entries at the new pages (or back at
+    the old ones), unlock both, put the old page back on the LRU or drop it."""
+    site = "migrate_device_finalize"
+    for i in range(len(src)):
+        dpage = migrate_pfn_to_page(dst[i])
+        spage = migrate_pfn_to_page(src[i])
+        if spage < 0:
+            if dpage >= 0:
+                k.unlock_page(a, dpage, site + ":unlock_dst")
+                k.put_page(a, dpage, site + ":put_dst")
+            continue
+        if not src[i] & MIGRATE_PFN_MIGRATE or dpage < 0:
+            if dpage >= 0:
+                k.unlock_page(a, dpage, site + ":unlock_dst")
+                k.put_page(a, dpage, site + ":put_dst")
+                k.outcome(kind, "restored")
+            dpage = spage
+        else:
+            k.outcome(kind, "migrated")
+        yield from remove_migration_ptes(k, a, spage, dpage)
+        if spage != fault_folio:
+            k.unlock_page(a, spage, site + ":unlock_src")
+        if k.is_zone_device(spage):
+            k.put_page(a, spage, site + ":put_src")
+        else:
+            folio_putback_lru(k, a, spage, site + ":putback_src")
+        if dpage != spage:
+            k.unlock_page(a, dpage, site + ":unlock_dst")
+            if k.is_zone_device(dpage):
+                k.put_page(a, dpage, site + ":put_dst")
+            else:
+                k.set_flag(dpage, PG_isolated)
+                folio_putback_lru(k, a, dpage, site + ":putback_dst")
+        yield
+
+
+def migrate_vma_finalize(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_finalize()``."""
+    yield from migrate_device_finalize_common(k, a, m.src, m.dst, m.fault_folio, m.kind)
+
+
+def migrate_device_finalize(
+    k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str
+) -> Path:
+    """``migrate_device_finalize()``."""
+    yield from migrate_device_finalize_common(k, a, src, dst, -1, kind)
+
+
+# ------------------------------------------------------------------------------------
+# eviction without a VMA
+
+
+def migrate_device_pfn_lock(k: Kernel, a: Actor, pfn: int) -> int:
+    """``migrate_device_pfn_lock()``: a reference unless free (``folio_get_nontail_page``),
+    then ``folio_trylock``; a src word, or 0 to skip the page."""
+    if not k.get_page_unless_zero(a, pfn):
+        return 0
+    if not k.trylock_page(a, pfn, "migrate_device_pfn_lock:folio_trylock"):
+        k.put_page(a, pfn, "migrate_device_pfn_lock:folio_put")
+        k.outcome("evict", "lock_contended")
+        return 0
+    return migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+
+
+def migrate_device_range(k: Kernel, a: Actor, src: list[int], start: int, npages: int) -> Path:
+    """``migrate_device_range()``: lock every allocated device page of a pfn range and
+    unmap it, for eviction (driver unload)."""
+    for i in range(npages):
+        src[i] = migrate_device_pfn_lock(k, a, start + i)
+        yield
+    yield from migrate_device_unmap(k, a, src, -1, "evict")
+    return 0
+
+
+def migrate_device_pfns(k: Kernel, a: Actor, src: list[int]) -> Path:
+    """``migrate_device_pfns()``: the same over a pre-populated array of pfns."""
+    for i in range(len(src)):
+        src[i] = migrate_device_pfn_lock(k, a, src[i])
+        yield
+    yield from migrate_device_unmap(k, a, src, -1, "evict")
+    return 0
+
+
+def migrate_device_coherent_folio(k: Kernel, a: Actor, pfn: int) -> Path:
+    """``migrate_device_coherent_folio()``: move one locked device-coherent folio back
+    to system memory; ``-EBUSY`` if it cannot be unmapped (pinned)."""
+    src = [migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE]
+    yield from migrate_device_unmap(k, a, src, -1, "coherent")
+    if not src[0] & MIGRATE_PFN_MIGRATE:
+        return EBUSY
+    dst = [0]
+    new = k.alloc_page(a, 0, "migrate_device_coherent_folio:alloc")
+    if new >= 0:
+        yield from k.lock_page(a, new, "migrate_device_coherent_folio:lock_dst")
+        k.set_data(new, k.data(pfn))
+        dst[0] = migrate_pfn(new)
+    yield from migrate_device_pages(k, a, src, dst, "coherent")
+    yield from migrate_device_finalize(k, a, src, dst, "coherent")
+    return 0 if src[0] & MIGRATE_PFN_MIGRATE and new >= 0 else EBUSY
+
+
+__all__ = [
+    "MIGRATE_PFN_MIGRATE",
+    "MIGRATE_PFN_VALID",
+    "MIGRATE_PFN_WRITE",
+    "PTE_MIGRATION",
+    "MigrateVma",
+    "migrate_vma_collect",
+    "migrate_vma_finalize",
+    "migrate_vma_pages",
+    "migrate_vma_setup",
+]

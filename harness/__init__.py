@@ -1,0 +1,1 @@
+"""pagerace.harness: engines, schedulers, artifacts and the command line."""

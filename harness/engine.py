@@ -1,0 +1,343 @@
+"""The deterministic engine: every actor a generator in one process, a seeded
+scheduler choosing who runs at each preemption point.
+
+The loop is SimPy's ``Environment.step`` shape: pick an actor, ``send`` into its
+generator, look at what it yielded. ``None`` is a plain preemption point; a
+:class:`~pagerace.core._kernel.Block` parks the actor until the lock word it names
+changes. Anything else is our bug, reported with the file and line that yielded it.
+
+Oracles the engine runs itself:
+
+- deadlock: every live actor is blocked, or a new waiter closes a cycle in the
+  waits-for graph (reported with the actors, locks, pages and call sites);
+- livelock: one actor ran ``livelock_steps`` of its own steps without finishing an
+  operation while it never blocked;
+- quiet points: whenever every live actor is idle (between operations), at most every
+  ``check_every`` steps, and always at the end, the global invariants run.
+
+The same (workload, variant, seed, strategy) gives the same schedule, the same final
+state and so the same fingerprint, bit for bit.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from array import array
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core._errors import (
+    Failure,
+    FailureKind,
+    HarnessInternalError,
+    InvariantViolation,
+)
+from ..core._kernel import Actor, Block, Kernel
+from ._rng import Stream
+from .schedulers import Scheduler
+
+
+class Outcome(str, enum.Enum):
+    CLEAN = "clean"  # every actor finished, every check passed
+    FAILED = "failed"  # an oracle fired
+    BUDGET = "budget"  # the step budget ran out first (not a failure)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Budgets of one run.
+
+    Attributes:
+        max_steps: stop (outcome ``budget``) after this many preemption points.
+        livelock_steps: an actor's own steps without finishing an operation before it is
+            reported as livelocked.
+        check_every: run the global invariants at a quiet point at most every this many
+            steps (0: only at the end).
+    """
+
+    max_steps: int = 200_000
+    livelock_steps: int = 20_000
+    check_every: int = 2_000
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    failure: Failure | None
+    steps: int
+    schedule: array
+    fingerprint: str
+    elapsed: float
+    scheduler: dict[str, Any]
+    preemptions: int = 0
+    quiet_checks: int = 0
+    trace: list[tuple[int, int, str, str]] = field(default_factory=list)
+
+
+def innermost(gen: Generator[Any, Any, Any]) -> tuple[str, str, int]:
+    """(function, file, line) of the innermost generator a ``yield from`` chain is in."""
+    g: Any = gen
+    while getattr(g, "gi_yieldfrom", None) is not None and hasattr(g.gi_yieldfrom, "gi_code"):
+        g = g.gi_yieldfrom
+    frame = g.gi_frame
+    line = frame.f_lineno if frame is not None else -1
+    return g.gi_code.co_name, g.gi_code.co_filename, line
+
+
+class DeterministicEngine:
+    """Runs actors against a kernel model under a scheduler.
+
+    Args:
+        kernel: the model (its state already built).
+        actors: the actors, ids ``0..n-1`` in order.
+        programs: one generator per actor (its program).
+        scheduler: the strategy.
+        seed: seeds the engine's stream (the only source of scheduling randomness).
+        limits: budgets.
+        invariants: the global check, called with the kernel at quiet points and at the
+            end (``final=True``); raises :class:`InvariantViolation`.
+        trace: record (step, actor, kernel function, call site) per step, for the
+            readable step list of an artifact.
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        actors: list[Actor],
+        programs: list[Generator[Any, Any, Any]],
+        scheduler: Scheduler,
+        seed: int,
+        limits: Limits = Limits(),
+        invariants: Callable[..., None] | None = None,
+        trace: bool = False,
+    ) -> None:
+        if len(actors) != len(programs):
+            raise HarnessInternalError("one program per actor")
+        self.k = kernel
+        self.actors = actors
+        self.programs = programs
+        self.scheduler = scheduler
+        self.seed = seed
+        self.limits = limits
+        self.invariants = invariants
+        self.tracing = trace
+        self.step = 0
+        kernel.clock = self._clock
+        kernel.step_hook = self._clock
+        kernel.actors = actors
+
+    def _clock(self) -> int:
+        return self.step
+
+    # ------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        k = self.k
+        actors = self.actors
+        progs = self.programs
+        limits = self.limits
+        sched = self.scheduler
+        stream = Stream([self.seed, 0x5EED])
+        sched.start(len(actors), stream)
+        choose = sched.choose
+        schedule = array("i")
+        rec = schedule.append
+        trace: list[tuple[int, int, str, str]] = []
+        live = list(range(len(actors)))
+        blocked: dict[int, Block] = {}
+        load = k.words.load
+        failure: Failure | None = None
+        outcome = Outcome.CLEAN
+        max_steps = limits.max_steps
+        livelock = limits.livelock_steps
+        check_every = limits.check_every
+        last_check = 0
+        quiet_checks = 0
+        preemptions = 0
+        prev = -1
+        t0 = time.perf_counter()
+        step = 0
+        try:
+            while live:
+                if step >= max_steps:
+                    outcome = Outcome.BUDGET
+                    break
+                if blocked:
+                    runnable = [
+                        aid
+                        for aid in live
+                        if aid not in blocked
+                        or not load(blocked[aid].word) & blocked[aid].mask
+                    ]
+                    if not runnable:
+                        failure = self._deadlock(sorted(blocked), everyone=True)
+                        break
+                else:
+                    runnable = live
+                aid = choose(runnable, step)
+                rec(aid)
+                if aid != prev:
+                    if prev in runnable:
+                        preemptions += 1
+                    prev = aid
+                a = actors[aid]
+                blocked.pop(aid, None)
+                self.step = step
+                try:
+                    req = progs[aid].send(None)
+                except StopIteration:
+                    live.remove(aid)
+                    req = None
+                step += 1
+                if self.tracing:
+                    trace.append(self._trace_entry(step - 1, a, progs[aid], req))
+                if req is not None:
+                    if type(req) is Block:
+                        if load(req.word) & req.mask:
+                            blocked[aid] = req
+                            cyc = self._cycle_from(aid, blocked)
+                            if cyc:
+                                failure = self._deadlock(cyc, everyone=False)
+                                break
+                    else:
+                        fn, path, line = innermost(progs[aid])
+                        raise HarnessInternalError(
+                            f"{a.name} yielded {req!r} from {fn} ({path}:{line}); kernel "
+                            "paths may only yield None or a Block"
+                        )
+                    continue
+                a.steps_since_progress += 1
+                if a.steps_since_progress > livelock:
+                    failure = self._livelock(a)
+                    break
+                if (
+                    self.invariants is not None
+                    and check_every
+                    and step - last_check >= check_every
+                    and all(actors[i].idle for i in live)
+                ):
+                    last_check = step
+                    quiet_checks += 1
+                    self.invariants(k, final=False)
+            self.step = step
+            if failure is None and outcome is Outcome.CLEAN and self.invariants is not None:
+                quiet_checks += 1
+                self.invariants(k, final=True)
+        except InvariantViolation as exc:
+            failure = exc.failure
+        if failure is not None:
+            outcome = Outcome.FAILED
+        elapsed = time.perf_counter() - t0
+        for g in progs:
+            g.close()
+        return RunResult(
+            outcome=outcome,
+            failure=failure,
+            steps=step,
+            schedule=schedule,
+            fingerprint=self._fingerprint(schedule, failure),
+            elapsed=elapsed,
+            scheduler=sched.describe(),
+            preemptions=preemptions,
+            quiet_checks=quiet_checks,
+            trace=trace,
+        )
+
+    # ------------------------------------------------------------------------------
+    def _fingerprint(self, schedule: array, failure: Failure | None) -> str:
+        h = hashlib.blake2b(digest_size=12)
+        h.update(schedule.tobytes())
+        h.update(self.k.s.digest())
+        if failure is not None:
+            h.update(failure.kind.value.encode())
+        return h.hexdigest()
+
+    def _trace_entry(
+        self, step: int, a: Actor, gen: Generator[Any, Any, Any], req: Any
+    ) -> tuple[int, int, str, str]:
+        if gen.gi_frame is None:
+            return (step, a.id, "(done)", "")
+        fn, _path, line = innermost(gen)
+        what = f"waits on {req.kind}:{req.target} at {req.site}" if type(req) is Block else ""
+        return (step, a.id, f"{fn}:{line}", what or a.site)
+
+    def _owner(self, req: Block) -> int:
+        return self.k.lock_owner(req.word)
+
+    def _cycle_from(self, start: int, blocked: dict[int, Block]) -> list[int]:
+        """The waits-for cycle through ``start``, or [] if there is none."""
+        seen = [start]
+        cur = start
+        while True:
+            req = blocked.get(cur)
+            if req is None:
+                return []
+            nxt = self._owner(req)
+            if nxt < 0:
+                return []
+            if nxt == start:
+                return seen
+            if nxt in seen:
+                return []
+            seen.append(nxt)
+            cur = nxt
+
+    def _deadlock(self, ids: list[int], everyone: bool) -> Failure:
+        k = self.k
+        parts = []
+        actors, pages, sites, locks = [], [], [], []
+        waiters = {}
+        for aid in ids:
+            a = self.actors[aid]
+            wword, _mask = k.waits_for(a)
+            owner = k.lock_owner(wword)
+            lock = k.lock_name(wword)
+            oname = self.actors[owner].name if owner >= 0 else "nobody"
+            held_site = self.actors[owner].held.get(wword, "?") if owner >= 0 else "-"
+            wsite = "?"
+            parts.append(f"{a.name} waits for {lock} held by {oname} (taken at {held_site})")
+            actors.append(a.name)
+            locks.append(lock)
+            if lock.startswith("page:"):
+                pages.append(int(lock.split(":")[1]))
+            waiters[a.name] = {"lock": lock, "owner": oname, "owner_site": held_site}
+            sites.append(held_site)
+            del wsite
+        for aid in ids:
+            for s in self.actors[aid].held.values():
+                if s not in sites:
+                    sites.append(s)
+        head = "every live actor is blocked" if everyone else "a cycle of waiters"
+        return Failure(
+            kind=FailureKind.DEADLOCK,
+            message=f"{head}: " + "; ".join(parts),
+            step=self.step,
+            actors=tuple(actors),
+            pages=tuple(pages),
+            sites=tuple(sites),
+            locks=tuple(locks),
+            details={"waiters": waiters, "cycle": not everyone},
+        )
+
+    def _livelock(self, a: Actor) -> Failure:
+        k = self.k
+        worst = sorted(
+            ((st[3], site) for site, st in k.stats.items() if st[3]), reverse=True
+        )[:3]
+        hot = ", ".join(f"{site} failed {n} trylocks" for n, site in worst)
+        return Failure(
+            kind=FailureKind.LIVELOCK,
+            message=(
+                f"{a.name} ran {a.steps_since_progress} steps in {a.op} without finishing it"
+                + (f"; {hot}" if hot else "")
+            ),
+            step=self.step,
+            actors=(a.name,),
+            sites=tuple(site for _, site in worst),
+            details={"op": a.op, "steps": a.steps_since_progress},
+        )

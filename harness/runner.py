@@ -1,0 +1,234 @@
+"""Building one run from (workload, variant, bugs, seed, strategy) and running it.
+
+:func:`build_model` is shared by both engines: the same state, kernel, devices and
+actor programs, whichever engine drives them. :func:`run_deterministic` runs it on the
+deterministic engine and returns a :class:`RunRecord`, everything the CSV rows and the
+failure artifact need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import _setup
+from ..core._errors import InvalidOption
+from ..core._kernel import Actor, Kernel
+from ..core._layout import Layout
+from ..core._state import State
+from ..core.actors import program
+from ..core.bugs import CATALOG
+from ..core.dmirror import Dmirror
+from ..core.invariants import check_all
+from ..core.variants import VARIANTS
+from ..workloads import Workload, actor_programs
+from .engine import DeterministicEngine, Limits, Outcome, RunResult
+from .schedulers import STRATEGIES, make_scheduler
+
+DEFAULT_LIMITS = Limits()
+
+
+def validate_variant_bugs(variant: str, bugs: Sequence[str], w: Workload | None = None) -> None:
+    """Refuse an unknown variant, an unknown bug, a bug of another variant, or a workload
+    that needs a path the variant lacks.
+
+    Raises:
+        InvalidOption: naming the bad value and the valid choices.
+    """
+    if variant not in VARIANTS:
+        raise InvalidOption(
+            f"unknown variant {variant!r}; valid variants: {', '.join(sorted(VARIANTS))}"
+        )
+    for b in bugs:
+        if b not in CATALOG:
+            raise InvalidOption(
+                f"unknown bug {b!r}; valid bugs: {', '.join(sorted(CATALOG))}"
+            )
+        e = CATALOG[b]
+        if variant not in e.variants:
+            ok = sorted(n for n, x in CATALOG.items() if variant in x.variants and not x.intrinsic)
+            raise InvalidOption(
+                f"bug {b!r} applies to variant {'/'.join(e.variants)}, not {variant!r}; bugs "
+                f"for {variant}: {', '.join(ok) or '(none)'}"
+            )
+    if w is not None:
+        have = VARIANTS[variant].provides
+        missing = [n for n in w.needs if n not in have]
+        if missing:
+            raise InvalidOption(
+                f"workload {w.name!r} needs {', '.join(missing)}, which variant {variant!r} "
+                f"does not have; it runs on: "
+                + ", ".join(sorted(v for v, c in VARIANTS.items() if set(w.needs) <= c.provides))
+            )
+
+
+@dataclass
+class Model:
+    state: State
+    kernel: Kernel
+    actors: list[Actor]
+    ops: list[list[tuple[Any, ...]]]
+
+
+def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
+    """The initial memory picture of ``w``."""
+    s = State(Layout(w.geometry), buf=buf, words=words)
+    for mm in w.mms:
+        _setup.mm_live(s, mm.id)
+        for v in mm.vmas:
+            s.add_vma(mm.id, v.start, v.end, v.flags)
+        for lo, hi in mm.populate:
+            for vpn in range(lo, hi):
+                _setup.populate(s, mm.id, vpn, write=True)
+        for lo, hi in mm.readonly:
+            for vpn in range(lo, hi):
+                _setup.populate(s, mm.id, vpn, write=False)
+        for dev, lo, hi in mm.device:
+            for vpn in range(lo, hi):
+                _setup.populate_device(s, dev, mm.id, vpn)
+    for mm in w.mms:
+        for src_mm, frm, to, count, reverse in mm.share:
+            for j in range(count):
+                sv = frm + (count - 1 - j if reverse else j)
+                _setup.share_cow(s, src_mm, sv, mm.id, to + j)
+    return s
+
+
+def build_model(
+    w: Workload,
+    variant: str,
+    bugs: Sequence[str],
+    seed: int,
+    faults: Sequence[str] = (),
+    state: State | None = None,
+    actor_ids: Sequence[int] | None = None,
+    drop_ops: Callable[[int, list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None,
+) -> Model:
+    """State, kernel, devices and actors of one run (shared by both engines)."""
+    s = state if state is not None else build_state(w)
+    k = Kernel(s, variant=variant, bugs=bugs, faults=tuple(faults) + tuple(w.faults))
+    for d in sorted(w.devices, key=lambda d: d.id):
+        while len(k.devices) < d.id:
+            k.devices.append(Dmirror(len(k.devices)))
+        dm = Dmirror(d.id, coherent=d.coherent, fail_alloc=d.fail_alloc, fault_range=d.fault_range)
+        dm.copy_error = d.copy_error  # type: ignore[attr-defined]
+        k.devices.append(dm)
+    while len(k.devices) < w.geometry.devices:
+        k.devices.append(Dmirror(len(k.devices)))
+    progs = actor_programs(w, seed)
+    actors: list[Actor] = []
+    ops: list[list[tuple[Any, ...]]] = []
+    for aid, (name, kind, params, oplist) in enumerate(progs):
+        actors.append(Actor(aid, name, kind, params))
+        if drop_ops is not None:
+            oplist = drop_ops(aid, oplist)
+        ops.append(oplist)
+    return Model(s, k, actors, ops)
+
+
+@dataclass
+class RunRecord:
+    """Everything known about one finished run."""
+
+    workload: Workload
+    variant: str
+    bugs: tuple[str, ...]
+    seed: int
+    strategy: str
+    engine: str
+    result: RunResult
+    kernel: Kernel
+    actors: list[Actor]
+    ops: list[list[tuple[Any, ...]]]
+    started: float
+    wall: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.result.outcome
+
+
+def limits_for(w: Workload, **override: int | None) -> Limits:
+    base = dict(
+        max_steps=DEFAULT_LIMITS.max_steps,
+        livelock_steps=DEFAULT_LIMITS.livelock_steps,
+        check_every=DEFAULT_LIMITS.check_every,
+    )
+    base.update(w.limits)
+    base.update({k: v for k, v in override.items() if v is not None})
+    return Limits(**base)
+
+
+def run_deterministic(
+    w: Workload,
+    *,
+    variant: str = "v6",
+    bugs: Sequence[str] = (),
+    seed: int = 0,
+    strategy: str = "random",
+    pct_depth: int = 3,
+    quantum: int = 1,
+    schedule: Sequence[int] | None = None,
+    strict: bool = True,
+    trace: bool = False,
+    faults: Sequence[str] = (),
+    max_steps: int | None = None,
+    livelock_steps: int | None = None,
+    check_every: int | None = None,
+    ops_override: list[list[tuple[Any, ...]]] | None = None,
+) -> RunRecord:
+    """One run on the deterministic engine.
+
+    Raises:
+        InvalidOption: bad variant, bug or strategy.
+    """
+    bugs = tuple(sorted(set(bugs)))
+    validate_variant_bugs(variant, bugs, w)
+    if strategy not in STRATEGIES:
+        make_scheduler(strategy)  # raises InvalidOption with the choices
+    limits = limits_for(
+        w, max_steps=max_steps, livelock_steps=livelock_steps, check_every=check_every
+    )
+    started = time.time()
+    t0 = time.perf_counter()
+    m = build_model(w, variant, bugs, seed, faults)
+    if ops_override is not None:
+        m.ops = [list(o) for o in ops_override]
+    sched = make_scheduler(
+        "replay" if schedule is not None else strategy,
+        pct_depth=pct_depth,
+        pct_k=w.pct_k or max(200, sum(len(o) for o in m.ops) * 30),
+        quantum=quantum,
+        schedule=schedule or (),
+        strict=strict,
+    )
+    programs = [program(m.kernel, a, ops) for a, ops in zip(m.actors, m.ops)]
+    eng = DeterministicEngine(
+        m.kernel,
+        m.actors,
+        programs,
+        sched,
+        seed=seed,
+        limits=limits,
+        invariants=check_all,
+        trace=trace,
+    )
+    result = eng.run()
+    return RunRecord(
+        workload=w,
+        variant=variant,
+        bugs=bugs,
+        seed=seed,
+        strategy=strategy if schedule is None else "replay",
+        engine="deterministic",
+        result=result,
+        kernel=m.kernel,
+        actors=m.actors,
+        ops=m.ops,
+        started=started,
+        wall=time.perf_counter() - t0,
+        options={"pct_depth": pct_depth, "quantum": quantum, "faults": list(faults)},
+    )

@@ -1,0 +1,58 @@
+"""Scheduling strategies, one module each, selected in :func:`make_scheduler`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ...core._errors import InvalidOption
+from .pct import PCT
+from .protocol import Scheduler
+from .random_walk import RandomWalk
+from .replay import Replay, ScheduleDiverged
+from .round_robin import RoundRobin
+
+STRATEGIES = {
+    "random": "seeded random walk: a uniformly random runnable actor at every step",
+    "pct": "PCT with a priority-change depth (--pct-depth, default 3)",
+    "rr": "round robin with a quantum (--quantum, default 1)",
+    "replay": "replay a recorded schedule (used by `pagerace replay`)",
+}
+
+
+def make_scheduler(
+    strategy: str,
+    *,
+    pct_depth: int = 3,
+    pct_k: int = 2000,
+    quantum: int = 1,
+    schedule: Sequence[int] = (),
+    strict: bool = True,
+) -> Scheduler:
+    """The scheduler for ``strategy``.
+
+    Raises:
+        InvalidOption: unknown strategy (the message lists the valid ones).
+    """
+    if strategy == "random":
+        return RandomWalk()
+    if strategy == "pct":
+        return PCT(depth=pct_depth, k=pct_k)
+    if strategy == "rr":
+        return RoundRobin(quantum=quantum)
+    if strategy == "replay":
+        return Replay(schedule, strict=strict)
+    raise InvalidOption(
+        f"unknown strategy {strategy!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+    )
+
+
+__all__ = [
+    "PCT",
+    "STRATEGIES",
+    "RandomWalk",
+    "Replay",
+    "RoundRobin",
+    "ScheduleDiverged",
+    "Scheduler",
+    "make_scheduler",
+]

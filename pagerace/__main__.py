@@ -1,0 +1,3 @@
+from pagerace.harness.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,451 @@
+"""Workloads as data: the schema, the TOML loader with precise errors, and the
+operation lists each actor kind runs.
+
+A workload says what memory looks like before the run (VMAs, populated pages, pages
+already on a device, pages shared between mms as fork + mremap leave them), which actors
+run and how many operations each does, and the budgets. Its TOML keys are validated: an
+unknown key, a wrong type or an out-of-range value is an :class:`InvalidWorkload` that
+names the file, the key and the value, and lists the valid choices.
+
+Each actor's operation list is drawn from its own stream, ``default_rng([seed, actor])``,
+so it does not depend on scheduling and the parallel engine draws the same lists.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core._errors import InvalidWorkload
+from ..core._layout import VM_ANON, VM_HUGETLB, VM_READ, VM_SHARED, VM_SPECIAL, VM_WRITE, Geometry
+
+VMA_FLAG_NAMES = {
+    "read": VM_READ,
+    "write": VM_WRITE,
+    "anon": VM_ANON,
+    "shared": VM_SHARED,
+    "special": VM_SPECIAL,
+    "hugetlb": VM_HUGETLB,
+}
+
+GEOMETRY_KEYS = {
+    "sys_frames", "dev_frames", "devices", "mms", "pages_per_mm", "ptes_per_table",
+    "max_vmas", "swap_slots", "coherent",
+}
+LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
+TOP_KEYS = {
+    "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
+    "device", "faults", "pct_k",
+}
+MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
+DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "copy_error"}
+
+
+@dataclass(frozen=True)
+class VmaSpec:
+    start: int
+    end: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class MmSpec:
+    id: int
+    vmas: tuple[VmaSpec, ...]
+    populate: tuple[tuple[int, int], ...] = ()
+    readonly: tuple[tuple[int, int], ...] = ()
+    device: tuple[tuple[int, int, int], ...] = ()  # (dev, start, end)
+    share: tuple[tuple[int, int, int, int, int], ...] = ()  # (src_mm, from, to, count, reverse)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    id: int
+    coherent: bool = False
+    fail_alloc: int = 0
+    fault_range: int = 1
+    copy_error: int = 0
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    kind: str
+    count: int
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A fully resolved workload (what an artifact stores)."""
+
+    name: str
+    description: str
+    geometry: Geometry
+    mms: tuple[MmSpec, ...]
+    devices: tuple[DeviceSpec, ...]
+    actors: tuple[ActorSpec, ...]
+    limits: Mapping[str, int]
+    mirrors: str = ""
+    gap: str = ""
+    needs: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
+    pct_k: int = 0
+    source: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def n_actors(self) -> int:
+        return sum(a.count for a in self.actors)
+
+    def with_limits(self, **limits: int) -> Workload:
+        merged = dict(self.limits)
+        merged.update({k: v for k, v in limits.items() if v is not None})
+        return replace(self, limits=merged)
+
+
+# ----------------------------------------------------------------------------------------
+# Actor kinds: each turns its params and a stream into an operation list.
+
+OpList = list[tuple[Any, ...]]
+ACTOR_KINDS: dict[str, tuple[Callable[[Mapping[str, Any], np.random.Generator], OpList], dict[str, Any], str]] = {}
+
+
+def actor_kind(name: str, defaults: dict[str, Any], doc: str) -> Callable[..., Any]:
+    def deco(fn: Callable[[Mapping[str, Any], np.random.Generator], OpList]) -> Any:
+        ACTOR_KINDS[name] = (fn, defaults, doc)
+        return fn
+
+    return deco
+
+
+def _range(p: Mapping[str, Any]) -> tuple[int, int]:
+    lo, hi = p["range"]
+    return int(lo), int(hi)
+
+
+@actor_kind(
+    "cpu",
+    {"mm": 0, "range": [0, 16], "ops": 32, "write_ratio": 0.5, "hot": []},
+    "a CPU doing loads and stores over a range (or a list of hot pages)",
+)
+def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    lo, hi = _range(p)
+    hot = [int(x) for x in p["hot"]]
+    ops: OpList = []
+    for _ in range(int(p["ops"])):
+        vpn = hot[int(rng.integers(len(hot)))] if hot else int(rng.integers(lo, hi))
+        kind = "write" if rng.random() < float(p["write_ratio"]) else "read"
+        ops.append((kind, int(p["mm"]), vpn))
+    return ops
+
+
+@actor_kind(
+    "driver",
+    {
+        "device": 0,
+        "mm": 0,
+        "range": [0, 16],
+        "ops": 4,
+        "chunk": 0,
+        "pattern": ["to_device", "to_system"],
+    },
+    "a dmirror driver migrating (chunks of) a range to its device and back",
+)
+def _driver_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    lo, hi = _range(p)
+    chunk = int(p["chunk"]) or (hi - lo)
+    pattern = list(p["pattern"])
+    ops: OpList = []
+    for i in range(int(p["ops"])):
+        what = pattern[i % len(pattern)]
+        if chunk >= hi - lo:
+            start = lo
+        else:
+            start = lo + int(rng.integers(0, hi - lo - chunk + 1))
+        end = min(hi, start + chunk)
+        if what == "to_device":
+            ops.append(("migrate_to_device", int(p["device"]), int(p["mm"]), start, end))
+        elif what == "to_system":
+            ops.append(("migrate_to_system", int(p["device"]), int(p["mm"]), start, end))
+        elif what == "evict":
+            ops.append(("evict", int(p["device"])))
+        elif what == "idle":
+            ops.append(("idle", 8))
+        else:
+            raise InvalidWorkload(
+                f"driver pattern entry {what!r} is not valid; valid: to_device, to_system, "
+                "evict, idle"
+            )
+    return ops
+
+
+@actor_kind(
+    "evictor",
+    {"device": 0, "ops": 1, "think": 16},
+    "driver unload: HMM_DMIRROR_RELEASE (migrate_device_range over all device memory)",
+)
+def _evictor_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    ops: OpList = []
+    for _ in range(int(p["ops"])):
+        ops.append(("idle", int(rng.integers(0, int(p["think"]) + 1))))
+        ops.append(("evict", int(p["device"])))
+    return ops
+
+
+def register_actor_kind(
+    name: str,
+    defaults: dict[str, Any],
+    doc: str,
+    fn: Callable[[Mapping[str, Any], np.random.Generator], OpList],
+) -> None:
+    """Add an actor kind (modules with more paths register theirs)."""
+    ACTOR_KINDS[name] = (fn, defaults, doc)
+
+
+def actor_programs(w: Workload, seed: int) -> list[tuple[str, str, dict[str, Any], OpList]]:
+    """(name, kind, params, ops) for every actor of ``w``, ids in order."""
+    out = []
+    aid = 0
+    for spec in w.actors:
+        fn, defaults, _doc = ACTOR_KINDS[spec.kind]
+        params = dict(defaults)
+        params.update(spec.params)
+        for i in range(spec.count):
+            rng = np.random.default_rng([seed, aid, 0xAC7])
+            out.append((f"{spec.kind}{i}", spec.kind, params, fn(params, rng)))
+            aid += 1
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _bad(src: str, key: str, value: Any, valid: str) -> InvalidWorkload:
+    return InvalidWorkload(f"{src}: {key} = {value!r} is not valid; {valid}")
+
+
+def _int(src: str, key: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(src, key, v, "expected an integer")
+    if v < lo or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise _bad(src, key, v, f"expected an integer {rng}")
+    return v
+
+
+def _check_keys(src: str, where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise InvalidWorkload(
+                f"{src}: unknown key {where}{key!r}; valid keys: {', '.join(sorted(allowed))}"
+            )
+
+
+def _pair_list(src: str, key: str, v: Any, hi: int) -> tuple[tuple[int, int], ...]:
+    if isinstance(v, dict):
+        v = [v]
+    out = []
+    if not isinstance(v, list):
+        raise _bad(src, key, v, "expected a table {start, end} or a list of them")
+    for item in v:
+        if not isinstance(item, dict) or set(item) - {"start", "end"}:
+            raise _bad(src, key, item, "expected a table with keys start, end")
+        s = _int(src, key + ".start", item.get("start"), 0, hi)
+        e = _int(src, key + ".end", item.get("end"), 0, hi)
+        if e <= s:
+            raise _bad(src, key, item, "end must be greater than start")
+        out.append((s, e))
+    return tuple(out)
+
+
+def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
+    """Validate a workload table (from TOML) into a :class:`Workload`."""
+    _check_keys(src, "", data, TOP_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad(src, "name", name, "expected a non-empty string")
+    geo_t = data.get("geometry", {})
+    if not isinstance(geo_t, dict):
+        raise _bad(src, "geometry", geo_t, "expected a table")
+    _check_keys(src, "geometry.", geo_t, GEOMETRY_KEYS)
+    gkw: dict[str, Any] = {}
+    for key, v in geo_t.items():
+        if key == "coherent":
+            if not isinstance(v, list):
+                raise _bad(src, "geometry.coherent", v, "expected a list of device ids")
+            gkw[key] = tuple(_int(src, "geometry.coherent", x) for x in v)
+        else:
+            gkw[key] = _int(src, f"geometry.{key}", v, 0, 1 << 24)
+    devices_t = data.get("device", [])
+    if not isinstance(devices_t, list):
+        raise _bad(src, "device", devices_t, "expected an array of tables [[device]]")
+    devs: list[DeviceSpec] = []
+    for d in devices_t:
+        _check_keys(src, "device.", d, DEVICE_KEYS)
+        devs.append(
+            DeviceSpec(
+                id=_int(src, "device.id", d.get("id", len(devs)), 0, 254),
+                coherent=bool(d.get("coherent", False)),
+                fail_alloc=_int(src, "device.fail_alloc", d.get("fail_alloc", 0)),
+                fault_range=_int(src, "device.fault_range", d.get("fault_range", 1), 1, 512),
+                copy_error=_int(src, "device.copy_error", d.get("copy_error", 0)),
+            )
+        )
+    actors_t = data.get("actor", [])
+    if not isinstance(actors_t, list) or not actors_t:
+        raise _bad(src, "actor", actors_t, "expected at least one [[actor]] table")
+    actors: list[ActorSpec] = []
+    for at in actors_t:
+        if not isinstance(at, dict):
+            raise _bad(src, "actor", at, "expected a table")
+        kind = at.get("kind")
+        if kind not in ACTOR_KINDS:
+            raise _bad(src, "actor.kind", kind, f"valid kinds: {', '.join(sorted(ACTOR_KINDS))}")
+        _fn, defaults, _doc = ACTOR_KINDS[kind]
+        params = {k: v for k, v in at.items() if k not in ("kind", "count")}
+        for key in params:
+            if key not in defaults:
+                raise InvalidWorkload(
+                    f"{src}: unknown key 'actor.{key}' for kind {kind!r}; valid keys: "
+                    f"kind, count, {', '.join(sorted(defaults))}"
+                )
+        actors.append(ActorSpec(kind, _int(src, "actor.count", at.get("count", 1), 1, 256), params))
+    n_actors = sum(a.count for a in actors)
+    ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
+    gkw.setdefault("devices", ndev)
+    gkw["actors"] = n_actors
+    coherent = tuple(sorted(set(gkw.get("coherent", ())) | {d.id for d in devs if d.coherent}))
+    gkw["coherent"] = coherent
+    try:
+        geo = Geometry(**gkw)
+    except ValueError as exc:
+        raise InvalidWorkload(f"{src}: {exc}") from None
+    if not devs:
+        devs = [DeviceSpec(id=i, coherent=i in coherent) for i in range(geo.devices)]
+    mms_t = data.get("mm", [])
+    if not isinstance(mms_t, list):
+        raise _bad(src, "mm", mms_t, "expected an array of tables [[mm]]")
+    mms: list[MmSpec] = []
+    ppm = geo.pages_per_mm
+    for mt in mms_t:
+        _check_keys(src, "mm.", mt, MM_KEYS)
+        mid = _int(src, "mm.id", mt.get("id", len(mms)), 0, geo.mms - 1)
+        vmas = []
+        for vt in mt.get("vmas", [{"start": 0, "end": ppm, "flags": ["read", "write", "anon"]}]):
+            fl = 0
+            for fname in vt.get("flags", ["read", "write", "anon"]):
+                if fname not in VMA_FLAG_NAMES:
+                    raise _bad(src, "mm.vmas.flags", fname, f"valid: {', '.join(VMA_FLAG_NAMES)}")
+                fl |= VMA_FLAG_NAMES[fname]
+            s0 = _int(src, "mm.vmas.start", vt.get("start", 0), 0, ppm)
+            e0 = _int(src, "mm.vmas.end", vt.get("end", ppm), 0, ppm)
+            if e0 <= s0:
+                raise _bad(src, "mm.vmas", vt, "end must be greater than start")
+            vmas.append(VmaSpec(s0, e0, fl))
+        dev_list = []
+        for dt in mt.get("device", []) if isinstance(mt.get("device", []), list) else [mt["device"]]:
+            dev_list.append(
+                (
+                    _int(src, "mm.device.dev", dt.get("dev", 0), 0, geo.devices - 1),
+                    _int(src, "mm.device.start", dt.get("start"), 0, ppm),
+                    _int(src, "mm.device.end", dt.get("end"), 0, ppm),
+                )
+            )
+        share = []
+        for st in mt.get("share", []):
+            share.append(
+                (
+                    _int(src, "mm.share.from_mm", st.get("from_mm", 0), 0, geo.mms - 1),
+                    _int(src, "mm.share.from", st.get("from"), 0, ppm),
+                    _int(src, "mm.share.to", st.get("to"), 0, ppm),
+                    _int(src, "mm.share.count", st.get("count", 1), 1, ppm),
+                    1 if st.get("reverse", False) else 0,
+                )
+            )
+        mms.append(
+            MmSpec(
+                id=mid,
+                vmas=tuple(vmas),
+                populate=_pair_list(src, "mm.populate", mt.get("populate", []), ppm),
+                readonly=_pair_list(src, "mm.readonly", mt.get("readonly", []), ppm),
+                device=tuple(dev_list),
+                share=tuple(share),
+            )
+        )
+    if not mms:
+        mms = [MmSpec(0, (VmaSpec(0, ppm, VM_READ | VM_WRITE | VM_ANON),))]
+    limits_t = data.get("limits", {})
+    _check_keys(src, "limits.", limits_t, LIMIT_KEYS)
+    limits = {k: _int(src, f"limits.{k}", v, 0) for k, v in limits_t.items()}
+    faults = data.get("faults", [])
+    if not isinstance(faults, list):
+        raise _bad(src, "faults", faults, "expected a list of fault names")
+    needs = data.get("needs", [])
+    return Workload(
+        name=name,
+        description=str(data.get("description", "")),
+        geometry=geo,
+        mms=tuple(mms),
+        devices=tuple(devs),
+        actors=tuple(actors),
+        limits=limits,
+        mirrors=str(data.get("mirrors", "")),
+        gap=str(data.get("gap", "")),
+        needs=tuple(str(x) for x in needs),
+        faults=tuple(str(x) for x in faults),
+        pct_k=_int(src, "pct_k", data.get("pct_k", 0)),
+        source=src,
+        raw=dict(data),
+    )
+
+
+_HERE = Path(__file__).parent
+
+
+def workload_names() -> list[str]:
+    return sorted(p.stem for p in _HERE.glob("*.toml"))
+
+
+def load_workload(name_or_path: str) -> Workload:
+    """A named workload (``default``, ``fault-storm``...) or a TOML file path.
+
+    Raises:
+        InvalidWorkload: unknown name (lists the valid ones), unreadable or invalid TOML,
+            or a bad key or value inside.
+    """
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        path = p
+    else:
+        path = _HERE / f"{name_or_path}.toml"
+        if not path.exists():
+            raise InvalidWorkload(
+                f"unknown workload {name_or_path!r}; valid workloads: "
+                f"{', '.join(workload_names())} (or a path to a .toml file)"
+            )
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidWorkload(f"cannot read workload file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidWorkload(f"{path}: invalid TOML: {exc}") from None
+    return parse_workload(data, str(path.name if path.parent == _HERE else path))
+
+
+def workload_from_json(d: Mapping[str, Any]) -> Workload:
+    """Rebuild a workload from the raw table an artifact stores."""
+    return parse_workload(d["raw"], str(d.get("source", d["raw"].get("name", "artifact"))))
+
+
+def workload_to_json(w: Workload) -> dict[str, Any]:
+    raw = dict(w.raw)
+    if w.limits:
+        raw["limits"] = dict(w.limits)
+    return {"name": w.name, "source": w.source, "raw": raw}
