@@ -145,6 +145,10 @@ class DeterministicEngine:
         stream = Stream([self.seed, 0x5EED])
         sched.start(len(actors), stream)
         choose = sched.choose
+        # The random walk is the default strategy and the hot loop's biggest single cost
+        # after the model itself: draw inline from the same stream (same choices).
+        inline_random = type(sched).__name__ == "RandomWalk"
+        rnd = stream.random
         schedule = array("i")
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
@@ -179,7 +183,11 @@ class DeterministicEngine:
                         break
                 else:
                     runnable = live
-                aid = choose(runnable, step)
+                if inline_random:
+                    n = len(runnable)
+                    aid = runnable[int(rnd() * n)] if n > 1 else runnable[0]
+                else:
+                    aid = choose(runnable, step)
                 rec(aid)
                 if aid != prev:
                     if prev in runnable:
