@@ -241,14 +241,20 @@ class DeterministicEngine:
         if failure is not None:
             outcome = Outcome.FAILED
         elapsed = time.perf_counter() - t0
+        # Fingerprint the state as the run left it, before closing the programs: closing
+        # runs their ``finally`` clauses (mmap_read_unlock...), which touch the state.
+        fingerprint = self._fingerprint(schedule, failure)
         for g in progs:
-            g.close()
+            try:
+                g.close()
+            except Exception:  # noqa: S110 - a path's cleanup after a failure is moot
+                pass
         return RunResult(
             outcome=outcome,
             failure=failure,
             steps=step,
             schedule=schedule,
-            fingerprint=self._fingerprint(schedule, failure),
+            fingerprint=fingerprint,
             elapsed=elapsed,
             scheduler=sched.describe(),
             preemptions=preemptions,
