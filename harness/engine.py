@@ -21,6 +21,7 @@ state and so the same fingerprint, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import time
@@ -245,10 +246,9 @@ class DeterministicEngine:
         # runs their ``finally`` clauses (mmap_read_unlock...), which touch the state.
         fingerprint = self._fingerprint(schedule, failure)
         for g in progs:
-            try:
+            # A path's cleanup after a failure is moot: the verdict is already taken.
+            with contextlib.suppress(Exception):
                 g.close()
-            except Exception:  # noqa: S110 - a path's cleanup after a failure is moot
-                pass
         return RunResult(
             outcome=outcome,
             failure=failure,
