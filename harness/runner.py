@@ -230,5 +230,14 @@ def run_deterministic(
         ops=m.ops,
         started=started,
         wall=time.perf_counter() - t0,
-        options={"pct_depth": pct_depth, "quantum": quantum, "faults": list(faults)},
+        options={
+            "pct_depth": pct_depth,
+            "quantum": quantum,
+            "faults": list(faults),
+            "limits": {
+                "max_steps": limits.max_steps,
+                "livelock_steps": limits.livelock_steps,
+                "check_every": limits.check_every,
+            },
+        },
     )
