@@ -676,7 +676,9 @@ class Kernel:
 
     def mmap_write_unlock(self, a: Actor, mm: int, site: str) -> None:
         w = self.mmap_word(mm)
-        if not self.words.cas(w, RWSEM_WRITER, 0):
+        owner_w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3
+        # Only the writer may release: another actor's up_write is DEBUG_RWSEMS' warning.
+        if self.words.load(owner_w) != a.id + 1 or not self.words.cas(w, RWSEM_WRITER, 0):
             raise self.fail(
                 FailureKind.BAD_UNLOCK,
                 f"{a.name} released mmap_lock of mm {mm} for write at {site} without holding it",
@@ -684,7 +686,7 @@ class Kernel:
                 sites=[site],
                 locks=[f"mmap:{mm}"],
             )
-        self.words.store(self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3, 0)
+        self.words.store(owner_w, 0)
         a.held.pop(w, None)
 
     # -- page-table entries -----------------------------------------------------------------
