@@ -1,0 +1,118 @@
+"""Test-suite plumbing: the ``slow`` tier switch and the per-test leak guard.
+
+``--run-slow`` runs tests marked ``slow``; without it they are skipped (trio's
+``--run-slow``). The autouse guard is in the spirit of Hypothesis's PRNG-leak hook: a
+test fails if it changed the global ``random`` or ``np.random`` state (pagerace must
+draw only from streams it seeds itself), left a child process running, or left a
+``/dev/shm`` segment named ``pagerace*`` or ``psm_*`` behind. It costs a few hundred
+microseconds a test: two state snapshots, one ``/dev/shm`` listing and one scan of
+this process's children.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import psutil
+import pytest
+
+_SHM_DIR = "/dev/shm"
+_SHM_PREFIXES = ("pagerace", "psm_")
+# Long-lived helpers the multiprocessing machinery starts once per session on purpose.
+_SESSION_HELPERS = ("resource_tracker", "forkserver")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", default=False, help="also run tests marked slow"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow test: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _shm_entries() -> set[str]:
+    try:
+        names = os.listdir(_SHM_DIR)
+    except OSError:
+        return set()
+    return {n for n in names if n.startswith(_SHM_PREFIXES)}
+
+
+def _used_elsewhere(name: str, mine: set[int]) -> bool:
+    """Whether a process outside this test (another test run on the machine) has the
+    segment open or mapped: then it is not this test's leak. Only called for a
+    candidate leak, so its cost does not matter."""
+    path = os.path.join(_SHM_DIR, name)
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid in mine:
+            continue
+        try:
+            if any(m.path == path for m in proc.memory_maps(grouped=True)):
+                return True
+            if any(f.path == path for f in proc.open_files()):
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False
+
+
+def _live_children(me: psutil.Process) -> list[psutil.Process]:
+    out = []
+    for child in me.children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if any(h in cmd for h in _SESSION_HELPERS):
+            continue
+        out.append(child)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _leak_guard() -> object:
+    me = psutil.Process()
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    shm_before = _shm_entries()
+    children_before = {c.pid for c in me.children(recursive=True)}
+    yield
+    problems = []
+    if random.getstate() != py_state:
+        random.setstate(py_state)
+        problems.append("changed the global `random` state (draw from a seeded stream)")
+    np_now = np.random.get_state()
+    if np_now[0] != np_state[0] or np_now[2:] != np_state[2:] or not np.array_equal(
+        np_now[1], np_state[1]
+    ):
+        np.random.set_state(np_state)
+        problems.append("changed the global `np.random` state (pass a seeded Generator)")
+    left = [c for c in _live_children(me) if c.pid not in children_before]
+    if left:
+        desc = ", ".join(f"pid {c.pid} ({c.name()})" for c in left)
+        for c in left:
+            try:
+                c.kill()
+                c.wait(5)
+            except psutil.Error:
+                pass
+        problems.append(f"left child processes running: {desc}")
+    new_shm = _shm_entries() - shm_before
+    if new_shm:
+        mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
+        leaked = sorted(n for n in new_shm if not _used_elsewhere(n, mine))
+        if leaked:
+            problems.append(f"left shared-memory segments in {_SHM_DIR}: {', '.join(leaked)}")
+    if problems:
+        pytest.fail("leak guard: this test " + "; ".join(problems), pytrace=False)

@@ -1,0 +1,609 @@
+"""Stateful property tests of the kernel primitives against simple shadow models.
+
+Each machine drives the real primitives (``core/_kernel.py``) from a few actors and keeps
+a plain-Python shadow of what the kernel's semantics say must be true: who owns each page
+lock, each refcount and pin, the mmap_lock word, the page-table lock, the zones' free
+lists. Blocking primitives are generators; the machines drive them by hand, one
+preemption point at a time, the way the engine does (template: Hypothesis's
+``tests/nocover/test_cache_implementation.py``).
+
+Where a local check fires on a failure path that also changed the word (``put_page``'s
+underflow decrements before it checks, as ``page_ref_dec_and_test`` does), the machine
+puts the word back after checking the report: a real run stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, assume, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+)
+from strategies import Stepper, actor_ids, kernel_with_actors
+
+from pagerace.core._errors import FailureKind, InvariantViolation
+from pagerace.core._kernel import (
+    S_ACQUIRED,
+    S_TRY,
+    S_TRY_FAIL,
+    S_WAITS,
+    Block,
+)
+from pagerace.core._layout import (
+    A_STATE,
+    ACTOR_BLOCKED,
+    ACTOR_RUNNING,
+    ACTOR_WORDS,
+    F_FLAGS,
+    F_GEN,
+    F_PIN,
+    F_REF,
+    GUP_PIN_COUNTING_BIAS,
+    RWSEM_WRITER,
+    STATIC_MASK,
+    Z_FREE,
+    Geometry,
+    PG_allocated,
+    PG_locked,
+)
+from pagerace.core.dmirror import Dmirror
+
+SETTINGS = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much],
+)
+N_ACTORS = 3
+
+
+def _expect(kind: FailureKind, fn, *args):
+    with pytest.raises(InvariantViolation) as info:
+        fn(*args)
+    assert info.value.failure.kind is kind, info.value.failure.headline()
+    return info.value.failure
+
+
+# --------------------------------------------------------------------------------------
+# Page lock: folio_trylock / folio_lock / folio_unlock / folio_wait_locked
+
+
+class PageLockMachine(RuleBasedStateMachine):
+    N_PAGES = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=3, devices=0), N_ACTORS)
+        self.pfns = [self.k.alloc_page(self.actors[0], 0, "setup") for _ in range(self.N_PAGES)]
+        self.owner: dict[int, int | None] = dict.fromkeys(self.pfns)
+        self.waiting: dict[int, tuple[int, Stepper]] = {}
+        self.tries = 0
+        self.try_fails = 0
+        self.waits = 0
+        self.lock_acquired = 0
+
+    def _fl(self, pfn: int) -> int:
+        return self.k.fw(pfn, F_FLAGS)
+
+    pages = st.integers(0, N_PAGES - 1)
+
+    @rule(aid=actor_ids, p=pages)
+    def trylock(self, aid: int, p: int) -> None:
+        assume(aid not in self.waiting)
+        pfn = self.pfns[p]
+        got = self.k.trylock_page(self.actors[aid], pfn, "t:trylock")
+        self.tries += 1
+        assert got == (self.owner[pfn] is None)
+        if got:
+            self.owner[pfn] = aid
+        else:
+            self.try_fails += 1
+
+    @rule(aid=actor_ids, p=pages)
+    def unlock(self, aid: int, p: int) -> None:
+        assume(aid not in self.waiting)
+        pfn = self.pfns[p]
+        a = self.actors[aid]
+        if self.owner[pfn] == aid:
+            self.k.unlock_page(a, pfn, "t:unlock")
+            self.owner[pfn] = None
+        else:
+            f = _expect(FailureKind.BAD_UNLOCK, self.k.unlock_page, a, pfn, "t:unlock")
+            assert f.actors == (a.name,)
+            assert f.pages == (pfn,)
+            assert f.locks == (f"page:{pfn}",)
+            assert f.sites == ("t:unlock",)
+
+    @rule(aid=actor_ids, p=pages)
+    def lock(self, aid: int, p: int) -> None:
+        pfn = self.pfns[p]
+        # Locking a page you hold sleeps forever: test_self_lock_blocks covers it.
+        assume(aid not in self.waiting and self.owner[pfn] != aid)
+        s = Stepper(self.k.lock_page(self.actors[aid], pfn, "t:lock"))
+        req = s.step()
+        if self.owner[pfn] is None:
+            assert s.done, "folio_lock on a free page must not sleep"
+            self.owner[pfn] = aid
+            self.lock_acquired += 1
+        else:
+            assert type(req) is Block
+            assert (req.kind, req.target, req.mask, req.site) == ("page", pfn, PG_locked, "t:lock")
+            assert req.word == self._fl(pfn)
+            state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
+            assert state == ACTOR_BLOCKED
+            self.waiting[aid] = (pfn, s)
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data())
+    def resume_waiter(self, data: st.DataObject) -> None:
+        aid = data.draw(st.sampled_from(sorted(self.waiting)))
+        pfn, s = self.waiting[aid]
+        req = s.step()
+        if self.owner[pfn] is None:
+            assert s.done
+            self.owner[pfn] = aid
+            self.lock_acquired += 1
+            self.waits += 1
+            del self.waiting[aid]
+            state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
+            assert state == ACTOR_RUNNING
+        else:
+            assert type(req) is Block and req.target == pfn
+
+    @rule(aid=actor_ids, p=pages)
+    def wait_on_locked(self, aid: int, p: int) -> None:
+        assume(aid not in self.waiting)
+        pfn = self.pfns[p]
+        s = Stepper(self.k.wait_on_page_locked(self.actors[aid], pfn, "t:wait"))
+        req = s.step()
+        if self.owner[pfn] is None:
+            assert s.done
+        else:
+            assert type(req) is Block and req.target == pfn
+            assert self.owner[pfn] is not None  # waiting never takes the lock
+            s.gen.close()
+            self.k._unblock(self.actors[aid])
+
+    @invariant()
+    def locks_match_shadow(self) -> None:
+        k = self.k
+        for pfn, owner in self.owner.items():
+            assert k.page_locked(pfn) == (owner is not None)
+            assert k.page_lock_owner(pfn) == (-1 if owner is None else owner)
+            assert k.lock_owner(self._fl(pfn)) == (-1 if owner is None else owner)
+        for a in self.actors:
+            mine = {self._fl(p) for p, o in self.owner.items() if o == a.id}
+            assert set(a.held) == mine
+
+    @invariant()
+    def statistics_count_every_operation(self) -> None:
+        st_try = self.k.stats.get("t:trylock")
+        if st_try is not None:
+            assert st_try[S_TRY] == self.tries
+            assert st_try[S_TRY_FAIL] == self.try_fails
+            assert st_try[S_ACQUIRED] == self.tries - self.try_fails
+        st_lock = self.k.stats.get("t:lock")
+        if st_lock is not None:
+            assert st_lock[S_ACQUIRED] == self.lock_acquired
+            assert st_lock[S_WAITS] == self.waits
+
+    def teardown(self) -> None:
+        for _pfn, s in self.waiting.values():
+            s.gen.close()
+
+
+PageLockMachine.TestCase.settings = SETTINGS
+TestPageLock = PageLockMachine.TestCase
+
+
+def test_self_lock_blocks_on_itself() -> None:
+    """``folio_lock`` on a page the caller holds sleeps on its own lock (the engine's
+    deadlock finder reports it as a cycle of one)."""
+    k, (a, _b) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 2)
+    pfn = k.alloc_page(a, 0, "setup")
+    assert k.trylock_page(a, pfn, "t:first")
+    s = Stepper(k.lock_page(a, pfn, "t:again"))
+    req = s.step()
+    assert type(req) is Block and req.target == pfn
+    assert k.page_lock_owner(pfn) == a.id
+    s.gen.close()
+
+
+# --------------------------------------------------------------------------------------
+# Reference counts and pins: get_page, get_page_unless_zero, put_page, freeze/unfreeze,
+# GUP pins as a bias on the refcount.
+
+
+class RefcountMachine(RuleBasedStateMachine):
+    N_FRAMES = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k, (self.a,) = kernel_with_actors(Geometry(sys_frames=self.N_FRAMES, devices=0), 1)
+        n = self.N_FRAMES
+        self.alloc = [False] * n
+        self.ref = [0] * n
+        self.pins = [0] * n
+        self.frozen: list[int | None] = [None] * n
+        self.gen = [0] * n
+
+    frames = st.integers(0, N_FRAMES - 1)
+
+    def _free_count(self) -> int:
+        return self.alloc.count(False)
+
+    @rule()
+    def alloc_page(self) -> None:
+        pfn = self.k.alloc_page(self.a, 0, "t:alloc")
+        if self._free_count() == 0:
+            assert pfn == -1
+            return
+        assert 0 <= pfn < self.N_FRAMES
+        assert not self.alloc[pfn], f"allocator handed out allocated frame {pfn}"
+        self.alloc[pfn] = True
+        self.ref[pfn] = 1
+        self.gen[pfn] += 1
+
+    @rule(p=frames)
+    def get_page(self, p: int) -> None:
+        assume(self.alloc[p] and self.ref[p] > 0)
+        self.k.get_page(self.a, p, "t:get")
+        self.ref[p] += 1
+
+    @rule(p=frames)
+    def get_page_unless_zero(self, p: int) -> None:
+        assume(self.alloc[p])
+        got = self.k.get_page_unless_zero(self.a, p)
+        assert got == (self.ref[p] > 0)
+        if got:
+            self.ref[p] += 1
+
+    @rule(p=frames)
+    def put_page(self, p: int) -> None:
+        assume(self.alloc[p] and self.ref[p] > 0)
+        self.k.put_page(self.a, p, "t:put")
+        self.ref[p] -= 1
+        if self.ref[p] == 0:
+            self.alloc[p] = False
+            self.pins[p] = 0
+            self.gen[p] += 1
+
+    @rule(p=frames)
+    def put_page_underflow(self, p: int) -> None:
+        assume(self.alloc[p] and self.ref[p] == 0)  # frozen at zero
+        f = _expect(FailureKind.REFCOUNT_UNDERFLOW, self.k.put_page, self.a, p, "t:put")
+        assert f.pages == (p,) and f.sites == ("t:put",)
+        self.k.words.store(self.k.fw(p, F_REF), 0)  # see the module docstring
+
+    @rule(p=frames)
+    def get_page_on_zero_is_a_bug(self, p: int) -> None:
+        assume(self.alloc[p] and self.ref[p] == 0)
+        _expect(FailureKind.BUG_ON, self.k.get_page, self.a, p, "t:get")
+        self.k.words.store(self.k.fw(p, F_REF), 0)
+
+    @rule(p=frames, op=st.sampled_from(["get", "put", "trylock"]))
+    def use_after_free(self, p: int, op: str) -> None:
+        assume(not self.alloc[p])
+        k, a = self.k, self.a
+        fn = {"get": k.get_page, "put": k.put_page, "trylock": k.trylock_page}[op]
+        f = _expect(FailureKind.USE_AFTER_FREE, fn, a, p, f"t:{op}")
+        assert f.pages == (p,) and f.actors == (a.name,)
+        assert not k.get_page_unless_zero(a, p)  # a free page has no references to share
+
+    @rule(p=frames, off=st.integers(-1, 1))
+    def freeze(self, p: int, off: int) -> None:
+        assume(self.alloc[p] and self.frozen[p] is None and self.ref[p] > 0)
+        count = self.ref[p] + off
+        ok = self.k.page_ref_freeze(p, count)
+        assert ok == (off == 0)
+        if ok:
+            self.frozen[p] = count
+            self.ref[p] = 0
+
+    @rule(p=frames)
+    def unfreeze(self, p: int) -> None:
+        count = self.frozen[p]
+        assume(count is not None)
+        self.k.page_ref_unfreeze(p, count)
+        self.ref[p] = count
+        self.frozen[p] = None
+
+    @rule(p=frames)
+    def pin(self, p: int) -> None:
+        # What GUP's try_grab_folio(FOLL_PIN) will do: the pin bias and the pin count.
+        assume(self.alloc[p] and self.ref[p] > 0)
+        w = self.k.words
+        w.fetch_add(self.k.fw(p, F_REF), GUP_PIN_COUNTING_BIAS)
+        w.fetch_add(self.k.fw(p, F_PIN), 1)
+        self.ref[p] += GUP_PIN_COUNTING_BIAS
+        self.pins[p] += 1
+
+    @rule(p=frames)
+    def unpin(self, p: int) -> None:
+        assume(self.pins[p] > 0 and self.ref[p] > GUP_PIN_COUNTING_BIAS)
+        w = self.k.words
+        w.fetch_add(self.k.fw(p, F_PIN), -1)
+        w.fetch_add(self.k.fw(p, F_REF), -GUP_PIN_COUNTING_BIAS)
+        self.ref[p] -= GUP_PIN_COUNTING_BIAS
+        self.pins[p] -= 1
+
+    @invariant()
+    def frames_match_shadow(self) -> None:
+        k = self.k
+        for p in range(self.N_FRAMES):
+            assert k.ref_count(p) == self.ref[p], p
+            assert k.pincount(p) == self.pins[p], p
+            assert k.test_flag(p, PG_allocated) == self.alloc[p], p
+            assert k.maybe_dma_pinned(p) == (self.ref[p] >= GUP_PIN_COUNTING_BIAS)
+            assert k.words.load(k.fw(p, F_GEN)) == self.gen[p]
+        assert int(k.s.zones[0, Z_FREE]) == self._free_count()
+
+
+RefcountMachine.TestCase.settings = SETTINGS
+TestRefcount = RefcountMachine.TestCase
+
+
+def test_free_refuses_a_locked_page() -> None:
+    """Dropping the last reference of a locked page is the kernel's
+    ``VM_BUG_ON_FOLIO(folio_test_locked)`` in the free path."""
+    k, (a,) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 1)
+    pfn = k.alloc_page(a, 0, "setup")
+    assert k.trylock_page(a, pfn, "t:lock")
+    f = _expect(FailureKind.BUG_ON, k.put_page, a, pfn, "t:put")
+    assert "locked" in f.message and f.pages == (pfn,)
+
+
+def test_free_refuses_a_mapped_page() -> None:
+    k, (a,) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 1)
+    pfn = k.alloc_page(a, 0, "setup")
+    k.mapcount_add(pfn, 1)
+    f = _expect(FailureKind.BUG_ON, k.put_page, a, pfn, "t:put")
+    assert "mapcount 1" in f.message
+
+
+# --------------------------------------------------------------------------------------
+# mmap_lock: the reader/writer word
+
+
+class MmapLockMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), N_ACTORS)
+        self.word = self.k.mmap_word(0)
+        self.readers: set[int] = set()
+        self.writer: int | None = None
+        self.waiting: dict[int, tuple[str, Stepper]] = {}
+
+    def _free_for(self, mode: str) -> bool:
+        if mode == "read":
+            return self.writer is None
+        return self.writer is None and not self.readers
+
+    def _holds(self, aid: int) -> bool:
+        return aid in self.readers or self.writer == aid
+
+    def _got(self, aid: int, mode: str) -> None:
+        if mode == "read":
+            self.readers.add(aid)
+        else:
+            self.writer = aid
+
+    @rule(aid=actor_ids, mode=st.sampled_from(["read", "write"]))
+    def lock(self, aid: int, mode: str) -> None:
+        assume(aid not in self.waiting and not self._holds(aid))
+        a = self.actors[aid]
+        gen = self.k.mmap_read_lock if mode == "read" else self.k.mmap_write_lock
+        s = Stepper(gen(a, 0, f"t:{mode}_lock"))
+        req = s.step()
+        if self._free_for(mode):
+            assert s.done
+            self._got(aid, mode)
+        else:
+            assert type(req) is Block and (req.kind, req.target) == ("mmap", 0)
+            assert req.word == self.word
+            assert req.mask == (RWSEM_WRITER if mode == "read" else -1)
+            self.waiting[aid] = (mode, s)
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data())
+    def resume_waiter(self, data: st.DataObject) -> None:
+        aid = data.draw(st.sampled_from(sorted(self.waiting)))
+        mode, s = self.waiting[aid]
+        req = s.step()
+        if self._free_for(mode):
+            assert s.done
+            self._got(aid, mode)
+            del self.waiting[aid]
+        else:
+            assert type(req) is Block
+
+    @rule(aid=actor_ids)
+    def read_unlock(self, aid: int) -> None:
+        assume(aid in self.readers)
+        self.k.mmap_read_unlock(self.actors[aid], 0, "t:read_unlock")
+        self.readers.discard(aid)
+
+    @rule(aid=actor_ids)
+    def write_unlock(self, aid: int) -> None:
+        a = self.actors[aid]
+        assume(aid not in self.waiting)
+        if self.writer == aid:
+            self.k.mmap_write_unlock(a, 0, "t:write_unlock")
+            self.writer = None
+        else:
+            f = _expect(FailureKind.BAD_UNLOCK, self.k.mmap_write_unlock, a, 0, "t:write_unlock")
+            assert f.locks == ("mmap:0",)
+
+    @rule(aid=actor_ids)
+    def read_unlock_unheld(self, aid: int) -> None:
+        # Readers are anonymous (as in the kernel): the model can tell a bad up_read only
+        # when no reader holds the lock at all.
+        assume(aid not in self.waiting and not self.readers)
+        before = self.k.words.load(self.word)
+        f = _expect(
+            FailureKind.BAD_UNLOCK, self.k.mmap_read_unlock, self.actors[aid], 0, "t:read_unlock"
+        )
+        assert f.locks == ("mmap:0",)
+        self.k.words.store(self.word, before)
+
+    @invariant()
+    def word_matches_shadow(self) -> None:
+        want = len(self.readers) + (RWSEM_WRITER if self.writer is not None else 0)
+        assert self.k.words.load(self.word) == want
+        if self.writer is not None:
+            assert self.k.lock_owner(self.word) == self.writer
+        for a in self.actors:
+            assert (self.word in a.held) == self._holds(a.id)
+
+    def teardown(self) -> None:
+        for _mode, s in self.waiting.values():
+            s.gen.close()
+
+
+MmapLockMachine.TestCase.settings = SETTINGS
+TestMmapLock = MmapLockMachine.TestCase
+
+
+# --------------------------------------------------------------------------------------
+# Spinlocks (page-table locks)
+
+
+class SpinlockMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        geo = Geometry(sys_frames=1, devices=0, pages_per_mm=16, ptes_per_table=8)
+        self.k, self.actors = kernel_with_actors(geo, N_ACTORS)
+        self.words = [self.k.ptl_word(0, 0), self.k.ptl_word(0, 8)]
+        assert self.words[0] != self.words[1]
+        self.owner: dict[int, int | None] = dict.fromkeys(self.words)
+        self.waiting: dict[int, tuple[int, Stepper]] = {}
+
+    locks = st.integers(0, 1)
+
+    @rule(aid=actor_ids, i=locks)
+    def lock(self, aid: int, i: int) -> None:
+        w = self.words[i]
+        assume(aid not in self.waiting and self.owner[w] != aid)
+        s = Stepper(self.k.spin_lock(self.actors[aid], w, "t:spin"))
+        req = s.step()
+        if self.owner[w] is None:
+            assert s.done
+            self.owner[w] = aid
+        else:
+            assert type(req) is Block and (req.kind, req.word, req.mask) == ("ptl", w, -1)
+            self.waiting[aid] = (w, s)
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data())
+    def resume_waiter(self, data: st.DataObject) -> None:
+        aid = data.draw(st.sampled_from(sorted(self.waiting)))
+        w, s = self.waiting[aid]
+        s.step()
+        if self.owner[w] is None:
+            assert s.done
+            self.owner[w] = aid
+            del self.waiting[aid]
+        else:
+            assert type(s.last) is Block
+
+    @rule(aid=actor_ids, i=locks)
+    def unlock(self, aid: int, i: int) -> None:
+        w = self.words[i]
+        assume(aid not in self.waiting)
+        a = self.actors[aid]
+        if self.owner[w] == aid:
+            self.k.spin_unlock(a, w, "t:unspin")
+            self.owner[w] = None
+        else:
+            before = self.k.words.load(w)
+            f = _expect(FailureKind.BAD_UNLOCK, self.k.spin_unlock, a, w, "t:unspin")
+            assert f.locks == (self.k.lock_name(w),) and f.locks[0].startswith("ptl:0:")
+            self.k.words.store(w, before)
+
+    @invariant()
+    def words_match_shadow(self) -> None:
+        for w, owner in self.owner.items():
+            assert self.k.words.load(w) == (0 if owner is None else owner + 1)
+            assert self.k.lock_owner(w) == (-1 if owner is None else owner)
+        for a in self.actors:
+            assert {w for w in a.held} == {w for w, o in self.owner.items() if o == a.id}
+
+    def teardown(self) -> None:
+        for _w, s in self.waiting.values():
+            s.gen.close()
+
+
+SpinlockMachine.TestCase.settings = SETTINGS
+TestSpinlock = SpinlockMachine.TestCase
+
+
+# --------------------------------------------------------------------------------------
+# The allocator: system RAM and two device zones
+
+
+class AllocatorMachine(RuleBasedStateMachine):
+    GEO = Geometry(sys_frames=4, dev_frames=3, devices=2)
+    allocated = Bundle("allocated")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k, (self.a,) = kernel_with_actors(self.GEO, 1)
+        self.k.devices = [Dmirror(0), Dmirror(1)]
+        self.static = [int(x) & STATIC_MASK for x in self.k.s.frames[:, F_FLAGS]]
+        self.taken: set[int] = set()
+        self.dev_frees = [0, 0]
+
+    def _free_in(self, zone: int) -> int:
+        lo, hi = self.k.lay.zone_range(zone)
+        return sum(1 for p in range(lo, hi) if p not in self.taken)
+
+    @rule(target=allocated, zone=st.integers(0, 2))
+    def alloc(self, zone: int) -> int:
+        pfn = self.k.alloc_page(self.a, zone, "t:alloc")
+        if self._free_in(zone) == 0:
+            assert pfn == -1
+            return -1
+        lo, hi = self.k.lay.zone_range(zone)
+        assert lo <= pfn < hi, f"zone {zone} handed out frame {pfn} outside [{lo}, {hi})"
+        assert pfn not in self.taken, f"frame {pfn} handed out twice"
+        assert self.k.ref_count(pfn) == 1 and self.k.data(pfn) == 0
+        self.taken.add(pfn)
+        return pfn
+
+    @rule(pfn=consumes(allocated))
+    def free(self, pfn: int) -> None:
+        if pfn < 0:
+            return
+        self.k.put_page(self.a, pfn, "t:free")
+        self.taken.discard(pfn)
+        dev = self.k.lay.zone_of(pfn) - 1
+        if dev >= 0:
+            self.dev_frees[dev] += 1
+
+    @invariant()
+    def zones_and_frames_match(self) -> None:
+        k = self.k
+        for zone in range(self.GEO.zones):
+            assert int(k.s.zones[zone, Z_FREE]) == self._free_in(zone)
+        for p in range(self.GEO.frames):
+            f = k.flags(p)
+            assert f & STATIC_MASK == self.static[p], "zone bits changed"
+            assert bool(f & PG_allocated) == (p in self.taken)
+        assert [d.freed for d in k.devices] == self.dev_frees
+
+
+AllocatorMachine.TestCase.settings = SETTINGS
+TestAllocator = AllocatorMachine.TestCase
+
+
+def test_alloc_fail_sys_fault_injection() -> None:
+    k, (a,) = kernel_with_actors(Geometry(sys_frames=2, devices=0), 1)
+    k.faults = frozenset({"alloc_fail_sys"})
+    assert k.alloc_page(a, 0, "t:alloc") == -1
+    assert int(k.s.zones[0, Z_FREE]) == 2
