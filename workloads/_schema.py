@@ -210,12 +210,15 @@ def actor_programs(w: Workload, seed: int) -> list[tuple[str, str, dict[str, Any
     """(name, kind, params, ops) for every actor of ``w``, ids in order."""
     out = []
     aid = 0
+    per_kind: dict[str, int] = {}  # names stay unique when a kind has several tables
     for spec in w.actors:
         fn, defaults, _doc = ACTOR_KINDS[spec.kind]
         params = dict(defaults)
         params.update(spec.params)
-        for i in range(spec.count):
+        for _ in range(spec.count):
             rng = np.random.default_rng([seed, aid, 0xAC7])
+            i = per_kind.get(spec.kind, 0)
+            per_kind[spec.kind] = i + 1
             out.append((f"{spec.kind}{i}", spec.kind, params, fn(params, rng)))
             aid += 1
     return out
