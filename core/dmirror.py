@@ -37,9 +37,6 @@ from .migrate_device import (
     migrate_device_range,
     migrate_pfn,
     migrate_pfn_to_page,
-    migrate_vma_finalize,
-    migrate_vma_pages,
-    migrate_vma_setup,
 )
 
 
@@ -76,6 +73,13 @@ class Dmirror:
         """``dmirror_devmem_free()``: the page goes back to the device's free list."""
         self.freed += 1
 
+    # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
+    def _to_device_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        return (yield from k.variant.driver_alloc_and_copy(k, a, self, m))
+
+    def _to_ram_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        return (yield from self.alloc_and_copy_to_ram(k, a, m))
+
     # -- HMM_DMIRROR_MIGRATE_TO_DEV -----------------------------------------------------
     def alloc_and_copy_to_device(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         """``dmirror_migrate_alloc_and_copy()``: a locked device page per MIGRATE entry,
@@ -107,12 +111,9 @@ class Dmirror:
                 return EINVAL
             flags = MIGRATE_VMA_SELECT_SYSTEM
             m = MigrateVma(mm, row, start, end, flags, self.dev, kind="to_device")
-            rc = yield from migrate_vma_setup(k, a, m)
+            rc = yield from k.variant.migrate_range(k, a, m, self._to_device_cb)
             if rc:
                 return rc
-            yield from k.variant.driver_alloc_and_copy(k, a, self, m)
-            yield from migrate_vma_pages(k, a, m)
-            yield from migrate_vma_finalize(k, a, m)
             k.count("migrate_to_device")
             return 0
         finally:
@@ -157,12 +158,11 @@ class Dmirror:
                 else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
             )
             m = MigrateVma(mm, row, start, end, sel, self.dev, kind="to_system")
-            rc = yield from migrate_vma_setup(k, a, m)
-            if rc:
+            rc = yield from k.variant.migrate_range(
+                k, a, m, self._to_ram_cb, finalize_on_error=False
+            )
+            if rc < 0:
                 return rc
-            yield from self.alloc_and_copy_to_ram(k, a, m)
-            yield from migrate_vma_pages(k, a, m)
-            yield from migrate_vma_finalize(k, a, m)
             k.count("migrate_to_system")
             return 0
         finally:
@@ -196,16 +196,10 @@ class Dmirror:
             kind="fault",
             fault_folio=pfn if locked else -1,
         )
-        rc = yield from migrate_vma_setup(k, a, m)
-        if rc:
+        rc = yield from k.variant.migrate_range(k, a, m, self._to_ram_cb)
+        if rc < 0:
             return VM_FAULT_SIGBUS
-        ret = yield from self.alloc_and_copy_to_ram(k, a, m)
-        if ret:
-            yield from migrate_vma_finalize(k, a, m)
-            return ret
-        yield from migrate_vma_pages(k, a, m)
-        yield from migrate_vma_finalize(k, a, m)
-        return VM_FAULT_OK
+        return rc or VM_FAULT_OK
 
     # -- HMM_DMIRROR_RELEASE ---------------------------------------------------------
     def release(self, k: Kernel, a: Actor) -> Path:

@@ -8,10 +8,22 @@ shared steps (pages, finalize, the rmap walks) stay in ``core/migrate_device.py`
   ``fault_folio`` exception, migration entries installed at once, the page check with
   extra references for the fault page and ZONE_DEVICE, ``migrate_vma_setup`` refusing
   an unlocked fault page.
+- ``v5.0`` (seed 002, ``mm/migrate.c`` of v4.20/v5.0): one ``migrate_vma(ops)`` call
+  with driver callbacks; collect trylocks and installs migration entries at once,
+  prepare trylocks and backs off, the page check passes device-private pages
+  unchecked; device-public pages (``core/migrate_v50.py``).
+- ``hmm-2017`` (seed 004, the first ``migrate_vma``): the same callback API; collect
+  only takes references and leaves holes as ``src = 0``, prepare takes a blocking
+  ``lock_page()`` on every page (``core/migrate_hmm2017.py``).
+
+The driver-facing difference (one ``migrate_vma()`` with callbacks before 5.4, the
+setup / pages / finalize split after) is :meth:`Variant.migrate_range`, which
+``core/dmirror.py`` calls for every migration it starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ._kernel import Actor, Kernel, Path
@@ -19,8 +31,26 @@ from .migrate_device import (
     MigrateVma,
     migrate_vma_check_page,
     migrate_vma_collect,
+    migrate_vma_finalize,
+    migrate_vma_pages,
+    migrate_vma_setup,
     migrate_vma_unmap,
 )
+from .migrate_hmm2017 import (
+    check_holes_populated,
+    check_page_2017,
+    collect_2017,
+    hole_indexes,
+    migrate_vma,
+    populate_empty_entries_2017,
+    prepare_2017,
+    sample_driver_alloc_and_copy,
+    unmap_2017,
+)
+from .migrate_v50 import check_page_v50, collect_v50, prepare_v50
+
+# A driver callback: dmirror's alloc_and_copy / finalize_and_map, bound to the device.
+Callback = Callable[[Kernel, Actor, MigrateVma], Path]
 
 
 class Variant:
@@ -44,10 +74,51 @@ class Variant:
     def checks_fault_page_locked(self, k: Kernel) -> bool:
         return False
 
+    def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        """``migrate_vma_prepare()`` (lock and isolate): hmm-2017 and v5.0 only; v6 folds
+        it into collect and ``migrate_device_unmap``."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def before_pages(self, m: MigrateVma) -> None:
+        """What the core does to ``src[]`` between the driver's copy and the pages step
+        (nothing, except in hmm-2017)."""
+
     def driver_alloc_and_copy(self, k: Kernel, a: Actor, dev: Any, m: MigrateVma) -> Path:
-        """The driver's allocate-and-copy step between setup and pages (the driver calls
-        it directly in v5.0 and v6; hmm-2017 calls it as the ``alloc_and_copy`` callback)."""
+        """The driver's allocate-and-copy step to the device, between setup and pages (v6
+        calls it directly; hmm-2017 and v5.0 pass it as the ``alloc_and_copy``
+        callback of ``migrate_vma``)."""
         yield from dev.alloc_and_copy_to_device(k, a, m)
+
+    def migrate_range(
+        self,
+        k: Kernel,
+        a: Actor,
+        m: MigrateVma,
+        alloc_and_copy: Callback,
+        finalize_on_error: bool = True,
+    ) -> Path:
+        """How a driver migrates ``m`` (the caller holds ``mmap_read_lock``). v6 (5.4+):
+        ``migrate_vma_setup()``, the driver's copy, ``migrate_vma_pages()``, its page
+        table update, ``migrate_vma_finalize()``. Returns 0, a negative errno from
+        setup, or the ``VM_FAULT_*`` the copy returned (then only finalize runs, as
+        ``dmirror_devmem_fault`` does; ``finalize_on_error=False``: pages runs anyway,
+        as ``dmirror_migrate_to_system`` does)."""
+        rc = yield from migrate_vma_setup(k, a, m)
+        if rc:
+            return rc
+        holes = hole_indexes(m)
+        failed0 = k.outcomes.get((m.kind, "alloc_failed"), 0)
+        ret = yield from alloc_and_copy(k, a, m)
+        check_holes_populated(
+            k, a, m, holes, k.outcomes.get((m.kind, "alloc_failed"), 0) != failed0
+        )
+        if ret and finalize_on_error:
+            yield from migrate_vma_finalize(k, a, m)
+            return ret
+        yield from migrate_vma_pages(k, a, m)
+        yield from migrate_vma_finalize(k, a, m)
+        return 0 if finalize_on_error else ret or 0
 
 
 class V6(Variant):
@@ -79,7 +150,107 @@ class V6(Variant):
         return not ({"fault-ref-no-trylock", "fault-without-ref"} & k.bugs)
 
 
-VARIANTS: dict[str, type[Variant]] = {"v6": V6}
+class V50(Variant):
+    """The v4.20 / v5.0 protocol (seed 002, ``mm/migrate.c``)."""
+
+    name = "v5.0"
+    description = (
+        "mm/migrate.c of v4.20/v5.0: migrate_vma(ops) with alloc_and_copy/finalize_and_map "
+        "callbacks, trylock in collect (migration entries at once) and in prepare "
+        "(back off), check_page passing device-private pages, device-public pages"
+    )
+    seed = "002_5db1c0419ed679d4.txt"
+    # No migrate_device_range (driver eviction arrived in 6.x) and no device-coherent
+    # folios; device-public pages are its CPU-addressable device memory.
+    provides = frozenset({"migrate_vma", "migrate_to_ram", "device_public"})
+
+    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 002 line 2252: trylock and a migration entry at once.
+        yield from collect_v50(k, a, m)
+
+    def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 002 line 2421: trylock_page and back off ("best effort").
+        yield from prepare_v50(k, a, m)
+
+    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 002 line 2509: seed 004's unmap, kept.
+        yield from unmap_2017(k, a, m)
+
+    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
+        # seed 002 line 2368: device-private pages always pass.
+        return check_page_v50(k, pfn, fault_page)
+
+    def migrate_range(
+        self,
+        k: Kernel,
+        a: Actor,
+        m: MigrateVma,
+        alloc_and_copy: Callback,
+        finalize_on_error: bool = True,
+    ) -> Path:
+        # seed 002 line 2880: one migrate_vma(ops, ...) call with driver callbacks.
+        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
+
+
+class HMM2017(Variant):
+    """The first protocol (seed 004, "mm/migrate: new memory migration helper for use
+    with device memory v4", 2017). The catalog entry ``hmm-2017-blocking-prepare`` is
+    this variant itself."""
+
+    name = "hmm-2017"
+    description = (
+        "seed 004 (2017): migrate_vma(ops) with alloc_and_copy/finalize_and_map "
+        "callbacks, collect leaving holes src=0, prepare with blocking lock_page and LRU "
+        "isolation, try_to_unmap and restore"
+    )
+    seed = "004_30e669ba7cbf7ee3.txt"
+    provides = frozenset({"migrate_vma", "migrate_to_ram"})
+
+    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 004 line 207/268: references only; holes src = 0.
+        yield from collect_2017(k, a, m)
+
+    def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 004 line 362: lock_page(page), blocking.
+        yield from prepare_2017(k, a, m)
+
+    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 004 line 400: try_to_unmap and restore.
+        yield from unmap_2017(k, a, m)
+
+    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
+        # seed 004 line 315: refcount against mapcount for every page.
+        return check_page_2017(k, pfn, fault_page)
+
+    def before_pages(self, m: MigrateVma) -> None:
+        # 4.14's migrate_vma_insert_page for entries the driver gave a page.
+        populate_empty_entries_2017(m)
+
+    def driver_alloc_and_copy(self, k: Kernel, a: Actor, dev: Any, m: MigrateVma) -> Path:
+        # seed 003: the sample driver allocates for src == 0 entries too.
+        yield from sample_driver_alloc_and_copy(k, a, dev, m)
+
+    def migrate_range(
+        self,
+        k: Kernel,
+        a: Actor,
+        m: MigrateVma,
+        alloc_and_copy: Callback,
+        finalize_on_error: bool = True,
+    ) -> Path:
+        # seed 004 line 564: one migrate_vma(ops, ...) call with driver callbacks.
+        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
+
+
+def _finalize_and_map(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """dmirror's ``finalize_and_map()`` callback: the device page table is not modelled,
+    so it only reads the arrays (the contract check around it still runs)."""
+    k.count(f"finalize_and_map_{m.kind}")
+    return
+    yield  # pragma: no cover
+
+
+VARIANTS: dict[str, type[Variant]] = {"v6": V6, "v5.0": V50, "hmm-2017": HMM2017}
 
 
 def get_variant(name: str) -> Variant:

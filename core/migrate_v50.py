@@ -1,0 +1,217 @@
+"""Device-memory migration of the v4.20 / v5.0 era (seed 002, ``mm/migrate.c``): the
+``v5.0`` protocol.
+
+The driver still calls one ``migrate_vma(ops, ...)`` (``core/migrate_hmm2017.py``) and
+unmap is seed 004's; what changed since 2017, each in one function here:
+
+- :func:`collect_v50`: holes are marked ``MIGRATE_PFN_MIGRATE`` (seed 002 line 2105), and
+  **"optimize for the common case where page is only mapped once in one process. If we
+  can lock the page, then we can safely set up a special migration page table entry
+  now"** (line 2252): a ``trylock_page`` under the page-table lock that installs the
+  migration entry at once; a page it cannot lock stays collected for prepare;
+- :func:`prepare_v50`: **"Make migrate_vma() a best effort thing and backoff for any page
+  we can not lock right away"** (line 2421): ``trylock_page`` instead of ``lock_page``,
+  so two migrations cannot wait on each other;
+- :func:`check_page_v50`: ``migrate_vma_check_page()`` (line 2336) **always passes
+  device-private pages** (a thread waiting on a migration entry holds a reference that
+  looks like a pin, and two threads migrating back to the CPU would fail each other
+  forever) and lets device-public pages through with their ZONE_DEVICE reference.
+  Device-public memory is modelled by the device-coherent frames (CPU-addressable device
+  memory, which replaced it in 5.x).
+
+Holes are populated by the shared ``migrate_vma_insert_page`` (seed 002 line 2556), which
+the pages step of ``core/migrate_device.py`` calls for an entry with ``MIGRATE`` and no
+page.
+"""
+
+from __future__ import annotations
+
+from ._kernel import Actor, Kernel, Path
+from ._layout import (
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_NONE,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    VM_ANON,
+    PG_dirty,
+)
+from .migrate_device import (
+    MIGRATE_PFN_DEVICE,
+    MIGRATE_PFN_LOCKED,
+    MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_WRITE,
+    MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+    MigrateVma,
+    _selected_present,
+    folio_isolate_lru,
+    folio_putback_lru,
+    migrate_pfn,
+    migrate_pfn_to_page,
+)
+from .rmap import make_migration_entry, remove_migration_ptes
+
+
+def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_collect_pmd()`` of seed 002 (line 2129): under the page-table lock,
+    holes get ``MIGRATE`` (``cpages`` counts them), each selected page a reference, and
+    a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``);
+    the single-mapping optimisation of line 2252. The fault page is already locked by
+    the fault handler (``m.fault_folio``, see ``core/migrate_hmm2017.py``)."""
+    s = k.s
+    anon = bool(s.vma_flags(m.mm, m.vma) & VM_ANON)
+    ppt = k.geo.ptes_per_table
+    site = "migrate_vma_collect_pmd"
+    i = 0
+    vpn = m.start
+    while vpn < m.end:
+        tab_end = min((vpn // ppt + 1) * ppt, m.end)
+        ptl = k.ptl_word(m.mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        lo = vpn
+        while vpn < tab_end:
+            pte = k.pte_read(m.mm, vpn)
+            kind = pte & PTE_TYPE_MASK
+            pfn = pte >> PTE_PFN_SHIFT
+            mpfn = 0
+            if kind == PTE_NONE:
+                if anon:
+                    mpfn = MIGRATE_PFN_MIGRATE  # line 2105
+                    m.cpages += 1
+                    k.outcome(m.kind, "hole_collected")
+                m.src[i] = mpfn
+                m.dst[i] = 0
+                i += 1
+                vpn += 1
+                continue
+            if kind == PTE_DEVICE_PRIVATE:
+                if (
+                    m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+                    and k.device_of(pfn) == m.pgmap_owner
+                ):
+                    mpfn = migrate_pfn(pfn) | MIGRATE_PFN_DEVICE | MIGRATE_PFN_MIGRATE
+            elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
+                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+            if not mpfn:
+                m.src[i] = 0
+                i += 1
+                vpn += 1
+                continue
+            if pte & PTE_WRITE:
+                mpfn |= MIGRATE_PFN_WRITE
+            k.get_page(a, pfn, site + ":get_page")
+            m.cpages += 1
+            if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
+                mpfn |= MIGRATE_PFN_LOCKED
+                old = k.ptep_get_and_clear(m.mm, vpn)
+                if old & PTE_DIRTY:
+                    k.set_flag(pfn, PG_dirty)
+                k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, False))
+                k.mapcount_add(pfn, -1)  # page_remove_rmap
+                k.put_page(a, pfn, site + ":put_page")
+            m.src[i] = mpfn
+            m.dst[i] = 0
+            i += 1
+            vpn += 1
+            yield
+        k.flush_tlb_range(m.mm, lo, tab_end)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        yield
+    m.npages = i
+
+
+def check_page_v50(k: Kernel, pfn: int, fault_page: int) -> bool:
+    """``migrate_vma_check_page()`` of seed 002 (line 2336): device-private pages always
+    pass (the comment's "Sadly there is no way to differentiate a regular pin from
+    migration wait ... We always return true here"); device-public pages (modelled by
+    device-coherent frames) count their ZONE_DEVICE reference; other device pages are
+    refused. The catalog toggle ``check-ignores-pins`` drops the refcount test."""
+    extra = 1 + (1 if pfn == fault_page else 0)
+    if k.is_zone_device(pfn):
+        if k.is_device_private(pfn):
+            return True  # seed 002 line 2368
+        if not k.is_device_coherent(pfn):
+            return False
+        extra += 1
+    if "check-ignores-pins" in k.bugs:
+        return True
+    return not (k.ref_count(pfn) - extra > k.mapcount(pfn))
+
+
+def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_prepare()`` of seed 002 (line 2399): a page collect could not lock
+    is **trylocked, and given up if that fails** ("best effort ... backoff for any page
+    we can not lock right away"); then isolation from the LRU, dropping collect's
+    reference, and the pin check. A page locked in collect already has its migration
+    entry (``remap``): when it cannot move it is restored (``remove_migration_pte``)."""
+    site = "migrate_vma_prepare"
+    restore = 0
+    for i in range(m.npages):
+        if not m.cpages:
+            break
+        pfn = migrate_pfn_to_page(m.src[i])
+        if pfn < 0:
+            continue
+        remap = True
+        if not m.src[i] & MIGRATE_PFN_LOCKED:
+            remap = False
+            if not k.trylock_page(a, pfn, site + ":trylock_page"):
+                m.src[i] = 0
+                m.cpages -= 1
+                k.put_page(a, pfn, site + ":put_page")
+                k.outcome(m.kind, "lock_contended")
+                yield
+                continue
+            m.src[i] |= MIGRATE_PFN_LOCKED
+        if not k.is_zone_device(pfn):
+            if not folio_isolate_lru(k, a, pfn):
+                m.cpages -= 1
+                if remap:
+                    m.src[i] &= ~MIGRATE_PFN_MIGRATE
+                    restore += 1
+                else:
+                    m.src[i] = 0
+                    if pfn != m.fault_folio:
+                        k.unlock_page(a, pfn, site + ":unlock_page")
+                    k.put_page(a, pfn, site + ":put_page")
+                k.outcome(m.kind, "not_isolated")
+                yield
+                continue
+            k.put_page(a, pfn, site + ":put_collect_ref")  # "Drop the reference we took in collect"
+        if not k.variant.check_page(k, pfn, m.fault_page):
+            m.cpages -= 1
+            if remap:
+                m.src[i] &= ~MIGRATE_PFN_MIGRATE
+                restore += 1
+                if not k.is_zone_device(pfn):
+                    k.get_page(a, pfn, site + ":get_page")
+                    folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+            else:
+                m.src[i] = 0
+                if pfn != m.fault_folio:
+                    k.unlock_page(a, pfn, site + ":unlock_page")
+                if k.is_zone_device(pfn):
+                    k.put_page(a, pfn, site + ":put_page")
+                else:
+                    folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+            k.outcome(m.kind, "pinned")
+        yield
+    for i in range(m.npages):
+        if not restore:
+            break
+        pfn = migrate_pfn_to_page(m.src[i])
+        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        yield from remove_migration_ptes(k, a, pfn, pfn)
+        m.src[i] = 0
+        if pfn != m.fault_folio:
+            k.unlock_page(a, pfn, site + ":unlock_page")
+        restore -= 1
+        k.put_page(a, pfn, site + ":put_page")
+        k.outcome(m.kind, "restored")
+        yield
+
+
+__all__ = ["check_page_v50", "collect_v50", "prepare_v50"]
