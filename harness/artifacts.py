@@ -1,0 +1,501 @@
+"""Failure artifacts: one JSON file per failure, and their strict replay.
+
+An artifact holds everything needed to run the failing run again, and nothing that
+depends on the machine that found it: the fully resolved workload (its raw TOML table,
+limits included), variant, bug toggles, injected faults, engine, seed, strategy and its
+parameters, the limits, every actor's operation list, and the recorded schedule, one
+actor id per step, run-length encoded as ``[[actor, count], ...]``. Next to that it keeps
+what was seen (the :class:`~pagerace.core._errors.Failure`, the trace fingerprint) and a
+readable list of the last steps before the failure (``[step, actor, function:line,
+site]``), for a human who wants to see the interleaving without replaying it.
+
+The format is versioned by :data:`ARTIFACT_SCHEMA`. :func:`load_artifact` refuses a file
+of another version with a message naming both, the way Hypothesis refuses a
+``@reproduce_failure`` blob from another version: a schedule recorded by another layout
+means another run.
+
+:func:`replay` reruns an artifact on the deterministic engine with its schedule. A
+deterministic-engine artifact replays strictly (the recorded actor must be runnable at
+every step, else the replay has diverged); a parallel-engine artifact replays leniently
+(the schedule comes from a global ticket order, which the deterministic engine follows
+as closely as the model allows).
+
+Files are written atomically (a temporary file in the same directory, then
+``os.replace``), so a crash or a bad input never leaves a partial artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..core._errors import CorruptArtifact, Failure, FailureKind, InvalidOption, InvalidWorkload
+from ..workloads import Workload, workload_from_json, workload_to_json
+from .runner import RunRecord, limits_for, run_deterministic, validate_variant_bugs
+from .schedulers import STRATEGIES, ScheduleDiverged
+
+ARTIFACT_SCHEMA = 1
+STEP_LIST_LEN = 200  # readable steps kept before the failure
+
+REQUIRED_KEYS = (
+    "schema",
+    "pagerace_version",
+    "workload",
+    "variant",
+    "bugs",
+    "engine",
+    "seed",
+    "strategy",
+    "strategy_params",
+    "limits",
+    "schedule",
+    "ops",
+    "failure",
+    "fingerprint",
+)
+
+
+# ----------------------------------------------------------------------------------------
+# Schedules
+
+
+def rle_encode(schedule: Iterable[int]) -> list[list[int]]:
+    """``[0, 0, 1, 0]`` → ``[[0, 2], [1, 1], [0, 1]]``."""
+    out: list[list[int]] = []
+    for aid in schedule:
+        aid = int(aid)
+        if out and out[-1][0] == aid:
+            out[-1][1] += 1
+        else:
+            out.append([aid, 1])
+    return out
+
+
+def rle_decode(runs: Iterable[Sequence[int]]) -> list[int]:
+    out: list[int] = []
+    for aid, count in runs:
+        out.extend([int(aid)] * int(count))
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The artifact record
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, validated failure artifact.
+
+    Attributes:
+        path: where it was read from ("" if built in memory).
+        workload: the fully resolved workload.
+        schedule: the recorded schedule, decoded (one actor id per step).
+        ops: each actor's operation list, as the run executed it.
+        failure: what the run saw.
+        steps: the readable step list (``[step, actor, function:line, site]``).
+        raw: the JSON document as read.
+    """
+
+    path: str
+    pagerace_version: str
+    workload: Workload
+    variant: str
+    bugs: tuple[str, ...]
+    faults: tuple[str, ...]
+    engine: str
+    seed: int
+    strategy: str
+    strategy_params: dict[str, Any]
+    limits: dict[str, int]
+    schedule: list[int]
+    ops: list[list[tuple[Any, ...]]]
+    failure: Failure
+    fingerprint: str
+    steps: list[list[Any]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _trace_steps(record: RunRecord) -> tuple[list[list[Any]], str]:
+    """The readable step list of ``record``: its own trace if it has one, else a traced
+    rerun on the deterministic engine with the recorded schedule."""
+    trace = record.result.trace
+    note = ""
+    if not trace:
+        try:
+            rerun = _rerun(
+                record.workload,
+                variant=record.variant,
+                bugs=record.bugs,
+                seed=record.seed,
+                strategy=record.strategy,
+                options=record.options,
+                limits=_limits_of(record),
+                schedule=list(record.result.schedule),
+                ops=record.ops,
+                strict=record.engine == "deterministic",
+                trace=True,
+            )
+            trace = rerun.result.trace
+            if record.engine != "deterministic":
+                note = "steps of a lenient deterministic replay of the parallel run"
+        except ScheduleDiverged as exc:
+            return [], f"no step list: the traced rerun diverged ({exc})"
+    names = [a.name for a in record.actors]
+    steps = [
+        [int(st), names[aid] if 0 <= aid < len(names) else str(aid), where, site]
+        for st, aid, where, site in trace[-STEP_LIST_LEN:]
+    ]
+    return steps, note
+
+
+def _limits_of(record: RunRecord) -> dict[str, int]:
+    lim = record.options.get("limits")
+    if isinstance(lim, dict):
+        return {k: int(v) for k, v in lim.items()}
+    base = limits_for(record.workload)
+    return {
+        "max_steps": base.max_steps,
+        "livelock_steps": base.livelock_steps,
+        "check_every": base.check_every,
+    }
+
+
+def artifact_json(record: RunRecord, run_id: str = "") -> dict[str, Any]:
+    """The artifact document of a failed run.
+
+    Raises:
+        ValueError: the run did not fail (there is nothing to write).
+    """
+    failure = record.result.failure
+    if failure is None:
+        raise ValueError("artifact_json() needs a failed run")
+    steps, note = _trace_steps(record)
+    doc: dict[str, Any] = {
+        "schema": ARTIFACT_SCHEMA,
+        "pagerace_version": __version__,
+        "created": time.time(),
+        "run_id": run_id,
+        "workload": workload_to_json(record.workload),
+        "variant": record.variant,
+        "bugs": list(record.bugs),
+        "faults": list(record.options.get("faults", ())),
+        "engine": record.engine,
+        "seed": int(record.seed),
+        "strategy": record.strategy,
+        "strategy_params": {
+            "pct_depth": int(record.options.get("pct_depth", 3)),
+            "quantum": int(record.options.get("quantum", 1)),
+            "scheduler": record.result.scheduler,
+        },
+        "limits": _limits_of(record),
+        "actors": [a.name for a in record.actors],
+        "ops": [[list(op) for op in ops] for ops in record.ops],
+        "schedule_steps": len(record.result.schedule),
+        "schedule": rle_encode(record.result.schedule),
+        "failure": failure.to_json(),
+        "fingerprint": record.result.fingerprint,
+        "steps": steps,
+    }
+    if note:
+        doc["steps_note"] = note
+    return doc
+
+
+def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
+    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars and enums in scheduler descriptions and failure details
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "value"):
+        return o.value
+    if isinstance(o, (set, frozenset, tuple)):
+        return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
+    return str(o)
+
+
+def write_artifact(path: str | os.PathLike[str], record: RunRecord, run_id: str = "") -> Path:
+    """Write the artifact of a failed run to ``path`` (atomically)."""
+    return write_json_atomic(path, artifact_json(record, run_id))
+
+
+# ----------------------------------------------------------------------------------------
+# Loading
+
+
+def _corrupt(path: str, why: str) -> CorruptArtifact:
+    return CorruptArtifact(f"corrupt artifact {path!r}: {why}")
+
+
+def _int_field(path: str, d: dict[str, Any], key: str) -> int:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _corrupt(path, f"{key!r} must be an integer, not {v!r}")
+    return v
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read and validate an artifact.
+
+    Raises:
+        CorruptArtifact: unreadable file, invalid JSON, a missing or ill-typed key, an
+            unknown variant, bug or failure kind, or another schema version (the message
+            names both versions).
+    """
+    p = str(path)
+    try:
+        text = Path(p).read_text()
+    except OSError as exc:
+        raise CorruptArtifact(f"cannot read artifact {p!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _corrupt(p, "not a text file") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _corrupt(p, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(d, dict):
+        raise _corrupt(p, f"expected a JSON object, found {type(d).__name__}")
+    if "schema" not in d:
+        raise _corrupt(p, "no 'schema' key; is this a pagerace failure artifact?")
+    if d["schema"] != ARTIFACT_SCHEMA:
+        raise CorruptArtifact(
+            f"artifact {p!r} has schema version {d['schema']!r} (written by pagerace "
+            f"{d.get('pagerace_version', '?')}); this pagerace ({__version__}) reads schema "
+            f"version {ARTIFACT_SCHEMA} only"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in d]
+    if missing:
+        raise _corrupt(p, f"missing key(s): {', '.join(missing)}")
+    try:
+        w = workload_from_json(d["workload"])
+    except InvalidWorkload as exc:
+        raise _corrupt(p, f"its workload is invalid: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _corrupt(p, f"its 'workload' is malformed ({exc!r})") from None
+    variant = d["variant"]
+    bugs = d["bugs"]
+    if (
+        not isinstance(variant, str)
+        or not isinstance(bugs, list)
+        or not all(isinstance(b, str) for b in bugs)
+    ):
+        raise _corrupt(p, "'variant' must be a string and 'bugs' a list of strings")
+    try:
+        validate_variant_bugs(variant, bugs, w)
+    except InvalidOption as exc:
+        raise _corrupt(p, str(exc)) from None
+    seed = _int_field(p, d, "seed")
+    limits = d["limits"]
+    if not isinstance(limits, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values()
+    ):
+        raise _corrupt(p, f"'limits' must map names to non-negative integers, not {limits!r}")
+    unknown = sorted(set(limits) - {"max_steps", "livelock_steps", "check_every"})
+    if unknown:
+        raise _corrupt(p, f"unknown limit(s) {', '.join(unknown)}")
+    n_actors = w.n_actors()
+    sched_raw = d["schedule"]
+    if not isinstance(sched_raw, list) or not all(
+        isinstance(r, list)
+        and len(r) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+        and 0 <= r[0] < n_actors
+        and r[1] > 0
+        for r in sched_raw
+    ):
+        raise _corrupt(p, f"'schedule' must be a list of [actor, count] pairs with 0 <= actor < {n_actors}")
+    ops = _load_ops(p, d["ops"], n_actors)
+    try:
+        failure = Failure.from_json(d["failure"])
+    except ValueError:
+        raise _corrupt(
+            p,
+            f"unknown failure kind {d['failure'].get('kind')!r}; valid kinds: "
+            + ", ".join(k.value for k in FailureKind),
+        ) from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _corrupt(p, f"'failure' is malformed ({exc!r})") from None
+    engine = d["engine"]
+    if engine not in ("deterministic", "parallel"):
+        raise _corrupt(p, f"unknown engine {engine!r}; valid engines: deterministic, parallel")
+    strategy = d["strategy"]
+    params = d["strategy_params"]
+    if not isinstance(strategy, str) or not isinstance(params, dict):
+        raise _corrupt(p, "'strategy' must be a string and 'strategy_params' an object")
+    faults = d.get("faults", [])
+    if not isinstance(faults, list):
+        raise _corrupt(p, "'faults' must be a list")
+    steps = d.get("steps", [])
+    return Artifact(
+        path=p,
+        pagerace_version=str(d["pagerace_version"]),
+        workload=w,
+        variant=variant,
+        bugs=tuple(bugs),
+        faults=tuple(str(f) for f in faults),
+        engine=engine,
+        seed=seed,
+        strategy=strategy,
+        strategy_params=params,
+        limits=dict(limits),
+        schedule=rle_decode(sched_raw),
+        ops=ops,
+        failure=failure,
+        fingerprint=str(d["fingerprint"]),
+        steps=steps if isinstance(steps, list) else [],
+        raw=d,
+    )
+
+
+def _load_ops(p: str, raw: Any, n_actors: int) -> list[list[tuple[Any, ...]]]:
+    from ..core.actors import OPS
+
+    if not isinstance(raw, list) or len(raw) != n_actors:
+        raise _corrupt(p, f"'ops' must hold one operation list per actor ({n_actors})")
+    out: list[list[tuple[Any, ...]]] = []
+    for aid, ops in enumerate(raw):
+        if not isinstance(ops, list):
+            raise _corrupt(p, f"'ops' of actor {aid} is not a list")
+        lst = []
+        for op in ops:
+            if not isinstance(op, list) or not op or not isinstance(op[0], str):
+                raise _corrupt(p, f"actor {aid}: malformed operation {op!r}")
+            if op[0] not in OPS:
+                raise _corrupt(
+                    p, f"actor {aid}: unknown operation {op[0]!r}; known: {', '.join(sorted(OPS))}"
+                )
+            lst.append(tuple(op))
+        out.append(lst)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Replay
+
+
+def _rerun(
+    w: Workload,
+    *,
+    variant: str,
+    bugs: Sequence[str],
+    seed: int,
+    strategy: str,
+    options: dict[str, Any],
+    limits: dict[str, int],
+    schedule: list[int],
+    ops: list[list[tuple[Any, ...]]],
+    strict: bool,
+    trace: bool,
+    faults: Sequence[str] | None = None,
+) -> RunRecord:
+    return run_deterministic(
+        w,
+        variant=variant,
+        bugs=bugs,
+        seed=seed,
+        strategy=strategy if strategy in STRATEGIES else "random",
+        pct_depth=int(options.get("pct_depth", 3)),
+        quantum=int(options.get("quantum", 1)),
+        schedule=schedule,
+        strict=strict,
+        trace=trace,
+        faults=tuple(options.get("faults", ())) if faults is None else tuple(faults),
+        max_steps=limits.get("max_steps"),
+        livelock_steps=limits.get("livelock_steps"),
+        check_every=limits.get("check_every"),
+        ops_override=ops,
+    )
+
+
+def same_failure(a: Failure, b: Failure) -> bool:
+    """Two failures count as the same when their kinds share a family (a deadlock and a
+    livelock are both hangs)."""
+    return a.kind.family == b.kind.family
+
+
+def replay(art: Artifact, trace: bool = False) -> tuple[RunRecord, bool, str]:
+    """Run ``art`` again on the deterministic engine with its recorded schedule.
+
+    Returns:
+        ``(record, reproduced, reason)``: the replay's record, whether it failed the same
+        way (same :attr:`FailureKind.family`), and a one-line explanation.
+    """
+    strict = art.engine == "deterministic"
+    kw: dict[str, Any] = dict(
+        variant=art.variant,
+        bugs=art.bugs,
+        seed=art.seed,
+        strategy=art.strategy,
+        options=art.strategy_params,
+        limits=art.limits,
+        schedule=art.schedule,
+        ops=art.ops,
+        trace=trace,
+        faults=art.faults,
+    )
+    try:
+        rec = _rerun(art.workload, strict=strict, **kw)
+    except ScheduleDiverged as exc:
+        rec = _rerun(art.workload, strict=False, **kw)
+        return (
+            rec,
+            False,
+            (
+                f"the schedule diverged at {exc} (the model or the workload changed since the "
+                f"artifact was written by pagerace {art.pagerace_version}); a lenient replay "
+                f"ended {_ended(rec)}"
+            ),
+        )
+    got = rec.result.failure
+    want = art.failure
+    if got is None:
+        return (
+            rec,
+            False,
+            (f"expected {want.kind.value} at step {want.step}, but the replay ended {_ended(rec)}"),
+        )
+    if not same_failure(got, want):
+        return (
+            rec,
+            False,
+            (
+                f"expected {want.kind.value} at step {want.step}, but the replay failed "
+                f"differently: {got.headline()}"
+            ),
+        )
+    extra = ""
+    if strict and rec.result.fingerprint != art.fingerprint:
+        extra = f" (fingerprint {rec.result.fingerprint} differs from the recorded {art.fingerprint})"
+    return rec, True, got.headline() + extra
+
+
+def _ended(rec: RunRecord) -> str:
+    r = rec.result
+    if r.failure is not None:
+        return f"failed: {r.failure.headline()}"
+    return f"{r.outcome.value} after {r.steps} steps"

@@ -1,0 +1,51 @@
+"""The ``pagerace`` subcommands: one module each, registered in :data:`COMMANDS`.
+
+A command module exposes:
+
+- ``NAME``: the subcommand (``run``);
+- ``HELP``: one line for ``pagerace --help`` and the top of ``pagerace NAME --help``;
+- ``EXAMPLES``: a list of ``(command line, what it does)`` pairs, shown by
+  ``pagerace NAME --help`` (plain strings are accepted too);
+- ``add_arguments(parser)``: its options, on an ``argparse`` parser;
+- ``run(args) -> int``: the exit code. Errors are raised, not printed: the one handler
+  in :func:`pagerace.harness.cli.main` maps each :class:`PageraceError` onto its exit code
+  (1 failure found, 2 bad input, 3 internal error, 4 did not reproduce).
+
+Every module is imported for ``pagerace --help``: keep the import light and import
+heavy dependencies (pandas, matplotlib, the parallel engine) inside ``run``.
+
+To add a command, add its module here and its name to :data:`COMMANDS`, in the order
+``pagerace --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+COMMANDS: list[str] = [
+    "list",
+    "run",
+    "replay",
+    "clean",
+]
+
+_REQUIRED = ("NAME", "HELP", "EXAMPLES", "add_arguments", "run")
+
+
+def load_commands() -> list[ModuleType]:
+    """The command modules, in :data:`COMMANDS` order.
+
+    Raises:
+        HarnessInternalError: a registered module is missing or lacks a required name.
+    """
+    from ...core._errors import HarnessInternalError
+
+    mods = []
+    for name in COMMANDS:
+        mod = importlib.import_module(f"{__name__}.{name}")
+        missing = [a for a in _REQUIRED if not hasattr(mod, a)]
+        if missing:
+            raise HarnessInternalError(f"command module {mod.__name__} lacks {', '.join(missing)}")
+        mods.append(mod)
+    return mods

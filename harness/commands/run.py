@@ -1,0 +1,262 @@
+"""``pagerace run``: one run of a workload, rows to the CSV files, an artifact on failure."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from typing import Any
+
+from ...core._errors import InvalidOption
+from ...workloads import Workload, load_workload
+from ..output import WrittenRun, write_run
+from ..runner import RunRecord, run_deterministic, validate_variant_bugs
+from ..schedulers import STRATEGIES
+
+NAME = "run"
+HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
+EXAMPLES = [
+    ("pagerace run", "the default workload on seed 0, output in ./pagerace-out/"),
+    (
+        "pagerace run fault-storm --bug no-fault-folio-exception --seed 1",
+        "put a historical bug back and watch the livelock oracle catch it (exit 1)",
+    ),
+    ("pagerace run opposite-order --strategy pct --pct-depth 4 --seed 9", "PCT scheduling"),
+    ("pagerace run my-workload.toml --steps 50000 --out /tmp/out", "a workload file of your own"),
+    (
+        "pagerace run fault-storm --engine parallel --workers 4 --duration 30s",
+        "real processes over shared memory for 30 seconds",
+    ),
+]
+
+DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
+PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``2m``, ``1h``, ``250ms`` or plain seconds (``1.5``) → seconds.
+
+    Raises:
+        InvalidOption: anything else, or a value that is not positive.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise InvalidOption(
+            f"bad duration {text!r}; use seconds (1.5), or a number with a unit: 250ms, 30s, 2m, 1h"
+        )
+    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+    if value <= 0:
+        raise InvalidOption(f"bad duration {text!r}: it must be more than zero")
+    return value
+
+
+def _positive(name: str, lo: int = 1) -> Any:
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
+        return v
+
+    return conv
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid rate {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"the rate must be between 0 and 1, not {v}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "workload",
+        nargs="?",
+        default="default",
+        metavar="WORKLOAD",
+        help="workload name (see 'pagerace list') or path to a .toml file (default: default)",
+    )
+    p.add_argument("--seed", type=_positive("--seed", 0), default=0, help="seed (default: 0)")
+    p.add_argument("--variant", default="v6", help="protocol variant (default: v6)")
+    p.add_argument(
+        "--bug",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch on a bug toggle from the catalog (repeatable; see 'pagerace list --bugs')",
+    )
+    p.add_argument(
+        "--out", default="pagerace-out", metavar="DIR", help="output directory (default: ./pagerace-out)"
+    )
+    p.add_argument("--quiet", action="store_true", help="print nothing; the exit code says it all")
+    det = p.add_argument_group("deterministic engine")
+    det.add_argument(
+        "--strategy",
+        choices=DETERMINISTIC_STRATEGIES,
+        default=None,
+        help="scheduling strategy (default: random)",
+    )
+    det.add_argument(
+        "--pct-depth",
+        type=_positive("--pct-depth"),
+        default=None,
+        metavar="D",
+        help="PCT priority-change depth (default: 3)",
+    )
+    det.add_argument(
+        "--quantum",
+        type=_positive("--quantum"),
+        default=None,
+        metavar="Q",
+        help="round-robin quantum in steps (default: 1)",
+    )
+    det.add_argument(
+        "--steps",
+        type=_positive("--steps"),
+        default=None,
+        metavar="N",
+        help="step budget; outcome 'budget' when it runs out (default: the workload's)",
+    )
+    par = p.add_argument_group("parallel engine")
+    par.add_argument(
+        "--engine",
+        choices=["deterministic", "parallel"],
+        default="deterministic",
+        help="deterministic (one process, exact replay) or parallel (real processes)",
+    )
+    par.add_argument(
+        "--workers",
+        type=_positive("--workers"),
+        default=None,
+        metavar="N",
+        help="worker processes (default: one per actor)",
+    )
+    par.add_argument(
+        "--duration", default=None, metavar="TIME", help="run for this long: 30s, 2m, 1.5 (seconds)"
+    )
+    par.add_argument(
+        "--ops", type=_positive("--ops"), default=None, metavar="N", help="stop after this many operations"
+    )
+    par.add_argument(
+        "--perturb",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="probability of a random delay at a preemption point (0..1, default 0)",
+    )
+
+
+def _parallel_entry(name: str) -> Any:
+    """``pagerace.harness.parallel.<name>``, or None when this build has no parallel engine."""
+    try:
+        mod = importlib.import_module("pagerace.harness.parallel")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("pagerace.harness.parallel", "pagerace.harness"):
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
+    """Run ``w`` as the options say (everything already validated)."""
+    bugs = tuple(args.bug)
+    if args.engine == "parallel":
+        run_parallel = _parallel_entry("run_parallel")
+        if run_parallel is None:
+            raise InvalidOption("the parallel engine is not available in this build")
+        duration = parse_duration(args.duration) if args.duration is not None else None
+        return run_parallel(
+            w,
+            variant=args.variant,
+            bugs=bugs,
+            seed=args.seed,
+            workers=args.workers,
+            duration=duration,
+            ops=args.ops,
+            perturb=args.perturb,
+            progress=None if args.quiet else _progress,
+        )
+    return run_deterministic(
+        w,
+        variant=args.variant,
+        bugs=bugs,
+        seed=args.seed,
+        strategy=args.strategy or "random",
+        pct_depth=args.pct_depth or 3,
+        quantum=args.quantum or 1,
+        max_steps=args.steps,
+    )
+
+
+def _progress(*args: Any, **kw: Any) -> None:
+    """Progress from the parallel engine: one overwritten line on stderr."""
+    parts = [str(a) for a in args] + [f"{k}={v}" for k, v in sorted(kw.items())]
+    if sys.stderr.isatty():
+        print("\r" + " ".join(parts)[:79].ljust(79), end="", file=sys.stderr, flush=True)
+
+
+def validate(args: argparse.Namespace) -> Workload:
+    """Every check that can fail on bad input, before anything runs or is written."""
+    w = load_workload(args.workload)
+    validate_variant_bugs(args.variant, args.bug, w)
+    if args.engine == "deterministic":
+        given = [f"--{o}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0)]
+        if given:
+            raise InvalidOption(
+                f"{', '.join(given)} applies to --engine parallel only; the deterministic engine "
+                "runs the workload's operations to the end or to --steps"
+            )
+    else:
+        given = [
+            f"--{o.replace('_', '-')}"
+            for o in ("strategy", "pct_depth", "quantum", "steps")
+            if getattr(args, o) is not None
+        ]
+        if given:
+            raise InvalidOption(
+                f"{', '.join(given)} applies to the deterministic engine only; the parallel "
+                "engine runs until --duration or --ops"
+            )
+        if args.duration is not None:
+            parse_duration(args.duration)
+    return w
+
+
+def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
+    r = rec.result
+    rate = r.steps / r.elapsed if r.elapsed > 0 else 0.0
+    bugs = f" +{'+'.join(rec.bugs)}" if rec.bugs else ""
+    lines = [
+        f"{rec.workload.name} · {rec.variant}{bugs} · seed {rec.seed} · {rec.strategy} · {rec.engine}",
+        f"outcome: {r.outcome.value}  ({r.steps} steps, {r.preemptions} preemptions, "
+        f"{rec.wall:.3f} s, {rate:,.0f} preemption points/s)",
+        f"actors: {len(rec.actors)}, operations done: {sum(a.progress for a in rec.actors)}",
+    ]
+    if r.failure is not None:
+        lines.append(f"failure: {r.failure.headline()}")
+        lines.append(f"artifact: {written.artifact_path}")
+        lines.append(f"replay it: pagerace replay {written.artifact_path}")
+    elif r.outcome.value == "budget":
+        lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
+    lines.append(
+        f"rows: {out}/runs.csv, contention.csv, outcomes.csv" + (", failures.csv" if r.failure else "")
+    )
+    lines.append(f"fingerprint: {r.fingerprint}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    w = validate(args)
+    rec = execute(args, w)
+    if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)  # end the progress line
+    written = write_run(args.out, rec)
+    if not args.quiet:
+        print(summary(rec, written, args.out))
+    return 1 if rec.result.failure is not None else 0
