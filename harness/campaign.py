@@ -1,0 +1,961 @@
+"""Campaigns: many (workload, variant, bugs, seed, strategy) runs, resumable, in parallel.
+
+A campaign is a :class:`Plan` expanded into :class:`Unit` s. Units are grouped into small
+:class:`Task` s (consecutive seeds of one configuration) and handed to a backend: in this
+process (``jobs=1``), a local process pool (fork context), or a Dask cluster
+(:mod:`pagerace.harness.dask_backend`). A worker runs each unit on the deterministic engine
+and returns only rows and artifact text (:class:`UnitResult`); the PARENT writes the
+artifacts and appends the rows, so every file has one writer.
+
+Crash safety and resume, the rules the code below keeps:
+
+- a finished task's rows are appended as soon as it comes back, ``runs.csv`` LAST, with
+  one ``write`` + ``fsync`` per file (:func:`pagerace.reports.schema.append_rows`), so a
+  crash or Ctrl-C loses at most the units in flight;
+- a unit is done when its row is in ``runs.csv``; a rerun on the same directory skips
+  the done keys (workload, variant, bugs, seed, strategy, engine);
+- rows in the other three files whose run is not in ``runs.csv`` (a crash between two
+  appends) are orphans; :func:`repair` removes them before a rerun, so the rerun of that
+  unit never duplicates a row.
+
+XX: units are dispatched seed-block by seed-block across all configurations, so a budget
+that runs out leaves every configuration with about the same number of seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import signal
+import time
+import tomllib
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..core._errors import BadInput, HarnessInternalError, InvalidOption
+from ..core.bugs import CATALOG
+from ..core.variants import VARIANTS
+from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
+from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
+from .artifacts import same_failure, write_json_atomic
+from .runner import run_deterministic, validate_variant_bugs
+from .schedulers import STRATEGIES
+from .schedulers.replay import ScheduleDiverged
+
+ENGINES = ("deterministic", "parallel")
+KEY_COLUMNS = ("workload", "variant", "bugs", "seed", "strategy", "engine")
+UnitKey = tuple[str, str, str, int, str, str]
+EXIT_INTERRUPTED = 130
+
+# --------------------------------------------------------------------------------------
+# parsing: seeds, durations, bug sets, plan files
+
+
+def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
+    """``"1-5000"``, ``"1,2,10-20"`` or a list of ints → sorted, distinct seeds.
+
+    Raises:
+        InvalidOption: a malformed part, a reversed range or a negative seed.
+    """
+    if isinstance(text, int):
+        text = str(text)
+    if not isinstance(text, str):
+        try:
+            seeds = {int(s) for s in text}
+        except (TypeError, ValueError):
+            raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'") from None
+        if not seeds or min(seeds) < 0:
+            raise InvalidOption(f"seeds {text!r}: expected non-negative integers, e.g. '1-100'")
+        return tuple(sorted(seeds))
+    out: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise InvalidOption(
+                f"seeds {text!r}: bad part {part!r}; expected N, N-M or a comma list like 1-100,200"
+            )
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise InvalidOption(f"seeds {text!r}: range {part!r} runs backwards; write {hi}-{lo}")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """``"30m"``, ``"1h30m"``, ``"90s"``, ``"90"`` (seconds) → seconds; ``None``/``"none"`` → no budget.
+
+    Raises:
+        InvalidOption: anything else.
+    """
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        if text <= 0:
+            raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
+        return float(text)
+    t = text.strip().lower()
+    if t in ("", "none", "0"):
+        return None
+    m = _DURATION.fullmatch(t)
+    if not m or not any(m.groups()):
+        raise InvalidOption(f"budget {text!r}: expected a duration like 30m, 1h30m, 90s or 45 (seconds)")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    total = h * 3600 + mi * 60 + s
+    if total <= 0:
+        raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
+    return total
+
+
+def parse_bugsets(values: Iterable[str | Sequence[str]] | None) -> tuple[tuple[str, ...], ...]:
+    """Bug-set axis. Each value is one set (``"a,b"`` or ``["a", "b"]``); ``"none"`` or
+    ``""`` is the set without bugs. No values: the single empty set.
+
+    Raises:
+        InvalidOption: an unknown bug name (listing the catalog).
+    """
+    sets: list[tuple[str, ...]] = []
+    for v in values or ():
+        names = [s.strip() for s in v.split(",")] if isinstance(v, str) else [str(s).strip() for s in v]
+        names = [n for n in names if n and n != "none"]
+        for n in names:
+            if n not in CATALOG:
+                raise InvalidOption(f"unknown bug {n!r}; valid bugs: none, {', '.join(sorted(CATALOG))}")
+        bs = tuple(sorted(set(names)))
+        if bs not in sets:
+            sets.append(bs)
+    return tuple(sets) or ((),)
+
+
+def _split(v: str | Sequence[str]) -> list[str]:
+    if isinstance(v, str):
+        return [s.strip() for s in v.split(",") if s.strip()]
+    return [str(s).strip() for s in v if str(s).strip()]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole plan of a campaign (what a campaign TOML file holds).
+
+    Attributes:
+        name: campaign id written into every row's ``campaign`` column.
+        workloads: workload names or TOML paths.
+        variants: protocol variants.
+        seeds: seeds, each run once per configuration.
+        bugsets: the bug-toggle axis; ``()`` is "no bugs".
+        strategies: scheduling strategies.
+        engine: ``deterministic`` (default) or ``parallel``.
+        budget_s: wall-clock budget; no new unit starts after it (``None``: no budget).
+        jobs: worker processes (1: run in this process).
+        max_steps / livelock_steps: step budgets passed to every run (``None``: the
+            workload's own).
+        replay: replay every failure from its schedule and record ``reproduced``.
+        shrink: shrink every failure's artifact (when the shrinker exists).
+        chunk: units per task (0: chosen from the plan size and jobs).
+        duration_s: how long each run lasts on the parallel engine.
+    """
+
+    name: str = "campaign"
+    workloads: tuple[str, ...] = ("default",)
+    variants: tuple[str, ...] = ("v6",)
+    seeds: tuple[int, ...] = (0,)
+    bugsets: tuple[tuple[str, ...], ...] = ((),)
+    strategies: tuple[str, ...] = ("random",)
+    engine: str = "deterministic"
+    budget_s: float | None = None
+    jobs: int = 1
+    max_steps: int | None = None
+    livelock_steps: int | None = None
+    replay: bool = True
+    shrink: bool = False
+    chunk: int = 0
+    duration_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InvalidOption(f"unknown engine {self.engine!r}; valid engines: {', '.join(ENGINES)}")
+        for s in self.strategies:
+            if s not in STRATEGIES or s == "replay":
+                ok = ", ".join(x for x in sorted(STRATEGIES) if x != "replay")
+                raise InvalidOption(f"unknown strategy {s!r}; valid strategies: {ok}")
+        for v in self.variants:
+            if v not in VARIANTS:
+                raise InvalidOption(f"unknown variant {v!r}; valid variants: {', '.join(sorted(VARIANTS))}")
+        if self.jobs < 1:
+            raise InvalidOption(f"jobs {self.jobs}: must be at least 1")
+        if not self.workloads or not self.variants or not self.seeds:
+            raise InvalidOption("a campaign needs at least one workload, one variant and one seed")
+        for n, v in (("max_steps", self.max_steps), ("livelock_steps", self.livelock_steps)):
+            if v is not None and v < 1:
+                raise InvalidOption(f"{n} {v}: must be at least 1")
+
+
+PLAN_KEYS = {
+    "name": "campaign id",
+    "out": "output directory",
+    "workloads": "list of names/paths, or 'all'",
+    "variants": "list of variants",
+    "seeds": "'1-5000' or a list",
+    "bugs": "list of bug sets, each 'a,b' or a list; 'none' for no bugs",
+    "strategies": "list of strategies",
+    "engine": "deterministic or parallel",
+    "budget": "'30m', '1h30m', '90s'",
+    "jobs": "worker processes",
+    "cluster": "tcp://HOST:PORT of a Dask scheduler",
+    "max_steps": "step budget per run",
+    "livelock_steps": "livelock budget per run",
+    "replay": "true/false",
+    "shrink": "true/false",
+    "chunk": "units per task",
+    "duration": "per-run duration on the parallel engine, e.g. '2s'",
+}
+
+
+def load_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a campaign TOML file into plan keyword values (not yet validated).
+
+    Raises:
+        InvalidOption: unreadable file, bad TOML or an unknown key.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise InvalidOption(f"campaign file {str(p)!r}: cannot read it ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidOption(f"campaign file {str(p)!r}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(PLAN_KEYS))
+    if unknown:
+        raise InvalidOption(
+            f"campaign file {str(p)!r}: unknown key {unknown[0]!r}; "
+            f"valid keys: {', '.join(sorted(PLAN_KEYS))}"
+        )
+    if "workloads" in data and isinstance(data["workloads"], str) and data["workloads"] != "all":
+        data["workloads"] = _split(data["workloads"])
+    # workload paths in the file are relative to the file
+    if isinstance(data.get("workloads"), list):
+        data["workloads"] = [
+            str((p.parent / w).resolve()) if w.endswith(".toml") and not os.path.isabs(w) else w
+            for w in data["workloads"]
+        ]
+    if "out" in data and not os.path.isabs(str(data["out"])):
+        data["out"] = str((p.parent / str(data["out"])).resolve())
+    return data
+
+
+def make_plan(values: Mapping[str, Any]) -> Plan:
+    """A validated :class:`Plan` from loose values (a TOML file merged with flags).
+
+    Raises:
+        InvalidOption / InvalidWorkload: any bad value, named.
+    """
+    kw: dict[str, Any] = {}
+    if values.get("name"):
+        kw["name"] = str(values["name"])
+    wl = values.get("workloads")
+    if wl is not None:
+        names = _split(wl)
+        if names == ["all"]:
+            names = workload_names()
+        for n in names:
+            load_workload(n)  # raises InvalidWorkload with the valid choices
+        kw["workloads"] = tuple(names)
+    if values.get("variants") is not None:
+        kw["variants"] = tuple(_split(values["variants"]))
+    if values.get("seeds") is not None:
+        kw["seeds"] = parse_seeds(values["seeds"])
+    if values.get("bugs") is not None:
+        b = values["bugs"]
+        kw["bugsets"] = parse_bugsets([b] if isinstance(b, str) else b)
+    if values.get("strategies") is not None:
+        kw["strategies"] = tuple(_split(values["strategies"]))
+    if values.get("engine") is not None:
+        kw["engine"] = str(values["engine"])
+    if "budget" in values:
+        kw["budget_s"] = parse_duration(values["budget"])
+    if values.get("duration") is not None:
+        kw["duration_s"] = parse_duration(values["duration"])
+    for k in ("jobs", "max_steps", "livelock_steps", "chunk"):
+        if values.get(k) is not None:
+            try:
+                kw[k] = int(values[k])
+            except (TypeError, ValueError):
+                raise InvalidOption(f"{k} {values[k]!r}: expected an integer") from None
+    for k in ("replay", "shrink"):
+        if values.get(k) is not None:
+            if not isinstance(values[k], bool):
+                raise InvalidOption(f"{k} {values[k]!r}: expected true or false")
+            kw[k] = values[k]
+    return Plan(**kw)
+
+
+# --------------------------------------------------------------------------------------
+# units and tasks
+
+
+@dataclass(frozen=True)
+class Unit:
+    workload: str  # the workload's name (as written in runs.csv)
+    variant: str
+    bugs: tuple[str, ...]
+    seed: int
+    strategy: str
+    engine: str
+
+    @property
+    def key(self) -> UnitKey:
+        return (self.workload, self.variant, "+".join(self.bugs), self.seed, self.strategy, self.engine)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one worker call runs: consecutive seeds of one configuration. Carries the
+    resolved workload (as JSON) so a worker needs no file and no global state."""
+
+    workload: dict[str, Any]
+    variant: str
+    bugs: tuple[str, ...]
+    strategy: str
+    engine: str
+    seeds: tuple[int, ...]
+    campaign: str
+    max_steps: int | None = None
+    livelock_steps: int | None = None
+    replay: bool = True
+    shrink: bool = False
+    duration_s: float = 2.0
+
+
+@dataclass
+class UnitResult:
+    """What a worker sends back for one unit: rows and artifact text, nothing else."""
+
+    key: UnitKey
+    outcome: str = ""
+    kind: str = ""
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    artifact: tuple[str, dict[str, Any]] | None = None  # (path relative to out dir, JSON document)
+    wall: float = 0.0
+    error: str = ""  # a harness error (traceback); nothing is written for the unit
+
+
+@dataclass(frozen=True)
+class Skip:
+    workload: str
+    variant: str
+    bugs: tuple[str, ...]
+    reason: str
+
+
+def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], list[Skip]]:
+    """Every unit of the plan, seed-major, and the configurations skipped (with why)."""
+    configs: list[tuple[str, str, tuple[str, ...], str]] = []
+    skips: list[Skip] = []
+    for wname, w in workloads.items():
+        for v in plan.variants:
+            for bs in plan.bugsets:
+                try:
+                    validate_variant_bugs(v, bs, w)
+                except InvalidOption as e:
+                    skips.append(Skip(wname, v, bs, str(e)))
+                    continue
+                for st in plan.strategies:
+                    configs.append((wname, v, bs, st))
+    units = [
+        Unit(w, v, bs, seed, st, plan.engine) for seed in plan.seeds for (w, v, bs, st) in configs
+    ]
+    return units, skips
+
+
+def make_tasks(
+    plan: Plan, units: Sequence[Unit], workloads: Mapping[str, Workload], chunk: int
+) -> list[Task]:
+    """Group units into tasks of up to ``chunk`` seeds of one configuration, keeping the
+    seed-major order (block of seeds by block of seeds, across all configurations)."""
+    js = {n: workload_to_json(w) for n, w in workloads.items()}
+    open_: dict[tuple[str, str, tuple[str, ...], str], list[int]] = {}
+    tasks: list[Task] = []
+
+    def flush(cfg: tuple[str, str, tuple[str, ...], str]) -> None:
+        seeds = open_.pop(cfg)
+        w, v, bs, st = cfg
+        tasks.append(
+            Task(js[w], v, bs, st, plan.engine, tuple(seeds), plan.name, plan.max_steps,
+                 plan.livelock_steps, plan.replay, plan.shrink, plan.duration_s)
+        )
+
+    for u in units:
+        cfg = (u.workload, u.variant, u.bugs, u.strategy)
+        open_.setdefault(cfg, []).append(u.seed)
+        if len(open_[cfg]) >= chunk:
+            flush(cfg)
+    for cfg in list(open_):
+        flush(cfg)
+    return tasks
+
+
+# --------------------------------------------------------------------------------------
+# the worker side
+
+
+def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
+    from . import output
+    from .artifacts import artifact_json
+
+    key: UnitKey = (w.name, t.variant, "+".join(t.bugs), seed, t.strategy, t.engine)
+    if t.engine == "parallel":
+        rec = check_parallel_engine()(w, variant=t.variant, bugs=t.bugs, seed=seed, duration=t.duration_s)
+    else:
+        rec = run_deterministic(
+            w, variant=t.variant, bugs=t.bugs, seed=seed, strategy=t.strategy,
+            max_steps=t.max_steps, livelock_steps=t.livelock_steps,
+        )
+    res = UnitResult(key, outcome=str(rec.outcome), wall=rec.wall)
+    failure = rec.result.failure
+    reproduced = ""
+    shrunk_steps = -1
+    if failure is not None:
+        res.kind = failure.kind.value
+        if t.replay and t.engine == "deterministic":
+            reproduced = "yes" if _replays(w, t, seed, rec) else "no"
+        if t.shrink:
+            rec, shrunk_steps = _shrink(rec)
+    run_id = output.run_id(rec)
+    rel = f"artifacts/{run_id}.json" if failure is not None else ""
+    res.rows = output.rows_for(rec, run_id, rel, campaign=t.campaign)
+    for row in res.rows.get(FAILURES.file, ()):
+        row["reproduced"] = reproduced
+        row["shrunk_steps"] = shrunk_steps
+    if failure is not None:
+        res.artifact = (rel, artifact_json(rec, run_id))
+    return res
+
+
+def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
+    """Replay the recorded schedule strictly; reproduced when the same oracle fires."""
+    try:
+        again = run_deterministic(
+            w, variant=t.variant, bugs=t.bugs, seed=seed, strategy=t.strategy,
+            schedule=list(rec.result.schedule), strict=True, ops_override=rec.ops,
+            max_steps=t.max_steps, livelock_steps=t.livelock_steps,
+        )
+    except ScheduleDiverged:  # the run is not the one recorded: not reproduced
+        return False
+    f = again.result.failure
+    return f is not None and same_failure(f, rec.result.failure)
+
+
+def _shrink(rec: Any) -> tuple[Any, int]:
+    try:
+        from .shrink import shrink_record  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return rec, -1
+    small = shrink_record(rec)
+    small = getattr(small, "record", small)
+    return small, int(small.result.steps)
+
+
+def check_parallel_engine() -> Callable[..., Any]:
+    """``pagerace.harness.parallel.run_parallel``.
+
+    Raises:
+        InvalidOption: this build has no parallel engine.
+    """
+    import importlib
+
+    try:
+        mod = importlib.import_module("pagerace.harness.parallel")
+    except ModuleNotFoundError as e:
+        if e.name not in ("pagerace.harness.parallel",):
+            raise
+        mod = None
+    fn = getattr(mod, "run_parallel", None)
+    if fn is None:
+        raise InvalidOption("--engine parallel: the parallel engine is not available in this build; "
+                            "use --engine deterministic")
+    return fn  # type: ignore[no-any-return]
+
+
+def run_task(t: Task) -> list[UnitResult]:
+    """Worker entry point: run every seed of ``t``; a harness error in one unit is
+    returned as that unit's ``error`` (nothing gets written for it, so a rerun retries)."""
+    w = workload_from_json(t.workload)
+    out: list[UnitResult] = []
+    for seed in t.seeds:
+        try:
+            out.append(_run_one(w, t, seed))
+        except BadInput:
+            raise
+        except Exception:
+            key: UnitKey = (w.name, t.variant, "+".join(t.bugs), seed, t.strategy, t.engine)
+            out.append(UnitResult(key, error=traceback.format_exc()))
+    return out
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------------------
+# backends
+
+
+class Backend(Protocol):
+    jobs: int
+
+    def submit(self, t: Task) -> Any: ...
+    def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]: ...
+    def result(self, f: Any) -> list[UnitResult]: ...
+    def close(self, cancel: bool) -> None: ...
+
+
+class _Done:
+    def __init__(self, value: list[UnitResult]) -> None:
+        self.value = value
+
+
+class InlineBackend:
+    """Runs each task in this process when it is submitted (``jobs=1``)."""
+
+    jobs = 1
+
+    def submit(self, t: Task) -> _Done:
+        return _Done(run_task(t))
+
+    def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
+        return list(futures)
+
+    def result(self, f: _Done) -> list[UnitResult]:
+        return f.value
+
+    def close(self, cancel: bool) -> None:
+        pass
+
+
+class PoolBackend:
+    """A local process pool (fork context); workers ignore SIGINT."""
+
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+
+        self.jobs = jobs
+        self.pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+        )
+
+    def submit(self, t: Task) -> Future[list[UnitResult]]:
+        return self.pool.submit(run_task, t)
+
+    def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
+        done, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return [f for f in futures if f in done]
+
+    def result(self, f: Future[list[UnitResult]]) -> list[UnitResult]:
+        return f.result()
+
+    def close(self, cancel: bool) -> None:
+        procs = list(getattr(self.pool, "_processes", {}).values())
+        if cancel:
+            # units in flight are abandoned: end the workers (ours, by pid) and reap them
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------
+# the output directory: done keys, repair, committing results
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as fh:
+        r = csv.reader(fh)
+        header = next(r, [])
+        return header, [row for row in r if row]
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file in the output directory written with another schema.
+
+    Raises:
+        BadInput: naming the file, what its header has and what this version writes.
+    """
+    schema = SCHEMAS[path.name]
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if header and header != schema.names:
+        raise BadInput(
+            f"{path}: its header does not match {path.name} schema version {SCHEMA_VERSION} "
+            f"(first differing column: {_first_diff(header, schema.names)}); use a new --out directory"
+        )
+
+
+def _first_diff(a: Sequence[str], b: Sequence[str]) -> str:
+    for x, y in zip(a, b):
+        if x != y:
+            return f"{x!r} where {y!r} was expected"
+    return f"{len(a)} columns where {len(b)} were expected"
+
+
+def _truncate_partial_line(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with path.open("r+b") as fh:
+            fh.truncate(cut)
+
+
+def repair(out: Path) -> dict[str, int]:
+    """Make the directory consistent after a crash: cut a partial last line, and drop rows
+    of ``failures/contention/outcomes.csv`` whose run is not in ``runs.csv``. Returns the
+    number of orphan rows removed per file."""
+    removed: dict[str, int] = {}
+    for s in SCHEMAS.values():
+        p = out / s.file
+        if p.exists():
+            _truncate_partial_line(p)
+            check_header(p)
+    runs = out / RUNS.file
+    have: set[str] = set()
+    if runs.exists():
+        header, rows = _read_rows(runs)
+        i = header.index("run_id")
+        have = {r[i] for r in rows if len(r) > i}
+    for s in (FAILURES, CONTENTION, OUTCOMES):
+        p = out / s.file
+        if not p.exists():
+            continue
+        header, rows = _read_rows(p)
+        i = header.index("run_id")
+        keep = [r for r in rows if len(r) > i and r[i] in have]
+        if len(keep) != len(rows):
+            removed[s.file] = len(rows) - len(keep)
+            tmp = p.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                w.writerow(header)
+                w.writerows(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+    return removed
+
+
+def done_keys(out: Path) -> set[UnitKey]:
+    """Keys of the units already in ``out/runs.csv``."""
+    p = out / RUNS.file
+    if not p.exists():
+        return set()
+    header, rows = _read_rows(p)
+    idx = [header.index(c) for c in KEY_COLUMNS]
+    keys: set[UnitKey] = set()
+    for r in rows:
+        w, v, b, s, st, e = (r[i] for i in idx)
+        keys.add((w, v, b, int(s), st, e))
+    return keys
+
+
+def commit(out: Path, results: Sequence[UnitResult]) -> int:
+    """Write the artifacts, then append the rows of ``results`` (``runs.csv`` last).
+    Returns the units committed (errors are not)."""
+    good = [r for r in results if not r.error]
+    for r in good:
+        if r.artifact is not None:
+            write_json_atomic(out / r.artifact[0], r.artifact[1])
+    for s in (FAILURES, CONTENTION, OUTCOMES, RUNS):
+        append_rows(out, s, [row for r in good for row in r.rows.get(s.file, ())])
+    return len(good)
+
+
+# --------------------------------------------------------------------------------------
+# the campaign loop
+
+
+@dataclass
+class Progress:
+    """What a progress callback sees after each committed task."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+    last: list[UnitResult] = field(default_factory=list)
+
+
+@dataclass
+class CampaignResult:
+    out: Path
+    plan: Plan
+    planned: int  # units in the plan (runnable configurations)
+    already: int  # units found done in the directory
+    ran: int  # units run and committed now
+    failed: int  # of those, failed
+    errors: list[UnitResult]
+    skips: list[Skip]
+    repaired: dict[str, int]
+    stopped: str  # "", "budget" or "interrupted"
+    not_run: int  # units left for a rerun
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.ran / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _chunk_for(plan: Plan, n_units: int, jobs: int) -> int:
+    if plan.chunk > 0:
+        return plan.chunk
+    return max(1, min(16, n_units // max(1, jobs * 16)))
+
+
+def resolve_workloads(plan: Plan) -> dict[str, Workload]:
+    ws: dict[str, Workload] = {}
+    for n in plan.workloads:
+        w = load_workload(n)
+        if w.name in ws and ws[w.name] != w:
+            raise InvalidOption(
+                f"two workloads are named {w.name!r}; rename one (workloads: {', '.join(plan.workloads)})"
+            )
+        ws[w.name] = w
+    return ws
+
+
+def run_campaign(
+    plan: Plan,
+    out: str | os.PathLike[str],
+    *,
+    backend: Backend | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    limit_units: int | None = None,
+) -> CampaignResult:
+    """Run (or resume) ``plan`` into ``out``.
+
+    Args:
+        plan: the campaign.
+        out: output directory (created; reused to resume).
+        backend: where tasks run; default: in-process for ``plan.jobs == 1``, else a
+            local process pool.
+        on_progress: called in the parent after each committed task. A
+            ``KeyboardInterrupt`` raised from it (or anywhere in the loop) stops the
+            campaign the way Ctrl-C does.
+        limit_units: run at most this many of the remaining units (tests, dry slices).
+
+    Raises:
+        BadInput: a file in ``out`` with another schema; bad plan values.
+        HarnessInternalError: the worker pool broke (a worker died).
+    """
+    t0 = time.perf_counter()
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    repaired = repair(outp)
+    workloads = resolve_workloads(plan)
+    units, skips = expand(plan, workloads)
+    done = done_keys(outp)
+    todo = [u for u in units if u.key not in done]
+    already = len(units) - len(todo)
+    if limit_units is not None:
+        todo = todo[:limit_units]
+    own = backend is None
+    if backend is None:
+        backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs)
+    tasks = deque(make_tasks(plan, todo, workloads, _chunk_for(plan, len(todo), backend.jobs)))
+    deadline = t0 + plan.budget_s if plan.budget_s else None
+    prog = Progress(total=len(todo))
+    inflight: dict[Any, Task] = {}
+    stopped = ""
+    errors: list[UnitResult] = []
+    cancel = False
+
+    def take(results: list[UnitResult]) -> None:
+        commit(outp, results)
+        for r in results:
+            if r.error:
+                errors.append(r)
+                prog.errors += 1
+            else:
+                prog.done += 1
+                prog.failed += r.outcome == "failed"
+        prog.elapsed = time.perf_counter() - t0
+        prog.last = results
+        if on_progress is not None:
+            on_progress(prog)
+
+    try:
+        try:
+            while tasks or inflight:
+                while tasks and len(inflight) < 2 * backend.jobs:
+                    if deadline is not None and time.perf_counter() >= deadline:
+                        stopped = "budget"
+                        tasks.clear()
+                        break
+                    t = tasks.popleft()
+                    inflight[backend.submit(t)] = t
+                if not inflight:
+                    break
+                for f in backend.wait(list(inflight), timeout=0.5):
+                    inflight.pop(f)
+                    take(backend.result(f))
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            tasks.clear()
+            # let the units in flight finish and keep them; a second Ctrl-C abandons them
+            try:
+                while inflight:
+                    for f in backend.wait(list(inflight), timeout=0.5):
+                        inflight.pop(f)
+                        with contextlib.suppress(KeyboardInterrupt):
+                            take(backend.result(f))
+            except KeyboardInterrupt:
+                cancel = True
+    except Exception as e:
+        cancel = True
+        if type(e).__name__ == "BrokenProcessPool":
+            raise HarnessInternalError(
+                f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
+            ) from e
+        raise
+    finally:
+        if own:
+            backend.close(cancel=cancel or bool(inflight))
+    ran = prog.done
+    return CampaignResult(
+        out=outp, plan=plan, planned=len(units), already=already, ran=ran, failed=prog.failed,
+        errors=errors, skips=skips, repaired=repaired, stopped=stopped,
+        not_run=len(units) - already - ran, elapsed=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# the summary table (from runs.csv, standard library only: the harness has no pandas)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    workload: str
+    variant: str
+    bugs: str
+    units: int
+    clean: int
+    budget: int
+    failed: int
+    kinds: str
+
+    @property
+    def rate(self) -> float:
+        return self.failed / self.units if self.units else 0.0
+
+
+def summarize(out: str | os.PathLike[str], campaign: str | None = None) -> list[SummaryRow]:
+    """Per workload × variant × bugs of ``out/runs.csv``: units, outcomes and failure kinds."""
+    p = Path(out) / RUNS.file
+    if not p.exists():
+        return []
+    header, rows = _read_rows(p)
+    ix = {c: header.index(c) for c in ("campaign", "workload", "variant", "bugs", "outcome", "failure_kind")}
+    groups: dict[tuple[str, str, str], Counter[str]] = {}
+    kinds: dict[tuple[str, str, str], Counter[str]] = {}
+    for r in rows:
+        if campaign is not None and r[ix["campaign"]] != campaign:
+            continue
+        g = (r[ix["workload"]], r[ix["variant"]], r[ix["bugs"]])
+        groups.setdefault(g, Counter())[r[ix["outcome"]]] += 1
+        if r[ix["outcome"]] == "failed":
+            kinds.setdefault(g, Counter())[r[ix["failure_kind"]] or "?"] += 1
+    out_rows = []
+    for g in sorted(groups):
+        c = groups[g]
+        k = kinds.get(g, Counter())
+        out_rows.append(
+            SummaryRow(*g, units=sum(c.values()), clean=c["clean"], budget=c["budget"], failed=c["failed"],
+                       kinds=", ".join(f"{n} {m}" for n, m in sorted(k.items(), key=lambda x: (-x[1], x[0]))))
+        )
+    return out_rows
+
+
+def format_summary(rows: Sequence[SummaryRow]) -> str:
+    """The summary as a fixed-width text table."""
+    head = ("workload", "variant", "bugs", "units", "clean", "budget", "failed", "rate", "failures by kind")
+    body = [
+        (r.workload, r.variant, r.bugs or "-", str(r.units), str(r.clean), str(r.budget), str(r.failed),
+         f"{100 * r.rate:.1f}%", r.kinds or "-")
+        for r in rows
+    ]
+    if not body:
+        return "(no runs)"
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    right = {3, 4, 5, 6, 7}
+
+    def line(cells: Sequence[str]) -> str:
+        cols = (c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells))
+        return "  ".join(cols).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def plan_with(plan: Plan, **changes: Any) -> Plan:
+    """A copy of ``plan`` with ``changes`` (validated again)."""
+    return replace(plan, **changes)
+
+
+def describe_result(res: CampaignResult) -> list[str]:
+    """Human lines about how the campaign went (the command prints them)."""
+    lines = []
+    for s in res.skips:
+        bugs = " +" + "+".join(s.bugs) if s.bugs else ""
+        lines.append(f"skipped {s.workload} × {s.variant}{bugs}: {s.reason}")
+    for f, n in sorted(res.repaired.items()):
+        lines.append(f"repaired {f}: removed {n} row(s) of runs interrupted before their runs.csv row")
+    lines.append(
+        f"{res.ran} unit(s) run in {res.elapsed:.1f}s ({res.rate:.1f}/s), {res.failed} failed; "
+        f"{res.already} already done in {res.out}; plan: {res.planned} unit(s)"
+    )
+    if res.errors:
+        first = res.errors[0]
+        lines.append(
+            f"{len(res.errors)} unit(s) hit a harness error and were not recorded (rerun retries them); "
+            f"first: {first.key}:\n{first.error.rstrip()}"
+        )
+    if res.stopped == "budget":
+        lines.append(f"budget reached: {res.not_run} unit(s) not run; rerun the same command to continue")
+    elif res.stopped == "interrupted":
+        lines.append(
+            f"interrupted: finished units are saved in {res.out}; {res.not_run} unit(s) not run; "
+            "rerun the same command to resume"
+        )
+    return lines
+
+
+def plan_json(plan: Plan) -> str:
+    """The plan as JSON (written to ``out/campaign.json`` for the record)."""
+    d = {k: getattr(plan, k) for k in plan.__dataclass_fields__}
+    d["seeds"] = _compress_seeds(plan.seeds)
+    return json.dumps(d, indent=2, default=list)
+
+
+def _compress_seeds(seeds: Sequence[int]) -> str:
+    parts: list[str] = []
+    i = 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ",".join(parts)

@@ -1,0 +1,180 @@
+"""``pagerace campaign``: many seeds × workloads × variants, resumable, in parallel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ...core._errors import InvalidOption
+
+NAME = "campaign"
+HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"
+EXAMPLES = [
+    (
+        "pagerace campaign --workloads all --variants v6 --seeds 1-5000 --budget 30m --jobs 2 --out nightly/",
+        "the nightly job: every workload, 5000 seeds, stop starting units after 30 minutes",
+    ),
+    (
+        "pagerace campaign --plan nightly.toml",
+        "the whole plan in a TOML file (keys: name, out, workloads, variants, seeds, bugs, budget, jobs...)",
+    ),
+    (
+        "pagerace campaign --workloads fault-storm --seeds 1-200 --bugs none --bugs no-fault-folio-exception "
+        "--out ab/",
+        "an A/B of a bug toggle: each --bugs adds one bug set to the plan",
+    ),
+    (
+        "pagerace campaign --plan nightly.toml --cluster tcp://scheduler:8786",
+        "the same units on a Dask cluster (pip install 'pagerace[dask]')",
+    ),
+    (
+        "pagerace campaign --plan nightly.toml   # again, same --out",
+        "resume: units already in runs.csv are skipped",
+    ),
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plan", metavar="FILE.toml", help="campaign file holding the plan; flags override its keys"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output directory; rerun on it to resume (default: ./campaign-out)"
+    )
+    p.add_argument(
+        "--name", help="campaign id written in every row (default: the plan's name, else the --out dir name)"
+    )
+    p.add_argument(
+        "--workloads", metavar="W1,W2|all", help="workloads (names or .toml paths) (default: default)"
+    )
+    p.add_argument("--variants", metavar="V1,V2", help="protocol variants (default: v6)")
+    p.add_argument("--seeds", metavar="RANGE", help="seeds: 1-5000, or 1,2,10-20 (default: 0)")
+    p.add_argument(
+        "--bugs",
+        action="append",
+        metavar="NAME[,NAME]",
+        help="a bug set to switch on; repeat to add sets to the plan; 'none' is the set without bugs "
+        "(default: none)",
+    )
+    p.add_argument("--strategies", metavar="S1,S2", help="scheduling strategies (default: random)")
+    p.add_argument("--engine", choices=["deterministic", "parallel"], help="engine (default: deterministic)")
+    p.add_argument(
+        "--budget", metavar="TIME", help="no unit starts after this long: 30m, 1h30m, 90s (default: none)"
+    )
+    p.add_argument("--jobs", type=int, metavar="N", help=f"worker processes (default: {os.cpu_count()})")
+    p.add_argument(
+        "--cluster", metavar="tcp://HOST:PORT", help="run on this Dask scheduler instead of local cores"
+    )
+    p.add_argument("--max-steps", type=int, metavar="N", help="step budget per run (default: the workload's)")
+    p.add_argument(
+        "--livelock-steps", type=int, metavar="N", help="livelock budget per run (default: the workload's)"
+    )
+    p.add_argument(
+        "--no-replay", action="store_true", help="do not replay failures to fill failures.csv 'reproduced'"
+    )
+    p.add_argument("--shrink", action="store_true", help="shrink every failure's artifact (slower)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+
+
+def _values(args: argparse.Namespace) -> dict[str, Any]:
+    from ..campaign import load_plan_file
+
+    v: dict[str, Any] = load_plan_file(args.plan) if args.plan else {}
+    flags = {
+        "name": args.name,
+        "out": args.out,
+        "workloads": args.workloads,
+        "variants": args.variants,
+        "seeds": args.seeds,
+        "bugs": args.bugs,
+        "strategies": args.strategies,
+        "engine": args.engine,
+        "budget": args.budget,
+        "jobs": args.jobs,
+        "cluster": args.cluster,
+        "max_steps": args.max_steps,
+        "livelock_steps": args.livelock_steps,
+        "replay": False if args.no_replay else None,
+        "shrink": True if args.shrink else None,
+    }
+    v.update({k: x for k, x in flags.items() if x is not None})
+    v.setdefault("out", "campaign-out")
+    v.setdefault("jobs", os.cpu_count() or 1)
+    v.setdefault("name", Path(str(v["out"])).resolve().name or "campaign")
+    return v
+
+
+class _Bar:
+    """tqdm progress: units done, failures, rate and time left."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            unit="run",
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="campaign",
+            smoothing=0.1,
+        )
+
+    def __call__(self, p: Any) -> None:
+        self.bar.update(p.done + p.errors - self.bar.n)
+        self.bar.set_postfix(failed=p.failed, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import campaign as c
+
+    v = _values(args)
+    if v.get("shrink"):
+        try:
+            from ..shrink import shrink_record  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            raise InvalidOption("--shrink: this build has no shrinker (harness/shrink.py)") from None
+    plan = c.make_plan(v)
+    if plan.engine == "parallel":
+        c.check_parallel_engine()
+    backend = None
+    if v.get("cluster"):
+        from ..dask_backend import DaskBackend
+
+        backend = DaskBackend(str(v["cluster"]))
+    out = Path(str(v["out"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "campaign.json").write_text(c.plan_json(plan) + "\n")
+    # the bar's total is only known after the directory was read; make it lazily
+    state: dict[str, Any] = {}
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(p: Any) -> None:
+        if "bar" not in state:
+            state["bar"] = _Bar(p.total, show)
+        state["bar"](p)
+
+    try:
+        res = c.run_campaign(plan, out, backend=backend, on_progress=progress)
+    finally:
+        if "bar" in state:
+            state["bar"].close()
+        if backend is not None:
+            backend.close(cancel=False)
+    for line in c.describe_result(res):
+        print(line, file=sys.stderr)
+    rows = c.summarize(out, campaign=plan.name)
+    if not args.quiet:
+        print(c.format_summary(rows))
+        print(f"report: pagerace report {out} --html")
+    if res.stopped == "interrupted":
+        return c.EXIT_INTERRUPTED
+    if res.errors:
+        return 3
+    return 1 if any(r.failed for r in rows) else 0

@@ -1,0 +1,83 @@
+"""Campaign tasks on a Dask distributed cluster (the optional ``dask`` extra).
+
+The same :class:`~pagerace.harness.campaign.Task` s as the local pool, submitted to a
+``distributed.Client``; workers run :func:`~pagerace.harness.campaign.run_task` and send
+back rows and artifact documents, and this process (the only writer) commits them.
+Workers need pagerace installed (the same version: rows record it).
+
+Nothing here is imported by ``import pagerace``; ``distributed`` is imported only when a
+backend is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..core._errors import InvalidOption
+from .campaign import Task, UnitResult, run_task
+
+INSTALL_HINT = "install the extra: pip install 'pagerace[dask]'"
+
+
+def have_distributed() -> bool:
+    """Whether ``distributed`` can be imported."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DaskBackend:
+    """Submit campaign tasks to the Dask scheduler at ``address`` (``tcp://HOST:PORT``),
+    or to an existing ``client``.
+
+    Raises:
+        InvalidOption: ``distributed`` is not installed, or the scheduler cannot be
+            reached (the message names the address).
+    """
+
+    def __init__(self, address: str | None = None, client: Any = None, timeout: float = 10.0) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise InvalidOption(
+                f"--cluster {address}: the Dask backend needs 'distributed'; {INSTALL_HINT}"
+            ) from None
+        self._distributed = distributed
+        self._own = client is None
+        if client is None:
+            if not address or "://" not in address:
+                raise InvalidOption(
+                    f"--cluster {address!r}: expected a scheduler address like tcp://HOST:8786"
+                )
+            try:
+                client = distributed.Client(address, timeout=timeout, set_as_default=False)
+            except (OSError, TimeoutError) as e:
+                raise InvalidOption(f"--cluster {address}: cannot reach the Dask scheduler ({e})") from None
+        self.client = client
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        self.jobs = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+    def submit(self, t: Task) -> Any:
+        # pure=False: the same task submitted twice (a rerun) runs again
+        return self.client.submit(run_task, t, pure=False)
+
+    def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
+        try:
+            # distributed.wait() would look for a default client; use ours
+            done, _ = self.client.sync(
+                self._distributed.client._wait, list(futures), timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+        except (TimeoutError, self._distributed.TimeoutError):
+            return []
+        return [f for f in futures if f in done]
+
+    def result(self, f: Any) -> list[UnitResult]:
+        return f.result()
+
+    def close(self, cancel: bool) -> None:
+        if self._own:
+            self.client.close()
