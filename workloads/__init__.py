@@ -1,5 +1,6 @@
 """pagerace.workloads: scenario definitions (TOML) and the loader that validates them."""
 
+from . import _kinds_migrate  # noqa: F401  (registers the compactor kind)
 from ._schema import (
     ACTOR_KINDS as ACTOR_KINDS,
 )
