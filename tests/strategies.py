@@ -11,7 +11,6 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 from hypothesis import strategies as st
-
 from pagerace.core._kernel import Actor, Block, Kernel
 from pagerace.core._layout import (
     PTE_BIT_NAMES,

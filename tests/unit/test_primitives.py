@@ -25,8 +25,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from strategies import Stepper, actor_ids, kernel_with_actors
-
 from pagerace.core._errors import FailureKind, InvariantViolation
 from pagerace.core._kernel import (
     S_ACQUIRED,
@@ -53,6 +51,7 @@ from pagerace.core._layout import (
     PG_locked,
 )
 from pagerace.core.dmirror import Dmirror
+from strategies import Stepper, actor_ids, kernel_with_actors
 
 SETTINGS = settings(
     max_examples=50,

@@ -8,8 +8,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from strategies import PTE_BITS, kernel_with_actors, pfns, pte_bit_sets, pte_kinds, small_pfns
-
 from pagerace.core._layout import (
     PTE_BIT_NAMES,
     PTE_DIRTY,
@@ -33,6 +31,7 @@ from pagerace.core._layout import (
     pte_type,
 )
 from pagerace.core.rmap import make_migration_entry
+from strategies import PTE_BITS, kernel_with_actors, pfns, pte_bit_sets, pte_kinds, small_pfns
 
 I64_MAX = 2**63 - 1
 
@@ -125,7 +124,7 @@ class PteMachine(RuleBasedStateMachine):
 
     @rule(slot=slots, exclusive=st.booleans())
     def to_migration_entry(self, slot, exclusive: bool) -> None:
-        kind, pfn, bits = self.shadow[slot]
+        kind, pfn, _bits = self.shadow[slot]
         if kind != PTE_PRESENT:
             return
         old = self.k.ptep_get_and_clear(*slot)
