@@ -129,6 +129,7 @@ class DeterministicEngine:
         self.invariants = invariants
         self.tracing = trace
         self.step = 0
+        self._blocked: dict[int, Block] = {}
         kernel.clock = self._clock
         kernel.step_hook = self._clock
         kernel.actors = actors
@@ -155,6 +156,7 @@ class DeterministicEngine:
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
         blocked: dict[int, Block] = {}
+        self._blocked = blocked  # the deadlock report names where each waiter waits
         load = k.words.load
         failure: Failure | None = None
         outcome = Outcome.CLEAN
@@ -313,15 +315,21 @@ class DeterministicEngine:
             lock = k.lock_name(wword)
             oname = self.actors[owner].name if owner >= 0 else "nobody"
             held_site = self.actors[owner].held.get(wword, "?") if owner >= 0 else "-"
-            wsite = "?"
-            parts.append(f"{a.name} waits for {lock} held by {oname} (taken at {held_site})")
+            req = self._blocked.get(aid)
+            wsite = req.site if req is not None else "?"
+            parts.append(
+                f"{a.name} waits at {wsite} for {lock} held by {oname} (taken at {held_site})"
+            )
             actors.append(a.name)
             locks.append(lock)
             if lock.startswith("page:"):
                 pages.append(int(lock.split(":")[1]))
-            waiters[a.name] = {"lock": lock, "owner": oname, "owner_site": held_site}
+            waiters[a.name] = {
+                "lock": lock, "owner": oname, "owner_site": held_site, "site": wsite
+            }
             sites.append(held_site)
-            del wsite
+            if wsite not in sites:
+                sites.append(wsite)
         for aid in ids:
             for s in self.actors[aid].held.values():
                 if s not in sites:
