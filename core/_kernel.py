@@ -210,6 +210,12 @@ class Kernel:
         self.hooks: dict[str, Any] = {}
         # More global checks other modules add (pins, TLBs, swap...): f(kernel, final).
         self.extra_checks: list[Callable[[Kernel, bool], None]] = []
+        # The parallel engine sets an object with ``acquire(mm, vpn)`` / ``release(mm,
+        # vpn)`` that makes a CPU's hardware access (TLB lookup or page walk, then the
+        # load or store) atomic against other accesses and TLB shootdowns of that page,
+        # as the hardware is. None in the deterministic engine, where nothing else runs
+        # between two preemption points.
+        self.hw_lock: Any = None
         self.token_seq = 0
         # Cached bases
         self._F = self.lay.FRAMES
@@ -728,12 +734,17 @@ class Kernel:
             return
         words = self.words
         base = mm * self._ppm
-        for aid in range(self.geo.actors):
-            for vpn in range(lo, hi):
-                key = base + vpn
+        hw = self.hw_lock  # the shootdown waits for an access in flight (the IPI)
+        for vpn in range(lo, hi):
+            if hw is not None:
+                hw.acquire(mm, vpn)
+            key = base + vpn
+            for aid in range(self.geo.actors):
                 w = self.lay.TLB + (aid * TLB_SLOTS + key % TLB_SLOTS) * 2
                 if words.load(w) == key + 1:
                     words.store(w, 0)
+            if hw is not None:
+                hw.release(mm, vpn)
 
     # -- content and the oracle's shadow ------------------------------------------------
     def new_token(self, a: Actor) -> int:

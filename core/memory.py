@@ -79,22 +79,29 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
     gives up (the process would get the signal).
     """
     retries = 0
+    hw = k.hw_lock  # the parallel engine's: a hardware access is one atomic step
     while True:
-        # TLB hit: the translation is cached, no page walk (arch TLB).
-        t = k.tlb_lookup(a, mm, vpn)
-        if t >= 0 and (not write or t & 1):
-            _hw_access(k, a, mm, vpn, t >> 1, write)
-            return ACCESS_OK
-        # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
-        pte = k.pte_read(mm, vpn)
-        if pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE):
-            new = pte | PTE_YOUNG | (PTE_DIRTY if write else 0)
-            if new == pte or k.words.cas(k.pte_w(mm, vpn), pte, new):
-                pfn = pte >> PTE_PFN_SHIFT
-                k.tlb_fill(a, mm, vpn, pfn, write)
-                _hw_access(k, a, mm, vpn, pfn, write)
+        if hw is not None:
+            hw.acquire(mm, vpn)
+        try:
+            # TLB hit: the translation is cached, no page walk (arch TLB).
+            t = k.tlb_lookup(a, mm, vpn)
+            if t >= 0 and (not write or t & 1):
+                _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
-            continue
+            # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
+            pte = k.pte_read(mm, vpn)
+            if pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE):
+                new = pte | PTE_YOUNG | (PTE_DIRTY if write else 0)
+                if new == pte or k.words.cas(k.pte_w(mm, vpn), pte, new):
+                    pfn = pte >> PTE_PFN_SHIFT
+                    k.tlb_fill(a, mm, vpn, pfn, write)
+                    _hw_access(k, a, mm, vpn, pfn, write)
+                    return ACCESS_OK
+                continue
+        finally:
+            if hw is not None:
+                hw.release(mm, vpn)
         yield  # the access traps
         r = yield from handle_mm_fault(k, a, mm, vpn, write)
         if r & VM_FAULT_SIGBUS:
