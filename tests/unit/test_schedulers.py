@@ -1,0 +1,246 @@
+"""Schedulers, in process, with recording fakes (pytest-xdist's ``MockNode`` style): a
+fake stream whose draws are scripted and recorded, and a recording scheduler that the
+real engine drives, to check what the engine offers a scheduler at every step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pagerace.core._errors import InvalidOption
+from pagerace.core._kernel import Actor
+from pagerace.core._layout import Geometry
+from pagerace.harness.engine import DeterministicEngine, Limits
+from pagerace.harness.schedulers import (
+    PCT,
+    STRATEGIES,
+    RandomWalk,
+    Replay,
+    RoundRobin,
+    ScheduleDiverged,
+    make_scheduler,
+)
+from strategies import kernel_with_actors
+
+
+class FakeGenerator:
+    """Stands in for ``numpy.random.Generator``: scripted answers, recorded calls."""
+
+    def __init__(self, perm: list[int], points: list[int]) -> None:
+        self.perm = perm
+        self.points = points
+        self.calls: list[tuple[str, tuple]] = []
+
+    def permutation(self, n: int) -> np.ndarray:
+        self.calls.append(("permutation", (n,)))
+        assert n == len(self.perm)
+        return np.array(self.perm)
+
+    def integers(self, lo: int, hi: int, size: int) -> np.ndarray:
+        self.calls.append(("integers", (lo, hi, size)))
+        assert size == len(self.points)
+        return np.array(self.points)
+
+
+class FakeStream:
+    def __init__(self, floats: list[float] = (), gen: FakeGenerator | None = None) -> None:
+        self.floats = list(floats)
+        self.gen = gen
+        self.drawn = 0
+
+    def random(self) -> float:
+        self.drawn += 1
+        return self.floats.pop(0)
+
+    def generator(self) -> FakeGenerator:
+        assert self.gen is not None
+        return self.gen
+
+
+# -- PCT ---------------------------------------------------------------------------------------
+
+
+def test_pct_runs_the_highest_priority_runnable_actor() -> None:
+    gen = FakeGenerator(perm=[2, 0, 3, 1], points=[])
+    pct = PCT(depth=1, k=100)
+    pct.start(4, FakeStream(gen=gen))
+    assert gen.calls == [("permutation", (4,)), ("integers", (1, 101, 0))]
+    # priorities: depth + perm = [3, 1, 4, 2]
+    assert pct.choose([0, 1, 2, 3], 0) == 2
+    assert pct.choose([0, 1, 3], 1) == 0
+    assert pct.choose([1, 3], 2) == 3
+    assert pct.choose([1], 3) == 1
+
+
+def test_pct_change_points_demote_the_running_actor() -> None:
+    gen = FakeGenerator(perm=[0, 1, 2], points=[7, 3])
+    pct = PCT(depth=3, k=10)
+    pct.start(3, FakeStream(gen=gen))
+    assert gen.calls[1] == ("integers", (1, 11, 2))
+    # priorities 3, 4, 5; change points sorted: step 3 → priority 2, step 7 → priority 1
+    picks = [pct.choose([0, 1, 2], step) for step in range(10)]
+    assert picks[:3] == [2, 2, 2]
+    assert picks[3] == 1  # actor 2 demoted to 2 at step 3; actor 1 (4) runs
+    assert picks[4:7] == [1, 1, 1]
+    assert picks[7] == 0  # actor 1 demoted to 1 at step 7; actor 0 (3) runs
+    assert picks[8:] == [0, 0]
+
+
+def test_pct_colliding_change_points_are_spread() -> None:
+    pct = PCT(depth=3, k=10)
+    pct.start(2, FakeStream(gen=FakeGenerator(perm=[0, 1], points=[5, 5])))
+    picks = [pct.choose([0, 1], s) for s in range(8)]
+    assert picks == [1, 1, 1, 1, 1, 0, 1, 1]  # step 5: 1 → 2 (below 0's 3); step 6: 0 → 1
+
+
+@pytest.mark.parametrize(("n", "k", "d"), [(4, 10, 1), (4, 10, 3), (3, 2000, 2), (8, 50, 4)])
+def test_pct_guarantee(n: int, k: int, d: int) -> None:
+    pct = PCT(depth=d, k=k)
+    pct.start(n, FakeStream(gen=FakeGenerator(perm=list(range(n)), points=[1] * (d - 1))))
+    assert pct.guarantee() == pytest.approx(1.0 / (n * k ** (d - 1)))
+    assert pct.describe()["guarantee"] == pct.guarantee()
+
+
+@pytest.mark.parametrize(("depth", "k"), [(0, 10), (3, 0)])
+def test_pct_refuses_bad_parameters(depth: int, k: int) -> None:
+    with pytest.raises(ValueError, match=str(depth if depth < 1 else k)):
+        PCT(depth=depth, k=k)
+
+
+# -- round robin ---------------------------------------------------------------------------------
+
+
+def test_round_robin_quantum() -> None:
+    rr = RoundRobin(quantum=3)
+    rr.start(3, FakeStream())
+    assert [rr.choose([0, 1, 2], s) for s in range(10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]
+
+
+def test_round_robin_moves_on_when_the_current_actor_blocks() -> None:
+    rr = RoundRobin(quantum=4)
+    rr.start(3, FakeStream())
+    assert rr.choose([0, 1, 2], 0) == 0
+    assert rr.choose([1, 2], 1) == 1  # 0 blocked: next in order
+    assert rr.choose([0, 1, 2], 2) == 1  # 1 keeps its quantum
+    assert rr.choose([0, 2], 3) == 2
+    assert rr.choose([0], 4) == 0  # wraps around
+
+
+def test_round_robin_draws_nothing() -> None:
+    stream = FakeStream()
+    rr = RoundRobin()
+    rr.start(2, stream)
+    for s in range(5):
+        rr.choose([0, 1], s)
+    assert stream.drawn == 0
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+
+def test_replay_follows_the_schedule_then_round_robin() -> None:
+    rp = Replay([2, 0, 0, 1])
+    rp.start(3, FakeStream())
+    assert [rp.choose([0, 1, 2], s) for s in range(4)] == [2, 0, 0, 1]
+    assert [rp.choose([0, 1, 2], s) for s in range(4, 8)] == [2, 0, 1, 2]
+
+
+def test_replay_strict_divergence_raises() -> None:
+    rp = Replay([0, 1, 1], strict=True)
+    rp.start(2, FakeStream())
+    assert rp.choose([0, 1], 0) == 0
+    with pytest.raises(ScheduleDiverged, match=r"step 1: .*actor 1.*\[0\]") as info:
+        rp.choose([0], 1)
+    assert info.value.step == 1
+
+
+def test_replay_lenient_divergence_continues() -> None:
+    rp = Replay([0, 1, 1, 0], strict=False)
+    rp.start(3, FakeStream())
+    assert rp.choose([0, 1, 2], 0) == 0
+    assert rp.choose([0, 2], 1) == 2  # 1 cannot run: the next runnable after it
+    assert rp.choose([1, 2], 2) == 1
+    assert rp.choose([0, 1], 3) == 0
+    assert rp.describe() == {"strategy": "replay", "strict": False, "diverged": 1}
+
+
+# -- random walk -----------------------------------------------------------------------------------
+
+
+def test_random_walk_maps_draws_onto_the_runnable_list() -> None:
+    stream = FakeStream(floats=[0.0, 0.5, 0.99, 0.34])
+    rw = RandomWalk()
+    rw.start(3, stream)
+    assert rw.choose([0, 1, 2], 0) == 0
+    assert rw.choose([0, 1, 2], 1) == 1
+    assert rw.choose([0, 1, 2], 2) == 2
+    assert rw.choose([4], 3) == 4  # a single candidate draws nothing
+    assert rw.choose([1, 2], 4) == 1
+    assert stream.drawn == 4
+
+
+def test_make_scheduler_names_the_valid_strategies() -> None:
+    for name in STRATEGIES:
+        assert make_scheduler(name).name == name
+    with pytest.raises(InvalidOption, match=r"'fifo'.*pct, random, replay, rr"):
+        make_scheduler("fifo")
+
+
+# -- what the engine offers a scheduler -------------------------------------------------------------
+
+
+class RecordingScheduler:
+    """Round robin that records every (runnable, step) the engine hands it."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[list[int], int]] = []
+        self.inner = RoundRobin()
+
+    def start(self, n_actors: int, stream) -> None:
+        self.n = n_actors
+        self.inner.start(n_actors, stream)
+
+    def choose(self, runnable: list[int], step: int) -> int:
+        self.offers.append((list(runnable), step))
+        return self.inner.choose(runnable, step)
+
+    def describe(self) -> dict[str, object]:
+        return {"strategy": self.name}
+
+
+def test_engine_offers_sorted_runnable_actors_and_never_a_blocked_one() -> None:
+    """A waiter is offered again only once the lock word it blocks on changed
+    (level-triggered wakeup), and steps are numbered without gaps."""
+    k, actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    p = k.alloc_page(actors[0], 0, "setup")
+    released_at: list[int] = []
+
+    def holder(a: Actor):
+        yield from k.lock_page(a, p, "holder:lock")
+        for _ in range(6):
+            yield
+        k.unlock_page(a, p, "holder:unlock")
+        released_at.append(eng.step)
+        yield
+
+    def waiter(a: Actor):
+        yield
+        yield from k.lock_page(a, p, "waiter:lock")
+        k.unlock_page(a, p, "waiter:unlock")
+
+    rec = RecordingScheduler()
+    progs = [holder(actors[0]), waiter(actors[1]), waiter(actors[2])]
+    eng = DeterministicEngine(k, actors, progs, rec, seed=0, limits=Limits())
+    r = eng.run()
+    assert r.outcome.value == "clean"
+    steps = [s for _, s in rec.offers]
+    assert steps == list(range(len(steps))) and len(steps) == r.steps
+    assert all(run == sorted(run) for run, _ in rec.offers)
+    (release,) = released_at
+    offered = [run for run, _ in rec.offers]
+    assert offered[4] == [0, 1, 2] and offered[5] == [0, 2]  # 1 blocked at step 4
+    for step in range(6, release + 1):  # both waiters parked until the unlock
+        assert offered[step] == [0], (step, offered[step])
+    assert offered[release + 1] == [0, 1, 2]  # the word changed: both are offered again
+    assert k.stats["waiter:lock"][0] == 2  # both waiters got the lock in the end
