@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...core._errors import InvalidOption
+from .exhaustive import Exhaustive
 from .pct import PCT
 from .protocol import Scheduler
 from .random_walk import RandomWalk
@@ -16,6 +17,8 @@ STRATEGIES = {
     "pct": "PCT with a priority-change depth (--pct-depth, default 3)",
     "rr": "round robin with a quantum (--quantum, default 1)",
     "replay": "replay a recorded schedule (used by `pagerace replay`)",
+    "exhaustive": "bounded exhaustive search over schedules (CHESS preemption bound; "
+    "used by `pagerace hunt`; a single run replays --prefix and never preempts)",
 }
 
 
@@ -41,6 +44,8 @@ def make_scheduler(
         return RoundRobin(quantum=quantum)
     if strategy == "replay":
         return Replay(schedule, strict=strict)
+    if strategy == "exhaustive":
+        return Exhaustive(schedule)
     raise InvalidOption(
         f"unknown strategy {strategy!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
     )
@@ -49,6 +54,7 @@ def make_scheduler(
 __all__ = [
     "PCT",
     "STRATEGIES",
+    "Exhaustive",
     "RandomWalk",
     "Replay",
     "RoundRobin",
