@@ -373,9 +373,7 @@ def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], l
                     continue
                 for st in plan.strategies:
                     configs.append((wname, v, bs, st))
-    units = [
-        Unit(w, v, bs, seed, st, plan.engine) for seed in plan.seeds for (w, v, bs, st) in configs
-    ]
+    units = [Unit(w, v, bs, seed, st, plan.engine) for seed in plan.seeds for (w, v, bs, st) in configs]
     return units, skips
 
 
@@ -392,8 +390,20 @@ def make_tasks(
         seeds = open_.pop(cfg)
         w, v, bs, st = cfg
         tasks.append(
-            Task(js[w], v, bs, st, plan.engine, tuple(seeds), plan.name, plan.max_steps,
-                 plan.livelock_steps, plan.replay, plan.shrink, plan.duration_s)
+            Task(
+                js[w],
+                v,
+                bs,
+                st,
+                plan.engine,
+                tuple(seeds),
+                plan.name,
+                plan.max_steps,
+                plan.livelock_steps,
+                plan.replay,
+                plan.shrink,
+                plan.duration_s,
+            )
         )
 
     for u in units:
@@ -419,8 +429,13 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
         rec = check_parallel_engine()(w, variant=t.variant, bugs=t.bugs, seed=seed, duration=t.duration_s)
     else:
         rec = run_deterministic(
-            w, variant=t.variant, bugs=t.bugs, seed=seed, strategy=t.strategy,
-            max_steps=t.max_steps, livelock_steps=t.livelock_steps,
+            w,
+            variant=t.variant,
+            bugs=t.bugs,
+            seed=seed,
+            strategy=t.strategy,
+            max_steps=t.max_steps,
+            livelock_steps=t.livelock_steps,
         )
     res = UnitResult(key, outcome=str(rec.outcome), wall=rec.wall)
     failure = rec.result.failure
@@ -447,9 +462,16 @@ def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
     """Replay the recorded schedule strictly; reproduced when the same oracle fires."""
     try:
         again = run_deterministic(
-            w, variant=t.variant, bugs=t.bugs, seed=seed, strategy=t.strategy,
-            schedule=list(rec.result.schedule), strict=True, ops_override=rec.ops,
-            max_steps=t.max_steps, livelock_steps=t.livelock_steps,
+            w,
+            variant=t.variant,
+            bugs=t.bugs,
+            seed=seed,
+            strategy=t.strategy,
+            schedule=list(rec.result.schedule),
+            strict=True,
+            ops_override=rec.ops,
+            max_steps=t.max_steps,
+            livelock_steps=t.livelock_steps,
         )
     except ScheduleDiverged:  # the run is not the one recorded: not reproduced
         return False
@@ -483,8 +505,10 @@ def check_parallel_engine() -> Callable[..., Any]:
         mod = None
     fn = getattr(mod, "run_parallel", None)
     if fn is None:
-        raise InvalidOption("--engine parallel: the parallel engine is not available in this build; "
-                            "use --engine deterministic")
+        raise InvalidOption(
+            "--engine parallel: the parallel engine is not available in this build; "
+            "use --engine deterministic"
+        )
     return fn  # type: ignore[no-any-return]
 
 
@@ -531,6 +555,7 @@ class InlineBackend:
     """Runs each task in this process when it is submitted (``jobs=1``)."""
 
     jobs = 1
+    depth = 1  # a submitted task has already run: nothing is ever ahead
 
     def submit(self, t: Task) -> _Done:
         return _Done(run_task(t))
@@ -777,6 +802,8 @@ def run_campaign(
         backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs)
     tasks = deque(make_tasks(plan, todo, workloads, _chunk_for(plan, len(todo), backend.jobs)))
     deadline = t0 + plan.budget_s if plan.budget_s else None
+    # tasks submitted ahead, so no worker idles while the parent commits
+    depth = getattr(backend, "depth", 2 * backend.jobs)
     prog = Progress(total=len(todo))
     inflight: dict[Any, Task] = {}
     stopped = ""
@@ -800,7 +827,7 @@ def run_campaign(
     try:
         try:
             while tasks or inflight:
-                while tasks and len(inflight) < 2 * backend.jobs:
+                while tasks and len(inflight) < depth:
                     if deadline is not None and time.perf_counter() >= deadline:
                         stopped = "budget"
                         tasks.clear()
@@ -836,9 +863,18 @@ def run_campaign(
             backend.close(cancel=cancel or bool(inflight))
     ran = prog.done
     return CampaignResult(
-        out=outp, plan=plan, planned=len(units), already=already, ran=ran, failed=prog.failed,
-        errors=errors, skips=skips, repaired=repaired, stopped=stopped,
-        not_run=len(units) - already - ran, elapsed=time.perf_counter() - t0,
+        out=outp,
+        plan=plan,
+        planned=len(units),
+        already=already,
+        ran=ran,
+        failed=prog.failed,
+        errors=errors,
+        skips=skips,
+        repaired=repaired,
+        stopped=stopped,
+        not_run=len(units) - already - ran,
+        elapsed=time.perf_counter() - t0,
     )
 
 
@@ -883,8 +919,14 @@ def summarize(out: str | os.PathLike[str], campaign: str | None = None) -> list[
         c = groups[g]
         k = kinds.get(g, Counter())
         out_rows.append(
-            SummaryRow(*g, units=sum(c.values()), clean=c["clean"], budget=c["budget"], failed=c["failed"],
-                       kinds=", ".join(f"{n} {m}" for n, m in sorted(k.items(), key=lambda x: (-x[1], x[0]))))
+            SummaryRow(
+                *g,
+                units=sum(c.values()),
+                clean=c["clean"],
+                budget=c["budget"],
+                failed=c["failed"],
+                kinds=", ".join(f"{n} {m}" for n, m in sorted(k.items(), key=lambda x: (-x[1], x[0]))),
+            )
         )
     return out_rows
 
@@ -893,8 +935,17 @@ def format_summary(rows: Sequence[SummaryRow]) -> str:
     """The summary as a fixed-width text table."""
     head = ("workload", "variant", "bugs", "units", "clean", "budget", "failed", "rate", "failures by kind")
     body = [
-        (r.workload, r.variant, r.bugs or "-", str(r.units), str(r.clean), str(r.budget), str(r.failed),
-         f"{100 * r.rate:.1f}%", r.kinds or "-")
+        (
+            r.workload,
+            r.variant,
+            r.bugs or "-",
+            str(r.units),
+            str(r.clean),
+            str(r.budget),
+            str(r.failed),
+            f"{100 * r.rate:.1f}%",
+            r.kinds or "-",
+        )
         for r in rows
     ]
     if not body:

@@ -27,6 +27,8 @@ COMMANDS: list[str] = [
     "list",
     "run",
     "replay",
+    "campaign",
+    "report",
     "clean",
 ]
 

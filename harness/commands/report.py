@@ -1,0 +1,68 @@
+"""``pagerace report``: the morning report over a directory of runs (and last night's)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ...core._errors import InvalidOption
+
+NAME = "report"
+HELP = "aggregate a directory of runs: failure rates, contention, outcomes; compare with a baseline"
+EXAMPLES = [
+    ("pagerace report nightly/", "print the summary tables and write the figures to nightly/report/"),
+    (
+        "pagerace report tonight/ --baseline last-night/ --html",
+        "flag what changed beyond noise (exit 1 on a regression); one-page HTML in tonight/report/index.html",
+    ),
+    ("pagerace report runs/ --html --out /srv/www/pagerace/", "write the figures and the page elsewhere"),
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "directory", metavar="DIR", help="output directory of 'pagerace run' or 'pagerace campaign'"
+    )
+    p.add_argument("--baseline", metavar="DIR2", help="compare with this directory (e.g. last night's)")
+    p.add_argument("--html", action="store_true", help="also write a self-contained one-page index.html")
+    p.add_argument("--out", metavar="REPORT_DIR", help="where figures and the page go (default: DIR/report)")
+    p.add_argument(
+        "--top", type=int, default=10, metavar="N", help="contended call sites to list (default: 10)"
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        metavar="P",
+        help="significance level of the rate comparisons (default: 0.01)",
+    )
+    p.add_argument(
+        "--no-figures", action="store_true", help="tables only (no PNG files; implied off by --html)"
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="print nothing; the exit code says whether it regressed"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise InvalidOption(f"--top {args.top}: must be at least 1")
+    if not 0.0 < args.alpha < 1.0:
+        raise InvalidOption(f"--alpha {args.alpha}: must be between 0 and 1, e.g. 0.01")
+    from ...reports import build_report
+
+    rep = build_report(
+        args.directory,
+        baseline=args.baseline,
+        out=args.out,
+        html=args.html,
+        top=args.top,
+        alpha=args.alpha,
+        figures=not args.no_figures,
+    )
+    if not args.quiet:
+        print(rep.text())
+    if rep.regressions:
+        print(f"pagerace report: {rep.regressions} regression(s) against {args.baseline}", file=sys.stderr)
+        return 1
+    return 0

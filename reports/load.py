@@ -1,0 +1,121 @@
+"""A directory of CSV files → pandas DataFrames, checked against :mod:`.schema`.
+
+Every file must have exactly its schema's header and every row the current schema
+version; anything else is a :class:`BadCsv` that names the file and what is wrong, so a
+report never silently averages columns that mean something else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..core._errors import BadInput
+from .schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, CsvSchema
+
+_DTYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "string"}
+
+
+class BadCsv(BadInput):
+    """A CSV file that is not what its schema says (header, version, values)."""
+
+
+@dataclass
+class Dataset:
+    """The four tables of one output directory (empty frames with the schema's columns
+    for files that do not exist)."""
+
+    path: Path
+    runs: pd.DataFrame
+    failures: pd.DataFrame
+    contention: pd.DataFrame
+    outcomes: pd.DataFrame
+
+    @property
+    def empty(self) -> bool:
+        return self.runs.empty
+
+
+def empty_frame(schema: CsvSchema) -> pd.DataFrame:
+    return pd.DataFrame({c.name: pd.Series(dtype=_DTYPES[c.dtype]) for c in schema.columns})
+
+
+def read_csv(path: str | os.PathLike[str], schema: CsvSchema) -> pd.DataFrame:
+    """One CSV file, its header and schema version checked, typed by the schema.
+
+    Raises:
+        BadCsv: unreadable file, a header other than the schema's, rows of another
+            schema version, or a value that does not fit its column's type.
+    """
+    p = Path(path)
+    try:
+        with p.open(newline="") as fh:
+            header = fh.readline().rstrip("\r\n").split(",")
+    except OSError as e:
+        raise BadCsv(f"{p}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadCsv(f"{p}: not a text file; expected the {schema.file} CSV") from None
+    if header != schema.names:
+        missing = [c for c in schema.names if c not in header]
+        extra = [c for c in header if c not in schema.names]
+        what = (
+            f"missing column(s) {', '.join(missing)}"
+            if missing
+            else f"unknown column(s) {', '.join(extra)}"
+            if extra
+            else "columns in another order"
+        )
+        raise BadCsv(
+            f"{p}: header does not match {schema.file} schema version {SCHEMA_VERSION} ({what}); "
+            f"is this a pagerace {schema.file}? (see docs/csv-schemas.md)"
+        )
+    str_cols = {c.name: "string" for c in schema.columns if c.dtype in ("str", "bool")}
+    try:
+        df = pd.read_csv(p, dtype=str_cols, keep_default_na=False, na_values={})
+    except (ValueError, pd.errors.ParserError) as e:
+        raise BadCsv(f"{p}: not a valid {schema.file} ({' '.join(str(e).split())})") from None
+    if len(df):
+        versions = sorted(set(pd.to_numeric(df["schema"], errors="coerce").fillna(-1).astype(int)))
+        if versions != [SCHEMA_VERSION]:
+            raise BadCsv(
+                f"{p}: rows of schema version(s) {', '.join(map(str, versions))}; this pagerace reads "
+                f"version {SCHEMA_VERSION} only (rerun the campaign or use the pagerace that wrote it)"
+            )
+    for c in schema.columns:
+        if c.dtype in ("int", "float"):
+            col = pd.to_numeric(df[c.name], errors="coerce")
+            bad = col.isna() & (df[c.name].astype(str) != "")
+            if bad.any():
+                i = int(bad.idxmax())
+                raise BadCsv(f"{p}: row {i + 2}, column {c.name!r}: {df[c.name].iloc[i]!r} is not a number")
+            df[c.name] = col.fillna(0).astype(_DTYPES[c.dtype])
+    return df
+
+
+def load_dir(path: str | os.PathLike[str]) -> Dataset:
+    """Load ``runs.csv`` (required) and the other three files (optional) of ``path``.
+
+    Raises:
+        BadCsv: no such directory, no ``runs.csv``, or a file that fails :func:`read_csv`.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise BadCsv(f"{p}: no such directory; expected a pagerace output directory (with runs.csv)")
+    if not (p / RUNS.file).exists():
+        raise BadCsv(
+            f"{p}: no {RUNS.file} here; expected the --out directory of 'pagerace run' or 'pagerace campaign'"
+        )
+    frames = {}
+    for s in (RUNS, FAILURES, CONTENTION, OUTCOMES):
+        f = p / s.file
+        frames[s.file] = read_csv(f, s) if f.exists() else empty_frame(s)
+    return Dataset(
+        p,
+        runs=frames[RUNS.file],
+        failures=frames[FAILURES.file],
+        contention=frames[CONTENTION.file],
+        outcomes=frames[OUTCOMES.file],
+    )
