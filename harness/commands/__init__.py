@@ -27,6 +27,8 @@ COMMANDS: list[str] = [
     "list",
     "run",
     "replay",
+    "hunt",
+    "shrink",
     "campaign",
     "report",
     "clean",

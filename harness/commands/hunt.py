@@ -1,0 +1,87 @@
+"""``pagerace hunt``: seeds until the first failure or the budget; shrink; write it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ...workloads import load_workload
+from ..artifacts import write_artifact
+from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
+from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
+from ..steps import readable_steps
+
+NAME = "hunt"
+HELP = "run seeds until an oracle fires or the budget is spent; shrink and print the failure"
+EXAMPLES = [
+    (
+        "pagerace hunt opposite-order --variant hmm-2017 --budget 200-runs",
+        "find the AB-BA deadlock of blocking prepare and print its shrunk step list (exit 1)",
+    ),
+    ("pagerace hunt opposite-order --variant v5.0 --budget 200-runs", "v5.0 backs off: exit 0"),
+    ("pagerace hunt fault-storm --bug fault-ref-no-trylock --budget 30s --strategy pct", "PCT"),
+    ("pagerace hunt holes --variant hmm-2017 --bug holes-src-zero --strategy exhaustive",
+     "bounded exhaustive search (preemption bound 2)"),
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workload", metavar="WORKLOAD", help="workload name or .toml path")
+    p.add_argument("--variant", default="v6", help="protocol variant (default: v6)")
+    p.add_argument("--bug", action="append", default=[], metavar="NAME",
+                   help="catalog bug toggle (repeatable)")
+    p.add_argument("--budget", default="100-runs", metavar="B",
+                   help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
+    p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="random",
+                   help="random, pct or exhaustive (default: random)")
+    p.add_argument("--pct-depth", type=int, default=3, metavar="D", help="PCT depth (default 3)")
+    p.add_argument("--preemptions", type=int, default=2, metavar="K",
+                   help="preemption bound of the exhaustive search (default 2)")
+    p.add_argument("--seed", type=int, default=0, metavar="BASE", help="first seed (default 0)")
+    p.add_argument("--shrink-time", type=float, default=10.0, metavar="S",
+                   help="time budget of the shrinker in seconds (default 10)")
+    p.add_argument("--no-shrink", action="store_true", help="keep the failing run as found")
+    p.add_argument("--out", default="pagerace-out", metavar="DIR",
+                   help="output directory (default: ./pagerace-out)")
+    p.add_argument("--full-steps", action="store_true", help="print every lock event")
+
+
+def run(args: argparse.Namespace) -> int:
+    w = load_workload(args.workload)
+    budget = parse_budget(args.budget)
+    res = hunt(
+        w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
+        pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
+        shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
+    )
+    bugs = f" +{'+'.join(sorted(args.bug))}" if args.bug else ""
+    head = f"{w.name} · {args.variant}{bugs} · {args.strategy}"
+    extra = ""
+    if res.guarantee is not None:
+        extra = f"; PCT guarantee per run >= {res.guarantee:.3g}"
+    if res.search:
+        extra = (f"; {res.search['schedules']} schedules, preemption bound "
+                 f"{res.search['preemption_bound']}, "
+                 f"{'exhausted' if res.search['exhausted'] else 'not exhausted'}")
+    if res.found is None:
+        print(f"{head}: nothing found in {res.runs} runs ({res.seconds:.1f} s, budget {budget}){extra}")
+        return 0
+    found = res.found
+    rec = res.shrunk.record if res.shrunk is not None else found
+    rid = run_id(found)
+    rel = f"{ARTIFACT_DIR}/{rid}.json"
+    path = write_artifact(Path(args.out) / rel, rec, rid)
+    rows = rows_for(found, rid, rel)
+    for row in rows["failures.csv"]:
+        row["shrunk_steps"] = rec.result.steps if res.shrunk is not None else -1
+    append_all(args.out, rows)
+    print(f"{head}: found after {res.runs} runs (seed {found.seed}, {res.seconds:.2f} s){extra}")
+    print(f"failure: {found.result.failure.headline()}")
+    if res.shrunk is not None:
+        print(res.shrunk.summary())
+    print("steps (shrunk):" if res.shrunk is not None else "steps:")
+    for line in readable_steps(rec, full=args.full_steps):
+        print(line)
+    print(f"artifact: {path}")
+    print(f"replay it: pagerace replay {path}")
+    return 1

@@ -1,0 +1,131 @@
+"""Hunting: run seeds until the first failure or the budget, then shrink it.
+
+:func:`hunt` runs ``base, base+1, ...`` with the chosen strategy (``random``, ``pct``;
+``exhaustive`` runs the bounded search of ``harness/explore.py`` instead, whose runs
+count against the same budget) until an oracle fires or the budget (a number of runs or
+seconds) is spent, then shrinks the failing run (``harness/shrink.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core._errors import InvalidOption
+from ..workloads import Workload
+from .explore import explore
+from .runner import RunRecord, run_deterministic, validate_variant_bugs
+from .shrink import ShrinkResult, shrink_record
+
+HUNT_STRATEGIES = ("random", "pct", "exhaustive")
+
+
+@dataclass(frozen=True)
+class Budget:
+    runs: int | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.runs} runs" if self.runs is not None else f"{self.seconds:g} s"
+
+
+def parse_budget(text: str) -> Budget:
+    """``200-runs`` / ``200runs`` / ``200`` → runs; ``30s``, ``2m``, ``1.5h`` → seconds.
+
+    Raises:
+        InvalidOption: anything else.
+    """
+    t = text.strip().lower()
+    m = re.fullmatch(r"(\d+)\s*(-?\s*runs?)?", t)
+    if m:
+        n = int(m.group(1))
+        if n < 1:
+            raise InvalidOption(f"bad budget {text!r}: it must be at least 1 run")
+        return Budget(runs=n)
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*(ms|s|m|h)", t)
+    if m:
+        v = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        if v <= 0:
+            raise InvalidOption(f"bad budget {text!r}: it must be more than zero")
+        return Budget(seconds=v)
+    raise InvalidOption(
+        f"bad budget {text!r}; use a number of runs (200-runs, 200) or a time (30s, 2m, 1h)"
+    )
+
+
+@dataclass
+class HuntResult:
+    found: RunRecord | None
+    runs: int
+    seconds: float
+    seeds: list[int] = field(default_factory=list)
+    shrunk: ShrinkResult | None = None
+    strategy: str = "random"
+    search: dict[str, Any] = field(default_factory=dict)
+    guarantee: float | None = None
+
+    @property
+    def seeds_to_find(self) -> int:
+        return self.runs if self.found is not None else -1
+
+
+def hunt(
+    w: Workload,
+    *,
+    variant: str = "v6",
+    bugs: Sequence[str] = (),
+    budget: Budget = Budget(runs=100),
+    strategy: str = "random",
+    pct_depth: int = 3,
+    base_seed: int = 0,
+    shrink: bool = True,
+    shrink_budget: float = 10.0,
+    preemption_bound: int = 2,
+) -> HuntResult:
+    """Run seeds until the first failure or ``budget``; shrink what was found."""
+    if strategy not in HUNT_STRATEGIES:
+        raise InvalidOption(
+            f"unknown hunt strategy {strategy!r}; valid: {', '.join(HUNT_STRATEGIES)}"
+        )
+    validate_variant_bugs(variant, bugs, w)
+    t0 = time.perf_counter()
+    res = HuntResult(found=None, runs=0, seconds=0.0, strategy=strategy)
+    if strategy == "exhaustive":
+        ex = explore(
+            w, variant=variant, bugs=bugs, seed=base_seed, preemption_bound=preemption_bound,
+            max_schedules=budget.runs if budget.runs is not None else 1 << 30,
+            time_budget=budget.seconds,
+        )
+        res.runs = ex.schedules
+        res.found = ex.failure
+        res.search = ex.describe()
+        res.seeds = [base_seed]
+    else:
+        seed = base_seed
+        while True:
+            if budget.runs is not None and res.runs >= budget.runs:
+                break
+            if budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds:
+                break
+            rec = run_deterministic(
+                w, variant=variant, bugs=bugs, seed=seed, strategy=strategy, pct_depth=pct_depth
+            )
+            res.runs += 1
+            res.seeds.append(seed)
+            if strategy == "pct":
+                g = rec.result.scheduler.get("guarantee")
+                res.guarantee = float(g) if g is not None else None
+            if rec.result.failure is not None:
+                res.found = rec
+                break
+            seed += 1
+    res.seconds = time.perf_counter() - t0
+    if res.found is not None and shrink:
+        res.shrunk = shrink_record(res.found, shrink_budget)
+    return res
+
+
+__all__ = ["HUNT_STRATEGIES", "Budget", "HuntResult", "hunt", "parse_budget"]
