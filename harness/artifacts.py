@@ -462,15 +462,16 @@ def replay(art: Artifact, trace: bool = False) -> tuple[RunRecord, bool, str]:
         rec = _rerun(art.workload, strict=strict, **kw)
     except ScheduleDiverged as exc:
         rec = _rerun(art.workload, strict=False, **kw)
-        return (
-            rec,
-            False,
-            (
-                f"the schedule diverged at {exc} (the model or the workload changed since the "
-                f"artifact was written by pagerace {art.pagerace_version}); a lenient replay "
-                f"ended {_ended(rec)}"
-            ),
+        other = (
+            f"; the artifact was written by pagerace {art.pagerace_version}, this is {__version__}"
+            if art.pagerace_version != __version__
+            else ""
         )
+        why = (
+            f"the schedule diverged at {exc}: the run is not the one recorded (its model, "
+            f"workload or toggles differ{other}); a lenient replay ended {_ended(rec)}"
+        )
+        return rec, False, why
     got = rec.result.failure
     want = art.failure
     if got is None:
