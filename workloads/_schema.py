@@ -266,6 +266,60 @@ def _pair_list(src: str, key: str, v: Any, hi: int) -> tuple[tuple[int, int], ..
     return tuple(out)
 
 
+def _table(src: str, key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _bad(src, key, v, "expected a table")
+    return v
+
+
+def _list(src: str, key: str, v: Any, what: str = "expected a list") -> list[Any]:
+    if not isinstance(v, list):
+        raise _bad(src, key, v, what)
+    return v
+
+
+def _check_actor_params(src: str, kind: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Each parameter has its default's type (ints >= 0, ratios in [0, 1])."""
+    for key, v in params.items():
+        d = defaults[key]
+        name = f"actor.{key}"
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise _bad(src, name, v, "expected true or false")
+        elif isinstance(d, int):
+            _int(src, name, v, 0)
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise _bad(src, name, v, "expected a number")
+            if key.endswith("ratio") and not 0.0 <= v <= 1.0:
+                raise _bad(src, name, v, "expected a number in [0, 1]")
+        elif isinstance(d, str):
+            if not isinstance(v, str):
+                raise _bad(src, name, v, "expected a string")
+        elif isinstance(d, list):
+            _list(src, name, v)
+
+
+def _check_actor_ranges(src: str, spec: ActorSpec, defaults: Mapping[str, Any], geo: Geometry) -> None:
+    """Page, mm and device numbers an actor's parameters name exist in the geometry."""
+    p = {**defaults, **spec.params}
+    ppm = geo.pages_per_mm
+    if "range" in spec.params:
+        r = spec.params["range"]
+        if (
+            len(r) != 2
+            or any(isinstance(x, bool) or not isinstance(x, int) for x in r)
+            or not 0 <= r[0] < r[1] <= ppm
+        ):
+            raise _bad(src, "actor.range", r, f"expected [start, end] with 0 <= start < end <= {ppm}")
+    if "hot" in spec.params:
+        for x in spec.params["hot"]:
+            _int(src, "actor.hot", x, 0, ppm - 1)
+    for key, n, what in (("mm", geo.mms, "geometry.mms"), ("device", geo.devices, "geometry.devices")):
+        if key in spec.params and isinstance(p[key], int) and p[key] >= n:
+            raise _bad(src, f"actor.{key}", p[key], f"expected an integer in [0, {n - 1}] ({what} = {n})")
+
+
 def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     """Validate a workload table (from TOML) into a :class:`Workload`."""
     _check_keys(src, "", data, TOP_KEYS)
@@ -289,6 +343,7 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         raise _bad(src, "device", devices_t, "expected an array of tables [[device]]")
     devs: list[DeviceSpec] = []
     for d in devices_t:
+        _table(src, "device", d)
         _check_keys(src, "device.", d, DEVICE_KEYS)
         devs.append(
             DeviceSpec(
@@ -317,6 +372,7 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                     f"{src}: unknown key 'actor.{key}' for kind {kind!r}; valid keys: "
                     f"kind, count, {', '.join(sorted(defaults))}"
                 )
+        _check_actor_params(src, kind, params, defaults)
         actors.append(ActorSpec(kind, _int(src, "actor.count", at.get("count", 1), 1, 256), params))
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
@@ -336,12 +392,16 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     mms: list[MmSpec] = []
     ppm = geo.pages_per_mm
     for mt in mms_t:
+        _table(src, "mm", mt)
         _check_keys(src, "mm.", mt, MM_KEYS)
         mid = _int(src, "mm.id", mt.get("id", len(mms)), 0, geo.mms - 1)
         vmas = []
-        for vt in mt.get("vmas", [{"start": 0, "end": ppm, "flags": ["read", "write", "anon"]}]):
+        vmas_t = mt.get("vmas", [{"start": 0, "end": ppm, "flags": ["read", "write", "anon"]}])
+        for vt in _list(src, "mm.vmas", vmas_t, "expected a list of tables {start, end, flags}"):
+            _table(src, "mm.vmas", vt)
+            _check_keys(src, "mm.vmas.", vt, {"start", "end", "flags"})
             fl = 0
-            for fname in vt.get("flags", ["read", "write", "anon"]):
+            for fname in _list(src, "mm.vmas.flags", vt.get("flags", ["read", "write", "anon"])):
                 if fname not in VMA_FLAG_NAMES:
                     raise _bad(src, "mm.vmas.flags", fname, f"valid: {', '.join(VMA_FLAG_NAMES)}")
                 fl |= VMA_FLAG_NAMES[fname]
@@ -349,9 +409,15 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             e0 = _int(src, "mm.vmas.end", vt.get("end", ppm), 0, ppm)
             if e0 <= s0:
                 raise _bad(src, "mm.vmas", vt, "end must be greater than start")
+            for other in vmas:
+                if s0 < other.end and other.start < e0:
+                    raise _bad(
+                        src, "mm.vmas", vt, f"overlaps [{other.start}, {other.end}) of mm {mid}"
+                    )
             vmas.append(VmaSpec(s0, e0, fl))
         dev_list = []
         for dt in mt.get("device", []) if isinstance(mt.get("device", []), list) else [mt["device"]]:
+            _table(src, "mm.device", dt)
             dev_list.append(
                 (
                     _int(src, "mm.device.dev", dt.get("dev", 0), 0, geo.devices - 1),
@@ -360,7 +426,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 )
             )
         share = []
-        for st in mt.get("share", []):
+        for st in _list(src, "mm.share", mt.get("share", [])):
+            _table(src, "mm.share", st)
             share.append(
                 (
                     _int(src, "mm.share.from_mm", st.get("from_mm", 0), 0, geo.mms - 1),
@@ -382,13 +449,24 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         )
     if not mms:
         mms = [MmSpec(0, (VmaSpec(0, ppm, VM_READ | VM_WRITE | VM_ANON),))]
-    limits_t = data.get("limits", {})
+    limits_t = _table(src, "limits", data.get("limits", {}))
     _check_keys(src, "limits.", limits_t, LIMIT_KEYS)
     limits = {k: _int(src, f"limits.{k}", v, 0) for k, v in limits_t.items()}
     faults = data.get("faults", [])
-    if not isinstance(faults, list):
+    if not isinstance(faults, list) or not all(isinstance(x, str) for x in faults):
         raise _bad(src, "faults", faults, "expected a list of fault names")
     needs = data.get("needs", [])
+    if not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
+        raise _bad(src, "needs", needs, "expected a list of path names")
+    _check_memory(src, mms, geo)
+    for spec in actors:
+        fn, defaults, _doc = ACTOR_KINDS[spec.kind]
+        _check_actor_ranges(src, spec, defaults, geo)
+        # Dry run: a kind's own checks (a bad pattern entry...) fire at load time.
+        try:
+            fn({**defaults, **spec.params}, np.random.default_rng(0))
+        except InvalidWorkload as exc:
+            raise InvalidWorkload(f"{src}: {exc}") from None
     return Workload(
         name=name,
         description=str(data.get("description", "")),
@@ -405,6 +483,37 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         source=src,
         raw=dict(data),
     )
+
+
+def _check_memory(src: str, mms: list[MmSpec], geo: Geometry) -> None:
+    """Populated pages lie inside a VMA, and the initial state fits in the frames."""
+    sys_pages = 0
+    dev_pages = [0] * geo.devices
+    for mm in mms:
+        ranges = [("mm.populate", lo, hi) for lo, hi in mm.populate]
+        ranges += [("mm.readonly", lo, hi) for lo, hi in mm.readonly]
+        ranges += [("mm.device", lo, hi) for _dev, lo, hi in mm.device]
+        for key, lo, hi in ranges:
+            for vpn in range(lo, hi):
+                if not any(v.start <= vpn < v.end for v in mm.vmas):
+                    raise _bad(
+                        src, key, {"start": lo, "end": hi},
+                        f"page {vpn} of mm {mm.id} is outside every VMA",
+                    )
+        sys_pages += sum(hi - lo for lo, hi in mm.populate + mm.readonly)
+        for dev, lo, hi in mm.device:
+            dev_pages[dev] += hi - lo
+    if sys_pages > geo.sys_frames:
+        raise _bad(
+            src, "geometry.sys_frames", geo.sys_frames,
+            f"the mms populate {sys_pages} pages; expected at least {sys_pages}",
+        )
+    for dev, n in enumerate(dev_pages):
+        if n > geo.dev_frames:
+            raise _bad(
+                src, "geometry.dev_frames", geo.dev_frames,
+                f"device {dev} starts with {n} pages; expected at least {n}",
+            )
 
 
 _HERE = Path(__file__).parent
