@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import numpy as np
 import psutil
@@ -22,6 +23,8 @@ _SHM_DIR = "/dev/shm"
 _SHM_PREFIXES = ("pagerace", "psm_")
 # Long-lived helpers the multiprocessing machinery starts once per session on purpose.
 _SESSION_HELPERS = ("resource_tracker", "forkserver")
+# The parallel engine names its block pagerace_<parent pid>_<nonce> (harness/parallel/shm.py).
+_PID_NAME = re.compile(r"^pagerace_(\d+)_")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,10 +59,18 @@ def _shm_entries() -> set[str]:
     return {n for n in names if n.startswith(_SHM_PREFIXES)}
 
 
+def _is_ours(name: str, mine: set[int]) -> bool:
+    """Whether a new segment belongs to this test process rather than to another test
+    run on the same machine: by the pid in its name, else by nobody else using it."""
+    m = _PID_NAME.match(name)
+    if m:
+        return int(m.group(1)) in mine
+    return not _used_elsewhere(name, mine)
+
+
 def _used_elsewhere(name: str, mine: set[int]) -> bool:
-    """Whether a process outside this test (another test run on the machine) has the
-    segment open or mapped: then it is not this test's leak. Only called for a
-    candidate leak, so its cost does not matter."""
+    """Whether a process outside this test has the segment open or mapped. Only called
+    for a candidate leak, so its cost does not matter."""
     path = os.path.join(_SHM_DIR, name)
     for proc in psutil.process_iter(["pid"]):
         if proc.pid in mine:
@@ -120,7 +131,7 @@ def _leak_guard() -> object:
     new_shm = _shm_entries() - shm_before
     if new_shm:
         mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
-        leaked = sorted(n for n in new_shm if not _used_elsewhere(n, mine))
+        leaked = sorted(n for n in new_shm if _is_ours(n, mine))
         if leaked:
             problems.append(f"left shared-memory segments in {_SHM_DIR}: {', '.join(leaked)}")
     if problems:
