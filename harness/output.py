@@ -130,8 +130,7 @@ def rows_for(
         "strategy": record.strategy,
         "strategy_params": json.dumps(
             {
-                "pct_depth": record.options.get("pct_depth"),
-                "quantum": record.options.get("quantum"),
+                **{k: record.options[k] for k in ("pct_depth", "quantum") if k in record.options},
                 **r.scheduler,
             },
             sort_keys=True,

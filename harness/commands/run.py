@@ -135,13 +135,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_positive("--workers"),
         default=None,
         metavar="N",
-        help="worker processes (default: one per actor)",
+        help="worker processes; actors are dealt to them round robin (default: 2)",
     )
     par.add_argument(
-        "--duration", default=None, metavar="TIME", help="run for this long: 30s, 2m, 1.5 (seconds)"
+        "--duration",
+        default=None,
+        metavar="TIME",
+        help="run for this long: 30s, 2m, 1.5 (seconds; default: 10s)",
     )
     par.add_argument(
-        "--ops", type=_positive("--ops"), default=None, metavar="N", help="stop after this many operations"
+        "--ops",
+        type=_positive("--ops"),
+        default=None,
+        metavar="N",
+        help="stop each actor after this many operations",
     )
     par.add_argument(
         "--perturb",
@@ -170,17 +177,21 @@ def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
         run_parallel = _parallel_entry("run_parallel")
         if run_parallel is None:
             raise InvalidOption("the parallel engine is not available in this build")
-        duration = parse_duration(args.duration) if args.duration is not None else None
+        kw: dict[str, Any] = {}
+        if args.workers is not None:
+            kw["workers"] = args.workers
+        if args.duration is not None:
+            kw["duration"] = parse_duration(args.duration)
+        if args.ops is not None:
+            kw["ops"] = args.ops
         return run_parallel(
             w,
             variant=args.variant,
             bugs=bugs,
             seed=args.seed,
-            workers=args.workers,
-            duration=duration,
-            ops=args.ops,
             perturb=args.perturb,
             progress=None if args.quiet else _progress,
+            **kw,
         )
     return run_deterministic(
         w,
@@ -194,11 +205,16 @@ def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
     )
 
 
-def _progress(*args: Any, **kw: Any) -> None:
-    """Progress from the parallel engine: one overwritten line on stderr."""
-    parts = [str(a) for a in args] + [f"{k}={v}" for k, v in sorted(kw.items())]
-    if sys.stderr.isatty():
-        print("\r" + " ".join(parts)[:79].ljust(79), end="", file=sys.stderr, flush=True)
+def _progress(p: dict[str, Any]) -> None:
+    """Progress from the parallel engine (about once a second): one overwritten line on
+    stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return
+    line = (
+        f"{p.get('elapsed', 0):6.1f} s  {p.get('ops', 0)} ops ({p.get('ops_per_s', 0):,.0f}/s)  "
+        f"{p.get('steps', 0)} steps  {p.get('failures', 0)} failures"
+    )
+    print("\r" + line[:79].ljust(79), end="", file=sys.stderr, flush=True)
 
 
 def validate(args: argparse.Namespace) -> Workload:
