@@ -64,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but errors raise (one line, exit 2 through :func:`main`) instead of
     printing the usage block and exiting from inside the parser."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(self.prog, f"{message} (see '{self.prog} --help')")
 
 

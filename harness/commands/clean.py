@@ -48,7 +48,7 @@ def pid_alive(pid: int) -> bool:
 
 def clean_shm_fallback(dry_run: bool, shm_dir: Path = SHM_DIR) -> list[str]:
     """``pagerace_<pid>_<nonce>`` segments whose creating process is gone."""
-    done = []
+    done: list[str] = []
     if not shm_dir.is_dir():
         return done
     for entry in sorted(shm_dir.iterdir()):
@@ -66,7 +66,7 @@ def clean_shm_fallback(dry_run: bool, shm_dir: Path = SHM_DIR) -> list[str]:
 
 def clean_temp_files(out: Path, dry_run: bool) -> list[str]:
     """Temporary files of artifact writes that never reached ``os.replace``."""
-    done = []
+    done: list[str] = []
     for d in (out, out / "artifacts"):
         if not d.is_dir():
             continue

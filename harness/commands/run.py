@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from ...core._errors import InvalidOption
@@ -241,7 +243,25 @@ def validate(args: argparse.Namespace) -> Workload:
             )
         if args.duration is not None:
             parse_duration(args.duration)
+    check_out_dir(args.out)
     return w
+
+
+def check_out_dir(out: str) -> None:
+    """``--out`` must be a directory we can write to (it is created if missing).
+
+    Raises:
+        InvalidOption: it is a file, or cannot be created or written.
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InvalidOption(f"--out {out!r} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOption(f"--out {out!r}: cannot create the directory ({exc.strerror})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InvalidOption(f"--out {out!r}: the directory is not writable")
 
 
 def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:

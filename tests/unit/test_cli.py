@@ -491,3 +491,12 @@ def test_console_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     assert p.stderr.strip() == (
         "pagerace run: error: argument --seed: invalid integer 'nope' (see 'pagerace run --help')"
     )
+
+
+def test_out_that_is_a_file_is_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = tmp_path / "out"
+    f.write_text("not a directory")
+    rc, _, err = pagerace(capsys, "run", "--out", f)
+    assert rc == 2
+    assert_one_line_error(err, "is a file")
+    assert f.read_text() == "not a directory"
