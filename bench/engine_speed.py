@@ -1,0 +1,159 @@
+"""Engine speed: preemption points per second of the deterministic engine, one core.
+
+For ``default`` and for the busiest workload (the most steps per run among
+``workloads/*.toml``), each seed is one :func:`run_deterministic` run with the default
+strategy; its speed is ``RunResult.steps / RunResult.elapsed`` (the engine loop plus the
+invariant checks it runs, not building the model). The figure is the median over seeds.
+
+The floor for this design is a bare Python generator switch: ``for _ in gen: pass`` over
+a generator that only yields, measured in the same process right before; the ratio
+engine / floor says how close the engine is to what generators alone allow.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+from collections.abc import Iterator
+
+from ._machine import Figure, Log, Target, median, quiet, variant_for
+
+POINTS_TARGET = Target(">=", 500_000, "≥500,000 preemption points/s on default, one core")
+
+
+def _just_yield(n: int) -> Iterator[None]:
+    for _ in range(n):
+        yield
+
+
+def generator_floor(n: int, rounds: int) -> float:
+    """Median yields/s of ``for _ in gen: pass`` over a generator that only yields."""
+    rates = []
+    for _ in range(rounds):
+        g = _just_yield(n)
+        t0 = time.perf_counter()
+        for _ in g:
+            pass
+        rates.append(n / (time.perf_counter() - t0))
+    return median(rates)
+
+
+def engine_rates(name: str, seeds: range) -> tuple[list[float], list[int]]:
+    """Per-seed (steps/s, steps) of the deterministic engine on workload ``name``."""
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload
+
+    w = load_workload(name)
+    variant = variant_for(w)
+    rates: list[float] = []
+    steps: list[int] = []
+    for seed in seeds:
+        rec = run_deterministic(w, variant=variant or "v6", seed=seed)
+        r = rec.result
+        if r.elapsed > 0 and r.steps:
+            rates.append(r.steps / r.elapsed)
+            steps.append(r.steps)
+    return rates, steps
+
+
+def busiest_workload(probe_seeds: int = 3) -> tuple[str, float]:
+    """The workload with the most steps per run (median over a few seeds)."""
+    from pagerace.workloads import load_workload, workload_names
+
+    best, best_steps = "default", -1.0
+    for name in workload_names():
+        try:
+            w = load_workload(name)
+        except Exception:  # a half-written workload of another helper: skip it
+            continue
+        if variant_for(w) is None:
+            continue
+        try:
+            _, steps = engine_rates(name, range(probe_seeds))
+        except Exception:
+            continue
+        if steps and median(steps) > best_steps:
+            best, best_steps = name, median(steps)
+    return best, best_steps
+
+
+def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
+    n_seeds = 8 if quick else 40
+    floor_n = 200_000 if quick else 2_000_000
+    floor_rounds = 3 if quick else 7
+
+    log("engine speed: generator floor")
+    floor = generator_floor(floor_n, floor_rounds)
+    log("engine speed: busiest workload")
+    busiest, busiest_steps = busiest_workload(2 if quick else 3)
+    figs = [
+        Figure(
+            "engine.floor.yields_per_s",
+            "bare generator switch (floor)",
+            floor,
+            "yields/s",
+            how=f"for _ in gen: pass over a generator that only yields; median of {floor_rounds} "
+            f"rounds of {floor_n:,}",
+        )
+    ]
+    for tag, name in (("default", "default"), ("busiest", busiest)):
+        log(f"engine speed: {name}")
+        # warm-up run (imports, caches) not counted
+        engine_rates(name, range(10_000, 10_001))
+        rates, steps = engine_rates(name, range(n_seeds))
+        rate = median(rates) if rates else None
+        what = f"busiest workload ({name})" if tag == "busiest" else name
+        figs.append(
+            Figure(
+                f"engine.{tag}.points_per_s",
+                f"deterministic engine on {what}",
+                rate,
+                "points/s",
+                how=f"RunResult.steps/RunResult.elapsed, random strategy, median over {len(rates)} "
+                f"seeds (median {median(steps) if steps else 0:.0f} steps per run)",
+                target=POINTS_TARGET if tag == "default" else None,
+                extra={"workload": name, "median_steps_per_run": median(steps) if steps else 0},
+            )
+        )
+        figs.append(
+            Figure(
+                f"engine.{tag}.vs_floor",
+                f"engine on {what} / generator floor",
+                (rate / floor) if rate else None,
+                "ratio",
+                how="the figure above divided by the generator floor of the same run",
+            )
+        )
+    figs[-2].note = (
+        f"busiest = most steps per run among workloads/*.toml ({busiest_steps:.0f} median on the "
+        "probe seeds)"
+    )
+    return figs
+
+
+def profile(seconds: float = 5.0, top: int = 25, workload: str = "default") -> str:
+    """cProfile summary of the deterministic engine on ``workload``: top functions by
+    cumulative and by total (own) time, over as many seeds as fit in ``seconds``."""
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload
+
+    w = load_workload(workload)
+    variant = variant_for(w) or "v6"
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    seed = 0
+    steps = 0
+    prof.enable()
+    while time.perf_counter() - t0 < seconds:
+        steps += run_deterministic(w, variant=variant, seed=seed).result.steps
+        seed += 1
+    prof.disable()
+    out = io.StringIO()
+    out.write(f"# cProfile of {seed} runs of {workload} ({steps:,} preemption points)\n\n")
+    for key, title in (("cumulative", "by cumulative time"), ("tottime", "by total (own) time")):
+        out.write(f"## top {top} {title}\n")
+        st = pstats.Stats(prof, stream=out)
+        st.strip_dirs().sort_stats(key).print_stats(top)
+    return out.getvalue()
