@@ -31,6 +31,7 @@ COMMANDS: list[str] = [
     "shrink",
     "campaign",
     "report",
+    "bench",
     "clean",
 ]
 
