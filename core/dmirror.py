@@ -71,6 +71,9 @@ class Dmirror:
 
     def folio_free(self, k: Kernel, a: Actor, pfn: int) -> None:
         """``dmirror_devmem_free()``: the page goes back to the device's free list."""
+        check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles.py)
+        if check is not None:
+            check(k, a, pfn)
         self.freed += 1
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------

@@ -30,6 +30,7 @@ from ._layout import (
     F_FLAGS,
     F_MAP,
     F_PIN,
+    F_PRIV,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
     PTE_DEVICE_EXCLUSIVE,
@@ -225,6 +226,15 @@ def check_contents(k: Kernel) -> None:
     if swapped.any():
         nslots = s.swap.shape[0]
         sdata = s.swap[np.where(swapped, np.clip(pfns, 0, nslots - 1), 0), S_DATA]
+        # A slot whose page is in the swap cache reads from that page (swap-in finds it
+        # first); frames in the swap cache keep slot + 1 in F_PRIV (core/swap.py).
+        fr = s.frames
+        cached = np.flatnonzero((fr[:, F_FLAGS] & PG_swapcache) != 0)
+        if cached.size:
+            by_slot = np.full(nslots, -1, dtype=np.int64)
+            by_slot[np.clip(fr[cached, F_PRIV] - 1, 0, nslots - 1)] = cached
+            hit = by_slot[np.where(swapped, np.clip(pfns, 0, nslots - 1), 0)]
+            sdata = np.where(hit >= 0, fr[np.clip(hit, 0, nframes - 1), F_DATA], sdata)
         data = np.where(swapped, sdata, data)
     have = mapped | swapped
     lost = (shadow != 0) & (~have | (data != shadow))

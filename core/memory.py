@@ -54,6 +54,9 @@ def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) ->
         tok = k.new_token(a)
         k.set_data(pfn, tok)
         k.set_shadow(mm, vpn, tok)
+        alias = k.hooks.get("shadow_write")  # MAP_SHARED aliases (core/oracles.py)
+        if alias is not None:
+            alias(k, mm, vpn, pfn, tok)
         k.count("cpu_writes")
     else:
         got = k.data(pfn)
@@ -87,6 +90,9 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
+                tlb_hit = k.hooks.get("tlb_hit")  # the stale-TLB oracle (core/oracles.py)
+                if tlb_hit is not None:
+                    tlb_hit(k, a, mm, vpn, t, write)
                 _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
             # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.

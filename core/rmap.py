@@ -115,7 +115,15 @@ def remove_migration_ptes(
     anonymous page exclusive again (``RMAP_EXCLUSIVE``).
     """
     dst_private = k.is_device_private(dst)
-    for mm, vpn in rmap_find(k, src, (PTE_MIGRATION,)):
+    # The kernel's walk visits a forked child's VMA after its parent's (anon_vma_fork
+    # links it at the tail), and mremap moves entries under both PTLs, so a migration
+    # entry copied or moved while the walk runs is still found. The model's snapshot
+    # rescans until no entry names src.
+    todo = rmap_find(k, src, (PTE_MIGRATION,))
+    while todo:
+        mm, vpn = todo.pop(0)
+        if not todo:
+            todo = [e for e in rmap_find(k, src, (PTE_MIGRATION,)) if e != (mm, vpn)]
         ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         old = k.pte_read(mm, vpn)

@@ -1,0 +1,112 @@
+"""Test-only fault injection: names that break exactly one kernel path each.
+
+A fault is not a catalog bug: it is not a historical kernel race, it is a deliberate
+breakage the test suite switches on to prove that one oracle can fire (a check that
+cannot fail proves nothing). Each entry names the path it breaks and the
+:class:`~pagerace.core._errors.FailureKind` the oracle must report. The paths test
+``name in k.faults`` at the one place they break, so ``grep`` for the name finds it.
+
+Two names are not breakages but injected errors a workload may ask for
+(``copy_error``, ``alloc_fail_sys``): with them SIGBUS is an expected outcome
+(:meth:`Kernel.sigbus_expected`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import FailureKind, InvalidOption
+
+
+@dataclass(frozen=True)
+class FaultEntry:
+    name: str
+    path: str  # the kernel function it breaks
+    breaks: str  # what it changes
+    oracle: FailureKind  # what must fire
+
+
+FAULTS: dict[str, FaultEntry] = {
+    e.name: e
+    for e in [
+        FaultEntry(
+            "no_tlb_flush",
+            "flush_tlb_range",
+            "flush_tlb_range() does nothing: CPUs keep stale translations after an entry "
+            "changed and its page-table lock was released",
+            FailureKind.STALE_TLB,
+        ),
+        FaultEntry(
+            "gup_fast_no_recheck",
+            "gup_fast_pte_range",
+            "GUP-fast skips B4 (re-read the entry after the pin) and B5 (back off from a "
+            "read-only entry of a page that is not anon-exclusive)",
+            FailureKind.PIN_COHERENCY,
+        ),
+        FaultEntry(
+            "fork_ignores_pins",
+            "folio_try_dup_anon_rmap_pte",
+            "fork shares an anon-exclusive page even when it may be pinned, instead of "
+            "failing with -EBUSY and copying it for the child",
+            FailureKind.PIN_COHERENCY,
+        ),
+        FaultEntry(
+            "zap_no_put",
+            "zap_pte_range",
+            "zap drops the mapcount of an unmapped page but not the mapping's reference",
+            FailureKind.LEAK,
+        ),
+        FaultEntry(
+            "zap_device_keeps_entry",
+            "zap_nonpresent_ptes",
+            "zap drops a device-private page's mapping and reference but leaves the entry "
+            "in the page table, so the device page is freed while an entry names it",
+            FailureKind.DEVICE_PAGE_LIFETIME,
+        ),
+        FaultEntry(
+            "reclaim_drops_dirty",
+            "shrink_folio_list",
+            "reclaim treats a dirty page as clean and drops it without writing it to swap",
+            FailureKind.DIRTY_CONSERVATION,
+        ),
+        FaultEntry(
+            "swapin_spurious_sigbus",
+            "do_swap_page",
+            "swap-in returns VM_FAULT_SIGBUS although no I/O error was injected",
+            FailureKind.SIGBUS,
+        ),
+        FaultEntry(
+            "copy_error",
+            "dmirror_devmem_fault_alloc_and_copy",
+            "injected error (not a breakage): copies back to system memory fail with "
+            "MIGRATE_PFN_ERROR; the process gets SIGBUS, which is then expected",
+            FailureKind.SIGBUS,
+        ),
+        FaultEntry(
+            "alloc_fail_sys",
+            "alloc_page",
+            "injected error (not a breakage): system-memory allocations for migration "
+            "fail; SIGBUS is then expected",
+            FailureKind.SIGBUS,
+        ),
+    ]
+}
+
+# Faults that inject an error the kernel must handle, rather than break a path.
+INJECTED_ERRORS = frozenset({"copy_error", "alloc_fail_sys"})
+
+
+def validate_faults(names: tuple[str, ...] | list[str]) -> None:
+    """Refuse an unknown fault name.
+
+    Raises:
+        InvalidOption: naming the bad value and the valid choices.
+    """
+    for n in names:
+        if n not in FAULTS and n != "swapcache_moves":
+            raise InvalidOption(
+                f"unknown fault {n!r}; valid faults: {', '.join(sorted(FAULTS))}"
+            )
+
+
+__all__ = ["FAULTS", "INJECTED_ERRORS", "FaultEntry", "validate_faults"]

@@ -1,0 +1,297 @@
+"""Pinning user pages: ``mm/gup.c`` (``pin_user_pages``, ``get_user_pages``, GUP-fast,
+``unpin_user_pages``).
+
+Two ways in, two kinds of reference:
+
+- the slow path (``__get_user_pages`` → ``follow_page_pte`` / ``faultin_page``) looks the
+  entry up under ``mmap_read_lock`` and the page-table lock and faults the page in until
+  it is present with the access the caller asked for;
+- GUP-fast (``gup_fast_pte_range``) is lockless: B1 read the entry, B2 back off from a
+  read-only entry for a write, B3 grab the folio, B4 re-read the entry and back off if it
+  changed, B5 back off from a read-only entry whose page is not anon-exclusive (the
+  ordering argument of ``__folio_try_share_anon_rmap`` in seed 001, rmap.h).
+
+``FOLL_PIN`` adds ``GUP_PIN_COUNTING_BIAS`` to the refcount (and 1 to the model's pin
+count), so ``folio_maybe_dma_pinned()`` sees it; a pin of an anonymous page requires the
+page to be anon-exclusive (``gup_must_unshare``: fault with ``FAULT_FLAG_UNSHARE`` first).
+``FOLL_GET`` adds a plain reference: migration's refcount check must refuse such a page
+(``migrate_vma_check_page``), but fork does not see it (which is why DMA uses FOLL_PIN).
+
+A pinner actor pins one page, holds it for a while (a DMA) writing or reading content
+tokens through the pin, then unpins it. The pin-coherency oracle
+(:func:`~pagerace.core.oracles.check_pin`) checks at the pin and at every DMA access that
+the pinned page is still the page mapped at the pinned address.
+
+XX: ``FOLL_LONGTERM`` (migrating device-coherent and movable pages out first) is not
+modelled; device-coherent pinning goes through ``migrate_device_coherent_folio`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import FailureKind
+from ._kernel import Actor, Kernel, Path
+from ._layout import (
+    F_PIN,
+    F_REF,
+    GUP_PIN_COUNTING_BIAS,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    VM_WRITE,
+    PG_anon,
+    PG_anon_exclusive,
+    PG_dirty,
+)
+from .actors import register_op
+from .memory import VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault
+from .oracles import check_pin, dma_read_check
+
+EFAULT = -14
+
+# pin_dma modes (the op's ``mode`` argument).
+MODE_PIN = 0  # pin_user_pages (FOLL_PIN, slow path)
+MODE_PIN_FAST = 1  # pin_user_pages_fast (GUP-fast, falling back to the slow path)
+MODE_GET = 2  # get_user_pages (FOLL_GET, slow path)
+MODE_GET_FAST = 3  # get_user_pages_fast (FOLL_GET)
+MODE_NAMES = ("pin", "pin_fast", "get", "get_fast")
+
+
+@dataclass
+class PinRecord:
+    """One page a pinner holds: where it was pinned, which frame, how."""
+
+    actor: int
+    mm: int
+    vpn: int
+    pfn: int
+    pin: bool  # FOLL_PIN (else FOLL_GET)
+    site: str
+
+
+def pin_table(k: Kernel) -> dict[int, list[PinRecord]]:
+    """The pins each actor holds now (actor id → records), kept on the kernel."""
+    t = k.hooks.get("gup.pins")
+    if t is None:
+        t = k.hooks["gup.pins"] = {}
+    return t  # type: ignore[no-any-return]
+
+
+def _grab(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
+    """``try_grab_folio()`` with the page mapped under the PTL (its refcount is held)."""
+    k.touch(a, pfn, site)
+    if pin:
+        k.words.fetch_add(k.fw(pfn, F_PIN), 1)
+        k.words.fetch_add(k.fw(pfn, F_REF), GUP_PIN_COUNTING_BIAS)
+    else:
+        k.get_page(a, pfn, site)
+
+
+def _grab_fast(k: Kernel, a: Actor, pfn: int, pin: bool) -> bool:
+    """``try_grab_folio_fast()``: ``folio_try_get`` (fails on a free or frozen page),
+    then the rest of the pin bias."""
+    w = k.fw(pfn, F_REF)
+    add = GUP_PIN_COUNTING_BIAS if pin else 1
+    words = k.words
+    while True:
+        old = words.load(w)
+        if old <= 0:
+            return False
+        if words.cas(w, old, old + add):
+            break
+    if pin:
+        words.fetch_add(k.fw(pfn, F_PIN), 1)
+    return True
+
+
+def gup_put_folio(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
+    """``gup_put_folio()`` / ``unpin_user_page()``: drop a pin (the bias) or a reference;
+    the page is freed when the count reaches zero."""
+    if not pin:
+        k.put_page(a, pfn, site)
+        return
+    k.touch(a, pfn, site)
+    if k.words.fetch_add(k.fw(pfn, F_PIN), -1) <= 0:
+        raise k.fail(
+            FailureKind.REFCOUNT_UNDERFLOW,
+            f"{a.name} unpinned page {pfn} at {site} with no pin held",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+        )
+    old = k.words.fetch_add(k.fw(pfn, F_REF), -GUP_PIN_COUNTING_BIAS)
+    if old < GUP_PIN_COUNTING_BIAS:
+        raise k.fail(
+            FailureKind.REFCOUNT_UNDERFLOW,
+            f"{a.name} unpinned page {pfn} at {site} and its refcount went to "
+            f"{old - GUP_PIN_COUNTING_BIAS}",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+        )
+    if old == GUP_PIN_COUNTING_BIAS:
+        k.free_page(a, pfn, site)
+
+
+def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> Path:
+    """``gup_fast_pte_range()`` (mm/gup.c; seed 001 B1-B5): lockless, no mmap_lock.
+
+    Returns the pinned pfn, or -1 to fall back to the slow path.
+    """
+    site = "gup_fast_pte_range"
+    pte = k.pte_read(mm, vpn)  # B1: ptep_get_lockless
+    if pte & PTE_TYPE_MASK != PTE_PRESENT:
+        return -1
+    if write and not pte & PTE_WRITE:  # B2
+        return -1
+    pfn = pte >> PTE_PFN_SHIFT
+    if k.is_device_private(pfn):
+        return -1
+    yield  # between reading the entry and grabbing the folio: it may be freed and reused
+    if not _grab_fast(k, a, pfn, pin):  # B3
+        k.count("gup_fast_grab_failed")
+        return -1
+    yield  # between the pin and the re-check: A1-A4 of a concurrent share may run here
+    if "gup_fast_no_recheck" not in k.faults:
+        if k.pte_read(mm, vpn) != pte:  # B4
+            gup_put_folio(k, a, pfn, pin, site + ":backoff_changed")
+            k.count("gup_fast_backoff_changed")
+            return -1
+        if (
+            pin
+            and not pte & PTE_WRITE
+            and k.test_flag(pfn, PG_anon)
+            and not k.test_flag(pfn, PG_anon_exclusive)
+        ):  # B5: gup_must_unshare()
+            gup_put_folio(k, a, pfn, pin, site + ":backoff_unshare")
+            k.count("gup_fast_backoff_unshare")
+            return -1
+    k.count("gup_fast_pinned" if pin else "gup_fast_got")
+    return pfn
+
+
+def gup_slow(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> Path:
+    """``__get_user_pages()``: ``follow_page_pte()`` under ``mmap_read_lock`` and the
+    PTL; when the page is not there with the right access, ``faultin_page()``.
+
+    The model drops ``mmap_lock`` around the fault and retakes it (the ``FOLL_UNLOCKABLE``
+    retry path), so the fault path takes the lock itself. A pin of an anonymous page that
+    is not anon-exclusive faults with ``FAULT_FLAG_UNSHARE`` (here: a write fault, which
+    copies or reuses the page and makes it exclusive).
+
+    Returns the pfn, or ``-EFAULT``.
+    """
+    site = "follow_page_pte"
+    while True:
+        yield from k.mmap_read_lock(a, mm, "__get_user_pages:mmap_read_lock")
+        row = k.s.find_vma(mm, vpn)
+        if row < 0 or (write and not k.s.vma_flags(mm, row) & VM_WRITE):
+            k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
+            return EFAULT
+        ptl = k.ptl_word(mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        pte = k.pte_read(mm, vpn)
+        ok = pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE)
+        pfn = pte >> PTE_PFN_SHIFT
+        unshare = False
+        if ok and pin and k.test_flag(pfn, PG_anon) and not k.test_flag(pfn, PG_anon_exclusive):
+            ok = False  # gup_must_unshare()
+            unshare = True
+        if ok:
+            _grab(k, a, pfn, pin, site + ":try_grab_folio")
+            k.spin_unlock(a, ptl, site + ":ptl")
+            k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
+            k.count("gup_pinned" if pin else "gup_got")
+            return pfn
+        k.spin_unlock(a, ptl, site + ":ptl")
+        k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
+        yield
+        r = yield from handle_mm_fault(k, a, mm, vpn, write or unshare)
+        if r & (VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV):
+            return EFAULT
+        k.count("gup_faultin")
+        yield
+
+
+def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool) -> Path:
+    """``pin_user_pages{,_fast}()`` / ``get_user_pages{,_fast}()`` for one page.
+
+    Returns the :class:`PinRecord`, or ``None`` on ``-EFAULT``.
+    """
+    pin = mode in (MODE_PIN, MODE_PIN_FAST)
+    pfn = -1
+    if mode in (MODE_PIN_FAST, MODE_GET_FAST):
+        pfn = yield from gup_fast(k, a, mm, vpn, write, pin)
+        if pfn < 0:
+            yield
+    if pfn < 0:
+        pfn = yield from gup_slow(k, a, mm, vpn, write, pin)
+        if pfn < 0:
+            k.count("gup_efault")
+            return None
+    rec = PinRecord(a.id, mm, vpn, pfn, pin, f"{MODE_NAMES[mode]}:{mm}:{vpn}")
+    pin_table(k).setdefault(a.id, []).append(rec)
+    check_pin(k, a, rec, "pin")
+    return rec
+
+
+def unpin_user_page(k: Kernel, a: Actor, rec: PinRecord, dirty: bool) -> None:
+    """``unpin_user_pages_dirty_lock()`` / ``put_page()`` for one page."""
+    if dirty:
+        k.set_flag(rec.pfn, PG_dirty)
+    recs = pin_table(k).get(a.id, [])
+    if rec in recs:
+        recs.remove(rec)
+    gup_put_folio(k, a, rec.pfn, rec.pin, "unpin_user_pages")
+
+
+def op_pin_dma(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, hold: int, write: int) -> Path:
+    """A pinner: pin one page, DMA through it ``hold`` times (a fresh content token per
+    write, a content check per read), then unpin it."""
+    if not 0 <= mode < len(MODE_NAMES):
+        raise ValueError(f"pin_dma mode {mode} is not valid; valid: 0..{len(MODE_NAMES) - 1}")
+    rec = yield from pin_user_page(k, a, mm, vpn, mode, bool(write))
+    if rec is None:
+        return EFAULT
+    for _ in range(hold):
+        yield  # the DMA runs while other actors do
+        mapped = check_pin(k, a, rec, "dma")
+        if write:
+            tok = k.new_token(a)
+            k.set_data(rec.pfn, tok)
+            # The device writes the page; set_page_dirty at unpin in the kernel, here at
+            # once (the page is pinned meanwhile, so reclaim cannot look at it).
+            k.set_flag(rec.pfn, PG_dirty)
+            if mapped:
+                k.set_shadow(mm, vpn, tok)
+                alias = k.hooks.get("shadow_write")
+                if alias is not None:
+                    alias(k, mm, vpn, rec.pfn, tok)
+            k.count("dma_writes")
+        elif mapped:
+            dma_read_check(k, a, rec)
+    yield
+    check_pin(k, a, rec, "unpin")
+    unpin_user_page(k, a, rec, bool(write))
+    return 0
+
+
+register_op("pin_dma", op_pin_dma)
+
+__all__ = [
+    "MODE_GET",
+    "MODE_GET_FAST",
+    "MODE_NAMES",
+    "MODE_PIN",
+    "MODE_PIN_FAST",
+    "PinRecord",
+    "gup_fast",
+    "gup_put_folio",
+    "gup_slow",
+    "op_pin_dma",
+    "pin_table",
+    "pin_user_page",
+    "unpin_user_page",
+]

@@ -1,0 +1,325 @@
+"""Oracles for the memory-management world around device migration: pins, TLBs, swap
+dirtiness, device-page lifetime.
+
+Local checks raise at the step that breaks the rule, naming the actors, pages,
+addresses and call sites; global checks join :func:`~pagerace.core.invariants.check_all`
+through ``k.extra_checks``. :func:`install` plugs them (and the swap-in fault path) into a
+kernel; ``harness/runner.py`` calls it for every run it builds.
+
+- **pin coherency** (:func:`check_pin`): a page pinned by GUP is the page mapped at the
+  pinned address, when the pin is taken and for as long as it is held. A migration entry
+  or a swap entry whose swap-cache page is the pinned page still names it; an empty entry
+  means the range was unmapped after the pin, which is allowed (the DMA then writes a
+  page nobody maps). A pin on a page that is not mapped at its address at the moment GUP
+  returns is a failure: GUP-fast must back off (B4).
+- **stale TLB** (:func:`tlb_hit_check`, called on every TLB hit): a CPU must not use a
+  cached translation once the entry changed and its page-table lock was released, since
+  every path that changes an entry flushes the TLBs before it unlocks. A write through
+  a stale entry is the classic lost write.
+- **dirty conservation** (:func:`check_drop_clean`, :func:`check_dirty`): a page whose
+  content differs from its swap copy is never treated as clean: reclaim never drops it,
+  and a swap-cache page that is not dirty (no ``PG_dirty``, no dirty entry mapping it)
+  holds exactly its swap copy.
+- **device page lifetime** (:func:`device_free_check`, :func:`check_device_pages`): a
+  device page is freed only when no entry (device-private or migration) names it; a free
+  device page has refcount zero, no mapping, no pin and no dynamic flag until it is
+  allocated again (touching it meanwhile is a use after free, ``Kernel.touch``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._errors import FailureKind, InvariantViolation
+from ._kernel import Actor, Kernel
+from ._layout import (
+    DYNAMIC_MASK,
+    F_DATA,
+    F_FLAGS,
+    F_MAP,
+    F_PIN,
+    F_PRIV,
+    F_REF,
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_MIGRATION,
+    PTE_NONE,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_TYPE_MASK,
+    PTE_WRITE,
+    S_DATA,
+    SWAP_WORDS,
+    V_FLAGS,
+    VM_LIVE,
+    VM_SHARED,
+    Z_DEVICE,
+    PG_allocated,
+    PG_dirty,
+    PG_swapcache,
+    PG_writeback,
+    pte_describe,
+)
+
+
+def _addr(mm: int, vpn: int) -> str:
+    return f"mm {mm} page {vpn}"
+
+
+# --------------------------------------------------------------------------------------
+# Pin coherency
+
+
+def swapcache_page(k: Kernel, slot: int) -> int:
+    """The frame in the swap cache for swap slot ``slot``, or -1 (a lookup of the swap
+    address space; frames keep ``slot + 1`` in their private word)."""
+    fr = k.s.frames
+    hit = np.flatnonzero(((fr[:, F_FLAGS] & PG_swapcache) != 0) & (fr[:, F_PRIV] == slot + 1))
+    return int(hit[0]) if hit.size else -1
+
+
+def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
+    """Pin coherency at ``when`` (``pin``, ``dma``, ``unpin``) for a pin record.
+
+    Returns whether the pinned address still maps the page (so a DMA write there is
+    what the program sees); raises ``PIN_COHERENCY`` when it maps another page.
+    """
+    pte = k.pte_read(rec.mm, rec.vpn)
+    kind = pte & PTE_TYPE_MASK
+    target = pte >> PTE_PFN_SHIFT
+    if kind in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE) and target == rec.pfn:
+        return True
+    if kind == PTE_SWAP and swapcache_page(k, target) == rec.pfn:
+        return True
+    if kind == PTE_NONE and when != "pin":
+        return False  # unmapped after the pin: allowed
+    what = "pinned" if rec.pin else "got a reference to"
+    raise k.fail(
+        FailureKind.PIN_COHERENCY,
+        f"{a.name} {what} frame {rec.pfn} at {_addr(rec.mm, rec.vpn)} ({rec.site}), but at "
+        f"{when} that address maps {pte_describe(pte)}: the pin no longer refers to the "
+        "mapped page",
+        actors=[a],
+        pages=[rec.pfn] + ([target] if kind != PTE_NONE else []),
+        sites=[f"gup:{when}", rec.site],
+        mm=rec.mm,
+        vpn=rec.vpn,
+    )
+
+
+def dma_read_check(k: Kernel, a: Actor, rec: Any) -> None:
+    """A device read through a pin sees the last value written at the address."""
+    got = k.data(rec.pfn)
+    want = k.shadow(rec.mm, rec.vpn)
+    if got != want:
+        raise k.fail(
+            FailureKind.STALE_READ,
+            f"{a.name} read frame {rec.pfn} through its pin of {_addr(rec.mm, rec.vpn)} and "
+            f"got token {got:#x}, but the last write there stored {want:#x}",
+            actors=[a],
+            pages=[rec.pfn],
+            sites=["gup:dma_read"],
+            mm=rec.mm,
+            vpn=rec.vpn,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Stale TLB
+
+
+def tlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -> None:
+    """A TLB hit of ``a`` at (mm, vpn) with cached ``(pfn << 1) | writable``: the entry
+    must still map that frame (writably, for a write), unless its page-table lock is
+    held, i.e. the change is in progress and its flush is still to come."""
+    pte = k.pte_read(mm, vpn)
+    pfn = t >> 1
+    if (
+        pte & PTE_TYPE_MASK == PTE_PRESENT
+        and pte >> PTE_PFN_SHIFT == pfn
+        and (not write or pte & PTE_WRITE)
+    ):
+        return
+    if k.words.load(k.ptl_word(mm, vpn)) != 0:
+        return
+    k.count("stale_tlb_hit")
+    raise k.fail(
+        FailureKind.STALE_TLB,
+        f"{a.name} {'wrote' if write else 'read'} {_addr(mm, vpn)} through a stale TLB entry "
+        f"for frame {pfn}{' (writable)' if t & 1 else ''}; the entry is now "
+        f"{pte_describe(pte)} and its page-table lock was released without a flush",
+        actors=[a],
+        pages=[pfn],
+        sites=["cpu_access:tlb_hit"],
+        locks=[k.lock_name(k.ptl_word(mm, vpn))],
+        mm=mm,
+        vpn=vpn,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Dirty conservation
+
+
+def check_drop_clean(k: Kernel, a: Actor, pfn: int, slot: int, site: str) -> None:
+    """Reclaim is about to drop ``pfn`` as clean: its content must be its swap copy."""
+    data = k.data(pfn)
+    copy = k.words.load(k.lay.SWAP + slot * SWAP_WORDS + S_DATA)
+    if data != copy:
+        raise k.fail(
+            FailureKind.DIRTY_CONSERVATION,
+            f"{a.name} dropped frame {pfn} at {site} as clean, but it holds token {data:#x} "
+            f"and its swap copy in slot {slot} holds {copy:#x}: data newer than the swap "
+            "copy is lost",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+            slot=slot,
+        )
+
+
+def check_dirty(k: Kernel, final: bool) -> None:
+    """Global: a clean swap-cache page holds exactly its swap copy."""
+    s = k.s
+    fr = s.frames
+    cached = (fr[:, F_FLAGS] & (PG_swapcache | PG_allocated)) == (PG_swapcache | PG_allocated)
+    if not cached.any():
+        return
+    pte = s.pte
+    types = pte & PTE_TYPE_MASK
+    dirty_map = np.zeros(fr.shape[0], dtype=bool)
+    dm = (types == PTE_PRESENT) & ((pte & PTE_DIRTY) != 0)
+    if dm.any():
+        dirty_map[np.unique(pte[dm] >> PTE_PFN_SHIFT)] = True
+    clean = cached & ((fr[:, F_FLAGS] & (PG_dirty | PG_writeback)) == 0) & ~dirty_map
+    slots = np.clip(fr[:, F_PRIV] - 1, 0, s.swap.shape[0] - 1)
+    bad = clean & (fr[:, F_DATA] != s.swap[slots, S_DATA])
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise InvariantViolation(
+            k.fail(
+                FailureKind.DIRTY_CONSERVATION,
+                f"frame {p} is a clean swap-cache page of slot {int(slots[p])} but holds token "
+                f"{int(fr[p, F_DATA]):#x} while its swap copy holds "
+                f"{int(s.swap[slots[p], S_DATA]):#x}",
+                pages=[p],
+                sites=["global_invariants:dirty"],
+            ).failure
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Device page lifetime
+
+
+def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
+    """A device page is being freed (``folio_free``): no entry may still name it."""
+    pte = k.s.pte
+    types = pte & PTE_TYPE_MASK
+    names = ((types == PTE_DEVICE_PRIVATE) | (types == PTE_MIGRATION) | (types == PTE_PRESENT)) & (
+        (pte >> PTE_PFN_SHIFT) == pfn
+    )
+    if names.any():
+        mm, vpn = (int(x[0]) for x in np.nonzero(names))
+        raise k.fail(
+            FailureKind.DEVICE_PAGE_LIFETIME,
+            f"device page {pfn} was freed by {a.name} (refcount reached zero, at {a.site or a.op}) "
+            f"while {_addr(mm, vpn)} still holds {pte_describe(int(pte[mm, vpn]))}",
+            actors=[a],
+            pages=[pfn],
+            sites=["folio_free", a.site],
+            mm=mm,
+            vpn=vpn,
+        )
+
+
+def check_device_pages(k: Kernel, final: bool) -> None:
+    """Global: free device pages carry no count, mapping, pin or dynamic flag."""
+    fr = k.s.frames
+    dev = (fr[:, F_FLAGS] & Z_DEVICE) != 0
+    free = dev & ((fr[:, F_FLAGS] & PG_allocated) == 0)
+    bad = free & (
+        (fr[:, F_REF] != 0)
+        | (fr[:, F_MAP] != 0)
+        | (fr[:, F_PIN] != 0)
+        | ((fr[:, F_FLAGS] & DYNAMIC_MASK) != 0)
+    )
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise InvariantViolation(
+            k.fail(
+                FailureKind.DEVICE_PAGE_LIFETIME,
+                f"free device page {p} has refcount {int(fr[p, F_REF])}, mapcount "
+                f"{int(fr[p, F_MAP])}, pins {int(fr[p, F_PIN])}, "
+                f"flags {int(fr[p, F_FLAGS]) & DYNAMIC_MASK:#x}",
+                pages=[p],
+                sites=["global_invariants:device_pages"],
+            ).failure
+        )
+
+
+def check_no_pins_left(k: Kernel, final: bool) -> None:
+    """Global, at quiet points: no actor is between its pin and its unpin."""
+    t = k.hooks.get("gup.pins") or {}
+    held = [(aid, r) for aid in sorted(t) for r in t[aid]]
+    if held:
+        aid, r = held[0]
+        raise InvariantViolation(
+            k.fail(
+                FailureKind.LEAK,
+                f"actor {aid} still holds its pin of frame {r.pfn} ({r.site}) with every actor "
+                "idle: a pin leaked past its operation",
+                pages=[r.pfn],
+                sites=["global_invariants:pins"],
+            ).failure
+        )
+
+
+def shared_shadow_write(k: Kernel, mm: int, vpn: int, pfn: int, tok: int) -> None:
+    """A store to a page of a ``MAP_SHARED`` mapping is seen at every address that maps
+    the page in a shared VMA (the shadow is per address; a shared page has several)."""
+    s = k.s
+    row = s.find_vma(mm, vpn)
+    if row < 0 or not s.vma_flags(mm, row) & VM_SHARED:
+        return
+    pte = s.pte
+    types = pte & PTE_TYPE_MASK
+    hit = ((types == PTE_PRESENT) | (types == PTE_DEVICE_PRIVATE) | (types == PTE_MIGRATION)) & (
+        (pte >> PTE_PFN_SHIFT) == pfn
+    )
+    for m, v in zip(*np.nonzero(hit)):
+        m, v = int(m), int(v)
+        r = s.find_vma(m, v)
+        if (m, v) != (mm, vpn) and r >= 0 and s.vma_flags(m, r) & VM_SHARED:
+            k.set_shadow(m, v, tok)
+
+
+def install(k: Kernel) -> None:
+    """Plug the oracles of this module and the swap-in path into ``k``."""
+    from .swap import do_swap_page
+
+    k.hooks["tlb_hit"] = tlb_hit_check
+    if ((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)).any():
+        k.hooks["shadow_write"] = shared_shadow_write
+    k.hooks["device_page_free"] = device_free_check
+    k.hooks.setdefault("do_swap_page", do_swap_page)
+    for chk in (check_no_pins_left, check_device_pages, check_dirty):
+        if chk not in k.extra_checks:
+            k.extra_checks.append(chk)
+
+
+__all__ = [
+    "check_device_pages",
+    "check_dirty",
+    "check_drop_clean",
+    "check_no_pins_left",
+    "check_pin",
+    "device_free_check",
+    "dma_read_check",
+    "install",
+    "swapcache_page",
+    "tlb_hit_check",
+]

@@ -1,0 +1,228 @@
+"""Unmapping: ``munmap()``, ``madvise(MADV_DONTNEED)`` and process exit, all through
+``zap_pte_range()`` (``mm/memory.c``) with the ``mmu_gather`` batching of
+``mm/mmu_gather.c``.
+
+Under the page-table lock each entry is cleared: a present page loses its mapping
+(``folio_remove_rmap_pte``) and is batched (``__tlb_remove_page``) to be put only after
+the TLB flush, so no CPU can still write it through a stale translation once it is
+freed; a device-private page loses its mapping and reference at once
+(``zap_nonpresent_ptes``); a migration entry is simply cleared (the migration owns the
+page); a swap entry drops its slot's count (``free_swap_and_cache``). The flush happens
+before the PTL is dropped (``tlb_flush_mmu_tlbonly`` under ``force_flush``), then the
+batched pages are put. The oracle's shadow of the unmapped pages is cleared with the
+flush: the program no longer has a value there.
+
+``munmap()`` holds ``mmap_write_lock`` and removes the VMA range (splitting a VMA row
+when the hole is inside it); ``madvise(MADV_DONTNEED)`` holds ``mmap_read_lock`` and
+keeps the VMA, so the next access faults in a zeroed page.
+"""
+
+from __future__ import annotations
+
+from ._kernel import Actor, Kernel, Path
+from ._layout import (
+    M_PARENT,
+    M_USERS,
+    MM_WORDS,
+    PTE_DEVICE_EXCLUSIVE,
+    PTE_DEVICE_PRIVATE,
+    PTE_MIGRATION,
+    PTE_NONE,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_TYPE_MASK,
+    V_END,
+    V_FLAGS,
+    V_ORIGIN,
+    V_START,
+    VM_LIVE,
+    VMA_WORDS,
+)
+from .actors import register_op
+from .swap import swap_free
+
+EINVAL = -22
+ENOMEM = -12
+
+
+# --------------------------------------------------------------------------------------
+# VMA rows (changed only under mmap_write_lock)
+
+
+def _vw(k: Kernel, mm: int, row: int, field: int) -> int:
+    return k.lay.VMA + (mm * k.geo.max_vmas + row) * VMA_WORDS + field
+
+
+def vma_rows(k: Kernel, mm: int) -> list[tuple[int, int, int, int]]:
+    """(row, start, end, flags) of every live VMA of ``mm``, by start."""
+    load = k.words.load
+    out = []
+    for r in range(k.geo.max_vmas):
+        f = load(_vw(k, mm, r, V_FLAGS))
+        if f & VM_LIVE:
+            out.append((r, load(_vw(k, mm, r, V_START)), load(_vw(k, mm, r, V_END)), f))
+    return sorted(out, key=lambda x: x[1])
+
+
+def vma_free_rows(k: Kernel, mm: int) -> list[int]:
+    load = k.words.load
+    return [r for r in range(k.geo.max_vmas) if not load(_vw(k, mm, r, V_FLAGS)) & VM_LIVE]
+
+
+def vma_add(k: Kernel, mm: int, start: int, end: int, flags: int, origin: int = -1) -> int:
+    """Fill a free VMA row (the caller checked there is one and nothing overlaps)."""
+    r = vma_free_rows(k, mm)[0]
+    store = k.words.store
+    store(_vw(k, mm, r, V_START), start)
+    store(_vw(k, mm, r, V_END), end)
+    store(_vw(k, mm, r, V_ORIGIN), origin)
+    store(_vw(k, mm, r, V_FLAGS), flags | VM_LIVE)
+    return r
+
+
+def vma_punch_rows_needed(k: Kernel, mm: int, start: int, end: int) -> int:
+    """Extra rows removing ``[start, end)`` needs (one per VMA the hole splits in two)."""
+    return sum(1 for _r, vs, ve, _f in vma_rows(k, mm) if vs < start and end < ve)
+
+
+def vma_remove_range(k: Kernel, mm: int, start: int, end: int) -> None:
+    """``do_vmi_munmap()``'s VMA side: trim, split or drop every VMA over the range."""
+    store = k.words.store
+    for r, vs, ve, f in vma_rows(k, mm):
+        if ve <= start or vs >= end:
+            continue
+        if start <= vs and ve <= end:
+            store(_vw(k, mm, r, V_FLAGS), 0)
+        elif vs < start and end < ve:
+            store(_vw(k, mm, r, V_END), start)
+            vma_add(k, mm, end, ve, f & ~VM_LIVE)
+        elif vs < start:
+            store(_vw(k, mm, r, V_END), start)
+        else:
+            store(_vw(k, mm, r, V_START), end)
+
+
+# --------------------------------------------------------------------------------------
+# zap_pte_range
+
+
+def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str) -> Path:
+    """``zap_pte_range()`` over ``[start, end)``, one page table at a time."""
+    ppt = k.geo.ptes_per_table
+    vpn = start
+    while vpn < end:
+        tab_end = min((vpn // ppt + 1) * ppt, end)
+        ptl = k.ptl_word(mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        batch: list[int] = []
+        cleared: list[int] = []
+        for v in range(vpn, tab_end):
+            pte = k.pte_read(mm, v)
+            kind = pte & PTE_TYPE_MASK
+            if kind == PTE_NONE:
+                continue
+            pfn = pte >> PTE_PFN_SHIFT
+            if kind == PTE_PRESENT:
+                k.ptep_get_and_clear(mm, v)  # ptep_get_and_clear_full
+                k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte
+                batch.append(pfn)  # __tlb_remove_page: put after the flush
+            elif kind in (PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE):
+                k.ptep_get_and_clear(mm, v)
+                k.mapcount_add(pfn, -1)
+                if "zap_device_keeps_entry" in k.faults:
+                    k.set_pte(mm, v, pte)
+                k.put_page(a, pfn, site + ":zap_nonpresent_ptes")
+            elif kind == PTE_MIGRATION:
+                k.ptep_get_and_clear(mm, v)
+            elif kind == PTE_SWAP:
+                k.ptep_get_and_clear(mm, v)
+                swap_free(k, pfn)
+            cleared.append(v)
+        # tlb_flush_mmu_tlbonly() before the PTL is dropped, then the shadow goes.
+        k.flush_tlb_range(mm, vpn, tab_end)
+        for v in cleared:
+            k.set_shadow(mm, v, 0)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        # tlb_finish_mmu(): free the batched pages.
+        if "zap_no_put" not in k.faults:
+            for pfn in batch:
+                k.put_page(a, pfn, site + ":tlb_finish_mmu")
+        k.count("zap_pages", len(cleared))
+        yield
+        vpn = tab_end
+
+
+def op_munmap(k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:
+    """``munmap()`` (``do_vmi_munmap`` → ``unmap_region``) of ``[start, end)``."""
+    yield from k.mmap_write_lock(a, mm, "munmap:mmap_write_lock")
+    try:
+        if len(vma_free_rows(k, mm)) < vma_punch_rows_needed(k, mm, start, end):
+            k.count("munmap_enomem")
+            return ENOMEM
+        for _r, vs, ve, _f in vma_rows(k, mm):
+            lo, hi = max(vs, start), min(ve, end)
+            if lo < hi:
+                yield from zap_pte_range(k, a, mm, lo, hi, "unmap_region")
+        vma_remove_range(k, mm, start, end)
+        k.count("munmap")
+        return 0
+    finally:
+        k.mmap_write_unlock(a, mm, "munmap:mmap_write_unlock")
+
+
+def op_madv_dontneed(k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:
+    """``madvise(MADV_DONTNEED)`` (``madvise_dontneed_single_vma`` → ``zap_page_range``)."""
+    yield from k.mmap_read_lock(a, mm, "madvise:mmap_read_lock")
+    try:
+        rows = vma_rows(k, mm)
+        if not any(vs <= start < ve for _r, vs, ve, _f in rows):
+            return EINVAL
+        for _r, vs, ve, _f in rows:
+            lo, hi = max(vs, start), min(ve, end)
+            if lo < hi:
+                yield from zap_pte_range(k, a, mm, lo, hi, "madvise_dontneed")
+        k.count("madv_dontneed")
+        return 0
+    finally:
+        k.mmap_read_unlock(a, mm, "madvise:mmap_read_unlock")
+
+
+def exit_mmap(k: Kernel, a: Actor, mm: int) -> Path:
+    """``exit_mmap()``: zap every VMA of a dying mm and drop the VMAs."""
+    yield from k.mmap_write_lock(a, mm, "exit_mmap:mmap_write_lock")
+    try:
+        for _r, vs, ve, _f in vma_rows(k, mm):
+            yield from zap_pte_range(k, a, mm, vs, ve, "exit_mmap")
+        vma_remove_range(k, mm, 0, k.geo.pages_per_mm)
+        base = k.lay.MM + mm * MM_WORDS
+        k.words.store(base + M_USERS, 0)
+        k.words.store(base + M_PARENT, 0)
+        k.count("exit_mmap")
+    finally:
+        k.mmap_write_unlock(a, mm, "exit_mmap:mmap_write_unlock")
+
+
+def op_child_exit(k: Kernel, a: Actor, mm: int) -> Path:
+    """A forked child exits: its mm goes away (``exit_mm`` → ``mmput`` → ``exit_mmap``)."""
+    if not k.words.load(k.lay.MM + mm * MM_WORDS + M_USERS):
+        return EINVAL
+    yield from exit_mmap(k, a, mm)
+    return 0
+
+
+register_op("munmap", op_munmap)
+register_op("madv_dontneed", op_madv_dontneed)
+register_op("child_exit", op_child_exit)
+
+__all__ = [
+    "exit_mmap",
+    "op_child_exit",
+    "op_madv_dontneed",
+    "op_munmap",
+    "vma_add",
+    "vma_free_rows",
+    "vma_remove_range",
+    "vma_rows",
+    "zap_pte_range",
+]
