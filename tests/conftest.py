@@ -85,10 +85,44 @@ def _used_elsewhere(name: str, mine: set[int]) -> bool:
     return False
 
 
-def _live_children(me: psutil.Process) -> list[psutil.Process]:
-    out = []
-    for child in me.children(recursive=True):
+def _kids(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
         try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+_HAVE_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _child_pids(me: psutil.Process) -> set[int]:
+    """This process's descendants: from /proc's children lists (microseconds), else
+    psutil's scan of every process (milliseconds)."""
+    if not _HAVE_PROC_CHILDREN:
+        return {c.pid for c in me.children(recursive=True)}
+    seen: set[int] = set()
+    stack = _kids(me.pid)
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(_kids(pid))
+    return seen
+
+
+def _live_children(pids: set[int]) -> list[psutil.Process]:
+    out = []
+    for pid in sorted(pids):
+        try:
+            child = psutil.Process(pid)
             if child.status() == psutil.STATUS_ZOMBIE:
                 continue
             cmd = " ".join(child.cmdline())
@@ -106,7 +140,7 @@ def _leak_guard() -> object:
     py_state = random.getstate()
     np_state = np.random.get_state()
     shm_before = _shm_entries()
-    children_before = {c.pid for c in me.children(recursive=True)}
+    children_before = _child_pids(me)
     yield
     problems = []
     if random.getstate() != py_state:
@@ -118,7 +152,8 @@ def _leak_guard() -> object:
     ):
         np.random.set_state(np_state)
         problems.append("changed the global `np.random` state (pass a seeded Generator)")
-    left = [c for c in _live_children(me) if c.pid not in children_before]
+    new_pids = _child_pids(me) - children_before
+    left = _live_children(new_pids) if new_pids else []
     if left:
         desc = ", ".join(f"pid {c.pid} ({c.name()})" for c in left)
         for c in left:
@@ -130,7 +165,7 @@ def _leak_guard() -> object:
         problems.append(f"left child processes running: {desc}")
     new_shm = _shm_entries() - shm_before
     if new_shm:
-        mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
+        mine = {me.pid} | _child_pids(me)
         leaked = sorted(n for n in new_shm if _is_ours(n, mine))
         if leaked:
             problems.append(f"left shared-memory segments in {_SHM_DIR}: {', '.join(leaked)}")
