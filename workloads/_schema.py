@@ -196,6 +196,11 @@ def _evictor_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
     return ops
 
 
+# Paths an actor kind needs from the protocol variant (Variant.provides), beyond
+# migrate_vma: an evictor calls migrate_device_range(), which only v6 has.
+KIND_NEEDS: dict[str, list[str]] = {"evictor": ["migrate_device_range"]}
+
+
 def register_actor_kind(
     name: str,
     defaults: dict[str, Any],
@@ -455,7 +460,16 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     faults = data.get("faults", [])
     if not isinstance(faults, list) or not all(isinstance(x, str) for x in faults):
         raise _bad(src, "faults", faults, "expected a list of fault names")
-    needs = data.get("needs", [])
+    needs = [str(x) for x in data.get("needs", [])]
+    # Paths the actors and devices imply (a variant without them refuses the workload).
+    implied = []
+    for at in actors:
+        implied += KIND_NEEDS.get(at.kind, [])
+        if at.kind == "driver" and "evict" in at.params.get("pattern", []):
+            implied.append("migrate_device_range")
+    if coherent:
+        implied.append("device_coherent")
+    needs += [n for n in dict.fromkeys(implied) if n not in needs]
     if not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
         raise _bad(src, "needs", needs, "expected a list of path names")
     _check_memory(src, mms, geo)
