@@ -27,8 +27,10 @@ import contextlib
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -226,7 +228,13 @@ class Controller:
                 except InvariantViolation as exc:
                     self.failure = exc.failure
             return self._record(m, state, arr, reader, started, t0)
+        except BaseException as exc:
+            # The traceback's frames hold views of the block; drop their locals so the
+            # block can close (MEASUREMENTS.md section 5).
+            traceback.clear_frames(exc.__traceback__)
+            raise
         finally:
+            failing = sys.exc_info()[0] is not None
             self._reap()
             self.signals.restore()
             if reader is not None:
@@ -238,7 +246,13 @@ class Controller:
             if state is not None:
                 state.close()
             del arr, state
-            block.close_and_unlink()
+            try:
+                block.close_and_unlink()
+            except BufferError:
+                # Unlinked all the same; the mapping goes with the process. Do not hide
+                # the exception that brought us here.
+                if not failing:
+                    raise
 
     # ------------------------------------------------------------------------------
     def _start_workers(self) -> None:

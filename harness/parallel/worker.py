@@ -4,9 +4,12 @@ The worker runs the same kernel-path generators as the deterministic engine, bui
 the same :func:`~pagerace.harness.runner.build_model` with the same seed, so every actor
 has the operation list it has there. Only the driving differs (``docs/parallel.md``):
 
-- a **step** (resuming an actor up to its next preemption point) first takes a ticket
-  (``fetch_add`` on ``glob[G_TICKET]``) and logs ``ticket << 16 | actor`` in the worker's
-  ring, so the parent can merge every worker's steps into one schedule;
+- a **step** (resuming an actor up to its next preemption point) ends by taking a
+  ticket (``fetch_add`` on ``glob[G_TICKET]``) and logging ``ticket << 16 | actor`` in the
+  worker's ring, so the parent can merge every worker's steps into one schedule. The
+  ticket is taken at the end of the step, not the start: steps of two workers overlap
+  in time, and the order in which they finished replays more often than the order in
+  which they started (measured in ``docs/parallel.md``);
 - a bare ``yield`` is a preemption point: with probability ``perturb`` the worker spins a
   random short while or calls ``os.sched_yield()`` (the LTP fuzzy-sync idea: widen race
   windows), from its own seeded stream;
@@ -30,6 +33,7 @@ report)`` or ``("error", traceback)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -201,11 +205,6 @@ class Driver:
     def _step(self, aid: int) -> None:
         words = self.words
         a = self.actors[aid]
-        t = words.fetch_add(self.glob + G_TICKET, 1)
-        self.ticket = t
-        words.store(self.ring + self.count % self.cap, (t << 16) | aid)
-        self.count += 1
-        words.store(self.cw + W_COUNT, self.count)
         aw = self.abase + aid * ACTOR_WORDS
         if a.idle:
             words.store(aw + A_STATE, ACTOR_RUNNING)
@@ -214,6 +213,12 @@ class Driver:
         except StopIteration:
             self._finish(aid)
             return
+        finally:
+            t = words.fetch_add(self.glob + G_TICKET, 1)
+            self.ticket = t
+            words.store(self.ring + self.count % self.cap, (t << 16) | aid)
+            self.count += 1
+            words.store(self.cw + W_COUNT, self.count)
         self.steps += 1
         words.store(aw + A_STEPS, words.load(aw + A_STEPS) + 1)
         words.store(self.cw + W_STEPS, self.steps)
@@ -345,7 +350,9 @@ def worker_main(spec: WorkerSpec, shm: Any, conn: Any) -> None:
         except InvariantViolation as exc:
             drv.words.cas(drv.glob + G_FAILED, 0, drv.ticket + 1)
             drv.words.store(cw + W_STATE, WS_FAILED)
-            conn.send(("failure", exc.failure.to_json(), drv.report()))
+            # The failing step's own ticket (taken as the step ended, after the check).
+            failure = dataclasses.replace(exc.failure, step=drv.ticket)
+            conn.send(("failure", failure.to_json(), drv.report()))
     except BaseException:
         if drv is not None:
             drv.words.store(cw + W_STATE, WS_ERROR)
