@@ -460,7 +460,10 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     faults = data.get("faults", [])
     if not isinstance(faults, list) or not all(isinstance(x, str) for x in faults):
         raise _bad(src, "faults", faults, "expected a list of fault names")
-    needs = [str(x) for x in data.get("needs", [])]
+    needs_t = data.get("needs", [])
+    if not isinstance(needs_t, list) or not all(isinstance(x, str) for x in needs_t):
+        raise _bad(src, "needs", needs_t, "expected a list of path names")
+    needs = list(needs_t)
     # Paths the actors and devices imply (a variant without them refuses the workload).
     implied = []
     for at in actors:
@@ -470,8 +473,6 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     if coherent:
         implied.append("device_coherent")
     needs += [n for n in dict.fromkeys(implied) if n not in needs]
-    if not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
-        raise _bad(src, "needs", needs, "expected a list of path names")
     _check_memory(src, mms, geo)
     for spec in actors:
         fn, defaults, _doc = ACTOR_KINDS[spec.kind]
