@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
 from pagerace.core._errors import FailureKind, InvariantViolation
 from pagerace.core._kernel import Kernel
 from pagerace.core._layout import (
@@ -28,7 +29,7 @@ from pagerace.core._layout import (
 from pagerace.core.invariants import CHECKS, check_all
 from pagerace.harness.runner import build_model
 from pagerace.workloads import load_workload, workload_names
-from strategies import model
+from strategies import geometries, kernel_with_actors, model
 
 # Pages 0-5 present, 6-7 on device 0, 8-11 unpopulated; a second mm shares page 0.
 TABLE = {
@@ -224,3 +225,30 @@ def test_migration_entries_are_not_types_the_mapcount_check_counts() -> None:
         check_all(k)
     assert info.value.failure.kind is FailureKind.MIGRATION_ENTRY_LEFT
     assert int(k.s.pte[0, 3]) & PTE_TYPE_MASK == PTE_MIGRATION
+
+
+@settings(max_examples=40, deadline=None)
+@given(geo=geometries())
+def test_fresh_state_of_any_geometry_is_clean(geo) -> None:
+    """Any geometry builds a state whose tables tile the buffer, whose zones partition
+    the frames, and which passes every invariant, before and after filling each zone."""
+    k, (a, *_) = kernel_with_actors(geo, geo.actors)
+    end = 0
+    for t in sorted(k.lay.tables.values(), key=lambda t: t.offset):
+        assert t.offset == end
+        end += t.size
+    assert end == k.lay.words == k.s.arr.size
+    covered = []
+    for zone in range(geo.zones):
+        lo, hi = k.lay.zone_range(zone)
+        covered.extend(range(lo, hi))
+        assert all(k.lay.zone_of(p) == zone for p in range(lo, hi))
+    assert covered == list(range(geo.frames))
+    check_all(k)
+    for zone in range(geo.zones):
+        got = [k.alloc_page(a, zone, "test:fill") for _ in range(k.lay.zone_range(zone)[1] + 1)]
+        lo, hi = k.lay.zone_range(zone)
+        assert sorted(p for p in got if p >= 0) == list(range(lo, hi))
+        for p in range(lo, hi):
+            k.put_page(a, p, "test:free")
+    check_all(k)

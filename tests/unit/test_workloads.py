@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pagerace.workloads
 import pytest
-
 from pagerace.core._errors import InvalidWorkload
 from pagerace.core.invariants import check_all
 from pagerace.harness.runner import build_model
@@ -21,7 +21,7 @@ from pagerace.workloads import (
     workload_to_json,
 )
 
-WORKLOAD_DIR = Path(__import__("pagerace.workloads", fromlist=["x"]).__file__).parent
+WORKLOAD_DIR = Path(pagerace.workloads.__file__).parent
 
 
 def test_the_named_library_is_there() -> None:
