@@ -215,3 +215,33 @@ def test_quiet_checks_run_only_when_every_actor_is_idle() -> None:
     r = eng.run()
     assert r.outcome is Outcome.CLEAN and r.quiet_checks == len(seen) > 2
     assert all(all(flags) for flags in seen)
+
+
+def test_replaying_a_recorded_schedule_reproduces_the_failure_bit_for_bit() -> None:
+    w = load_workload("fault-storm")
+    bugs = ["no-fault-folio-exception"]
+    first = run_deterministic(w, seed=2, bugs=bugs)
+    assert first.outcome is Outcome.FAILED
+    again = run_deterministic(w, seed=2, bugs=bugs, schedule=list(first.result.schedule))
+    assert again.strategy == "replay"
+    assert again.result.failure.kind is first.result.failure.kind
+    assert again.result.failure.step == first.result.failure.step
+    assert again.result.fingerprint == first.result.fingerprint
+
+
+def test_strict_replay_of_a_schedule_that_cannot_run_diverges() -> None:
+    """A schedule naming a blocked or finished actor is not this run: strict replay
+    stops at once instead of wandering off."""
+    from pagerace.harness.schedulers import ScheduleDiverged
+
+    w = load_workload("default")
+    rec = run_deterministic(w, seed=5)
+    sched = list(rec.result.schedule)
+    last = {aid: i for i, aid in enumerate(sched)}  # each actor's finishing step
+    done_first = min(last, key=last.get)
+    sched[last[done_first] + 1] = done_first  # run an actor after it finished
+    with pytest.raises(ScheduleDiverged) as info:
+        run_deterministic(w, seed=5, schedule=sched)
+    assert info.value.step == last[done_first] + 1
+    lenient = run_deterministic(w, seed=5, schedule=sched, strict=False)
+    assert lenient.outcome is Outcome.CLEAN and lenient.result.scheduler["diverged"] >= 1
