@@ -2,11 +2,12 @@
 (``move_vma`` → ``move_page_tables`` → ``move_ptes``).
 
 Under ``mmap_write_lock`` the source range leaves its VMA (which may split) and a new
-VMA covers the destination; then each entry moves under the old and the new page-table
-locks (``move_ptes``: ``ptep_get_and_clear`` at the old address, flush, ``set_pte_at`` at
-the new one). Entries of every kind move as they are: a migration entry moved while a
-migration runs is found at its new address by ``remove_migration_ptes``. The oracle's
-shadow moves with the entry.
+VMA covers the destination (merged with a neighbour of the same flags, ``vma_merge``);
+then each entry moves under the old and the new page-table locks (``move_ptes``:
+``ptep_get_and_clear`` at the old address, flush, ``set_pte_at`` at the new one).
+Entries of every kind move as they are: a migration entry moved while a migration runs
+is found at its new address by ``remove_migration_ptes``. The oracle's shadow moves
+with the entry.
 
 Moving half of a range in one mm of a fork leaves the two mms mapping the same pages in
 opposite virtual order: the setup of the AB-BA migration deadlock of ``hmm-2017``.
@@ -16,7 +17,14 @@ from __future__ import annotations
 
 from ._kernel import Actor, Kernel, Path
 from .actors import register_op
-from .zap import vma_add, vma_free_rows, vma_punch_rows_needed, vma_remove_range, vma_rows
+from .zap import (
+    vma_add,
+    vma_free_rows,
+    vma_merge,
+    vma_punch_rows_needed,
+    vma_remove_range,
+    vma_rows,
+)
 
 EINVAL = -22
 ENOMEM = -12
@@ -64,6 +72,7 @@ def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
         flags = srcv[0][3]
         vma_remove_range(k, mm, src, src + n)
         vma_add(k, mm, dst, dst + n, flags)
+        vma_merge(k, mm)
         yield from move_ptes(k, a, mm, src, dst, n)
         k.count("mremap")
         return 0

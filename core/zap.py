@@ -81,6 +81,23 @@ def vma_add(k: Kernel, mm: int, start: int, end: int, flags: int, origin: int = 
     return r
 
 
+def vma_merge(k: Kernel, mm: int) -> None:
+    """``vma_merge()``: join neighbouring VMAs with the same flags into one row."""
+    store = k.words.store
+    rows = vma_rows(k, mm)
+    i = 0
+    while i + 1 < len(rows):
+        r0, s0, e0, f0 = rows[i]
+        r1, s1, e1, f1 = rows[i + 1]
+        if e0 == s1 and f0 == f1:
+            store(_vw(k, mm, r1, V_FLAGS), 0)
+            store(_vw(k, mm, r0, V_END), e1)
+            rows[i] = (r0, s0, e1, f0)
+            del rows[i + 1]
+        else:
+            i += 1
+
+
 def vma_punch_rows_needed(k: Kernel, mm: int, start: int, end: int) -> int:
     """Extra rows removing ``[start, end)`` needs (one per VMA the hole splits in two)."""
     return sum(1 for _r, vs, ve, _f in vma_rows(k, mm) if vs < start and end < ve)
@@ -222,6 +239,7 @@ __all__ = [
     "op_munmap",
     "vma_add",
     "vma_free_rows",
+    "vma_merge",
     "vma_remove_range",
     "vma_rows",
     "zap_pte_range",
