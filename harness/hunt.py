@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +84,15 @@ def hunt(
     shrink: bool = True,
     shrink_budget: float = 10.0,
     preemption_bound: int = 2,
+    on_run: Callable[[RunRecord], None] | None = None,
 ) -> HuntResult:
-    """Run seeds until the first failure or ``budget``; shrink what was found."""
+    """Run seeds until the first failure or ``budget``; shrink what was found.
+    ``on_run(record)`` sees every run that did not fail (for its CSV rows)."""
+
+    def clean(rec: RunRecord) -> None:
+        if on_run is not None and rec.result.failure is None:
+            on_run(rec)
+
     if strategy not in HUNT_STRATEGIES:
         raise InvalidOption(
             f"unknown hunt strategy {strategy!r}; valid: {', '.join(HUNT_STRATEGIES)}"
@@ -97,7 +104,7 @@ def hunt(
         ex = explore(
             w, variant=variant, bugs=bugs, seed=base_seed, preemption_bound=preemption_bound,
             max_schedules=budget.runs if budget.runs is not None else 1 << 30,
-            time_budget=budget.seconds,
+            time_budget=budget.seconds, on_run=clean,
         )
         res.runs = ex.schedules
         res.found = ex.failure
@@ -121,6 +128,7 @@ def hunt(
             if rec.result.failure is not None:
                 res.found = rec
                 break
+            clean(rec)
             seed += 1
     res.seconds = time.perf_counter() - t0
     if res.found is not None and shrink:

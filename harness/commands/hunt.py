@@ -9,10 +9,14 @@ from ...workloads import load_workload
 from ..artifacts import write_artifact
 from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
 from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
+from ..runner import RunRecord, validate_variant_bugs
 from ..steps import readable_steps
 
 NAME = "hunt"
-HELP = "run seeds until an oracle fires or the budget is spent; shrink and print the failure"
+HELP = (
+    "run seeds until an oracle fires or the budget is spent; shrink and print the failure "
+    "(CSV rows for every run, an artifact for the failure)"
+)
 EXAMPLES = [
     (
         "pagerace hunt opposite-order --variant hmm-2017 --budget 200-runs",
@@ -49,10 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
+    validate_variant_bugs(args.variant, args.bug, w)
+
+    def rows_of_clean_run(rec: RunRecord) -> None:
+        append_all(args.out, rows_for(rec, run_id(rec), ""))
+
     res = hunt(
         w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
         pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
         shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
+        on_run=rows_of_clean_run,
     )
     bugs = f" +{'+'.join(sorted(args.bug))}" if args.bug else ""
     head = f"{w.name} · {args.variant}{bugs} · {args.strategy}"
