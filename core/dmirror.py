@@ -69,6 +69,15 @@ class Dmirror:
             return -1
         return k.alloc_page(a, zone, site)
 
+    def _copy_fails(self, k: Kernel) -> bool:
+        """Every ``copy_error``-th copy back to system memory fails (the ``copy_error``
+        fault of ``core/faults.py``: every second one), deterministically."""
+        every = getattr(self, "copy_error", 0) or (2 if "copy_error" in k.faults else 0)
+        if not every:
+            return False
+        self.copies = getattr(self, "copies", 0) + 1
+        return self.copies % every == 0
+
     def folio_free(self, k: Kernel, a: Actor, pfn: int) -> None:
         """``dmirror_devmem_free()``: the page goes back to the device's free list."""
         check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles.py)
@@ -126,8 +135,9 @@ class Dmirror:
     def alloc_and_copy_to_ram(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         """``dmirror_devmem_fault_alloc_and_copy()``: a locked system page per entry.
 
-        Returns ``VM_FAULT_OOM`` when an allocation fails (after which the caller
-        finalizes, leaving that entry on the device), else 0.
+        Returns ``VM_FAULT_SIGBUS`` when an injected copy error hit (``copy_error``),
+        ``VM_FAULT_OOM`` when an allocation fails (either way the caller finalizes,
+        leaving that entry on the device), else 0.
         """
         ret = 0
         for i, spfn in enumerate(m.src):
@@ -137,10 +147,19 @@ class Dmirror:
             dpage = self._alloc(k, a, 0, "dmirror_devmem_fault_alloc_and_copy:alloc")
             if dpage < 0:
                 k.outcome(m.kind, "alloc_failed")
-                ret = VM_FAULT_OOM
+                ret = ret or VM_FAULT_OOM
                 continue
             yield from k.lock_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:lock_dst")
             k.touch(a, spage, "dmirror_devmem_fault_alloc_and_copy:copy")
+            if self._copy_fails(k):
+                # Injected copy error (MIGRATE_PFN_ERROR): the entry stays on the device
+                # and the faulting process gets SIGBUS (expected: an error was injected).
+                k.unlock_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:unlock_dst")
+                k.put_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:put_dst")
+                k.outcome(m.kind, "copy_error")
+                k.count("dmirror_copy_error")
+                ret = VM_FAULT_SIGBUS
+                continue
             k.set_data(dpage, k.data(spage))
             m.dst[i] = migrate_pfn(dpage)
             if spfn & MIGRATE_PFN_WRITE:
