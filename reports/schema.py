@@ -148,7 +148,13 @@ OUTCOMES = CsvSchema(
         _c("engine", "str", "", "engine"),
         _c("seed", "int", "", "seed"),
         _c("attempt", "str", "", "migration attempt kind"),
-        _c("collected", "int", "pages", "entries collected (pages and holes marked MIGRATE)"),
+        _c(
+            "collected",
+            "int",
+            "pages",
+            "pages that reached a verdict: migrated + every skip reason below except restored "
+            "(restored counts mappings put back, a subset of the skipped pages)",
+        ),
         _c("migrated", "int", "pages", "pages migrated (including holes populated)"),
         _c("lock_contended", "int", "pages", "skipped: page lock trylock failed"),
         _c("pinned", "int", "pages", "skipped: extra references (pinned) or unmap failed"),
@@ -177,7 +183,7 @@ def format_row(schema: CsvSchema, row: Mapping[str, Any]) -> list[str]:
         if isinstance(v, bool):
             v = "yes" if v else "no"
         elif isinstance(v, float):
-            v = f"{v:.6g}"
+            v = repr(v)  # shortest round-trip form: no precision lost (unix times!)
         out.append(str(v))
     return out
 
