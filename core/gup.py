@@ -22,8 +22,10 @@ tokens through the pin, then unpins it. The pin-coherency oracle
 (:func:`~pagerace.core.oracles.check_pin`) checks at the pin and at every DMA access that
 the pinned page is still the page mapped at the pinned address.
 
-XX: ``FOLL_LONGTERM`` (migrating device-coherent and movable pages out first) is not
-modelled; device-coherent pinning goes through ``migrate_device_coherent_folio`` instead.
+``FOLL_LONGTERM`` pins (:func:`pin_user_page_longterm`) move a device-coherent page to
+system memory first (``migrate_device_coherent_folio``, -EBUSY when it is pinned).
+XX: movable (ZONE_MOVABLE / CMA) pages are not modelled, so only device-coherent pages
+move for a long-term pin.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ._layout import (
 )
 from .actors import register_op
 from .memory import VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault
+from .migrate_device import migrate_device_coherent_folio
 from .oracles import check_pin, dma_read_check
 
 EFAULT = -14
@@ -56,7 +59,8 @@ MODE_PIN = 0  # pin_user_pages (FOLL_PIN, slow path)
 MODE_PIN_FAST = 1  # pin_user_pages_fast (GUP-fast, falling back to the slow path)
 MODE_GET = 2  # get_user_pages (FOLL_GET, slow path)
 MODE_GET_FAST = 3  # get_user_pages_fast (FOLL_GET)
-MODE_NAMES = ("pin", "pin_fast", "get", "get_fast")
+MODE_LONGTERM = 4  # pin_user_pages(FOLL_LONGTERM): device-coherent pages move out first
+MODE_NAMES = ("pin", "pin_fast", "get", "get_fast", "longterm")
 
 
 @dataclass
@@ -220,7 +224,7 @@ def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool
 
     Returns the :class:`PinRecord`, or ``None`` on ``-EFAULT``.
     """
-    pin = mode in (MODE_PIN, MODE_PIN_FAST)
+    pin = mode in (MODE_PIN, MODE_PIN_FAST, MODE_LONGTERM)
     pfn = -1
     if mode in (MODE_PIN_FAST, MODE_GET_FAST):
         pfn = yield from gup_fast(k, a, mm, vpn, write, pin)
@@ -235,6 +239,31 @@ def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool
     pin_table(k).setdefault(a.id, []).append(rec)
     check_pin(k, a, rec, "pin")
     return rec
+
+
+def pin_user_page_longterm(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
+    """``pin_user_pages(FOLL_LONGTERM)`` → ``__gup_longterm_locked()``: a pinned
+    device-coherent page cannot stay pinned for long (the device may need its memory
+    back), so ``check_and_migrate_movable_folios()`` drops the pin, moves the page to
+    system memory with ``migrate_device_coherent_folio()`` (folio locked, one reference
+    held) and pins again. ``-EBUSY`` (another pin holds the page) fails the pin.
+
+    Returns the :class:`PinRecord`, or ``None``.
+    """
+    while True:
+        rec = yield from pin_user_page(k, a, mm, vpn, MODE_LONGTERM, write)
+        if rec is None or not k.is_device_coherent(rec.pfn):
+            return rec
+        pfn = rec.pfn
+        k.get_page(a, pfn, "migrate_longterm_unpinnable_folios:folio_get")
+        unpin_user_page(k, a, rec, dirty=False)
+        yield from k.lock_page(a, pfn, "migrate_device_coherent_folio:folio_lock")
+        r = yield from migrate_device_coherent_folio(k, a, pfn)
+        if r:
+            k.count("longterm_pin_ebusy")
+            return None
+        k.count("longterm_pin_migrated")
+        yield
 
 
 def unpin_user_page(k: Kernel, a: Actor, rec: PinRecord, dirty: bool) -> None:
@@ -252,7 +281,10 @@ def op_pin_dma(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, hold: int, wri
     write, a content check per read), then unpin it."""
     if not 0 <= mode < len(MODE_NAMES):
         raise ValueError(f"pin_dma mode {mode} is not valid; valid: 0..{len(MODE_NAMES) - 1}")
-    rec = yield from pin_user_page(k, a, mm, vpn, mode, bool(write))
+    if mode == MODE_LONGTERM:
+        rec = yield from pin_user_page_longterm(k, a, mm, vpn, bool(write))
+    else:
+        rec = yield from pin_user_page(k, a, mm, vpn, mode, bool(write))
     if rec is None:
         return EFAULT
     for _ in range(hold):
@@ -283,6 +315,7 @@ register_op("pin_dma", op_pin_dma)
 __all__ = [
     "MODE_GET",
     "MODE_GET_FAST",
+    "MODE_LONGTERM",
     "MODE_NAMES",
     "MODE_PIN",
     "MODE_PIN_FAST",
@@ -293,5 +326,6 @@ __all__ = [
     "op_pin_dma",
     "pin_table",
     "pin_user_page",
+    "pin_user_page_longterm",
     "unpin_user_page",
 ]

@@ -54,7 +54,8 @@ register_actor_kind(
     "pinner",
     {"mm": 0, "range": [0, 8], "hot": [], "ops": 4, "hold": 6, "write_ratio": 1.0,
      "modes": ["pin", "pin_fast"], "think": 4},
-    "GUP: pin_user_pages{,_fast} / get_user_pages{,_fast} one page, DMA through it, unpin",
+    "GUP: pin_user_pages{,_fast} / get_user_pages{,_fast} / FOLL_LONGTERM one page, DMA "
+    "through it, unpin",
     _pinner_ops,
 )
 
