@@ -247,7 +247,7 @@ def check_contents(k: Kernel) -> None:
             FailureKind.LOST_WRITE,
             f"mm {m} page {v} last had token {int(shadow[m, v]):#x} written, but its "
             f"entry {where} now holds {int(data[m, v]) if have[m, v] else 'nothing'}"
-            f"{'' if have[m, v] else ''} ({int(lost.sum())} pages lost)",
+            f" ({int(lost.sum())} pages lost)",
             [int(pfns[m, v])] if have[m, v] else [],
             mm=m,
             vpn=v,

@@ -188,7 +188,9 @@ def format_row(schema: CsvSchema, row: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def append_rows(directory: str | os.PathLike[str], schema: CsvSchema, rows: Iterable[Mapping[str, Any]]) -> int:
+def append_rows(
+    directory: str | os.PathLike[str], schema: CsvSchema, rows: Iterable[Mapping[str, Any]]
+) -> int:
     """Append complete rows to ``directory/schema.file`` (writing the header first if the
     file is new). All rows are formatted before the file is touched and written with one
     ``write`` + ``fsync``, so a crash never leaves a half row. Returns rows written."""

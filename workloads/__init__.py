@@ -1,7 +1,9 @@
 """pagerace.workloads: scenario definitions (TOML) and the loader that validates them."""
 
-from . import _kinds_migrate  # noqa: F401  (registers the compactor kind)
-from . import _kinds_mm  # noqa: F401  (registers pinner, forker, unmapper, remapper, reclaimer)
+from . import (
+    _kinds_migrate,  # noqa: F401  (registers the compactor kind)
+    _kinds_mm,  # noqa: F401  (registers pinner, forker, unmapper, remapper, reclaimer)
+)
 from ._schema import (
     ACTOR_KINDS as ACTOR_KINDS,
 )

@@ -111,7 +111,8 @@ class Workload:
 # Actor kinds: each turns its params and a stream into an operation list.
 
 OpList = list[tuple[Any, ...]]
-ACTOR_KINDS: dict[str, tuple[Callable[[Mapping[str, Any], np.random.Generator], OpList], dict[str, Any], str]] = {}
+OpsFn = Callable[[Mapping[str, Any], np.random.Generator], OpList]
+ACTOR_KINDS: dict[str, tuple[OpsFn, dict[str, Any], str]] = {}
 
 
 def actor_kind(name: str, defaults: dict[str, Any], doc: str) -> Callable[..., Any]:
