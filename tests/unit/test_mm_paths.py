@@ -39,6 +39,7 @@ from pagerace.core.gup import (
     op_pin_dma,
     pin_table,
     pin_user_page,
+    pin_user_page_longterm,
     unpin_user_page,
 )
 from pagerace.core.invariants import check_all
@@ -423,3 +424,28 @@ def test_oracle_failure_names_actor_page_and_address() -> None:
     assert fl.actors == (a.name,) and rec.pfn in fl.pages
     assert fl.details["mm"] == 0 and fl.details["vpn"] == 0
     assert "gup:dma" in fl.sites
+
+
+def test_longterm_pin_moves_a_coherent_page_out_and_ebusy_when_pinned() -> None:
+    table = dict(SYS)
+    table["geometry"] = dict(SYS["geometry"], coherent=[0])  # type: ignore[arg-type]
+    table["device"] = [{"id": 0, "coherent": True}]
+    table["mm"] = [{"id": 0, "vmas": [{"start": 0, "end": 8}], "populate": [{"start": 0, "end": 4}]}]
+    m = model(table)
+    k, (a, b, drv, cpu) = m.kernel, m.actors
+    assert _run(k, _dev(k).migrate_to_device(k, drv, 0, 0, 2)) == 0
+    _kind, c0 = _entry(k, 0)
+    _kind, c1 = _entry(k, 1)
+    assert k.is_device_coherent(c0) and k.is_device_coherent(c1)
+    assert _run(k, cpu_access(k, cpu, 0, 0, True)) == ACCESS_OK  # present: no fault
+    rec = _run(k, pin_user_page_longterm(k, a, 0, 0, True))
+    assert rec is not None and not k.is_zone_device(rec.pfn)
+    assert _entry(k, 0) == (PTE_PRESENT, rec.pfn) and k.data(rec.pfn) == k.shadow(0, 0)
+    assert k.events["longterm_pin_migrated"] == 1
+    unpin_user_page(k, a, rec, dirty=True)
+    short = _run(k, pin_user_page(k, b, 0, 1, MODE_PIN, True))
+    assert short.pfn == c1
+    assert _run(k, pin_user_page_longterm(k, a, 0, 1, True)) is None
+    assert k.events["longterm_pin_ebusy"] == 1 and _entry(k, 1) == (PTE_PRESENT, c1)
+    unpin_user_page(k, b, short, dirty=True)
+    check_all(k)
