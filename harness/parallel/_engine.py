@@ -174,6 +174,7 @@ class Controller:
         self.errors: dict[int, str] = {}
         self.sites: dict[int, str] = {}
         self.quiet_checks = 0
+        self._epoch = 0
         self.stats: dict[str, list[int]] = {}
         self.events: dict[str, int] = {}
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -427,7 +428,8 @@ class Controller:
 
     def _quiet_point(self, k: Kernel) -> None:
         """Pause every worker between operations, run the global invariants, resume."""
-        epoch = self._glob(G_PAUSE) + self.quiet_checks + 1
+        self._epoch += 1  # never reused: a skipped quiet point's stale acks cannot count
+        epoch = self._epoch
         self._set_glob(G_PAUSE, epoch)
         limit = time.monotonic() + 1.0
         acked = False
@@ -660,6 +662,7 @@ class Controller:
                     "check_every": limits.check_every,
                 },
                 "stop_reason": self.stop_reason or "all operations done",
+                "interrupted": self.signals.count > 0,
                 "verdict": self.verdict.kind if self.verdict else ("failure" if failure else "clean"),
                 "watchdog_only": watchdog_only,
                 "ops_total": ops_total,
