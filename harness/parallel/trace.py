@@ -22,6 +22,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -172,6 +173,40 @@ class TicketOrder:
         return {"strategy": self.name, "deferred": self.deferred, "past_end": self.past_end}
 
 
+@dataclass(frozen=True)
+class _Replayable:
+    workload: Any
+    variant: str
+    bugs: tuple[str, ...]
+    seed: int
+    schedule: list[int]
+    ops: list[list[tuple[Any, ...]]]
+    failure: Any
+    watchdog_only: bool
+
+
+_WATCHDOG_ONLY = ("dead", "runaway", "stopped")
+
+
+def _replayable(obj: Any) -> _Replayable:
+    """The replay inputs of a parallel ``RunRecord`` or of a loaded failure artifact
+    (``harness/artifacts.py``'s ``Artifact``)."""
+    if hasattr(obj, "result"):
+        failure = obj.result.failure
+        schedule = list(obj.result.schedule)
+        ops = obj.ops
+        wd_only = bool(obj.options.get("watchdog_only"))
+    else:
+        failure = obj.failure
+        schedule = list(obj.schedule)
+        ops = obj.ops
+        wd_only = failure is not None and failure.details.get("verdict") in _WATCHDOG_ONLY
+    return _Replayable(
+        obj.workload, obj.variant, tuple(obj.bugs), int(obj.seed), schedule,
+        [list(o) for o in ops], failure, wd_only,
+    )
+
+
 def replay_ticket_order(record: Any, slack: int = 50_000) -> Any:
     """Run a parallel record's trace on the deterministic engine with :class:`TicketOrder`
     (the same model, operation lists, limits and invariants as ``run_deterministic``).
@@ -184,18 +219,17 @@ def replay_ticket_order(record: Any, slack: int = 50_000) -> Any:
     from ..engine import DeterministicEngine
     from ..runner import build_model, limits_for
 
-    schedule = list(record.result.schedule)
-    ops = record.options.get("replay_ops") or record.ops
-    m = build_model(record.workload, record.variant, record.bugs, record.seed)
-    m.ops = [list(o) for o in ops]
+    rp = record if isinstance(record, _Replayable) else _replayable(record)
+    m = build_model(rp.workload, rp.variant, rp.bugs, rp.seed)
+    m.ops = [list(o) for o in rp.ops]
     programs = [program(m.kernel, a, o) for a, o in zip(m.actors, m.ops)]
     eng = DeterministicEngine(
         m.kernel,
         m.actors,
         programs,
-        TicketOrder(schedule),
-        seed=record.seed,
-        limits=limits_for(record.workload, max_steps=len(schedule) + slack),
+        TicketOrder(rp.schedule),
+        seed=rp.seed,
+        limits=limits_for(rp.workload, max_steps=len(rp.schedule) + slack),
         invariants=check_all,
     )
     return eng.run()
@@ -211,7 +245,8 @@ def replay_parallel_failure(record: Any, slack: int = 50_000) -> tuple[bool, str
     Failures compare by family (``deadlock`` and ``livelock`` are one family, ``hang``).
 
     Args:
-        record: a :class:`~pagerace.harness.runner.RunRecord` of the parallel engine.
+        record: a :class:`~pagerace.harness.runner.RunRecord` of the parallel engine, or
+            a loaded failure artifact of one (``harness.artifacts.load_artifact``).
         slack: steps allowed past the end of the trace (round robin) for the failure to
             show.
 
@@ -220,14 +255,15 @@ def replay_parallel_failure(record: Any, slack: int = 50_000) -> tuple[bool, str
     """
     from ..runner import run_deterministic
 
-    failure = record.result.failure
+    rp = _replayable(record)
+    failure = rp.failure
     if failure is None:
         return False, "the parallel run did not fail: nothing to reproduce"
-    if record.options.get("watchdog_only"):
+    if rp.watchdog_only:
         return False, f"{failure.kind.value}: a harness verdict, not a kernel-model failure"
-    schedule = list(record.result.schedule)
+    schedule = rp.schedule
     want = failure.kind.family
-    res = replay_ticket_order(record, slack)
+    res = replay_ticket_order(rp, slack)
     got = res.failure
     if got is not None and got.kind.family == want:
         return True, (
@@ -235,15 +271,14 @@ def replay_parallel_failure(record: Any, slack: int = 50_000) -> tuple[bool, str
             f"({res.scheduler['deferred']} of {len(schedule)} recorded steps deferred)"
         )
     first = f"ticket order: {got.kind.value if got else res.outcome}"
-    ops = record.options.get("replay_ops") or record.ops
     rr = run_deterministic(
-        record.workload,
-        variant=record.variant,
-        bugs=record.bugs,
-        seed=record.seed,
+        rp.workload,
+        variant=rp.variant,
+        bugs=rp.bugs,
+        seed=rp.seed,
         schedule=schedule,
         strict=False,
-        ops_override=ops,
+        ops_override=rp.ops,
         max_steps=len(schedule) + slack,
     )
     got = rr.result.failure
