@@ -21,6 +21,7 @@ from ..core._state import State
 from ..core.actors import program
 from ..core.bugs import CATALOG
 from ..core.dmirror import Dmirror
+from ..core.faults import validate_faults
 from ..core.invariants import check_all
 from ..core.mm_ops import install_mm
 from ..core.variants import VARIANTS
@@ -109,6 +110,7 @@ def build_model(
 ) -> Model:
     """State, kernel, devices and actors of one run (shared by both engines)."""
     s = state if state is not None else build_state(w)
+    validate_faults(tuple(faults) + tuple(w.faults))
     k = Kernel(s, variant=variant, bugs=bugs, faults=tuple(faults) + tuple(w.faults))
     install_mm(k)  # GUP, fork, zap, mremap, reclaim ops; their oracles and swap-in
     for d in sorted(w.devices, key=lambda d: d.id):
