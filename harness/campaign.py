@@ -541,6 +541,7 @@ class Backend(Protocol):
     jobs: int
 
     def submit(self, t: Task) -> Any: ...
+    def cancel(self, f: Any) -> bool: ...
     def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]: ...
     def result(self, f: Any) -> list[UnitResult]: ...
     def close(self, cancel: bool) -> None: ...
@@ -559,6 +560,9 @@ class InlineBackend:
 
     def submit(self, t: Task) -> _Done:
         return _Done(run_task(t))
+
+    def cancel(self, f: _Done) -> bool:
+        return False
 
     def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
         return list(futures)
@@ -583,6 +587,9 @@ class PoolBackend:
 
     def submit(self, t: Task) -> Future[list[UnitResult]]:
         return self.pool.submit(run_task, t)
+
+    def cancel(self, f: Future[list[UnitResult]]) -> bool:
+        return f.cancel()
 
     def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
         done, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -747,7 +754,7 @@ class CampaignResult:
 def _chunk_for(plan: Plan, n_units: int, jobs: int) -> int:
     if plan.chunk > 0:
         return plan.chunk
-    return max(1, min(16, n_units // max(1, jobs * 16)))
+    return max(1, min(8, n_units // max(1, jobs * 16)))
 
 
 def resolve_workloads(plan: Plan) -> dict[str, Workload]:
@@ -842,7 +849,11 @@ def run_campaign(
         except KeyboardInterrupt:
             stopped = "interrupted"
             tasks.clear()
-            # let the units in flight finish and keep them; a second Ctrl-C abandons them
+            # tasks queued but not started are cancelled; the running ones finish and are
+            # kept; a second Ctrl-C abandons them too
+            for f in list(inflight):
+                if backend.cancel(f):
+                    inflight.pop(f)
             try:
                 while inflight:
                     for f in backend.wait(list(inflight), timeout=0.5):

@@ -65,6 +65,12 @@ class DaskBackend:
         # pure=False: the same task submitted twice (a rerun) runs again
         return self.client.submit(run_task, t, pure=False)
 
+    def cancel(self, f: Any) -> bool:
+        if f.status != "pending":
+            return False
+        f.cancel()
+        return True
+
     def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
         try:
             # distributed.wait() would look for a default client; use ours
