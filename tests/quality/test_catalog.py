@@ -13,9 +13,6 @@ The strategy per entry is the one that finds it (``random`` unless said): PCT fo
 livelocks that need an actor to sit still while others spin. Pairs left out, with the
 reason:
 
-- ``check-ignores-pins`` on v5.0: masked in the model and in the kernel it follows: a
-  pinned page that passes the check still fails ``migrate_page_move_mapping()``'s
-  refcount test (seed 002 line 458) and is restored, so no oracle can see it there.
 - ``move-mapping-no-freeze`` on v5.0 and v6: the workload finds nothing yet (reported).
 """
 
@@ -41,13 +38,13 @@ PLAN: dict[tuple[str, str], tuple[str, int, int]] = {
     ("waiter-takes-ref", "v5.0"): ("pct", 3, 120),
     ("waiter-takes-ref", "v6"): ("pct", 3, 120),
     ("no-fault-folio-exception", "v6"): ("random", 3, 5),
+    ("check-ignores-pins", "v5.0"): ("random", 3, 120),
     ("check-ignores-pins", "v6"): ("random", 3, 120),
     ("callback-modifies-src", "hmm-2017"): ("random", 3, 10),
     ("holes-src-zero", "hmm-2017"): ("random", 3, 10),
     ("async-blocking-lock", "v5.0"): ("random", 3, 10),
 }
 LEFT_OUT = {
-    ("check-ignores-pins", "v5.0"): "masked by migrate_page_move_mapping's refcount test",
     ("move-mapping-no-freeze", "v5.0"): "not found by the workload yet",
     ("move-mapping-no-freeze", "v6"): "not found by the workload yet",
 }
