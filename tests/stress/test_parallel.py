@@ -70,7 +70,8 @@ def test_quiet_points_and_ops_budget() -> None:
     assert r.options["stop_reason"] == "all operations done"
 
 
-def test_sigint_to_the_parent_ends_the_run_with_a_verdict() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_parent_ends_the_run_with_a_verdict(sig: signal.Signals) -> None:
     code = (
         "import json\n"
         "from pagerace.workloads import load_workload\n"
@@ -91,7 +92,7 @@ def test_sigint_to_the_parent_ends_the_run_with_a_verdict() -> None:
         assert p.stdout.readline().strip() == "RUNNING"
         assert _leftovers(p.pid)[0], "the run's segment exists while it runs"
         t0 = time.monotonic()
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=20)
         took = time.monotonic() - t0
     finally:
@@ -99,7 +100,7 @@ def test_sigint_to_the_parent_ends_the_run_with_a_verdict() -> None:
             p.kill()
             p.wait()
     assert p.returncode == 0, err
-    assert "VERDICT clean interrupted (SIGINT)" in out
+    assert f"VERDICT clean interrupted ({sig.name})" in out
     assert took < 10
     assert _leftovers(p.pid) == ([], [])
 
