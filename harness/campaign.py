@@ -441,20 +441,22 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
     failure = rec.result.failure
     reproduced = ""
     shrunk_steps = -1
+    art_rec = rec  # the run the artifact holds: the shrunk one when shrinking
     if failure is not None:
         res.kind = failure.kind.value
         if t.replay and t.engine == "deterministic":
             reproduced = "yes" if _replays(w, t, seed, rec) else "no"
-        if t.shrink:
-            rec, shrunk_steps = _shrink(rec)
+        if t.shrink and t.engine == "deterministic":
+            art_rec, shrunk_steps = _shrink(rec)
     run_id = output.run_id(rec)
     rel = f"artifacts/{run_id}.json" if failure is not None else ""
+    # rows describe the run as it ran; only the artifact is shrunk
     res.rows = output.rows_for(rec, run_id, rel, campaign=t.campaign)
     for row in res.rows.get(FAILURES.file, ()):
         row["reproduced"] = reproduced
         row["shrunk_steps"] = shrunk_steps
     if failure is not None:
-        res.artifact = (rel, artifact_json(rec, run_id))
+        res.artifact = (rel, artifact_json(art_rec, run_id))
     return res
 
 
@@ -479,13 +481,19 @@ def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
     return f is not None and same_failure(f, rec.result.failure)
 
 
+SHRINK_BUDGET_S = 5.0  # per failure: a campaign finds many, each gets a short shrink
+
+
 def _shrink(rec: Any) -> tuple[Any, int]:
+    """(shrunk record, its steps); the record unchanged and -1 without a shrinker."""
     try:
-        from .shrink import shrink_record  # type: ignore[attr-defined,unused-ignore]
+        from .shrink import shrink_record
     except ImportError:
         return rec, -1
-    small = shrink_record(rec)
+    small = shrink_record(rec, budget_s=SHRINK_BUDGET_S)
     small = getattr(small, "record", small)
+    if small.result.failure is None:  # pragma: no cover - the shrinker keeps the failure
+        return rec, -1
     return small, int(small.result.steps)
 
 

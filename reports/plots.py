@@ -83,16 +83,19 @@ def failure_rate_figure(ds: Dataset, path: Path) -> Path:
     ]
     x = np.arange(len(r))
     rate = r["rate"].to_numpy() * 100
-    err = np.vstack([rate - r["ci_lo"].to_numpy() * 100, r["ci_hi"].to_numpy() * 100 - rate])
+    # clip: at 0 % the Wilson bound can sit a rounding error above the rate
+    err = np.vstack([rate - r["ci_lo"].to_numpy() * 100, r["ci_hi"].to_numpy() * 100 - rate]).clip(min=0)
     variants = sorted(r["variant"].unique())
     colors = plt.get_cmap("tab10")
     col = [colors(variants.index(v) % 10) for v in r["variant"]]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(r) + 2), 4))
     ax.bar(x, rate, color=col, yerr=err, capsize=3, ecolor="#333333")
+    hi = r["ci_hi"].to_numpy() * 100
+    top = min(110.0, float(hi.max()) * 1.15 + 4)
     for xi, (k, n) in enumerate(zip(r["failed"], r["runs"])):
-        ax.text(xi, min(rate[xi] + 3, 103), f"{k}/{n}", ha="center", fontsize=7)
+        ax.text(xi, hi[xi] + top * 0.015, f"{k}/{n}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylim(0, 110)
+    ax.set_ylim(0, top)
     ax.set_ylabel("failed runs (%)")
     ax.set_title(title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(variants))]

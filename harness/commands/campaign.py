@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cluster", metavar="tcp://HOST:PORT", help="run on this Dask scheduler instead of local cores"
     )
+    p.add_argument(
+        "--duration", metavar="TIME", help="per-run duration on the parallel engine (default: 2s)"
+    )
     p.add_argument("--max-steps", type=int, metavar="N", help="step budget per run (default: the workload's)")
     p.add_argument(
         "--livelock-steps", type=int, metavar="N", help="livelock budget per run (default: the workload's)"
@@ -95,6 +98,7 @@ def _values(args: argparse.Namespace) -> dict[str, Any]:
         "budget": args.budget,
         "jobs": args.jobs,
         "cluster": args.cluster,
+        "duration": args.duration,
         "max_steps": args.max_steps,
         "livelock_steps": args.livelock_steps,
         "replay": False if args.no_replay else None,
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     v = _values(args)
     if v.get("shrink"):
         try:
-            from ..shrink import shrink_record  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
+            from ..shrink import shrink_record  # noqa: F401
         except ImportError:
             raise InvalidOption("--shrink: this build has no shrinker (harness/shrink.py)") from None
     plan = c.make_plan(v)
