@@ -97,6 +97,59 @@ def targets_table(figs: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The JSON document as markdown tables (for docs/PERFORMANCE.md)."""
+    from .time_to_find import table as ttf_table
+
+    m = doc["machine"]
+    lines = [
+        f"Run of {doc['date']}{' (quick)' if doc['quick'] else ''}: {m['cpu_model']}, "
+        f"{m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, pagerace {m['pagerace']}; "
+        f"1-minute load average {m['loadavg_1m_at_start']} at the start and "
+        f"{m.get('loadavg_1m_at_end')} at the end; {doc['duration_s']} s in all.",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+    ]
+    figs = [_figure(d) for d in doc["figures"]]
+    for f in figs:
+        if f.target is not None:
+            lines.append(f"| {f.target.text} | {fmt_value(f)} {f.unit} | {verdict(f) or '-'} |")
+    for bench, info in doc["benchmarks"].items():
+        lines += ["", f"### {bench} ({info['seconds']} s)", ""]
+        mine = [f for f in figs if _bench_of(f.name) == bench]
+        if bench == "time_to_find":
+            lines += ["```", ttf_table(mine), "```", ""]
+            mine = [f for f in mine if f.target is not None]
+        if not mine:
+            continue
+        lines += ["| figure | value | unit | how | note |", "|---|---|---|---|---|"]
+        for f in mine:
+            note = (f.note + (f"; target: {verdict(f)}" if f.target else "")).strip("; ")
+            lines.append(f"| {f.label} | {fmt_value(f)} | {f.unit} | {f.how} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+_PREFIX = {"memory": "memory", "engine": "engine_speed", "parallel": "parallel_scaling",
+           "atomics": "parallel_scaling", "campaign": "campaign_throughput",
+           "ttf": "time_to_find", "naive": "naive_baseline"}
+
+
+def _bench_of(name: str) -> str:
+    return _PREFIX.get(name.split(".", 1)[0], "")
+
+
+def _figure(d: dict[str, Any]) -> Figure:
+    from ._machine import Target
+
+    t = d.get("target")
+    return Figure(
+        d["name"], d["label"], d["value"], d["unit"], how=d.get("how", ""), note=d.get("note", ""),
+        target=Target(t["op"], t["threshold"], t["text"]) if t else None,
+        extra=d.get("extra", {}), lower_bound=d.get("lower_bound", False),
+    )
+
+
 def run(
     quick: bool = False,
     only: Sequence[str] = (),
@@ -182,8 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                    + ", ".join(b[0] for b in BENCHMARKS))
     p.add_argument("--profile", metavar="SECONDS", type=float, nargs="?", const=5.0, default=None,
                    help="print a cProfile summary of the deterministic engine on default and exit")
+    p.add_argument("--markdown", metavar="FILE",
+                   help="also write the tables as markdown (or, with --from, only that)")
+    p.add_argument("--from", dest="from_json", metavar="JSON",
+                   help="with --markdown: render a JSON file of an earlier run, run nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
     args = p.parse_args(argv)
+    if args.from_json:
+        if not args.markdown:
+            p.error("--from needs --markdown FILE")
+        with open(args.from_json, encoding="utf-8") as f:
+            old = json.load(f)
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(markdown(old))
+        print(f"wrote {args.markdown}")
+        return 0
     if args.profile is not None:
         from .engine_speed import profile
 
@@ -199,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(doc, f, indent=1)
             f.write("\n")
         print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(markdown(doc))
+        print(f"wrote {args.markdown}")
     return 3 if any(b["error"] for b in doc["benchmarks"].values()) else 0
 
 

@@ -189,7 +189,8 @@ def run(
         t_cell = time.perf_counter()
         hunts: list[Hunt] = []
         for b in range(n_hunts):
-            if cap.over() or (b and time.perf_counter() - t_cell + budget > share):
+            spent = time.perf_counter() - t_cell
+            if cap.over() or (b and spent + spent / b > share):
                 break
             hunts.append(naive_hunt(e, b + 1, budget, stall))
             if len(hunts) >= 2 and not any(h.found for h in hunts):

@@ -384,12 +384,15 @@ def run(quick: bool = False, log: Log = quiet, time_cap: float | None = None) ->
     for i, (e, (key, label, hunter, _why)) in enumerate(cells):
         assert hunter is not None
         hunts: list[Hunt] = []
-        # An even share of what is left, but at least one hunt per cell.
+        # The default strategy's cells (the target) get all their hunts while the cap
+        # lasts; the others an even share of what is left, and at least one hunt: no new
+        # hunt starts when one more of the mean length so far would overrun the share.
         share = cap.left() / max(1, len(cells) - i)
         t_cell = time.perf_counter()
         log(f"time to find: {e.name} / {label}")
         for b in range(n_hunts):
-            if cap.over() or (b and time.perf_counter() - t_cell + budget > share):
+            spent = time.perf_counter() - t_cell
+            if cap.over() or (b and key != dflt_key and spent + spent / b > share):
                 break
             try:
                 hunts.append(hunter(e, b + 1, budget))
