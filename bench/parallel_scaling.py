@@ -16,6 +16,7 @@ loop overhead included in both.
 from __future__ import annotations
 
 import importlib
+import os
 
 from ._machine import Figure, Log, Target, median, quiet, unavailable
 
@@ -48,6 +49,8 @@ def _scaling(quick: bool, log: Log) -> list[Figure]:
     repeats = 1 if quick else 3
     rates: dict[int, list[float]] = {n: [] for n in WORKERS}
     early: dict[int, list[float]] = {n: [] for n in WORKERS}
+    cpu_workers: dict[int, list[float]] = {n: [] for n in WORKERS}
+    cpu_parent: dict[int, list[float]] = {n: [] for n in WORKERS}
     # Interleaved rounds, so drift in the machine's speed hits every worker count alike.
     # A run an oracle stops early measures mostly start-up: up to 3x the runs are tried
     # to get ``repeats`` that ran their whole duration.
@@ -57,11 +60,19 @@ def _scaling(quick: bool, log: Log) -> list[Figure]:
             break
         for n in need:
             log(f"parallel scaling: {n} workers, seed {seed}")
+            t0 = os.times()
             rec = run_parallel(w, seed=seed, workers=n, duration=duration)
+            t1 = os.times()
             ops = sum(a.progress for a in rec.actors)
             el = rec.result.elapsed
             if el > 0:
                 (rates if rec.result.failure is None else early)[n].append(ops / el)
+                if rec.result.failure is None:
+                    wall = max(t1.elapsed - t0.elapsed, 1e-9)
+                    cpu_workers[n].append(
+                        (t1.children_user + t1.children_system - t0.children_user
+                         - t0.children_system) / wall)
+                    cpu_parent[n].append((t1.user + t1.system - t0.user - t0.system) / wall)
     failed = {n: len(early[n]) for n in WORKERS}
     actors = w.n_actors()
     figs = []
@@ -91,6 +102,27 @@ def _scaling(quick: bool, log: Log) -> list[Figure]:
                 note="; ".join(note),
             )
         )
+    for n in WORKERS:
+        if cpu_workers[n]:
+            figs.append(
+                Figure(
+                    f"parallel.workers{n}.worker_cores",
+                    f"CPU the {n} worker{'s' if n > 1 else ''} got (cores)",
+                    median(cpu_workers[n]),
+                    "cores",
+                    how="reaped children's user+system CPU seconds / wall seconds of run_parallel "
+                    "(os.times), median over the clean runs",
+                )
+            )
+            figs.append(
+                Figure(
+                    f"parallel.workers{n}.parent_cores",
+                    f"CPU the parent (watchdog) used with {n} worker{'s' if n > 1 else ''} (cores)",
+                    median(cpu_parent[n]),
+                    "cores",
+                    how="this process's user+system CPU seconds / wall seconds of run_parallel",
+                )
+            )
     m1, m2 = med[1], med[2]
     figs.append(
         Figure(
