@@ -152,6 +152,22 @@ def profile(seconds: float = 5.0, top: int = 25, workload: str = "default") -> s
     prof.disable()
     out = io.StringIO()
     out.write(f"# cProfile of {seed} runs of {workload} ({steps:,} preemption points)\n\n")
+    st = pstats.Stats(prof)
+    total = st.total_tt  # type: ignore[attr-defined]
+    calls = sum(v[1] for v in st.stats.values())  # type: ignore[attr-defined]
+    by_file: dict[str, float] = {}
+    for (path, _line, _fn), (_cc, _nc, tt, _ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        name = path.rsplit("/", 2)
+        key = "/".join(name[-2:]) if len(name) > 1 else path
+        if key == "~":
+            key = "built-ins (C: words ops, numpy, dict, list)"
+        by_file[key] = by_file.get(key, 0.0) + tt
+    out.write(f"{calls:,} function calls: {calls / max(steps, 1):.1f} per preemption point; "
+              f"{total / max(steps, 1) * 1e6:.2f} µs per point under the profiler\n\n")
+    out.write("## own time by file\n")
+    for key, tt in sorted(by_file.items(), key=lambda kv: -kv[1])[:15]:
+        out.write(f"  {tt / total * 100:5.1f}%  {tt:7.3f} s  {key}\n")
+    out.write("\n")
     for key, title in (("cumulative", "by cumulative time"), ("tottime", "by total (own) time")):
         out.write(f"## top {top} {title}\n")
         st = pstats.Stats(prof, stream=out)
