@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ...workloads import load_workload
@@ -23,10 +24,36 @@ EXAMPLES = [
         "find the AB-BA deadlock of blocking prepare and print its shrunk step list (exit 1)",
     ),
     ("pagerace hunt opposite-order --variant v5.0 --budget 200-runs", "v5.0 backs off: exit 0"),
-    ("pagerace hunt fault-storm --bug fault-ref-no-trylock --budget 30s --strategy pct", "PCT"),
+    (
+        "pagerace hunt fault-storm --bug fault-ref-no-trylock --budget 30s --strategy pct",
+        "PCT (depth 3) finds the fault livelock that a random walk misses",
+    ),
     ("pagerace hunt holes --variant hmm-2017 --bug holes-src-zero --strategy exhaustive",
      "bounded exhaustive search (preemption bound 2)"),
 ]
+
+
+def _at_least(name: str, lo: int) -> Callable[[str], int]:
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
+        return v
+
+    return conv
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"the time must be more than zero, not {text}")
+    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,11 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="random",
                    help="random, pct or exhaustive (default: random)")
-    p.add_argument("--pct-depth", type=int, default=3, metavar="D", help="PCT depth (default 3)")
-    p.add_argument("--preemptions", type=int, default=2, metavar="K",
+    p.add_argument("--pct-depth", type=_at_least("--pct-depth", 1), default=3, metavar="D",
+                   help="PCT depth (default 3)")
+    p.add_argument("--preemptions", type=_at_least("--preemptions", 0), default=2, metavar="K",
                    help="preemption bound of the exhaustive search (default 2)")
-    p.add_argument("--seed", type=int, default=0, metavar="BASE", help="first seed (default 0)")
-    p.add_argument("--shrink-time", type=float, default=10.0, metavar="S",
+    p.add_argument("--seed", type=_at_least("--seed", 0), default=0, metavar="BASE",
+                   help="first seed (default 0)")
+    p.add_argument("--shrink-time", type=_seconds, default=10.0, metavar="S",
                    help="time budget of the shrinker in seconds (default 10)")
     p.add_argument("--no-shrink", action="store_true", help="keep the failing run as found")
     p.add_argument("--out", default="pagerace-out", metavar="DIR",
