@@ -55,3 +55,36 @@ def test_step_list_reads_as_the_ab_ba_interleaving():
     assert "held by driver0" in text and "held by driver1" in text
     assert lines[-1].lstrip().startswith("=> deadlock")
     assert len(lines) <= 8
+
+
+def test_cli_hunt_shrink_replay_round_trip(tmp_path, capsys):
+    import csv
+    import json
+
+    from pagerace.harness import cli
+
+    out = tmp_path / "out"
+    rc = cli.main(
+        ["hunt", "opposite-order", "--variant", "hmm-2017", "--budget", "40-runs",
+         "--shrink-time", "3", "--out", str(out)]
+    )
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "found after" in text and "waits on page:" in text and "driver1" in text
+    (art,) = sorted((out / "artifacts").glob("*.json"))
+    with (out / "failures.csv").open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["kind"] == "deadlock" and int(row["shrunk_steps"]) > 0
+    with (out / "runs.csv").open(newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) >= 1 and runs[-1]["outcome"] == "failed"
+    assert json.loads(art.read_text())["failure"]["kind"] == "deadlock"
+    assert cli.main(["replay", str(art)]) == 1
+    small = tmp_path / "small.json"
+    assert cli.main(["shrink", str(art), "-o", str(small), "--time", "2"]) == 1
+    assert cli.main(["replay", str(small)]) == 1
+    capsys.readouterr()
+    assert cli.main(["hunt", "opposite-order", "--variant", "v6", "--budget", "10",
+                     "--out", str(out)]) == 0
+    assert "nothing found in 10 runs" in capsys.readouterr().out
+    assert cli.main(["hunt", "opposite-order", "--budget", "soon"]) == 2
