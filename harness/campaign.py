@@ -197,9 +197,9 @@ class Plan:
             raise InvalidOption(f"jobs {self.jobs}: must be at least 1")
         if not self.workloads or not self.variants or not self.seeds:
             raise InvalidOption("a campaign needs at least one workload, one variant and one seed")
-        for n, v in (("max_steps", self.max_steps), ("livelock_steps", self.livelock_steps)):
-            if v is not None and v < 1:
-                raise InvalidOption(f"{n} {v}: must be at least 1")
+        for name, lim in (("max_steps", self.max_steps), ("livelock_steps", self.livelock_steps)):
+            if lim is not None and lim < 1:
+                raise InvalidOption(f"{name} {lim}: must be at least 1")
 
 
 PLAN_KEYS = {
@@ -490,8 +490,7 @@ def _shrink(rec: Any) -> tuple[Any, int]:
         from .shrink import shrink_record
     except ImportError:
         return rec, -1
-    small = shrink_record(rec, budget_s=SHRINK_BUDGET_S)
-    small = getattr(small, "record", small)
+    small = shrink_record(rec, budget_s=SHRINK_BUDGET_S).record
     if small.result.failure is None:  # pragma: no cover - the shrinker keeps the failure
         return rec, -1
     return small, int(small.result.steps)
@@ -517,7 +516,7 @@ def check_parallel_engine() -> Callable[..., Any]:
             "--engine parallel: the parallel engine is not available in this build; "
             "use --engine deterministic"
         )
-    return fn  # type: ignore[no-any-return]
+    return fn  # type: ignore[no-any-return,unused-ignore]
 
 
 def run_task(t: Task) -> list[UnitResult]:
