@@ -4,7 +4,8 @@ on the same seeds with the toggle off.
 For each (entry, variant) below: hunt on the entry's workload with the toggle on (or,
 for an intrinsic entry, on its variant) within a fixed budget of seeds; the first
 failure must be one of the entry's oracle kinds, and the seeds it took are recorded
-(``record_property("seeds_to_find", n)``, in the JUnit XML). Then the same seeds, the
+(as the test's user properties ``seeds_to_find``, ``strategy`` and ``shrunk_steps``:
+``pytest --junitxml`` with ``junit_family=xunit1`` writes them out). Then the same seeds, the
 same strategy, with the toggle off (for ``hmm-2017-blocking-prepare``: on v5.0 and on
 v6) must find nothing. Finally the found run is shrunk, written as an artifact, loaded
 back and replayed: it must fail the same way.
@@ -65,7 +66,7 @@ def _off_variants(entry: str, variant: str) -> list[tuple[str, tuple[str, ...]]]
 
 @pytest.mark.quality
 @pytest.mark.parametrize("entry,variant", sorted(PLAN), ids=lambda x: str(x))
-def test_entry_found_by_its_oracle_and_silent_without(entry, variant, tmp_path, record_property):
+def test_entry_found_by_its_oracle_and_silent_without(entry, variant, tmp_path, request):
     e = CATALOG[entry]
     if not (WORKLOADS / f"{e.workload}.toml").exists():
         pytest.skip(f"workload {e.workload!r} does not exist yet (helper E adds it)")
@@ -79,8 +80,9 @@ def test_entry_found_by_its_oracle_and_silent_without(entry, variant, tmp_path, 
     assert res.found is not None, f"{entry} on {variant}: nothing in {n} {strategy} seeds"
     kind = res.found.result.failure.kind.value
     assert kind in e.oracle, f"{entry}: found {kind}, expected one of {e.oracle}"
-    record_property("seeds_to_find", res.runs)
-    record_property("strategy", strategy)
+    props = request.node.user_properties
+    props.append(("seeds_to_find", res.runs))
+    props.append(("strategy", strategy))
 
     for off_variant, off_bugs in _off_variants(entry, variant):
         for seed in range(n):
@@ -96,4 +98,4 @@ def test_entry_found_by_its_oracle_and_silent_without(entry, variant, tmp_path, 
     path = write_artifact(tmp_path / "shrunk.json", small)
     _rec, reproduced, why = replay(load_artifact(path))
     assert reproduced, why
-    record_property("shrunk_steps", small.result.steps)
+    props.append(("shrunk_steps", small.result.steps))
