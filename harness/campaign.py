@@ -783,6 +783,7 @@ def run_campaign(
     backend: Backend | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     limit_units: int | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> CampaignResult:
     """Run (or resume) ``plan`` into ``out``.
 
@@ -795,6 +796,7 @@ def run_campaign(
             ``KeyboardInterrupt`` raised from it (or anywhere in the loop) stops the
             campaign the way Ctrl-C does.
         limit_units: run at most this many of the remaining units (tests, dry slices).
+        on_start: called once with (units to run, units already done) before any runs.
 
     Raises:
         BadInput: a file in ``out`` with another schema; bad plan values.
@@ -819,6 +821,8 @@ def run_campaign(
     # tasks submitted ahead, so no worker idles while the parent commits
     depth = getattr(backend, "depth", 2 * backend.jobs)
     prog = Progress(total=len(todo))
+    if on_start is not None:
+        on_start(len(todo), already)
     inflight: dict[Any, Task] = {}
     stopped = ""
     errors: list[UnitResult] = []

@@ -155,17 +155,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(str(v["out"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "campaign.json").write_text(c.plan_json(plan) + "\n")
-    # the bar's total is only known after the directory was read; make it lazily
+    # the bar's total is known once the directory was read (done units are skipped)
     state: dict[str, Any] = {}
     show = not args.quiet and sys.stderr.isatty()
 
+    def start(total: int, already: int) -> None:
+        state["bar"] = _Bar(total, show)
+
     def progress(p: Any) -> None:
-        if "bar" not in state:
-            state["bar"] = _Bar(p.total, show)
         state["bar"](p)
 
     try:
-        res = c.run_campaign(plan, out, backend=backend, on_progress=progress)
+        res = c.run_campaign(plan, out, backend=backend, on_progress=progress, on_start=start)
     finally:
         if "bar" in state:
             state["bar"].close()

@@ -23,7 +23,7 @@ from pagerace.harness import campaign as c
 
 pytestmark = pytest.mark.stress
 
-SMALL = dict(max_steps=3000, livelock_steps=400)
+SMALL = dict(max_steps=20000, livelock_steps=400)
 
 
 def plan(**kw: object) -> c.Plan:

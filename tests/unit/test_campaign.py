@@ -17,7 +17,7 @@ from pagerace.harness import campaign as c
 from pagerace.harness.cli import main
 from pagerace.reports.schema import SCHEMAS
 
-SMALL = dict(max_steps=3000, livelock_steps=400)
+SMALL = dict(max_steps=20000, livelock_steps=400)
 
 
 def plan(**kw: object) -> c.Plan:
@@ -225,7 +225,8 @@ def test_summary_table(tmp_path: Path) -> None:
 
 
 def test_cli_exit_codes_and_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    clean = ["campaign", "--workloads", "fault-storm", "--seeds", "1-3", "--jobs", "1", "--max-steps", "3000"]
+    clean = ["campaign", "--workloads", "fault-storm", "--seeds", "1-3", "--jobs", "1"]
+    clean += ["--max-steps", "20000"]
     assert main([*clean, "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "fault-storm" in out and "failures by kind" in out
@@ -237,7 +238,7 @@ def test_cli_exit_codes_and_plan_file(tmp_path: Path, capsys: pytest.CaptureFixt
     toml = tmp_path / "nightly.toml"
     toml.write_text(
         'name = "nightly"\nout = "night"\nworkloads = ["fault-storm"]\nvariants = ["v6"]\n'
-        'seeds = "1-4"\nbugs = [[], ["no-fault-folio-exception"]]\njobs = 1\nmax_steps = 3000\n'
+        'seeds = "1-4"\nbugs = [[], ["no-fault-folio-exception"]]\njobs = 1\nmax_steps = 20000\n'
         'livelock_steps = 400\nbudget = "10m"\n'
     )
     assert main(["campaign", "--plan", str(toml), "--quiet"]) == 1

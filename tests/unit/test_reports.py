@@ -29,7 +29,7 @@ def _campaign(out: Path, bugs: str, seeds: str = "1-8") -> Path:
             variants="v6",
             seeds=seeds,
             bugs=bugs,
-            max_steps=3000,
+            max_steps=20000,
             livelock_steps=400,
         )
     )
