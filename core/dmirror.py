@@ -48,16 +48,29 @@ class Dmirror:
         coherent: DEVICE_COHERENT memory instead of DEVICE_PRIVATE.
         fail_alloc: make every n-th allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC``).
         fault_range: pages migrated back around a faulting page (1: just the page).
+        fault_work: preemption points of driver work in ``migrate_to_ram`` before it
+            calls ``migrate_vma_setup`` (range lookups, locks, DMA setup in a real GPU
+            driver such as Xe), during which the fault path holds its reference.
+        copy_work: preemption points each page copy takes (the DMA), during which the
+            source is unmapped behind migration entries and CPUs pile up on them.
     """
 
     def __init__(
-        self, dev: int, coherent: bool = False, fail_alloc: int = 0, fault_range: int = 1
+        self,
+        dev: int,
+        coherent: bool = False,
+        fail_alloc: int = 0,
+        fault_range: int = 1,
+        fault_work: int = 0,
+        copy_work: int = 0,
     ) -> None:
         self.dev = dev
         self.zone = 1 + dev
         self.coherent = coherent
         self.fail_alloc = fail_alloc
         self.fault_range = max(1, fault_range)
+        self.fault_work = max(0, fault_work)
+        self.copy_work = max(0, copy_work)
         self.allocs = 0
         self.freed = 0
 
@@ -77,6 +90,11 @@ class Dmirror:
             return False
         self.copies = getattr(self, "copies", 0) + 1
         return self.copies % every == 0
+
+    def _dma(self, k: Kernel) -> Path:
+        """The copy engine's time for one page (``copy_work`` preemption points)."""
+        for _ in range(self.copy_work):
+            yield
 
     def folio_free(self, k: Kernel, a: Actor, pfn: int) -> None:
         """``dmirror_devmem_free()``: the page goes back to the device's free list."""
@@ -109,6 +127,7 @@ class Dmirror:
             if spage >= 0:
                 k.touch(a, spage, "dmirror_migrate_alloc_and_copy:copy")
                 k.set_data(dpage, k.data(spage))
+                yield from self._dma(k)
             m.dst[i] = migrate_pfn(dpage)
             if spfn & MIGRATE_PFN_WRITE or (spage < 0 and write_vma):
                 m.dst[i] |= MIGRATE_PFN_WRITE
@@ -161,6 +180,7 @@ class Dmirror:
                 ret = VM_FAULT_SIGBUS
                 continue
             k.set_data(dpage, k.data(spage))
+            yield from self._dma(k)
             m.dst[i] = migrate_pfn(dpage)
             if spfn & MIGRATE_PFN_WRITE:
                 m.dst[i] |= MIGRATE_PFN_WRITE
@@ -200,6 +220,8 @@ class Dmirror:
         passed as ``fault_page`` whenever the fault path holds a reference (6.1+).
         """
         k.touch(a, pfn, "dmirror_devmem_fault:zone_device_data")
+        for _ in range(self.fault_work):
+            yield
         row = k.s.find_vma(mm, vpn)
         if row < 0:
             return VM_FAULT_SIGBUS
@@ -242,6 +264,7 @@ class Dmirror:
             yield from k.lock_page(a, dpage, "dmirror_device_evict_chunk:lock_dst")
             k.touch(a, spage, "dmirror_device_evict_chunk:copy")
             k.set_data(dpage, k.data(spage))
+            yield from self._dma(k)
             dst[i] = migrate_pfn(dpage)
             yield
         yield from migrate_device_pages(k, a, src, dst, "evict")

@@ -78,6 +78,7 @@ class RunResult:
     scheduler: dict[str, Any]
     preemptions: int = 0
     quiet_checks: int = 0
+    fair_turns: int = 0  # turns the livelock oracle gave to actors a scheduler starved
     trace: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
@@ -155,6 +156,9 @@ class DeterministicEngine:
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
+        fair_until = -1  # steps before this run under a fair round robin
+        fair_given: dict[int, int] = {}  # actor -> its progress count at its fair window
+        fair_turns = 0
         blocked: dict[int, Block] = {}
         self._blocked = blocked  # the deadlock report names where each waiter waits
         load = k.words.load
@@ -186,7 +190,14 @@ class DeterministicEngine:
                         break
                 else:
                     runnable = live
-                if inline_random:
+                if step < fair_until:
+                    fair_turns += 1
+                    aid = runnable[0]
+                    for b in runnable:
+                        if b > prev:
+                            aid = b
+                            break
+                elif inline_random:
                     n = len(runnable)
                     aid = runnable[int(rnd() * n)] if n > 1 else runnable[0]
                 else:
@@ -224,6 +235,16 @@ class DeterministicEngine:
                     continue
                 a.steps_since_progress += 1
                 if a.steps_since_progress > livelock:
+                    # Only a fair schedule can show a livelock: an actor that spins while
+                    # one it waits for never gets the CPU (PCT's strict priorities do
+                    # that) is starved, not livelocked. On suspicion, run one more window
+                    # under a fair round robin; only an actor that still makes no progress
+                    # through it is livelocked.
+                    if fair_given.get(aid) != a.progress:
+                        fair_given[aid] = a.progress
+                        fair_until = step + livelock
+                        a.steps_since_progress = 0
+                        continue
                     failure = self._livelock(a)
                     break
                 if (
@@ -261,6 +282,7 @@ class DeterministicEngine:
             scheduler=sched.describe(),
             preemptions=preemptions,
             quiet_checks=quiet_checks,
+            fair_turns=fair_turns,
             trace=trace,
         )
 

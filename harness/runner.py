@@ -116,7 +116,14 @@ def build_model(
     for d in sorted(w.devices, key=lambda d: d.id):
         while len(k.devices) < d.id:
             k.devices.append(Dmirror(len(k.devices)))
-        dm = Dmirror(d.id, coherent=d.coherent, fail_alloc=d.fail_alloc, fault_range=d.fault_range)
+        dm = Dmirror(
+            d.id,
+            coherent=d.coherent,
+            fail_alloc=d.fail_alloc,
+            fault_range=d.fault_range,
+            fault_work=d.fault_work,
+            copy_work=d.copy_work,
+        )
         dm.copy_error = d.copy_error  # type: ignore[attr-defined]
         k.devices.append(dm)
     while len(k.devices) < w.geometry.devices:

@@ -43,7 +43,7 @@ TOP_KEYS = {
     "device", "faults", "pct_k",
 }
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
-DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "copy_error"}
+DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class DeviceSpec:
     coherent: bool = False
     fail_alloc: int = 0
     fault_range: int = 1
+    fault_work: int = 0
+    copy_work: int = 0
     copy_error: int = 0
 
 
@@ -357,6 +359,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 coherent=bool(d.get("coherent", False)),
                 fail_alloc=_int(src, "device.fail_alloc", d.get("fail_alloc", 0)),
                 fault_range=_int(src, "device.fault_range", d.get("fault_range", 1), 1, 512),
+                fault_work=_int(src, "device.fault_work", d.get("fault_work", 0), 0, 10_000),
+                copy_work=_int(src, "device.copy_work", d.get("copy_work", 0), 0, 10_000),
                 copy_error=_int(src, "device.copy_error", d.get("copy_error", 0)),
             )
         )
