@@ -59,7 +59,7 @@ CATALOG: dict[str, BugEntry] = {
             "forever: livelock",
             "'mm/migrate: Trylock device page in do_swap_page' (1afaeb8293c9, 6.15)",
             ("livelock",),
-            "fault-storm",
+            "fault-storm-many",
         ),
         BugEntry(
             "waiter-takes-ref",

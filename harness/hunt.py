@@ -20,7 +20,7 @@ from .explore import explore
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
 
-HUNT_STRATEGIES = ("random", "pct", "exhaustive")
+HUNT_STRATEGIES = ("random", "pct", "rr", "exhaustive")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ same strategy, with the toggle off (for ``hmm-2017-blocking-prepare``: on v5.0 a
 v6) must find nothing. Finally the found run is shrunk, written as an artifact, loaded
 back and replayed: it must fail the same way.
 
-The strategy per entry is the one that finds it (``random`` unless said): PCT for the
-livelocks that need an actor to sit still while others spin. Pairs left out, with the
-reason:
+The strategy per entry is the one that finds it (``random`` unless said); round robin
+(``rr``) for the fault storm, whose livelock needs the faulters in lockstep. The
+livelock oracle only reports an actor that makes no progress through a window of fair
+scheduling (the engine's fairness check), so a strategy that merely starves an actor
+cannot fake one. Pairs left out, with the reason:
 
 - ``move-mapping-no-freeze`` on v5.0 and v6: the workload finds nothing yet (reported).
 """
@@ -35,7 +37,7 @@ WORKLOADS = Path(load_workload.__code__.co_filename).parent
 PLAN: dict[tuple[str, str], tuple[str, int, int]] = {
     ("hmm-2017-blocking-prepare", "hmm-2017"): ("random", 3, 40),
     ("fault-without-ref", "v6"): ("random", 3, 80),
-    ("fault-ref-no-trylock", "v6"): ("pct", 3, 120),
+    ("fault-ref-no-trylock", "v6"): ("rr", 3, 5),
     ("waiter-takes-ref", "v5.0"): ("pct", 3, 120),
     ("waiter-takes-ref", "v6"): ("pct", 3, 120),
     ("no-fault-folio-exception", "v6"): ("random", 3, 5),
