@@ -55,6 +55,7 @@ ENGINES = ("deterministic", "parallel")
 KEY_COLUMNS = ("workload", "variant", "bugs", "seed", "strategy", "engine")
 UnitKey = tuple[str, str, str, int, str, str]
 EXIT_INTERRUPTED = 130
+ERROR_STOP = 20  # stop once this many units errored and errors outnumber good units
 
 # --------------------------------------------------------------------------------------
 # parsing: seeds, durations, bug sets, plan files
@@ -749,7 +750,7 @@ class CampaignResult:
     errors: list[UnitResult]
     skips: list[Skip]
     repaired: dict[str, int]
-    stopped: str  # "", "budget" or "interrupted"
+    stopped: str  # "", "budget", "interrupted" or "errors"
     not_run: int  # units left for a rerun
     elapsed: float
 
@@ -826,6 +827,7 @@ def run_campaign(
     inflight: dict[Any, Task] = {}
     stopped = ""
     errors: list[UnitResult] = []
+    stopped_box: list[str] = []  # set from take(): "errors"
     cancel = False
 
     def take(results: list[UnitResult]) -> None:
@@ -841,6 +843,10 @@ def run_campaign(
         prog.last = results
         if on_progress is not None:
             on_progress(prog)
+        if prog.errors >= ERROR_STOP and prog.errors > prog.done and not stopped_box:
+            # most units hit a harness error: the build is broken, stop burning the night
+            stopped_box.append("errors")
+            tasks.clear()
 
     try:
         try:
@@ -884,6 +890,7 @@ def run_campaign(
         if own:
             backend.close(cancel=cancel or bool(inflight))
     ran = prog.done
+    stopped = stopped or (stopped_box[0] if stopped_box else "")
     return CampaignResult(
         out=outp,
         plan=plan,
@@ -1007,6 +1014,11 @@ def describe_result(res: CampaignResult) -> list[str]:
         )
     if res.stopped == "budget":
         lines.append(f"budget reached: {res.not_run} unit(s) not run; rerun the same command to continue")
+    elif res.stopped == "errors":
+        lines.append(
+            f"stopped: more units hit a harness error than ran; {res.not_run} unit(s) not run "
+            "(fix the error above, then rerun the same command)"
+        )
     elif res.stopped == "interrupted":
         lines.append(
             f"interrupted: finished units are saved in {res.out}; {res.not_run} unit(s) not run; "

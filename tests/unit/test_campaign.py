@@ -295,3 +295,34 @@ def test_dask_backend_on_an_in_process_cluster(tmp_path: Path) -> None:
         return {tuple(r[k] for k in c.KEY_COLUMNS): r["fingerprint"] for r in rows(d / "runs.csv")}
 
     assert fingerprints(tmp_path / "dask") == fingerprints(tmp_path / "local")
+
+
+def test_harness_error_in_a_unit_is_not_recorded_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = c.run_deterministic
+
+    def broken_on_seed_3(w: object, **kw: object) -> object:
+        if kw["seed"] == 3:
+            raise AttributeError("a model bug")
+        return real(w, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(c, "run_deterministic", broken_on_seed_3)
+    res = c.run_campaign(plan(), tmp_path)
+    assert res.ran == 10 and len(res.errors) == 2 and res.stopped == ""
+    assert "AttributeError: a model bug" in res.errors[0].error
+    assert all(k[3] != "3" for k in keys(tmp_path))
+    monkeypatch.setattr(c, "run_deterministic", real)
+    again = c.run_campaign(plan(), tmp_path)
+    assert (again.ran, again.already) == (2, 10)
+
+
+def test_campaign_stops_when_most_units_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(w: object, **kw: object) -> object:
+        raise AttributeError("every unit")
+
+    monkeypatch.setattr(c, "run_deterministic", broken)
+    res = c.run_campaign(plan(seeds="1-20", chunk=1), tmp_path)
+    assert res.stopped == "errors" and len(res.errors) == c.ERROR_STOP and res.ran == 0
+    assert res.not_run == 40
+    assert any("more units hit a harness error than ran" in line for line in c.describe_result(res))
