@@ -219,7 +219,8 @@ class Dmirror:
         ``locked`` says whether the fault path holds the page lock (6.15+); the page is
         passed as ``fault_page`` whenever the fault path holds a reference (6.1+).
         """
-        k.touch(a, pfn, "dmirror_devmem_fault:zone_device_data")
+        if k.variant.fault_reads_page_data:
+            k.touch(a, pfn, "dmirror_devmem_fault:zone_device_data")
         for _ in range(self.fault_work):
             yield
         row = k.s.find_vma(mm, vpn)

@@ -36,6 +36,17 @@ from ._layout import (
     pte_encode,
 )
 
+# The device-private fault entry of do_swap_page() a protocol generation has
+# (Variant.fault_entry, core/variants.py):
+# - before 6.1 (4.14-6.0: hmm-2017, v5.0; v6 with ``fault-without-ref``): the driver's
+#   fault handler runs with neither a reference on nor the lock of the device page;
+# - 6.1-6.14 (v6 with ``fault-ref-no-trylock``): a reference, no lock;
+# - 6.15+ (v6): folio_trylock under the PTL, a reference, wait for the unlock otherwise.
+FAULT_ENTRY_NO_REF = "no_ref"
+FAULT_ENTRY_REF = "ref"
+FAULT_ENTRY_LOCKED = "locked"
+FAULT_ENTRIES = (FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF, FAULT_ENTRY_LOCKED)
+
 # Fault results (include/linux/mm_types.h vm_fault_t), as small ints.
 VM_FAULT_OK = 0
 VM_FAULT_OOM = 1
@@ -284,8 +295,11 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
     call ``pgmap->ops->migrate_to_ram(vmf)`` with the page locked, then unlock and put it.
     When the trylock fails, wait for the unlock and retry the fault.
 
-    Catalog bugs put older protocols back: ``fault-without-ref`` (before 6.1: neither a
-    reference nor the lock) and ``fault-ref-no-trylock`` (6.1-6.14: a reference, no lock).
+    Which entry runs is the variant's (``k.variant.fault_entry``): hmm-2017 and v5.0
+    have the 4.14-6.0 one (``device_private_entry_fault()`` → the pgmap's fault
+    handler, neither a reference nor the lock); on v6 the catalog bugs put the older
+    ones back: ``fault-without-ref`` (before 6.1) and ``fault-ref-no-trylock`` (6.1-6.14:
+    a reference, no lock).
     """
     ptl = k.ptl_word(mm, vpn)
     yield from k.spin_lock(a, ptl, "do_swap_page:ptl")
@@ -294,12 +308,12 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
         return VM_FAULT_OK
     pfn = orig >> PTE_PFN_SHIFT
     dev = k.device_for(pfn)
-    bugs = k.bugs
-    if "fault-without-ref" in bugs:
+    entry = k.variant.fault_entry(k)  # which kernel's device-private fault entry
+    if entry == FAULT_ENTRY_NO_REF:
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
         return (yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False))
-    if "fault-ref-no-trylock" in bugs:
+    if entry == FAULT_ENTRY_REF:
         k.get_page(a, pfn, "do_swap_page:get_page")
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield

@@ -30,10 +30,10 @@ Model adaptations, stated once:
 - seed 004 (patch 12/15) skipped every non-present entry; the same series (HMM 14/15,
   merged together in 4.14) added device-private entries with ``MIGRATE_PFN_DEVICE``. The
   model has them, so the variant can migrate back to system memory at all.
-- the fault entry protocol (``do_swap_page``) is the same in every variant: the fault
-  page is passed locked (``fault_folio``) and collect/prepare do not lock it again. The
-  older fault entries are the catalog toggles ``fault-without-ref`` and
-  ``fault-ref-no-trylock``.
+- the fault entry (``do_swap_page``) is the variant's (``Variant.fault_entry``): here,
+  as in 4.14-6.0, the driver's fault handler runs with neither a reference on nor the
+  lock of the device page, so ``fault_folio`` is -1 and prepare locks the faulting page
+  like any other. (v6's newer entries pass it locked; collect/prepare skip it then.)
 - seed 004's first version could not populate a hole at all (``if (!page || !newpage)
   continue``); 4.14 added ``migrate_vma_insert_page``. The model lets the pages step
   populate an empty entry the driver gave a destination, so what decides whether holes

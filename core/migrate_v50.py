@@ -58,8 +58,9 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_collect_pmd()`` of seed 002 (line 2129): under the page-table lock,
     holes get ``MIGRATE`` (``cpages`` counts them), each selected page a reference, and
     a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``);
-    the single-mapping optimisation of line 2252. The fault page is already locked by
-    the fault handler (``m.fault_folio``, see ``core/migrate_hmm2017.py``)."""
+    the single-mapping optimisation of line 2252. v5.0's fault entry holds neither a
+    reference nor the lock (``V50.fault_entry``), so the faulting page is trylocked
+    like any other (``m.fault_folio`` is -1; it is set only under v6's entries)."""
     s = k.s
     anon = bool(s.vma_flags(m.mm, m.vma) & VM_ANON)
     ppt = k.geo.ptes_per_table

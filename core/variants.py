@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ._kernel import Actor, Kernel, Path
+from .memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF
 from .migrate_device import (
     MigrateVma,
     migrate_vma_check_page,
@@ -61,6 +62,14 @@ class Variant:
     seed: ClassVar[str] = ""
     # Paths this variant has; a workload that needs another is refused with a reason.
     provides: ClassVar[frozenset[str]] = frozenset()
+    # Whether the driver's fault handler reads per-page driver data of the faulting
+    # device page (dmirror_devmem_fault: vmf->page->zone_device_data, a field of 5.3+,
+    # which dmirror_devmem_free reuses as the free-list link), so using a freed page is
+    # a use after free. Before 5.3 the handler reached the driver through page->pgmap
+    # (hmm_devmem_fault: page->pgmap->data), which stays valid for a free page while the
+    # device lives: a fault that raced with the page's migration only finds the entry
+    # changed.
+    fault_reads_page_data: ClassVar[bool] = True
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         raise NotImplementedError
@@ -69,6 +78,16 @@ class Variant:
         raise NotImplementedError
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
+        raise NotImplementedError
+
+    def fault_entry(self, k: Kernel) -> str:
+        """Which device-private fault entry ``do_swap_page()`` has (``core/memory.py``,
+        ``do_swap_page_device``): ``FAULT_ENTRY_NO_REF`` (4.14-6.0: the driver's fault
+        handler runs with neither a reference on nor the lock of the device page),
+        ``FAULT_ENTRY_REF`` (6.1-6.14: a reference, no lock) or ``FAULT_ENTRY_LOCKED``
+        (6.15+: ``folio_trylock`` under the PTL and a reference, else wait for the
+        unlock without one). The driver learns from it whether it gets a ``fault_page``
+        (a reference) and a ``fault_folio`` (the lock)."""
         raise NotImplementedError
 
     def checks_fault_page_locked(self, k: Kernel) -> bool:
@@ -144,10 +163,20 @@ class V6(Variant):
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         return migrate_vma_check_page(k, pfn, fault_page)
 
+    def fault_entry(self, k: Kernel) -> str:
+        # 6.15+ (1afaeb8293c9, seed 000 era): trylock the device page under the PTL. The
+        # catalog puts the older entries back: before 6.1 (CVE-2022-3523 fix) neither a
+        # reference nor the lock, 6.1-6.14 a reference only.
+        if "fault-without-ref" in k.bugs:
+            return FAULT_ENTRY_NO_REF
+        if "fault-ref-no-trylock" in k.bugs:
+            return FAULT_ENTRY_REF
+        return FAULT_ENTRY_LOCKED
+
     def checks_fault_page_locked(self, k: Kernel) -> bool:
         # 1afaeb8293c9 (6.15): fault_page must be locked. The older fault protocols the
         # catalog restores passed it unlocked (or not at all).
-        return not ({"fault-ref-no-trylock", "fault-without-ref"} & k.bugs)
+        return self.fault_entry(k) == FAULT_ENTRY_LOCKED
 
 
 class V50(Variant):
@@ -163,6 +192,14 @@ class V50(Variant):
     # No migrate_device_range (driver eviction arrived in 6.x) and no device-coherent
     # folios; device-public pages are its CPU-addressable device memory.
     provides = frozenset({"migrate_vma", "migrate_to_ram", "device_public"})
+    fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
+
+    def fault_entry(self, k: Kernel) -> str:
+        # v4.20/v5.0 mm/memory.c do_swap_page(): is_device_private_entry() →
+        # device_private_entry_fault() → pgmap->page_fault(), with neither a reference
+        # on nor the lock of the device page (until 6.1); migrate_vma() has no
+        # fault_page, so collect trylocks the faulting page like any other.
+        return FAULT_ENTRY_NO_REF
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 002 line 2252: trylock and a migration entry at once.
@@ -205,6 +242,13 @@ class HMM2017(Variant):
     )
     seed = "004_30e669ba7cbf7ee3.txt"
     provides = frozenset({"migrate_vma", "migrate_to_ram"})
+    fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
+
+    def fault_entry(self, k: Kernel) -> str:
+        # 4.14 mm/memory.c do_swap_page() (HMM 14/15, merged with seed 004):
+        # device_private_entry_fault() → pgmap->page_fault() with neither a reference
+        # nor the lock; prepare then lock_page()s the faulting page like any other.
+        return FAULT_ENTRY_NO_REF
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 207/268: references only; holes src = 0.
