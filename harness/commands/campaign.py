@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cluster", metavar="tcp://HOST:PORT", help="run on this Dask scheduler instead of local cores"
     )
-    p.add_argument(
-        "--duration", metavar="TIME", help="per-run duration on the parallel engine (default: 2s)"
-    )
+    p.add_argument("--duration", metavar="TIME", help="per-run duration on the parallel engine (default: 2s)")
     p.add_argument("--max-steps", type=int, metavar="N", help="step budget per run (default: the workload's)")
     p.add_argument(
         "--livelock-steps", type=int, metavar="N", help="livelock budget per run (default: the workload's)"
@@ -135,6 +134,10 @@ class _Bar:
         self.bar.close()
 
 
+def _term_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import campaign as c
 
@@ -165,9 +168,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(p: Any) -> None:
         state["bar"](p)
 
+    # a job scheduler's SIGTERM stops the campaign the way Ctrl-C does (finished units kept)
+    old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
     try:
         res = c.run_campaign(plan, out, backend=backend, on_progress=progress, on_start=start)
     finally:
+        signal.signal(signal.SIGTERM, old_term)
         if "bar" in state:
             state["bar"].close()
         if backend is not None:

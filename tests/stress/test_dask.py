@@ -60,7 +60,10 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_ctrl_c_keeps_finished_units_and_leaves_no_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_stopped_campaign_keeps_finished_units_and_leaves_no_worker(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     out = tmp_path / "camp"
     cmd = [
         sys.executable,
@@ -96,14 +99,20 @@ def test_ctrl_c_keeps_finished_units_and_leaves_no_worker(tmp_path: Path) -> Non
             time.sleep(0.1)
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert workers, "expected pool workers"
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        if sig == signal.SIGTERM:
+            os.kill(proc.pid, sig)  # a job scheduler stops the parent only
+        else:
+            os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C does: the whole group
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130, err
-    assert "interrupted: finished units are saved" in err
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, err
+        assert "interrupted: finished units are saved" in err
     _, alive = psutil.wait_procs(workers, timeout=5)
     assert alive == []
     first = {r["run_id"]: r for r in _rows(out / "runs.csv")}
