@@ -102,10 +102,12 @@ def build_report(
 
     cur = load_dir(directory)
     base = load_dir(baseline) if baseline is not None else None
-    skip_cols = [c for c in agg.SKIP_REASONS]
+    skip_cols = list(agg.SKIP_REASONS)
     tables: dict[str, pd.DataFrame] = {
         "failure rate per workload × variant × bugs (95% Wilson CI)": agg.failure_rates(cur),
-        f"top {top} contended lock call sites": agg.contention_by_site(cur, top=top),
+        f"top {top} contended lock call sites (per variant)": agg.contention_by_site(
+            cur, top=top, by=["variant"]
+        ),
         "trylock failure rate per call site": agg.trylock_rates(cur),
         "migration outcomes (pages) per attempt kind": agg.migration_outcomes(cur),
         "reproduction of failures by replay": agg.reproduction(cur),
