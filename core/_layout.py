@@ -143,9 +143,10 @@ VM_SPECIAL = 1 << 4  # VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_HUGETLB = 1 << 5
 VM_LIVE = 1 << 7  # model only: the row is in use
 
-# Per mm words.
-M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE = range(4)
-MM_WORDS = 4
+# Per mm words. M_WP_SEQ is mm->write_protect_seq (fork bumps it around copy_page_range;
+# GUP-fast pins back off when it is odd or changed, core/gup.py).
+M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE, M_WP_SEQ = range(5)
+MM_WORDS = 5
 RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
 
 # Per actor words: what the parallel watchdog and the deadlock finder read.

@@ -22,6 +22,9 @@ The model flushes the parent's TLB for each table before it drops the parent's P
 the kernel batches the flush to the end of ``dup_mmap``, still under ``mmap_write_lock``.
 Flushing at once keeps the oracle exact: a parent thread's store through a stale
 writable translation after the write-protect would otherwise show in the child.
+``mm->write_protect_seq`` is odd for the whole copy, so a concurrent GUP-fast pin backs
+off (the pin may land after the pin check of ``folio_try_dup_anon_rmap_pte`` but before
+the write-protect; its own B4 re-check alone would miss that).
 
 The child is an mm slot of the workload geometry that is not live (no VMAs); the child
 exits through :func:`~pagerace.core.zap.op_child_exit`.
@@ -33,6 +36,7 @@ from ._kernel import Actor, Kernel, Path
 from ._layout import (
     M_PARENT,
     M_USERS,
+    M_WP_SEQ,
     MM_WORDS,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
@@ -106,6 +110,7 @@ def copy_pte_range(
         src_ptl = k.ptl_word(parent, vpn)
         yield from k.spin_lock(a, dst_ptl, site + ":dst_ptl")
         yield from k.spin_lock(a, src_ptl, site + ":src_ptl")
+        done: list[int] = []
         for v in range(vpn, tab_end):
             pte = k.pte_read(parent, v)
             kind = pte & PTE_TYPE_MASK
@@ -150,8 +155,12 @@ def copy_pte_range(
             else:
                 copied = False
             if copied:
-                k.set_shadow(child, v, k.shadow(parent, v))
+                done.append(v)
+        # The flush waits for accesses in flight (the shootdown IPI): only then is the
+        # parent's value at each address final for the child's copy of the shadow.
         k.flush_tlb_range(parent, vpn, tab_end)
+        for v in done:
+            k.set_shadow(child, v, k.shadow(parent, v))
         k.spin_unlock(a, src_ptl, site + ":src_ptl")
         k.spin_unlock(a, dst_ptl, site + ":dst_ptl")
         yield
@@ -169,15 +178,19 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
         return EAGAIN
     yield from k.mmap_write_lock(a, parent, "dup_mmap:mmap_write_lock")
     yield from k.mmap_write_lock(a, child, "dup_mmap:mmap_write_lock_nested")
+    seq = k.lay.MM + parent * MM_WORDS + M_WP_SEQ
     try:
         k.words.store(mmw + M_USERS, 1)
         k.words.store(mmw + M_PARENT, parent + 1)
+        k.words.fetch_add(seq, 1)  # raw_write_seqcount_begin(&src_mm->write_protect_seq)
         for _r, vs, ve, f in vma_rows(k, parent):
             vma_add(k, child, vs, ve, f & ~VM_LIVE, origin=parent)
             yield from copy_pte_range(k, a, parent, child, vs, ve, f)
         k.count("fork")
         return 0
     finally:
+        if k.words.load(seq) & 1:
+            k.words.fetch_add(seq, 1)  # raw_write_seqcount_end()
         k.mmap_write_unlock(a, child, "dup_mmap:mmap_write_unlock_nested")
         k.mmap_write_unlock(a, parent, "dup_mmap:mmap_write_unlock")
 

@@ -9,7 +9,8 @@ Two ways in, two kinds of reference:
 - GUP-fast (``gup_fast_pte_range``) is lockless: B1 read the entry, B2 back off from a
   read-only entry for a write, B3 grab the folio, B4 re-read the entry and back off if it
   changed, B5 back off from a read-only entry whose page is not anon-exclusive (the
-  ordering argument of ``__folio_try_share_anon_rmap`` in seed 001, rmap.h).
+  ordering argument of ``__folio_try_share_anon_rmap`` in seed 001, rmap.h); a pin also
+  backs off when ``mm->write_protect_seq`` is odd or changed (a fork is copying).
 
 ``FOLL_PIN`` adds ``GUP_PIN_COUNTING_BIAS`` to the refcount (and 1 to the model's pin
 count), so ``folio_maybe_dma_pinned()`` sees it; a pin of an anonymous page requires the
@@ -38,6 +39,8 @@ from ._layout import (
     F_PIN,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
+    M_WP_SEQ,
+    MM_WORDS,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_TYPE_MASK,
@@ -73,6 +76,20 @@ class PinRecord:
     pfn: int
     pin: bool  # FOLL_PIN (else FOLL_GET)
     site: str
+    detached: bool = False  # the address was unmapped since (zap): nothing to check
+
+
+def pins_unmapped(k: Kernel, mm: int, vpn: int, moved_to: int = -1) -> None:
+    """The entry at (mm, vpn) was zapped (or, with ``moved_to``, moved there by mremap):
+    the pins this process's actors hold there no longer name an address (or follow the
+    page). In the parallel engine each worker knows only its own actors' pins."""
+    for recs in pin_table(k).values():
+        for rec in recs:
+            if rec.mm == mm and rec.vpn == vpn and not rec.detached:
+                if moved_to >= 0:
+                    rec.vpn = moved_to
+                else:
+                    rec.detached = True
 
 
 def pin_table(k: Kernel) -> dict[int, list[PinRecord]]:
@@ -145,6 +162,10 @@ def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
     Returns the pinned pfn, or -1 to fall back to the slow path.
     """
     site = "gup_fast_pte_range"
+    seq_w = k.lay.MM + mm * MM_WORDS + M_WP_SEQ
+    seq = k.words.load(seq_w) if pin else 0
+    if seq & 1:
+        return -1  # raw_read_seqcount(&mm->write_protect_seq) odd: fork is copying
     pte = k.pte_read(mm, vpn)  # B1: ptep_get_lockless
     if pte & PTE_TYPE_MASK != PTE_PRESENT:
         return -1
@@ -171,6 +192,10 @@ def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
         ):  # B5: gup_must_unshare()
             gup_put_folio(k, a, pfn, pin, site + ":backoff_unshare")
             k.count("gup_fast_backoff_unshare")
+            return -1
+        if pin and k.words.load(seq_w) != seq:  # read_seqcount_retry(): a fork ran
+            gup_put_folio(k, a, pfn, pin, site + ":backoff_fork")
+            k.count("gup_fast_backoff_fork")
             return -1
     k.count("gup_fast_pinned" if pin else "gup_fast_got")
     return pfn
@@ -237,7 +262,15 @@ def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool
             return None
     rec = PinRecord(a.id, mm, vpn, pfn, pin, f"{MODE_NAMES[mode]}:{mm}:{vpn}")
     pin_table(k).setdefault(a.id, []).append(rec)
-    check_pin(k, a, rec, "pin")
+    # Pin coherency as GUP returns, judged under the PTL so that a change in progress
+    # (collect's clear-then-share) is not mistaken for a stale pin; when the PTL is busy
+    # the next DMA access judges instead.
+    ptl = k.ptl_word(mm, vpn)
+    if k.words.cas(ptl, 0, a.id + 1):
+        try:
+            check_pin(k, a, rec, "pin")
+        finally:
+            k.words.store(ptl, 0)
     return rec
 
 
@@ -287,25 +320,38 @@ def op_pin_dma(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, hold: int, wri
         rec = yield from pin_user_page(k, a, mm, vpn, mode, bool(write))
     if rec is None:
         return EFAULT
+    hw = k.hw_lock  # the parallel engine's: one DMA access is one atomic step
     for _ in range(hold):
         yield  # the DMA runs while other actors do
-        mapped = check_pin(k, a, rec, "dma")
-        if write:
-            tok = k.new_token(a)
-            k.set_data(rec.pfn, tok)
-            # The device writes the page; set_page_dirty at unpin in the kernel, here at
-            # once (the page is pinned meanwhile, so reclaim cannot look at it).
-            k.set_flag(rec.pfn, PG_dirty)
-            if mapped:
-                k.set_shadow(mm, vpn, tok)
-                alias = k.hooks.get("shadow_write")
-                if alias is not None:
-                    alias(k, mm, vpn, rec.pfn, tok)
-            k.count("dma_writes")
-        elif mapped:
-            dma_read_check(k, a, rec)
+        # The device writes the page whatever the page tables say; the oracle's
+        # bookkeeping (is the pinned page still the one mapped at the address, so the
+        # program sees this value there?) is read under the PTL, where entries are
+        # never half-changed, in both engines.
+        ptl = k.ptl_word(rec.mm, rec.vpn)
+        yield from k.spin_lock(a, ptl, "dma:ptl")
+        if hw is not None:
+            hw.acquire(rec.mm, rec.vpn)
+        try:
+            mapped = check_pin(k, a, rec, "dma")
+            if write:
+                tok = k.new_token(a)
+                k.set_data(rec.pfn, tok)
+                # The device writes the page; set_page_dirty at unpin in the kernel,
+                # here at once (the page is pinned meanwhile, reclaim cannot see it).
+                k.set_flag(rec.pfn, PG_dirty)
+                if mapped:
+                    k.set_shadow(rec.mm, rec.vpn, tok)
+                    alias = k.hooks.get("shadow_write")
+                    if alias is not None:
+                        alias(k, rec.mm, rec.vpn, rec.pfn, tok)
+                k.count("dma_writes")
+            elif mapped:
+                dma_read_check(k, a, rec)
+        finally:
+            if hw is not None:
+                hw.release(rec.mm, rec.vpn)
+            k.spin_unlock(a, ptl, "dma:ptl")
     yield
-    check_pin(k, a, rec, "unpin")
     unpin_user_page(k, a, rec, bool(write))
     return 0
 
@@ -327,5 +373,6 @@ __all__ = [
     "pin_table",
     "pin_user_page",
     "pin_user_page_longterm",
+    "pins_unmapped",
     "unpin_user_page",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ._kernel import Actor, Kernel, Path
 from .actors import register_op
+from .gup import pins_unmapped
 from .zap import (
     vma_add,
     vma_free_rows,
@@ -44,6 +45,7 @@ def move_ptes(k: Kernel, a: Actor, mm: int, src: int, dst: int, n: int) -> Path:
         k.set_pte(mm, dst + i, pte)
         k.set_shadow(mm, dst + i, k.shadow(mm, src + i))
         k.set_shadow(mm, src + i, 0)
+        pins_unmapped(k, mm, src + i, moved_to=dst + i)
         if new_ptl != old_ptl:
             k.spin_unlock(a, new_ptl, site + ":new_ptl")
         k.spin_unlock(a, old_ptl, site + ":old_ptl")

@@ -10,8 +10,10 @@ kernel; ``harness/runner.py`` calls it for every run it builds.
   pinned address, when the pin is taken and for as long as it is held. A migration entry
   or a swap entry whose swap-cache page is the pinned page still names it; an empty entry
   means the range was unmapped after the pin, which is allowed (the DMA then writes a
-  page nobody maps). A pin on a page that is not mapped at its address at the moment GUP
-  returns is a failure: GUP-fast must back off (B4).
+  page nobody maps), and so does a zap of the address (``gup.pins_unmapped``: a refault
+  there maps another page, legitimately); mremap moves the pin's address with the page.
+  A pin on a page that is not mapped at its address at the moment GUP returns is a
+  failure: GUP-fast must back off (B4).
 - **stale TLB** (:func:`tlb_hit_check`, called on every TLB hit): a CPU must not use a
   cached translation once the entry changed and its page-table lock was released, since
   every path that changes an entry flushes the TLBs before it unlocks. A write through
@@ -87,6 +89,8 @@ def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
     Returns whether the pinned address still maps the page (so a DMA write there is
     what the program sees); raises ``PIN_COHERENCY`` when it maps another page.
     """
+    if rec.detached:
+        return False  # the address was unmapped after the pin: nothing to compare
     pte = k.pte_read(rec.mm, rec.vpn)
     kind = pte & PTE_TYPE_MASK
     target = pte >> PTE_PFN_SHIFT
@@ -95,6 +99,7 @@ def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
     if kind == PTE_SWAP and swapcache_page(k, target) == rec.pfn:
         return True
     if kind == PTE_NONE and when != "pin":
+        rec.detached = True
         return False  # unmapped after the pin: allowed
     what = "pinned" if rec.pin else "got a reference to"
     raise k.fail(

@@ -118,29 +118,26 @@ def remove_migration_ptes(
     # The kernel's walk visits a forked child's VMA after its parent's (anon_vma_fork
     # links it at the tail), and mremap moves entries under both PTLs, so a migration
     # entry copied or moved while the walk runs is still found. The model's snapshot
-    # rescans until no entry names src.
+    # rescans after each pass until no entry names src.
     todo = rmap_find(k, src, (PTE_MIGRATION,))
     while todo:
         mm, vpn = todo.pop(0)
-        if not todo:
-            todo = [e for e in rmap_find(k, src, (PTE_MIGRATION,)) if e != (mm, vpn)]
         ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         old = k.pte_read(mm, vpn)
-        if old & PTE_TYPE_MASK != PTE_MIGRATION or old >> PTE_PFN_SHIFT != src:
-            k.spin_unlock(a, ptl, site + ":ptl")
-            yield
-            continue
-        k.get_page(a, dst, site)
-        bits = old & (PTE_WRITE | PTE_SOFT_DIRTY | PTE_UFFD_WP)
-        if dst_private:
-            new = pte_encode(PTE_DEVICE_PRIVATE, dst, bits)
-        else:
-            bits |= old & (PTE_YOUNG | PTE_DIRTY)
-            new = pte_encode(PTE_PRESENT, dst, bits)
-        if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
-            k.set_flag(dst, PG_anon_exclusive)
-        k.mapcount_add(dst, 1)
-        k.set_pte(mm, vpn, new)
+        if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == src:
+            k.get_page(a, dst, site)
+            bits = old & (PTE_WRITE | PTE_SOFT_DIRTY | PTE_UFFD_WP)
+            if dst_private:
+                new = pte_encode(PTE_DEVICE_PRIVATE, dst, bits)
+            else:
+                bits |= old & (PTE_YOUNG | PTE_DIRTY)
+                new = pte_encode(PTE_PRESENT, dst, bits)
+            if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
+                k.set_flag(dst, PG_anon_exclusive)
+            k.mapcount_add(dst, 1)
+            k.set_pte(mm, vpn, new)
         k.spin_unlock(a, ptl, site + ":ptl")
         yield
+        if not todo:
+            todo = rmap_find(k, src, (PTE_MIGRATION,))

@@ -2,12 +2,12 @@
 ``try_to_unmap()`` from ``mm/rmap.c`` and ``add_to_swap()`` / ``pageout()``.
 
 A reclaimer walks the system LRU from a position its stream chose, isolates anonymous
-pages (``folio_isolate_lru``), trylocks each, adds it to the swap cache (claiming a slot
-and marking the folio dirty), unmaps it (every present entry becomes a swap entry; an
-anon-exclusive page that may be pinned makes ``try_to_unmap`` fail, as
-``folio_try_share_anon_rmap_pte`` does), writes it to its slot if it is dirty
-(``pageout``), and drops it when its count freezes at the expected value (isolation +
-swap cache, ``__remove_mapping``); anything else puts it back.
+pages (``isolate_lru_folios``: a speculative reference, then the LRU flag), trylocks
+each, adds it to the swap cache (claiming a slot and marking the folio dirty), unmaps it
+(every present entry becomes a swap entry; an anon-exclusive page that may be pinned
+makes ``try_to_unmap`` fail, as ``folio_try_share_anon_rmap_pte`` does), writes it to
+its slot if it is dirty (``pageout``), and drops it when its count freezes at the
+expected value (isolation + swap cache, ``__remove_mapping``); anything else puts it back.
 
 Dropping a page is where data can be lost: the dirty-conservation oracle
 (:func:`~pagerace.core.oracles.check_drop_clean`) checks that a page dropped as clean
@@ -39,7 +39,7 @@ from ._layout import (
     pte_encode,
 )
 from .actors import register_op
-from .migrate_device import folio_isolate_lru, folio_putback_lru
+from .migrate_device import folio_putback_lru
 from .oracles import check_drop_clean
 from .rmap import folio_try_share_anon_rmap_pte, rmap_find
 from .swap import add_to_swap_cache, delete_from_swap_cache, get_swap_page, swap_duplicate, swap_w
@@ -142,8 +142,13 @@ def op_reclaim(k: Kernel, a: Actor, start: int, nr: int) -> Path:
         f = k.flags(pfn)
         if f & (PG_lru | PG_anon | PG_allocated) != PG_lru | PG_anon | PG_allocated:
             continue
-        if not folio_isolate_lru(k, a, pfn):
+        # isolate_lru_folios(): folio_try_get, then folio_test_clear_lru.
+        if not k.get_page_unless_zero(a, pfn):
             continue
+        if not k.test_flag(pfn, PG_anon) or not k.test_clear_flag(pfn, PG_lru):
+            k.put_page(a, pfn, "isolate_lru_folios:folio_put")
+            continue
+        k.set_flag(pfn, PG_isolated)
         taken += 1
         yield
         yield from shrink_folio(k, a, pfn)

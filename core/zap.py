@@ -40,6 +40,7 @@ from ._layout import (
     VMA_WORDS,
 )
 from .actors import register_op
+from .gup import pins_unmapped
 from .swap import swap_free
 
 EINVAL = -22
@@ -156,6 +157,7 @@ def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str)
                 k.ptep_get_and_clear(mm, v)
                 swap_free(k, pfn)
             cleared.append(v)
+            pins_unmapped(k, mm, v)
         # tlb_flush_mmu_tlbonly() before the PTL is dropped, then the shadow goes.
         k.flush_tlb_range(mm, vpn, tab_end)
         for v in cleared:
