@@ -73,33 +73,37 @@ def contention_figure(ds: Dataset, path: Path, top: int = 12) -> Path:
 
 
 def failure_rate_figure(ds: Dataset, path: Path) -> Path:
+    """Horizontal bars, one per workload × variant × bugs (so a nightly plan of many
+    configurations stays readable), grouped by workload, coloured by variant."""
     title = "Failure rate by variant (95% Wilson interval)"
     r = agg.failure_rates(ds)
     if r.empty:
         return _empty(path, title, "no runs")
+    r = r.iloc[::-1].reset_index(drop=True)  # first configuration on top
     labels = [
-        f"{w}\n{v}" + ("" if b == "none" else f"\n+{b}")
+        f"{w} · {v}" + ("" if b == "none" else f" +{b}")
         for w, v, b in zip(r["workload"], r["variant"], r["bugs"])
     ]
-    x = np.arange(len(r))
+    y = np.arange(len(r))
     rate = r["rate"].to_numpy() * 100
+    hi = r["ci_hi"].to_numpy() * 100
     # clip: at 0 % the Wilson bound can sit a rounding error above the rate
-    err = np.vstack([rate - r["ci_lo"].to_numpy() * 100, r["ci_hi"].to_numpy() * 100 - rate]).clip(min=0)
+    err = np.vstack([rate - r["ci_lo"].to_numpy() * 100, hi - rate]).clip(min=0)
     variants = sorted(r["variant"].unique())
     colors = plt.get_cmap("tab10")
     col = [colors(variants.index(v) % 10) for v in r["variant"]]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(r) + 2), 4))
-    ax.bar(x, rate, color=col, yerr=err, capsize=3, ecolor="#333333")
-    hi = r["ci_hi"].to_numpy() * 100
-    top = min(110.0, float(hi.max()) * 1.15 + 4)
-    for xi, (k, n) in enumerate(zip(r["failed"], r["runs"])):
-        ax.text(xi, hi[xi] + top * 0.015, f"{k}/{n}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylim(0, top)
-    ax.set_ylabel("failed runs (%)")
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(r) + 1.5))
+    ax.barh(y, rate, color=col, xerr=err, capsize=2, ecolor="#333333", height=0.7)
+    right = min(110.0, float(hi.max()) * 1.2 + 6)
+    for yi, (k, n) in enumerate(zip(r["failed"], r["runs"])):
+        ax.text(hi[yi] + right * 0.01, yi, f"{k}/{n}", va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlim(0, right)
+    ax.set_ylim(-0.7, len(r) - 0.3)
+    ax.set_xlabel("failed runs (%)")
     ax.set_title(title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(variants))]
-    ax.legend(handles, variants, fontsize=8, loc="upper right")
+    ax.legend(handles, variants, fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
