@@ -37,6 +37,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -879,12 +880,13 @@ def run_campaign(
                             take(backend.result(f))
             except KeyboardInterrupt:
                 cancel = True
-    except Exception as e:
+    except BrokenProcessPool as e:
         cancel = True
-        if type(e).__name__ == "BrokenProcessPool":
-            raise HarnessInternalError(
-                f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
-            ) from e
+        raise HarnessInternalError(
+            f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
+        ) from e
+    except BaseException:
+        cancel = True
         raise
     finally:
         if own:

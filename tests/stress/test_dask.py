@@ -167,3 +167,28 @@ def test_dask_with_worker_processes(tmp_path: Path) -> None:
     assert res.ran == 30
     c.run_campaign(plan(seeds="1-5"), tmp_path / "inline")
     assert fingerprints(tmp_path / "dask") == fingerprints(tmp_path / "inline")
+
+
+def test_a_dying_worker_is_an_internal_error_and_the_rerun_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pagerace.core._errors import HarnessInternalError
+
+    real = c.run_deterministic
+
+    def dies_on_seed_7(w: object, **kw: object) -> object:
+        if kw["seed"] == 7:
+            os._exit(9)  # a segfault or the OOM killer, as the pool sees it
+        return real(w, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(c, "run_deterministic", dies_on_seed_7)  # the fork children inherit it
+    with pytest.raises(HarnessInternalError, match="a campaign worker died"):
+        c.run_campaign(plan(jobs=2, chunk=1), tmp_path)
+    monkeypatch.setattr(c, "run_deterministic", real)
+    kept = {r["run_id"] for r in _rows(tmp_path / "runs.csv")}
+    res = c.run_campaign(plan(jobs=2), tmp_path)
+    assert res.already == len(kept) and res.ran + res.already == 60
+    keys = [tuple(r[k] for k in c.KEY_COLUMNS) for r in _rows(tmp_path / "runs.csv")]
+    assert len(keys) == len(set(keys)) == 60
+    live = [p for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE]
+    assert live == []
