@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -698,6 +699,21 @@ def repair(out: Path) -> dict[str, int]:
     return removed
 
 
+def ensure_files(out: Path) -> None:
+    """Create each of the four CSV files that does not exist yet, with its header only, so
+    a campaign directory always has all four (a night without failures still has a
+    ``failures.csv`` that loads as an empty table with the documented columns)."""
+    for s in SCHEMAS.values():
+        p = out / s.file
+        if p.exists() and p.stat().st_size > 0:
+            continue
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(s.names)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, p)
+
+
 def done_keys(out: Path) -> set[UnitKey]:
     """Keys of the units already in ``out/runs.csv``."""
     p = out / RUNS.file
@@ -808,6 +824,7 @@ def run_campaign(
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     repaired = repair(outp)
+    ensure_files(outp)
     workloads = resolve_workloads(plan)
     units, skips = expand(plan, workloads)
     done = done_keys(outp)

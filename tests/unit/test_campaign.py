@@ -123,6 +123,15 @@ def test_csvs_load_with_pandas_and_match_the_schema(tmp_path: Path) -> None:
     assert set(pd.read_csv(tmp_path / "contention.csv")["run_id"]) == set(runs["run_id"])
 
 
+def test_a_clean_campaign_still_writes_all_four_files(tmp_path: Path) -> None:
+    res = c.run_campaign(plan(workloads="fault-storm", seeds="1-2"), tmp_path)
+    assert res.failed == 0
+    for name, schema in SCHEMAS.items():
+        df = pd.read_csv(tmp_path / name)
+        assert list(df.columns) == schema.names, name
+    assert len(pd.read_csv(tmp_path / "failures.csv")) == 0
+
+
 def test_rerun_on_the_same_directory_runs_no_unit_twice(tmp_path: Path) -> None:
     first = c.run_campaign(plan(), tmp_path)
     before = (tmp_path / "runs.csv").read_text()
