@@ -37,3 +37,10 @@ def test_workload_runs_clean_on_v6(name: str, strategy: str) -> None:
     assert not failures, (
         f"{name} ({strategy}): {len(failures)}/{n} seeds not clean; first: {failures[0]}"
     )
+
+
+@pytest.mark.quality
+@pytest.mark.parametrize("name", workload_names())
+def test_workload_says_what_it_mirrors_or_which_gap_it_fills(name: str) -> None:
+    w = load_workload(name)
+    assert w.mirrors or w.gap, f"{name}: neither mirrors nor gap is set"
