@@ -63,14 +63,28 @@ CATALOG: dict[str, BugEntry] = {
         ),
         BugEntry(
             "waiter-takes-ref",
-            ("v5.0", "v6"),
+            # Not v6: every kernel whose migration_entry_wait() took a reference (before
+            # 5.17) also had the pre-6.1 fault entry. v6's 6.15+ entry trylocks the device
+            # page under the PTL and sleeps WITHOUT a reference when that fails, so a
+            # fault storm's waiters hold no reference; only a CPU that reads the entry
+            # after collect installed the migration entry takes one. Such late readers
+            # fail one migration, but they are all asleep on the page lock for the retry
+            # (tests/unit/test_waiter_takes_ref.py): the hybrid never livelocks.
+            ("hmm-2017", "v5.0"),
             "migration_entry_wait() takes get_page_unless_zero() before sleeping on the "
-            "page lock",
-            "waiters' references make migration's refcount check fail; migrations back to "
-            "the CPU keep failing: livelock (with v5.0's exemption, the pin oracle instead)",
-            "'mm: migration: fix the FOLL_GET failure on following huge page' era rework: "
-            "migration_entry_wait_on_locked() (ffa65753c431, 5.17)",
-            ("livelock", "pin_coherency", "lost_write"),
+            "page lock (before 5.17); the fault entry of the same era calls the driver "
+            "without a reference or the lock, so every CPU that finds a migration entry "
+            "of a page moving back to the CPU adds a reference",
+            "waiters' references make migration back to the CPU fail: hmm-2017 (seed 004) "
+            "refuses the page in migrate_vma_check_page(); v5.0 (seed 002) passes "
+            "device-private pages there (its comment's workaround for exactly this loop) "
+            "but migrate_page_move_mapping() still finds page_count != expected and "
+            "returns -EAGAIN. The pages are restored, the faults retry, the next "
+            "migration meets the next waiters: livelock (no pin is involved, so the pin "
+            "oracle has nothing to see)",
+            "'mm/migrate.c: rework migration_entry_wait() to not take a pageref' "
+            "(ffa65753c431, 5.17), which also removed v5.0's device-private exemption",
+            ("livelock",),
             "waiter-storm",
         ),
         BugEntry(
