@@ -17,6 +17,7 @@ from pagerace.core._kernel import Kernel
 from pagerace.core._layout import (
     F_PIN,
     GUP_PIN_COUNTING_BIAS,
+    M_WP_SEQ,
     PTE_EXCLUSIVE,
     PTE_MIGRATION,
     PTE_NONE,
@@ -448,4 +449,56 @@ def test_longterm_pin_moves_a_coherent_page_out_and_ebusy_when_pinned() -> None:
     assert _run(k, pin_user_page_longterm(k, a, 0, 1, True)) is None
     assert k.events["longterm_pin_ebusy"] == 1 and _entry(k, 1) == (PTE_PRESENT, c1)
     unpin_user_page(k, b, short, dirty=True)
+    check_all(k)
+
+
+def test_gup_fast_pin_backs_off_while_fork_copies_and_after_a_fork_ran() -> None:
+    """mm->write_protect_seq: odd while fork copies (back off at once); changed between
+    the start and the end of GUP-fast (a whole fork ran: back off after the pin)."""
+    k, (a, f, *_) = _m()
+    fork = Stepper(op_fork(k, f, 0, 1))
+    fork.run_until(lambda: k.words.load(k.lay.MM + M_WP_SEQ) & 1 == 1)
+    assert _run(k, gup_fast(k, a, 0, 2, True, True)) == -1
+    assert fork.finish(k) == 0
+    assert _run(k, op_child_exit(k, f, 1)) == 0
+    check_all(k)
+    k, (a, f, *_) = _m()
+    fast = Stepper(gup_fast(k, a, 0, 3, True, True))
+    fast.step()
+    fast.step()  # pinned, before B4
+    _kind, p3 = _entry(k, 3)
+    assert k.pincount(p3) == 1
+    assert _run(k, op_fork(k, f, 0, 1)) == 0  # a whole fork between (it saw the pin)
+    assert fast.finish(k) == -1 and k.events["gup_fast_backoff_fork"] == 1
+    assert k.pincount(p3) == 0
+    assert _run(k, op_child_exit(k, f, 1)) == 0
+    check_all(k)
+
+
+def test_zap_detaches_a_pin_so_a_refault_there_is_not_incoherent() -> None:
+    k, (a, z, cpu, _) = _m()
+    pin = Stepper(op_pin_dma(k, a, 0, 0, MODE_PIN, 4, 1))
+    pin.run_until(lambda: k.events.get("dma_writes", 0) == 1)
+    _kind, p = _entry(k, 0)
+    assert _run(k, op_madv_dontneed(k, z, 0, 0, 1)) == 0
+    assert _run(k, cpu_access(k, cpu, 0, 0, True)) == ACCESS_OK  # a new page there
+    assert _entry(k, 0)[1] != p
+    assert pin.finish(k) == 0  # DMA into the old page, which nobody maps any more
+    assert k.data(_entry(k, 0)[1]) == k.shadow(0, 0)
+    check_all(k)
+
+
+def test_dma_bookkeeping_waits_for_the_ptl_collect_holds() -> None:
+    k, (a, drv, *_) = _m()
+    pin = Stepper(op_pin_dma(k, a, 0, 1, 2, 3, 1))  # FOLL_GET
+    pin.run_until(lambda: k.events.get("dma_writes", 0) == 1)
+    mig = Stepper(_dev(k).migrate_to_device(k, drv, 0, 0, 4))
+    mig.run_until(lambda: _entry(k, 1)[0] == PTE_MIGRATION)
+    ptl = k.ptl_word(0, 1)
+    assert k.words.load(ptl) == drv.id + 1  # collect is inside the table
+    pin.step()
+    pin.step()
+    assert pin.blocked_on(k) is not None and pin.blocked_on(k).kind == "ptl"
+    assert _run_beside(k, pin, mig) == 0
+    assert mig.finish(k) == 0
     check_all(k)
