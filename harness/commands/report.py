@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="significance level of the rate comparisons (default: 0.01)",
     )
     p.add_argument(
-        "--no-figures", action="store_true", help="tables only (no PNG files; implied off by --html)"
+        "--no-figures", action="store_true", help="tables only, no PNG files (--html still draws its figures)"
     )
     p.add_argument(
         "--quiet", action="store_true", help="print nothing; the exit code says whether it regressed"
