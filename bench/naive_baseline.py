@@ -158,9 +158,12 @@ def run(
     log: Log = quiet,
     pagerace: Mapping[str, tuple[float, bool]] | None = None,
     time_cap: float | None = None,
+    best: Mapping[str, tuple[float, bool, str]] | None = None,
 ) -> list[Figure]:
     """``pagerace``: bug -> (median seconds to find by the default strategy, lower bound?)
-    from the time-to-find benchmark of the same run; measured here when not given."""
+    from the time-to-find benchmark of the same run; measured here when not given.
+    ``best``: bug -> (median by the entry's best strategy, lower bound?, strategy), for a
+    second ratio beside the target's."""
     from .time_to_find import deterministic_hunter
 
     n_hunts = 2 if quick else 5
@@ -237,6 +240,20 @@ def run(
                 lower_bound=base_lb and not pr_lb,
             )
         )
+        if best is not None and e.name in best:
+            b_s, b_lb, b_key = best[e.name]
+            figs.append(
+                Figure(
+                    f"naive.{e.name}.ratio_best",
+                    f"{e.name}: naive threads / pagerace's best strategy ({b_key})",
+                    None if (b_lb and base_lb) else base_s / max(b_s, 1e-6),
+                    "ratio",
+                    how=f"baseline median / the smallest median over strategies ({b_s:.4g} s)",
+                    note="neither found it within the budget" if (b_lb and base_lb) else (
+                        "lower bound (baseline ran out of budget)" if base_lb and not b_lb else ""),
+                    lower_bound=base_lb and not b_lb,
+                )
+            )
         if value is not None:
             ratios.append((e.name, value, base_lb and not pr_lb))
         del i

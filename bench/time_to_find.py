@@ -449,7 +449,36 @@ def run(quick: bool = False, log: Log = quiet, time_cap: float | None = None) ->
             lower_bound=worst_lb,
         )
     )
+    # Beside it, with the best strategy for each entry (which one differs per entry).
+    best = best_medians(figs)
+    if best:
+        slow = max(best.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        figs.append(
+            Figure(
+                "ttf.worst_best_median_s",
+                f"slowest catalog entry, its best strategy ({slow[0]}: {slow[1][2]})",
+                slow[1][0],
+                "s",
+                how="max over entries of (min over strategies of the median seconds to find)",
+                note="; ".join(f"{b}: {k}" for b, (_v, _lb, k) in sorted(best.items())),
+                lower_bound=slow[1][1],
+            )
+        )
     return figs
+
+
+def best_medians(figs: Sequence[Figure]) -> dict[str, tuple[float, bool, str]]:
+    """bug -> (smallest median seconds to find over strategies, lower bound?, strategy)."""
+    out: dict[str, tuple[float, bool, str]] = {}
+    for f in figs:
+        parts = f.name.split(".")
+        if len(parts) != 4 or parts[0] != "ttf" or parts[3] != "seconds" or f.value is None:
+            continue
+        cur = out.get(parts[1])
+        # a found median beats any lower bound; then the smaller one
+        if cur is None or (f.lower_bound, f.value) < (cur[1], cur[0]):
+            out[parts[1]] = (f.value, f.lower_bound, parts[2])
+    return out
 
 
 def default_key() -> str:
