@@ -169,7 +169,7 @@ def run(
     n_hunts = 2 if quick else 5
     budget = 0.5 if quick else 10.0
     stall = 0.5  # about 5,000 steps of a thread at the baseline's speed (pagerace: 4,000-20,000)
-    cap = Deadline(time_cap if time_cap is not None else (4.0 if quick else 150.0))
+    cap = Deadline(time_cap if time_cap is not None else (4.0 if quick else 120.0))
     entries = resolve_entries()
     figs: list[Figure] = []
     ratios: list[tuple[str, float, bool]] = []

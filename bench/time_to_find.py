@@ -358,7 +358,7 @@ def summarize(
 def run(quick: bool = False, log: Log = quiet, time_cap: float | None = None) -> list[Figure]:
     n_hunts = 3 if quick else 20
     budget = 0.5 if quick else 10.0
-    cap = Deadline(time_cap if time_cap is not None else (8.0 if quick else 420.0))
+    cap = Deadline(time_cap if time_cap is not None else (8.0 if quick else 360.0))
     entries = resolve_entries()
     strats = strategies(parallel_duration=0.3 if quick else 1.0)
     dflt_key = default_key()
