@@ -88,6 +88,12 @@ def compare(
 ) -> Comparison:
     """Compare ``current`` with ``baseline`` (see the module docstring)."""
     cmp = Comparison()
+    if baseline.runs.empty:
+        # last night produced nothing (a crashed job): every kind would look new
+        cmp.findings.append(
+            Finding("notice", "coverage", str(baseline.path), "the baseline has no runs; nothing compared")
+        )
+        return cmp
     _new_kinds(current, baseline, cmp)
     _rates(current, baseline, cmp, alpha)
     _reproduction(current, baseline, cmp, alpha)

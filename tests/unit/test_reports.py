@@ -17,6 +17,7 @@ from pagerace.reports import aggregate as agg
 from pagerace.reports import build_report
 from pagerace.reports.compare import compare, two_proportion_z
 from pagerace.reports.load import BadCsv, load_dir
+from pagerace.reports.schema import SCHEMAS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -216,6 +217,18 @@ def test_comparison_of_equal_configurations_is_quiet(dirs: dict[str, Path]) -> N
     fixed = compare(load_dir(dirs["base"]), load_dir(dirs["bug"]))
     assert fixed.regressions == []
     assert any(f.severity == "improvement" for f in fixed.findings)
+
+
+def test_an_empty_baseline_is_a_notice_not_a_flood_of_regressions(
+    dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    for name, schema in SCHEMAS.items():
+        (tmp_path / name).write_text(",".join(schema.names) + "\n")
+    cmp = compare(load_dir(dirs["bug"]), load_dir(tmp_path))
+    assert cmp.regressions == []
+    assert [(f.severity, f.detail) for f in cmp.findings] == [
+        ("notice", "the baseline has no runs; nothing compared")
+    ]
 
 
 def test_report_command_exit_codes(
