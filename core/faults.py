@@ -57,6 +57,13 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.LEAK,
         ),
         FaultEntry(
+            "zap_swap_no_free",
+            "zap_pte_range",
+            "zap clears a swap entry without dropping its slot's count "
+            "(free_swap_and_cache): the slot leaks",
+            FailureKind.LEAK,
+        ),
+        FaultEntry(
             "zap_device_keeps_entry",
             "zap_nonpresent_ptes",
             "zap drops a device-private page's mapping and reference but leaves the entry "

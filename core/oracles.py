@@ -22,6 +22,8 @@ kernel; ``harness/runner.py`` calls it for every run it builds.
   content differs from its swap copy is never treated as clean: reclaim never drops it,
   and a swap-cache page that is not dirty (no ``PG_dirty``, no dirty entry mapping it)
   holds exactly its swap copy.
+- **swap accounting** (:func:`check_swap_counts`): every slot's count is its swap
+  entries plus the swap cache; a slot nobody holds is free.
 - **device page lifetime** (:func:`device_free_check`, :func:`check_device_pages`): a
   device page is freed only when no entry (device-private or migration) names it; a free
   device page has refcount zero, no mapping, no pin and no dynamic flag until it is
@@ -54,6 +56,7 @@ from ._layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     S_DATA,
+    S_USED,
     SWAP_WORDS,
     V_FLAGS,
     VM_LIVE,
@@ -266,6 +269,41 @@ def check_device_pages(k: Kernel, final: bool) -> None:
         )
 
 
+def check_swap_counts(k: Kernel, final: bool) -> None:
+    """Global: each swap slot's ``swap_map`` count is the number of swap entries naming
+    it, plus ``SWAP_HAS_CACHE`` while a swap-cache page holds it; a slot nobody holds is
+    free (no swap-space leak at teardown)."""
+    from .swap import SWAP_HAS_CACHE
+
+    s = k.s
+    nslots = k.geo.swap_slots
+    if not nslots:
+        return
+    pte = s.pte
+    sw = (pte & PTE_TYPE_MASK) == PTE_SWAP
+    refs = np.bincount((pte[sw] >> PTE_PFN_SHIFT).ravel(), minlength=nslots)[:nslots]
+    fr = s.frames
+    cached = ((fr[:, F_FLAGS] & (PG_swapcache | PG_allocated)) == (PG_swapcache | PG_allocated))
+    has = np.zeros(nslots, dtype=np.int64)
+    slots = fr[cached, F_PRIV] - 1
+    has[slots[(slots >= 0) & (slots < nslots)]] = SWAP_HAS_CACHE
+    used = s.swap[:nslots, S_USED]
+    bad = used != refs + has
+    if bad.any():
+        slot = int(np.flatnonzero(bad)[0])
+        kind = FailureKind.LEAK if used[slot] > refs[slot] + has[slot] else FailureKind.REFCOUNT_MISMATCH
+        raise InvariantViolation(
+            k.fail(
+                kind,
+                f"swap slot {slot} counts {int(used[slot]) & (SWAP_HAS_CACHE - 1)} entries"
+                f"{' + cache' if int(used[slot]) & SWAP_HAS_CACHE else ''}, but {int(refs[slot])} "
+                f"swap entries name it{' and a swap-cache page holds it' if has[slot] else ''}",
+                sites=["global_invariants:swap"],
+                slot=slot,
+            ).failure
+        )
+
+
 def check_no_pins_left(k: Kernel, final: bool) -> None:
     """Global, at quiet points: no actor is between its pin and its unpin."""
     t = k.hooks.get("gup.pins") or {}
@@ -311,7 +349,7 @@ def install(k: Kernel) -> None:
         k.hooks["shadow_write"] = shared_shadow_write
     k.hooks["device_page_free"] = device_free_check
     k.hooks.setdefault("do_swap_page", do_swap_page)
-    for chk in (check_no_pins_left, check_device_pages, check_dirty):
+    for chk in (check_no_pins_left, check_device_pages, check_dirty, check_swap_counts):
         if chk not in k.extra_checks:
             k.extra_checks.append(chk)
 
@@ -322,6 +360,7 @@ __all__ = [
     "check_drop_clean",
     "check_no_pins_left",
     "check_pin",
+    "check_swap_counts",
     "device_free_check",
     "dma_read_check",
     "install",

@@ -155,7 +155,8 @@ def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str)
                 k.ptep_get_and_clear(mm, v)
             elif kind == PTE_SWAP:
                 k.ptep_get_and_clear(mm, v)
-                swap_free(k, pfn)
+                if "zap_swap_no_free" not in k.faults:
+                    swap_free(k, pfn)
             cleared.append(v)
             pins_unmapped(k, mm, v)
         # tlb_flush_mmu_tlbonly() before the PTL is dropped, then the shadow goes.

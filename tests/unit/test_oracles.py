@@ -41,6 +41,7 @@ CASES = [
     ("unmap-vs-migrate", "zap_device_keeps_entry", FailureKind.DEVICE_PAGE_LIFETIME, 30),
     ("swap-vs-fault", "reclaim_drops_dirty", FailureKind.DIRTY_CONSERVATION, 10),
     ("swap-vs-fault", "swapin_spurious_sigbus", FailureKind.SIGBUS, 10),
+    ("swap-vs-fault", "zap_swap_no_free", FailureKind.LEAK, 20),
 ]
 
 
@@ -61,7 +62,7 @@ def test_broken_path_fires_its_oracle_and_the_unbroken_path_is_clean(
             found = seed
             fl = r.result.failure
             assert fl.sites, "the failure names its call sites"
-            assert fl.pages or fl.actors, "the failure names pages or actors"
+            assert fl.pages or fl.actors or fl.details, "the failure names what it is about"
             break
     assert found is not None, f"{fault} on {workload}: {kind.value} not seen in {seeds} seeds"
     clean = run_deterministic(w, seed=found)
