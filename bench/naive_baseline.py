@@ -7,8 +7,9 @@ preemption points. A thread that yields a :class:`Block` spins on the lock word 
 ``time.sleep(0)`` until it clears. Failure detection is what such a test can do:
 
 - an :class:`InvariantViolation` raised inside a thread (the same local checks);
-- a per-thread no-progress timeout (livelock): a thread that is not blocked and has not
-  finished an operation for ``stall`` seconds;
+- a per-thread no-progress timeout: a thread that has not finished an operation for
+  ``stall`` seconds is a hang (reported as a deadlock if it is waiting on a lock, else a
+  livelock; either counts for an entry whose oracle is a hang);
 - every live thread blocked on a lock that is still held, seen twice 10 ms apart
   (deadlock);
 - the same global invariants (``check_all``) once every thread has finished.
@@ -33,6 +34,7 @@ from ._machine import Deadline, Figure, Log, Target, median, quiet, unavailable
 from .time_to_find import SEED_STRIDE, Entry, Hunt, default_strategy, resolve_entries
 
 RATIO_TARGET = Target(">=", 10.0, "every catalog entry ≥10× faster than the naive threaded baseline")
+HANG = {"deadlock", "livelock"}  # the baseline cannot tell these apart reliably: either counts
 SLEEP_MAX = 100e-6  # seconds: the random sleep between steps is uniform in [0, SLEEP_MAX)
 
 
@@ -55,7 +57,8 @@ def threaded_run(
     stop = threading.Event()
     failures: list[Any] = []
     blocked: list[Block | None] = [None] * n
-    done = [False] * n
+    done = [False] * n  # the thread has exited (finished, failed or stopped)
+    finished = [False] * n  # the thread ran its program to the end
     steps = [0] * n
     last_progress = [time.perf_counter()] * n
 
@@ -69,6 +72,7 @@ def threaded_run(
                 try:
                     req = gen.send(None)
                 except StopIteration:
+                    finished[aid] = True
                     break
                 steps[aid] += 1
                 if a.progress != seen:
@@ -79,7 +83,6 @@ def threaded_run(
                     while load(req.word) & req.mask and not stop.is_set():
                         time.sleep(0)
                     blocked[aid] = None
-                    last_progress[aid] = time.perf_counter()
                 else:
                     time.sleep(rng.random() * SLEEP_MAX)
         except InvariantViolation as exc:
@@ -116,9 +119,14 @@ def threaded_run(
         else:
             suspect = 0
         for i in live:
-            if blocked[i] is None and now - last_progress[i] > stall:
-                failures.append(Failure(kind=FailureKind.LIVELOCK,
-                                        message=f"{m.actors[i].name} made no progress for {stall} s"))
+            if now - last_progress[i] > stall:
+                # A hang: stuck on a lock (deadlock) or running in place (livelock); the
+                # hunt counts either for an entry whose oracle is a hang.
+                w = blocked[i]
+                kind = FailureKind.DEADLOCK if w is not None else FailureKind.LIVELOCK
+                failures.append(Failure(kind=kind, message=(
+                    f"{m.actors[i].name} finished no operation for {stall} s"
+                    + (f", blocked on {w.kind}:{w.target}" if w is not None else ""))))
                 stop.set()
                 break
     stop.set()
@@ -128,7 +136,7 @@ def threaded_run(
         # a generator still running in a stuck thread, or its cleanup raising
         with contextlib.suppress(Exception):
             g.close()
-    if not failures and all(done):
+    if not failures and all(finished):
         try:
             check_all(k, final=True)
         except InvariantViolation as exc:
@@ -145,7 +153,9 @@ def naive_hunt(e: Entry, base: int, budget: float, stall: float) -> Hunt:
         runs += 1
         points += steps
         if failure is not None:
-            if failure.kind.value in e.oracle:
+            if failure.kind.value in e.oracle or (
+                failure.kind.value in HANG and HANG & set(e.oracle)
+            ):
                 return Hunt(True, runs, points, time.perf_counter() - t0, failure.kind.value,
                             None, other)
             other += 1
