@@ -80,4 +80,4 @@ def test_hunt_random_finds_and_shrinks_and_pct_reports_its_guarantee():
     assert clean.found is None and clean.runs == 20
     assert clean.guarantee is not None and 0 < clean.guarantee < 1
     with pytest.raises(InvalidOption, match="valid: random, pct, rr, exhaustive"):
-        hunt(w, strategy="rr")
+        hunt(w, strategy="sideways")
