@@ -502,3 +502,35 @@ def test_dma_bookkeeping_waits_for_the_ptl_collect_holds() -> None:
     assert _run_beside(k, pin, mig) == 0
     assert mig.finish(k) == 0
     check_all(k)
+
+
+def test_map_shared_child_write_is_seen_by_the_parent() -> None:
+    table = dict(SYS)
+    table["mm"] = [{"id": 0, "vmas": [{"start": 0, "end": 8, "flags": ["read", "write", "anon", "shared"]}],
+                    "populate": [{"start": 0, "end": 4}]}]
+    m = model(table)
+    k, (f, cpu, *_) = m.kernel, m.actors
+    assert _run(k, op_fork(k, f, 0, 1)) == 0
+    assert _entry(k, 2, 1) == _entry(k, 2) and k.pte_read(1, 2) & PTE_WRITE  # no COW
+    assert _run(k, cpu_access(k, cpu, 1, 2, True)) == ACCESS_OK
+    assert k.shadow(0, 2) == k.shadow(1, 2)
+    assert _run(k, cpu_access(k, cpu, 0, 2, False)) == ACCESS_OK  # the parent sees it
+    assert _run(k, op_child_exit(k, f, 1)) == 0
+    check_all(k)
+
+
+def test_get_reference_survives_swap_out_through_the_swap_cache() -> None:
+    """A FOLL_GET reference keeps a page in the swap cache after reclaim unmapped it:
+    the swap entry still names the referenced page (coherent), and swap-in maps it."""
+    k, (a, r, cpu, _) = _m()
+    pin = Stepper(op_pin_dma(k, a, 0, 1, 2, 3, 1))  # FOLL_GET, write
+    pin.run_until(lambda: k.events.get("dma_writes", 0) == 1)
+    _kind, p = _entry(k, 1)
+    assert _run(k, op_reclaim(k, r, p, 1)) == 1
+    assert _entry(k, 1)[0] == PTE_SWAP and k.test_flag(p, PG_swapcache)
+    assert k.outcomes[("reclaim", "referenced")] == 1
+    assert pin.finish(k) == 0  # DMA writes kept landing in the cached page
+    check_all(k)
+    assert _run(k, cpu_access(k, cpu, 0, 1, False)) == ACCESS_OK
+    assert _entry(k, 1) == (PTE_PRESENT, p)
+    check_all(k)
