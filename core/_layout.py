@@ -275,19 +275,19 @@ class Layout:
             self.tables[name] = t
             off += t.size
         self.words = off
-        t = self.tables
+        tb = self.tables
         # Base word indexes, used by the hot paths.
-        self.GLOB = t["glob"].offset
-        self.FRAMES = t["frames"].offset
-        self.ZONES = t["zones"].offset
-        self.PTE = t["pte"].offset
-        self.PTL = t["ptl"].offset
-        self.MM = t["mm"].offset
-        self.VMA = t["vma"].offset
-        self.ACTOR = t["actor"].offset
-        self.TLB = t["tlb"].offset
-        self.SHADOW = t["shadow"].offset
-        self.SWAP = t["swap"].offset
+        self.GLOB = tb["glob"].offset
+        self.FRAMES = tb["frames"].offset
+        self.ZONES = tb["zones"].offset
+        self.PTE = tb["pte"].offset
+        self.PTL = tb["ptl"].offset
+        self.MM = tb["mm"].offset
+        self.VMA = tb["vma"].offset
+        self.ACTOR = tb["actor"].offset
+        self.TLB = tb["tlb"].offset
+        self.SHADOW = tb["shadow"].offset
+        self.SWAP = tb["swap"].offset
 
     @property
     def nbytes(self) -> int:

@@ -55,7 +55,7 @@ class PlainWords:
             raise ValueError(
                 f"PlainWords needs a writable C-contiguous int64 buffer, got {arr.dtype}"
             )
-        self._mv = memoryview(arr.reshape(-1)).cast("B").cast("q")
+        self._mv = memoryview(arr.reshape(-1)).cast("B").cast("q")  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._mv)
@@ -114,7 +114,7 @@ def atomic_words(buf: Any) -> Words:
         raise ImportError(
             "pagerace.core._atomicwords is not built; reinstall with `pip install -e .`"
         ) from exc
-    return AtomicWords(buf)  # type: ignore[no-any-return]
+    return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
 
 
 def fast_words(buf: Any) -> Words:
@@ -124,4 +124,4 @@ def fast_words(buf: Any) -> Words:
         from pagerace.core._atomicwords import AtomicWords
     except ImportError:  # pragma: no cover - depends on the install
         return PlainWords(buf)
-    return AtomicWords(buf)  # type: ignore[no-any-return]
+    return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]

@@ -97,7 +97,7 @@ def pin_table(k: Kernel) -> dict[int, list[PinRecord]]:
     t = k.hooks.get("gup.pins")
     if t is None:
         t = k.hooks["gup.pins"] = {}
-    return t  # type: ignore[no-any-return]
+    return t
 
 
 def _grab(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:

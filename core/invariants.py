@@ -21,6 +21,8 @@ What must hold with every actor idle:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._errors import FailureKind, InvariantViolation
@@ -52,9 +54,11 @@ from ._layout import (
 _MAX_LISTED = 6
 
 
-def _fail(k: Kernel, kind: FailureKind, msg: str, pages: list[int], **details: object) -> None:
+def _fail(k: Kernel, kind: FailureKind, msg: str, pages: list[int], **details: Any) -> None:
     raise InvariantViolation(
-        k.fail(kind, msg, pages=pages[:_MAX_LISTED], sites=["global_invariants"], **details).failure
+        k.fail(
+            kind, msg, (), pages[:_MAX_LISTED], ["global_invariants"], (), **details
+        ).failure
     )
 
 
@@ -83,8 +87,8 @@ def check_locks(k: Kernel) -> None:
             [],
         )
     if (s.mm[:, 0] != 0).any():
-        mm = int(np.flatnonzero(s.mm[:, 0])[0])
-        _fail(k, FailureKind.LOCK_BALANCE, f"mmap_lock of mm {mm} held at a quiet point", [])
+        held = int(np.flatnonzero(s.mm[:, 0])[0])
+        _fail(k, FailureKind.LOCK_BALANCE, f"mmap_lock of mm {held} held at a quiet point", [])
 
 
 def check_entries(k: Kernel) -> None:

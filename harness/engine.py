@@ -298,7 +298,7 @@ class DeterministicEngine:
     def _trace_entry(
         self, step: int, a: Actor, gen: Generator[Any, Any, Any], req: Any
     ) -> tuple[int, int, str, str]:
-        if gen.gi_frame is None:
+        if getattr(gen, "gi_frame", None) is None:
             return (step, a.id, "(done)", "")
         fn, _path, line = innermost(gen)
         what = f"waits on {req.kind}:{req.target} at {req.site}" if type(req) is Block else ""

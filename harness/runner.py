@@ -124,7 +124,7 @@ def build_model(
             fault_work=d.fault_work,
             copy_work=d.copy_work,
         )
-        dm.copy_error = d.copy_error  # type: ignore[attr-defined]
+        dm.copy_error = d.copy_error
         k.devices.append(dm)
     while len(k.devices) < w.geometry.devices:
         k.devices.append(Dmirror(len(k.devices)))

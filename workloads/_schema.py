@@ -405,7 +405,7 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         _table(src, "mm", mt)
         _check_keys(src, "mm.", mt, MM_KEYS)
         mid = _int(src, "mm.id", mt.get("id", len(mms)), 0, geo.mms - 1)
-        vmas = []
+        vmas: list[VmaSpec] = []
         vmas_t = mt.get("vmas", [{"start": 0, "end": ppm, "flags": ["read", "write", "anon"]}])
         for vt in _list(src, "mm.vmas", vmas_t, "expected a list of tables {start, end, flags}"):
             _table(src, "mm.vmas", vt)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from ...core._errors import InvalidOption
 
@@ -46,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
 
 
-def _bench_main():  # type: ignore[no-untyped-def]
+def _bench_main() -> Any:
     """``bench.__main__.main`` from the source tree this package was installed from."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "__main__.py").is_file():

@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         row["shrunk_steps"] = rec.result.steps if res.shrunk is not None else -1
     append_all(args.out, rows)
     print(f"{head}: found after {res.runs} runs (seed {found.seed}, {res.seconds:.2f} s){extra}")
-    print(f"failure: {found.result.failure.headline()}")
+    if found.result.failure is not None:
+        print(f"failure: {found.result.failure.headline()}")
     if res.shrunk is not None:
         print(res.shrunk.summary())
     print("steps (shrunk):" if res.shrunk is not None else "steps:")
