@@ -38,6 +38,7 @@ PG_writeback = 1 << 6
 PG_uptodate = 1 << 7
 PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
 PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
+PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/pagecache.py)
 DYNAMIC_MASK = (1 << 16) - 1
 
 # Static zone bits, set when the model is built and never cleared.
@@ -59,6 +60,7 @@ FLAG_NAMES = {
     PG_uptodate: "uptodate",
     PG_allocated: "allocated",
     PG_isolated: "isolated",
+    PG_pagecache: "pagecache",
     Z_DEVICE: "zone_device",
     Z_DEVICE_PRIVATE: "device_private",
     Z_DEVICE_COHERENT: "device_coherent",
@@ -195,6 +197,8 @@ class Geometry:
         max_vmas: VMA rows per mm.
         swap_slots: swap slots.
         coherent: ids of devices whose memory is DEVICE_COHERENT.
+        files: files with a page cache (``core/pagecache.py``); 0 for none.
+        pages_per_file: page-cache slots per file.
     """
 
     sys_frames: int = 64
@@ -207,14 +211,20 @@ class Geometry:
     max_vmas: int = 4
     swap_slots: int = 16
     coherent: tuple[int, ...] = field(default_factory=tuple)
+    files: int = 0
+    pages_per_file: int = 0
 
     def __post_init__(self) -> None:
         for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"geometry: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("dev_frames", "devices", "swap_slots"):
+        for name in ("dev_frames", "devices", "swap_slots", "files", "pages_per_file"):
             if getattr(self, name) < 0:
                 raise ValueError(f"geometry: {name} must be >= 0, got {getattr(self, name)}")
+        if self.files and self.pages_per_file < 1:
+            raise ValueError(
+                f"geometry: files = {self.files} needs pages_per_file >= 1, got {self.pages_per_file}"
+            )
         if self.devices > 255:
             raise ValueError(f"geometry: at most 255 devices, got {self.devices}")
 
@@ -249,7 +259,11 @@ class Layout:
     """Where every table sits in the flat word buffer.
 
     The tables are, in order: ``glob``, ``frames``, ``zones``, ``pte``, ``ptl``, ``mm``,
-    ``vma``, ``actor``, ``tlb``, ``shadow``, ``swap``.
+    ``vma``, ``actor``, ``tlb``, ``shadow``, ``swap``, and the page cache: ``pcache``
+    (one slot per file page: pfn + 1, or 0 when the page is not cached; the XArray of
+    ``mapping->i_pages``), ``pcache_lock`` (one ``xa_lock`` word per file) and
+    ``fshadow`` (the oracle's last token written to each file page). The page-cache
+    tables are empty when the geometry has no files.
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -267,6 +281,9 @@ class Layout:
             ("tlb", (g.actors, TLB_SLOTS, 2)),
             ("shadow", (g.mms, g.pages_per_mm)),
             ("swap", (max(g.swap_slots, 1), SWAP_WORDS)),
+            ("pcache", (g.files, g.pages_per_file)),
+            ("pcache_lock", (g.files,)),
+            ("fshadow", (g.files, g.pages_per_file)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0

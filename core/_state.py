@@ -74,6 +74,9 @@ class State:
         self.tlb = v["tlb"]
         self.shadow = v["shadow"]
         self.swap = v["swap"]
+        self.pcache = v["pcache"]
+        self.pcache_lock = v["pcache_lock"]
+        self.fshadow = v["fshadow"]
         if init:
             self._init_static()
 
@@ -98,7 +101,8 @@ class State:
         for name in list(self.views):
             del self.views[name]
         for name in (
-            "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap"
+            "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
+            "pcache", "pcache_lock", "fshadow",
         ):
             if hasattr(self, name):
                 delattr(self, name)
@@ -114,6 +118,18 @@ class State:
 
     def ptl_word(self, mm: int, vpn: int) -> int:
         return self.layout.PTL + mm * self.geo.tables_per_mm + vpn // self.geo.ptes_per_table
+
+    def pcache_word(self, f: int, index: int) -> int:
+        """The page-cache slot of page ``index`` of file ``f`` (pfn + 1, or 0)."""
+        return self.layout.PCACHE + f * self.geo.pages_per_file + index
+
+    def pcache_lock_word(self, f: int) -> int:
+        """The ``xa_lock`` of file ``f``'s page cache (0 free, owner + 1 held)."""
+        return self.layout.PCACHE_LOCK + f
+
+    def fshadow_word(self, f: int, index: int) -> int:
+        """The oracle's last token written to page ``index`` of file ``f``."""
+        return self.layout.FSHADOW + f * self.geo.pages_per_file + index
 
     # ----------------------------------------------------------------------------------
     # VMAs. Rows are sorted by start; the table changes only under mmap_lock for write.

@@ -35,7 +35,7 @@ VMA_FLAG_NAMES = {
 
 GEOMETRY_KEYS = {
     "sys_frames", "dev_frames", "devices", "mms", "pages_per_mm", "ptes_per_table",
-    "max_vmas", "swap_slots", "coherent",
+    "max_vmas", "swap_slots", "coherent", "files", "pages_per_file",
 }
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
