@@ -305,6 +305,9 @@ class Layout:
         self.TLB = tb["tlb"].offset
         self.SHADOW = tb["shadow"].offset
         self.SWAP = tb["swap"].offset
+        self.PCACHE = tb["pcache"].offset
+        self.PCACHE_LOCK = tb["pcache_lock"].offset
+        self.FSHADOW = tb["fshadow"].offset
 
     @property
     def nbytes(self) -> int:
