@@ -14,7 +14,11 @@ the v4.20 / v5.0 era (seed 002) and ``mm/compaction.c`` around it.
 - :func:`move_to_new_page` → ``migrate_page`` → ``migrate_page_move_mapping`` (line 439,
   the refcount frozen at the expected count; the catalog toggle
   ``move-mapping-no-freeze`` checks without freezing, ``core/migrate_device.py``) and
-  the copy of content and flags.
+  the copy of content and flags. A page-cache page (``PG_pagecache``: it has a mapping)
+  goes through the mapping case, ``core/pagecache.py``'s
+  :func:`~pagerace.core.pagecache.migrate_page_move_mapping` (the slot is switched to
+  the new page with the count frozen), and its old page's ``mapping`` is cleared while
+  it is still locked.
 
 Two operations use it (registered with :func:`~pagerace.core.actors.register_op`):
 
@@ -32,7 +36,7 @@ Two operations use it (registered with :func:`~pagerace.core.actors.register_op`
 from __future__ import annotations
 
 from ._kernel import Actor, Kernel, Path
-from ._layout import Z_FREE, ZONE_WORDS, PG_anon, PG_lru, PG_uptodate
+from ._layout import Z_FREE, ZONE_WORDS, PG_anon, PG_lru, PG_pagecache, PG_uptodate
 from .actors import register_op
 from .migrate_device import (
     EAGAIN,
@@ -58,13 +62,24 @@ PASSES = 10  # migrate_pages(): "for(pass = 0; pass < 10 && retry; pass++)"
 def move_to_new_page(k: Kernel, a: Actor, new: int, page: int, mode: int) -> Path:
     """``move_to_new_page()`` → ``migrate_page()``: ``migrate_page_move_mapping()``
     (the refcount must be exactly the isolation reference, frozen for the switch),
-    then ``migrate_page_copy()``: content and page state."""
-    rc = yield from folio_migrate_mapping(k, a, new, page, 0)
+    then ``migrate_page_copy()``: content and page state. A page-cache page takes the
+    mapping case (:func:`pagecache.migrate_page_move_mapping`), and on success its old
+    page's ``mapping`` is cleared ("old pagecache page->mapping must be cleared before
+    page is freed")."""
+    from . import pagecache
+
+    file_page = k.test_flag(page, PG_pagecache)
+    if file_page:
+        rc = yield from pagecache.migrate_page_move_mapping(k, a, new, page, 0)
+    else:
+        rc = yield from folio_migrate_mapping(k, a, new, page, 0)
     if rc:
         return rc
     k.touch(a, page, "migrate_page_copy")
     k.set_data(new, k.data(page))
     folio_migrate_flags(k, new, page)
+    if file_page:
+        pagecache.clear_page_mapping(k, page)
     return MIGRATEPAGE_SUCCESS
 
 
@@ -166,15 +181,15 @@ def migrate_pages(k: Kernel, a: Actor, pages: list[int], mode: int, direct: bool
 
 
 def isolate_migratepages(k: Kernel, a: Actor, limit: int) -> Path:
-    """``isolate_migratepages()``: the anonymous LRU pages of system memory, lowest pfn
-    first, up to ``limit``, each taken off the LRU with a reference."""
+    """``isolate_migratepages()``: the anonymous and page-cache LRU pages of system
+    memory, lowest pfn first, up to ``limit``, each taken off the LRU with a reference."""
     lo, hi = k.lay.zone_range(0)
     out: list[int] = []
     for pfn in range(lo, hi):
         if len(out) >= limit:
             break
         f = k.flags(pfn)
-        if not (f & PG_lru and f & PG_anon):
+        if not (f & PG_lru and f & (PG_anon | PG_pagecache)):
             continue
         if folio_isolate_lru(k, a, pfn):
             out.append(pfn)

@@ -352,6 +352,10 @@ def install(k: Kernel) -> None:
     for chk in (check_no_pins_left, check_device_pages, check_dirty, check_swap_counts):
         if chk not in k.extra_checks:
             k.extra_checks.append(chk)
+    if k.geo.files:
+        from .pagecache import install as install_pagecache
+
+        install_pagecache(k)  # page-cache references and the no-lost-write check
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from . import (
     _kinds_migrate,  # noqa: F401  (registers the compactor kind)
     _kinds_mm,  # noqa: F401  (registers pinner, forker, unmapper, remapper, reclaimer)
+    _kinds_pagecache,  # noqa: F401  (registers file_reader, file_writer)
 )
 from ._schema import (
     ACTOR_KINDS as ACTOR_KINDS,
