@@ -148,7 +148,11 @@ CATALOG: dict[str, BugEntry] = {
             "keeps using the old page: a lost write or a stale read",
             "page_ref_freeze() in migrate_page_move_mapping() (seed 002)",
             ("lost_write", "stale_read", "pin_coherency", "use_after_free"),
-            "migrate-vs-gup-fast",
+            # Through GUP-fast the window is harmless (its PTE re-check drops the
+            # reference); a page-cache lookup re-checks the SLOT, which still names the
+            # old page, and a buffered read copies it without the page lock: stale_read
+            # (core/pagecache.py). Writers lock the page and re-check its mapping.
+            "pagecache-vs-compaction",
         ),
     ]
 }

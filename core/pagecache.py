@@ -61,6 +61,7 @@ from ._layout import (
     PG_uptodate,
 )
 from .actors import register_op
+from .memory import ACCESS_OK, cpu_access
 
 EAGAIN = -11
 EEXIST = -17
@@ -178,12 +179,16 @@ def page_cache_sync_readahead(k: Kernel, a: Actor, f: int, index: int) -> Path:
 # Buffered read and write.
 def _copy_page_to_iter(k: Kernel, a: Actor, pfn: int, f: int, index: int) -> None:
     """``copy_page_to_iter()`` from an up-to-date page, without the page lock; the oracle
-    compares what is copied with the last token written to that file page."""
+    compares what is copied with the last token written to that file page: a
+    ``stale_read`` unless a writer is in the middle of writing that very page."""
     k.touch(a, pfn, "copy_page_to_iter")
     got = k.data(pfn)
     want = fshadow(k, f, index)
-    if got != want:
-        in_slot = xa_load(k, f, index)
+    in_slot = xa_load(k, f, index)
+    # A writer in the middle of its copy holds the lock of the page the slot names (its
+    # token and fshadow are two stores: the parallel engine can see between them; the
+    # deterministic engine never does). A stale page is one the slot no longer names.
+    if got != want and not (in_slot == pfn and k.page_locked(pfn)):
         raise k.fail(
             FailureKind.STALE_READ,
             f"{a.name} read file {f} page {index} from page {pfn} and got token {got:#x}, "
@@ -237,12 +242,22 @@ def _filemap_update_page(k: Kernel, a: Actor, pfn: int) -> Path:
     return ok
 
 
-def filemap_read(k: Kernel, a: Actor, f: int, start: int, npages: int) -> Path:
+def filemap_read(
+    k: Kernel, a: Actor, f: int, start: int, npages: int, mm: int = -1, vpn: int = -1
+) -> Path:
     """``filemap_read()`` (6.x; ``generic_file_buffered_read()`` in 5.0): read pages
     ``[start, start + npages)`` of file ``f``. 6.x looks up a batch of pages
     (``filemap_get_pages`` → ``filemap_get_read_batch``, references on all of them) and
     then copies them one by one; 5.0 looks up and copies one page at a time. Up-to-date
-    pages are copied without the page lock."""
+    pages are copied without the page lock.
+
+    With a user buffer (``mm``, ``vpn`` >= 0), each copy is ``copy_page_to_iter`` →
+    ``copy_to_user`` into that page: a store that faults when the buffer page is not
+    mapped (``handle_mm_fault``, which may sleep), and only then reads the page-cache
+    page. The store is the model's CPU store (``core/memory.py`` ``cpu_access``: a fresh
+    token in the buffer, the anonymous shadow follows it); the token read from the page
+    cache is what the oracle checks. A buffer the fault path cannot serve is
+    ``-EFAULT``: the read stops."""
     site = "filemap_read"
     for i in range(npages):
         _check_file(k, a, f, start + i, site)
@@ -266,8 +281,15 @@ def filemap_read(k: Kernel, a: Actor, f: int, start: int, npages: int) -> Path:
                     continue  # the same index again
             got.append((pfn, index))
             index += 1
-        for pfn, idx in got:
+        for j, (pfn, idx) in enumerate(got):
             yield  # copying the earlier pages of the batch
+            if mm >= 0:
+                r = yield from cpu_access(k, a, mm, vpn, True)  # copy_to_user may fault
+                if r != ACCESS_OK:
+                    for p, _ in got[j:]:
+                        k.put_page(a, p, site + ":put_page")
+                    k.outcome("file_read", "efault")
+                    return r
             _copy_page_to_iter(k, a, pfn, f, idx)
             k.put_page(a, pfn, site + ":put_page")
     k.outcome("file_read", "done")
@@ -376,9 +398,12 @@ def clear_page_mapping(k: Kernel, page: int) -> None:
 
 # --------------------------------------------------------------------------------------
 # Operations and oracles.
-def op_file_read(k: Kernel, a: Actor, f: int, start: int, npages: int) -> Path:
-    """A ``read(2)`` of ``npages`` pages of file ``f`` from page ``start``."""
-    return (yield from filemap_read(k, a, f, start, npages))
+def op_file_read(
+    k: Kernel, a: Actor, f: int, start: int, npages: int, mm: int = -1, vpn: int = -1
+) -> Path:
+    """A ``read(2)`` of ``npages`` pages of file ``f`` from page ``start``, into the user
+    buffer at ``mm`` page ``vpn`` (-1: no user buffer, a kernel copy)."""
+    return (yield from filemap_read(k, a, f, start, npages, mm, vpn))
 
 
 def op_file_write(k: Kernel, a: Actor, f: int, index: int) -> Path:

@@ -34,11 +34,20 @@ def _think(ops: OpList, p: Mapping[str, Any], rng: np.random.Generator) -> None:
 def _file_reader_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
     f, lo, hi = _file_pages(p, "file_reader")
     n = max(1, min(int(p["npages"]), hi - lo))
+    buf = [int(x) for x in p["buffer"]]
+    if buf and (len(buf) != 2 or not 0 <= buf[0] < buf[1]):
+        raise InvalidWorkload(
+            f"file_reader buffer {buf!r} is not valid; valid: [] (no user buffer) or "
+            "[start, end] user pages of mm with 0 <= start < end"
+        )
     ops: OpList = []
     for _ in range(int(p["ops"])):
         _think(ops, p, rng)
         start = int(rng.integers(lo, hi - n + 1))
-        ops.append(("file_read", f, start, n))
+        if buf:
+            ops.append(("file_read", f, start, n, int(p["mm"]), int(rng.integers(buf[0], buf[1]))))
+        else:
+            ops.append(("file_read", f, start, n))
     return ops
 
 
@@ -53,9 +62,10 @@ def _file_writer_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
 
 register_actor_kind(
     "file_reader",
-    {"file": 0, "pages": [0, 1], "npages": 1, "ops": 4, "think": 2},
+    {"file": 0, "pages": [0, 1], "npages": 1, "ops": 4, "think": 2, "mm": 0, "buffer": []},
     "read(2) of page-cache pages: lockless lookup (find_get_entry / filemap_get_entry), "
-    "copy of an up-to-date page without the page lock (filemap_read)",
+    "copy of an up-to-date page without the page lock (filemap_read) into a user buffer "
+    "page of mm (buffer = [start, end], one page per read; [] for none) that may fault",
     _file_reader_ops,
 )
 
