@@ -456,13 +456,16 @@ class Kernel:
                 continue
             if words.cas(fl, cur, (cur & STATIC_MASK) | PG_allocated):
                 words.fetch_add(zw + Z_FREE, -1)
-                words.store(fl + F_REF, 1)
                 words.store(fl + F_MAP, 0)
                 words.store(fl + F_PIN, 0)
                 words.store(fl + F_OWNER, 0)
                 words.store(fl + F_DATA, 0)
                 words.store(fl + F_PRIV, 0)
                 words.fetch_add(fl + F_GEN, 1)
+                # The refcount goes from 0 to 1 last (set_page_count() in prep_new_page /
+                # zone_device_page_init): until then get_page_unless_zero() fails, so no
+                # speculative user (an eviction scan) can see a half-initialised page.
+                words.store(fl + F_REF, 1)
                 self.count(f"alloc_zone{zone}")
                 return pfn
         return -1
@@ -495,10 +498,11 @@ class Kernel:
             dev = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT
             if dev < len(self.devices):
                 self.devices[dev].folio_free(self, a, pfn)
-        words.store(fl, f & STATIC_MASK)
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
         words.fetch_add(fl + F_GEN, 1)
+        # Publishing the frame as free comes last: from here alloc_page may claim it.
+        words.store(fl, f & STATIC_MASK)
         zone = self.lay.zone_of(pfn)
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
