@@ -179,7 +179,39 @@ class V6(Variant):
         return self.fault_entry(k) == FAULT_ENTRY_LOCKED
 
 
-class V50(Variant):
+class _MigrateVmaOps(Variant):
+    """What the two callback-API generations (hmm-2017, seed 004; v5.0, seed 002) share:
+    the fault entry, seed 004's unmap (seed 002 kept it) and the one ``migrate_vma(ops,
+    ...)`` driver entry. Each subclass keeps only what changed between them."""
+
+    fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
+
+    def fault_entry(self, k: Kernel) -> str:
+        # 4.14 mm/memory.c do_swap_page() (HMM 14/15, merged with seed 004) and still
+        # v4.20/v5.0: is_device_private_entry() → device_private_entry_fault() →
+        # pgmap->page_fault(), with neither a reference on nor the lock of the device
+        # page (until 6.1); migrate_vma() has no fault_page, so the faulting page is
+        # locked (hmm-2017 prepare) or trylocked (v5.0 collect) like any other.
+        return FAULT_ENTRY_NO_REF
+
+    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        # seed 004 line 400: try_to_unmap and restore; seed 002 line 2509 kept it.
+        yield from unmap_2017(k, a, m)
+
+    def migrate_range(
+        self,
+        k: Kernel,
+        a: Actor,
+        m: MigrateVma,
+        alloc_and_copy: Callback,
+        finalize_on_error: bool = True,
+    ) -> Path:
+        # seed 004 line 564, seed 002 line 2880: one migrate_vma(ops, ...) call with
+        # driver callbacks.
+        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
+
+
+class V50(_MigrateVmaOps):
     """The v4.20 / v5.0 protocol (seed 002, ``mm/migrate.c``)."""
 
     name = "v5.0"
@@ -192,14 +224,6 @@ class V50(Variant):
     # No migrate_device_range (driver eviction arrived in 6.x) and no device-coherent
     # folios; device-public pages are its CPU-addressable device memory.
     provides = frozenset({"migrate_vma", "migrate_to_ram", "device_public"})
-    fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
-
-    def fault_entry(self, k: Kernel) -> str:
-        # v4.20/v5.0 mm/memory.c do_swap_page(): is_device_private_entry() →
-        # device_private_entry_fault() → pgmap->page_fault(), with neither a reference
-        # on nor the lock of the device page (until 6.1); migrate_vma() has no
-        # fault_page, so collect trylocks the faulting page like any other.
-        return FAULT_ENTRY_NO_REF
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 002 line 2252: trylock and a migration entry at once.
@@ -209,27 +233,12 @@ class V50(Variant):
         # seed 002 line 2421: trylock_page and back off ("best effort").
         yield from prepare_v50(k, a, m)
 
-    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 002 line 2509: seed 004's unmap, kept.
-        yield from unmap_2017(k, a, m)
-
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         # seed 002 line 2368: device-private pages always pass.
         return check_page_v50(k, pfn, fault_page)
 
-    def migrate_range(
-        self,
-        k: Kernel,
-        a: Actor,
-        m: MigrateVma,
-        alloc_and_copy: Callback,
-        finalize_on_error: bool = True,
-    ) -> Path:
-        # seed 002 line 2880: one migrate_vma(ops, ...) call with driver callbacks.
-        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
 
-
-class HMM2017(Variant):
+class HMM2017(_MigrateVmaOps):
     """The first protocol (seed 004, "mm/migrate: new memory migration helper for use
     with device memory v4", 2017). The catalog entry ``hmm-2017-blocking-prepare`` is
     this variant itself."""
@@ -242,13 +251,6 @@ class HMM2017(Variant):
     )
     seed = "004_30e669ba7cbf7ee3.txt"
     provides = frozenset({"migrate_vma", "migrate_to_ram"})
-    fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
-
-    def fault_entry(self, k: Kernel) -> str:
-        # 4.14 mm/memory.c do_swap_page() (HMM 14/15, merged with seed 004):
-        # device_private_entry_fault() → pgmap->page_fault() with neither a reference
-        # nor the lock; prepare then lock_page()s the faulting page like any other.
-        return FAULT_ENTRY_NO_REF
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 207/268: references only; holes src = 0.
@@ -257,10 +259,6 @@ class HMM2017(Variant):
     def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 362: lock_page(page), blocking.
         yield from prepare_2017(k, a, m)
-
-    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 004 line 400: try_to_unmap and restore.
-        yield from unmap_2017(k, a, m)
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         # seed 004 line 315: refcount against mapcount for every page.
@@ -273,17 +271,6 @@ class HMM2017(Variant):
     def driver_alloc_and_copy(self, k: Kernel, a: Actor, dev: Any, m: MigrateVma) -> Path:
         # seed 003: the sample driver allocates for src == 0 entries too.
         yield from sample_driver_alloc_and_copy(k, a, dev, m)
-
-    def migrate_range(
-        self,
-        k: Kernel,
-        a: Actor,
-        m: MigrateVma,
-        alloc_and_copy: Callback,
-        finalize_on_error: bool = True,
-    ) -> Path:
-        # seed 004 line 564: one migrate_vma(ops, ...) call with driver callbacks.
-        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
 
 
 def _finalize_and_map(k: Kernel, a: Actor, m: MigrateVma) -> Path:
