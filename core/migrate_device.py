@@ -273,18 +273,24 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     m.npages = i
 
 
-def migrate_vma_check_page(k: Kernel, pfn: int, fault_page: int) -> bool:
-    """``migrate_vma_check_page(page, fault_page)`` (v6, seed 000): refuse pinned pages.
-
-    One extra reference is the caller's (isolation or collect), one more if this is the
-    fault page, one more for ZONE_DEVICE; anything beyond the mappings means a pin.
-    """
+def page_refs_beyond_mappings(k: Kernel, pfn: int, fault_page: int) -> bool:
+    """The refcount test every generation's ``migrate_vma_check_page`` makes (present
+    since seed 004): one extra reference is the caller's (isolation or collect), one
+    more if this is the fault page, one more for ZONE_DEVICE; anything beyond the
+    mappings means a pin."""
     extra = 1 + (1 if pfn == fault_page else 0)
     if k.is_zone_device(pfn):
         extra += 1
+    return k.ref_count(pfn) - extra > k.mapcount(pfn)
+
+
+def migrate_vma_check_page(k: Kernel, pfn: int, fault_page: int) -> bool:
+    """``migrate_vma_check_page(page, fault_page)`` (v6, seed 000): refuse pinned pages
+    (:func:`page_refs_beyond_mappings`). The catalog toggle ``check-ignores-pins``
+    drops the refcount test."""
     if "check-ignores-pins" in k.bugs:
         return True
-    return not (k.ref_count(pfn) - extra > k.mapcount(pfn))
+    return not page_refs_beyond_mappings(k, pfn, fault_page)
 
 
 def folio_isolate_lru(k: Kernel, a: Actor, pfn: int) -> bool:

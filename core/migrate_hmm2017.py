@@ -76,6 +76,7 @@ from .migrate_device import (
     migrate_pfn_to_page,
     migrate_vma_finalize,
     migrate_vma_pages,
+    page_refs_beyond_mappings,
 )
 from .rmap import remove_migration_ptes, try_to_migrate
 
@@ -150,11 +151,10 @@ def check_page_2017(k: Kernel, pfn: int, fault_page: int) -> bool:
     """``migrate_vma_check_page()`` of seed 004: refcount minus the caller's reference
     must not exceed the mapcount, for every page (no device-private exemption yet).
     The model adds the ZONE_DEVICE reference (seed 004 line 186 adds it in
-    ``migrate_page_move_mapping``) and the fault handler's reference on its page."""
-    extra = 1 + (1 if pfn == fault_page else 0)
-    if k.is_zone_device(pfn):
-        extra += 1
-    return not (k.ref_count(pfn) - extra > k.mapcount(pfn))
+    ``migrate_page_move_mapping``) and the fault handler's reference on its page: the
+    test all generations share (:func:`page_refs_beyond_mappings`), without v6's and
+    v5.0's catalog toggle."""
+    return not page_refs_beyond_mappings(k, pfn, fault_page)
 
 
 # ------------------------------------------------------------------------------------

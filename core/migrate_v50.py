@@ -50,6 +50,7 @@ from .migrate_device import (
     folio_putback_lru,
     migrate_pfn,
     migrate_pfn_to_page,
+    migrate_vma_check_page,
 )
 from .rmap import make_migration_entry, remove_migration_ptes
 
@@ -128,17 +129,14 @@ def check_page_v50(k: Kernel, pfn: int, fault_page: int) -> bool:
     pass (the comment's "Sadly there is no way to differentiate a regular pin from
     migration wait ... We always return true here"); device-public pages (modelled by
     device-coherent frames) count their ZONE_DEVICE reference; other device pages are
-    refused. The catalog toggle ``check-ignores-pins`` drops the refcount test."""
-    extra = 1 + (1 if pfn == fault_page else 0)
+    refused. The rest is v6's check (:func:`migrate_vma_check_page`, with the catalog
+    toggle ``check-ignores-pins`` that drops the refcount test)."""
     if k.is_zone_device(pfn):
         if k.is_device_private(pfn):
             return True  # seed 002 line 2368
         if not k.is_device_coherent(pfn):
             return False
-        extra += 1
-    if "check-ignores-pins" in k.bugs:
-        return True
-    return not (k.ref_count(pfn) - extra > k.mapcount(pfn))
+    return migrate_vma_check_page(k, pfn, fault_page)
 
 
 def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
