@@ -343,21 +343,50 @@ def migrate_device_unmap(
             continue
         unmapped += 1
         yield
-    for i, mpfn in enumerate(src):
+    yield from restore_unmoved(
+        k, a, src, len(src), restore, fault_folio, kind,
+        unlock=site + ":folio_unlock", put=site + ":restore_put",
+    )
+    return unmapped
+
+
+def restore_unmoved(
+    k: Kernel,
+    a: Actor,
+    src: list[int],
+    npages: int,
+    restore: int,
+    fault_folio: int,
+    kind: str,
+    unlock: str,
+    put: str,
+    putback: str | None = None,
+) -> Path:
+    """The restore loop every generation's unmap (and v5.0's prepare) ends with: each of
+    the first ``npages`` entries with a page that lost ``MIGRATE`` (``restore`` of them)
+    gets its migration entries removed (``remove_migration_ptes(folio, folio)``), its
+    src word cleared, its lock dropped (not ``fault_folio``'s) and its reference put.
+
+    ``unlock`` / ``put`` are the call sites. ``putback``: seed 004's unmap (kept by
+    seed 002) puts a system page back on the LRU (``putback_lru_page``, at that site)
+    instead of dropping the reference; v6 and v5.0's prepare drop it."""
+    for i in range(npages):
         if not restore:
             break
-        pfn = migrate_pfn_to_page(mpfn)
-        if pfn < 0 or mpfn & MIGRATE_PFN_MIGRATE:
+        pfn = migrate_pfn_to_page(src[i])
+        if pfn < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         yield from remove_migration_ptes(k, a, pfn, pfn)
         src[i] = 0
         if pfn != fault_folio:
-            k.unlock_page(a, pfn, site + ":folio_unlock")
-        k.put_page(a, pfn, site + ":restore_put")
+            k.unlock_page(a, pfn, unlock)
+        if putback is not None and not k.is_zone_device(pfn):
+            folio_putback_lru(k, a, pfn, putback)
+        else:
+            k.put_page(a, pfn, put)
         k.outcome(kind, "restored")
         restore -= 1
         yield
-    return unmapped
 
 
 def migrate_vma_unmap(k: Kernel, a: Actor, m: MigrateVma) -> Path:

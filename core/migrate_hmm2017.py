@@ -77,8 +77,9 @@ from .migrate_device import (
     migrate_vma_finalize,
     migrate_vma_pages,
     page_refs_beyond_mappings,
+    restore_unmoved,
 )
-from .rmap import remove_migration_ptes, try_to_migrate
+from .rmap import try_to_migrate
 
 Callback = Callable[[Kernel, Actor, MigrateVma], Path]
 
@@ -226,23 +227,11 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             restore += 1
             k.outcome(m.kind, "pinned")
         yield
-    for i in range(m.npages):
-        if not restore:
-            break
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
-            continue
-        yield from remove_migration_ptes(k, a, pfn, pfn)
-        m.src[i] = 0
-        if pfn != m.fault_folio:
-            k.unlock_page(a, pfn, site + ":unlock_page")
-        restore -= 1
-        if k.is_zone_device(pfn):
-            k.put_page(a, pfn, site + ":put_page")
-        else:
-            folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
-        k.outcome(m.kind, "restored")
-        yield
+    yield from restore_unmoved(
+        k, a, m.src, m.npages, restore, m.fault_folio, m.kind,
+        unlock=site + ":unlock_page", put=site + ":put_page",
+        putback=site + ":putback_lru_page",
+    )
 
 
 # ------------------------------------------------------------------------------------

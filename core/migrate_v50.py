@@ -51,8 +51,9 @@ from .migrate_device import (
     migrate_pfn,
     migrate_pfn_to_page,
     migrate_vma_check_page,
+    restore_unmoved,
 )
-from .rmap import make_migration_entry, remove_migration_ptes
+from .rmap import make_migration_entry
 
 
 def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
@@ -197,20 +198,10 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                     folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
             k.outcome(m.kind, "pinned")
         yield
-    for i in range(m.npages):
-        if not restore:
-            break
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
-            continue
-        yield from remove_migration_ptes(k, a, pfn, pfn)
-        m.src[i] = 0
-        if pfn != m.fault_folio:
-            k.unlock_page(a, pfn, site + ":unlock_page")
-        restore -= 1
-        k.put_page(a, pfn, site + ":put_page")
-        k.outcome(m.kind, "restored")
-        yield
+    yield from restore_unmoved(
+        k, a, m.src, m.npages, restore, m.fault_folio, m.kind,
+        unlock=site + ":unlock_page", put=site + ":put_page",
+    )
 
 
 __all__ = ["check_page_v50", "collect_v50", "prepare_v50"]
