@@ -163,6 +163,31 @@ def _selected_present(k: Kernel, m: MigrateVma, pfn: int) -> bool:
     return bool(m.flags & MIGRATE_VMA_SELECT_SYSTEM)
 
 
+def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
+    """The src word every generation's collect gives a page-table entry that is not a
+    hole: a device-private entry of our owner (with ``device_flag``:
+    ``MIGRATE_PFN_DEVICE`` before v6, HMM 14/15; 0 in v6) or a selected present page
+    gets ``migrate_pfn(pfn) | MIGRATE`` (``| WRITE`` for a writable entry); anything
+    else (another owner's or an unselected page, migration and swap entries) 0: not
+    ours to migrate."""
+    kind = pte & PTE_TYPE_MASK
+    pfn = pte >> PTE_PFN_SHIFT
+    if kind == PTE_DEVICE_PRIVATE:
+        if not (
+            m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+            and k.device_of(pfn) == m.pgmap_owner
+        ):
+            return 0
+        mpfn = migrate_pfn(pfn) | device_flag | MIGRATE_PFN_MIGRATE
+    elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
+        mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+    else:
+        return 0
+    if pte & PTE_WRITE:
+        mpfn |= MIGRATE_PFN_WRITE
+    return mpfn
+
+
 def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_collect()`` → ``migrate_vma_collect_pmd()`` (v6).
 
@@ -202,29 +227,8 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 vpn += 1
                 continue
             pfn = pte >> PTE_PFN_SHIFT
-            if kind == PTE_DEVICE_PRIVATE:
-                if not (
-                    m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-                    and k.device_of(pfn) == m.pgmap_owner
-                ):
-                    m.src[i] = 0
-                    i += 1
-                    vpn += 1
-                    continue
-                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
-                if pte & PTE_WRITE:
-                    mpfn |= MIGRATE_PFN_WRITE
-            elif kind == PTE_PRESENT:
-                if not _selected_present(k, m, pfn):
-                    m.src[i] = 0
-                    i += 1
-                    vpn += 1
-                    continue
-                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
-                if pte & PTE_WRITE:
-                    mpfn |= MIGRATE_PFN_WRITE
-            else:
-                # Migration entries, swap entries: not ours to migrate.
+            mpfn = collected_mpfn(k, m, pte, 0)
+            if not mpfn:
                 m.src[i] = 0
                 i += 1
                 vpn += 1

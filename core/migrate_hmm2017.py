@@ -50,12 +50,9 @@ from typing import Any
 from ._errors import FailureKind
 from ._kernel import Actor, Kernel, Path
 from ._layout import (
-    PTE_DEVICE_PRIVATE,
     PTE_NONE,
     PTE_PFN_SHIFT,
-    PTE_PRESENT,
     PTE_TYPE_MASK,
-    PTE_WRITE,
     VM_ANON,
     VM_HUGETLB,
     VM_SPECIAL,
@@ -69,7 +66,7 @@ from .migrate_device import (
     MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
     MigrateVma,
-    _selected_present,
+    collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
     migrate_pfn,
@@ -118,18 +115,8 @@ def collect_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 # seed 004 line 215: migrate->src[migrate->npages++] = 0;
                 if anon:
                     holes.append(i)
-            elif kind == PTE_DEVICE_PRIVATE:
-                if (
-                    m.flags & 2  # MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-                    and k.device_of(pfn) == m.pgmap_owner
-                ):
-                    mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE | MIGRATE_PFN_DEVICE
-                    if pte & PTE_WRITE:
-                        mpfn |= MIGRATE_PFN_WRITE
-            elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
-                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
-                if pte & PTE_WRITE:
-                    mpfn |= MIGRATE_PFN_WRITE
+            else:
+                mpfn = collected_mpfn(k, m, pte, MIGRATE_PFN_DEVICE)
             if mpfn:
                 # "By getting a reference on the page we pin it" (seed 004 line 260)
                 k.get_page(a, pfn, site + ":get_page")

@@ -28,13 +28,10 @@ from __future__ import annotations
 
 from ._kernel import Actor, Kernel, Path
 from ._layout import (
-    PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_NONE,
     PTE_PFN_SHIFT,
-    PTE_PRESENT,
     PTE_TYPE_MASK,
-    PTE_WRITE,
     VM_ANON,
     PG_dirty,
 )
@@ -42,13 +39,10 @@ from .migrate_device import (
     MIGRATE_PFN_DEVICE,
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
-    MIGRATE_PFN_WRITE,
-    MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
     MigrateVma,
-    _selected_present,
+    collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
-    migrate_pfn,
     migrate_pfn_to_page,
     migrate_vma_check_page,
     restore_unmoved,
@@ -89,21 +83,12 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 i += 1
                 vpn += 1
                 continue
-            if kind == PTE_DEVICE_PRIVATE:
-                if (
-                    m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-                    and k.device_of(pfn) == m.pgmap_owner
-                ):
-                    mpfn = migrate_pfn(pfn) | MIGRATE_PFN_DEVICE | MIGRATE_PFN_MIGRATE
-            elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
-                mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+            mpfn = collected_mpfn(k, m, pte, MIGRATE_PFN_DEVICE)
             if not mpfn:
                 m.src[i] = 0
                 i += 1
                 vpn += 1
                 continue
-            if pte & PTE_WRITE:
-                mpfn |= MIGRATE_PFN_WRITE
             k.get_page(a, pfn, site + ":get_page")
             m.cpages += 1
             if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
