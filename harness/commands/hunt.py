@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from ...workloads import load_workload
@@ -12,6 +11,7 @@ from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
 from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
 from ..runner import RunRecord, validate_variant_bugs
 from ..steps import readable_steps
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least, seconds
 
 NAME = "hunt"
 HELP = (
@@ -33,49 +33,22 @@ EXAMPLES = [
 ]
 
 
-def _at_least(name: str, lo: int) -> Callable[[str], int]:
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
-        return v
-
-    return conv
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"the time must be more than zero, not {text}")
-    return v
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", metavar="WORKLOAD", help="workload name or .toml path")
-    p.add_argument("--variant", default="v6", help="protocol variant (default: v6)")
-    p.add_argument("--bug", action="append", default=[], metavar="NAME",
-                   help="catalog bug toggle (repeatable)")
+    add_variant_and_bugs(p)
     p.add_argument("--budget", default="100-runs", metavar="B",
                    help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="random",
                    help="random, pct or exhaustive (default: random)")
-    p.add_argument("--pct-depth", type=_at_least("--pct-depth", 1), default=3, metavar="D",
+    p.add_argument("--pct-depth", type=at_least("--pct-depth", 1), default=3, metavar="D",
                    help="PCT depth (default 3)")
-    p.add_argument("--preemptions", type=_at_least("--preemptions", 0), default=2, metavar="K",
+    p.add_argument("--preemptions", type=at_least("--preemptions", 0), default=2, metavar="K",
                    help="preemption bound of the exhaustive search (default 2)")
-    p.add_argument("--seed", type=_at_least("--seed", 0), default=0, metavar="BASE",
-                   help="first seed (default 0)")
-    p.add_argument("--shrink-time", type=_seconds, default=10.0, metavar="S",
+    add_seed(p, "first seed (default 0)", metavar="BASE")
+    p.add_argument("--shrink-time", type=seconds, default=10.0, metavar="S",
                    help="time budget of the shrinker in seconds (default 10)")
     p.add_argument("--no-shrink", action="store_true", help="keep the failing run as found")
-    p.add_argument("--out", default="pagerace-out", metavar="DIR",
-                   help="output directory (default: ./pagerace-out)")
+    add_out(p)
     p.add_argument("--full-steps", action="store_true", help="print every lock event")
 
 

@@ -15,6 +15,7 @@ from ...workloads import Workload, load_workload
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least
 
 NAME = "run"
 HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
@@ -53,19 +54,6 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _positive(name: str, lo: int = 1) -> Any:
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
-        return v
-
-    return conv
-
-
 def _rate(text: str) -> float:
     try:
         v = float(text)
@@ -84,18 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="WORKLOAD",
         help="workload name (see 'pagerace list') or path to a .toml file (default: default)",
     )
-    p.add_argument("--seed", type=_positive("--seed", 0), default=0, help="seed (default: 0)")
-    p.add_argument("--variant", default="v6", help="protocol variant (default: v6)")
-    p.add_argument(
-        "--bug",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="switch on a bug toggle from the catalog (repeatable; see 'pagerace list --bugs')",
-    )
-    p.add_argument(
-        "--out", default="pagerace-out", metavar="DIR", help="output directory (default: ./pagerace-out)"
-    )
+    add_seed(p, "seed (default: 0)")
+    add_variant_and_bugs(p)
+    add_out(p)
     p.add_argument("--quiet", action="store_true", help="print nothing; the exit code says it all")
     det = p.add_argument_group("deterministic engine")
     det.add_argument(
@@ -106,21 +85,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--pct-depth",
-        type=_positive("--pct-depth"),
+        type=at_least("--pct-depth"),
         default=None,
         metavar="D",
         help="PCT priority-change depth (default: 3)",
     )
     det.add_argument(
         "--quantum",
-        type=_positive("--quantum"),
+        type=at_least("--quantum"),
         default=None,
         metavar="Q",
         help="round-robin quantum in steps (default: 1)",
     )
     det.add_argument(
         "--steps",
-        type=_positive("--steps"),
+        type=at_least("--steps"),
         default=None,
         metavar="N",
         help="step budget; outcome 'budget' when it runs out (default: the workload's)",
@@ -134,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--workers",
-        type=_positive("--workers"),
+        type=at_least("--workers"),
         default=None,
         metavar="N",
         help="worker processes; actors are dealt to them round robin (default: 2)",
@@ -147,7 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--ops",
-        type=_positive("--ops"),
+        type=at_least("--ops"),
         default=None,
         metavar="N",
         help="stop each actor after this many operations",

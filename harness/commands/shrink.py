@@ -8,7 +8,7 @@ from pathlib import Path
 from ..artifacts import load_artifact, replay, write_artifact
 from ..shrink import shrink_record
 from ..steps import readable_steps
-from .hunt import _seconds
+from ._options import seconds
 
 NAME = "shrink"
 HELP = "shrink a failure artifact (fewer steps, preemptions, actors, operations)"
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a failure artifact (JSON)")
     p.add_argument("-o", "--output", default=None, metavar="OUT",
                    help="where to write the shrunk artifact (default: FILE with .shrunk.json)")
-    p.add_argument("--time", type=_seconds, default=10.0, metavar="S",
+    p.add_argument("--time", type=seconds, default=10.0, metavar="S",
                    help="time budget in seconds (default 10)")
     p.add_argument("--full-steps", action="store_true", help="print every lock event")
 
