@@ -101,6 +101,17 @@ def _new_stat() -> list[int]:
     return [0, 0, 0, 0, 0, 0, _NO_MIN, 0, 0, 0, _NO_MIN, 0]
 
 
+def _add_time(st: list[int], first: int, t: int) -> None:
+    """One timing into a stat row: count, total, min and max at ``first`` .. ``first + 3``
+    (the waits at ``S_WAITS``, the holds at ``S_HOLDS``)."""
+    st[first] += 1
+    st[first + 1] += t
+    if t < st[first + 2]:
+        st[first + 2] = t
+    if t > st[first + 3]:
+        st[first + 3] = t
+
+
 class Block:
     """A request to sleep until ``load(word) & mask == 0``: a blocking lock wait.
 
@@ -274,23 +285,10 @@ class Kernel:
         since = self._held_since.pop(word, None)
         if since is not None:
             site, t0 = since
-            st = self._stat(site)
-            h = self.clock() - t0
-            st[S_HOLDS] += 1
-            st[S_HOLD_TOTAL] += h
-            if h < st[S_HOLD_MIN]:
-                st[S_HOLD_MIN] = h
-            if h > st[S_HOLD_MAX]:
-                st[S_HOLD_MAX] = h
+            _add_time(self._stat(site), S_HOLDS, self.clock() - t0)
 
     def _waited(self, st: list[int], t0: int) -> None:
-        w = self.clock() - t0
-        st[S_WAITS] += 1
-        st[S_WAIT_TOTAL] += w
-        if w < st[S_WAIT_MIN]:
-            st[S_WAIT_MIN] = w
-        if w > st[S_WAIT_MAX]:
-            st[S_WAIT_MAX] = w
+        _add_time(st, S_WAITS, self.clock() - t0)
 
     def _block(self, a: Actor, req: Block) -> None:
         w = self._A + a.id * ACTOR_WORDS
