@@ -92,6 +92,29 @@ def innermost(gen: Generator[Any, Any, Any]) -> tuple[str, str, int]:
     return g.gi_code.co_name, g.gi_code.co_filename, line
 
 
+def cycle_through(start: int, owner_awaited: Callable[[int], int]) -> list[int]:
+    """The cycle through ``start`` of a waits-for graph in which each actor waits for at
+    most one owner, in waiting order from ``start``, or [] if ``start`` is on none (it
+    waits for nothing, for a free lock, or leads into a cycle it is not part of). A
+    cycle of one is an actor waiting for a lock it holds itself.
+
+    ``owner_awaited(actor)``: the owner of the lock the actor waits for, negative when
+    it waits for none. Both engines find their deadlock cycles with it (the parallel
+    one through :func:`pagerace.harness.parallel.watchdog.find_cycles`)."""
+    seen = [start]
+    cur = start
+    while True:
+        nxt = owner_awaited(cur)
+        if nxt < 0:
+            return []
+        if nxt == start:
+            return seen
+        if nxt in seen:
+            return []
+        seen.append(nxt)
+        cur = nxt
+
+
 class DeterministicEngine:
     """Runs actors against a kernel model under a scheduler.
 
@@ -309,21 +332,12 @@ class DeterministicEngine:
 
     def _cycle_from(self, start: int, blocked: dict[int, Block]) -> list[int]:
         """The waits-for cycle through ``start``, or [] if there is none."""
-        seen = [start]
-        cur = start
-        while True:
-            req = blocked.get(cur)
-            if req is None:
-                return []
-            nxt = self._owner(req)
-            if nxt < 0:
-                return []
-            if nxt == start:
-                return seen
-            if nxt in seen:
-                return []
-            seen.append(nxt)
-            cur = nxt
+
+        def owner_awaited(aid: int) -> int:
+            req = blocked.get(aid)
+            return -1 if req is None else self._owner(req)
+
+        return cycle_through(start, owner_awaited)
 
     def _deadlock(self, ids: list[int], everyone: bool) -> Failure:
         k = self.k

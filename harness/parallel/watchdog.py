@@ -47,6 +47,7 @@ from ...core._layout import (
     ACTOR_DONE,
     ACTOR_IDLE,
 )
+from ..engine import cycle_through
 
 
 @dataclass(frozen=True)
@@ -103,22 +104,11 @@ def find_cycles(waits: Mapping[int, int]) -> list[tuple[int, ...]]:
         one is an actor waiting for a lock it holds itself.
     """
     cycles: set[tuple[int, ...]] = set()
-    done: set[int] = set()
     for start in sorted(waits):
-        if start in done:
-            continue
-        path: list[int] = []
-        pos: dict[int, int] = {}
-        cur: int | None = start
-        while cur is not None and cur not in done and cur not in pos:
-            pos[cur] = len(path)
-            path.append(cur)
-            cur = waits.get(cur)
-        if cur is not None and cur in pos:
-            cyc = path[pos[cur] :]
+        cyc = cycle_through(start, lambda aid: waits.get(aid, -1))
+        if cyc:
             k = cyc.index(min(cyc))
             cycles.add(tuple(cyc[k:] + cyc[:k]))
-        done.update(path)
     return sorted(cycles)
 
 
