@@ -118,20 +118,38 @@ class Dmirror:
         for i, spfn in enumerate(m.src):
             if not spfn & MIGRATE_PFN_MIGRATE:
                 continue
-            spage = migrate_pfn_to_page(spfn)
-            dpage = self._alloc(k, a, self.zone, "dmirror_devmem_alloc_page")
-            if dpage < 0:
-                k.outcome(m.kind, "alloc_failed")
+            dst = yield from self.device_dst(k, a, m, spfn, write_vma, 0, dma=True)
+            if not dst:
                 continue
-            yield from k.lock_page(a, dpage, "dmirror_migrate_alloc_and_copy:lock_dst")
-            if spage >= 0:
-                k.touch(a, spage, "dmirror_migrate_alloc_and_copy:copy")
-                k.set_data(dpage, k.data(spage))
-                yield from self._dma(k)
-            m.dst[i] = migrate_pfn(dpage)
-            if spfn & MIGRATE_PFN_WRITE or (spage < 0 and write_vma):
-                m.dst[i] |= MIGRATE_PFN_WRITE
+            m.dst[i] = dst
             yield
+
+    def device_dst(
+        self, k: Kernel, a: Actor, m: MigrateVma, spfn: int, write_vma: bool, flags: int,
+        dma: bool,
+    ) -> Path:
+        """The destination of one entry migrating to the device, as every generation's
+        driver makes it (``dmirror_migrate_alloc_and_copy``; seed 003's sample driver): a
+        device page (``dmirror_devmem_alloc_page``), locked, with the source page's
+        content (a hole's stays zeroed); returns its dst word (``| flags``, ``| WRITE``
+        for a writable source, or for a hole of a writable VMA), or 0 when the
+        allocation failed (outcome ``alloc_failed``). ``dma``: the copy engine's time
+        (:meth:`_dma`) follows the copy; the 2017 sample driver's copy has none."""
+        spage = migrate_pfn_to_page(spfn)
+        dpage = self._alloc(k, a, self.zone, "dmirror_devmem_alloc_page")
+        if dpage < 0:
+            k.outcome(m.kind, "alloc_failed")
+            return 0
+        yield from k.lock_page(a, dpage, "dmirror_migrate_alloc_and_copy:lock_dst")
+        if spage >= 0:
+            k.touch(a, spage, "dmirror_migrate_alloc_and_copy:copy")
+            k.set_data(dpage, k.data(spage))
+            if dma:
+                yield from self._dma(k)
+        dst = migrate_pfn(dpage) | flags
+        if spfn & MIGRATE_PFN_WRITE or (spage < 0 and write_vma):
+            dst |= MIGRATE_PFN_WRITE
+        return dst
 
     def migrate_to_device(self, k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:
         """``dmirror_migrate_to_device()``: returns 0 or a negative errno."""

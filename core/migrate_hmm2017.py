@@ -64,12 +64,10 @@ from .migrate_device import (
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_VALID,
-    MIGRATE_PFN_WRITE,
     MigrateVma,
     collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
-    migrate_pfn,
     migrate_pfn_to_page,
     migrate_vma_finalize,
     migrate_vma_pages,
@@ -255,17 +253,11 @@ def sample_driver_alloc_and_copy(k: Kernel, a: Actor, dev: Any, m: MigrateVma) -
             room -= 1
         elif spfn != 0 or follows_contract:
             continue
-        dpage = dev._alloc(k, a, dev.zone, "dmirror_devmem_alloc_page")
-        if dpage < 0:
-            k.outcome(m.kind, "alloc_failed")
+        # seed 004: the driver hands back its destination pages locked (| LOCKED).
+        dst = yield from dev.device_dst(k, a, m, spfn, write_vma, MIGRATE_PFN_LOCKED, dma=False)
+        if not dst:
             continue
-        yield from k.lock_page(a, dpage, "dmirror_migrate_alloc_and_copy:lock_dst")
-        if spage >= 0:
-            k.touch(a, spage, "dmirror_migrate_alloc_and_copy:copy")
-            k.set_data(dpage, k.data(spage))
-        m.dst[i] = migrate_pfn(dpage) | MIGRATE_PFN_LOCKED
-        if spfn & MIGRATE_PFN_WRITE or (spage < 0 and write_vma):
-            m.dst[i] |= MIGRATE_PFN_WRITE
+        m.dst[i] = dst
         yield
 
 
