@@ -120,23 +120,29 @@ class MigrateVma:
 # setup
 
 
+def bad_migrate_range(k: Kernel, m: MigrateVma) -> bool:
+    """The range checks every generation's driver entry makes (``migrate_vma_setup()``;
+    ``migrate_vma()`` of seeds 004 and 002) before it returns ``-EINVAL``: no VMA, a
+    hugetlb or special VMA, an empty range, or one not inside the VMA."""
+    if m.vma < 0:
+        return True
+    vflags = k.s.vma_flags(m.mm, m.vma)
+    vstart, vend = k.s.vma_bounds(m.mm, m.vma)
+    if vflags & (VM_HUGETLB | VM_SPECIAL):
+        return True
+    if m.end - m.start <= 0:
+        return True
+    if m.start < vstart or m.start >= vend:
+        return True
+    return m.end <= vstart or m.end > vend
+
+
 def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_setup()``: check the arguments, then collect and unmap.
 
     Returns 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
     """
-    s = k.s
-    if m.vma < 0:
-        return EINVAL
-    vflags = s.vma_flags(m.mm, m.vma)
-    vstart, vend = s.vma_bounds(m.mm, m.vma)
-    if vflags & (VM_HUGETLB | VM_SPECIAL):
-        return EINVAL
-    if m.end - m.start <= 0:
-        return EINVAL
-    if m.start < vstart or m.start >= vend:
-        return EINVAL
-    if m.end <= vstart or m.end > vend:
+    if bad_migrate_range(k, m):
         return EINVAL
     if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
         return EINVAL

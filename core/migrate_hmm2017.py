@@ -54,8 +54,6 @@ from ._layout import (
     PTE_PFN_SHIFT,
     PTE_TYPE_MASK,
     VM_ANON,
-    VM_HUGETLB,
-    VM_SPECIAL,
     VM_WRITE,
 )
 from .migrate_device import (
@@ -65,6 +63,7 @@ from .migrate_device import (
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_VALID,
     MigrateVma,
+    bad_migrate_range,
     collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
@@ -352,16 +351,7 @@ def migrate_vma(
     The caller holds ``mmap_read_lock``. The callbacks are checked against the driver
     contract: neither may change ``src[]``.
     """
-    s = k.s
-    if m.vma < 0:
-        return EINVAL
-    vflags = s.vma_flags(m.mm, m.vma)
-    vstart, vend = s.vma_bounds(m.mm, m.vma)
-    if vflags & (VM_HUGETLB | VM_SPECIAL):
-        return EINVAL
-    if m.start < vstart or m.start >= vend or m.end <= vstart or m.end > vend:
-        return EINVAL
-    if m.start >= m.end:
+    if bad_migrate_range(k, m):
         return EINVAL
     n = m.end - m.start
     m.src[:] = [0] * n  # memset(src, 0, ...)
