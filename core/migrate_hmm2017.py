@@ -166,26 +166,33 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         m.src[i] |= MIGRATE_PFN_LOCKED
         if not k.is_zone_device(pfn):
             if not folio_isolate_lru(k, a, pfn):
-                m.src[i] = 0
-                if pfn != m.fault_folio:
-                    k.unlock_page(a, pfn, site + ":unlock_page")
+                prepare_back_out(k, a, m, i, pfn, False)
                 m.cpages -= 1
-                k.put_page(a, pfn, site + ":put_page")
                 k.outcome(m.kind, "not_isolated")
                 yield
                 continue
             k.put_page(a, pfn, site + ":put_collect_ref")
         if not k.variant.check_page(k, pfn, m.fault_page):
-            m.src[i] = 0
-            if pfn != m.fault_folio:
-                k.unlock_page(a, pfn, site + ":unlock_page")
+            prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             m.cpages -= 1
-            if k.is_zone_device(pfn):
-                k.put_page(a, pfn, site + ":put_page")
-            else:
-                folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
             k.outcome(m.kind, "pinned")
         yield
+
+
+def prepare_back_out(k: Kernel, a: Actor, m: MigrateVma, i: int, pfn: int, putback: bool) -> None:
+    """How seed 004's ``migrate_vma_prepare()`` (and seed 002's, for a page collect did
+    not lock) gives up a page it locked that fails isolation or the pin check: no
+    migration entry to remove yet, so ``src[i] = 0``, unlock (not the caller's
+    ``fault_folio``) and drop the reference, back onto the LRU when ``putback`` (an
+    isolated system page)."""
+    site = "migrate_vma_prepare"
+    m.src[i] = 0
+    if pfn != m.fault_folio:
+        k.unlock_page(a, pfn, site + ":unlock_page")
+    if putback:
+        folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+    else:
+        k.put_page(a, pfn, site + ":put_page")
 
 
 # ------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .migrate_device import (
     migrate_vma_check_page,
     restore_unmoved,
 )
+from .migrate_hmm2017 import prepare_back_out
 from .rmap import make_migration_entry
 
 
@@ -157,10 +158,7 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                     m.src[i] &= ~MIGRATE_PFN_MIGRATE
                     restore += 1
                 else:
-                    m.src[i] = 0
-                    if pfn != m.fault_folio:
-                        k.unlock_page(a, pfn, site + ":unlock_page")
-                    k.put_page(a, pfn, site + ":put_page")
+                    prepare_back_out(k, a, m, i, pfn, False)
                 k.outcome(m.kind, "not_isolated")
                 yield
                 continue
@@ -174,13 +172,7 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                     k.get_page(a, pfn, site + ":get_page")
                     folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
             else:
-                m.src[i] = 0
-                if pfn != m.fault_folio:
-                    k.unlock_page(a, pfn, site + ":unlock_page")
-                if k.is_zone_device(pfn):
-                    k.put_page(a, pfn, site + ":put_page")
-                else:
-                    folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+                prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             k.outcome(m.kind, "pinned")
         yield
     yield from restore_unmoved(
