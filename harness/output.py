@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..core._errors import Failure
 from ..core._kernel import STAT_FIELDS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOME_REASONS, OUTCOMES, RUNS, SCHEMAS, append_rows
 from .artifacts import write_artifact
@@ -70,7 +71,8 @@ def run_id(record: RunRecord) -> str:
     )
 
 
-def _common(record: RunRecord, rid: str) -> dict[str, Any]:
+def key_columns(record: RunRecord, rid: str) -> dict[str, Any]:
+    """The columns that name the run in every CSV file."""
     return {
         "run_id": rid,
         "workload": record.workload.name,
@@ -78,6 +80,20 @@ def _common(record: RunRecord, rid: str) -> dict[str, Any]:
         "bugs": "+".join(record.bugs),
         "engine": record.engine,
         "seed": record.seed,
+    }
+
+
+def failure_columns(f: Failure) -> dict[str, Any]:
+    """The failures.csv columns that describe the failure itself (a run's row, and the
+    row ``pagerace replay`` writes for an artifact's failure it did not reproduce)."""
+    return {
+        "kind": f.kind.value,
+        "message": f.message,
+        "step": f.step,
+        "actors": ";".join(f.actors),
+        "pages": ";".join(str(p) for p in f.pages),
+        "sites": ";".join(f.sites),
+        "locks": ";".join(f.locks),
     }
 
 
@@ -123,7 +139,7 @@ def rows_for(
     """
     r = record.result
     f = r.failure
-    common = _common(record, run_id)
+    common = key_columns(record, run_id)
     runs = {
         **common,
         "campaign": campaign,
@@ -170,13 +186,7 @@ def rows_for(
         out[FAILURES.file].append(
             {
                 **common,
-                "kind": f.kind.value,
-                "message": f.message,
-                "step": f.step,
-                "actors": ";".join(f.actors),
-                "pages": ";".join(str(p) for p in f.pages),
-                "sites": ";".join(f.sites),
-                "locks": ";".join(f.locks),
+                **failure_columns(f),
                 "artifact": artifact_rel,
                 "reproduced": "",
                 "shrunk_steps": -1,

@@ -6,7 +6,7 @@ import argparse
 
 from ...core._errors import DidNotReproduce
 from ..artifacts import load_artifact, replay
-from ..output import append_all, rows_for, run_id
+from ..output import append_all, failure_columns, key_columns, rows_for, run_id
 
 NAME = "replay"
 HELP = "rerun a failure artifact with its recorded schedule; exit 1 if it fails the same way"
@@ -59,19 +59,9 @@ def run(args: argparse.Namespace) -> int:
             f = art.failure
             rows["failures.csv"].append(
                 {
-                    "run_id": rid,
-                    "workload": rec.workload.name,
-                    "variant": rec.variant,
-                    "bugs": "+".join(rec.bugs),
+                    **key_columns(rec, rid),
                     "engine": art.engine,
-                    "seed": rec.seed,
-                    "kind": f.kind.value,
-                    "message": f.message,
-                    "step": f.step,
-                    "actors": ";".join(f.actors),
-                    "pages": ";".join(str(p) for p in f.pages),
-                    "sites": ";".join(f.sites),
-                    "locks": ";".join(f.locks),
+                    **failure_columns(f),
                     "shrunk_steps": -1,
                 }
             )
