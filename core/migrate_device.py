@@ -194,6 +194,22 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
     return mpfn
 
 
+def set_migration_entry(
+    k: Kernel, a: Actor, m: MigrateVma, vpn: int, pfn: int, old: int, anon_exclusive: bool,
+    put_site: str,
+) -> None:
+    """What collect does with a page it locked once it has cleared its entry (``old``),
+    in v6 and in v5.0 (seed 002 line 2252, the single-mapping optimisation): the dirty
+    bit goes to the page (``folio_mark_dirty``), a migration entry takes the mapping's
+    place, which drops its mapcount (``folio_remove_rmap_pte``; ``page_remove_rmap`` in
+    seed 002) and the reference collect took (put at ``put_site``)."""
+    if old & PTE_DIRTY:
+        k.set_flag(pfn, PG_dirty)
+    k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, anon_exclusive))
+    k.mapcount_add(pfn, -1)
+    k.put_page(a, pfn, put_site)
+
+
 def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_collect()`` → ``migrate_vma_collect_pmd()`` (v6).
 
@@ -262,11 +278,7 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                         continue
                 else:
                     old = k.ptep_get_and_clear(m.mm, vpn)
-                if old & PTE_DIRTY:
-                    k.set_flag(pfn, PG_dirty)  # folio_mark_dirty
-                k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, anon_exclusive))
-                k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte
-                k.put_page(a, pfn, site + ":folio_put")
+                set_migration_entry(k, a, m, vpn, pfn, old, anon_exclusive, site + ":folio_put")
                 m.cpages += 1
             else:
                 k.put_page(a, pfn, site + ":folio_put")

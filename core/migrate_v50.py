@@ -28,12 +28,10 @@ from __future__ import annotations
 
 from ._kernel import Actor, Kernel, Path
 from ._layout import (
-    PTE_DIRTY,
     PTE_NONE,
     PTE_PFN_SHIFT,
     PTE_TYPE_MASK,
     VM_ANON,
-    PG_dirty,
 )
 from .migrate_device import (
     MIGRATE_PFN_DEVICE,
@@ -46,9 +44,9 @@ from .migrate_device import (
     migrate_pfn_to_page,
     migrate_vma_check_page,
     restore_unmoved,
+    set_migration_entry,
 )
 from .migrate_hmm2017 import prepare_back_out
-from .rmap import make_migration_entry
 
 
 def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
@@ -95,11 +93,7 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
                 mpfn |= MIGRATE_PFN_LOCKED
                 old = k.ptep_get_and_clear(m.mm, vpn)
-                if old & PTE_DIRTY:
-                    k.set_flag(pfn, PG_dirty)
-                k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, False))
-                k.mapcount_add(pfn, -1)  # page_remove_rmap
-                k.put_page(a, pfn, site + ":put_page")
+                set_migration_entry(k, a, m, vpn, pfn, old, False, site + ":put_page")
             m.src[i] = mpfn
             m.dst[i] = 0
             i += 1
