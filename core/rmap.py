@@ -35,15 +35,20 @@ from ._layout import (
 
 
 def rmap_find(k: Kernel, pfn: int, kinds: tuple[int, ...]) -> list[tuple[int, int]]:
-    """All (mm, vpn) whose entry is one of ``kinds`` and names ``pfn``, sorted."""
-    pte = k.s.pte
-    types = pte & PTE_TYPE_MASK
-    sel = (pte >> PTE_PFN_SHIFT) == pfn
-    kind_sel = types == kinds[0]
-    for kind in kinds[1:]:
-        kind_sel |= types == kind
-    mms, vpns = np.nonzero(sel & kind_sel)
-    return [(int(m), int(v)) for m, v in zip(mms, vpns)]
+    """All (mm, vpn) whose entry is one of ``kinds`` and names ``pfn``, sorted.
+
+    One vectorized pass finds the entries naming ``pfn`` (a handful at most); their types
+    are then checked one by one, which is cheaper than building type masks over every
+    entry of every mm.
+    """
+    flat = k.s.pte.reshape(-1)
+    hits = np.flatnonzero((flat >> PTE_PFN_SHIFT) == pfn)
+    if not len(hits):
+        return []
+    ppm = k.geo.pages_per_mm
+    return [
+        (i // ppm, i % ppm) for i in hits.tolist() if int(flat[i]) & PTE_TYPE_MASK in kinds
+    ]
 
 
 def folio_try_share_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
