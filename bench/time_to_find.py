@@ -285,6 +285,8 @@ def strategies(parallel_duration: float = 1.0) -> list[tuple[str, str, HuntFn | 
         ("random", "random walk", det("random", 3), ""),
         ("pct2", "PCT d=2", det("pct", 2), ""),
         ("pct3", "PCT d=3", det("pct", 3), ""),
+        ("rr", "round robin", det("rr", 3), ""),
+        ("mix", "mix: random / PCT d=3 / rr by seed", det("mix", 3), ""),
     ]
     ex = hunt_module_hunter("exhaustive") if via_hunt else None
     out.append(

@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_variant_and_bugs(p)
     p.add_argument("--budget", default="100-runs", metavar="B",
                    help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
-    p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="random",
-                   help="random, pct or exhaustive (default: random)")
+    p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="mix",
+                   help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr "
+                   "or exhaustive (default: mix)")
     p.add_argument("--pct-depth", type=at_least("--pct-depth", 1), default=3, metavar="D",
                    help="PCT depth (default 3)")
     p.add_argument("--preemptions", type=at_least("--preemptions", 0), default=2, metavar="K",

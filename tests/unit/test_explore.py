@@ -8,7 +8,7 @@ from pagerace.harness.explore import explore
 from pagerace.harness.hunt import Budget, hunt, parse_budget
 from pagerace.harness.schedulers import make_scheduler
 from pagerace.harness.schedulers.exhaustive import Exhaustive, preemptions_of
-from pagerace.workloads import parse_workload
+from pagerace.workloads import load_workload, parse_workload
 
 TINY = {
     "name": "tiny",
@@ -79,5 +79,25 @@ def test_hunt_random_finds_and_shrinks_and_pct_reports_its_guarantee():
     clean = hunt(w, variant="v6", budget=Budget(runs=20), strategy="pct", pct_depth=2)
     assert clean.found is None and clean.runs == 20
     assert clean.guarantee is not None and 0 < clean.guarantee < 1
-    with pytest.raises(InvalidOption, match="valid: random, pct, rr, exhaustive"):
+    with pytest.raises(InvalidOption, match="valid: mix, random, pct, rr, exhaustive"):
         hunt(w, strategy="sideways")
+
+
+def test_mix_rotates_random_pct_and_round_robin_over_the_seeds():
+    """``mix`` (the default) finds both a lockstep livelock that the random walk misses
+    and a race that needs a random preemption, and says which strategy each run used."""
+    from pagerace.harness.hunt import MIX
+
+    assert [s for s, _ in MIX] == ["random", "pct", "rr"]
+    lockstep = hunt(
+        load_workload("fault-storm-many"), bugs=["fault-ref-no-trylock"],
+        budget=Budget(runs=6), shrink=False,
+    )
+    assert lockstep.strategy == "mix" and lockstep.found is not None
+    assert lockstep.found.strategy in ("pct", "rr")
+    assert lockstep.found.result.failure.kind is FailureKind.LIVELOCK
+    pins = hunt(
+        load_workload("migrate-vs-pin"), bugs=["check-ignores-pins"],
+        budget=Budget(runs=120), shrink=False,
+    )
+    assert pins.found is not None and pins.found.strategy == "random"
