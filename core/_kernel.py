@@ -394,20 +394,21 @@ class Kernel:
             if words.cas(w, old, old + 1):
                 return True
 
-    def put_page(self, a: Actor, pfn: int, site: str) -> None:
-        """``put_page()`` / ``folio_put()``: drop a reference, free the page at zero."""
+    def put_page(self, a: Actor, pfn: int, site: str, refs: int = 1) -> None:
+        """``put_page()`` / ``folio_put_refs()``: drop ``refs`` references (a pin's
+        GUP_PIN_COUNTING_BIAS for ``unpin_user_page``), free the page at zero."""
         self.touch(a, pfn, site)
-        old = self.words.fetch_add(self._F + pfn * FRAME_WORDS + F_REF, -1)
-        if old <= 0:
+        old = self.words.fetch_add(self._F + pfn * FRAME_WORDS + F_REF, -refs)
+        if old < refs:
             raise self.fail(
                 FailureKind.REFCOUNT_UNDERFLOW,
-                f"{a.name} dropped a reference on page {pfn} at {site} and the refcount "
-                f"went to {old - 1}",
+                f"{a.name} dropped {refs} reference{'s' if refs > 1 else ''} on page {pfn} "
+                f"at {site} and the refcount went to {old - refs}",
                 actors=[a],
                 pages=[pfn],
                 sites=[site],
             )
-        if old == 1:
+        if old == refs:
             self.free_page(a, pfn, site)
 
     def page_ref_freeze(self, pfn: int, count: int) -> bool:

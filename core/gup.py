@@ -142,18 +142,7 @@ def gup_put_folio(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
             pages=[pfn],
             sites=[site],
         )
-    old = k.words.fetch_add(k.fw(pfn, F_REF), -GUP_PIN_COUNTING_BIAS)
-    if old < GUP_PIN_COUNTING_BIAS:
-        raise k.fail(
-            FailureKind.REFCOUNT_UNDERFLOW,
-            f"{a.name} unpinned page {pfn} at {site} and its refcount went to "
-            f"{old - GUP_PIN_COUNTING_BIAS}",
-            actors=[a],
-            pages=[pfn],
-            sites=[site],
-        )
-    if old == GUP_PIN_COUNTING_BIAS:
-        k.free_page(a, pfn, site)
+    k.put_page(a, pfn, site, refs=GUP_PIN_COUNTING_BIAS)
 
 
 def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> Path:
