@@ -92,8 +92,8 @@ def measure(n: int = 200_000, repeats: int = 5) -> dict[str, float]:
     Raises:
         ImportError: the C extension is not built.
     """
-    from pagerace.core._atomicwords import AtomicWords
-    from pagerace.core._words import PlainWords
+    from pagerace.core.machine._atomicwords import AtomicWords
+    from pagerace.core.machine.words import PlainWords
 
     arr_a = np.zeros(NWORDS, dtype=np.int64)
     arr_p = np.zeros(NWORDS, dtype=np.int64)

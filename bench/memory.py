@@ -22,7 +22,7 @@ MILLION = 1_000_000
 
 
 def _million_geometry():  # type: ignore[no-untyped-def]
-    from pagerace.core._layout import Geometry
+    from pagerace.core.machine.layout import Geometry
 
     return Geometry(
         sys_frames=MILLION, dev_frames=0, devices=0, mms=1, pages_per_mm=MILLION, ptes_per_table=512
@@ -31,8 +31,8 @@ def _million_geometry():  # type: ignore[no-untyped-def]
 
 def build_million(touch: bool = False) -> float:
     """Seconds to build the one-million-page model (and write every word if ``touch``)."""
-    from pagerace.core._layout import Layout
-    from pagerace.core._state import State
+    from pagerace.core.machine.layout import Layout
+    from pagerace.core.machine.state import State
 
     gc.collect()
     t0 = time.perf_counter()
@@ -45,7 +45,7 @@ def build_million(touch: bool = False) -> float:
 
 
 def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
-    from pagerace.core._layout import Geometry, Layout
+    from pagerace.core.machine.layout import Geometry, Layout
 
     log("memory: layout sizes")
     lay = Layout(Geometry())  # any geometry: per-frame and per-entry sizes do not depend on it

@@ -42,10 +42,10 @@ def threaded_run(
     e: Entry, seed: int, deadline: float, stall: float
 ) -> tuple[Any, int]:
     """One run of ``e`` on threads; (Failure or None, steps taken)."""
-    from pagerace.core._errors import Failure, FailureKind, InvariantViolation
-    from pagerace.core._kernel import Block
     from pagerace.core.actors import program
-    from pagerace.core.invariants import check_all
+    from pagerace.core.machine.errors import Failure, FailureKind, InvariantViolation
+    from pagerace.core.machine.kernel import Block
+    from pagerace.core.oracles.invariants import check_all
     from pagerace.harness.runner import build_model
 
     m = build_model(e.workload, e.variant or "v6", e.bugs, seed)

@@ -6,45 +6,45 @@ transcribe (``memory``, ``rmap``, ``migrate_device``, ``dmirror``...). This name
 re-exports the pieces other layers build on.
 """
 
-from ._errors import (
+from .machine.errors import (
     BadInput as BadInput,
 )
-from ._errors import (
+from .machine.errors import (
     CorruptArtifact as CorruptArtifact,
 )
-from ._errors import (
+from .machine.errors import (
     DidNotReproduce as DidNotReproduce,
 )
-from ._errors import (
+from .machine.errors import (
     Failure as Failure,
 )
-from ._errors import (
+from .machine.errors import (
     FailureFound as FailureFound,
 )
-from ._errors import (
+from .machine.errors import (
     FailureKind as FailureKind,
 )
-from ._errors import (
+from .machine.errors import (
     HarnessInternalError as HarnessInternalError,
 )
-from ._errors import (
+from .machine.errors import (
     InvalidOption as InvalidOption,
 )
-from ._errors import (
+from .machine.errors import (
     InvalidWorkload as InvalidWorkload,
 )
-from ._errors import (
+from .machine.errors import (
     InvariantViolation as InvariantViolation,
 )
-from ._errors import (
+from .machine.errors import (
     PageraceError as PageraceError,
 )
-from ._kernel import Actor as Actor
-from ._kernel import Block as Block
-from ._kernel import Kernel as Kernel
-from ._layout import Geometry as Geometry
-from ._layout import Layout as Layout
-from ._state import State as State
+from .machine.kernel import Actor as Actor
+from .machine.kernel import Block as Block
+from .machine.kernel import Kernel as Kernel
+from .machine.layout import Geometry as Geometry
+from .machine.layout import Layout as Layout
+from .machine.state import State as State
 
 __all__ = [
     "Actor",

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import FailureKind
-from ._kernel import Actor, Kernel, Path
-from .memory import ACCESS_SIGBUS, cpu_access
+from .machine.errors import FailureKind
+from .machine.kernel import Actor, Kernel, Path
+from .mm.memory import ACCESS_SIGBUS, cpu_access
 
 Op = tuple[Any, ...]
 

@@ -151,7 +151,7 @@ CATALOG: dict[str, BugEntry] = {
             # Through GUP-fast the window is harmless (its PTE re-check drops the
             # reference); a page-cache lookup re-checks the SLOT, which still names the
             # old page, and a buffered read copies it without the page lock: stale_read
-            # (core/pagecache.py). Writers lock the page and re-check its mapping.
+            # (core/mm/filemap.py). Writers lock the page and re-check its mapping.
             "pagecache-vs-compaction",
         ),
     ]

@@ -3,7 +3,7 @@
 A fault is not a catalog bug: it is not a historical kernel race, it is a deliberate
 breakage the test suite switches on to prove that one oracle can fire (a check that
 cannot fail proves nothing). Each entry names the path it breaks and the
-:class:`~pagerace.core._errors.FailureKind` the oracle must report. The paths test
+:class:`~pagerace.core.machine.errors.FailureKind` the oracle must report. The paths test
 ``name in k.faults`` at the one place they break, so ``grep`` for the name finds it.
 
 Two names are not breakages but injected errors a workload may ask for
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import FailureKind, InvalidOption
+from .machine.errors import FailureKind, InvalidOption
 
 
 @dataclass(frozen=True)

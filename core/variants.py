@@ -2,7 +2,7 @@
 
 A variant differs from another only where the kernel did. Each difference is one
 method here, with a comment naming the seed and the kernel behaviour it follows; the
-shared steps (pages, finalize, the rmap walks) stay in ``core/migrate_device.py``.
+shared steps (pages, finalize, the rmap walks) stay in ``core/mm/migrate_device.py``.
 
 - ``v6`` (seed 000, today's ``mm/migrate_device.c``): folio trylock in collect with the
   ``fault_folio`` exception, migration entries installed at once, the page check with
@@ -11,14 +11,14 @@ shared steps (pages, finalize, the rmap walks) stay in ``core/migrate_device.py`
 - ``v5.0`` (seed 002, ``mm/migrate.c`` of v4.20/v5.0): one ``migrate_vma(ops)`` call
   with driver callbacks; collect trylocks and installs migration entries at once,
   prepare trylocks and backs off, the page check passes device-private pages
-  unchecked; device-public pages (``core/migrate_v50.py``).
+  unchecked; device-public pages (``core/mm/migrate_v50.py``).
 - ``hmm-2017`` (seed 004, the first ``migrate_vma``): the same callback API; collect
   only takes references and leaves holes as ``src = 0``, prepare takes a blocking
-  ``lock_page()`` on every page (``core/migrate_hmm2017.py``).
+  ``lock_page()`` on every page (``core/mm/migrate_hmm2017.py``).
 
 The driver-facing difference (one ``migrate_vma()`` with callbacks before 5.4, the
 setup / pages / finalize split after) is :meth:`Variant.migrate_range`, which
-``core/dmirror.py`` calls for every migration it starts.
+``core/lib/test_hmm.py`` calls for every migration it starts.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ._kernel import Actor, Kernel, Path
-from .memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF
-from .migrate_device import (
+from .machine.kernel import Actor, Kernel, Path
+from .mm.memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF
+from .mm.migrate_device import (
     MigrateVma,
     migrate_vma_check_page,
     migrate_vma_collect,
@@ -37,7 +37,7 @@ from .migrate_device import (
     migrate_vma_setup,
     migrate_vma_unmap,
 )
-from .migrate_hmm2017 import (
+from .mm.migrate_hmm2017 import (
     check_holes_populated,
     check_page_2017,
     collect_2017,
@@ -48,7 +48,7 @@ from .migrate_hmm2017 import (
     sample_driver_alloc_and_copy,
     unmap_2017,
 )
-from .migrate_v50 import check_page_v50, collect_v50, prepare_v50
+from .mm.migrate_v50 import check_page_v50, collect_v50, prepare_v50
 
 # A driver callback: dmirror's alloc_and_copy / finalize_and_map, bound to the device.
 Callback = Callable[[Kernel, Actor, MigrateVma], Path]
@@ -81,7 +81,7 @@ class Variant:
         raise NotImplementedError
 
     def fault_entry(self, k: Kernel) -> str:
-        """Which device-private fault entry ``do_swap_page()`` has (``core/memory.py``,
+        """Which device-private fault entry ``do_swap_page()`` has (``core/mm/memory.py``,
         ``do_swap_page_device``): ``FAULT_ENTRY_NO_REF`` (4.14-6.0: the driver's fault
         handler runs with neither a reference on nor the lock of the device page),
         ``FAULT_ENTRY_REF`` (6.1-6.14: a reference, no lock) or ``FAULT_ENTRY_LOCKED``

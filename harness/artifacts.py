@@ -5,7 +5,7 @@ depends on the machine that found it: the fully resolved workload (its raw TOML 
 limits included), variant, bug toggles, injected faults, engine, seed, strategy and its
 parameters, the limits, every actor's operation list, and the recorded schedule, one
 actor id per step, run-length encoded as ``[[actor, count], ...]``. Next to that it keeps
-what was seen (the :class:`~pagerace.core._errors.Failure`, the trace fingerprint) and a
+what was seen (the :class:`~pagerace.core.machine.errors.Failure`, the trace fingerprint) and a
 readable list of the last steps before the failure (``[step, actor, function:line,
 site]``), for a human who wants to see the interleaving without replaying it.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core._errors import CorruptArtifact, Failure, FailureKind, InvalidOption, InvalidWorkload
+from ..core.machine.errors import CorruptArtifact, Failure, FailureKind, InvalidOption, InvalidWorkload
 from ..workloads import Workload, workload_from_json, workload_to_json
 from .runner import RunRecord, limits_for, run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES, ScheduleDiverged

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..core._errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.bugs import CATALOG
+from ..core.machine.errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.variants import VARIANTS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from ..core._errors import (
+from ..core.machine.errors import (
     BadInput,
     DidNotReproduce,
     FailureFound,

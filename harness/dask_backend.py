@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..core._errors import InvalidOption
+from ..core.machine.errors import InvalidOption
 from .campaign import Task, UnitResult, run_task
 
 INSTALL_HINT = "install the extra: pip install 'pagerace[dask]'"

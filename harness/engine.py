@@ -3,7 +3,7 @@ scheduler choosing who runs at each preemption point.
 
 The loop is SimPy's ``Environment.step`` shape: pick an actor, ``send`` into its
 generator, look at what it yielded. ``None`` is a plain preemption point; a
-:class:`~pagerace.core._kernel.Block` parks the actor until the lock word it names
+:class:`~pagerace.core.machine.kernel.Block` parks the actor until the lock word it names
 changes. Anything else is our bug, reported with the file and line that yielded it.
 
 Oracles the engine runs itself:
@@ -30,13 +30,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core._errors import (
+from ..core.machine.errors import (
     Failure,
     FailureKind,
     HarnessInternalError,
     InvariantViolation,
 )
-from ..core._kernel import Actor, Block, Kernel
+from ..core.machine.kernel import Actor, Block, Kernel
 from ._rng import Stream
 from .schedulers import Scheduler
 

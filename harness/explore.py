@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.actors import program
-from ..core.invariants import check_all
+from ..core.oracles.invariants import check_all
 from ..workloads import Workload
 from .engine import DeterministicEngine, Limits
 from .runner import RunRecord, build_model, limits_for, validate_variant_bugs

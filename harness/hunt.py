@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core._errors import InvalidOption
+from ..core.machine.errors import InvalidOption
 from ..workloads import Workload
 from .explore import explore
 from .runner import RunRecord, run_deterministic, validate_variant_bugs

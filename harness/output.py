@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core._errors import Failure
-from ..core._kernel import STAT_FIELDS
+from ..core.machine.errors import Failure
+from ..core.machine.kernel import STAT_FIELDS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOME_REASONS, OUTCOMES, RUNS, SCHEMAS, append_rows
 from .artifacts import write_artifact
 from .runner import RunRecord

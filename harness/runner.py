@@ -13,18 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import _setup
-from ..core._errors import InvalidOption
-from ..core._kernel import Actor, Kernel
-from ..core._layout import Layout
-from ..core._state import State
 from ..core.actors import program
 from ..core.bugs import CATALOG
-from ..core.dmirror import Dmirror
 from ..core.faults import validate_faults
-from ..core.invariants import check_all
-from ..core.mm_ops import install_mm
-from ..core.variants import VARIANTS
+from ..core.lib.test_hmm import Dmirror
+from ..core.machine import setup as _setup
+from ..core.machine.errors import InvalidOption
+from ..core.machine.kernel import Actor, Kernel
+from ..core.machine.layout import Layout
+from ..core.machine.state import State
+from ..core.oracles.invariants import check_all
+from ..core.variants import VARIANTS, get_variant
+from ..core.world import install_mm
 from ..workloads import Workload, actor_programs
 from .engine import DeterministicEngine, Limits, Outcome, RunResult
 from .schedulers import STRATEGIES, make_scheduler
@@ -111,7 +111,7 @@ def build_model(
     """State, kernel, devices and actors of one run (shared by both engines)."""
     s = state if state is not None else build_state(w)
     validate_faults(tuple(faults) + tuple(w.faults))
-    k = Kernel(s, variant=variant, bugs=bugs, faults=tuple(faults) + tuple(w.faults))
+    k = Kernel(s, variant=get_variant(variant), bugs=bugs, faults=tuple(faults) + tuple(w.faults))
     install_mm(k)  # GUP, fork, zap, mremap, reclaim ops; their oracles and swap-in
     for d in sorted(w.devices, key=lambda d: d.id):
         while len(k.devices) < d.id:

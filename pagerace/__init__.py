@@ -15,7 +15,7 @@ from pagerace._version import __version__ as __version__
 # an editable install. In an installed wheel there are no such siblings and this is a no-op.
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isfile(
-    _os.path.join(_root, "core", "_kernel.py")
+    _os.path.join(_root, "core", "machine", "kernel.py")
 ):
     __path__.append(_root)
 

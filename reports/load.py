@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core._errors import BadInput
+from ..core.machine.errors import BadInput
 from .schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, CsvSchema
 
 _DTYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "string"}

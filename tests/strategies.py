@@ -11,8 +11,8 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 from hypothesis import strategies as st
-from pagerace.core._kernel import Actor, Block, Kernel
-from pagerace.core._layout import (
+from pagerace.core.machine.kernel import Actor, Block, Kernel
+from pagerace.core.machine.layout import (
     PTE_BIT_NAMES,
     PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
@@ -22,7 +22,8 @@ from pagerace.core._layout import (
     PTE_SWAP,
     Geometry,
 )
-from pagerace.core._state import State
+from pagerace.core.machine.state import State
+from pagerace.core.variants import get_variant
 from pagerace.harness.runner import Model, build_model
 from pagerace.workloads import parse_workload
 
@@ -68,7 +69,7 @@ def kernel_with_actors(
 ) -> tuple[Kernel, list[Actor]]:
     """A bare kernel over fresh state (no devices, nothing mapped) and ``n`` actors."""
     s = State.build(geo)
-    k = Kernel(s, variant=variant, bugs=bugs)
+    k = Kernel(s, variant=get_variant(variant), bugs=bugs)
     actors = [Actor(i, f"t{i}", "test") for i in range(n_actors)]
     k.actors = actors
     return k, actors

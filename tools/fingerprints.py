@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import sys
 
-from pagerace.core._errors import InvalidOption
 from pagerace.core.bugs import CATALOG
+from pagerace.core.machine.errors import InvalidOption
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload, workload_names
 

@@ -1,4 +1,4 @@
-"""Actor kinds for the generic migration paths (``core/migrate.py``): compaction."""
+"""Actor kinds for the generic migration paths (``core/mm/migrate.py``): compaction."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core._errors import InvalidWorkload
-from ..core.migrate import MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT
+from ..core.machine.errors import InvalidWorkload
+from ..core.mm.migrate import MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT
 from ._schema import OpList, register_actor_kind
 
 _MODES = {"async": MIGRATE_ASYNC, "sync_light": MIGRATE_SYNC_LIGHT, "sync": MIGRATE_SYNC}

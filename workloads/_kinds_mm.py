@@ -1,6 +1,6 @@
 """Actor kinds of the memory-management world around device migration: pinners,
-forkers, unmappers, remappers and reclaimers (the paths in ``core/gup.py``,
-``core/fork.py``, ``core/zap.py``, ``core/mremap.py``, ``core/vmscan.py``).
+forkers, unmappers, remappers and reclaimers (the paths in ``core/mm/gup.py``,
+``core/mm/fork.py``, ``core/mm/vma.py``, ``core/mm/mremap.py``, ``core/mm/vmscan.py``).
 
 Each kind turns its parameters and the actor's own seeded stream into an operation
 list, like the kinds in ``_schema.py``.
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core._errors import InvalidWorkload
-from ..core.gup import MODE_NAMES
+from ..core.machine.errors import InvalidWorkload
+from ..core.mm.gup import MODE_NAMES
 from ._schema import OpList, register_actor_kind
 
 

@@ -1,4 +1,4 @@
-"""Actor kinds of the page cache (``core/pagecache.py``): buffered readers and writers of
+"""Actor kinds of the page cache (``core/mm/filemap.py``): buffered readers and writers of
 the workload's files (``geometry.files`` of ``geometry.pages_per_file`` pages)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core import pagecache as _pagecache  # noqa: F401  (registers file_read, file_write)
-from ..core._errors import InvalidWorkload
+from ..core.machine.errors import InvalidWorkload
+from ..core.mm import filemap as _pagecache  # noqa: F401  (registers file_read, file_write)
 from ._schema import OpList, register_actor_kind
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core._errors import InvalidWorkload
-from ..core._layout import VM_ANON, VM_HUGETLB, VM_READ, VM_SHARED, VM_SPECIAL, VM_WRITE, Geometry
+from ..core.machine.errors import InvalidWorkload
+from ..core.machine.layout import VM_ANON, VM_HUGETLB, VM_READ, VM_SHARED, VM_SPECIAL, VM_WRITE, Geometry
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,

@@ -44,7 +44,7 @@ def load_commands() -> list[ModuleType]:
     Raises:
         HarnessInternalError: a registered module is missing or lacks a required name.
     """
-    from ...core._errors import HarnessInternalError
+    from ...core.machine.errors import HarnessInternalError
 
     mods = []
     for name in COMMANDS:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...core._errors import InvalidOption
+from ...core.machine.errors import InvalidOption
 
 NAME = "bench"
 HELP = "run the benchmarks: engine speed, parallel scaling, time to find each catalog bug, memory"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...core._errors import InvalidOption
+from ...core.machine.errors import InvalidOption
 
 NAME = "campaign"
 HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"

@@ -7,8 +7,8 @@ import json
 import textwrap
 from typing import Any
 
-from ...core._errors import InvalidWorkload
 from ...core.bugs import CATALOG
+from ...core.machine.errors import InvalidWorkload
 from ...core.variants import VARIANTS
 from ...workloads import load_workload, workload_names
 from ..schedulers import STRATEGIES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ...core._errors import DidNotReproduce
+from ...core.machine.errors import DidNotReproduce
 from ..artifacts import load_artifact, replay
 from ..output import append_all, failure_columns, key_columns, rows_for, run_id
 

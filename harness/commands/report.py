@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...core._errors import InvalidOption
+from ...core.machine.errors import InvalidOption
 
 NAME = "report"
 HELP = "aggregate a directory of runs: failure rates, contention, outcomes; compare with a baseline"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...core._errors import InvalidOption
+from ...core.machine.errors import InvalidOption
 from ...workloads import Workload, load_workload
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...core._errors import DidNotReproduce
+    from ...core.machine.errors import DidNotReproduce
 
     art = load_artifact(args.file)
     rec, reproduced, reason = replay(art)

@@ -36,9 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from ...core._errors import Failure, FailureKind, HarnessInternalError, InvalidOption, InvariantViolation
-from ...core._kernel import STAT_FIELDS, Kernel
-from ...core._layout import (
+from ...core.machine.errors import (
+    Failure,
+    FailureKind,
+    HarnessInternalError,
+    InvalidOption,
+    InvariantViolation,
+)
+from ...core.machine.kernel import STAT_FIELDS, Kernel
+from ...core.machine.layout import (
     A_PROGRESS,
     A_STATE,
     A_WAIT_SITE,
@@ -53,8 +59,9 @@ from ...core._layout import (
     G_TICKET,
     Layout,
 )
-from ...core._state import State
-from ...core.invariants import check_all
+from ...core.machine.state import State
+from ...core.oracles.invariants import check_all
+from ...core.variants import get_variant
 from ...workloads import Workload
 from ..engine import Outcome, RunResult
 from ..runner import RunRecord, build_model, build_state, limits_for, validate_variant_bugs
@@ -608,7 +615,7 @@ class Controller:
         # unlinked when this function's caller returns.
         snap = State(Layout(self.w.geometry), init=False)
         snap.arr[:] = arr[: lay.words]
-        k = Kernel(snap, variant=self.variant, bugs=self.bugs, faults=tuple(self.w.faults))
+        k = Kernel(snap, variant=get_variant(self.variant), bugs=self.bugs, faults=tuple(self.w.faults))
         k.devices = m.kernel.devices
         k.actors = m.actors
         k.stats = self.stats

@@ -2,7 +2,7 @@
 
 One ``multiprocess.shared_memory.SharedMemory`` block holds, in int64 words:
 
-- the model's :class:`~pagerace.core._layout.Layout` words (``[0, layout.words)``), built by
+- the model's :class:`~pagerace.core.machine.layout.Layout` words (``[0, layout.words)``), built by
   the parent with :func:`~pagerace.harness.runner.build_state`;
 - per worker, :data:`CTRL_WORDS` control words (its state, its quiet-point
   acknowledgement, how many ring entries it wrote, its steps, its pid);

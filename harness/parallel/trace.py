@@ -215,7 +215,7 @@ def replay_ticket_order(record: Any, slack: int = 50_000) -> Any:
         The deterministic engine's :class:`~pagerace.harness.engine.RunResult`.
     """
     from ...core.actors import program
-    from ...core.invariants import check_all
+    from ...core.oracles.invariants import check_all
     from ..engine import DeterministicEngine
     from ..runner import build_model, limits_for
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core._layout import (
+from ...core.machine.layout import (
     A_PROGRESS,
     A_STATE,
     A_STEPS,

@@ -13,7 +13,7 @@ has the operation list it has there. Only the driving differs (``docs/parallel.m
 - a bare ``yield`` is a preemption point: with probability ``perturb`` the worker spins a
   random short while or calls ``os.sched_yield()`` (the LTP fuzzy-sync idea: widen race
   windows), from its own seeded stream;
-- a :class:`~pagerace.core._kernel.Block` parks the actor until ``load(word) & mask == 0``;
+- a :class:`~pagerace.core.machine.kernel.Block` parks the actor until ``load(word) & mask == 0``;
   ``Kernel._block`` has already written what it waits for into the shared actor table.
   The worker runs its other actors meanwhile, and when none can run it backs off
   (spins, then ``sched_yield``), watching the stop flag so the parent can always end
@@ -42,9 +42,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core._errors import InvariantViolation
-from ...core._kernel import Block
-from ...core._layout import (
+from ...core.actors import program
+from ...core.machine.errors import InvariantViolation
+from ...core.machine.kernel import Block
+from ...core.machine.layout import (
     A_STATE,
     A_STEPS,
     A_WAIT_SITE,
@@ -58,8 +59,7 @@ from ...core._layout import (
     G_TICKET,
     Layout,
 )
-from ...core._state import State
-from ...core.actors import program
+from ...core.machine.state import State
 from .._rng import Stream
 from .shm import (
     W_ACK,
@@ -146,7 +146,7 @@ class Driver:
     """Drives one worker's actors. Built inside the worker process."""
 
     def __init__(self, spec: WorkerSpec, buf: Any, conn: Any) -> None:
-        from pagerace.core._atomicwords import AtomicWords
+        from pagerace.core.machine._atomicwords import AtomicWords
 
         from ..runner import build_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...core._errors import InvalidOption
+from ...core.machine.errors import InvalidOption
 from .exhaustive import Exhaustive
 from .pct import PCT
 from .protocol import Scheduler

@@ -171,7 +171,7 @@ def test_dask_with_worker_processes(tmp_path: Path) -> None:
 def test_a_dying_worker_is_an_internal_error_and_the_rerun_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pagerace.core._errors import HarnessInternalError
+    from pagerace.core.machine.errors import HarnessInternalError
 
     real = c.run_deterministic
 

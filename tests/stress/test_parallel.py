@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from pagerace.core._errors import FailureKind
+from pagerace.core.machine.errors import FailureKind
 from pagerace.harness.engine import Outcome
 from pagerace.harness.parallel import clean_leftovers, replay_parallel_failure, run_parallel
 from pagerace.workloads import load_workload

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pagerace.core._errors import CorruptArtifact, Failure, FailureKind
+from pagerace.core.machine.errors import CorruptArtifact, Failure, FailureKind
 from pagerace.harness import artifacts
 from pagerace.harness.artifacts import (
     ARTIFACT_SCHEMA,

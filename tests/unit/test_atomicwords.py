@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 # Skips with the ImportError's own message (extension not built, or package not importable).
-_ext = pytest.importorskip("pagerace.core._atomicwords")
+_ext = pytest.importorskip("pagerace.core.machine._atomicwords")
 AtomicWords = _ext.AtomicWords
-PlainWords = pytest.importorskip("pagerace.core._words").PlainWords
+PlainWords = pytest.importorskip("pagerace.core.machine.words").PlainWords
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
@@ -351,7 +351,7 @@ def _stress_worker(shm_name: str, nprocs: int, ops: int) -> None:
     # parent's resource tracker. The stdlib class would start a tracker of its own in
     # the child, which unlinks the segment as "leaked" when the child exits.
     from multiprocess.shared_memory import SharedMemory as _Shm
-    from pagerace.core._atomicwords import AtomicWords as _AW
+    from pagerace.core.machine._atomicwords import AtomicWords as _AW
 
     shm = _Shm(name=shm_name)
     aw = _AW(shm.buf)

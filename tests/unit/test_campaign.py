@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pagerace.core._errors import BadInput, InvalidOption
+from pagerace.core.machine.errors import BadInput, InvalidOption
 from pagerace.harness import campaign as c
 from pagerace.harness.cli import main
 from pagerace.reports.schema import SCHEMAS

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from pagerace.core._errors import (
+from pagerace.core.bugs import CATALOG
+from pagerace.core.machine.errors import (
     Failure,
     FailureFound,
     FailureKind,
     HarnessInternalError,
 )
-from pagerace.core.bugs import CATALOG
 from pagerace.harness import cli
 from pagerace.harness.commands import COMMANDS, load_commands
 from pagerace.harness.commands import run as run_cmd

@@ -4,11 +4,11 @@ livelock oracles, budgets, invalid yields, and quiet-point invariants."""
 from __future__ import annotations
 
 import pytest
-from pagerace.core._errors import FailureKind, HarnessInternalError
-from pagerace.core._kernel import Actor, Kernel
-from pagerace.core._layout import Geometry, PG_locked
 from pagerace.core.actors import OPS, program
-from pagerace.core.invariants import check_all
+from pagerace.core.machine.errors import FailureKind, HarnessInternalError
+from pagerace.core.machine.kernel import Actor, Kernel
+from pagerace.core.machine.layout import Geometry, PG_locked
+from pagerace.core.oracles.invariants import check_all
 from pagerace.harness.engine import DeterministicEngine, Limits, Outcome
 from pagerace.harness.runner import build_model, run_deterministic
 from pagerace.harness.schedulers import RoundRobin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pagerace.core._errors import FailureKind, InvalidOption
+from pagerace.core.machine.errors import FailureKind, InvalidOption
 from pagerace.harness.explore import explore
 from pagerace.harness.hunt import Budget, hunt, parse_budget
 from pagerace.harness.schedulers import make_scheduler

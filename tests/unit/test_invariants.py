@@ -1,4 +1,4 @@
-"""Every global invariant (``core/invariants.py``) passes on a clean built state and
+"""Every global invariant (``core/oracles/invariants.py``) passes on a clean built state and
 fires, with the right FailureKind, on a hand-corrupted one."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
-from pagerace.core._errors import FailureKind, InvariantViolation
-from pagerace.core._kernel import Kernel
-from pagerace.core._layout import (
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
+from pagerace.core.machine.kernel import Kernel
+from pagerace.core.machine.layout import (
     F_DATA,
     F_FLAGS,
     F_MAP,
@@ -26,7 +26,7 @@ from pagerace.core._layout import (
     pte_encode,
     pte_pfn,
 )
-from pagerace.core.invariants import CHECKS, check_all
+from pagerace.core.oracles.invariants import CHECKS, check_all
 from pagerace.harness.runner import build_model
 from pagerace.workloads import load_workload, workload_names
 from strategies import geometries, kernel_with_actors, model

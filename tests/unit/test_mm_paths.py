@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pagerace.core._errors import FailureKind, InvariantViolation
-from pagerace.core._kernel import Kernel
-from pagerace.core._layout import (
+from pagerace.core.lib.test_hmm import Dmirror
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
+from pagerace.core.machine.kernel import Kernel
+from pagerace.core.machine.layout import (
     F_PIN,
     GUP_PIN_COUNTING_BIAS,
     M_WP_SEQ,
@@ -31,9 +32,8 @@ from pagerace.core._layout import (
     pte_pfn,
     pte_type,
 )
-from pagerace.core.dmirror import Dmirror
-from pagerace.core.fork import op_fork
-from pagerace.core.gup import (
+from pagerace.core.mm.fork import op_fork
+from pagerace.core.mm.gup import (
     MODE_PIN,
     MODE_PIN_FAST,
     gup_fast,
@@ -43,12 +43,12 @@ from pagerace.core.gup import (
     pin_user_page_longterm,
     unpin_user_page,
 )
-from pagerace.core.invariants import check_all
-from pagerace.core.memory import ACCESS_OK, cpu_access
-from pagerace.core.mremap import op_mremap
-from pagerace.core.swap import SWAP_HAS_CACHE, swap_w
-from pagerace.core.vmscan import op_reclaim
-from pagerace.core.zap import op_child_exit, op_madv_dontneed, op_munmap
+from pagerace.core.mm.memory import ACCESS_OK, cpu_access
+from pagerace.core.mm.mremap import op_mremap
+from pagerace.core.mm.swapfile import SWAP_HAS_CACHE, swap_w
+from pagerace.core.mm.vma import op_child_exit, op_madv_dontneed, op_munmap
+from pagerace.core.mm.vmscan import op_reclaim
+from pagerace.core.oracles.invariants import check_all
 from strategies import Stepper, model
 
 SYS = {
@@ -417,7 +417,7 @@ def test_oracle_failure_names_actor_page_and_address() -> None:
     assert _run(k, op_fork(k, f, 0, 1)) == 0
     assert _run(k, cpu_access(k, cpu, 0, 0, True)) == ACCESS_OK  # COW: a new page
     with pytest.raises(InvariantViolation) as exc:
-        from pagerace.core.oracles import check_pin
+        from pagerace.core.oracles.world import check_pin
 
         check_pin(k, a, rec, "dma")
     fl = exc.value.failure

@@ -1,4 +1,4 @@
-"""Every oracle of ``core/oracles.py`` can fire: a deliberately broken path (a test-only
+"""Every oracle of ``core/oracles/world.py`` can fire: a deliberately broken path (a test-only
 fault of ``core/faults.py``) makes it report its kind, and the unbroken path passes.
 
 Workload-level proofs run the named workload with and without the fault on the same
@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pagerace.core._errors import FailureKind, InvariantViolation
-from pagerace.core._layout import F_FLAGS, F_REF, PTE_PRESENT, PG_dirty, PG_swapcache, pte_type
 from pagerace.core.faults import FAULTS, validate_faults
-from pagerace.core.fork import op_fork
-from pagerace.core.gup import MODE_GET, MODE_PIN, PinRecord, gup_fast, pin_table, pin_user_page
-from pagerace.core.memory import ACCESS_OK, cpu_access
-from pagerace.core.oracles import check_device_pages, check_dirty, check_no_pins_left
-from pagerace.core.vmscan import op_reclaim
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
+from pagerace.core.machine.layout import F_FLAGS, F_REF, PTE_PRESENT, PG_dirty, PG_swapcache, pte_type
+from pagerace.core.mm.fork import op_fork
+from pagerace.core.mm.gup import MODE_GET, MODE_PIN, PinRecord, gup_fast, pin_table, pin_user_page
+from pagerace.core.mm.memory import ACCESS_OK, cpu_access
+from pagerace.core.mm.vmscan import op_reclaim
+from pagerace.core.oracles.world import check_device_pages, check_dirty, check_no_pins_left
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
 from strategies import Stepper, model
@@ -89,7 +89,7 @@ def test_gup_fast_without_recheck_pins_a_shared_page_pin_coherency(broken: bool)
     rec = PinRecord(a.id, 0, 0, pfn, True, "pin_fast:0:0")
     pin_table(k).setdefault(a.id, []).append(rec)
     assert _run(k, cpu_access(k, cpu, 0, 0, True)) == ACCESS_OK
-    from pagerace.core.oracles import check_pin
+    from pagerace.core.oracles.world import check_pin
 
     with pytest.raises(InvariantViolation) as exc:
         check_pin(k, a, rec, "dma")
@@ -165,7 +165,7 @@ def test_pin_held_past_its_operation_is_a_leak() -> None:
 
 
 def test_unknown_fault_name_is_refused_with_the_choices() -> None:
-    from pagerace.core._errors import InvalidOption
+    from pagerace.core.machine.errors import InvalidOption
 
     validate_faults(["no_tlb_flush", "zap_no_put"])
     with pytest.raises(InvalidOption, match=r"unknown fault 'nope'; valid faults: .*no_tlb_flush"):

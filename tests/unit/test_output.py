@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pagerace.core._kernel import _new_stat
+from pagerace.core.machine.kernel import _new_stat
 from pagerace.harness import output
 from pagerace.harness.output import (
     append_all,

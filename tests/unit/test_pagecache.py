@@ -1,4 +1,4 @@
-"""The page cache (``core/pagecache.py``) and the catalog entry ``move-mapping-no-freeze``
+"""The page cache (``core/mm/filemap.py``) and the catalog entry ``move-mapping-no-freeze``
 against hand-written interleavings.
 
 ``migrate_page_move_mapping()`` freezes a page-cache page's refcount at the expected
@@ -15,18 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pagerace.core._errors import FailureKind, InvalidWorkload, InvariantViolation
-from pagerace.core._kernel import Kernel
-from pagerace.core._layout import PG_pagecache, PG_uptodate
-from pagerace.core.invariants import check_all
-from pagerace.core.migrate import MIGRATE_SYNC, migrate_pages
-from pagerace.core.migrate_device import folio_isolate_lru
-from pagerace.core.pagecache import (
+from pagerace.core.machine.errors import FailureKind, InvalidWorkload, InvariantViolation
+from pagerace.core.machine.kernel import Kernel
+from pagerace.core.machine.layout import PG_pagecache, PG_uptodate
+from pagerace.core.mm.filemap import (
     filemap_read,
     generic_perform_write,
     page_mapping_index,
     xa_load,
 )
+from pagerace.core.mm.migrate import MIGRATE_SYNC, migrate_pages
+from pagerace.core.mm.migrate_device import folio_isolate_lru
+from pagerace.core.oracles.invariants import check_all
 from pagerace.harness.engine import innermost
 from pagerace.harness.runner import build_model
 from pagerace.workloads import parse_workload

@@ -12,8 +12,8 @@ import copy
 
 import numpy as np
 import pytest
-from pagerace.core._kernel import S_WAITS, Block, Kernel
-from pagerace.core._layout import (
+from pagerace.core.machine.kernel import S_WAITS, Block, Kernel
+from pagerace.core.machine.layout import (
     F_PIN,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
@@ -27,15 +27,15 @@ from pagerace.core._layout import (
     pte_pfn,
     pte_type,
 )
-from pagerace.core.invariants import check_all
-from pagerace.core.memory import ACCESS_OK, cpu_access
-from pagerace.core.migrate_device import (
+from pagerace.core.mm.memory import ACCESS_OK, cpu_access
+from pagerace.core.mm.migrate_device import (
     EINVAL,
     MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
     MigrateVma,
     migrate_vma_finalize,
     migrate_vma_setup,
 )
+from pagerace.core.oracles.invariants import check_all
 from pagerace.harness.engine import innermost
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload

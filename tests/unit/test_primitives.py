@@ -1,6 +1,6 @@
 """Stateful property tests of the kernel primitives against simple shadow models.
 
-Each machine drives the real primitives (``core/_kernel.py``) from a few actors and keeps
+Each machine drives the real primitives (``core/machine/kernel.py``) from a few actors and keeps
 a plain-Python shadow of what the kernel's semantics say must be true: who owns each page
 lock, each refcount and pin, the mmap_lock word, the page-table lock, the zones' free
 lists. Blocking primitives are generators; the machines drive them by hand, one
@@ -25,15 +25,16 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from pagerace.core._errors import FailureKind, InvariantViolation
-from pagerace.core._kernel import (
+from pagerace.core.lib.test_hmm import Dmirror
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
+from pagerace.core.machine.kernel import (
     S_ACQUIRED,
     S_TRY,
     S_TRY_FAIL,
     S_WAITS,
     Block,
 )
-from pagerace.core._layout import (
+from pagerace.core.machine.layout import (
     A_STATE,
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
@@ -50,7 +51,6 @@ from pagerace.core._layout import (
     PG_allocated,
     PG_locked,
 )
-from pagerace.core.dmirror import Dmirror
 from strategies import Stepper, actor_ids, kernel_with_actors
 
 SETTINGS = settings(

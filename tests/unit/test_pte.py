@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from pagerace.core._layout import (
+from pagerace.core.machine.layout import (
     PTE_BIT_NAMES,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
@@ -30,7 +30,7 @@ from pagerace.core._layout import (
     pte_pfn,
     pte_type,
 )
-from pagerace.core.rmap import make_migration_entry
+from pagerace.core.mm.rmap import make_migration_entry
 from strategies import PTE_BITS, kernel_with_actors, pfns, pte_bit_sets, pte_kinds, small_pfns
 
 I64_MAX = 2**63 - 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pagerace.core._errors import InvalidOption
-from pagerace.core._kernel import Actor
-from pagerace.core._layout import Geometry
+from pagerace.core.machine.errors import InvalidOption
+from pagerace.core.machine.kernel import Actor
+from pagerace.core.machine.layout import Geometry
 from pagerace.harness.engine import DeterministicEngine, Limits
 from pagerace.harness.schedulers import (
     PCT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pagerace.core._errors import FailureKind
+from pagerace.core.machine.errors import FailureKind
 from pagerace.harness.runner import run_deterministic
 from pagerace.harness.shrink import Shrinker, pass_drop_actors, shrink_record, size
 from pagerace.harness.steps import readable_steps

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pagerace.core._errors import FailureKind, InvalidOption
+from pagerace.core.machine.errors import FailureKind, InvalidOption
 from pagerace.core.variants import VARIANTS, get_variant
 from pagerace.harness.runner import run_deterministic, validate_variant_bugs
 from pagerace.workloads import load_workload

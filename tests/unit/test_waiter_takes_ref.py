@@ -16,16 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pagerace.core._kernel import Kernel
-from pagerace.core._layout import PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, pte_pfn, pte_type
-from pagerace.core.invariants import check_all
-from pagerace.core.memory import (
+from pagerace.core.machine.kernel import Kernel
+from pagerace.core.machine.layout import PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, pte_pfn, pte_type
+from pagerace.core.mm.memory import (
     ACCESS_OK,
     FAULT_ENTRY_LOCKED,
     FAULT_ENTRY_NO_REF,
     FAULT_ENTRY_REF,
     cpu_access,
 )
+from pagerace.core.oracles.invariants import check_all
 from pagerace.core.variants import VARIANTS
 from pagerace.harness.engine import innermost
 from pagerace.harness.runner import build_model

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from pagerace.core._layout import (
+from pagerace.core.machine.layout import (
     A_PROGRESS,
     A_STATE,
     A_STEPS,

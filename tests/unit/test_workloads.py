@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pagerace.workloads
 import pytest
-from pagerace.core._errors import InvalidWorkload
-from pagerace.core.invariants import check_all
+from pagerace.core.machine.errors import InvalidWorkload
+from pagerace.core.oracles.invariants import check_all
 from pagerace.harness.runner import build_model
 from pagerace.workloads import (
     actor_programs,

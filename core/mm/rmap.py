@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_EXCLUSIVE,

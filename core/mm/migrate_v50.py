@@ -1,7 +1,7 @@
 """Device-memory migration of the v4.20 / v5.0 era (seed 002, ``mm/migrate.c``): the
 ``v5.0`` protocol.
 
-The driver still calls one ``migrate_vma(ops, ...)`` (``core/migrate_hmm2017.py``) and
+The driver still calls one ``migrate_vma(ops, ...)`` (``core/mm/migrate_hmm2017.py``) and
 unmap is seed 004's; what changed since 2017, each in one function here:
 
 - :func:`collect_v50`: holes are marked ``MIGRATE_PFN_MIGRATE`` (seed 002 line 2105), and
@@ -20,14 +20,14 @@ unmap is seed 004's; what changed since 2017, each in one function here:
   memory, which replaced it in 5.x).
 
 Holes are populated by the shared ``migrate_vma_insert_page`` (seed 002 line 2556), which
-the pages step of ``core/migrate_device.py`` calls for an entry with ``MIGRATE`` and no
+the pages step of ``core/mm/migrate_device.py`` calls for an entry with ``MIGRATE`` and no
 page.
 """
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     PTE_NONE,
     PTE_PFN_SHIFT,
     PTE_TYPE_MASK,

@@ -1,9 +1,9 @@
 /*
- * pagerace.core._atomicwords: cross-process atomic operations on 64-bit words.
+ * pagerace.core.machine._atomicwords: cross-process atomic operations on 64-bit words.
  *
  * One type, AtomicWords, wraps a writable C-contiguous buffer (a numpy int64 array, a
  * memoryview, multiprocessing.shared_memory.SharedMemory.buf) as an array of int64
- * words and exposes the words API of core/_words.py (load, store, cas, fetch_add,
+ * words and exposes the words API of core/machine/words.py (load, store, cas, fetch_add,
  * fetch_or, fetch_and, xchg) plus test_set_bit / test_clear_bit, each a GCC __atomic
  * builtin with __ATOMIC_SEQ_CST. Two processes mapping the same shared memory see each
  * other's operations as they would on kernel atomic64_t / bitops.
@@ -381,7 +381,7 @@ PyDoc_STRVAR(AtomicWords_doc,
 
 static PyTypeObject AtomicWords_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pagerace.core._atomicwords.AtomicWords",
+    .tp_name = "pagerace.core.machine._atomicwords.AtomicWords",
     .tp_basicsize = sizeof(AtomicWordsObject),
     .tp_itemsize = 0,
     .tp_dealloc = (destructor)AtomicWords_dealloc,
@@ -416,7 +416,7 @@ static PyModuleDef_Slot atomicwords_slots[] = {
 
 static struct PyModuleDef atomicwords_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "pagerace.core._atomicwords",
+    .m_name = "pagerace.core.machine._atomicwords",
     .m_doc = "Cross-process sequentially consistent atomics on int64 words "
              "(the parallel engine's words backend).",
     .m_size = 0,

@@ -20,7 +20,7 @@ page to be anon-exclusive (``gup_must_unshare``: fault with ``FAULT_FLAG_UNSHARE
 
 A pinner actor pins one page, holds it for a while (a DMA) writing or reading content
 tokens through the pin, then unpins it. The pin-coherency oracle
-(:func:`~pagerace.core.oracles.check_pin`) checks at the pin and at every DMA access that
+(:func:`~pagerace.core.oracles.world.check_pin`) checks at the pin and at every DMA access that
 the pinned page is still the page mapped at the pinned address.
 
 ``FOLL_LONGTERM`` pins (:func:`pin_user_page_longterm`) move a device-coherent page to
@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import FailureKind
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..actors import register_op
+from ..machine.errors import FailureKind
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     F_PIN,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
@@ -50,10 +51,9 @@ from ._layout import (
     PG_anon_exclusive,
     PG_dirty,
 )
-from .actors import register_op
+from ..oracles.world import check_pin, dma_read_check
 from .memory import VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault
 from .migrate_device import migrate_device_coherent_folio
-from .oracles import check_pin, dma_read_check
 
 EFAULT = -14
 

@@ -11,7 +11,7 @@ Both older generations expose one call, :func:`migrate_vma`, that runs
 and returns early whenever no page is left (``if (!migrate.cpages) return 0``). The
 variant object decides collect, prepare, unmap and the page check
 (``core/variants.py``); pages and finalize are the shared steps of
-``core/migrate_device.py`` (their reference and lock bookkeeping is the same in all
+``core/mm/migrate_device.py`` (their reference and lock bookkeeping is the same in all
 three generations for the single-page folios the model has).
 
 What hmm-2017 does that later kernels stopped doing, each in one function here:
@@ -47,9 +47,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import FailureKind
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.errors import FailureKind
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     PTE_NONE,
     PTE_PFN_SHIFT,
     PTE_TYPE_MASK,
@@ -154,7 +154,7 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
     The blocking lock is the hmm-2017-blocking-prepare entry of the catalog: two
     migrations over shared pages in opposite order each hold one page and sleep on the
-    other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/migrate_v50.py``).
+    other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/mm/migrate_v50.py``).
     """
     site = "migrate_vma_prepare"
     for i in range(m.npages):

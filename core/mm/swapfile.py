@@ -9,13 +9,13 @@ reference on it.
 
 Dirtiness is tracked exactly: a swap-cache page is dirty when it has ``PG_dirty`` or a
 dirty entry maps it; otherwise its content is its swap copy
-(:func:`~pagerace.core.oracles.check_dirty`).
+(:func:`~pagerace.core.oracles.world.check_dirty`).
 """
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     F_PRIV,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
@@ -27,6 +27,7 @@ from ._layout import (
     PTE_YOUNG,
     S_DATA,
     S_USED,
+    SWAP_HAS_CACHE,
     SWAP_WORDS,
     PG_anon,
     PG_anon_exclusive,
@@ -37,10 +38,8 @@ from ._layout import (
     PG_writeback,
     pte_encode,
 )
+from ..oracles.world import swapcache_page
 from .memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
-from .oracles import swapcache_page
-
-SWAP_HAS_CACHE = 1 << 20  # include/linux/swap.h: the swap_map bit for "in the swap cache"
 
 
 def swap_w(k: Kernel, slot: int, field: int) -> int:

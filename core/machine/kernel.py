@@ -1,7 +1,7 @@
 """The kernel's primitives over model state: page locks, spinlocks, mmap_lock,
 reference counts, allocators, TLBs, content and the oracle's shadow.
 
-Kernel paths (``core/memory.py``, ``core/migrate_device.py``...) are generator functions
+Kernel paths (``core/mm/memory.py``, ``core/mm/migrate_device.py``...) are generator functions
 that take a :class:`Kernel` and an :class:`Actor`. They touch state only through the
 methods here, so that:
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from ._errors import Failure, FailureKind, InvariantViolation
-from ._layout import (
+from .errors import Failure, FailureKind, InvariantViolation
+from .layout import (
     A_PROGRESS,
     A_SITE,
     A_STATE,
@@ -63,7 +63,7 @@ from ._layout import (
     PG_anon_exclusive,
     PG_locked,
 )
-from ._state import State
+from .state import State
 
 # Indexes into a call site's statistics row (the columns of /proc/lock_stat).
 (
@@ -184,7 +184,8 @@ class Kernel:
 
     Args:
         state: the model state.
-        variant: protocol variant name (``v6``, ``v5.0``, ``hmm-2017``).
+        variant: the protocol variant object (:func:`pagerace.core.variants.get_variant`):
+            the primitives never import the paths, so the caller resolves the name.
         bugs: names of catalog bugs switched on.
         clock: returns the current time (engine steps, or ns in the parallel engine).
         faults: test-only fault injection switches (see ``core/faults.py``).
@@ -193,7 +194,7 @@ class Kernel:
     def __init__(
         self,
         state: State,
-        variant: str = "v6",
+        variant: Any,
         bugs: Iterable[str] = (),
         clock: Callable[[], int] | None = None,
         faults: Iterable[str] = (),
@@ -203,10 +204,8 @@ class Kernel:
         self.words = state.words
         self.lay = state.layout
         self.geo = state.geo
-        from .variants import get_variant
-
-        self.variant_name = variant
-        self.variant = get_variant(variant)
+        self.variant_name: str = variant.name
+        self.variant = variant
         self.bugs = frozenset(bugs)
         self.faults = frozenset(faults)
         self.clock: Callable[[], int] = clock if clock is not None else (lambda: 0)

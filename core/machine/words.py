@@ -1,7 +1,7 @@
 """Word-level atomic operations over one flat int64 buffer.
 
 Every field of the model state is a 64-bit word in one flat buffer, addressed by its
-word index (see ``core/_layout.py``). Kernel paths never read-modify-write a word with
+word index (see ``core/machine/layout.py``). Kernel paths never read-modify-write a word with
 numpy arithmetic: they go through a *words* object with the methods below, so the
 same path code runs on two backends:
 
@@ -9,7 +9,7 @@ same path code runs on two backends:
   actor running at a time (the deterministic engine), so a read-modify-write in Python
   is atomic by construction. A memoryview element access costs about 30 ns, against
   about 50 ns for a numpy scalar (``../shared/MEASUREMENTS.md``).
-- ``AtomicWords`` (``core/_atomicwords.c``): the same methods as real
+- ``AtomicWords`` (``core/machine/_atomicwords.c``): the same methods as real
   ``__atomic`` builtins, sequentially consistent, for worker processes over
   ``multiprocessing.shared_memory`` (the parallel engine).
 
@@ -109,10 +109,10 @@ def atomic_words(buf: Any) -> Words:
             ``pip install``); the message says how to build it.
     """
     try:
-        from pagerace.core._atomicwords import AtomicWords
+        from pagerace.core.machine._atomicwords import AtomicWords
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "pagerace.core._atomicwords is not built; reinstall with `pip install -e .`"
+            "pagerace.core.machine._atomicwords is not built; reinstall with `pip install -e .`"
         ) from exc
     return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
 
@@ -121,7 +121,7 @@ def fast_words(buf: Any) -> Words:
     """The fastest backend available for one process: the C extension when it is built
     (about 30 ns an operation), else :class:`PlainWords` (about 50 ns)."""
     try:
-        from pagerace.core._atomicwords import AtomicWords
+        from pagerace.core.machine._atomicwords import AtomicWords
     except ImportError:  # pragma: no cover - depends on the install
         return PlainWords(buf)
     return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]

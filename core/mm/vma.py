@@ -19,8 +19,9 @@ keeps the VMA, so the next access faults in a zeroed page.
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..actors import register_op
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     M_PARENT,
     M_USERS,
     MM_WORDS,
@@ -39,9 +40,8 @@ from ._layout import (
     VM_LIVE,
     VMA_WORDS,
 )
-from .actors import register_op
 from .gup import pins_unmapped
-from .swap import swap_free
+from .swapfile import swap_free
 
 EINVAL = -22
 ENOMEM = -12

@@ -7,7 +7,7 @@ Frames are taken lowest-first, so the same workload always builds the same state
 
 from __future__ import annotations
 
-from ._layout import (
+from .layout import (
     F_DATA,
     F_FLAGS,
     F_MAP,
@@ -29,7 +29,7 @@ from ._layout import (
     PG_uptodate,
     pte_encode,
 )
-from ._state import State
+from .state import State
 
 
 def alloc_frame(s: State, zone: int) -> int:

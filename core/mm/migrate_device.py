@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._errors import FailureKind
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.errors import FailureKind
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_MIGRATION,

@@ -27,13 +27,14 @@ off (the pin may land after the pin check of ``folio_try_dup_anon_rmap_pte`` but
 the write-protect; its own B4 re-check alone would miss that).
 
 The child is an mm slot of the workload geometry that is not live (no VMAs); the child
-exits through :func:`~pagerace.core.zap.op_child_exit`.
+exits through :func:`~pagerace.core.mm.vma.op_child_exit`.
 """
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..actors import register_op
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     M_PARENT,
     M_USERS,
     M_WP_SEQ,
@@ -57,9 +58,8 @@ from ._layout import (
     PG_uptodate,
     pte_encode,
 )
-from .actors import register_op
-from .swap import swap_duplicate
-from .zap import vma_add, vma_rows
+from .swapfile import swap_duplicate
+from .vma import vma_add, vma_rows
 
 EBUSY = -16
 EAGAIN = -11

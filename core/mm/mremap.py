@@ -15,10 +15,10 @@ opposite virtual order: the setup of the AB-BA migration deadlock of ``hmm-2017`
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from .actors import register_op
+from ..actors import register_op
+from ..machine.kernel import Actor, Kernel, Path
 from .gup import pins_unmapped
-from .zap import (
+from .vma import (
     vma_add,
     vma_free_rows,
     vma_merge,

@@ -10,14 +10,15 @@ its slot if it is dirty (``pageout``), and drops it when its count freezes at th
 expected value (isolation + swap cache, ``__remove_mapping``); anything else puts it back.
 
 Dropping a page is where data can be lost: the dirty-conservation oracle
-(:func:`~pagerace.core.oracles.check_drop_clean`) checks that a page dropped as clean
+(:func:`~pagerace.core.oracles.world.check_drop_clean`) checks that a page dropped as clean
 holds exactly its swap copy.
 """
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..actors import register_op
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     F_PRIV,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
@@ -38,11 +39,10 @@ from ._layout import (
     PG_writeback,
     pte_encode,
 )
-from .actors import register_op
+from ..oracles.world import check_drop_clean
 from .migrate_device import folio_putback_lru
-from .oracles import check_drop_clean
 from .rmap import folio_try_share_anon_rmap_pte, rmap_find
-from .swap import add_to_swap_cache, delete_from_swap_cache, get_swap_page, swap_duplicate, swap_w
+from .swapfile import add_to_swap_cache, delete_from_swap_cache, get_swap_page, swap_duplicate, swap_w
 
 
 def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:

@@ -15,9 +15,9 @@ Transcribed from ``mm/memory.c`` (``handle_pte_fault``, ``do_anonymous_page``,
 
 from __future__ import annotations
 
-from ._errors import FailureKind
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..machine.errors import FailureKind
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_MIGRATION,
@@ -65,7 +65,7 @@ def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) ->
         tok = k.new_token(a)
         k.set_data(pfn, tok)
         k.set_shadow(mm, vpn, tok)
-        alias = k.hooks.get("shadow_write")  # MAP_SHARED aliases (core/oracles.py)
+        alias = k.hooks.get("shadow_write")  # MAP_SHARED aliases (core/oracles/world.py)
         if alias is not None:
             alias(k, mm, vpn, pfn, tok)
         k.count("cpu_writes")
@@ -101,7 +101,7 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
-                tlb_hit = k.hooks.get("tlb_hit")  # the stale-TLB oracle (core/oracles.py)
+                tlb_hit = k.hooks.get("tlb_hit")  # the stale-TLB oracle (core/oracles/world.py)
                 if tlb_hit is not None:
                     tlb_hit(k, a, mm, vpn, t, write)
                 _hw_access(k, a, mm, vpn, t >> 1, write)

@@ -2,7 +2,7 @@
 dirtiness, device-page lifetime.
 
 Local checks raise at the step that breaks the rule, naming the actors, pages,
-addresses and call sites; global checks join :func:`~pagerace.core.invariants.check_all`
+addresses and call sites; global checks join :func:`~pagerace.core.oracles.invariants.check_all`
 through ``k.extra_checks``. :func:`install` plugs them (and the swap-in fault path) into a
 kernel; ``harness/runner.py`` calls it for every run it builds.
 
@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import FailureKind, InvariantViolation
-from ._kernel import Actor, Kernel
-from ._layout import (
+from ..machine.errors import FailureKind, InvariantViolation
+from ..machine.kernel import Actor, Kernel
+from ..machine.layout import (
     DYNAMIC_MASK,
     F_DATA,
     F_FLAGS,
@@ -57,9 +57,8 @@ from ._layout import (
     PTE_WRITE,
     S_DATA,
     S_USED,
+    SWAP_HAS_CACHE,
     SWAP_WORDS,
-    V_FLAGS,
-    VM_LIVE,
     VM_SHARED,
     Z_DEVICE,
     PG_allocated,
@@ -273,8 +272,6 @@ def check_swap_counts(k: Kernel, final: bool) -> None:
     """Global: each swap slot's ``swap_map`` count is the number of swap entries naming
     it, plus ``SWAP_HAS_CACHE`` while a swap-cache page holds it; a slot nobody holds is
     free (no swap-space leak at teardown)."""
-    from .swap import SWAP_HAS_CACHE
-
     s = k.s
     nslots = k.geo.swap_slots
     if not nslots:
@@ -340,24 +337,6 @@ def shared_shadow_write(k: Kernel, mm: int, vpn: int, pfn: int, tok: int) -> Non
             k.set_shadow(m, v, tok)
 
 
-def install(k: Kernel) -> None:
-    """Plug the oracles of this module and the swap-in path into ``k``."""
-    from .swap import do_swap_page
-
-    k.hooks["tlb_hit"] = tlb_hit_check
-    if ((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)).any():
-        k.hooks["shadow_write"] = shared_shadow_write
-    k.hooks["device_page_free"] = device_free_check
-    k.hooks.setdefault("do_swap_page", do_swap_page)
-    for chk in (check_no_pins_left, check_device_pages, check_dirty, check_swap_counts):
-        if chk not in k.extra_checks:
-            k.extra_checks.append(chk)
-    if k.geo.files:
-        from .pagecache import install as install_pagecache
-
-        install_pagecache(k)  # page-cache references and the no-lost-write check
-
-
 __all__ = [
     "check_device_pages",
     "check_dirty",
@@ -367,7 +346,6 @@ __all__ = [
     "check_swap_counts",
     "device_free_check",
     "dma_read_check",
-    "install",
     "swapcache_page",
     "tlb_hit_check",
 ]

@@ -2,7 +2,7 @@
 
 All state lives in one flat int64 buffer: ordinary memory for the deterministic engine,
 one ``multiprocessing.shared_memory`` block for the parallel engine. :class:`Layout`
-says where each table starts; :class:`State` (``core/_state.py``) gives named numpy
+says where each table starts; :class:`State` (``core/machine/state.py``) gives named numpy
 views of the tables (for vectorized invariants) and word indexes (for atomics).
 
 Word encodings follow the kernel where the kernel has one:
@@ -38,7 +38,7 @@ PG_writeback = 1 << 6
 PG_uptodate = 1 << 7
 PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
 PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
-PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/pagecache.py)
+PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/mm/filemap.py)
 DYNAMIC_MASK = (1 << 16) - 1
 
 # Static zone bits, set when the model is built and never cleared.
@@ -146,7 +146,7 @@ VM_HUGETLB = 1 << 5
 VM_LIVE = 1 << 7  # model only: the row is in use
 
 # Per mm words. M_WP_SEQ is mm->write_protect_seq (fork bumps it around copy_page_range;
-# GUP-fast pins back off when it is odd or changed, core/gup.py).
+# GUP-fast pins back off when it is odd or changed, core/mm/gup.py).
 M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE, M_WP_SEQ = range(5)
 MM_WORDS = 5
 RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
@@ -171,6 +171,7 @@ TLB_KEY, TLB_VAL = 0, 1
 
 # Swap slots: (data, in-use) per slot.
 S_DATA, S_USED = 0, 1
+SWAP_HAS_CACHE = 1 << 20  # include/linux/swap.h: the swap_map bit for "in the swap cache"
 SWAP_WORDS = 2
 
 # Zones: (free count, allocation cursor) per zone.
@@ -197,7 +198,7 @@ class Geometry:
         max_vmas: VMA rows per mm.
         swap_slots: swap slots.
         coherent: ids of devices whose memory is DEVICE_COHERENT.
-        files: files with a page cache (``core/pagecache.py``); 0 for none.
+        files: files with a page cache (``core/mm/filemap.py``); 0 for none.
         pages_per_file: page-cache slots per file.
     """
 

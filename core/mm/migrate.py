@@ -13,10 +13,10 @@ the v4.20 / v5.0 era (seed 002) and ``mm/compaction.c`` around it.
   ``remove_migration_ptes``;
 - :func:`move_to_new_page` → ``migrate_page`` → ``migrate_page_move_mapping`` (line 439,
   the refcount frozen at the expected count; the catalog toggle
-  ``move-mapping-no-freeze`` checks without freezing, ``core/migrate_device.py``) and
+  ``move-mapping-no-freeze`` checks without freezing, ``core/mm/migrate_device.py``) and
   the copy of content and flags. A page-cache page (``PG_pagecache``: it has a mapping)
-  goes through the mapping case, ``core/pagecache.py``'s
-  :func:`~pagerace.core.pagecache.migrate_page_move_mapping` (the slot is switched to
+  goes through the mapping case, ``core/mm/filemap.py``'s
+  :func:`~pagerace.core.mm.filemap.migrate_page_move_mapping` (the slot is switched to
   the new page with the count frozen), and its old page's ``mapping`` is cleared while
   it is still locked.
 
@@ -35,9 +35,9 @@ Two operations use it (registered with :func:`~pagerace.core.actors.register_op`
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import Z_FREE, ZONE_WORDS, PG_anon, PG_lru, PG_pagecache, PG_uptodate
-from .actors import register_op
+from ..actors import register_op
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import Z_FREE, ZONE_WORDS, PG_anon, PG_lru, PG_pagecache, PG_uptodate
 from .migrate_device import (
     EAGAIN,
     ENOMEM,
@@ -66,7 +66,7 @@ def move_to_new_page(k: Kernel, a: Actor, new: int, page: int, mode: int) -> Pat
     mapping case (:func:`pagecache.migrate_page_move_mapping`), and on success its old
     page's ``mapping`` is cleared ("old pagecache page->mapping must be cleared before
     page is freed")."""
-    from . import pagecache
+    from . import filemap as pagecache
 
     file_page = k.test_flag(page, PG_pagecache)
     if file_page:

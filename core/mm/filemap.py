@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import FailureKind, InvalidWorkload, InvariantViolation
-from ._kernel import Actor, Kernel, Path
-from ._layout import (
+from ..actors import register_op
+from ..machine.errors import FailureKind, InvalidWorkload, InvariantViolation
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import (
     F_DATA,
     F_FLAGS,
     F_PRIV,
@@ -60,7 +61,6 @@ from ._layout import (
     PG_pagecache,
     PG_uptodate,
 )
-from .actors import register_op
 from .memory import ACCESS_OK, cpu_access
 
 EAGAIN = -11
@@ -256,7 +256,7 @@ def filemap_read(
     With a user buffer (``mm``, ``vpn`` >= 0), each copy is ``copy_page_to_iter`` →
     ``copy_to_user`` into that page: a store that faults when the buffer page is not
     mapped (``handle_mm_fault``, which may sleep), and only then reads the page-cache
-    page. The store is the model's CPU store (``core/memory.py`` ``cpu_access``: a fresh
+    page. The store is the model's CPU store (``core/mm/memory.py`` ``cpu_access``: a fresh
     token in the buffer, the anonymous shadow follows it); the token read from the page
     cache is what the oracle checks. A buffer the fault path cannot serve is
     ``-EFAULT``: the read stops."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import (
+from .layout import (
     F_FLAGS,
     FRAME_WORDS,
     PTE_PFN_SHIFT,
@@ -30,7 +30,7 @@ from ._layout import (
     Geometry,
     Layout,
 )
-from ._words import Words, fast_words
+from .words import Words, fast_words
 
 
 class State:

@@ -20,10 +20,10 @@ allocation fails (0: never), deterministically.
 
 from __future__ import annotations
 
-from ._kernel import Actor, Kernel, Path
-from ._layout import VM_WRITE
-from .memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
-from .migrate_device import (
+from ..machine.kernel import Actor, Kernel, Path
+from ..machine.layout import VM_WRITE
+from ..mm.memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
+from ..mm.migrate_device import (
     EINVAL,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_VALID,
@@ -98,7 +98,7 @@ class Dmirror:
 
     def folio_free(self, k: Kernel, a: Actor, pfn: int) -> None:
         """``dmirror_devmem_free()``: the page goes back to the device's free list."""
-        check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles.py)
+        check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles/world.py)
         if check is not None:
             check(k, a, pfn)
         self.freed += 1

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import FailureKind, InvariantViolation
-from ._kernel import Kernel
-from ._layout import (
+from ..machine.errors import FailureKind, InvariantViolation
+from ..machine.kernel import Kernel
+from ..machine.layout import (
     F_DATA,
     F_FLAGS,
     F_MAP,
@@ -231,7 +231,7 @@ def check_contents(k: Kernel) -> None:
         nslots = s.swap.shape[0]
         sdata = s.swap[np.where(swapped, np.clip(pfns, 0, nslots - 1), 0), S_DATA]
         # A slot whose page is in the swap cache reads from that page (swap-in finds it
-        # first); frames in the swap cache keep slot + 1 in F_PRIV (core/swap.py).
+        # first); frames in the swap cache keep slot + 1 in F_PRIV (core/mm/swapfile.py).
         fr = s.frames
         cached = np.flatnonzero((fr[:, F_FLAGS] & PG_swapcache) != 0)
         if cached.size:

@@ -1,0 +1,1 @@
+"""Kernel code under ``lib/``: ``test_hmm`` is ``lib/test_hmm.c``, the dmirror driver."""

@@ -1,0 +1,44 @@
+"""The memory-management world around device migration, in one place to plug in.
+
+Importing this module registers the operations of ``core/mm/gup.py`` (``pin_dma``),
+``core/mm/fork.py`` (``fork``, ``child_exit``), ``core/mm/vma.py`` (``munmap``,
+``madv_dontneed``), ``core/mm/mremap.py`` (``mremap``) and ``core/mm/vmscan.py``
+(``reclaim``) with :func:`~pagerace.core.actors.register_op`; :func:`install_mm` plugs
+their oracles, the swap-in fault path and the page cache into a kernel
+(``harness/runner.py`` calls it for every run it builds). The wiring lives here, above
+both the paths and the oracles, so that neither imports the other's plumbing.
+"""
+
+from __future__ import annotations
+
+from .machine.kernel import Kernel
+from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
+from .mm import filemap, fork, gup, mremap, vma, vmscan  # noqa: F401  (register their ops)
+from .mm.swapfile import do_swap_page
+from .oracles.world import (
+    check_device_pages,
+    check_dirty,
+    check_no_pins_left,
+    check_swap_counts,
+    device_free_check,
+    shared_shadow_write,
+    tlb_hit_check,
+)
+
+
+def install_mm(k: Kernel) -> None:
+    """Plug the pin, TLB, dirty, swap and device-page oracles, ``do_swap_page`` and (when
+    the workload has files) the page cache into ``k``."""
+    k.hooks["tlb_hit"] = tlb_hit_check
+    if ((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)).any():
+        k.hooks["shadow_write"] = shared_shadow_write
+    k.hooks["device_page_free"] = device_free_check
+    k.hooks.setdefault("do_swap_page", do_swap_page)
+    for chk in (check_no_pins_left, check_device_pages, check_dirty, check_swap_counts):
+        if chk not in k.extra_checks:
+            k.extra_checks.append(chk)
+    if k.geo.files:
+        filemap.install(k)  # page-cache references and the no-lost-write check
+
+
+__all__ = ["install_mm"]
