@@ -32,6 +32,7 @@ COMMANDS: list[str] = [
     "campaign",
     "report",
     "bench",
+    "coverage",
     "clean",
 ]
 
