@@ -142,6 +142,7 @@ def copy_pte_range(
                     k.set_pte(parent, v, pte)
                 k.set_pte(child, v, pte)
             elif kind == PTE_MIGRATION:
+                k.count("fork_copy_migration_entry")
                 if pte & (PTE_WRITE | PTE_EXCLUSIVE) and cow:
                     pte &= ~(PTE_WRITE | PTE_EXCLUSIVE)  # make_readable_migration_entry
                     k.set_pte(parent, v, pte)
