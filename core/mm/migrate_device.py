@@ -198,11 +198,12 @@ def set_migration_entry(
     k: Kernel, a: Actor, m: MigrateVma, vpn: int, pfn: int, old: int, anon_exclusive: bool,
     put_site: str,
 ) -> None:
-    """What collect does with a page it locked once it has cleared its entry (``old``),
-    in v6 and in v5.0 (seed 002 line 2252, the single-mapping optimisation): the dirty
-    bit goes to the page (``folio_mark_dirty``), a migration entry takes the mapping's
-    place, which drops its mapcount (``folio_remove_rmap_pte``; ``page_remove_rmap`` in
-    seed 002) and the reference collect took (put at ``put_site``)."""
+    """What v6's collect does with a page it locked once it has cleared its entry
+    (``old``): the dirty bit goes to the page (``folio_mark_dirty``, since 6.1), a
+    migration entry takes the mapping's place, which drops its mapcount
+    (``folio_remove_rmap_pte``) and the reference collect took (put at ``put_site``).
+    v5.0's collect does what seed 002 says instead
+    (:func:`~pagerace.core.mm.migrate_v50.collect_migration_entry_v50`)."""
     if old & PTE_DIRTY:
         k.set_flag(pfn, PG_dirty)
     k.set_pte(m.mm, vpn, make_migration_entry(pfn, old, anon_exclusive))

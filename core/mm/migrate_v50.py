@@ -28,10 +28,14 @@ from __future__ import annotations
 
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
+    PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
+    PTE_WRITE,
     VM_ANON,
+    pte_encode,
 )
 from .migrate_device import (
     MIGRATE_PFN_DEVICE,
@@ -44,7 +48,6 @@ from .migrate_device import (
     migrate_pfn_to_page,
     migrate_vma_check_page,
     restore_unmoved,
-    set_migration_entry,
 )
 from .migrate_hmm2017 import prepare_back_out
 
@@ -92,8 +95,8 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             m.cpages += 1
             if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
                 mpfn |= MIGRATE_PFN_LOCKED
-                old = k.ptep_get_and_clear(m.mm, vpn)
-                set_migration_entry(k, a, m, vpn, pfn, old, False, site + ":put_page")
+                k.ptep_get_and_clear(m.mm, vpn)
+                collect_migration_entry_v50(k, a, m, vpn, pfn, pte, site + ":put_page")
             m.src[i] = mpfn
             m.dst[i] = 0
             i += 1
@@ -103,6 +106,26 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         k.spin_unlock(a, ptl, site + ":ptl")
         yield
     m.npages = i
+
+
+def collect_migration_entry_v50(
+    k: Kernel, a: Actor, m: MigrateVma, vpn: int, pfn: int, pte: int, put_site: str
+) -> None:
+    """Seed 002 lines 2256-2276, once ``trylock_page`` succeeded and the entry was
+    cleared: ``make_migration_entry(page, mpfn & MIGRATE_PFN_WRITE)``, the soft-dirty
+    bit carried over (``pte_swp_mksoft_dirty``), ``page_remove_rmap`` and ``put_page``.
+
+    As written there: **the PTE's dirty bit goes nowhere**. It is not moved to the page
+    (``set_page_dirty``; 6.1's fd35ca3d12cc "mm/migrate_device.c: copy pte dirty bit to
+    page" added that) and the entry cannot carry it (young / dirty migration entries are
+    6.1's too), so a migration that then fails restores a clean mapping of a page whose
+    last write exists nowhere else: a swap-backed page with a valid swap copy can be
+    dropped as clean. v6 (:func:`~pagerace.core.mm.migrate_device.set_migration_entry`)
+    has the fix."""
+    bits = pte & (PTE_WRITE | PTE_SOFT_DIRTY)
+    k.set_pte(m.mm, vpn, pte_encode(PTE_MIGRATION, pfn, bits))
+    k.mapcount_add(pfn, -1)
+    k.put_page(a, pfn, put_site)
 
 
 def check_page_v50(k: Kernel, pfn: int, fault_page: int) -> bool:
@@ -175,4 +198,4 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     )
 
 
-__all__ = ["check_page_v50", "collect_v50", "prepare_v50"]
+__all__ = ["check_page_v50", "collect_migration_entry_v50", "collect_v50", "prepare_v50"]
