@@ -105,7 +105,7 @@ def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
     cases = [
         ("opposite_order", "opposite-order", "v5.0", 1000, "opposite-order (v5.0)"),
         ("smallest", small, small_v, 2000, f"smallest ({small})"),
-        ("busiest", busy, busy_v, 150, f"busiest ({busy})"),
+        ("busiest", busy, busy_v, 400, f"busiest ({busy})"),
     ]
     figs: list[Figure] = []
     env_note = f"load {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
