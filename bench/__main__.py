@@ -28,6 +28,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("campaign_throughput", "bench.campaign_throughput", ("campaign",)),
     ("time_to_find", "bench.time_to_find", ("ttf", "hunt")),
     ("naive_baseline", "bench.naive_baseline", ("naive", "baseline")),
+    ("cli_rate", "bench.cli_rate", ("cli", "overhead")),
 ]
 SCHEMA_VERSION = 1
 
@@ -132,7 +133,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 _PREFIX = {"memory": "memory", "engine": "engine_speed", "parallel": "parallel_scaling",
            "atomics": "parallel_scaling", "campaign": "campaign_throughput",
-           "ttf": "time_to_find", "naive": "naive_baseline"}
+           "ttf": "time_to_find", "naive": "naive_baseline", "cli_rate": "cli_rate"}
 
 
 def _bench_of(name: str) -> str:

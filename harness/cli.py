@@ -83,8 +83,23 @@ def format_examples(examples: Any) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    mods = load_commands()
+def command_named(argv: Sequence[str]) -> str | None:
+    """The registered command ``argv`` runs (its first word that is not an option), or
+    None (``pagerace --help``, no command, an unknown one)."""
+    from .commands import COMMANDS
+
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``pagerace`` parser with every command, or with the command ``only`` alone.
+
+    Start-up: building a command's subparser imports its module, and with it what the
+    command runs (the engine, numpy...). ``main`` builds the parser of the one command it
+    runs, so ``pagerace list`` never imports what ``pagerace campaign`` needs; the top
+    level ``--help`` and the error for an unknown command build them all."""
+    mods = load_commands([only] if only is not None else None)
     top_examples = [m.EXAMPLES[0] for m in mods if m.EXAMPLES]
     epilog = (
         format_examples(top_examples)
@@ -135,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_tb = "--traceback" in argv or bool(os.environ.get("PAGERACE_TRACEBACK"))
     cmd = "pagerace"
     try:
-        parser = build_parser()
+        parser = build_parser(command_named(argv))
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version

@@ -234,11 +234,11 @@ def measure(
     cov = coverage.Coverage(branch=True, source=[core_dir], data_file=None)
     started = time.perf_counter()
     runs = failures = 0
-    workloads: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     cov.start()
     try:
         for i, (wname, variant, strategy, seed) in enumerate(units):
-            w = workloads.get(wname) or workloads.setdefault(wname, load_workload(wname))
+            w = loaded.get(wname) or loaded.setdefault(wname, load_workload(wname))
             try:
                 rec = run_deterministic(w, variant=variant, seed=seed, strategy=strategy)
             except InvalidOption:

@@ -1,9 +1,16 @@
 """A finished run → CSV rows (``reports/schema.py``) and, when it failed, its artifact.
 
-:func:`write_run` is what ``pagerace run`` and campaigns call: it writes the failure
-artifact first (atomically), then appends the run's rows to ``runs.csv``,
-``contention.csv``, ``outcomes.csv`` and (when it failed) ``failures.csv``. Rows are
-built completely before any file is touched, so an error leaves no half-written output.
+:func:`write_run` is what ``pagerace run`` calls: it writes the failure artifact first
+(atomically), then appends the run's rows to ``failures.csv`` (when it failed),
+``contention.csv``, ``outcomes.csv`` and ``runs.csv`` last. Rows are built and checked
+against their schemas completely before any file is touched, so an error leaves no
+half-written output.
+
+Many runs (``pagerace hunt``, and campaigns through the same API) go through a
+:class:`RowWriter`, which keeps the hot loop free of file system calls: each run's rows are
+checked and formatted when the run is added, and written in batches, one ``write`` and one
+``fsync`` per file per batch, ``runs.csv`` last. What a crash can cost is in the class's
+docstring.
 
 Outcome rows (``outcomes.csv``), one per migration attempt kind (``to_device``,
 ``to_system``, ``fault``, ``evict``...), fold the kernel's ``outcome(attempt, reason)``
@@ -27,9 +34,13 @@ of a skip already counted (the page's mapping was put back after ``pinned``,
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +48,16 @@ from typing import Any
 from .._version import __version__
 from ..core.machine.errors import Failure
 from ..core.machine.kernel import STAT_FIELDS
-from ..reports.schema import CONTENTION, FAILURES, OUTCOME_REASONS, OUTCOMES, RUNS, SCHEMAS, append_rows
+from ..reports.schema import (
+    CONTENTION,
+    FAILURES,
+    OUTCOME_REASONS,
+    OUTCOMES,
+    RUNS,
+    SCHEMAS,
+    CsvSchema,
+    format_row,
+)
 from .artifacts import write_artifact
 from .runner import RunRecord
 
@@ -195,16 +215,155 @@ def rows_for(
     return out
 
 
-def append_all(out_dir: str | os.PathLike[str], rows: dict[str, list[dict[str, Any]]]) -> None:
-    """Append every file's rows (validated against its schema first, so an unknown column
-    raises before any file is written)."""
-    from ..reports.schema import format_row
+# The order a batch is written in: runs.csv LAST, so a run that is in runs.csv has every
+# other row on disk too (the rule campaigns resume by; harness/campaign.py).
+WRITE_ORDER = (FAILURES, CONTENTION, OUTCOMES, RUNS)
+# A batch is written when it holds this many runs, or when its oldest run was added this
+# many seconds before the run being added (see RowWriter).
+BATCH_RUNS = 500
+BATCH_SECONDS = 1.0
 
-    for file, lst in rows.items():
-        for row in lst:
-            format_row(SCHEMAS[file], row)
-    for file, lst in rows.items():
-        append_rows(out_dir, SCHEMAS[file], lst)
+
+class RowWriter:
+    """Appends the CSV rows of many runs to a directory, in batches.
+
+    Each :meth:`add` checks the run's rows against their schemas and formats them at once
+    (a bad row raises there, before anything of that run is buffered), into one buffer per
+    file; nothing touches the file system until the batch is written. A batch is written
+    by :meth:`flush`: for each file with rows, ``failures.csv``, ``contention.csv``,
+    ``outcomes.csv`` and ``runs.csv`` LAST, one ``write`` of all its rows (the header
+    first when the file is new or empty) and one ``fsync``.
+
+    :meth:`add` flushes by itself when the batch holds ``batch_runs`` runs, or when the
+    oldest run in it was added ``batch_seconds`` or more before (checked at each add: no
+    thread, no timer). :meth:`close` flushes what is left; used as a context manager the
+    writer closes on any exit, exceptions and Ctrl-C included.
+
+    What a crash costs:
+
+    - a Python exception or Ctrl-C in the code inside ``with RowWriter(...)`` loses no row:
+      the exit flushes every run added;
+    - a SIGKILL, a crash of the interpreter or of the machine loses exactly the runs
+      added since the last flush that completed: fewer than ``batch_runs`` runs, all
+      added within ``batch_seconds`` of the oldest of them. Their rows are in no file, or
+      (killed in the middle of a flush) in some of the files written before ``runs.csv``
+      but not in ``runs.csv``: a run is on disk when its ``runs.csv`` row is, and the
+      others are orphans, which ``pagerace campaign`` removes when it resumes
+      (:func:`pagerace.harness.campaign.repair`). One batch is one ``write`` of whole
+      lines per file, so only a kill inside that ``write`` (or a short write) can leave
+      a partial last line, which ``repair`` cuts too.
+    - Every run whose rows a flush wrote is on disk (``fsync``) when :meth:`flush`
+      returns. Callers report a run to the user (a summary line, a progress count) only
+      after the flush that wrote it: ``pagerace hunt`` prints after the writer closed;
+      ``on_flush(runs)`` is called after each flush with the number of runs it wrote.
+
+    Args:
+        out_dir: the output directory (created on the first flush with rows).
+        batch_runs: write the batch when it holds this many runs (1: every run at once).
+        batch_seconds: write the batch at the first add this many seconds or more after
+            its oldest run was added.
+        on_flush: called with the number of runs written, after each flush that wrote any.
+        clock: the time source of ``batch_seconds`` (a fake in tests).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        batch_runs: int = BATCH_RUNS,
+        batch_seconds: float = BATCH_SECONDS,
+        on_flush: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_runs < 1:
+            raise ValueError(f"batch_runs must be at least 1, not {batch_runs}")
+        self.out_dir = Path(out_dir)
+        self.batch_runs = batch_runs
+        self.batch_seconds = batch_seconds
+        self.on_flush = on_flush
+        self.clock = clock
+        self.pending = 0  # runs added since the last flush
+        self.written = 0  # runs written by every flush so far
+        self.flushes = 0  # flushes that wrote anything
+        self._oldest = 0.0
+        self._bufs: dict[str, io.StringIO] = {s.file: io.StringIO() for s in WRITE_ORDER}
+        self._writers = {f: csv.writer(b, lineterminator="\n") for f, b in self._bufs.items()}
+
+    def add(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Buffer one run's rows (keyed by file name, as :func:`rows_for` returns them);
+        write the batch if it is due.
+
+        Raises:
+            KeyError: a row has a column its schema does not (nothing of the run buffered).
+        """
+        cells = {file: [format_row(SCHEMAS[file], row) for row in lst] for file, lst in rows.items()}
+        if not self.pending:
+            self._oldest = self.clock()
+        for file, lines in cells.items():
+            self._writers[file].writerows(lines)
+        self.pending += 1
+        if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write and ``fsync`` the batch (``runs.csv`` last); return the runs it held.
+
+        The batch leaves the writer before the first byte is written: if a write fails
+        (disk full), the exception propagates and those rows are dropped, never written
+        twice by a later flush."""
+        n = self.pending
+        if not n:
+            return 0
+        texts = [(s, self._bufs[s.file].getvalue()) for s in WRITE_ORDER]
+        for buf in self._bufs.values():
+            buf.seek(0)
+            buf.truncate()
+        self.pending = 0
+        for s, text in texts:
+            if text:
+                _append_synced(self.out_dir, s, text)
+        self.written += n
+        self.flushes += 1
+        if self.on_flush is not None:
+            self.on_flush(n)
+        return n
+
+    def close(self) -> None:
+        """Write what is left."""
+        self.flush()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _append_synced(out_dir: Path, schema: CsvSchema, text: str) -> None:
+    """Append ``text`` (whole CSV lines) to ``out_dir/schema.file`` with one ``write`` and
+    one ``fsync``, the header first when the file is new or empty."""
+    path = out_dir / schema.file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size == 0:
+            hb = io.StringIO()
+            csv.writer(hb, lineterminator="\n").writerow(schema.names)
+            text = hb.getvalue() + text
+        data = memoryview(text.encode())
+        while data:  # one write; more only after a short write (a signal, a full disk)
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_all(out_dir: str | os.PathLike[str], rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Append one run's rows now: every row is checked against its schema first (an
+    unknown column raises before any file is written), then each file gets one ``write``
+    and one ``fsync``, ``runs.csv`` last."""
+    with RowWriter(out_dir) as w:
+        w.add(rows)
 
 
 def write_run(out_dir: str | os.PathLike[str], record: RunRecord, campaign: str = "") -> WrittenRun:

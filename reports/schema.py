@@ -17,7 +17,7 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,17 @@ class CsvSchema:
     file: str
     doc: str
     columns: tuple[Column, ...]
+    # The column names, once (format_row runs for every row of every run).
+    name_tuple: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    name_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name_tuple", tuple(c.name for c in self.columns))
+        object.__setattr__(self, "name_set", frozenset(self.name_tuple))
 
     @property
     def names(self) -> list[str]:
-        return [c.name for c in self.columns]
+        return list(self.name_tuple)
 
 
 def _c(name: str, dtype: str, unit: str, doc: str) -> Column:
@@ -174,17 +181,24 @@ OUTCOME_REASONS = [c.name for c in OUTCOMES.columns[8:]]
 
 def format_row(schema: CsvSchema, row: Mapping[str, Any]) -> list[str]:
     """The row's cells in column order; unknown keys are an error, missing ones empty."""
-    extra = set(row) - set(schema.names)
-    if extra:
+    if not schema.name_set.issuperset(row):
+        extra = set(row) - schema.name_set
         raise KeyError(f"{schema.file}: no such column(s): {', '.join(sorted(extra))}")
     out = []
-    for c in schema.columns:
-        v = row.get(c.name, SCHEMA_VERSION if c.name == "schema" else "")
-        if isinstance(v, bool):
-            v = "yes" if v else "no"
+    get = row.get
+    for name in schema.name_tuple:
+        v = get(name, SCHEMA_VERSION if name == "schema" else "")
+        t = type(v)
+        if t is str:
+            out.append(v)
+        elif t is int:
+            out.append(str(v))
+        elif isinstance(v, bool):
+            out.append("yes" if v else "no")
         elif isinstance(v, float):
-            v = repr(v)  # shortest round-trip form: no precision lost (unix times!)
-        out.append(str(v))
+            out.append(repr(v))  # shortest round-trip form: no precision lost (unix times!)
+        else:
+            out.append(str(v))
     return out
 
 

@@ -84,6 +84,41 @@ class State:
     def build(cls, geo: Geometry) -> State:
         return cls(Layout(geo))
 
+    # ----------------------------------------------------------------------------------
+    # Snapshots: a model is built once per workload and every run starts from a copy of
+    # its initial words (harness/runner.py), instead of building the state again.
+    def snapshot(self) -> np.ndarray:
+        """A read-only copy of every word, to start states from (:meth:`from_snapshot`,
+        :meth:`restore`)."""
+        snap = self.arr.copy()
+        snap.flags.writeable = False
+        return snap
+
+    @classmethod
+    def from_snapshot(cls, layout: Layout, snap: np.ndarray, words: Words | None = None) -> State:
+        """A new state in ordinary memory holding the words of ``snap``, a
+        :meth:`snapshot` of a state of ``layout``.
+
+        Raises:
+            ValueError: ``snap`` is not ``layout.words`` int64 words.
+        """
+        if snap.dtype != np.int64 or snap.shape != (layout.words,):
+            raise ValueError(
+                f"snapshot of {snap.shape} {snap.dtype} words does not fit a layout of "
+                f"{layout.words} int64 words"
+            )
+        return cls(layout, buf=snap.copy(), words=words, init=False)
+
+    def restore(self, snap: np.ndarray) -> None:
+        """Put every word back to ``snap`` (a :meth:`snapshot` of a state of this layout),
+        in place: the views and the words backend stay valid."""
+        if snap.dtype != np.int64 or snap.shape != self.arr.shape:
+            raise ValueError(
+                f"snapshot of {snap.shape} {snap.dtype} words does not fit a state of "
+                f"{self.arr.shape[0]} int64 words"
+            )
+        self.arr[:] = snap
+
     def _init_static(self) -> None:
         g = self.geo
         lay = self.layout

@@ -11,8 +11,9 @@ A command module exposes:
   in :func:`pagerace.harness.cli.main` maps each :class:`PageraceError` onto its exit code
   (1 failure found, 2 bad input, 3 internal error, 4 did not reproduce).
 
-Every module is imported for ``pagerace --help``: keep the import light and import
-heavy dependencies (pandas, matplotlib, the parallel engine) inside ``run``.
+Every module is imported for ``pagerace --help``, and a command's own module for every
+run of that command (``pagerace list`` imports ``list`` alone): keep the import light and
+import heavy dependencies (pandas, matplotlib, the parallel engine) inside ``run``.
 
 To add a command, add its module here and its name to :data:`COMMANDS`, in the order
 ``pagerace --help`` lists them.
@@ -21,6 +22,7 @@ To add a command, add its module here and its name to :data:`COMMANDS`, in the o
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
 
 COMMANDS: list[str] = [
@@ -39,8 +41,8 @@ COMMANDS: list[str] = [
 _REQUIRED = ("NAME", "HELP", "EXAMPLES", "add_arguments", "run")
 
 
-def load_commands() -> list[ModuleType]:
-    """The command modules, in :data:`COMMANDS` order.
+def load_commands(names: Sequence[str] | None = None) -> list[ModuleType]:
+    """The command modules, in :data:`COMMANDS` order (only ``names`` when given).
 
     Raises:
         HarnessInternalError: a registered module is missing or lacks a required name.
@@ -49,6 +51,8 @@ def load_commands() -> list[ModuleType]:
 
     mods = []
     for name in COMMANDS:
+        if names is not None and name not in names:
+            continue
         mod = importlib.import_module(f"{__name__}.{name}")
         missing = [a for a in _REQUIRED if not hasattr(mod, a)]
         if missing:

@@ -8,8 +8,8 @@ from pathlib import Path
 from ...workloads import load_workload
 from ..artifacts import write_artifact
 from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
-from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
-from ..runner import RunRecord, validate_variant_bugs
+from ..output import ARTIFACT_DIR, RowWriter, rows_for, run_id
+from ..runner import validate_variant_bugs
 from ..steps import readable_steps
 from ._options import add_out, add_seed, add_variant_and_bugs, at_least, seconds
 
@@ -57,16 +57,25 @@ def run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
-
-    def rows_of_clean_run(rec: RunRecord) -> None:
-        append_all(args.out, rows_for(rec, run_id(rec), ""))
-
-    res = hunt(
-        w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
-        pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
-        shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
-        on_run=rows_of_clean_run,
-    )
+    # Rows go out in batches (RowWriter); everything printed below comes after the writer
+    # closed, so no run is reported before its rows are on disk.
+    with RowWriter(args.out) as writer:
+        res = hunt(
+            w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
+            pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
+            shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
+            on_run=lambda rec: writer.add(rows_for(rec, run_id(rec), "")),
+        )
+        if res.found is not None:
+            found = res.found
+            rec = res.shrunk.record if res.shrunk is not None else found
+            rid = run_id(found)
+            rel = f"{ARTIFACT_DIR}/{rid}.json"
+            path = write_artifact(Path(args.out) / rel, rec, rid)
+            rows = rows_for(found, rid, rel)
+            for row in rows["failures.csv"]:
+                row["shrunk_steps"] = rec.result.steps if res.shrunk is not None else -1
+            writer.add(rows)
     bugs = f" +{'+'.join(sorted(args.bug))}" if args.bug else ""
     head = f"{w.name} · {args.variant}{bugs} · {args.strategy}"
     extra = ""
@@ -79,15 +88,6 @@ def run(args: argparse.Namespace) -> int:
     if res.found is None:
         print(f"{head}: nothing found in {res.runs} runs ({res.seconds:.1f} s, budget {budget}){extra}")
         return 0
-    found = res.found
-    rec = res.shrunk.record if res.shrunk is not None else found
-    rid = run_id(found)
-    rel = f"{ARTIFACT_DIR}/{rid}.json"
-    path = write_artifact(Path(args.out) / rel, rec, rid)
-    rows = rows_for(found, rid, rel)
-    for row in rows["failures.csv"]:
-        row["shrunk_steps"] = rec.result.steps if res.shrunk is not None else -1
-    append_all(args.out, rows)
     print(f"{head}: found after {res.runs} runs (seed {found.seed}, {res.seconds:.2f} s){extra}")
     if found.result.failure is not None:
         print(f"failure: {found.result.failure.headline()}")

@@ -16,11 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = {
     "memory", "engine_speed", "parallel_scaling", "campaign_throughput", "time_to_find",
-    "naive_baseline",
+    "naive_baseline", "cli_rate",
 }
 TARGET_FIGURES = {
     "memory.bytes_per_frame", "memory.build_1m_pages_s", "engine.default.points_per_s",
     "parallel.speedup_2v1", "ttf.worst_default_median_s", "naive.min_ratio",
+    "cli_rate.opposite_order.cli_per_s", "cli_rate.opposite_order.api_vs_cli",
 }
 
 

@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from pagerace.harness.coverage import RaceBranch, _taken, find_race_branches, measure
 
 SRC = textwrap.dedent(

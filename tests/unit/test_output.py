@@ -136,3 +136,171 @@ def test_artifact_before_rows(failed: RunRecord, tmp_path: Path, monkeypatch: py
     with pytest.raises(OSError):
         write_run(tmp_path, failed)
     assert list(tmp_path.glob("*.csv")) == []
+
+
+# --------------------------------------------------------------------------------------
+# RowWriter: batches, one fsync per file per batch, runs.csv last, what a crash costs.
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _runs_in(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [r["run_id"] for r in csv.DictReader(f)]
+
+
+def test_row_writer_writes_nothing_until_the_batch_is_full(clean: RunRecord, tmp_path: Path) -> None:
+    w = output.RowWriter(tmp_path, batch_runs=3, clock=FakeClock())
+    w.add(rows_for(clean, "r0", ""))
+    w.add(rows_for(clean, "r1", ""))
+    assert list(tmp_path.iterdir()) == [] and w.pending == 2
+    w.add(rows_for(clean, "r2", ""))
+    assert w.pending == 0 and w.written == 3 and w.flushes == 1
+    assert _runs_in(tmp_path / "runs.csv") == ["r0", "r1", "r2"]
+    assert set(_runs_in(tmp_path / "contention.csv")) == {"r0", "r1", "r2"}
+    w.add(rows_for(clean, "r3", ""))
+    w.close()
+    assert _runs_in(tmp_path / "runs.csv") == ["r0", "r1", "r2", "r3"]  # one header, four rows
+    assert w.flushes == 2
+
+
+def test_row_writer_flushes_a_batch_that_got_old(clean: RunRecord, tmp_path: Path) -> None:
+    clock = FakeClock()
+    w = output.RowWriter(tmp_path, batch_runs=1000, batch_seconds=1.0, clock=clock)
+    w.add(rows_for(clean, "r0", ""))
+    clock.t = 0.9
+    w.add(rows_for(clean, "r1", ""))
+    assert w.pending == 2 and not (tmp_path / "runs.csv").exists()
+    clock.t = 1.0  # the oldest run in the batch was added 1 s ago
+    w.add(rows_for(clean, "r2", ""))
+    assert w.pending == 0 and _runs_in(tmp_path / "runs.csv") == ["r0", "r1", "r2"]
+    clock.t = 5.0  # the clock starts again at the next batch's first run
+    w.add(rows_for(clean, "r3", ""))
+    assert w.pending == 1
+
+
+def test_row_writer_one_fsync_per_file_per_batch_runs_last(
+    clean: RunRecord, failed: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = output.os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(Path(f"/proc/self/fd/{fd}").resolve().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(output.os, "fsync", recording_fsync)
+    with output.RowWriter(tmp_path, batch_runs=50) as w:
+        for i in range(40):
+            w.add(rows_for(clean, f"c{i}", ""))
+        w.add(rows_for(failed, "f0", "artifacts/f0.json"))
+    # 41 runs, 1 batch: each file written and synced once, runs.csv last
+    assert synced == ["failures.csv", "contention.csv", "outcomes.csv", "runs.csv"]
+
+
+def test_row_writer_bad_row_buffers_nothing_of_its_run(clean: RunRecord, tmp_path: Path) -> None:
+    with output.RowWriter(tmp_path) as w:
+        w.add(rows_for(clean, "good", ""))
+        bad = rows_for(clean, "bad", "")
+        bad["outcomes.csv"] = [{**bad["outcomes.csv"][0], "no_such_column": 1}]
+        with pytest.raises(KeyError, match="no_such_column"):
+            w.add(bad)
+        assert w.pending == 1
+    for name in ("runs.csv", "contention.csv", "outcomes.csv"):
+        with (tmp_path / name).open(newline="") as f:
+            assert {r["run_id"] for r in csv.DictReader(f)} == {"good"}, name
+
+
+def test_row_writer_flushes_when_the_block_raises(clean: RunRecord, tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), output.RowWriter(tmp_path) as w:
+        w.add(rows_for(clean, "r0", ""))
+        w.add(rows_for(clean, "r1", ""))
+        raise KeyboardInterrupt
+    assert _runs_in(tmp_path / "runs.csv") == ["r0", "r1"]
+
+
+def test_row_writer_never_writes_a_failed_batch_twice(
+    clean: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that fails half way (disk full) leaves orphans in the files written before
+    (never in runs.csv), and a later flush does not write that batch again."""
+    real = output._append_synced
+    calls = {"n": 0}
+
+    def full_once(out_dir: Path, schema: object, text: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first batch's outcomes.csv, after contention.csv
+            raise OSError(28, "No space left on device")
+        real(out_dir, schema, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(output, "_append_synced", full_once)
+    w = output.RowWriter(tmp_path, batch_runs=2)
+    w.add(rows_for(clean, "lost0", ""))
+    with pytest.raises(OSError):
+        w.add(rows_for(clean, "lost1", ""))
+    w.add(rows_for(clean, "kept", ""))
+    w.close()
+    assert _runs_in(tmp_path / "runs.csv") == ["kept"]
+    assert set(_runs_in(tmp_path / "outcomes.csv")) == {"kept"}
+    per_run = len(rows_for(clean, "x", "")["contention.csv"])
+    assert sorted(_runs_in(tmp_path / "contention.csv")) == sorted(
+        ["lost0"] * per_run + ["lost1"] * per_run + ["kept"] * per_run
+    )
+
+
+def test_batched_rows_are_the_rows_written_one_by_one(
+    clean: RunRecord, failed: RunRecord, tmp_path: Path
+) -> None:
+    one, many = tmp_path / "one", tmp_path / "many"
+    runs = [(clean, "a", ""), (failed, "b", "artifacts/b.json"), (clean, "c", "")]
+    for rec, rid, rel in runs:
+        append_all(one, rows_for(rec, rid, rel))
+    with output.RowWriter(many) as w:
+        for rec, rid, rel in runs:
+            w.add(rows_for(rec, rid, rel))
+    for name in SCHEMAS:
+        assert (one / name).read_bytes() == (many / name).read_bytes(), name
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pagerace.harness.output import RowWriter, rows_for
+from pagerace.harness.runner import run_deterministic
+from pagerace.workloads import load_workload
+
+rec = run_deterministic(load_workload("default"), seed=3)
+w = RowWriter(sys.argv[1], batch_runs=4, batch_seconds=1e9)
+for i in range(10):
+    w.add(rows_for(rec, f"r{i}", ""))
+    print(f"added r{i}, on disk {w.written}", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sigkill_loses_exactly_the_batch_in_flight(tmp_path: Path) -> None:
+    """Killed after 10 runs with batches of 4: the 8 runs of the two written batches are
+    on disk with all their rows and nothing else; the 2 in flight are lost."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "added r9, on disk 8"
+    on_disk = [f"r{i}" for i in range(8)]
+    assert _runs_in(out / "runs.csv") == on_disk
+    for name in ("contention.csv", "outcomes.csv"):
+        text = (out / name).read_text()
+        assert text.endswith("\n")
+        with (out / name).open(newline="") as f:
+            assert sorted({r["run_id"] for r in csv.DictReader(f)}) == on_disk, name

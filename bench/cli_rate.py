@@ -1,0 +1,143 @@
+"""Schedules per second through the CLI and through the API, and the CLI's start-up.
+
+Issue 13 measured pagerace running 150-270 schedules/s through ``pagerace hunt`` while
+its own :func:`~pagerace.harness.hunt.hunt` ran 1,100-2,800/s on the same toys: the
+difference was per-run overhead outside the engine (CSV rows with two ``fsync`` per run,
+rebuilding the model, start-up imports). This benchmark keeps that difference measured.
+
+For each workload (``opposite-order`` on ``v5.0``, the target's workload; the smallest
+and the busiest workload by median steps per run among ``workloads/*.toml``, on their
+default variant), the same hunt (``mix`` strategy, seeds from 0, a fixed number of runs,
+no failure expected) runs
+
+- through the CLI: ``python -m pagerace hunt W --variant V --budget N-runs --out TMP`` in
+  a fresh process; the figure is N / the process's wall time, start-up and every CSV row
+  included (what a nightly job pays);
+- through the API: ``hunt(w, variant=V, budget=Budget(runs=N))`` in this process, no rows
+  written; the figure is N / ``HuntResult.seconds``.
+
+Each figure is the median of the repeats; the two alternate so that load on the machine
+hits both alike. ``cli_rate.start_s`` is the wall time of ``python -m pagerace list``
+(start-up and one command's imports), median of the repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from ._machine import Figure, Log, Target, median, quiet, variant_for
+
+# ``pagerace hunt opposite-order --variant v5.0`` through the CLI before issue 13's work:
+# median of 5 processes of 1,000 runs each on the project's 2-core machine (load ~1),
+# measured by this module at its first commit, before any change (docs/PERFORMANCE.md).
+CLI_BEFORE = 175.0
+CLI_TARGET = Target(
+    ">=", 5 * CLI_BEFORE,
+    f"hunt through the CLI on opposite-order (v5.0) >= 5x the {CLI_BEFORE:g} schedules/s before",
+)
+RATIO_TARGET = Target("<=", 1.5, "hunt through the CLI within 1.5x of the API's rate (opposite-order)")
+
+
+def cli_rate(workload: str, variant: str, runs: int) -> float:
+    """Runs/s of ``pagerace hunt`` in a fresh process (wall time, start-up included)."""
+    with tempfile.TemporaryDirectory(prefix="pagerace-bench-cli-") as d:
+        cmd = [sys.executable, "-m", "pagerace", "hunt", workload, "--variant", variant,
+               "--budget", f"{runs}-runs", "--no-shrink", "--out", d]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[2:])} exited {proc.returncode}: {(proc.stdout + proc.stderr).strip()[-300:]}"
+        )
+    return runs / wall
+
+
+def api_rate(workload: str, variant: str, runs: int) -> float:
+    """Runs/s of :func:`hunt` in this process (``HuntResult.seconds``, no rows)."""
+    from pagerace.harness.hunt import Budget, hunt
+    from pagerace.workloads import load_workload
+
+    res = hunt(load_workload(workload), variant=variant, budget=Budget(runs=runs), shrink=False)
+    if res.found is not None or res.runs != runs:
+        raise RuntimeError(f"hunt {workload} ({variant}) found a failure or stopped at {res.runs} runs")
+    return res.runs / res.seconds
+
+
+def start_seconds() -> float:
+    """Wall time of ``python -m pagerace list`` (output discarded)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pagerace", "list"], capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def smallest_and_busiest(probe_seeds: int) -> tuple[tuple[str, str, float], tuple[str, str, float]]:
+    """(name, variant, median steps per run) of the workloads with the fewest and the most
+    steps per run, on their default variant, over seeds ``0..probe_seeds-1``."""
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload, workload_names
+
+    found: list[tuple[float, str, str]] = []
+    for name in workload_names():
+        try:
+            w = load_workload(name)
+        except Exception:  # a half-written workload of another helper: skip it
+            continue
+        v = variant_for(w)
+        if v is None:
+            continue
+        steps = [run_deterministic(w, variant=v, seed=s).result.steps for s in range(probe_seeds)]
+        found.append((median(steps), name, v))
+    found.sort()
+    lo, hi = found[0], found[-1]
+    return (lo[1], lo[2], lo[0]), (hi[1], hi[2], hi[0])
+
+
+def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
+    repeats = 1 if quick else 5
+    scale = 0.1 if quick else 1.0
+    log("cli rate: smallest and busiest workload")
+    (small, small_v, small_steps), (busy, busy_v, busy_steps) = smallest_and_busiest(2 if quick else 3)
+    cases = [
+        ("opposite_order", "opposite-order", "v5.0", 1000, "opposite-order (v5.0)"),
+        ("smallest", small, small_v, 2000, f"smallest ({small})"),
+        ("busiest", busy, busy_v, 400, f"busiest ({busy})"),
+    ]
+    figs: list[Figure] = []
+    env_note = f"load {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
+    steps = {"smallest": small_steps, "busiest": busy_steps}
+    for tag, name, variant, n, what in cases:
+        runs = max(10, int(n * scale))
+        api_rate(name, variant, max(3, runs // 20))  # warm-up: imports, caches
+        cli: list[float] = []
+        api: list[float] = []
+        for _ in range(repeats):
+            log(f"cli rate: {name} through the CLI")
+            cli.append(cli_rate(name, variant, runs))
+            log(f"cli rate: {name} through the API")
+            api.append(api_rate(name, variant, runs))
+        c, a = median(cli), median(api)
+        how = f"{variant}, mix, {runs} runs from seed 0, median of {repeats}"
+        if tag in steps:
+            how += f" ({steps[tag]:.0f} median steps per run: the {tag} of workloads/*.toml)"
+        figs += [
+            Figure(f"cli_rate.{tag}.cli_per_s", f"hunt through the CLI, {what}", c, "runs/s",
+                   how=f"{how}; runs / wall time of the process (start-up and CSV rows included)",
+                   target=CLI_TARGET if tag == "opposite_order" else None,
+                   extra={"workload": name, "variant": variant, "runs": runs, "values": cli}),
+            Figure(f"cli_rate.{tag}.api_per_s", f"hunt() through the API, {what}", a, "runs/s",
+                   how=f"{how}; runs / HuntResult.seconds (no rows)",
+                   extra={"workload": name, "variant": variant, "runs": runs, "values": api}),
+            Figure(f"cli_rate.{tag}.api_vs_cli", f"API / CLI rate, {what}", a / c if c else None,
+                   "ratio", how="the two figures above, same run",
+                   target=RATIO_TARGET if tag == "opposite_order" else None),
+        ]
+    starts = [start_seconds() for _ in range(max(3, repeats))]
+    figs.append(Figure("cli_rate.start_s", "pagerace list: start-up + command", median(starts), "s",
+                       how=f"wall time of python -m pagerace list, median of {len(starts)}",
+                       note=env_note, extra={"values": starts}))
+    return figs

@@ -1,0 +1,72 @@
+"""Runs start from a snapshot of their workload's initial words (State.snapshot,
+runner.initial_state), not from a state built again: the words must be the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pagerace.core.machine.layout import F_REF, Geometry, Layout
+from pagerace.core.machine.state import State
+from pagerace.harness import runner
+from pagerace.workloads import load_workload, workload_names
+
+
+@pytest.mark.parametrize("name", workload_names())
+def test_initial_state_is_the_built_state(name: str) -> None:
+    w = load_workload(name)
+    built = runner.build_state(w)
+    first = runner.initial_state(w)  # takes the snapshot (or finds it)
+    again = runner.initial_state(w)  # a copy of the snapshot
+    for s in (first, again):
+        assert np.array_equal(s.arr, built.arr)
+        assert s.digest() == built.digest()
+    assert again.arr.base is not first.arr.base and not np.shares_memory(again.arr, first.arr)
+
+
+def test_runs_do_not_share_or_change_the_snapshot() -> None:
+    w = load_workload("default")
+    a = runner.initial_state(w)
+    before = a.arr.copy()
+    a.frames[0, F_REF] += 7  # a run changes its state...
+    a.words.store(a.frame_word(1, F_REF), 99)  # ...through the words backend too
+    b = runner.initial_state(w)  # ...the next run does not see it
+    assert np.array_equal(b.arr, before)
+    assert np.array_equal(b.arr, runner.build_state(w).arr)
+
+
+def test_snapshot_from_snapshot_restore_round_trip() -> None:
+    lay = Layout(Geometry())
+    s = State(lay)
+    s.frames[3, F_REF] = 5
+    snap = s.snapshot()
+    assert not snap.flags.writeable
+    with pytest.raises(ValueError):
+        snap[0] = 1
+    t = State.from_snapshot(lay, snap)
+    assert t.digest() == s.digest() and int(t.frames[3, F_REF]) == 5
+    t.frames[3, F_REF] = 6
+    assert int(snap[lay.FRAMES + 3 * 8 + F_REF]) == 5
+    views = t.frames
+    t.restore(snap)
+    assert int(views[3, F_REF]) == 5 and t.words.load(t.frame_word(3, F_REF)) == 5  # in place
+
+
+def test_snapshot_of_another_layout_is_refused() -> None:
+    small, big = Layout(Geometry()), Layout(Geometry(sys_frames=128))
+    snap = State(small).snapshot()
+    with pytest.raises(ValueError, match="does not fit"):
+        State.from_snapshot(big, snap)
+    with pytest.raises(ValueError, match="does not fit"):
+        State(big).restore(snap)
+    with pytest.raises(ValueError, match="does not fit"):
+        State.from_snapshot(small, snap.astype(np.int32))
+
+
+def test_a_workload_that_cannot_be_keyed_is_built() -> None:
+    """A hand-built workload with a list inside cannot key the memo: built every time."""
+    from dataclasses import replace
+
+    w = load_workload("default")
+    odd = replace(w, mms=list(w.mms))  # type: ignore[arg-type]
+    s = runner.initial_state(odd)
+    assert np.array_equal(s.arr, runner.build_state(w).arr)
