@@ -304,3 +304,27 @@ def test_sigkill_loses_exactly_the_batch_in_flight(tmp_path: Path) -> None:
         assert text.endswith("\n")
         with (out / name).open(newline="") as f:
             assert sorted({r["run_id"] for r in csv.DictReader(f)}) == on_disk, name
+
+
+def test_cli_hunt_writes_every_run_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the batched writer: one runs.csv row per run, seeds in order, none twice,
+    the failing run last; every other file names only runs of runs.csv."""
+    from pagerace.harness import cli
+
+    clean_out, found_out = tmp_path / "clean", tmp_path / "found"
+    assert cli.main(["hunt", "opposite-order", "--variant", "v5.0", "--budget", "30-runs",
+                     "--out", str(clean_out)]) == 0
+    assert cli.main(["hunt", "opposite-order", "--variant", "hmm-2017", "--budget", "200-runs",
+                     "--no-shrink", "--out", str(found_out)]) == 1
+    text = capsys.readouterr().out
+    n_found = int(text.split("found after ")[1].split(" runs")[0])
+    for out, n in ((clean_out, 30), (found_out, n_found)):
+        with (out / "runs.csv").open(newline="") as f:
+            runs = list(csv.DictReader(f))
+        assert [int(r["seed"]) for r in runs] == list(range(n))
+        assert len({r["run_id"] for r in runs}) == n
+        ids = {r["run_id"] for r in runs}
+        for name in ("contention.csv", "outcomes.csv"):
+            assert set(_runs_in(out / name)) <= ids, name
+    assert [r["outcome"] for r in runs][-1] == "failed"
+    assert _runs_in(found_out / "failures.csv") == [runs[-1]["run_id"]]
