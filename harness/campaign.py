@@ -49,6 +49,7 @@ from ..core.variants import VARIANTS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
 from .artifacts import same_failure, write_json_atomic
+from .commands._options import parse_duration as _parse_duration
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
 from .schedulers.replay import ScheduleDiverged
@@ -94,32 +95,16 @@ def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
+def parse_duration(text: str | float | int | None, option: str = "budget") -> float | None:
     """``"30m"``, ``"1h30m"``, ``"90s"``, ``"90"`` (seconds) → seconds; ``None``/``"none"`` → no budget.
 
+    The one duration parser, :func:`pagerace.harness.commands._options.parse_duration`,
+    with "no limit" allowed.
+
     Raises:
-        InvalidOption: anything else.
+        InvalidOption: anything else, naming ``option``.
     """
-    if text is None:
-        return None
-    if isinstance(text, int | float):
-        if text <= 0:
-            raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-        return float(text)
-    t = text.strip().lower()
-    if t in ("", "none", "0"):
-        return None
-    m = _DURATION.fullmatch(t)
-    if not m or not any(m.groups()):
-        raise InvalidOption(f"budget {text!r}: expected a duration like 30m, 1h30m, 90s or 45 (seconds)")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-    return total
+    return _parse_duration(text, option, none_ok=True)
 
 
 def parse_bugsets(values: Iterable[str | Sequence[str]] | None) -> tuple[tuple[str, ...], ...]:
@@ -289,7 +274,7 @@ def make_plan(values: Mapping[str, Any]) -> Plan:
     if "budget" in values:
         kw["budget_s"] = parse_duration(values["budget"])
     if values.get("duration") is not None:
-        kw["duration_s"] = parse_duration(values["duration"])
+        kw["duration_s"] = _parse_duration(values["duration"], "duration")
     for k in ("jobs", "max_steps", "livelock_steps", "chunk"):
         if values.get(k) is not None:
             try:

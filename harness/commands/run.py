@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from ...workloads import Workload, load_workload
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least, duration
 
 NAME = "run"
 HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
@@ -35,23 +34,6 @@ EXAMPLES = [
 
 DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
 PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h``, ``250ms`` or plain seconds (``1.5``) → seconds.
-
-    Raises:
-        InvalidOption: anything else, or a value that is not positive.
-    """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
-    if not m:
-        raise InvalidOption(
-            f"bad duration {text!r}; use seconds (1.5), or a number with a unit: 250ms, 30s, 2m, 1h"
-        )
-    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
-    if value <= 0:
-        raise InvalidOption(f"bad duration {text!r}: it must be more than zero")
-    return value
 
 
 def _rate(text: str) -> float:
@@ -120,6 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--duration",
+        type=duration("--duration"),
         default=None,
         metavar="TIME",
         help="run for this long: 30s, 2m, 1.5 (seconds; default: 10s)",
@@ -162,7 +145,7 @@ def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
         if args.workers is not None:
             kw["workers"] = args.workers
         if args.duration is not None:
-            kw["duration"] = parse_duration(args.duration)
+            kw["duration"] = args.duration
         if args.ops is not None:
             kw["ops"] = args.ops
         return run_parallel(
@@ -220,8 +203,6 @@ def validate(args: argparse.Namespace) -> Workload:
                 f"{', '.join(given)} applies to the deterministic engine only; the parallel "
                 "engine runs until --duration or --ops"
             )
-        if args.duration is not None:
-            parse_duration(args.duration)
     check_out_dir(args.out)
     return w
 

@@ -24,7 +24,7 @@ from pagerace.core.bugs import CATALOG
 from pagerace.harness import cli
 from pagerace.harness.commands import COMMANDS, load_commands
 from pagerace.harness.commands import run as run_cmd
-from pagerace.harness.commands.run import parse_duration
+from pagerace.harness.commands._options import parse_duration
 from pagerace.reports.schema import SCHEMAS
 
 BUG = "no-fault-folio-exception"
