@@ -24,9 +24,12 @@ that runs out leaves every configuration with about the same number of seeds.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
+import functools
 import io
+import itertools
 import json
 import os
 import re
@@ -34,8 +37,8 @@ import signal
 import time
 import tomllib
 import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
@@ -64,35 +67,105 @@ ERROR_STOP = 20  # stop once this many units errored and errors outnumber good u
 # parsing: seeds, durations, bug sets, plan files
 
 
-def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
-    """``"1-5000"``, ``"1,2,10-20"`` or a list of ints → sorted, distinct seeds.
+#: Seeds are below this (a seed is an int64 in every CSV reader; 10**18 seeds would take
+#: longer than anyone waits, and the plan's memory does not depend on it: see :class:`Seeds`).
+MAX_SEED = 10**18
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """A set of seeds as sorted, disjoint, non-adjacent inclusive ranges, never expanded:
+    ``1-1000000000000`` is one pair of ints, and iterating it yields one seed at a time
+    (issue 10 item 1: the plan used to hold every seed and took all memory).
+
+    Attributes:
+        ranges: ``((lo, hi), ...)``, sorted, ``lo <= hi``, each range separated from the
+            next by at least one missing seed.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, seeds: Iterable[int] | Seeds) -> Seeds:
+        """The seeds of a collection of ints (duplicates and order do not matter)."""
+        if isinstance(seeds, Seeds):
+            return seeds
+        return cls.from_ranges((s, s) for s in seeds)
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> Seeds:
+        """Merge possibly overlapping or adjacent ``(lo, hi)`` ranges."""
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return cls(tuple((lo, hi) for lo, hi in merged))
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __iter__(self) -> Iterator[int]:
+        for lo, hi in self.ranges:
+            yield from range(lo, hi + 1)
+
+    def __contains__(self, seed: object) -> bool:
+        if not isinstance(seed, int):
+            return False
+        i = bisect.bisect_right(self.ranges, (seed, MAX_SEED + 1)) - 1
+        return i >= 0 and self.ranges[i][0] <= seed <= self.ranges[i][1]
+
+    def __str__(self) -> str:
+        return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.ranges)
+
+
+def parse_seeds(text: str | int | Iterable[int] | Seeds) -> Seeds:
+    """``"1-5000"``, ``"1,2,10-20"`` or a list of ints → sorted, distinct seeds, kept as
+    ranges (memory independent of how many seeds).
 
     Raises:
-        InvalidOption: a malformed part, a reversed range or a negative seed.
+        InvalidOption: a malformed part, a reversed range, a negative seed, or a seed of
+            :data:`MAX_SEED` or more.
     """
+    if isinstance(text, Seeds):
+        return text
+    if isinstance(text, bool):
+        raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'")
     if isinstance(text, int):
         text = str(text)
     if not isinstance(text, str):
         try:
-            seeds = {int(s) for s in text}
-        except (TypeError, ValueError):
-            raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'") from None
-        if not seeds or min(seeds) < 0:
+            items = list(text)
+        except TypeError:
+            items = [None]
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in items):
+            raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'")
+        seeds = Seeds.of(items)
+        if not seeds or seeds.ranges[0][0] < 0:
             raise InvalidOption(f"seeds {text!r}: expected non-negative integers, e.g. '1-100'")
-        return tuple(sorted(seeds))
-    out: set[int] = set()
+        if seeds.ranges[-1][1] >= MAX_SEED:
+            raise InvalidOption(f"seeds {text!r}: seeds must be below 10^18")
+        return seeds
+    ranges: list[tuple[int, int]] = []
     for part in text.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        m = re.fullmatch(r"(\d{1,19})(?:-(\d{1,19}))?", part)
         if not m:
             raise InvalidOption(
-                f"seeds {text!r}: bad part {part!r}; expected N, N-M or a comma list like 1-100,200"
+                f"seeds {text!r}: bad part {part!r}; expected N, N-M or a comma list like 1-100,200 "
+                "(seeds are 0 or more)"
             )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise InvalidOption(f"seeds {text!r}: range {part!r} runs backwards; write {hi}-{lo}")
-        out.update(range(lo, hi + 1))
-    return tuple(sorted(out))
+        if hi >= MAX_SEED:
+            raise InvalidOption(f"seeds {text!r}: {hi} is too large; seeds must be below 10^18")
+        ranges.append((lo, hi))
+    return Seeds.from_ranges(ranges)
 
 
 def parse_duration(text: str | float | int | None, option: str = "budget") -> float | None:
@@ -158,7 +231,7 @@ class Plan:
     name: str = "campaign"
     workloads: tuple[str, ...] = ("default",)
     variants: tuple[str, ...] = ("v6",)
-    seeds: tuple[int, ...] = (0,)
+    seeds: Seeds = Seeds(((0, 0),))
     bugsets: tuple[tuple[str, ...], ...] = ((),)
     strategies: tuple[str, ...] = ("random",)
     engine: str = "deterministic"
@@ -172,6 +245,8 @@ class Plan:
     duration_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seeds, Seeds):
+            object.__setattr__(self, "seeds", parse_seeds(self.seeds))
         if self.engine not in ENGINES:
             raise InvalidOption(f"unknown engine {self.engine!r}; valid engines: {', '.join(ENGINES)}")
         for s in self.strategies:
@@ -347,9 +422,39 @@ class Skip:
     reason: str
 
 
-def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], list[Skip]]:
-    """Every unit of the plan, seed-major, and the configurations skipped (with why)."""
-    configs: list[tuple[str, str, tuple[str, ...], str]] = []
+Config = tuple[str, str, tuple[str, ...], str]  # workload, variant, bugs, strategy
+
+
+@dataclass(frozen=True)
+class Units:
+    """The units of a plan, seed-major (every configuration of seed 1, then of seed 2...),
+    generated when iterated, never held: its memory does not depend on the seeds."""
+
+    seeds: Seeds
+    configs: tuple[Config, ...]
+    engine: str
+
+    def __len__(self) -> int:
+        return len(self.seeds) * len(self.configs)
+
+    def __iter__(self) -> Iterator[Unit]:
+        for seed in self.seeds:
+            for w, v, bs, st in self.configs:
+                yield Unit(w, v, bs, seed, st, self.engine)
+
+    @functools.cached_property
+    def _config_keys(self) -> frozenset[tuple[str, str, str, str]]:
+        return frozenset((w, v, "+".join(bs), st) for w, v, bs, st in self.configs)
+
+    def has(self, key: UnitKey) -> bool:
+        """Whether the unit of ``key`` (a runs.csv key) is one of these."""
+        w, v, b, seed, st, e = key
+        return e == self.engine and seed in self.seeds and (w, v, b, st) in self._config_keys
+
+
+def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[Units, list[Skip]]:
+    """Every unit of the plan, seed-major, lazily, and the configurations skipped (with why)."""
+    configs: list[Config] = []
     skips: list[Skip] = []
     for wname, w in workloads.items():
         for v in plan.variants:
@@ -361,47 +466,65 @@ def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], l
                     continue
                 for st in plan.strategies:
                     configs.append((wname, v, bs, st))
-    units = [Unit(w, v, bs, seed, st, plan.engine) for seed in plan.seeds for (w, v, bs, st) in configs]
-    return units, skips
+    return Units(plan.seeds, tuple(configs), plan.engine), skips
 
 
 def make_tasks(
-    plan: Plan, units: Sequence[Unit], workloads: Mapping[str, Workload], chunk: int
-) -> list[Task]:
+    plan: Plan, units: Iterable[Unit], workloads: Mapping[str, Workload], chunk: int
+) -> Iterator[Task]:
     """Group units into tasks of up to ``chunk`` seeds of one configuration, keeping the
-    seed-major order (block of seeds by block of seeds, across all configurations)."""
+    seed-major order (block of seeds by block of seeds, across all configurations).
+    Lazy: it holds at most ``chunk`` seeds per configuration."""
     js = {n: workload_to_json(w) for n, w in workloads.items()}
-    open_: dict[tuple[str, str, tuple[str, ...], str], list[int]] = {}
-    tasks: list[Task] = []
+    open_: dict[Config, list[int]] = {}
 
-    def flush(cfg: tuple[str, str, tuple[str, ...], str]) -> None:
+    def flush(cfg: Config) -> Task:
         seeds = open_.pop(cfg)
         w, v, bs, st = cfg
-        tasks.append(
-            Task(
-                js[w],
-                v,
-                bs,
-                st,
-                plan.engine,
-                tuple(seeds),
-                plan.name,
-                plan.max_steps,
-                plan.livelock_steps,
-                plan.replay,
-                plan.shrink,
-                plan.duration_s,
-            )
+        return Task(
+            js[w],
+            v,
+            bs,
+            st,
+            plan.engine,
+            tuple(seeds),
+            plan.name,
+            plan.max_steps,
+            plan.livelock_steps,
+            plan.replay,
+            plan.shrink,
+            plan.duration_s,
         )
 
     for u in units:
         cfg = (u.workload, u.variant, u.bugs, u.strategy)
         open_.setdefault(cfg, []).append(u.seed)
         if len(open_[cfg]) >= chunk:
-            flush(cfg)
+            yield flush(cfg)
     for cfg in list(open_):
-        flush(cfg)
-    return tasks
+        yield flush(cfg)
+
+
+class _TaskQueue:
+    """The tasks still to submit: an iterator with one task of lookahead (``bool`` says
+    whether one is left), drawn as the campaign goes."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self._it = iter(tasks)
+        self._head = next(self._it, None)
+
+    def __bool__(self) -> bool:
+        return self._head is not None
+
+    def popleft(self) -> Task:
+        t = self._head
+        assert t is not None
+        self._head = next(self._it, None)
+        return t
+
+    def clear(self) -> None:
+        self._it = iter(())
+        self._head = None
 
 
 # --------------------------------------------------------------------------------------
@@ -813,20 +936,22 @@ def run_campaign(
     workloads = resolve_workloads(plan)
     units, skips = expand(plan, workloads)
     done = done_keys(outp)
-    todo = [u for u in units if u.key not in done]
-    already = len(units) - len(todo)
+    already = sum(1 for k in done if units.has(k))
+    todo: Iterable[Unit] = (u for u in units if u.key not in done)
+    total = len(units) - already
     if limit_units is not None:
-        todo = todo[:limit_units]
+        todo = itertools.islice(todo, limit_units)
+        total = min(total, limit_units)
     own = backend is None
     if backend is None:
         backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs)
-    tasks = deque(make_tasks(plan, todo, workloads, _chunk_for(plan, len(todo), backend.jobs)))
+    tasks = _TaskQueue(make_tasks(plan, todo, workloads, _chunk_for(plan, total, backend.jobs)))
     deadline = t0 + plan.budget_s if plan.budget_s else None
     # tasks submitted ahead, so no worker idles while the parent commits
     depth = getattr(backend, "depth", 2 * backend.jobs)
-    prog = Progress(total=len(todo))
+    prog = Progress(total=total)
     if on_start is not None:
-        on_start(len(todo), already)
+        on_start(total, already)
     inflight: dict[Any, Task] = {}
     stopped = ""
     errors: list[UnitResult] = []
@@ -1034,17 +1159,5 @@ def describe_result(res: CampaignResult) -> list[str]:
 def plan_json(plan: Plan) -> str:
     """The plan as JSON (written to ``out/campaign.json`` for the record)."""
     d = {k: getattr(plan, k) for k in plan.__dataclass_fields__}
-    d["seeds"] = _compress_seeds(plan.seeds)
+    d["seeds"] = str(plan.seeds)
     return json.dumps(d, indent=2, default=list)
-
-
-def _compress_seeds(seeds: Sequence[int]) -> str:
-    parts: list[str] = []
-    i = 0
-    while i < len(seeds):
-        j = i
-        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
-            j += 1
-        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
-        i = j + 1
-    return ",".join(parts)
