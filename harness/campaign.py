@@ -139,12 +139,12 @@ def parse_seeds(text: str | int | Iterable[int] | Seeds) -> Seeds:
         text = str(text)
     if not isinstance(text, str):
         try:
-            items = list(text)
+            items: list[object] = list(text)
         except TypeError:
-            items = [None]
+            items = [text]
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in items):
             raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'")
-        seeds = Seeds.of(items)
+        seeds = Seeds.of(s for s in items if isinstance(s, int))
         if not seeds or seeds.ranges[0][0] < 0:
             raise InvalidOption(f"seeds {text!r}: expected non-negative integers, e.g. '1-100'")
         if seeds.ranges[-1][1] >= MAX_SEED:

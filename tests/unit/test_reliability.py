@@ -50,8 +50,13 @@ def test_a_campaign_over_seeds_up_to_10_to_the_12_runs_its_first_units(tmp_path:
 
 @pytest.mark.parametrize(
     ("seeds", "why"),
-    [("1-1000000000000000000", "below 10\\^18"), ("99999999999999999999", "bad part"), ([1, True], "integers"),
-     ([1.5], "integers"), ("-3-4", "bad part")],
+    [
+        ("1-1000000000000000000", "below 10\\^18"),
+        ("99999999999999999999", "bad part"),
+        ([1, True], "integers"),
+        ([1.5], "integers"),
+        ("-3-4", "bad part"),
+    ],
 )
 def test_seed_ranges_are_bounded(seeds: object, why: str) -> None:
     with pytest.raises(c.InvalidOption, match=why):
