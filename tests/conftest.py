@@ -155,25 +155,35 @@ def _live_children(pids: set[int]) -> list[psutil.Process]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _leak_guard() -> object:
-    me = psutil.Process()
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    shm_before = _shm_entries()
-    children_before = _child_pids(me)
-    yield
+class Snapshot:
+    """What the guard compares after a test: the global PRNG states, the ``/dev/shm``
+    entries and this process's descendants before it."""
+
+    def __init__(self, me: psutil.Process) -> None:
+        self.me = me
+        self.py_state = random.getstate()
+        self.np_state = np.random.get_state()
+        self.shm = _shm_entries()
+        self.children = _child_pids(me)
+
+
+def leaks(before: Snapshot) -> list[str]:
+    """What the test changed or left since ``before`` (restoring the PRNG states, and
+    killing the child processes it left: only descendants of this process that did not
+    exist before it and are not the session's multiprocessing helpers)."""
+    me = before.me
     problems = []
-    if random.getstate() != py_state:
-        random.setstate(py_state)
+    if random.getstate() != before.py_state:
+        random.setstate(before.py_state)
         problems.append("changed the global `random` state (draw from a seeded stream)")
     np_now = np.random.get_state()
+    np_state = before.np_state
     if np_now[0] != np_state[0] or np_now[2:] != np_state[2:] or not np.array_equal(
         np_now[1], np_state[1]
     ):
         np.random.set_state(np_state)
         problems.append("changed the global `np.random` state (pass a seeded Generator)")
-    new_pids = _child_pids(me) - children_before
+    new_pids = _child_pids(me) - before.children
     left = _live_children(new_pids) if new_pids else []
     if left:
         desc = ", ".join(f"pid {c.pid} ({c.name()})" for c in left)
@@ -184,11 +194,19 @@ def _leak_guard() -> object:
             except psutil.Error:
                 pass
         problems.append(f"left child processes running: {desc}")
-    new_shm = _shm_entries() - shm_before
+    new_shm = _shm_entries() - before.shm
     if new_shm:
         mine = {me.pid} | _child_pids(me)
         leaked = sorted(n for n in new_shm if _is_ours(n, mine))
         if leaked:
             problems.append(f"left shared-memory segments in {_SHM_DIR}: {', '.join(leaked)}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _leak_guard() -> object:
+    before = Snapshot(psutil.Process())
+    yield
+    problems = leaks(before)
     if problems:
         pytest.fail("leak guard: this test " + "; ".join(problems), pytrace=False)
