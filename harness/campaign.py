@@ -548,6 +548,11 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
             max_steps=t.max_steps,
             livelock_steps=t.livelock_steps,
         )
+    if str(rec.outcome) == "interrupted":
+        # a parallel run cut short by a signal to this worker: not a result; recording it
+        # would mark the unit done, so it is left for the rerun (a `killed` run is recorded)
+        why = rec.options.get("stop_reason", "interrupted")
+        return UnitResult(key, error=f"the run was {why}: not recorded, a rerun runs it again")
     res = UnitResult(key, outcome=str(rec.outcome), wall=rec.wall)
     failure = rec.result.failure
     reproduced = ""
@@ -646,9 +651,20 @@ def run_task(t: Task) -> list[UnitResult]:
     return out
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
+def _worker_init(parent: int) -> None:
+    """A pool worker's start: Ctrl-C goes to the whole process group and only the parent
+    decides what to do with it (SIGINT ignored); SIGTERM ends the worker (the default
+    action, not the parent's handler inherited through fork, which turned the first
+    SIGTERM into a KeyboardInterrupt the pool swallowed); the worker is named
+    ``prc-<parent>`` for ``pagerace clean`` and dies with its parent (PR_SET_PDEATHSIG),
+    as the parallel engine's workers do (issue 10 item 3)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        from .parallel.shm import die_with_parent
+    except ImportError:  # pragma: no cover - a build without the parallel engine
+        return
+    die_with_parent(parent, f"prc-{parent}")
 
 
 # --------------------------------------------------------------------------------------
@@ -693,18 +709,37 @@ class InlineBackend:
 
 
 class PoolBackend:
-    """A local process pool (fork context); workers ignore SIGINT."""
+    """A local process pool (fork context); workers ignore SIGINT and die with the
+    parent (:func:`_worker_init`)."""
 
     def __init__(self, jobs: int) -> None:
         import multiprocessing
 
         self.jobs = jobs
         self.pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
+        self._seen: dict[int, Any] = {}  # every worker process started, by pid
 
     def submit(self, t: Task) -> Future[list[UnitResult]]:
-        return self.pool.submit(run_task, t)
+        f = self.pool.submit(run_task, t)
+        self._seen.update(getattr(self.pool, "_processes", None) or {})
+        return f
+
+    def dead_worker(self) -> tuple[int, int | None]:
+        """(pid, exit code) of the worker whose death broke the pool: one that did not
+        die of the SIGTERM the pool then sends the others, if there is one."""
+        codes = []
+        for pid, p in sorted(self._seen.items()):
+            with contextlib.suppress(Exception):
+                p.join(timeout=1)
+            codes.append((pid, p.exitcode))
+        dead = [c for c in codes if c[1] is not None and c[1] != 0]
+        first = [c for c in dead if c[1] != -signal.SIGTERM] or dead or [(-1, None)]
+        return first[0]
 
     def cancel(self, f: Future[list[UnitResult]]) -> bool:
         return f.cancel()
@@ -875,9 +910,10 @@ class CampaignResult:
     errors: list[UnitResult]
     skips: list[Skip]
     repaired: dict[str, int]
-    stopped: str  # "", "budget", "interrupted" or "errors"
+    stopped: str  # "", "budget", "interrupted", "killed" or "errors"
     not_run: int  # units left for a rerun
     elapsed: float
+    killed: str = ""  # stopped == "killed": which worker, which signal
 
     @property
     def rate(self) -> float:
@@ -957,6 +993,7 @@ def run_campaign(
     errors: list[UnitResult] = []
     stopped_box: list[str] = []  # set from take(): "errors"
     cancel = False
+    killed = ""
 
     def take(results: list[UnitResult]) -> None:
         commit(outp, results)
@@ -1009,9 +1046,12 @@ def run_campaign(
                 cancel = True
     except BrokenProcessPool as e:
         cancel = True
-        raise HarnessInternalError(
-            f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
-        ) from e
+        why = _pool_death(backend)
+        if why is None:
+            raise HarnessInternalError(
+                f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
+            ) from e
+        stopped, killed = "killed", why
     except BaseException:
         cancel = True
         raise
@@ -1033,7 +1073,30 @@ def run_campaign(
         stopped=stopped,
         not_run=len(units) - already - ran,
         elapsed=time.perf_counter() - t0,
+        killed=killed,
     )
+
+
+def _pool_death(backend: Backend) -> str | None:
+    """Why a pool worker died, when a signal from outside killed it (the OOM killer's
+    SIGKILL, an operator's kill): a harness event to report and resume from, not a bug
+    in pagerace. None when it crashed by its own fault (a crash signal or an exit)."""
+    find = getattr(backend, "dead_worker", None)
+    if find is None:
+        return None
+    pid, code = find()
+    if code is None or code >= 0 or -code in _CRASH_SIGNALS:
+        return None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"campaign worker {pid} was killed by {name} from outside"
+
+
+_CRASH_SIGNALS = frozenset(
+    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -1147,6 +1210,11 @@ def describe_result(res: CampaignResult) -> list[str]:
         lines.append(
             f"stopped: more units hit a harness error than ran; {res.not_run} unit(s) not run "
             "(fix the error above, then rerun the same command)"
+        )
+    elif res.stopped == "killed":
+        lines.append(
+            f"stopped: {res.killed} (not a kernel failure); finished units are saved in {res.out}; "
+            f"{res.not_run} unit(s) not run; rerun the same command to resume"
         )
     elif res.stopped == "interrupted":
         lines.append(

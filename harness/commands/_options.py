@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import signal
+import threading
 from collections.abc import Callable
 
 from ...core._errors import InvalidOption
@@ -131,3 +133,15 @@ def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default="pagerace-out", metavar="DIR", help="output directory (default: ./pagerace-out)"
     )
+
+
+def interruptible() -> None:
+    """Make Ctrl-C (SIGINT) stop this command even when it arrived ignored: a
+    non-interactive shell starts a background job (``pagerace campaign ... &`` in a
+    script) with SIGINT ignored, and Python then installs no handler, so the job could
+    only be killed, losing the in-flight units and the summary (issue 10 item 10).
+    Restores Python's own handler (a ``KeyboardInterrupt``: exit 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core._errors import InvalidOption
+from ._options import interruptible
 
 NAME = "campaign"
 HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"
@@ -141,6 +142,7 @@ def _term_as_interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import campaign as c
 
+    interruptible()
     v = _values(args)
     if v.get("shrink"):
         try:
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(c.format_summary(rows))
         print(f"report: pagerace report {out} --html")
-    if res.stopped == "interrupted":
+    if res.stopped in ("interrupted", "killed"):
         return c.EXIT_INTERRUPTED
     if res.errors:
         return 3

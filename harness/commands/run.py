@@ -14,7 +14,7 @@ from ...workloads import Workload, load_workload
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least, duration
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least, duration, interruptible
 
 NAME = "run"
 HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
@@ -32,6 +32,7 @@ EXAMPLES = [
     ),
 ]
 
+EXIT_INTERRUPTED = 130
 DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
 PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
 
@@ -240,6 +241,8 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
         lines.append(f"replay it: pagerace replay {written.artifact_path}")
     elif r.outcome.value == "budget":
         lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
+    elif r.outcome.value in ("interrupted", "killed"):
+        lines.append(f"cut short, not a kernel failure: {rec.options.get('stop_reason', '')}")
     lines.append(
         f"rows: {out}/runs.csv, contention.csv, outcomes.csv" + (", failures.csv" if r.failure else "")
     )
@@ -248,6 +251,7 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    interruptible()
     w = validate(args)
     rec = execute(args, w)
     if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
@@ -255,4 +259,6 @@ def run(args: argparse.Namespace) -> int:
     written = write_run(args.out, rec)
     if not args.quiet:
         print(summary(rec, written, args.out))
+    if rec.result.outcome.value in ("interrupted", "killed"):
+        return EXIT_INTERRUPTED  # recorded in runs.csv as such (issue 10 items 4, 5)
     return 1 if rec.result.failure is not None else 0
