@@ -46,6 +46,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from ..core._errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.bugs import CATALOG
 from ..core.variants import VARIANTS
@@ -730,16 +732,34 @@ class PoolBackend:
         return f
 
     def dead_worker(self) -> tuple[int, int | None]:
-        """(pid, exit code) of the worker whose death broke the pool: one that did not
-        die of the SIGTERM the pool then sends the others, if there is one."""
-        codes = []
-        for pid, p in sorted(self._seen.items()):
+        """(pid, exit code) of the worker whose death broke the pool. Called as the pool
+        breaks: the worker dead at that moment (the pool then SIGTERMs the others), its
+        exit code read once every worker was joined."""
+        dead_now = []
+        for pid in sorted(self._seen):
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    dead_now.append(pid)
+            except psutil.NoSuchProcess:
+                dead_now.append(pid)
+            except psutil.Error:
+                continue
+        with contextlib.suppress(Exception):
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        codes = {}
+        for pid, p in self._seen.items():
             with contextlib.suppress(Exception):
-                p.join(timeout=1)
-            codes.append((pid, p.exitcode))
-        dead = [c for c in codes if c[1] is not None and c[1] != 0]
-        first = [c for c in dead if c[1] != -signal.SIGTERM] or dead or [(-1, None)]
-        return first[0]
+                p.join(timeout=5)
+            codes[pid] = p.exitcode
+        order = dead_now + sorted(pid for pid, c in codes.items() if c not in (None, 0, -signal.SIGTERM))
+        order += sorted(pid for pid, c in codes.items() if c not in (None, 0))
+        for pid in order:
+            code = codes.get(pid)
+            if code not in (None, 0):
+                if code == -signal.SIGTERM and sum(c == code for c in codes.values()) > 1:
+                    return -1, code  # the pool SIGTERMs the others: which one went first is unknown
+                return pid, code
+        return -1, None
 
     def cancel(self, f: Future[list[UnitResult]]) -> bool:
         return f.cancel()
@@ -752,7 +772,7 @@ class PoolBackend:
         return f.result()
 
     def close(self, cancel: bool) -> None:
-        procs = list(getattr(self.pool, "_processes", {}).values())
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
         if cancel:
             # units in flight are abandoned: end the workers (ours, by pid) and reap them
             for p in procs:
@@ -1091,7 +1111,8 @@ def _pool_death(backend: Backend) -> str | None:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    return f"campaign worker {pid} was killed by {name} from outside"
+    who = f"campaign worker {pid}" if pid > 0 else "a campaign worker"
+    return f"{who} was killed by {name} from outside"
 
 
 _CRASH_SIGNALS = frozenset(

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -190,6 +191,23 @@ def die_with_parent(parent: int, name: str) -> None:
         os._exit(1)
 
 
+def _wait_dead(proc: psutil.Process, timeout: float) -> None:
+    """Wait until ``proc`` is gone or a zombie (dead: its own parent reaps it).
+
+    Raises:
+        psutil.TimeoutExpired: still running after ``timeout`` seconds.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+    raise psutil.TimeoutExpired(timeout, proc.pid, proc.name())
+
+
 def _alive(pid: int) -> bool:
     try:
         p = psutil.Process(pid)
@@ -221,7 +239,7 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         if not dry_run:
             try:
                 proc.kill()
-                proc.wait(2)
+                _wait_dead(proc, 2.0)
             except psutil.NoSuchProcess:
                 continue
             except psutil.Error as exc:
