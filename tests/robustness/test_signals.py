@@ -185,7 +185,9 @@ def test_kills_at_random_moments_lose_and_duplicate_nothing(tmp_path: Path) -> N
         duplicated += sum(duplicates(out).values()) + sum(orphan_rows(out).values())
         seen[f"{target} {sig.name}"] = seen.get(f"{target} {sig.name}", 0) + 1
     assert injected >= KILL_TRIALS * 3 // 4  # most trials were cut short, not finished first
-    record_figures("kills", {"trials": KILL_TRIALS, "kills_injected": injected, "by_target_and_signal": seen, "rows_lost": lost,
-                             "rows_duplicated_or_orphaned": duplicated, "processes_left": orphans,
-                             "segments_left": segments})
+    record_figures("kills", {
+        "trials": KILL_TRIALS, "kills_injected": injected, "by_target_and_signal": seen,
+        "rows_lost": lost, "rows_duplicated_or_orphaned": duplicated,
+        "processes_left": orphans, "segments_left": segments,
+    })
     assert (lost, duplicated, orphans, segments) == (0, 0, 0, 0)
