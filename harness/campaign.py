@@ -53,7 +53,7 @@ from ..core.bugs import CATALOG
 from ..core.variants import VARIANTS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
-from .artifacts import same_failure, write_json_atomic
+from .artifacts import MAX_STEPS, check_fits, same_failure, write_json_atomic
 from .commands._options import parse_duration as _parse_duration
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
@@ -63,6 +63,7 @@ ENGINES = ("deterministic", "parallel")
 KEY_COLUMNS = ("workload", "variant", "bugs", "seed", "strategy", "engine")
 UnitKey = tuple[str, str, str, int, str, str]
 EXIT_INTERRUPTED = 130
+MAX_JOBS = 4 * (os.cpu_count() or 1) + 64  # worker processes: more only thrash the machine
 ERROR_STOP = 20  # stop once this many units errored and errors outnumber good units
 
 # --------------------------------------------------------------------------------------
@@ -263,8 +264,14 @@ class Plan:
         if not self.workloads or not self.variants or not self.seeds:
             raise InvalidOption("a campaign needs at least one workload, one variant and one seed")
         for name, lim in (("max_steps", self.max_steps), ("livelock_steps", self.livelock_steps)):
-            if lim is not None and lim < 1:
-                raise InvalidOption(f"{name} {lim}: must be at least 1")
+            if lim is not None and not 1 <= lim <= MAX_STEPS:
+                raise InvalidOption(f"{name} {lim}: must be between 1 and {MAX_STEPS:,}")
+        if not 0 <= self.chunk <= 10_000:
+            raise InvalidOption(f"chunk {self.chunk}: must be between 0 (automatic) and 10,000")
+        if self.jobs > MAX_JOBS:
+            raise InvalidOption(f"jobs {self.jobs}: more than {MAX_JOBS} worker processes")
+        if not 0 < self.duration_s <= 7 * 86400:
+            raise InvalidOption(f"duration {self.duration_s}: must be more than zero and at most 7 days")
 
 
 PLAN_KEYS = {
@@ -950,6 +957,7 @@ def resolve_workloads(plan: Plan) -> dict[str, Workload]:
     ws: dict[str, Workload] = {}
     for n in plan.workloads:
         w = load_workload(n)
+        check_fits(w, f"workload {n!r}")
         if w.name in ws and ws[w.name] != w:
             raise InvalidOption(
                 f"two workloads are named {w.name!r}; rename one (workloads: {', '.join(plan.workloads)})"

@@ -90,8 +90,9 @@ def duration(option: str) -> Callable[[str], float]:
     return conv
 
 
-def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``lo`` for option ``name``."""
+def at_least(name: str, lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``lo`` (and at most ``hi``, a bound on
+    what the machine can do) for option ``name``."""
 
     def conv(text: str) -> int:
         try:
@@ -100,9 +101,15 @@ def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {hi:,}, not {v:,}")
         return v
 
     return conv
+
+
+#: Seeds are int64 everywhere they are written.
+MAX_SEED = 2**63 - 1
 
 
 def seconds(text: str) -> float:
@@ -125,7 +132,9 @@ def add_variant_and_bugs(p: argparse.ArgumentParser) -> None:
 
 def add_seed(p: argparse.ArgumentParser, help: str, metavar: str | None = None) -> None:
     """``--seed``: a seed of 0 or more, default 0 (``help`` says what it seeds)."""
-    p.add_argument("--seed", type=at_least("--seed", 0), default=0, metavar=metavar, help=help)
+    p.add_argument(
+        "--seed", type=at_least("--seed", 0, MAX_SEED), default=0, metavar=metavar, help=help
+    )
 
 
 def add_out(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...core._errors import InvalidOption
 from ...workloads import Workload, load_workload
+from ..artifacts import MAX_STEPS, check_fits
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
@@ -33,6 +34,7 @@ EXAMPLES = [
 ]
 
 EXIT_INTERRUPTED = 130
+MAX_WORKERS = 256  # parallel-engine worker processes (at most one per actor is used)
 DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
 PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
 
@@ -68,21 +70,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--pct-depth",
-        type=at_least("--pct-depth"),
+        type=at_least("--pct-depth", 1, 10_000),
         default=None,
         metavar="D",
         help="PCT priority-change depth (default: 3)",
     )
     det.add_argument(
         "--quantum",
-        type=at_least("--quantum"),
+        type=at_least("--quantum", 1, MAX_STEPS),
         default=None,
         metavar="Q",
         help="round-robin quantum in steps (default: 1)",
     )
     det.add_argument(
         "--steps",
-        type=at_least("--steps"),
+        type=at_least("--steps", 1, MAX_STEPS),
         default=None,
         metavar="N",
         help="step budget; outcome 'budget' when it runs out (default: the workload's)",
@@ -96,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--workers",
-        type=at_least("--workers"),
+        type=at_least("--workers", 1, MAX_WORKERS),
         default=None,
         metavar="N",
         help="worker processes; actors are dealt to them round robin (default: 2)",
@@ -110,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--ops",
-        type=at_least("--ops"),
+        type=at_least("--ops", 1, 2**31),
         default=None,
         metavar="N",
         help="stop each actor after this many operations",
@@ -185,6 +187,7 @@ def _progress(p: dict[str, Any]) -> None:
 def validate(args: argparse.Namespace) -> Workload:
     """Every check that can fail on bad input, before anything runs or is written."""
     w = load_workload(args.workload)
+    check_fits(w, f"workload {args.workload!r}")
     validate_variant_bugs(args.variant, args.bug, w)
     if args.engine == "deterministic":
         given = [f"--{o}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0)]

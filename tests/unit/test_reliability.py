@@ -4,12 +4,16 @@ fix. The process-spawning ones (kills, orphans, Dask) are in tests/robustness/."
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pagerace.harness import campaign as c
+from pagerace.harness.cli import main
 
 SMALL = dict(max_steps=20000, livelock_steps=400)
 
@@ -69,3 +73,160 @@ def test_seeds_membership_and_merging() -> None:
     assert len(s) == 4 + 12 + 1
     assert [x for x in range(35) if x in s] == list(s)
     assert "x" not in s and 0 not in s
+
+
+# -- item 6: artifacts are trusted ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real artifact: the hmm-2017 opposite-order deadlock (112 steps; 2 mms of 8 pages)."""
+    out = tmp_path_factory.mktemp("art")
+    assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--quiet",
+                 "--out", str(out)]) == 1
+    [path] = (out / "artifacts").iterdir()
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def _replay(doc: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(doc))
+    code = main(["replay", str(path)])
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("op", "why"),
+    [
+        (["read", 1, 999], "vpn 999 is out of range; valid: 0..7 (geometry.pages_per_mm)"),
+        (["read", 0, 8], "vpn 8 is out of range; valid: 0..7"),  # before: read mm 1's table
+        (["read", 2, 0], "mm 2 is out of range; valid: 0..1 (geometry.mms)"),
+        (["write", 0, -1], "vpn -1 is out of range"),
+        (["read", 0], "takes 2 arguments, not 1"),
+        (["read", 0, "1"], "arguments must be integers"),
+        (["migrate_to_device", 0, 0, 4, 9], "end 9 is out of range; valid: 1..8"),
+        (["migrate_to_device", 0, 0, 5, 5], "the range [5, 5) is empty"),
+        (["migrate_to_device", 1, 0, 0, 8], "dev 1 is out of range; valid: 0..0"),
+        (["pin_dma", 0, 0, 9, 1, 0], "mode 9 is out of range"),
+        (["file_write", 0, 0], "f 0 is out of range; valid: none (the geometry has none)"),
+    ],
+)
+def test_an_operation_out_of_the_geometry_is_exit_2_naming_it(
+    op: list[Any], why: str, artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = copy.deepcopy(artifact)
+    doc["ops"][0][0] = op
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "'ops' actor 0 operation 0" in err and why in err, err
+
+
+@pytest.mark.parametrize("count", [100_000_000, 10**15])
+def test_a_schedule_longer_than_its_budget_is_refused_before_it_is_decoded(
+    count: int, artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: [[0, 100000000]] took 2.4 GB before it answered, [[0, 10**15]] was exit 3."""
+    doc = copy.deepcopy(artifact)
+    doc["schedule"] = [[0, count]]
+    tracemalloc.start()
+    try:
+        code, err = _replay(doc, tmp_path, capsys)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 2 and f"'schedule' has {count:,} steps, more than its step budget" in err
+    assert peak < 50_000_000
+
+
+def test_limits_are_bounded(
+    artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = copy.deepcopy(artifact)
+    doc["limits"]["max_steps"] = 10**15
+    doc["schedule"] = [[0, 10**12]]
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2 and "'limits' max_steps = 1000000000000000 is more than 100,000,000" in err
+
+
+def test_a_variant_that_is_not_loaded_is_not_called_corrupt(
+    artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = copy.deepcopy(artifact)
+    doc["variant"] = "v7-plugin"
+    doc["pagerace_version"] = "9.9"
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2
+    assert "corrupt" not in err
+    assert "needs variant 'v7-plugin', which is not loaded in this pagerace" in err
+    assert "loaded: hmm-2017, v5.0, v6" in err and "written by pagerace 9.9" in err
+    doc = copy.deepcopy(artifact)
+    doc["bugs"] = ["from-a-plugin"]
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2 and "needs bug toggle 'from-a-plugin', which is not loaded" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("seed", -1, "'seed' must be"),
+        ("seed", 10**30, "'seed' must be"),
+        ("strategy_params", {"pct_depth": "x"}, "'strategy_params'"),
+        ("strategy_params", {"pct_depth": 10**12}, "'strategy_params'"),
+        ("faults", ["no-such-fault"], "fault"),
+    ],
+)
+def test_other_fields_are_checked(
+    key: str, value: object, why: str, artifact: dict[str, Any], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = copy.deepcopy(artifact)
+    doc[key] = value
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2 and why in err and err.count("\n") == 1, err
+
+
+def test_the_real_artifact_still_replays(
+    artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _replay(copy.deepcopy(artifact), tmp_path, capsys)
+    assert code == 1 and err == ""
+
+
+def test_a_workload_too_big_for_the_machine_is_exit_2(
+    artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each geometry size is bounded (2^24), their product was not: MemoryError, exit 3."""
+    doc = copy.deepcopy(artifact)
+    doc["workload"]["raw"]["geometry"].update(sys_frames=1 << 24, mms=1 << 10, pages_per_mm=1 << 20)
+    code, err = _replay(doc, tmp_path, capsys)
+    assert code == 2 and "more than half of this machine's available" in err, err
+    toml = tmp_path / "big.toml"
+    toml.write_text('name = "big"\n[geometry]\nsys_frames = 16777216\nmms = 1024\npages_per_mm = 1048576\n'
+                    '[[actor]]\nkind = "cpu"\n')
+    assert main(["run", str(toml), "--out", str(tmp_path / "out")]) == 2
+    assert "needs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--steps", "1000000000000"],
+        ["run", "--seed", str(2**64)],
+        ["run", "--engine", "parallel", "--workers", "100000"],
+        ["campaign", "--jobs", "100000"],
+        ["campaign", "--max-steps", "10000000000"],
+        ["campaign", "--duration", "30d", "--engine", "parallel"],
+    ],
+)
+def test_user_typed_sizes_are_bounded(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("at most" in err or "more than" in err or "limit" in err
+                                     or "between" in err), err
+    assert list(tmp_path.iterdir()) == []
