@@ -9,11 +9,15 @@ Not a command: :data:`pagerace.harness.commands.COMMANDS` does not list it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import re
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from ...core._errors import InvalidOption
 
@@ -154,3 +158,65 @@ def interruptible() -> None:
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def check_out_dir(out: str | os.PathLike[str], option: str = "--out", *, artifacts: bool = False) -> Path:
+    """An output directory, checked before any work starts (issue 10 item 7: a bad one was
+    an internal error after the work, and lost it): it is created if missing, and a probe
+    file is created and removed in it (``access()`` says yes to root on /proc). With
+    ``artifacts``, its ``artifacts/`` must not be a file either.
+
+    Raises:
+        InvalidOption: it is a file, or cannot be created or written.
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InvalidOption(f"{option} {str(out)!r} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOption(f"{option} {str(out)!r}: cannot create the directory ({exc.strerror})") from None
+    _probe(p, option, str(out))
+    if artifacts:
+        a = p / "artifacts"
+        if a.exists() and not a.is_dir():
+            raise InvalidOption(
+                f"{option} {str(out)!r}: {str(a)!r} is a file; failure artifacts are written in that "
+                "directory (move the file or choose another --out)"
+            )
+        if a.is_dir():
+            _probe(a, option, str(a))
+    return p
+
+
+def check_out_file(path: str | os.PathLike[str], option: str) -> Path:
+    """An output file, checked before any work starts: not a directory, and its
+    directory exists (or is created) and takes a new file.
+
+    Raises:
+        InvalidOption: it cannot be written there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidOption(f"{option} {str(path)!r} is a directory; give a file name")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise InvalidOption(f"{option} {str(path)!r}: {str(parent)!r} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOption(
+            f"{option} {str(path)!r}: cannot create its directory {str(parent)!r} ({exc.strerror})"
+        ) from None
+    _probe(parent, option, str(path))
+    return p
+
+
+def _probe(d: Path, option: str, shown: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".pagerace-probe-", suffix=".tmp")
+    except OSError as exc:
+        raise InvalidOption(f"{option} {shown!r}: cannot write there ({exc.strerror})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)

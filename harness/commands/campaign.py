@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core._errors import InvalidOption
-from ._options import interruptible
+from ._options import check_out_dir, interruptible
 
 NAME = "campaign"
 HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"
@@ -157,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
         from ..dask_backend import DaskBackend
 
         backend = DaskBackend(str(v["cluster"]))
-    out = Path(str(v["out"]))
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(str(v["out"]), "--out", artifacts=True)
     (out / "campaign.json").write_text(c.plan_json(plan) + "\n")
     # the bar's total is known once the directory was read (done units are skipped)
     state: dict[str, Any] = {}

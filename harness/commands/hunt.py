@@ -11,7 +11,7 @@ from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
 from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
 from ..runner import RunRecord, validate_variant_bugs
 from ..steps import readable_steps
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least, seconds
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least, check_out_dir, seconds
 
 NAME = "hunt"
 HELP = (
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
+    check_out_dir(args.out, artifacts=True)
 
     def rows_of_clean_run(rec: RunRecord) -> None:
         append_all(args.out, rows_for(rec, run_id(rec), ""))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ...core._errors import InvalidOption
@@ -15,7 +13,15 @@ from ..artifacts import MAX_STEPS, check_fits
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least, duration, interruptible
+from ._options import (
+    add_out,
+    add_seed,
+    add_variant_and_bugs,
+    at_least,
+    check_out_dir,
+    duration,
+    interruptible,
+)
 
 NAME = "run"
 HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
@@ -207,25 +213,8 @@ def validate(args: argparse.Namespace) -> Workload:
                 f"{', '.join(given)} applies to the deterministic engine only; the parallel "
                 "engine runs until --duration or --ops"
             )
-    check_out_dir(args.out)
+    check_out_dir(args.out, artifacts=True)
     return w
-
-
-def check_out_dir(out: str) -> None:
-    """``--out`` must be a directory we can write to (it is created if missing).
-
-    Raises:
-        InvalidOption: it is a file, or cannot be created or written.
-    """
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise InvalidOption(f"--out {out!r} is a file, not a directory")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidOption(f"--out {out!r}: cannot create the directory ({exc.strerror})") from None
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise InvalidOption(f"--out {out!r}: the directory is not writable")
 
 
 def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:

@@ -230,3 +230,54 @@ def test_user_typed_sizes_are_bounded(
     assert err.count("\n") == 1 and ("at most" in err or "more than" in err or "limit" in err
                                      or "between" in err), err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- item 7: bad output paths are internal errors ------------------------------------------------
+
+
+def test_run_whose_artifacts_dir_is_a_file_is_refused_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the failure just found was lost (exit 3, no row written)."""
+    (tmp_path / "artifacts").write_text("not a directory")
+    code = main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "artifacts' is a file" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["campaign", "--seeds", "1-2", "--out", "{file}"],
+        ["campaign", "--seeds", "1-2", "--out", "/proc/pagerace-x"],
+        ["run", "--out", "{file}"],
+        ["run", "--out", "/proc/pagerace-x/y"],
+        ["report", "{dir}", "--out", "/proc/pagerace-x"],
+        ["report", "{dir}", "--out", "{file}"],
+        ["shrink", "{artifact}", "-o", "/proc/pagerace-x/y.json"],
+        ["shrink", "{artifact}", "-o", "{dir}"],
+        ["replay", "{artifact}", "--out", "{file}"],
+        ["hunt", "default", "--out", "{file}"],
+    ],
+)
+def test_a_bad_output_path_is_exit_2_before_any_work(
+    argv: list[str], artifact: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: all exit 3, shrink after spending its whole budget."""
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "runs.csv").write_text("")
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(artifact))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    argv = [x.format(file=f, dir=d, artifact=a) for x in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and ("--out" in err or "-o/--output" in err), err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
