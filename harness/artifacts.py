@@ -218,6 +218,9 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
     data = json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it 0600; an artifact is read as the CSVs are (a CI job publishes
+        # both): the CSVs' mode, 0644 under the umask (issue 10 item 10)
+        os.fchmod(fd, 0o644 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(data)
             f.flush()
@@ -228,6 +231,21 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (from /proc), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _json_default(o: Any) -> Any:

@@ -276,12 +276,15 @@ def test_importing_pagerace_does_not_import_dask_or_pandas() -> None:
 
 def test_dask_backend_on_an_in_process_cluster(tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    import dask
     from pagerace.harness.dask_backend import DaskBackend
 
     # distributed draws ids from the global `random` (its business, not pagerace's): the
     # leak guard checks pagerace, so give the global state back as it was
     saved = random.getstate()
-    with distributed.LocalCluster(
+    # its scratch space under tmp_path, not $TMPDIR/dask-scratch-space (issue 10 item 10)
+    scratch = dask.config.set({"temporary-directory": str(tmp_path / "dask-scratch")})
+    with scratch, distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=False,

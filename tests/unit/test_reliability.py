@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
+import stat
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,40 @@ def test_a_bad_output_path_is_exit_2_before_any_work(
     assert code == 2, err
     assert err.count("\n") == 1 and ("--out" in err or "-o/--output" in err), err
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+# -- item 10: the smaller ones -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_artifacts_follow_the_umask_like_the_csvs(umask: int, tmp_path: Path) -> None:
+    """Before: artifacts were always 0600 (mkstemp), unreadable once a CI job published them."""
+    old = os.umask(umask)
+    try:
+        assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--quiet",
+                     "--out", str(tmp_path)]) == 1
+    finally:
+        os.umask(old)
+    [art] = (tmp_path / "artifacts").iterdir()
+    want = 0o644 & ~umask  # reports/schema.py creates the CSVs 0644 under the umask
+    assert stat.S_IMODE(art.stat().st_mode) == want
+    assert stat.S_IMODE((tmp_path / "runs.csv").stat().st_mode) == want
+
+
+def test_a_report_over_a_header_only_runs_csv_counts_no_orphan_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: contention tables from rows of runs that runs.csv does not have."""
+    full = tmp_path / "full"
+    assert c.run_campaign(c.make_plan({"workloads": "fault-storm", "seeds": "1-3", **SMALL}), full).ran == 3
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("runs.csv", "contention.csv", "outcomes.csv", "failures.csv"):
+        text = (full / name).read_text()
+        (cut / name).write_text(text.splitlines(keepends=True)[0] if name == "runs.csv" else text)
+    assert main(["report", str(cut), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "0 runs" in out
+    assert ":ptl" not in out and "folio_trylock" not in out  # no call site of a run not in runs.csv
+    assert main(["report", str(full), "--no-figures"]) == 0
+    assert ":ptl" in capsys.readouterr().out  # the same rows do show with their runs
