@@ -1053,9 +1053,28 @@ def run_campaign(
                     inflight[backend.submit(t)] = t
                 if not inflight:
                     break
-                for f in backend.wait(list(inflight), timeout=0.5):
+                came = backend.wait(list(inflight), timeout=0.5)
+                for f in came:
                     inflight.pop(f)
                     take(backend.result(f))
+                if came:
+                    continue
+                why = _stalled(backend)
+                if why is not None:
+                    # nothing can run (issue 10 item 9: a Dask cluster without workers
+                    # made the campaign wait forever, budget or not)
+                    raise BackendStalled(why)
+                now = time.perf_counter()
+                if deadline is not None and now >= deadline + _budget_grace(plan.budget_s):
+                    # units still out long after the budget ran out are abandoned (a
+                    # rerun runs them): the budget bounds the campaign, not only its starts
+                    stopped = "budget"
+                    tasks.clear()
+                    for f in list(inflight):
+                        backend.cancel(f)
+                    abandoned = len(inflight)
+                    inflight.clear()
+                    cancel = abandoned > 0
         except KeyboardInterrupt:
             stopped = "interrupted"
             tasks.clear()
@@ -1072,6 +1091,11 @@ def run_campaign(
                             take(backend.result(f))
             except KeyboardInterrupt:
                 cancel = True
+    except BackendStalled as e:
+        cancel = True
+        raise InvalidOption(
+            f"{e}; {prog.done} finished unit(s) are saved in {outp}; rerun the same command to resume"
+        ) from None
     except BrokenProcessPool as e:
         cancel = True
         why = _pool_death(backend)
@@ -1103,6 +1127,22 @@ def run_campaign(
         elapsed=time.perf_counter() - t0,
         killed=killed,
     )
+
+
+class BackendStalled(InvalidOption):
+    """The backend cannot run anything (a Dask cluster with no running worker for a while)."""
+
+
+def _stalled(backend: Backend) -> str | None:
+    """The backend's reason why nothing can run (Dask: no running worker for a while)."""
+    check = getattr(backend, "stalled", None)
+    return check() if check is not None else None
+
+
+def _budget_grace(budget_s: float | None) -> float:
+    """How long after the budget the campaign waits for units still out: a tenth of the
+    budget, between 5 s and 2 min."""
+    return min(120.0, max(5.0, 0.1 * (budget_s or 0.0)))
 
 
 def _pool_death(backend: Backend) -> str | None:
