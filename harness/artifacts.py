@@ -43,6 +43,8 @@ from .runner import RunRecord, limits_for, run_deterministic, validate_variant_b
 from .schedulers import STRATEGIES, ScheduleDiverged
 
 ARTIFACT_SCHEMA = 1
+#: The most steps a run may take (a step budget, a recorded schedule): ~1 GB of schedule.
+MAX_STEPS = 100_000_000
 STEP_LIST_LEN = 200  # readable steps kept before the failure
 
 REQUIRED_KEYS = (
@@ -216,6 +218,9 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
     data = json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it 0600; an artifact is read as the CSVs are (a CI job publishes
+        # both): the CSVs' mode, 0644 under the umask (issue 10 item 10)
+        os.fchmod(fd, 0o644 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(data)
             f.flush()
@@ -226,6 +231,21 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (from /proc), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _json_default(o: Any) -> Any:
@@ -250,6 +270,33 @@ def write_artifact(path: str | os.PathLike[str], record: RunRecord, run_id: str 
 
 def _corrupt(path: str, why: str) -> CorruptArtifact:
     return CorruptArtifact(f"corrupt artifact {path!r}: {why}")
+
+
+def _check_loaded(p: str, variant: Any, bugs: Any, version: Any) -> None:
+    """An artifact that names a variant or bug this pagerace does not have (written by
+    another version, or by one with a plugin that is not loaded here) is not corrupt:
+    say what is missing.
+
+    Raises:
+        InvalidOption: naming the variant or bug and the ones loaded.
+    """
+    from ..core.bugs import CATALOG
+    from ..core.variants import VARIANTS
+
+    by = f"pagerace {version}" if isinstance(version, str) else "another pagerace"
+    if isinstance(variant, str) and variant not in VARIANTS:
+        raise InvalidOption(
+            f"artifact {p!r} needs variant {variant!r}, which is not loaded in this pagerace "
+            f"({__version__}; loaded: {', '.join(sorted(VARIANTS))}); it was written by {by}: "
+            "load the plugin that provides it, or replay it with that version"
+        )
+    if isinstance(bugs, list):
+        missing = [b for b in bugs if isinstance(b, str) and b not in CATALOG]
+        if missing:
+            raise InvalidOption(
+                f"artifact {p!r} needs bug toggle {missing[0]!r}, which is not loaded in this "
+                f"pagerace ({__version__}; see 'pagerace list --bugs'); it was written by {by}"
+            )
 
 
 def _int_field(path: str, d: dict[str, Any], key: str) -> int:
@@ -305,11 +352,15 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         or not all(isinstance(b, str) for b in bugs)
     ):
         raise _corrupt(p, "'variant' must be a string and 'bugs' a list of strings")
+    _check_loaded(p, variant, bugs, d.get("pagerace_version"))
     try:
         validate_variant_bugs(variant, bugs, w)
     except InvalidOption as exc:
         raise _corrupt(p, str(exc)) from None
+    check_fits(w, f"artifact {p!r}")
     seed = _int_field(p, d, "seed")
+    if not 0 <= seed < 2**63:
+        raise _corrupt(p, f"'seed' must be an integer in 0..2^63-1, not {seed}")
     limits = d["limits"]
     if not isinstance(limits, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values()
@@ -318,6 +369,9 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     unknown = sorted(set(limits) - {"max_steps", "livelock_steps", "check_every"})
     if unknown:
         raise _corrupt(p, f"unknown limit(s) {', '.join(unknown)}")
+    too_big = sorted(k for k, v in limits.items() if v > MAX_STEPS)
+    if too_big:
+        raise _corrupt(p, f"'limits' {too_big[0]} = {limits[too_big[0]]} is more than {MAX_STEPS:,}")
     n_actors = w.n_actors()
     sched_raw = d["schedule"]
     if not isinstance(sched_raw, list) or not all(
@@ -329,7 +383,15 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         for r in sched_raw
     ):
         raise _corrupt(p, f"'schedule' must be a list of [actor, count] pairs with 0 <= actor < {n_actors}")
-    ops = _load_ops(p, d["ops"], n_actors)
+    # a schedule is never longer than its run's step budget: checked before it is decoded
+    # (a count of 10**15 would take all memory)
+    budget = int(limits.get("max_steps", limits_for(w).max_steps))
+    length = sum(r[1] for r in sched_raw)
+    if length > budget:
+        raise _corrupt(
+            p, f"'schedule' has {length:,} steps, more than its step budget limits.max_steps = {budget:,}"
+        )
+    ops = _load_ops(p, d["ops"], n_actors, w)
     try:
         failure = Failure.from_json(d["failure"])
     except ValueError:
@@ -347,9 +409,19 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     params = d["strategy_params"]
     if not isinstance(strategy, str) or not isinstance(params, dict):
         raise _corrupt(p, "'strategy' must be a string and 'strategy_params' an object")
+    for key, lo, hi in (("pct_depth", 1, 10_000), ("quantum", 1, MAX_STEPS)):
+        v = params.get(key, lo)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise _corrupt(p, f"'strategy_params' {key} must be an integer in {lo}..{hi:,}, not {v!r}")
     faults = d.get("faults", [])
-    if not isinstance(faults, list):
-        raise _corrupt(p, "'faults' must be a list")
+    if not isinstance(faults, list) or not all(isinstance(f, str) for f in faults):
+        raise _corrupt(p, "'faults' must be a list of fault names")
+    from ..core.faults import validate_faults
+
+    try:
+        validate_faults(faults)
+    except InvalidOption as exc:
+        raise _corrupt(p, f"'faults': {exc}") from None
     steps = d.get("steps", [])
     return Artifact(
         path=p,
@@ -372,7 +444,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     )
 
 
-def _load_ops(p: str, raw: Any, n_actors: int) -> list[list[tuple[Any, ...]]]:
+def _load_ops(p: str, raw: Any, n_actors: int, w: Workload | None = None) -> list[list[tuple[Any, ...]]]:
     from ..core.actors import OPS
 
     if not isinstance(raw, list) or len(raw) != n_actors:
@@ -382,16 +454,129 @@ def _load_ops(p: str, raw: Any, n_actors: int) -> list[list[tuple[Any, ...]]]:
         if not isinstance(ops, list):
             raise _corrupt(p, f"'ops' of actor {aid} is not a list")
         lst = []
-        for op in ops:
+        for i, op in enumerate(ops):
             if not isinstance(op, list) or not op or not isinstance(op[0], str):
                 raise _corrupt(p, f"actor {aid}: malformed operation {op!r}")
             if op[0] not in OPS:
                 raise _corrupt(
                     p, f"actor {aid}: unknown operation {op[0]!r}; known: {', '.join(sorted(OPS))}"
                 )
+            if w is not None:
+                why = check_op(op, w)
+                if why:
+                    raise _corrupt(p, f"'ops' actor {aid} operation {i} {op!r}: {why}")
             lst.append(tuple(op))
         out.append(lst)
     return out
+
+
+# What each argument of an operation names, by operation (core/actors.py OPS and the modules
+# that register more). An operation not listed here (one a plugin registers) gets the
+# generic checks: its arity from its signature, integer arguments of bounded size.
+OP_ARGS: dict[str, tuple[str, ...]] = {
+    "read": ("mm", "page"),
+    "write": ("mm", "page"),
+    "migrate_to_device": ("dev", "mm", "start", "end"),
+    "migrate_to_system": ("dev", "mm", "start", "end"),
+    "evict": ("dev",),
+    "idle": ("count",),
+    "munmap": ("mm", "start", "end"),
+    "madv_dontneed": ("mm", "start", "end"),
+    "child_exit": ("mm",),
+    "fork": ("mm", "mm"),
+    "mremap": ("mm", "page", "npages", "page"),
+    "pin_dma": ("mm", "page", "pin_mode", "count", "flag"),
+    "file_read": ("file", "fpage", "fcount", "mm?", "page?"),
+    "file_write": ("file", "fpage"),
+    "compact": ("compact_mode", "count"),
+    "readahead": ("count", "count", "count"),
+    "reclaim": ("count", "count"),
+}
+MAX_OP_COUNT = 1 << 31  # any count an operation takes (idle steps, pins held...)
+
+
+def check_op(op: Sequence[Any], w: Workload) -> str:
+    """Why ``op`` cannot run on ``w``'s geometry ("" when it can): its arity, integer
+    arguments, and every mm, device, page, file and mode it names in range (a page just
+    past the end of an mm would read the next mm's page table)."""
+    import inspect
+
+    from ..core.actors import OPS
+    from ..core.mm.gup import MODE_NAMES
+
+    name, args = op[0], list(op[1:])
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in args):
+        return "arguments must be integers"
+    params = list(inspect.signature(OPS[name]).parameters.values())[2:]  # after (k, a)
+    need = sum(1 for q in params if q.default is inspect.Parameter.empty)
+    if not need <= len(args) <= len(params):
+        n = str(need) if need == len(params) else f"{need} to {len(params)}"
+        return f"takes {n} arguments, not {len(args)}"
+    g = w.geometry
+    ppm, ppf = g.pages_per_mm, g.pages_per_file
+    bounds = {
+        "mm": (0, g.mms - 1, "geometry.mms"),
+        "dev": (0, g.devices - 1, "geometry.devices"),
+        "page": (0, ppm - 1, "geometry.pages_per_mm"),
+        "start": (0, ppm - 1, "geometry.pages_per_mm"),
+        "end": (1, ppm, "geometry.pages_per_mm"),
+        "npages": (0, ppm, "geometry.pages_per_mm"),
+        "file": (0, g.files - 1, "geometry.files"),
+        "fpage": (0, ppf - 1, "geometry.pages_per_file"),
+        "fcount": (0, ppf, "geometry.pages_per_file"),
+        "pin_mode": (0, len(MODE_NAMES) - 1, "pin modes " + ", ".join(MODE_NAMES)),
+        "compact_mode": (0, 2, "modes 0 async, 1 sync-light, 2 sync"),
+        "count": (0, MAX_OP_COUNT - 1, "a count"),
+        "flag": (0, 1, "0 or 1"),
+    }
+    kinds = OP_ARGS.get(name, ("count",) * len(args))
+    for i, (kind, v) in enumerate(zip(kinds, args)):
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if optional and v == -1:
+            continue
+        lo, hi, what = bounds[kind] if name in OP_ARGS else (-MAX_OP_COUNT, MAX_OP_COUNT - 1, "")
+        if not lo <= v <= hi:
+            label = params[i].name if i < len(params) else f"argument {i + 1}"
+            rng = f"{lo}..{hi}" if hi >= lo else "none (the geometry has none)"
+            return f"{label} {v} is out of range; valid: {rng}" + (f" ({what})" if what else "")
+    if name in OP_ARGS and "start" in kinds and "end" in kinds:
+        start, end = args[kinds.index("start")], args[kinds.index("end")]
+        if not start < end:
+            return f"the range [{start}, {end}) is empty"
+    if name == "file_read" and args[1] + args[2] > ppf:
+        return f"pages {args[1]}..{args[1] + args[2] - 1} run past the file's {ppf} pages"
+    if name == "mremap" and args[1] + args[2] > ppm:
+        return f"source pages {args[1]}..{args[1] + args[2] - 1} run past the mm's {ppm} pages"
+    return ""
+
+
+def check_fits(w: Workload, what: str) -> None:
+    """Refuse a workload whose model would not fit in this machine's memory (its
+    geometry's sizes are each bounded, their product is not).
+
+    Raises:
+        InvalidWorkload: naming the bytes needed and the bytes available.
+    """
+    from ..core.machine.layout import Layout
+
+    need = Layout(w.geometry).words * 8
+    avail = _available_memory()
+    if need > avail // 2:
+        raise InvalidWorkload(
+            f"{what}: the model of workload {w.name!r} needs {need / 2**20:,.0f} MiB "
+            f"(geometry {w.geometry}), more than half of this machine's available "
+            f"{avail / 2**20:,.0f} MiB; use a smaller geometry"
+        )
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover - no psutil or no /proc
+        return 1 << 34
 
 
 # ----------------------------------------------------------------------------------------

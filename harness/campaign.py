@@ -24,9 +24,12 @@ that runs out leaves every configuration with about the same number of seeds.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
+import functools
 import io
+import itertools
 import json
 import os
 import re
@@ -34,8 +37,8 @@ import signal
 import time
 import tomllib
 import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
@@ -43,12 +46,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from ..core.bugs import CATALOG
 from ..core.machine.errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.variants import VARIANTS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
-from .artifacts import same_failure, write_json_atomic
+from .artifacts import MAX_STEPS, check_fits, same_failure, write_json_atomic
+from .commands._options import parse_duration as _parse_duration
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
 from .schedulers.replay import ScheduleDiverged
@@ -57,69 +63,124 @@ ENGINES = ("deterministic", "parallel")
 KEY_COLUMNS = ("workload", "variant", "bugs", "seed", "strategy", "engine")
 UnitKey = tuple[str, str, str, int, str, str]
 EXIT_INTERRUPTED = 130
+MAX_JOBS = 4 * (os.cpu_count() or 1) + 64  # worker processes: more only thrash the machine
 ERROR_STOP = 20  # stop once this many units errored and errors outnumber good units
 
 # --------------------------------------------------------------------------------------
 # parsing: seeds, durations, bug sets, plan files
 
 
-def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
-    """``"1-5000"``, ``"1,2,10-20"`` or a list of ints → sorted, distinct seeds.
+#: Seeds are below this (a seed is an int64 in every CSV reader; 10**18 seeds would take
+#: longer than anyone waits, and the plan's memory does not depend on it: see :class:`Seeds`).
+MAX_SEED = 10**18
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """A set of seeds as sorted, disjoint, non-adjacent inclusive ranges, never expanded:
+    ``1-1000000000000`` is one pair of ints, and iterating it yields one seed at a time
+    (issue 10 item 1: the plan used to hold every seed and took all memory).
+
+    Attributes:
+        ranges: ``((lo, hi), ...)``, sorted, ``lo <= hi``, each range separated from the
+            next by at least one missing seed.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, seeds: Iterable[int] | Seeds) -> Seeds:
+        """The seeds of a collection of ints (duplicates and order do not matter)."""
+        if isinstance(seeds, Seeds):
+            return seeds
+        return cls.from_ranges((s, s) for s in seeds)
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> Seeds:
+        """Merge possibly overlapping or adjacent ``(lo, hi)`` ranges."""
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return cls(tuple((lo, hi) for lo, hi in merged))
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __iter__(self) -> Iterator[int]:
+        for lo, hi in self.ranges:
+            yield from range(lo, hi + 1)
+
+    def __contains__(self, seed: object) -> bool:
+        if not isinstance(seed, int):
+            return False
+        i = bisect.bisect_right(self.ranges, (seed, MAX_SEED + 1)) - 1
+        return i >= 0 and self.ranges[i][0] <= seed <= self.ranges[i][1]
+
+    def __str__(self) -> str:
+        return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.ranges)
+
+
+def parse_seeds(text: str | int | Iterable[int] | Seeds) -> Seeds:
+    """``"1-5000"``, ``"1,2,10-20"`` or a list of ints → sorted, distinct seeds, kept as
+    ranges (memory independent of how many seeds).
 
     Raises:
-        InvalidOption: a malformed part, a reversed range or a negative seed.
+        InvalidOption: a malformed part, a reversed range, a negative seed, or a seed of
+            :data:`MAX_SEED` or more.
     """
+    if isinstance(text, Seeds):
+        return text
+    if isinstance(text, bool):
+        raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'")
     if isinstance(text, int):
         text = str(text)
     if not isinstance(text, str):
         try:
-            seeds = {int(s) for s in text}
-        except (TypeError, ValueError):
-            raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'") from None
-        if not seeds or min(seeds) < 0:
+            items: list[object] = list(text)
+        except TypeError:
+            items = [text]
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in items):
+            raise InvalidOption(f"seeds {text!r}: expected integers, e.g. [1, 2, 3] or '1-100'")
+        seeds = Seeds.of(s for s in items if isinstance(s, int))
+        if not seeds or seeds.ranges[0][0] < 0:
             raise InvalidOption(f"seeds {text!r}: expected non-negative integers, e.g. '1-100'")
-        return tuple(sorted(seeds))
-    out: set[int] = set()
+        if seeds.ranges[-1][1] >= MAX_SEED:
+            raise InvalidOption(f"seeds {text!r}: seeds must be below 10^18")
+        return seeds
+    ranges: list[tuple[int, int]] = []
     for part in text.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        m = re.fullmatch(r"(\d{1,19})(?:-(\d{1,19}))?", part)
         if not m:
             raise InvalidOption(
-                f"seeds {text!r}: bad part {part!r}; expected N, N-M or a comma list like 1-100,200"
+                f"seeds {text!r}: bad part {part!r}; expected N, N-M or a comma list like 1-100,200 "
+                "(seeds are 0 or more)"
             )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise InvalidOption(f"seeds {text!r}: range {part!r} runs backwards; write {hi}-{lo}")
-        out.update(range(lo, hi + 1))
-    return tuple(sorted(out))
+        if hi >= MAX_SEED:
+            raise InvalidOption(f"seeds {text!r}: {hi} is too large; seeds must be below 10^18")
+        ranges.append((lo, hi))
+    return Seeds.from_ranges(ranges)
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
+def parse_duration(text: str | float | int | None, option: str = "budget") -> float | None:
     """``"30m"``, ``"1h30m"``, ``"90s"``, ``"90"`` (seconds) → seconds; ``None``/``"none"`` → no budget.
 
+    The one duration parser, :func:`pagerace.harness.commands._options.parse_duration`,
+    with "no limit" allowed.
+
     Raises:
-        InvalidOption: anything else.
+        InvalidOption: anything else, naming ``option``.
     """
-    if text is None:
-        return None
-    if isinstance(text, int | float):
-        if text <= 0:
-            raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-        return float(text)
-    t = text.strip().lower()
-    if t in ("", "none", "0"):
-        return None
-    m = _DURATION.fullmatch(t)
-    if not m or not any(m.groups()):
-        raise InvalidOption(f"budget {text!r}: expected a duration like 30m, 1h30m, 90s or 45 (seconds)")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-    return total
+    return _parse_duration(text, option, none_ok=True)
 
 
 def parse_bugsets(values: Iterable[str | Sequence[str]] | None) -> tuple[tuple[str, ...], ...]:
@@ -173,7 +234,7 @@ class Plan:
     name: str = "campaign"
     workloads: tuple[str, ...] = ("default",)
     variants: tuple[str, ...] = ("v6",)
-    seeds: tuple[int, ...] = (0,)
+    seeds: Seeds = Seeds(((0, 0),))
     bugsets: tuple[tuple[str, ...], ...] = ((),)
     strategies: tuple[str, ...] = ("random",)
     engine: str = "deterministic"
@@ -187,6 +248,8 @@ class Plan:
     duration_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seeds, Seeds):
+            object.__setattr__(self, "seeds", parse_seeds(self.seeds))
         if self.engine not in ENGINES:
             raise InvalidOption(f"unknown engine {self.engine!r}; valid engines: {', '.join(ENGINES)}")
         for s in self.strategies:
@@ -201,8 +264,14 @@ class Plan:
         if not self.workloads or not self.variants or not self.seeds:
             raise InvalidOption("a campaign needs at least one workload, one variant and one seed")
         for name, lim in (("max_steps", self.max_steps), ("livelock_steps", self.livelock_steps)):
-            if lim is not None and lim < 1:
-                raise InvalidOption(f"{name} {lim}: must be at least 1")
+            if lim is not None and not 1 <= lim <= MAX_STEPS:
+                raise InvalidOption(f"{name} {lim}: must be between 1 and {MAX_STEPS:,}")
+        if not 0 <= self.chunk <= 10_000:
+            raise InvalidOption(f"chunk {self.chunk}: must be between 0 (automatic) and 10,000")
+        if self.jobs > MAX_JOBS:
+            raise InvalidOption(f"jobs {self.jobs}: more than {MAX_JOBS} worker processes")
+        if not 0 < self.duration_s <= 7 * 86400:
+            raise InvalidOption(f"duration {self.duration_s}: must be more than zero and at most 7 days")
 
 
 PLAN_KEYS = {
@@ -289,7 +358,7 @@ def make_plan(values: Mapping[str, Any]) -> Plan:
     if "budget" in values:
         kw["budget_s"] = parse_duration(values["budget"])
     if values.get("duration") is not None:
-        kw["duration_s"] = parse_duration(values["duration"])
+        kw["duration_s"] = _parse_duration(values["duration"], "duration")
     for k in ("jobs", "max_steps", "livelock_steps", "chunk"):
         if values.get(k) is not None:
             try:
@@ -362,9 +431,39 @@ class Skip:
     reason: str
 
 
-def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], list[Skip]]:
-    """Every unit of the plan, seed-major, and the configurations skipped (with why)."""
-    configs: list[tuple[str, str, tuple[str, ...], str]] = []
+Config = tuple[str, str, tuple[str, ...], str]  # workload, variant, bugs, strategy
+
+
+@dataclass(frozen=True)
+class Units:
+    """The units of a plan, seed-major (every configuration of seed 1, then of seed 2...),
+    generated when iterated, never held: its memory does not depend on the seeds."""
+
+    seeds: Seeds
+    configs: tuple[Config, ...]
+    engine: str
+
+    def __len__(self) -> int:
+        return len(self.seeds) * len(self.configs)
+
+    def __iter__(self) -> Iterator[Unit]:
+        for seed in self.seeds:
+            for w, v, bs, st in self.configs:
+                yield Unit(w, v, bs, seed, st, self.engine)
+
+    @functools.cached_property
+    def _config_keys(self) -> frozenset[tuple[str, str, str, str]]:
+        return frozenset((w, v, "+".join(bs), st) for w, v, bs, st in self.configs)
+
+    def has(self, key: UnitKey) -> bool:
+        """Whether the unit of ``key`` (a runs.csv key) is one of these."""
+        w, v, b, seed, st, e = key
+        return e == self.engine and seed in self.seeds and (w, v, b, st) in self._config_keys
+
+
+def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[Units, list[Skip]]:
+    """Every unit of the plan, seed-major, lazily, and the configurations skipped (with why)."""
+    configs: list[Config] = []
     skips: list[Skip] = []
     for wname, w in workloads.items():
         for v in plan.variants:
@@ -376,47 +475,65 @@ def expand(plan: Plan, workloads: Mapping[str, Workload]) -> tuple[list[Unit], l
                     continue
                 for st in plan.strategies:
                     configs.append((wname, v, bs, st))
-    units = [Unit(w, v, bs, seed, st, plan.engine) for seed in plan.seeds for (w, v, bs, st) in configs]
-    return units, skips
+    return Units(plan.seeds, tuple(configs), plan.engine), skips
 
 
 def make_tasks(
-    plan: Plan, units: Sequence[Unit], workloads: Mapping[str, Workload], chunk: int
-) -> list[Task]:
+    plan: Plan, units: Iterable[Unit], workloads: Mapping[str, Workload], chunk: int
+) -> Iterator[Task]:
     """Group units into tasks of up to ``chunk`` seeds of one configuration, keeping the
-    seed-major order (block of seeds by block of seeds, across all configurations)."""
+    seed-major order (block of seeds by block of seeds, across all configurations).
+    Lazy: it holds at most ``chunk`` seeds per configuration."""
     js = {n: workload_to_json(w) for n, w in workloads.items()}
-    open_: dict[tuple[str, str, tuple[str, ...], str], list[int]] = {}
-    tasks: list[Task] = []
+    open_: dict[Config, list[int]] = {}
 
-    def flush(cfg: tuple[str, str, tuple[str, ...], str]) -> None:
+    def flush(cfg: Config) -> Task:
         seeds = open_.pop(cfg)
         w, v, bs, st = cfg
-        tasks.append(
-            Task(
-                js[w],
-                v,
-                bs,
-                st,
-                plan.engine,
-                tuple(seeds),
-                plan.name,
-                plan.max_steps,
-                plan.livelock_steps,
-                plan.replay,
-                plan.shrink,
-                plan.duration_s,
-            )
+        return Task(
+            js[w],
+            v,
+            bs,
+            st,
+            plan.engine,
+            tuple(seeds),
+            plan.name,
+            plan.max_steps,
+            plan.livelock_steps,
+            plan.replay,
+            plan.shrink,
+            plan.duration_s,
         )
 
     for u in units:
         cfg = (u.workload, u.variant, u.bugs, u.strategy)
         open_.setdefault(cfg, []).append(u.seed)
         if len(open_[cfg]) >= chunk:
-            flush(cfg)
+            yield flush(cfg)
     for cfg in list(open_):
-        flush(cfg)
-    return tasks
+        yield flush(cfg)
+
+
+class _TaskQueue:
+    """The tasks still to submit: an iterator with one task of lookahead (``bool`` says
+    whether one is left), drawn as the campaign goes."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self._it = iter(tasks)
+        self._head = next(self._it, None)
+
+    def __bool__(self) -> bool:
+        return self._head is not None
+
+    def popleft(self) -> Task:
+        t = self._head
+        assert t is not None
+        self._head = next(self._it, None)
+        return t
+
+    def clear(self) -> None:
+        self._it = iter(())
+        self._head = None
 
 
 # --------------------------------------------------------------------------------------
@@ -440,6 +557,11 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
             max_steps=t.max_steps,
             livelock_steps=t.livelock_steps,
         )
+    if str(rec.outcome) == "interrupted":
+        # a parallel run cut short by a signal to this worker: not a result; recording it
+        # would mark the unit done, so it is left for the rerun (a `killed` run is recorded)
+        why = rec.options.get("stop_reason", "interrupted")
+        return UnitResult(key, error=f"the run was {why}: not recorded, a rerun runs it again")
     res = UnitResult(key, outcome=str(rec.outcome), wall=rec.wall)
     failure = rec.result.failure
     reproduced = ""
@@ -538,9 +660,20 @@ def run_task(t: Task) -> list[UnitResult]:
     return out
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
+def _worker_init(parent: int) -> None:
+    """A pool worker's start: Ctrl-C goes to the whole process group and only the parent
+    decides what to do with it (SIGINT ignored); SIGTERM ends the worker (the default
+    action, not the parent's handler inherited through fork, which turned the first
+    SIGTERM into a KeyboardInterrupt the pool swallowed); the worker is named
+    ``prc-<parent>`` for ``pagerace clean`` and dies with its parent (PR_SET_PDEATHSIG),
+    as the parallel engine's workers do (issue 10 item 3)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        from .parallel.shm import die_with_parent
+    except ImportError:  # pragma: no cover - a build without the parallel engine
+        return
+    die_with_parent(parent, f"prc-{parent}")
 
 
 # --------------------------------------------------------------------------------------
@@ -585,18 +718,55 @@ class InlineBackend:
 
 
 class PoolBackend:
-    """A local process pool (fork context); workers ignore SIGINT."""
+    """A local process pool (fork context); workers ignore SIGINT and die with the
+    parent (:func:`_worker_init`)."""
 
     def __init__(self, jobs: int) -> None:
         import multiprocessing
 
         self.jobs = jobs
         self.pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
+        self._seen: dict[int, Any] = {}  # every worker process started, by pid
 
     def submit(self, t: Task) -> Future[list[UnitResult]]:
-        return self.pool.submit(run_task, t)
+        f = self.pool.submit(run_task, t)
+        self._seen.update(getattr(self.pool, "_processes", None) or {})
+        return f
+
+    def dead_worker(self) -> tuple[int, int | None]:
+        """(pid, exit code) of the worker whose death broke the pool. Called as the pool
+        breaks: the worker dead at that moment (the pool then SIGTERMs the others), its
+        exit code read once every worker was joined."""
+        dead_now = []
+        for pid in sorted(self._seen):
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    dead_now.append(pid)
+            except psutil.NoSuchProcess:
+                dead_now.append(pid)
+            except psutil.Error:
+                continue
+        with contextlib.suppress(Exception):
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        codes = {}
+        for pid, p in self._seen.items():
+            with contextlib.suppress(Exception):
+                p.join(timeout=5)
+            codes[pid] = p.exitcode
+        order = dead_now + sorted(pid for pid, c in codes.items() if c not in (None, 0, -signal.SIGTERM))
+        order += sorted(pid for pid, c in codes.items() if c not in (None, 0))
+        for pid in order:
+            code = codes.get(pid)
+            if code not in (None, 0):
+                if code == -signal.SIGTERM and sum(c == code for c in codes.values()) > 1:
+                    return -1, code  # the pool SIGTERMs the others: which one went first is unknown
+                return pid, code
+        return -1, None
 
     def cancel(self, f: Future[list[UnitResult]]) -> bool:
         return f.cancel()
@@ -609,7 +779,7 @@ class PoolBackend:
         return f.result()
 
     def close(self, cancel: bool) -> None:
-        procs = list(getattr(self.pool, "_processes", {}).values())
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
         if cancel:
             # units in flight are abandoned: end the workers (ours, by pid) and reap them
             for p in procs:
@@ -767,9 +937,10 @@ class CampaignResult:
     errors: list[UnitResult]
     skips: list[Skip]
     repaired: dict[str, int]
-    stopped: str  # "", "budget", "interrupted" or "errors"
+    stopped: str  # "", "budget", "interrupted", "killed" or "errors"
     not_run: int  # units left for a rerun
     elapsed: float
+    killed: str = ""  # stopped == "killed": which worker, which signal
 
     @property
     def rate(self) -> float:
@@ -786,6 +957,7 @@ def resolve_workloads(plan: Plan) -> dict[str, Workload]:
     ws: dict[str, Workload] = {}
     for n in plan.workloads:
         w = load_workload(n)
+        check_fits(w, f"workload {n!r}")
         if w.name in ws and ws[w.name] != w:
             raise InvalidOption(
                 f"two workloads are named {w.name!r}; rename one (workloads: {', '.join(plan.workloads)})"
@@ -828,25 +1000,28 @@ def run_campaign(
     workloads = resolve_workloads(plan)
     units, skips = expand(plan, workloads)
     done = done_keys(outp)
-    todo = [u for u in units if u.key not in done]
-    already = len(units) - len(todo)
+    already = sum(1 for k in done if units.has(k))
+    todo: Iterable[Unit] = (u for u in units if u.key not in done)
+    total = len(units) - already
     if limit_units is not None:
-        todo = todo[:limit_units]
+        todo = itertools.islice(todo, limit_units)
+        total = min(total, limit_units)
     own = backend is None
     if backend is None:
         backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs)
-    tasks = deque(make_tasks(plan, todo, workloads, _chunk_for(plan, len(todo), backend.jobs)))
+    tasks = _TaskQueue(make_tasks(plan, todo, workloads, _chunk_for(plan, total, backend.jobs)))
     deadline = t0 + plan.budget_s if plan.budget_s else None
     # tasks submitted ahead, so no worker idles while the parent commits
     depth = getattr(backend, "depth", 2 * backend.jobs)
-    prog = Progress(total=len(todo))
+    prog = Progress(total=total)
     if on_start is not None:
-        on_start(len(todo), already)
+        on_start(total, already)
     inflight: dict[Any, Task] = {}
     stopped = ""
     errors: list[UnitResult] = []
     stopped_box: list[str] = []  # set from take(): "errors"
     cancel = False
+    killed = ""
 
     def take(results: list[UnitResult]) -> None:
         commit(outp, results)
@@ -878,9 +1053,28 @@ def run_campaign(
                     inflight[backend.submit(t)] = t
                 if not inflight:
                     break
-                for f in backend.wait(list(inflight), timeout=0.5):
+                came = backend.wait(list(inflight), timeout=0.5)
+                for f in came:
                     inflight.pop(f)
                     take(backend.result(f))
+                if came:
+                    continue
+                why = _stalled(backend)
+                if why is not None:
+                    # nothing can run (issue 10 item 9: a Dask cluster without workers
+                    # made the campaign wait forever, budget or not)
+                    raise BackendStalled(why)
+                now = time.perf_counter()
+                if deadline is not None and now >= deadline + _budget_grace(plan.budget_s):
+                    # units still out long after the budget ran out are abandoned (a
+                    # rerun runs them): the budget bounds the campaign, not only its starts
+                    stopped = "budget"
+                    tasks.clear()
+                    for f in list(inflight):
+                        backend.cancel(f)
+                    abandoned = len(inflight)
+                    inflight.clear()
+                    cancel = abandoned > 0
         except KeyboardInterrupt:
             stopped = "interrupted"
             tasks.clear()
@@ -897,11 +1091,19 @@ def run_campaign(
                             take(backend.result(f))
             except KeyboardInterrupt:
                 cancel = True
+    except BackendStalled as e:
+        cancel = True
+        raise InvalidOption(
+            f"{e}; {prog.done} finished unit(s) are saved in {outp}; rerun the same command to resume"
+        ) from None
     except BrokenProcessPool as e:
         cancel = True
-        raise HarnessInternalError(
-            f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
-        ) from e
+        why = _pool_death(backend)
+        if why is None:
+            raise HarnessInternalError(
+                f"a campaign worker died ({e}); the finished units are in {outp}, rerun to resume"
+            ) from e
+        stopped, killed = "killed", why
     except BaseException:
         cancel = True
         raise
@@ -923,7 +1125,47 @@ def run_campaign(
         stopped=stopped,
         not_run=len(units) - already - ran,
         elapsed=time.perf_counter() - t0,
+        killed=killed,
     )
+
+
+class BackendStalled(InvalidOption):
+    """The backend cannot run anything (a Dask cluster with no running worker for a while)."""
+
+
+def _stalled(backend: Backend) -> str | None:
+    """The backend's reason why nothing can run (Dask: no running worker for a while)."""
+    check = getattr(backend, "stalled", None)
+    return check() if check is not None else None
+
+
+def _budget_grace(budget_s: float | None) -> float:
+    """How long after the budget the campaign waits for units still out: a tenth of the
+    budget, between 5 s and 2 min."""
+    return min(120.0, max(5.0, 0.1 * (budget_s or 0.0)))
+
+
+def _pool_death(backend: Backend) -> str | None:
+    """Why a pool worker died, when a signal from outside killed it (the OOM killer's
+    SIGKILL, an operator's kill): a harness event to report and resume from, not a bug
+    in pagerace. None when it crashed by its own fault (a crash signal or an exit)."""
+    find = getattr(backend, "dead_worker", None)
+    if find is None:
+        return None
+    pid, code = find()
+    if code is None or code >= 0 or -code in _CRASH_SIGNALS:
+        return None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    who = f"campaign worker {pid}" if pid > 0 else "a campaign worker"
+    return f"{who} was killed by {name} from outside"
+
+
+_CRASH_SIGNALS = frozenset(
+    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -1038,6 +1280,11 @@ def describe_result(res: CampaignResult) -> list[str]:
             f"stopped: more units hit a harness error than ran; {res.not_run} unit(s) not run "
             "(fix the error above, then rerun the same command)"
         )
+    elif res.stopped == "killed":
+        lines.append(
+            f"stopped: {res.killed} (not a kernel failure); finished units are saved in {res.out}; "
+            f"{res.not_run} unit(s) not run; rerun the same command to resume"
+        )
     elif res.stopped == "interrupted":
         lines.append(
             f"interrupted: finished units are saved in {res.out}; {res.not_run} unit(s) not run; "
@@ -1049,17 +1296,5 @@ def describe_result(res: CampaignResult) -> list[str]:
 def plan_json(plan: Plan) -> str:
     """The plan as JSON (written to ``out/campaign.json`` for the record)."""
     d = {k: getattr(plan, k) for k in plan.__dataclass_fields__}
-    d["seeds"] = _compress_seeds(plan.seeds)
+    d["seeds"] = str(plan.seeds)
     return json.dumps(d, indent=2, default=list)
-
-
-def _compress_seeds(seeds: Sequence[int]) -> str:
-    parts: list[str] = []
-    i = 0
-    while i < len(seeds):
-        j = i
-        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
-            j += 1
-        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
-        i = j + 1
-    return ",".join(parts)

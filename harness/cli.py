@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -63,6 +64,13 @@ class UsageError(InvalidOption):
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors raise (one line, exit 2 through :func:`main`) instead of
     printing the usage block and exiting from inside the parser."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A value that starts with a minus and a digit (`--duration -5s`, `--seeds -3-4`)
+        # is the option's (bad) value, named by the option's own check, not an unknown
+        # option ("expected one argument"). No pagerace option looks like a number.
+        self._negative_number_matcher = re.compile(r"^-\d")
 
     def error(self, message: str) -> Any:
         raise UsageError(self.prog, f"{message} (see '{self.prog} --help')")

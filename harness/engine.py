@@ -45,6 +45,8 @@ class Outcome(str, enum.Enum):
     CLEAN = "clean"  # every actor finished, every check passed
     FAILED = "failed"  # an oracle fired
     BUDGET = "budget"  # the step budget ran out first (not a failure)
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM cut the run short (not a failure, not clean)
+    KILLED = "killed"  # a worker process was killed from outside (a harness event, not a failure)
 
     def __str__(self) -> str:
         return self.value

@@ -112,6 +112,13 @@ def load_dir(path: str | os.PathLike[str]) -> Dataset:
     for s in (RUNS, FAILURES, CONTENTION, OUTCOMES):
         f = p / s.file
         frames[s.file] = read_csv(f, s) if f.exists() else empty_frame(s)
+    # Rows whose run is not in runs.csv (a crash between two appends; a runs.csv cut back
+    # to its header) belong to no run: campaign.repair() drops them on resume, and the
+    # report does not count them either (issue 10 item 10).
+    have = set(frames[RUNS.file]["run_id"])
+    for s in (FAILURES, CONTENTION, OUTCOMES):
+        df = frames[s.file]
+        frames[s.file] = df[df["run_id"].isin(have)].reset_index(drop=True)
     return Dataset(
         p,
         runs=frames[RUNS.file],

@@ -60,23 +60,56 @@ def _shm_entries() -> set[str]:
     return {n for n in names if n.startswith(_SHM_PREFIXES)}
 
 
+# Names of the segments this process created (``SharedMemory(create=True)``, from
+# multiprocessing or its ``multiprocess`` fork): a ``psm_*`` name says nothing of its
+# creator, and another run on the same machine (a campaign beside the tests, another
+# test session) makes them too.
+_CREATED: set[str] = set()
+
+
+def _record_creations() -> None:
+    for mod_name in ("multiprocessing.shared_memory", "multiprocess.shared_memory"):
+        try:
+            mod = __import__(mod_name, fromlist=["SharedMemory"])
+        except ImportError:
+            continue
+        cls = mod.SharedMemory
+        if getattr(cls, "_pagerace_guard", False):
+            continue
+        orig = cls.__init__
+
+        def init(self: object, *args: object, __orig: object = orig, **kw: object) -> None:
+            __orig(self, *args, **kw)  # type: ignore[operator]
+            create = kw.get("create", args[1] if len(args) > 1 else False)
+            if create:
+                _CREATED.add(str(self.name).lstrip("/"))  # type: ignore[attr-defined]
+
+        cls.__init__ = init
+        cls._pagerace_guard = True
+
+
+_record_creations()
+
+
 def _is_ours(name: str, mine: set[int]) -> bool:
-    """Whether a new segment belongs to this test process rather than to another test
-    run on the same machine: by the pid in its name, else by nobody else using it."""
+    """Whether a new segment belongs to this test process rather than to another run on
+    the same machine: by the pid in its name (the parallel engine's), else because this
+    process created it, else because this process or one of its children has it mapped
+    or open. A segment nobody here made or uses is someone else's, never a leak of ours
+    (a campaign beside the tests makes ``psm_*`` segments too)."""
     m = _PID_NAME.match(name)
     if m:
         return int(m.group(1)) in mine
-    return not _used_elsewhere(name, mine)
+    return name in _CREATED or _used_by(name, mine)
 
 
-def _used_elsewhere(name: str, mine: set[int]) -> bool:
-    """Whether a process outside this test has the segment open or mapped. Only called
-    for a candidate leak, so its cost does not matter."""
+def _used_by(name: str, pids: set[int]) -> bool:
+    """Whether one of ``pids`` has the segment open or mapped. Only called for a
+    candidate leak, so its cost does not matter."""
     path = os.path.join(_SHM_DIR, name)
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid in mine:
-            continue
+    for pid in sorted(pids):
         try:
+            proc = psutil.Process(pid)
             if any(m.path == path for m in proc.memory_maps(grouped=True)):
                 return True
             if any(f.path == path for f in proc.open_files()):
@@ -155,25 +188,35 @@ def _live_children(pids: set[int]) -> list[psutil.Process]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _leak_guard() -> object:
-    me = psutil.Process()
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    shm_before = _shm_entries()
-    children_before = _child_pids(me)
-    yield
+class Snapshot:
+    """What the guard compares after a test: the global PRNG states, the ``/dev/shm``
+    entries and this process's descendants before it."""
+
+    def __init__(self, me: psutil.Process) -> None:
+        self.me = me
+        self.py_state = random.getstate()
+        self.np_state = np.random.get_state()
+        self.shm = _shm_entries()
+        self.children = _child_pids(me)
+
+
+def leaks(before: Snapshot) -> list[str]:
+    """What the test changed or left since ``before`` (restoring the PRNG states, and
+    killing the child processes it left: only descendants of this process that did not
+    exist before it and are not the session's multiprocessing helpers)."""
+    me = before.me
     problems = []
-    if random.getstate() != py_state:
-        random.setstate(py_state)
+    if random.getstate() != before.py_state:
+        random.setstate(before.py_state)
         problems.append("changed the global `random` state (draw from a seeded stream)")
     np_now = np.random.get_state()
+    np_state = before.np_state
     if np_now[0] != np_state[0] or np_now[2:] != np_state[2:] or not np.array_equal(
         np_now[1], np_state[1]
     ):
         np.random.set_state(np_state)
         problems.append("changed the global `np.random` state (pass a seeded Generator)")
-    new_pids = _child_pids(me) - children_before
+    new_pids = _child_pids(me) - before.children
     left = _live_children(new_pids) if new_pids else []
     if left:
         desc = ", ".join(f"pid {c.pid} ({c.name()})" for c in left)
@@ -184,11 +227,19 @@ def _leak_guard() -> object:
             except psutil.Error:
                 pass
         problems.append(f"left child processes running: {desc}")
-    new_shm = _shm_entries() - shm_before
+    new_shm = _shm_entries() - before.shm
     if new_shm:
         mine = {me.pid} | _child_pids(me)
         leaked = sorted(n for n in new_shm if _is_ours(n, mine))
         if leaked:
             problems.append(f"left shared-memory segments in {_SHM_DIR}: {', '.join(leaked)}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _leak_guard() -> object:
+    before = Snapshot(psutil.Process())
+    yield
+    problems = leaks(before)
     if problems:
         pytest.fail("leak guard: this test " + "; ".join(problems), pytrace=False)

@@ -1,5 +1,7 @@
 """Options and value checks more than one command defines the same way (``run``,
-``hunt``, ``shrink``): one definition each, so the commands cannot drift apart.
+``hunt``, ``shrink``, ``campaign``): one definition each, so the commands cannot drift
+apart. :func:`parse_duration` is THE duration parser: every option or plan key that takes
+a time (``--duration``, ``--budget``, ``--time``...) goes through it.
 
 Not a command: :data:`pagerace.harness.commands.COMMANDS` does not list it.
 """
@@ -7,11 +9,94 @@ Not a command: :data:`pagerace.harness.commands.COMMANDS` does not list it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import re
+import signal
+import tempfile
+import threading
 from collections.abc import Callable
+from pathlib import Path
+
+from ...core.machine.errors import InvalidOption
+
+#: The longest duration a user may type (a budget of a month is a typo, not a plan).
+MAX_DURATION_S = 7 * 24 * 3600.0
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PART = re.compile(rf"({_NUM})(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_NUM}(?:ms|s|m|h|d))+|{_NUM}")
+DURATION_FORMS = "seconds (1.5) or a number with units: 250ms, 30s, 2m, 1h30m"
 
 
-def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``lo`` for option ``name``."""
+def parse_duration(
+    text: str | float | int | None, option: str = "--duration", *, none_ok: bool = False
+) -> float | None:
+    """A user-typed duration → seconds: ``1.5`` (seconds), ``250ms``, ``30s``, ``2m``,
+    ``1h``, ``1h30m``, ``2m30s``, ``1d``; ints and floats from a TOML file are seconds.
+
+    Args:
+        text: what the user typed (or a TOML value).
+        option: the option or plan key it came from, named in the error.
+        none_ok: ``None``, ``"none"``, ``""`` and ``0`` mean "no limit" (returns ``None``)
+            instead of being an error.
+
+    Raises:
+        InvalidOption: anything else: not a duration, negative, zero (unless ``none_ok``),
+            or longer than :data:`MAX_DURATION_S`; the one-line message names ``option``,
+            the value and the accepted forms.
+    """
+    if text is None:
+        if none_ok:
+            return None
+        raise InvalidOption(f"{option}: a duration is required; use {DURATION_FORMS}")
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+    if isinstance(text, str):
+        t = text.strip().lower()
+        if none_ok and t in ("", "none", "0"):
+            return None
+        if t.startswith("-"):
+            raise InvalidOption(f"{option} {text!r}: a duration cannot be negative; use {DURATION_FORMS}")
+        if not _DURATION.fullmatch(t):
+            raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+        parts = _PART.findall(t)
+        value = sum(float(n) * _UNIT_S[u] for n, u in parts) if parts else float(t)
+    else:
+        value = float(text)
+        if math.isnan(value):
+            raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+        if value < 0:
+            raise InvalidOption(f"{option} {text!r}: a duration cannot be negative; use {DURATION_FORMS}")
+        if value == 0 and none_ok:
+            return None
+    if not value > 0:
+        raise InvalidOption(f"{option} {text!r}: must be more than zero; use {DURATION_FORMS}")
+    if value > MAX_DURATION_S:
+        raise InvalidOption(
+            f"{option} {text!r}: longer than the limit of {MAX_DURATION_S / 86400:g} days"
+        )
+    return value
+
+
+def duration(option: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a duration option (see :func:`parse_duration`)."""
+
+    def conv(text: str) -> float:
+        try:
+            v = parse_duration(text, option)
+        except InvalidOption as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        assert v is not None
+        return v
+
+    return conv
+
+
+def at_least(name: str, lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``lo`` (and at most ``hi``, a bound on
+    what the machine can do) for option ``name``."""
 
     def conv(text: str) -> int:
         try:
@@ -20,20 +105,21 @@ def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"{name} must be at least {lo}, not {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {hi:,}, not {v:,}")
         return v
 
     return conv
 
 
+#: Seeds are int64 everywhere they are written.
+MAX_SEED = 2**63 - 1
+
+
 def seconds(text: str) -> float:
-    """An argparse ``type``: a positive number of seconds."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"the time must be more than zero, not {text}")
-    return v
+    """An argparse ``type``: a positive duration (``10``, ``1.5``, ``30s``, ``2m``) in
+    seconds, checked by :func:`parse_duration`."""
+    return duration("the time")(text)
 
 
 def add_variant_and_bugs(p: argparse.ArgumentParser) -> None:
@@ -50,7 +136,9 @@ def add_variant_and_bugs(p: argparse.ArgumentParser) -> None:
 
 def add_seed(p: argparse.ArgumentParser, help: str, metavar: str | None = None) -> None:
     """``--seed``: a seed of 0 or more, default 0 (``help`` says what it seeds)."""
-    p.add_argument("--seed", type=at_least("--seed", 0), default=0, metavar=metavar, help=help)
+    p.add_argument(
+        "--seed", type=at_least("--seed", 0, MAX_SEED), default=0, metavar=metavar, help=help
+    )
 
 
 def add_out(p: argparse.ArgumentParser) -> None:
@@ -58,3 +146,77 @@ def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default="pagerace-out", metavar="DIR", help="output directory (default: ./pagerace-out)"
     )
+
+
+def interruptible() -> None:
+    """Make Ctrl-C (SIGINT) stop this command even when it arrived ignored: a
+    non-interactive shell starts a background job (``pagerace campaign ... &`` in a
+    script) with SIGINT ignored, and Python then installs no handler, so the job could
+    only be killed, losing the in-flight units and the summary (issue 10 item 10).
+    Restores Python's own handler (a ``KeyboardInterrupt``: exit 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def check_out_dir(out: str | os.PathLike[str], option: str = "--out", *, artifacts: bool = False) -> Path:
+    """An output directory, checked before any work starts (issue 10 item 7: a bad one was
+    an internal error after the work, and lost it): it is created if missing, and a probe
+    file is created and removed in it (``access()`` says yes to root on /proc). With
+    ``artifacts``, its ``artifacts/`` must not be a file either.
+
+    Raises:
+        InvalidOption: it is a file, or cannot be created or written.
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InvalidOption(f"{option} {str(out)!r} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOption(f"{option} {str(out)!r}: cannot create the directory ({exc.strerror})") from None
+    _probe(p, option, str(out))
+    if artifacts:
+        a = p / "artifacts"
+        if a.exists() and not a.is_dir():
+            raise InvalidOption(
+                f"{option} {str(out)!r}: {str(a)!r} is a file; failure artifacts are written in that "
+                "directory (move the file or choose another --out)"
+            )
+        if a.is_dir():
+            _probe(a, option, str(a))
+    return p
+
+
+def check_out_file(path: str | os.PathLike[str], option: str) -> Path:
+    """An output file, checked before any work starts: not a directory, and its
+    directory exists (or is created) and takes a new file.
+
+    Raises:
+        InvalidOption: it cannot be written there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidOption(f"{option} {str(path)!r} is a directory; give a file name")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise InvalidOption(f"{option} {str(path)!r}: {str(parent)!r} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOption(
+            f"{option} {str(path)!r}: cannot create its directory {str(parent)!r} ({exc.strerror})"
+        ) from None
+    _probe(parent, option, str(path))
+    return p
+
+
+def _probe(d: Path, option: str, shown: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".pagerace-probe-", suffix=".tmp")
+    except OSError as exc:
+        raise InvalidOption(f"{option} {shown!r}: cannot write there ({exc.strerror})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)

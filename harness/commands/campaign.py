@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.machine.errors import InvalidOption
+from ._options import check_out_dir, interruptible
 
 NAME = "campaign"
 HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"
@@ -141,6 +142,7 @@ def _term_as_interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import campaign as c
 
+    interruptible()
     v = _values(args)
     if v.get("shrink"):
         try:
@@ -155,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
         from ..dask_backend import DaskBackend
 
         backend = DaskBackend(str(v["cluster"]))
-    out = Path(str(v["out"]))
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(str(v["out"]), "--out", artifacts=True)
     (out / "campaign.json").write_text(c.plan_json(plan) + "\n")
     # the bar's total is known once the directory was read (done units are skipped)
     state: dict[str, Any] = {}
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(c.format_summary(rows))
         print(f"report: pagerace report {out} --html")
-    if res.stopped == "interrupted":
+    if res.stopped in ("interrupted", "killed"):
         return c.EXIT_INTERRUPTED
     if res.errors:
         return 3

@@ -60,20 +60,22 @@ def clean_shm_fallback(dry_run: bool, shm_dir: Path = SHM_DIR) -> list[str]:
                 entry.unlink()
             except FileNotFoundError:
                 continue  # someone else cleaned it meanwhile
-        done.append(f"shared memory {entry} (its run, pid {m.group(1)}, is gone)")
+        done.append(f"{'would remove' if dry_run else 'removed'} shared memory {entry} "
+                    f"(its run, pid {m.group(1)}, is gone)")
     return done
 
 
 def clean_temp_files(out: Path, dry_run: bool) -> list[str]:
     """Temporary files of artifact writes that never reached ``os.replace``."""
     done: list[str] = []
+    verb = "would remove" if dry_run else "removed"
     for d in (out, out / "artifacts"):
         if not d.is_dir():
             continue
         for f in sorted(d.glob(".*.tmp")):
             if not dry_run:
                 f.unlink(missing_ok=True)
-            done.append(f"temporary file {f}")
+            done.append(f"{verb} temporary file {f}")
     return done
 
 
@@ -84,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         done = clean_shm_fallback(args.dry_run)
     done += clean_temp_files(Path(args.out), args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
     if not done:
         print("nothing to clean")
-    for what in done:
-        print(f"{verb} {what}")
+    for what in done:  # each line says what was (or would be) done: removed, killed...
+        print(what)
     return 0

@@ -11,7 +11,7 @@ from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
 from ..output import ARTIFACT_DIR, RowWriter, rows_for, run_id
 from ..runner import validate_variant_bugs
 from ..steps import readable_steps
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least, seconds
+from ._options import add_out, add_seed, add_variant_and_bugs, at_least, check_out_dir, seconds
 
 NAME = "hunt"
 HELP = (
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
+    check_out_dir(args.out, artifacts=True)
     # Rows go out in batches (RowWriter); everything printed below comes after the writer
     # closed, so no run is reported before its rows are on disk.
     with RowWriter(args.out) as writer:

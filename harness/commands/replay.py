@@ -7,6 +7,7 @@ import argparse
 from ...core.machine.errors import DidNotReproduce
 from ..artifacts import load_artifact, replay
 from ..output import append_all, failure_columns, key_columns, rows_for, run_id
+from ._options import check_out_dir
 
 NAME = "replay"
 HELP = "rerun a failure artifact with its recorded schedule; exit 1 if it fails the same way"
@@ -45,6 +46,8 @@ def format_steps(steps: list[list[object]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     art = load_artifact(args.file)
+    if args.out is not None:
+        check_out_dir(args.out, "--out")
     rec, reproduced, reason = replay(art, trace=args.steps)
     if args.steps:
         names = [a.name for a in rec.actors]

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ...core.machine.errors import InvalidOption
+from ._options import check_out_dir
 
 NAME = "report"
 HELP = "aggregate a directory of runs: failure rates, contention, outcomes; compare with a baseline"
@@ -49,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidOption(f"--top {args.top}: must be at least 1")
     if not 0.0 < args.alpha < 1.0:
         raise InvalidOption(f"--alpha {args.alpha}: must be between 0 and 1, e.g. 0.01")
+    from pathlib import Path
+
     from ...reports import build_report
+
+    if args.out is not None:
+        check_out_dir(args.out, "--out")
+    elif Path(args.directory).is_dir():
+        check_out_dir(Path(args.directory) / "report", "the report directory")
 
     rep = build_report(
         args.directory,

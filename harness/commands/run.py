@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import re
 import sys
-from pathlib import Path
 from typing import Any
 
 from ...core.machine.errors import InvalidOption
 from ...workloads import Workload, load_workload
+from ..artifacts import MAX_STEPS, check_fits
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least
+from ._options import (
+    add_out,
+    add_seed,
+    add_variant_and_bugs,
+    at_least,
+    check_out_dir,
+    duration,
+    interruptible,
+)
 
 NAME = "run"
 HELP = "run a workload once; append CSV rows; write a failure artifact if an oracle fires"
@@ -33,25 +39,10 @@ EXAMPLES = [
     ),
 ]
 
+EXIT_INTERRUPTED = 130
+MAX_WORKERS = 256  # parallel-engine worker processes (at most one per actor is used)
 DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
 PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h``, ``250ms`` or plain seconds (``1.5``) → seconds.
-
-    Raises:
-        InvalidOption: anything else, or a value that is not positive.
-    """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
-    if not m:
-        raise InvalidOption(
-            f"bad duration {text!r}; use seconds (1.5), or a number with a unit: 250ms, 30s, 2m, 1h"
-        )
-    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
-    if value <= 0:
-        raise InvalidOption(f"bad duration {text!r}: it must be more than zero")
-    return value
 
 
 def _rate(text: str) -> float:
@@ -85,21 +76,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--pct-depth",
-        type=at_least("--pct-depth"),
+        type=at_least("--pct-depth", 1, 10_000),
         default=None,
         metavar="D",
         help="PCT priority-change depth (default: 3)",
     )
     det.add_argument(
         "--quantum",
-        type=at_least("--quantum"),
+        type=at_least("--quantum", 1, MAX_STEPS),
         default=None,
         metavar="Q",
         help="round-robin quantum in steps (default: 1)",
     )
     det.add_argument(
         "--steps",
-        type=at_least("--steps"),
+        type=at_least("--steps", 1, MAX_STEPS),
         default=None,
         metavar="N",
         help="step budget; outcome 'budget' when it runs out (default: the workload's)",
@@ -113,20 +104,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     par.add_argument(
         "--workers",
-        type=at_least("--workers"),
+        type=at_least("--workers", 1, MAX_WORKERS),
         default=None,
         metavar="N",
         help="worker processes; actors are dealt to them round robin (default: 2)",
     )
     par.add_argument(
         "--duration",
+        type=duration("--duration"),
         default=None,
         metavar="TIME",
         help="run for this long: 30s, 2m, 1.5 (seconds; default: 10s)",
     )
     par.add_argument(
         "--ops",
-        type=at_least("--ops"),
+        type=at_least("--ops", 1, 2**31),
         default=None,
         metavar="N",
         help="stop each actor after this many operations",
@@ -162,7 +154,7 @@ def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
         if args.workers is not None:
             kw["workers"] = args.workers
         if args.duration is not None:
-            kw["duration"] = parse_duration(args.duration)
+            kw["duration"] = args.duration
         if args.ops is not None:
             kw["ops"] = args.ops
         return run_parallel(
@@ -201,6 +193,7 @@ def _progress(p: dict[str, Any]) -> None:
 def validate(args: argparse.Namespace) -> Workload:
     """Every check that can fail on bad input, before anything runs or is written."""
     w = load_workload(args.workload)
+    check_fits(w, f"workload {args.workload!r}")
     validate_variant_bugs(args.variant, args.bug, w)
     if args.engine == "deterministic":
         given = [f"--{o}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0)]
@@ -220,27 +213,8 @@ def validate(args: argparse.Namespace) -> Workload:
                 f"{', '.join(given)} applies to the deterministic engine only; the parallel "
                 "engine runs until --duration or --ops"
             )
-        if args.duration is not None:
-            parse_duration(args.duration)
-    check_out_dir(args.out)
+    check_out_dir(args.out, artifacts=True)
     return w
-
-
-def check_out_dir(out: str) -> None:
-    """``--out`` must be a directory we can write to (it is created if missing).
-
-    Raises:
-        InvalidOption: it is a file, or cannot be created or written.
-    """
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise InvalidOption(f"--out {out!r} is a file, not a directory")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidOption(f"--out {out!r}: cannot create the directory ({exc.strerror})") from None
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise InvalidOption(f"--out {out!r}: the directory is not writable")
 
 
 def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
@@ -259,6 +233,8 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
         lines.append(f"replay it: pagerace replay {written.artifact_path}")
     elif r.outcome.value == "budget":
         lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
+    elif r.outcome.value in ("interrupted", "killed"):
+        lines.append(f"cut short, not a kernel failure: {rec.options.get('stop_reason', '')}")
     lines.append(
         f"rows: {out}/runs.csv, contention.csv, outcomes.csv" + (", failures.csv" if r.failure else "")
     )
@@ -267,6 +243,7 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    interruptible()
     w = validate(args)
     rec = execute(args, w)
     if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
@@ -274,4 +251,6 @@ def run(args: argparse.Namespace) -> int:
     written = write_run(args.out, rec)
     if not args.quiet:
         print(summary(rec, written, args.out))
+    if rec.result.outcome.value in ("interrupted", "killed"):
+        return EXIT_INTERRUPTED  # recorded in runs.csv as such (issue 10 items 4, 5)
     return 1 if rec.result.failure is not None else 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..artifacts import load_artifact, replay, write_artifact
 from ..shrink import shrink_record
 from ..steps import readable_steps
-from ._options import seconds
+from ._options import check_out_file, seconds
 
 NAME = "shrink"
 HELP = "shrink a failure artifact (fewer steps, preemptions, actors, operations)"
@@ -31,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from ...core.machine.errors import DidNotReproduce
 
     art = load_artifact(args.file)
+    out = args.output or str(Path(args.file).with_suffix("")) + ".shrunk.json"
+    check_out_file(out, "-o/--output")  # before the shrinker spends its budget
     rec, reproduced, reason = replay(art)
     if not reproduced:
         raise DidNotReproduce(f"{args.file} did not reproduce, nothing to shrink: {reason}")
     res = shrink_record(rec, args.time)
-    out = args.output or str(Path(args.file).with_suffix("")) + ".shrunk.json"
     path = write_artifact(out, res.record, art.raw.get("run_id", ""))
     print(res.summary())
     for line in readable_steps(res.record, full=args.full_steps):

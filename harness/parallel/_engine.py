@@ -73,6 +73,11 @@ from .worker import STOP_HARD, STOP_SOFT, WorkerSpec, worker_main
 _S_MIN = (6, 10)  # wait_min, hold_min columns: merged with min()
 _S_MAX = (7, 11)  # wait_max, hold_max: max()
 _POLL = 0.05
+# Signals a worker dies of by its own fault: a crash, a pagerace bug. Any other signal was
+# sent from outside (the OOM killer's SIGKILL, an operator's SIGTERM).
+_CRASH_SIGNALS = frozenset(
+    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
+)
 
 
 def _merge_stats(into: dict[str, list[int]], more: dict[str, list[int]]) -> None:
@@ -123,6 +128,8 @@ class _Signals:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # told to ignore it (a campaign worker: its parent decides)
             self._old[sig] = signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -423,6 +430,21 @@ class Controller:
         if self.progress_cb is not None:
             self.progress_cb(self._progress(time.monotonic()))
 
+    def _killed_from_outside(self) -> str:
+        """The reason, when the watchdog found a worker dead of a signal sent from outside
+        (SIGKILL, SIGTERM...; not a crash signal such as SIGSEGV, which is our bug); else
+        ``""``."""
+        v = self.verdict
+        if v is None or v.kind != "dead":
+            return ""
+        code = v.details.get("exitcode")
+        if not isinstance(code, int) or code >= 0:
+            return ""
+        if -code in _CRASH_SIGNALS:
+            wid = v.workers[0] if v.workers else -1
+            raise HarnessInternalError(f"{v.message}: worker {wid} crashed (a bug in pagerace)")
+        return f"{v.message} from outside; not a kernel failure"
+
     def _timeout_verdict(self) -> Verdict:
         table = self.watchdog.read_actors()
         blocked = tuple(a for a in range(self.n_actors) if table[a, A_STATE] == ACTOR_BLOCKED)
@@ -595,12 +617,24 @@ class Controller:
         tickets = int(arr[lay.GLOB + G_TICKET])
         failure = self.failure
         watchdog_only = False
-        if failure is None and self.verdict is not None:
+        outcome = Outcome.CLEAN
+        if failure is None and self.signals.count > 0:
+            # cut short by SIGINT/SIGTERM: never "clean" (issue 10 item 4); workers that
+            # died of the same group signal are part of the interruption
+            outcome = Outcome.INTERRUPTED
+        elif failure is None and (killed := self._killed_from_outside()):
+            # a worker killed from outside (the OOM killer, an operator's kill): a harness
+            # event naming the signal, never a kernel failure (issue 10 item 5)
+            outcome = Outcome.KILLED
+            self.stop_reason = killed
+        elif failure is None and self.verdict is not None:
             failure = self._failure_from_verdict(self.verdict, tickets)
             watchdog_only = self.verdict.kind in ("dead", "runaway", "stopped")
-        if failure is None and self.errors:
+        if failure is None and outcome is Outcome.CLEAN and self.errors:
             wid, tb = sorted(self.errors.items())[0]
             raise HarnessInternalError(f"worker {wid} crashed:\n{tb}")
+        if failure is not None:
+            outcome = Outcome.FAILED
         schedule, gaps = merge(reader.entries())
         # Operations each actor started: finished ones, plus the one it is in.
         started_ops = []
@@ -631,7 +665,7 @@ class Controller:
             h.update(failure.kind.value.encode())
         preemptions = sum(1 for i in range(1, len(schedule)) if schedule[i] != schedule[i - 1])
         result = RunResult(
-            outcome=Outcome.FAILED if failure is not None else Outcome.CLEAN,
+            outcome=outcome,
             failure=failure,
             steps=tickets,
             schedule=schedule,
@@ -670,7 +704,10 @@ class Controller:
                 },
                 "stop_reason": self.stop_reason or "all operations done",
                 "interrupted": self.signals.count > 0,
-                "verdict": self.verdict.kind if self.verdict else ("failure" if failure else "clean"),
+                "verdict": (
+                    outcome.value if outcome in (Outcome.KILLED, Outcome.INTERRUPTED)
+                    else self.verdict.kind if self.verdict else ("failure" if failure else "clean")
+                ),
                 "watchdog_only": watchdog_only,
                 "ops_total": ops_total,
                 "ops_per_second": ops_total / elapsed if elapsed > 0 else 0.0,

@@ -148,7 +148,11 @@ def test_dask_with_worker_processes(tmp_path: Path) -> None:
     from pagerace.harness.dask_backend import DaskBackend
 
     saved = random.getstate()
-    with distributed.LocalCluster(
+    import dask
+
+    # its scratch space under tmp_path, not $TMPDIR/dask-scratch-space (issue 10 item 10)
+    scratch = dask.config.set({"temporary-directory": str(tmp_path / "dask-scratch")})
+    with scratch, distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=True,

@@ -24,7 +24,7 @@ from pagerace.core.machine.errors import (
 from pagerace.harness import cli
 from pagerace.harness.commands import COMMANDS, load_commands
 from pagerace.harness.commands import run as run_cmd
-from pagerace.harness.commands.run import parse_duration
+from pagerace.harness.commands._options import parse_duration
 from pagerace.reports.schema import SCHEMAS
 
 BUG = "no-fault-folio-exception"
@@ -446,7 +446,8 @@ def test_clean_shm_fallback_removes_only_dead_runs(tmp_path: Path) -> None:
     other = tmp_path / "psm_0001"
     for p in (dead, alive, other):
         p.write_bytes(b"")
-    assert [s.split()[2] for s in clean_shm_fallback(True, tmp_path)] == [str(dead)]
+    would = clean_shm_fallback(True, tmp_path)
+    assert would == [f"would remove shared memory {dead} (its run, pid 4194999, is gone)"]
     assert dead.exists()
     done = clean_shm_fallback(False, tmp_path)
     assert len(done) == 1 and not dead.exists() and alive.exists() and other.exists()
