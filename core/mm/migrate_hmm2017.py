@@ -319,6 +319,10 @@ def check_holes_populated(
     protocol never trips this, whatever the interleaving."""
     if m.kind != "to_device" or alloc_failed or not holes:
         return
+    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+        # v5.0 marks holes MIGRATE in any VMA (seed 002 line 2105); only an anonymous
+        # VMA's can be populated (migrate_vma_insert_page, line 2575).
+        return
     left = [i for i in holes if migrate_pfn_to_page(m.dst[i]) < 0]
     if not left:
         return

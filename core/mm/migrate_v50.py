@@ -31,10 +31,10 @@ from ..machine.layout import (
     PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
+    PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
     PTE_WRITE,
-    VM_ANON,
     pte_encode,
 )
 from .migrate_device import (
@@ -54,13 +54,16 @@ from .migrate_hmm2017 import prepare_back_out
 
 def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_collect_pmd()`` of seed 002 (line 2129): under the page-table lock,
-    holes get ``MIGRATE`` (``cpages`` counts them), each selected page a reference, and
-    a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``);
-    the single-mapping optimisation of line 2252. v5.0's fault entry holds neither a
-    reference nor the lock (``V50.fault_entry``), so the faulting page is trylocked
-    like any other (``m.fault_folio`` is -1; it is set only under v6's entries)."""
-    s = k.s
-    anon = bool(s.vma_flags(m.mm, m.vma) & VM_ANON)
+    **every** hole gets ``MIGRATE`` and is counted in ``cpages`` (lines 2105 and 2196;
+    whatever the VMA: refusing to populate a hole of a non-anonymous VMA is
+    ``migrate_vma_insert_page``'s job, line 2575 — skipping such holes in collect is
+    a later kernel's ``migrate_vma_collect_hole``), each selected page a reference, and
+    a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``); the
+    single-mapping optimisation of line 2252. The TLB range is flushed only when a
+    present entry was replaced ("Only flush the TLB if we actually modified any
+    entries", line 2289). v5.0's fault entry holds neither a reference nor the lock
+    (``V50.fault_entry``), so the faulting page is trylocked like any other: there is
+    no ``fault_folio`` exception (that is 6.15's)."""
     ppt = k.geo.ptes_per_table
     site = "migrate_vma_collect_pmd"
     i = 0
@@ -70,16 +73,16 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         ptl = k.ptl_word(m.mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         lo = vpn
+        unmapped = 0
         while vpn < tab_end:
             pte = k.pte_read(m.mm, vpn)
             kind = pte & PTE_TYPE_MASK
             pfn = pte >> PTE_PFN_SHIFT
             mpfn = 0
             if kind == PTE_NONE:
-                if anon:
-                    mpfn = MIGRATE_PFN_MIGRATE  # line 2105
-                    m.cpages += 1
-                    k.outcome(m.kind, "hole_collected")
+                mpfn = MIGRATE_PFN_MIGRATE  # line 2197
+                m.cpages += 1
+                k.outcome(m.kind, "hole_collected")
                 m.src[i] = mpfn
                 m.dst[i] = 0
                 i += 1
@@ -93,16 +96,19 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             k.get_page(a, pfn, site + ":get_page")
             m.cpages += 1
-            if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
+            if k.trylock_page(a, pfn, site + ":trylock_page"):  # line 2256
                 mpfn |= MIGRATE_PFN_LOCKED
                 k.ptep_get_and_clear(m.mm, vpn)
                 collect_migration_entry_v50(k, a, m, vpn, pfn, pte, site + ":put_page")
+                if kind == PTE_PRESENT:  # line 2278: if (pte_present(pte)) unmapped++;
+                    unmapped += 1
             m.src[i] = mpfn
             m.dst[i] = 0
             i += 1
             vpn += 1
             yield
-        k.flush_tlb_range(m.mm, lo, tab_end)
+        if unmapped:  # line 2290
+            k.flush_tlb_range(m.mm, lo, tab_end)
         k.spin_unlock(a, ptl, site + ":ptl")
         yield
     m.npages = i
