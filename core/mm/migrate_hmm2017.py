@@ -152,6 +152,11 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     (device pages are not on it), drop collect's reference, and back out of pages that
     fail isolation or the pin check.
 
+    Departure kept (docs/generations.md, finding 001): seed 004 has no ``put_page``
+    of collect's reference after ``isolate_lru_page()`` (lines 371-386) although its
+    comment (344-345) says it drops it; as written every page leaks a reference and
+    fails the check. The model follows the comment and the merged 4.14 code.
+
     The blocking lock is the hmm-2017-blocking-prepare entry of the catalog: two
     migrations over shared pages in opposite order each hold one page and sleep on the
     other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/mm/migrate_v50.py``).
