@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
@@ -35,6 +36,7 @@ from ..machine.layout import (
     PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
     PTE_WRITE,
+    VM_WRITE,
     pte_encode,
 )
 from .migrate_device import (
@@ -47,7 +49,6 @@ from .migrate_device import (
     folio_putback_lru,
     migrate_pfn_to_page,
     migrate_vma_check_page,
-    restore_unmoved,
 )
 from .migrate_hmm2017 import prepare_back_out
 
@@ -154,7 +155,8 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     is **trylocked, and given up if that fails** ("best effort ... backoff for any page
     we can not lock right away"); then isolation from the LRU, dropping collect's
     reference, and the pin check. A page locked in collect already has its migration
-    entry (``remap``): when it cannot move it is restored (``remove_migration_pte``)."""
+    entry (``remap``): when it cannot move it is restored at its one address
+    (:func:`remove_migration_pte_v50`, line 2489)."""
     site = "migrate_vma_prepare"
     restore = 0
     for i in range(m.npages):
@@ -198,10 +200,53 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             k.outcome(m.kind, "pinned")
         yield
-    yield from restore_unmoved(
-        k, a, m.src, m.npages, restore, m.fault_folio, m.kind,
-        unlock=site + ":unlock_page", put=site + ":put_page",
-    )
+    # lines 2483-2495: restore each page collect unmapped that cannot move, at its one
+    # address: remove_migration_pte(page, migrate->vma, addr, page), not the rmap walk.
+    for i in range(m.npages):
+        if not restore:
+            break
+        pfn = migrate_pfn_to_page(m.src[i])
+        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        yield from remove_migration_pte_v50(k, a, m.mm, m.vma, m.start + i, pfn)
+        m.src[i] = 0
+        k.unlock_page(a, pfn, site + ":unlock_page")
+        k.put_page(a, pfn, site + ":put_page")
+        k.outcome(m.kind, "restored")
+        restore -= 1
+        yield
 
 
-__all__ = ["check_page_v50", "collect_migration_entry_v50", "collect_v50", "prepare_v50"]
+def remove_migration_pte_v50(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, pfn: int) -> Path:
+    """``remove_migration_pte(page, vma, addr, page)`` of seed 002 (lines 203-282) at one
+    address, as v5.0's prepare calls it (line 2489): under the PTL
+    (``page_vma_mapped_walk``, ``PVMW_MIGRATION``), a migration entry naming ``pfn``
+    becomes ``pte_mkold(mk_pte(page))`` — **old and clean** — soft-dirty from the entry,
+    writable only for a write entry in a ``VM_WRITE`` VMA (``maybe_mkwrite``, "Recheck
+    VMA as permissions can change since migration started"); a device-private page gets
+    ``make_device_private_entry(new, pte_write(pte))``; then ``get_page`` and
+    ``page_add_anon_rmap``. v5.0 has no ``PageAnonExclusive`` (5.19): the page's flag is
+    left as it was (collect did not clear it)."""
+    site = "remove_migration_pte"
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, site + ":ptl")
+    old = k.pte_read(mm, vpn)
+    if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == pfn:
+        k.get_page(a, pfn, site)
+        bits = old & PTE_SOFT_DIRTY
+        if old & PTE_WRITE and k.s.vma_flags(mm, vma) & VM_WRITE:
+            bits |= PTE_WRITE
+        kind = PTE_DEVICE_PRIVATE if k.is_device_private(pfn) else PTE_PRESENT
+        k.mapcount_add(pfn, 1)
+        k.set_pte(mm, vpn, pte_encode(kind, pfn, bits))
+    k.spin_unlock(a, ptl, site + ":ptl")
+    yield
+
+
+__all__ = [
+    "check_page_v50",
+    "collect_migration_entry_v50",
+    "collect_v50",
+    "prepare_v50",
+    "remove_migration_pte_v50",
+]
