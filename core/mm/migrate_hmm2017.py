@@ -163,7 +163,8 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     Departure kept (docs/generations.md, finding 001): seed 004 has no ``put_page``
     of collect's reference after ``isolate_lru_page()`` (lines 371-386) although its
     comment (344-345) says it drops it; as written every page leaks a reference and
-    fails the check. The model follows the comment and the merged 4.14 code.
+    fails the check. The model follows the comment and the merged 4.14 code; the
+    catalog toggle ``prepare-keeps-collect-ref`` runs the seed as written.
 
     The blocking lock is the hmm-2017-blocking-prepare entry of the catalog: two
     migrations over shared pages in opposite order each hold one page and sleep on the
@@ -184,7 +185,8 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 k.outcome(m.kind, "not_isolated")
                 yield
                 continue
-            k.put_page(a, pfn, site + ":put_collect_ref")
+            if "prepare-keeps-collect-ref" not in k.bugs:  # seed 004 as posted lacks it
+                k.put_page(a, pfn, site + ":put_collect_ref")
         if not k.variant.check_page(k, pfn, m.fault_page):
             prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             m.cpages -= 1
