@@ -39,6 +39,22 @@ CATALOG: dict[str, BugEntry] = {
             intrinsic=True,
         ),
         BugEntry(
+            "prepare-keeps-collect-ref",
+            # Seed 004 as posted (HMM 12/15 v4); hmm-2017 runs the merged line by default
+            # (docs/generations.md, docs/findings/001-hmm2017-v4-collect-reference-leak.md).
+            ("hmm-2017",),
+            "migrate_vma_prepare() isolates each page from the LRU but never drops the "
+            "reference collect took (seed 004 lines 371-386), although its comment says "
+            "it does",
+            "every mapped page then has two references beyond its mappings and fails "
+            "migrate_vma_check_page(); collect's reference is never put: every page a "
+            "migration touches leaks one reference",
+            "'/* Drop the reference we took in collect */ put_page(page);' in the merged "
+            "version, 8763cb45ab96 (4.14); seed 002 line 2456",
+            ("leak",),
+            "migrate",
+        ),
+        BugEntry(
             "fault-without-ref",
             ("v6",),
             "do_swap_page() calls migrate_to_ram() without a reference on, or the lock of, "

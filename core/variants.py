@@ -70,6 +70,12 @@ class Variant:
     # device lives: a fault that raced with the page's migration only finds the entry
     # changed.
     fault_reads_page_data: ClassVar[bool] = True
+    # Whether try_to_unmap(TTU_MIGRATION) is 4.14-5.0's (no PageAnonExclusive, no -EBUSY
+    # for a maybe-pinned page, plain write/read migration entries; migrate_hmm2017.py
+    # try_to_unmap_migration) rather than 5.19+'s try_to_migrate (rmap.py). The generic
+    # migration (migrate.py) asks; migrate_vma's unmap of the older generations calls the
+    # old one directly.
+    old_try_to_unmap: ClassVar[bool] = False
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         raise NotImplementedError
@@ -185,6 +191,7 @@ class _MigrateVmaOps(Variant):
     ...)`` driver entry. Each subclass keeps only what changed between them."""
 
     fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
+    old_try_to_unmap = True  # mm/rmap.c try_to_unmap_one of 4.14-5.0
 
     def fault_entry(self, k: Kernel) -> str:
         # 4.14 mm/memory.c do_swap_page() (HMM 14/15, merged with seed 004) and still

@@ -9,7 +9,8 @@ the v4.20 / v5.0 era (seed 002) and ``mm/compaction.c`` around it.
 - :func:`__unmap_and_move` (line 981): **``trylock_page`` and give up for
   ``MIGRATE_ASYNC``** (and for direct compaction, ``PF_MEMALLOC``: "It's not safe for
   direct compaction to call lock_page"), ``lock_page`` otherwise; then
-  ``try_to_unmap`` (``try_to_migrate``), :func:`move_to_new_page`,
+  ``try_to_unmap`` (today's ``try_to_migrate`` under v6; 4.14-5.0's
+  ``try_to_unmap_migration`` under hmm-2017 and v5.0), :func:`move_to_new_page`,
   ``remove_migration_ptes``;
 - :func:`move_to_new_page` → ``migrate_page`` → ``migrate_page_move_mapping`` (line 439,
   the refcount frozen at the expected count; the catalog toggle
@@ -46,6 +47,7 @@ from .migrate_device import (
     folio_migrate_mapping,
     folio_putback_lru,
 )
+from .migrate_hmm2017 import try_to_unmap_migration
 from .rmap import remove_migration_ptes, try_to_migrate
 
 # enum migrate_mode (include/linux/migrate_mode.h)
@@ -107,7 +109,10 @@ def __unmap_and_move(
         return EAGAIN
     was_mapped = False
     if k.mapcount(page) > 0:
-        yield from try_to_migrate(k, a, page, "try_to_unmap_one")
+        if k.variant.old_try_to_unmap:  # hmm-2017 / v5.0: 4.14-5.0's try_to_unmap_one
+            yield from try_to_unmap_migration(k, a, page)
+        else:
+            yield from try_to_migrate(k, a, page, "try_to_unmap_one")
         was_mapped = True
     if k.mapcount(page) == 0:
         rc = yield from move_to_new_page(k, a, new, page, mode)

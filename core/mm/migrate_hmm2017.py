@@ -50,11 +50,19 @@ from typing import Any
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    PTE_DEVICE_PRIVATE,
+    PTE_DIRTY,
+    PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
+    PTE_WRITE,
     VM_ANON,
     VM_WRITE,
+    PG_dirty,
+    pte_encode,
 )
 from .migrate_device import (
     EINVAL,
@@ -73,7 +81,7 @@ from .migrate_device import (
     page_refs_beyond_mappings,
     restore_unmoved,
 )
-from .rmap import try_to_migrate
+from .rmap import rmap_find
 
 Callback = Callable[[Kernel, Actor, MigrateVma], Path]
 
@@ -152,6 +160,12 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     (device pages are not on it), drop collect's reference, and back out of pages that
     fail isolation or the pin check.
 
+    Departure kept (docs/generations.md, finding 001): seed 004 has no ``put_page``
+    of collect's reference after ``isolate_lru_page()`` (lines 371-386) although its
+    comment (344-345) says it drops it; as written every page leaks a reference and
+    fails the check. The model follows the comment and the merged 4.14 code; the
+    catalog toggle ``prepare-keeps-collect-ref`` runs the seed as written.
+
     The blocking lock is the hmm-2017-blocking-prepare entry of the catalog: two
     migrations over shared pages in opposite order each hold one page and sleep on the
     other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/mm/migrate_v50.py``).
@@ -171,7 +185,8 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 k.outcome(m.kind, "not_isolated")
                 yield
                 continue
-            k.put_page(a, pfn, site + ":put_collect_ref")
+            if "prepare-keeps-collect-ref" not in k.bugs:  # seed 004 as posted lacks it
+                k.put_page(a, pfn, site + ":put_collect_ref")
         if not k.variant.check_page(k, pfn, m.fault_page):
             prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             m.cpages -= 1
@@ -199,11 +214,58 @@ def prepare_back_out(k: Kernel, a: Actor, m: MigrateVma, i: int, pfn: int, putba
 # unmap (seed 004 / seed 002 migrate_vma_unmap)
 
 
+def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_unmap_one") -> Path:
+    """``try_to_unmap(page, TTU_MIGRATION | TTU_IGNORE_MLOCK | TTU_IGNORE_ACCESS)`` of
+    4.14-5.0 (``mm/rmap.c`` ``try_to_unmap_one``; the seeds quote only its callers,
+    004 line 413 and 002 line 2523): every mapping of the locked page, under its PTL,
+    becomes a migration entry. Unlike today's ``try_to_migrate``
+    (:func:`~pagerace.core.mm.rmap.try_to_migrate`, which the model shares with v6):
+
+    - there is no ``PageAnonExclusive`` and no -EBUSY for a possibly pinned page (both
+      5.19): the entry is always replaced; a pin is caught only afterwards, by
+      ``migrate_vma_check_page``'s refcount test (and the refcount freeze);
+    - a present entry: ``ptep_clear_flush``, "Move the dirty bit to the page"
+      (``set_page_dirty``), then ``make_migration_entry(subpage, pte_write(pteval))`` plus
+      soft-dirty: **no young, dirty or exclusive bit in the entry** (6.1 / 5.19 added
+      those), so ``remove_migration_pte`` maps the page back old and clean;
+    - a device-private entry (HMM 14/15's ``is_zone_device_page`` branch):
+      ``ptep_get_and_clear`` and ``make_migration_entry(page, 0)``: **a read entry,
+      whatever the device-private entry's write bit**, soft-dirty kept, no TLB flush
+      ("it will synchronize on against the special swap migration pte");
+
+    then ``page_remove_rmap`` and ``put_page``. Returns nothing: the caller looks at
+    ``page_mapped()``.
+    """
+    for mm, vpn in rmap_find(k, pfn, (PTE_PRESENT, PTE_DEVICE_PRIVATE)):
+        ptl = k.ptl_word(mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        old = k.pte_read(mm, vpn)
+        kind = old & PTE_TYPE_MASK
+        if (kind != PTE_PRESENT and kind != PTE_DEVICE_PRIVATE) or old >> PTE_PFN_SHIFT != pfn:
+            k.spin_unlock(a, ptl, site + ":ptl")
+            yield
+            continue
+        old = k.ptep_get_and_clear(mm, vpn)
+        if kind == PTE_DEVICE_PRIVATE:
+            bits = old & PTE_SOFT_DIRTY
+        else:
+            k.flush_tlb_range(mm, vpn, vpn + 1)  # ptep_clear_flush
+            if old & PTE_DIRTY:
+                k.set_flag(pfn, PG_dirty)
+            bits = old & (PTE_WRITE | PTE_SOFT_DIRTY)
+        k.set_pte(mm, vpn, pte_encode(PTE_MIGRATION, pfn, bits))
+        k.mapcount_add(pfn, -1)
+        k.put_page(a, pfn, site)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        yield
+
+
 def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_unmap()`` (seed 004 line 400; seed 002 line 2509 is the same with
-    device pages): ``try_to_unmap(page, TTU_MIGRATION)`` on each locked page still
-    mapped, check it again for pins, and restore (``remove_migration_ptes(page, page)``,
-    unlock, put back) every page that cannot move."""
+    device pages): ``try_to_unmap(page, TTU_MIGRATION)`` (:func:`try_to_unmap_migration`,
+    4.14-5.0's) on each locked page still mapped, check it again for pins, and restore
+    (``remove_migration_ptes(page, page)``, unlock, put back) every page that cannot
+    move."""
     site = "migrate_vma_unmap"
     restore = 0
     for i in range(m.npages):
@@ -211,7 +273,7 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         if pfn < 0 or not m.src[i] & MIGRATE_PFN_MIGRATE:
             continue
         if k.mapcount(pfn) > 0:
-            yield from try_to_migrate(k, a, pfn, "try_to_unmap_one")
+            yield from try_to_unmap_migration(k, a, pfn)
         if k.mapcount(pfn) > 0 or not k.variant.check_page(k, pfn, m.fault_page):
             m.src[i] &= ~MIGRATE_PFN_MIGRATE
             m.cpages -= 1
@@ -319,6 +381,10 @@ def check_holes_populated(
     protocol never trips this, whatever the interleaving."""
     if m.kind != "to_device" or alloc_failed or not holes:
         return
+    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+        # v5.0 marks holes MIGRATE in any VMA (seed 002 line 2105); only an anonymous
+        # VMA's can be populated (migrate_vma_insert_page, line 2575).
+        return
     left = [i for i in holes if migrate_pfn_to_page(m.dst[i]) < 0]
     if not left:
         return
@@ -400,5 +466,6 @@ __all__ = [
     "migrate_vma",
     "prepare_2017",
     "sample_driver_alloc_and_copy",
+    "try_to_unmap_migration",
     "unmap_2017",
 ]

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
+    PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
     PTE_WRITE,
-    VM_ANON,
+    VM_WRITE,
     pte_encode,
 )
 from .migrate_device import (
@@ -47,20 +49,22 @@ from .migrate_device import (
     folio_putback_lru,
     migrate_pfn_to_page,
     migrate_vma_check_page,
-    restore_unmoved,
 )
 from .migrate_hmm2017 import prepare_back_out
 
 
 def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_collect_pmd()`` of seed 002 (line 2129): under the page-table lock,
-    holes get ``MIGRATE`` (``cpages`` counts them), each selected page a reference, and
-    a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``);
-    the single-mapping optimisation of line 2252. v5.0's fault entry holds neither a
-    reference nor the lock (``V50.fault_entry``), so the faulting page is trylocked
-    like any other (``m.fault_folio`` is -1; it is set only under v6's entries)."""
-    s = k.s
-    anon = bool(s.vma_flags(m.mm, m.vma) & VM_ANON)
+    **every** hole gets ``MIGRATE`` and is counted in ``cpages`` (lines 2105 and 2196;
+    whatever the VMA: refusing to populate a hole of a non-anonymous VMA is
+    ``migrate_vma_insert_page``'s job, line 2575 — skipping such holes in collect is
+    a later kernel's ``migrate_vma_collect_hole``), each selected page a reference, and
+    a page that ``trylock_page`` locks gets its migration entry now (``| LOCKED``); the
+    single-mapping optimisation of line 2252. The TLB range is flushed only when a
+    present entry was replaced ("Only flush the TLB if we actually modified any
+    entries", line 2289). v5.0's fault entry holds neither a reference nor the lock
+    (``V50.fault_entry``), so the faulting page is trylocked like any other: there is
+    no ``fault_folio`` exception (that is 6.15's)."""
     ppt = k.geo.ptes_per_table
     site = "migrate_vma_collect_pmd"
     i = 0
@@ -70,16 +74,16 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         ptl = k.ptl_word(m.mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         lo = vpn
+        unmapped = 0
         while vpn < tab_end:
             pte = k.pte_read(m.mm, vpn)
             kind = pte & PTE_TYPE_MASK
             pfn = pte >> PTE_PFN_SHIFT
             mpfn = 0
             if kind == PTE_NONE:
-                if anon:
-                    mpfn = MIGRATE_PFN_MIGRATE  # line 2105
-                    m.cpages += 1
-                    k.outcome(m.kind, "hole_collected")
+                mpfn = MIGRATE_PFN_MIGRATE  # line 2197
+                m.cpages += 1
+                k.outcome(m.kind, "hole_collected")
                 m.src[i] = mpfn
                 m.dst[i] = 0
                 i += 1
@@ -93,16 +97,19 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             k.get_page(a, pfn, site + ":get_page")
             m.cpages += 1
-            if pfn == m.fault_folio or k.trylock_page(a, pfn, site + ":trylock_page"):
+            if k.trylock_page(a, pfn, site + ":trylock_page"):  # line 2256
                 mpfn |= MIGRATE_PFN_LOCKED
                 k.ptep_get_and_clear(m.mm, vpn)
                 collect_migration_entry_v50(k, a, m, vpn, pfn, pte, site + ":put_page")
+                if kind == PTE_PRESENT:  # line 2278: if (pte_present(pte)) unmapped++;
+                    unmapped += 1
             m.src[i] = mpfn
             m.dst[i] = 0
             i += 1
             vpn += 1
             yield
-        k.flush_tlb_range(m.mm, lo, tab_end)
+        if unmapped:  # line 2290
+            k.flush_tlb_range(m.mm, lo, tab_end)
         k.spin_unlock(a, ptl, site + ":ptl")
         yield
     m.npages = i
@@ -148,7 +155,8 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     is **trylocked, and given up if that fails** ("best effort ... backoff for any page
     we can not lock right away"); then isolation from the LRU, dropping collect's
     reference, and the pin check. A page locked in collect already has its migration
-    entry (``remap``): when it cannot move it is restored (``remove_migration_pte``)."""
+    entry (``remap``): when it cannot move it is restored at its one address
+    (:func:`remove_migration_pte_v50`, line 2489)."""
     site = "migrate_vma_prepare"
     restore = 0
     for i in range(m.npages):
@@ -192,10 +200,53 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             k.outcome(m.kind, "pinned")
         yield
-    yield from restore_unmoved(
-        k, a, m.src, m.npages, restore, m.fault_folio, m.kind,
-        unlock=site + ":unlock_page", put=site + ":put_page",
-    )
+    # lines 2483-2495: restore each page collect unmapped that cannot move, at its one
+    # address: remove_migration_pte(page, migrate->vma, addr, page), not the rmap walk.
+    for i in range(m.npages):
+        if not restore:
+            break
+        pfn = migrate_pfn_to_page(m.src[i])
+        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        yield from remove_migration_pte_v50(k, a, m.mm, m.vma, m.start + i, pfn)
+        m.src[i] = 0
+        k.unlock_page(a, pfn, site + ":unlock_page")
+        k.put_page(a, pfn, site + ":put_page")
+        k.outcome(m.kind, "restored")
+        restore -= 1
+        yield
 
 
-__all__ = ["check_page_v50", "collect_migration_entry_v50", "collect_v50", "prepare_v50"]
+def remove_migration_pte_v50(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, pfn: int) -> Path:
+    """``remove_migration_pte(page, vma, addr, page)`` of seed 002 (lines 203-282) at one
+    address, as v5.0's prepare calls it (line 2489): under the PTL
+    (``page_vma_mapped_walk``, ``PVMW_MIGRATION``), a migration entry naming ``pfn``
+    becomes ``pte_mkold(mk_pte(page))`` — **old and clean** — soft-dirty from the entry,
+    writable only for a write entry in a ``VM_WRITE`` VMA (``maybe_mkwrite``, "Recheck
+    VMA as permissions can change since migration started"); a device-private page gets
+    ``make_device_private_entry(new, pte_write(pte))``; then ``get_page`` and
+    ``page_add_anon_rmap``. v5.0 has no ``PageAnonExclusive`` (5.19): the page's flag is
+    left as it was (collect did not clear it)."""
+    site = "remove_migration_pte"
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, site + ":ptl")
+    old = k.pte_read(mm, vpn)
+    if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == pfn:
+        k.get_page(a, pfn, site)
+        bits = old & PTE_SOFT_DIRTY
+        if old & PTE_WRITE and k.s.vma_flags(mm, vma) & VM_WRITE:
+            bits |= PTE_WRITE
+        kind = PTE_DEVICE_PRIVATE if k.is_device_private(pfn) else PTE_PRESENT
+        k.mapcount_add(pfn, 1)
+        k.set_pte(mm, vpn, pte_encode(kind, pfn, bits))
+    k.spin_unlock(a, ptl, site + ":ptl")
+    yield
+
+
+__all__ = [
+    "check_page_v50",
+    "collect_migration_entry_v50",
+    "collect_v50",
+    "prepare_v50",
+    "remove_migration_pte_v50",
+]

@@ -44,6 +44,7 @@ WORKLOADS = Path(load_workload.__code__.co_filename).parent
 # (entry, variant) -> (strategy, pct_depth, seeds budget)
 PLAN: dict[tuple[str, str], tuple[str, int, int]] = {
     ("hmm-2017-blocking-prepare", "hmm-2017"): ("random", 3, 40),
+    ("prepare-keeps-collect-ref", "hmm-2017"): ("random", 3, 5),
     ("fault-without-ref", "v6"): ("random", 3, 80),
     ("fault-ref-no-trylock", "v6"): ("rr", 3, 5),
     ("waiter-takes-ref", "hmm-2017"): ("rr", 3, 10),
