@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if res.search:
         extra = (f"; {res.search['schedules']} schedules, preemption bound "
                  f"{res.search['preemption_bound']}, "
-                 f"{'exhausted' if res.search['exhausted'] else 'not exhausted'}")
+                 f"{'exhausted' if res.search['exhausted'] else 'not exhausted'}, "
+                 f"sleep sets pruned {res.search.get('pruned', 0)} branches and stopped "
+                 f"{res.search.get('sleep_blocked', 0)} redundant runs")
     if res.found is None:
         print(f"{head}: nothing found in {res.runs} runs ({res.seconds:.1f} s, budget {budget}){extra}")
         return 0
