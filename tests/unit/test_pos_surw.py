@@ -97,3 +97,20 @@ def test_hunt_pct_learns_k_from_its_runs_and_reports_it() -> None:
     assert learned.pct_k == k
     assert learned.guarantee is not None and fixed.guarantee is not None
     assert learned.guarantee > fixed.guarantee  # the bound uses the learned k
+
+
+def test_bench_runs_to_find_and_search_reduction_tables() -> None:
+    from bench.time_to_find import runs_markdown, runs_table, search_reduction
+
+    rows = runs_table(["random", "pct-k200", "mix-pos"], ["holes-src-zero"], hunts=2, max_runs=3)
+    assert [r["strategy"] for r in rows] == ["random", "pct-k200", "mix-pos"]
+    assert all(r["found"] == 2 and r["median_runs"] == 1 for r in rows)  # found at once
+    md = runs_markdown(rows).splitlines()
+    assert md[0] == "| entry | random | pct-k200 | mix-pos |"
+    assert md[2].startswith("| holes-src-zero | 1 (2/2)")
+    import pagerace.harness.hunt as hunt_mod
+
+    assert [s for s, _ in hunt_mod.MIX] == ["random", "pct", "rr"]  # restored
+    search = search_reduction(["holes-src-zero"], max_schedules=5)
+    assert [r["reduction"] for r in search] == [False, True]
+    assert all(r["found"] == "outcome" for r in search)
