@@ -114,3 +114,20 @@ def test_bench_runs_to_find_and_search_reduction_tables() -> None:
     search = search_reduction(["holes-src-zero"], max_schedules=5)
     assert [r["reduction"] for r in search] == [False, True]
     assert all(r["found"] == "outcome" for r in search)
+
+
+def test_hunt_artifact_records_the_learned_k_of_the_run_that_found_it(tmp_path, capsys) -> None:
+    import json
+
+    from pagerace.harness.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["hunt", "opposite-order", "--variant", "hmm-2017", "--strategy", "pct",
+               "--budget", "60", "--shrink-time", "2", "--out", str(out)])
+    assert rc == 1
+    text = capsys.readouterr().out
+    (art,) = (out / "artifacts").glob("*.json")
+    found_by = json.loads(art.read_text())["strategy_params"]["scheduler"]["found_by"]
+    assert found_by["strategy"] == "pct"
+    assert f"(k = {found_by['k']} steps)" in text
+    assert found_by["k"] != 200
