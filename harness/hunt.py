@@ -181,6 +181,10 @@ def hunt(
     res.seconds = time.perf_counter() - t0
     if res.found is not None and shrink:
         res.shrunk = shrink_record(res.found, shrink_budget)
+        # The shrunk run replays a schedule; keep what found it (PCT's learned k, the
+        # URW / SURW counts) in its scheduler record, hence in its artifact.
+        shrunk = res.shrunk.record.result
+        shrunk.scheduler = {**shrunk.scheduler, "found_by": res.found.result.scheduler}
     return res
 
 

@@ -83,10 +83,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     found = res.found
     rec = res.shrunk.record if res.shrunk is not None else found
-    if rec is not found:
-        # The shrunk run replays a schedule; keep what found it (PCT's learned k, the
-        # URW / SURW counts) in the artifact beside it.
-        rec.result.scheduler = {**rec.result.scheduler, "found_by": found.result.scheduler}
     rid = run_id(found)
     rel = f"{ARTIFACT_DIR}/{rid}.json"
     path = write_artifact(Path(args.out) / rel, rec, rid)
