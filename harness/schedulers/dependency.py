@@ -11,6 +11,15 @@ when a step writes that word, and its next step reads it).
 
 The bounded search (``harness/explore.py``, sleep sets) and the POS and SURW
 schedulers use it.
+
+Limits: the relation sees only what goes through the words backend (and the VMA lookups
+of :class:`~pagerace.core.machine.state.State`, which read numpy views and record their
+rows themselves). Model state kept elsewhere and shared between actors (a Python list
+another actor reads) would be invisible to it, and the reduction could then prune a run
+that differs; the lock statistics and ``Actor`` bookkeeping (idle, held sites) are
+per-actor or reporting only. Steps the engine runs without asking the scheduler (the
+livelock oracle's fair window) and the engine's own reads of lock words between steps
+land in the footprint of the step before them: more dependencies, never fewer.
 """
 
 from __future__ import annotations
