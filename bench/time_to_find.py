@@ -171,7 +171,9 @@ class _StepCounter:
         self._saved.clear()
 
 
-def hunt_module_hunter(strategy: str, depth: int = 3) -> HuntFn | None:
+def hunt_module_hunter(
+    strategy: str, depth: int = 3, pct_k: int | None = None
+) -> HuntFn | None:
     """A hunter over ``harness/hunt.py``'s :func:`hunt` (no shrinking), or None when this
     build has no such module or strategy. A failure of a kind outside the entry's oracle
     does not end the hunt: it goes on from the next seed with what is left of the budget
@@ -182,6 +184,11 @@ def hunt_module_hunter(strategy: str, depth: int = 3) -> HuntFn | None:
         return None
     fn = getattr(mod, "hunt", None)
     budget_cls = getattr(mod, "Budget", None)
+    extra: dict[str, Any] = {}
+    if pct_k is not None:
+        if fn is None or "pct_k" not in inspect.signature(fn).parameters:
+            return None
+        extra["pct_k"] = pct_k
     if fn is None or budget_cls is None or strategy not in getattr(mod, "HUNT_STRATEGIES", ()):
         return None
 
@@ -198,7 +205,7 @@ def hunt_module_hunter(strategy: str, depth: int = 3) -> HuntFn | None:
                     res = fn(
                         e.workload, variant=e.variant, bugs=e.bugs,
                         budget=budget_cls(seconds=left), strategy=strategy, pct_depth=depth,
-                        base_seed=seed, shrink=False,
+                        base_seed=seed, shrink=False, **extra,
                     )
                     runs += res.runs
                     if res.guarantee is not None:
@@ -288,6 +295,9 @@ def strategies(parallel_duration: float = 1.0) -> list[tuple[str, str, HuntFn | 
         ("rr", "round robin", det("rr", 3), ""),
         ("mix", "mix: random / PCT d=3 / rr by seed", det("mix", 3), ""),
     ]
+    for key, label in (("pos", "POS"), ("urw", "URW"), ("surw", "SURW")):
+        h = hunt_module_hunter(key) if via_hunt else None
+        out.append((key, label, h, "" if h else f"no {label} in this build"))
     ex = hunt_module_hunter("exhaustive") if via_hunt else None
     out.append(
         ("exhaustive", "bounded exhaustive", ex,
@@ -536,3 +546,170 @@ def table(figs: Sequence[Figure]) -> str:
             f"{v('p_hit', '9.2e')} {v('pct_bound', '9.2e')}"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Runs to find, per strategy (issue 13 item 6): hunts with a budget in runs, not seconds,
+# so the figure is the search's own and not the machine's.
+
+RUNS_STRATEGIES = ("random", "pct", "pct-k200", "rr", "mix", "pos", "urw", "surw")
+
+
+def runs_to_find(
+    entry: Entry, strategy: str, hunts: int, max_runs: int
+) -> list[int | None]:
+    """Runs to the first failure of one of ``entry``'s oracle kinds in ``hunts`` hunts
+    (base seeds ``b * SEED_STRIDE``), each of at most ``max_runs`` runs; ``None`` for a
+    hunt that did not find it. ``pct-k200`` is PCT d=3 with ``k`` fixed to 200 (the
+    learned ``k`` is ``pct``'s default). A failure of another kind counts as a run and the
+    hunt goes on from the next seed. ``mix-pos``: ``mix`` with POS in the random walk's
+    turn."""
+    import pagerace.harness.hunt as hunt_mod
+    from pagerace.harness.hunt import Budget, hunt
+
+    strat, extra = (("pct", {"pct_k": 200}) if strategy == "pct-k200" else (strategy, {}))
+    saved = hunt_mod.MIX
+    if strategy == "mix-pos":  # the mix with POS in the random walk's turn
+        strat = "mix"
+        hunt_mod.MIX = tuple(("pos" if s == "random" else s, d) for s, d in saved)
+    try:
+        return _runs_to_find(entry, strat, extra, hunts, max_runs, hunt, Budget)
+    finally:
+        hunt_mod.MIX = saved
+
+
+def _runs_to_find(
+    entry: Entry, strat: str, extra: dict[str, Any], hunts: int, max_runs: int,
+    hunt: Any, Budget: Any,
+) -> list[int | None]:
+    out: list[int | None] = []
+    for b in range(1, hunts + 1):
+        seed = b * SEED_STRIDE
+        used = 0
+        got: int | None = None
+        while used < max_runs:
+            res = hunt(entry.workload, variant=entry.variant or "v6", bugs=entry.bugs,
+                       budget=Budget(runs=max_runs - used), strategy=strat,
+                       base_seed=seed, shrink=False, **extra)
+            used += res.runs
+            if res.found is None:
+                break
+            if res.found.result.failure.kind.value in entry.oracle:
+                got = used
+                break
+            seed = res.seeds[-1] + 1
+        out.append(got)
+    return out
+
+
+def runs_table(
+    strategies: Sequence[str] = RUNS_STRATEGIES,
+    entries: Sequence[str] = (),
+    hunts: int = 5,
+    max_runs: int = 100,
+    log: Log = quiet,
+) -> list[dict[str, Any]]:
+    """One row per (catalog entry, strategy): median runs to find over ``hunts`` hunts
+    (a hunt that did not find it counts as ``max_runs`` and makes the median a lower
+    bound when it is half or more of them)."""
+    rows = []
+    for e in resolve_entries():
+        if e.why_not or (entries and e.name not in entries):
+            continue
+        for st in strategies:
+            t0 = time.perf_counter()
+            got = runs_to_find(e, st, hunts, max_runs)
+            found = [g for g in got if g is not None]
+            med = median([g if g is not None else max_runs for g in got])
+            rows.append({
+                "bug": e.name, "workload": e.workload.name, "variant": e.variant,
+                "strategy": st, "hunts": hunts, "found": len(found), "median_runs": med,
+                "lower_bound": 2 * (hunts - len(found)) >= hunts,
+                "seconds": time.perf_counter() - t0,
+            })
+            log(f"runs to find: {e.name} / {st}: {med}{'+' if rows[-1]['lower_bound'] else ''}"
+                f" ({len(found)}/{hunts} found, {rows[-1]['seconds']:.1f} s)")
+    return rows
+
+
+def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The runs-to-find rows as a markdown table, one row per entry, one column per
+    strategy (``12+``: a lower bound, most hunts ran out of runs)."""
+    strategies: list[str] = []
+    bugs: list[str] = []
+    cell: dict[tuple[str, str], str] = {}
+    for r in rows:
+        if r["strategy"] not in strategies:
+            strategies.append(r["strategy"])
+        if r["bug"] not in bugs:
+            bugs.append(r["bug"])
+        med = r["median_runs"]
+        cell[(r["bug"], r["strategy"])] = (
+            f"{med:g}{'+' if r['lower_bound'] else ''} ({r['found']}/{r['hunts']})"
+        )
+    head = "| entry | " + " | ".join(strategies) + " |"
+    sep = "|---|" + "---|" * len(strategies)
+    lines = [head, sep]
+    for b in bugs:
+        lines.append(f"| {b} | " + " | ".join(cell.get((b, s), "-") for s in strategies) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.time_to_find [--hunts N] [--max-runs R] [--strategies a,b]
+    [--entries x,y]``: the runs-to-find table (markdown) of the catalog entries."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.time_to_find")
+    p.add_argument("--hunts", type=int, default=5)
+    p.add_argument("--max-runs", type=int, default=100)
+    p.add_argument("--strategies", default=",".join(RUNS_STRATEGIES))
+    p.add_argument("--entries", default="")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    rows = runs_table(
+        [s for s in args.strategies.split(",") if s],
+        [x for x in args.entries.split(",") if x],
+        hunts=args.hunts, max_runs=args.max_runs,
+        log=(lambda m: print(m, flush=True)) if args.verbose else quiet,
+    )
+    print(runs_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------------------
+# The bounded search with and without sleep sets (issue 13 item 4).
+
+
+def search_reduction(
+    entries: Sequence[str] = (), bound: int = 2, max_schedules: int = 300,
+    seconds: float = 60.0, log: Log = quiet,
+) -> list[dict[str, Any]]:
+    """For each catalog entry, the bounded search (``bound`` preemptions) without and
+    with sleep sets until the first failure or ``max_schedules`` schedules or
+    ``seconds``: schedules run, branches pruned, redundant runs stopped, what it found
+    and the seconds it took."""
+    from pagerace.harness.explore import explore
+
+    rows = []
+    for e in resolve_entries():
+        if e.why_not or (entries and e.name not in entries):
+            continue
+        for reduction in (False, True):
+            t0 = time.perf_counter()
+            r = explore(e.workload, variant=e.variant or "v6", bugs=e.bugs,
+                        preemption_bound=bound, max_schedules=max_schedules,
+                        time_budget=seconds, reduction=reduction)
+            f = r.failure.result.failure if r.failure is not None else None
+            rows.append({
+                "bug": e.name, "reduction": reduction, "schedules": r.schedules,
+                "pruned": r.pruned, "sleep_blocked": r.sleep_blocked,
+                "exhausted": r.exhausted, "found": f.kind.value if f is not None else "",
+                "seconds": time.perf_counter() - t0,
+            })
+            log(f"search: {e.name} reduction={reduction}: {rows[-1]}")
+    return rows

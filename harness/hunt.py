@@ -4,11 +4,24 @@
 ``exhaustive`` runs the bounded search of ``harness/explore.py`` instead, whose runs
 count against the same budget) until an oracle fires or the budget (a number of runs or
 seconds) is spent, then shrinks the failing run (``harness/shrink.py``).
+
+URW and SURW weigh each actor by its remaining steps: each run takes the per-actor
+counts of the run before it (its ``observed`` counts when it was URW / SURW itself).
+
+PCT's step estimate ``k`` fits the run: unless the workload or the caller fixes it, each
+PCT run of a hunt takes the median length (in steps) of the runs the hunt already made
+(:func:`learned_k`), so its ``depth - 1`` priority change points fall inside the run
+instead of mostly after its end. The first run, with nothing to learn from, uses the
+static estimate of ``run_deterministic``. The ``k`` a run used is in its scheduler
+record (``describe()``, hence the artifact's ``strategy_params``) and in the reported
+guarantee ``1/(n k^(d-1))``; the hunt's runs are a function of its arguments, so the
+same hunt learns the same ``k`` again.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +33,22 @@ from .explore import explore
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
 
-HUNT_STRATEGIES = ("mix", "random", "pct", "rr", "exhaustive")
+HUNT_STRATEGIES = ("mix", "random", "pct", "rr", "pos", "urw", "surw", "exhaustive")
 # The default: no one strategy finds every kind of race. The random walk misses
 # livelocks that need actors in lockstep (round robin finds them at once); PCT and round
 # robin miss races that need one actor to sit still at a random point (the random walk
 # finds them). ``mix`` rotates the three over consecutive seeds, so a user who does not
 # know which one a race needs pays at most about three times the best one's cost.
 MIX = (("random", 3), ("pct", 3), ("rr", 3))
+
+
+def learned_k(steps: Sequence[int]) -> int | None:
+    """PCT's step estimate from the lengths of the runs made so far: their median
+    (the median, not the maximum: a PCT run that starved an actor runs a whole fair
+    window more); ``None`` before the first run."""
+    if not steps:
+        return None
+    return max(1, int(statistics.median_low(steps)))
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,7 @@ class HuntResult:
     strategy: str = "random"
     search: dict[str, Any] = field(default_factory=dict)
     guarantee: float | None = None
+    pct_k: int | None = None  # the step estimate of the last PCT run
 
     @property
     def seeds_to_find(self) -> int:
@@ -91,9 +114,12 @@ def hunt(
     shrink_budget: float = 10.0,
     preemption_bound: int = 2,
     on_run: Callable[[RunRecord], None] | None = None,
+    pct_k: int | None = None,
 ) -> HuntResult:
     """Run seeds until the first failure or ``budget``; shrink what was found.
-    ``on_run(record)`` sees every run that did not fail (for its CSV rows)."""
+    ``on_run(record)`` sees every run that did not fail (for its CSV rows).
+    ``pct_k``: PCT's step estimate; ``None`` learns it from the hunt's runs
+    (:func:`learned_k`) unless the workload sets one."""
 
     def clean(rec: RunRecord) -> None:
         if on_run is not None and rec.result.failure is None:
@@ -118,20 +144,35 @@ def hunt(
         res.seeds = [base_seed]
     else:
         seed = base_seed
+        lengths: list[int] = []
+        counts: list[int] = []  # steps per actor of the last run (URW / SURW weights)
         while True:
             if budget.runs is not None and res.runs >= budget.runs:
                 break
             if budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds:
                 break
             strat, depth = MIX[res.runs % len(MIX)] if strategy == "mix" else (strategy, pct_depth)
+            k = None
+            if strat == "pct":
+                k = pct_k or (None if w.pct_k else learned_k(lengths))
             rec = run_deterministic(
-                w, variant=variant, bugs=bugs, seed=seed, strategy=strat, pct_depth=depth
+                w, variant=variant, bugs=bugs, seed=seed, strategy=strat, pct_depth=depth,
+                pct_k=k, counts=counts if strat in ("urw", "surw") else (),
             )
+            lengths.append(rec.result.steps)
+            observed = rec.result.scheduler.get("observed")
+            if isinstance(observed, list):
+                counts = [int(c) for c in observed]
+            else:
+                counts = [0] * len(rec.actors)
+                for aid in rec.result.schedule:
+                    counts[aid] += 1
             res.runs += 1
             res.seeds.append(seed)
             if strat == "pct":
                 g = rec.result.scheduler.get("guarantee")
                 res.guarantee = float(g) if g is not None else None
+                res.pct_k = int(rec.result.scheduler["k"])
             if rec.result.failure is not None:
                 res.found = rec
                 break
@@ -140,7 +181,11 @@ def hunt(
     res.seconds = time.perf_counter() - t0
     if res.found is not None and shrink:
         res.shrunk = shrink_record(res.found, shrink_budget)
+        # The shrunk run replays a schedule; keep what found it (PCT's learned k, the
+        # URW / SURW counts) in its scheduler record, hence in its artifact.
+        shrunk = res.shrunk.record.result
+        shrunk.scheduler = {**shrunk.scheduler, "found_by": res.found.result.scheduler}
     return res
 
 
-__all__ = ["HUNT_STRATEGIES", "Budget", "HuntResult", "hunt", "parse_budget"]
+__all__ = ["HUNT_STRATEGIES", "Budget", "HuntResult", "hunt", "learned_k", "parse_budget"]

@@ -209,6 +209,8 @@ def run_deterministic(
     strategy: str = "random",
     pct_depth: int = 3,
     quantum: int = 1,
+    pct_k: int | None = None,
+    counts: Sequence[int] = (),
     schedule: Sequence[int] | None = None,
     strict: bool = True,
     trace: bool = False,
@@ -218,7 +220,9 @@ def run_deterministic(
     check_every: int | None = None,
     ops_override: list[list[tuple[Any, ...]]] | None = None,
 ) -> RunRecord:
-    """One run on the deterministic engine.
+    """One run on the deterministic engine. ``pct_k``: PCT's step estimate (default
+    the workload's ``pct_k``, else 30 steps an operation and at least 200). ``counts``:
+    steps per actor of an earlier run, for URW / SURW.
 
     Raises:
         InvalidOption: bad variant, bug or strategy.
@@ -238,11 +242,16 @@ def run_deterministic(
     sched = make_scheduler(
         "replay" if schedule is not None else strategy,
         pct_depth=pct_depth,
-        pct_k=w.pct_k or max(200, sum(len(o) for o in m.ops) * 30),
+        pct_k=pct_k or w.pct_k or max(200, sum(len(o) for o in m.ops) * 30),
         quantum=quantum,
         schedule=schedule or (),
         strict=strict,
+        counts=counts,
     )
+    if getattr(sched, "records_words", False):  # POS, URW, SURW: the dependency relation
+        from .schedulers.dependency import install_recorder
+
+        sched.attach(install_recorder(m.kernel))  # type: ignore[attr-defined]
     programs = [program(m.kernel, a, ops) for a, ops in zip(m.actors, m.ops)]
     eng = DeterministicEngine(
         m.kernel,

@@ -30,7 +30,7 @@ from .layout import (
     Geometry,
     Layout,
 )
-from .words import Words, fast_words
+from .words import RecordingWords, Words, fast_words
 
 
 class State:
@@ -213,3 +213,38 @@ class State:
         import hashlib
 
         return hashlib.blake2b(self.arr.tobytes(), digest_size=16).digest()
+
+    # ----------------------------------------------------------------------------------
+    def start_recording(self) -> RecordingWords:
+        """Record the words every step reads and writes from now on (the dependency
+        relation of the bounded search and of POS / SURW): the words backend is wrapped
+        in a :class:`RecordingWords`, and the VMA lookups, which read the VMA table
+        through numpy, record the rows they read. Whoever cached ``words`` before (the
+        kernel) must take the returned object instead. Costs nothing until called."""
+        rec = RecordingWords(self.words)
+        self.words = rec
+        self.__class__ = _RecordingState
+        return rec
+
+
+class _RecordingState(State):
+    """A :class:`State` whose VMA lookups record the rows they read."""
+
+    words: RecordingWords
+
+    def _read_vmas(self, mm: int) -> None:
+        n = self.vma.shape[1] * self.vma.shape[2]
+        base = self.layout.VMA + mm * n
+        self.words.reads.update(range(base, base + n))
+
+    def find_vma(self, mm: int, vpn: int) -> int:
+        self._read_vmas(mm)
+        return State.find_vma(self, mm, vpn)
+
+    def vma_flags(self, mm: int, row: int) -> int:
+        self._read_vmas(mm)
+        return State.vma_flags(self, mm, row)
+
+    def vma_bounds(self, mm: int, row: int) -> tuple[int, int]:
+        self._read_vmas(mm)
+        return State.vma_bounds(self, mm, row)

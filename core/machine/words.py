@@ -125,3 +125,67 @@ def fast_words(buf: Any) -> Words:
     except ImportError:  # pragma: no cover - depends on the install
         return PlainWords(buf)
     return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
+
+
+class RecordingWords:
+    """A words backend that records which words each step reads and writes.
+
+    It wraps another backend (the same values, the same order of operations) and adds
+    every index it is asked for to :attr:`reads` or :attr:`writes`; :meth:`take` hands
+    the two sets over and starts new ones. The bounded search and the schedulers that
+    need a dependency relation (``harness/schedulers/``) install it for their runs only:
+    the ordinary backends stay as they are, so recording costs nothing when it is off.
+
+    A ``cas`` that fails wrote nothing and counts as a read; every other
+    read-modify-write counts as a write (two ``fetch_add`` on one word commute on the
+    word but not on the values they return).
+    """
+
+    __slots__ = ("inner", "reads", "writes")
+
+    def __init__(self, inner: Words) -> None:
+        self.inner = inner
+        self.reads: set[int] = set()
+        self.writes: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def take(self) -> tuple[frozenset[int], frozenset[int]]:
+        """(reads, writes) since the last call; both sets start empty again."""
+        r, w = frozenset(self.reads), frozenset(self.writes)
+        self.reads.clear()
+        self.writes.clear()
+        return r, w
+
+    def load(self, i: int, /) -> int:
+        self.reads.add(i)
+        return self.inner.load(i)
+
+    def store(self, i: int, v: int, /) -> None:
+        self.writes.add(i)
+        self.inner.store(i, v)
+
+    def cas(self, i: int, expected: int, new: int, /) -> bool:
+        ok = self.inner.cas(i, expected, new)
+        (self.writes if ok else self.reads).add(i)
+        return ok
+
+    def fetch_add(self, i: int, v: int, /) -> int:
+        self.writes.add(i)
+        return self.inner.fetch_add(i, v)
+
+    def fetch_or(self, i: int, mask: int, /) -> int:
+        self.writes.add(i)
+        return self.inner.fetch_or(i, mask)
+
+    def fetch_and(self, i: int, mask: int, /) -> int:
+        self.writes.add(i)
+        return self.inner.fetch_and(i, mask)
+
+    def xchg(self, i: int, v: int, /) -> int:
+        self.writes.add(i)
+        return self.inner.xchg(i, v)
+
+    def release(self) -> None:
+        self.inner.release()

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="100-runs", metavar="B",
                    help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="mix",
-                   help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr "
-                   "or exhaustive (default: mix)")
+                   help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr, "
+                   "pos, urw, surw or exhaustive (default: mix)")
     p.add_argument("--pct-depth", type=at_least("--pct-depth", 1), default=3, metavar="D",
                    help="PCT depth (default 3)")
     p.add_argument("--preemptions", type=at_least("--preemptions", 0), default=2, metavar="K",
@@ -81,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     head = f"{w.name} · {args.variant}{bugs} · {args.strategy}"
     extra = ""
     if res.guarantee is not None:
-        extra = f"; PCT guarantee per run >= {res.guarantee:.3g}"
+        extra = f"; PCT guarantee per run >= {res.guarantee:.3g} (k = {res.pct_k} steps)"
     if res.search:
         extra = (f"; {res.search['schedules']} schedules, preemption bound "
                  f"{res.search['preemption_bound']}, "
-                 f"{'exhausted' if res.search['exhausted'] else 'not exhausted'}")
+                 f"{'exhausted' if res.search['exhausted'] else 'not exhausted'}, "
+                 f"sleep sets pruned {res.search.get('pruned', 0)} branches and stopped "
+                 f"{res.search.get('sleep_blocked', 0)} redundant runs")
     if res.found is None:
         print(f"{head}: nothing found in {res.runs} runs ({res.seconds:.1f} s, budget {budget}){extra}")
         return 0

@@ -7,16 +7,24 @@ from collections.abc import Sequence
 from ...core.machine.errors import InvalidOption
 from .exhaustive import Exhaustive
 from .pct import PCT
+from .pos import POS
 from .protocol import Scheduler
 from .random_walk import RandomWalk
 from .replay import Replay, ScheduleDiverged
 from .round_robin import RoundRobin
+from .surw import SURW
 
 STRATEGIES = {
     "random": "seeded random walk: a uniformly random runnable actor at every step",
     "pct": "PCT with a priority-change depth (--pct-depth, default 3)",
     "rr": "round robin with a quantum (--quantum, default 1)",
     "replay": "replay a recorded schedule (used by `pagerace replay`)",
+    "pos": "partial order sampling (POS, CAV 2018): random priorities, redrawn for the "
+    "actors whose next step races with the one that ran",
+    "urw": "uniform random walk: an actor runs with probability proportional to its "
+    "remaining steps (counts from an earlier run)",
+    "surw": "selectively uniform random walk (SURW, ASPLOS 2025): URW over the steps that "
+    "touch words shared with other actors",
     "exhaustive": "bounded exhaustive search over schedules (CHESS preemption bound; "
     "used by `pagerace hunt`; a single run replays --prefix and never preempts)",
 }
@@ -30,6 +38,7 @@ def make_scheduler(
     quantum: int = 1,
     schedule: Sequence[int] = (),
     strict: bool = True,
+    counts: Sequence[int] = (),
 ) -> Scheduler:
     """The scheduler for ``strategy``.
 
@@ -46,6 +55,10 @@ def make_scheduler(
         return Replay(schedule, strict=strict)
     if strategy == "exhaustive":
         return Exhaustive(schedule)
+    if strategy == "pos":
+        return POS()
+    if strategy in ("urw", "surw"):
+        return SURW(counts, selective=strategy == "surw")
     raise InvalidOption(
         f"unknown strategy {strategy!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
     )
@@ -53,7 +66,9 @@ def make_scheduler(
 
 __all__ = [
     "PCT",
+    "POS",
     "STRATEGIES",
+    "SURW",
     "Exhaustive",
     "RandomWalk",
     "Replay",

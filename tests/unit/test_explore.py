@@ -79,7 +79,7 @@ def test_hunt_random_finds_and_shrinks_and_pct_reports_its_guarantee():
     clean = hunt(w, variant="v6", budget=Budget(runs=20), strategy="pct", pct_depth=2)
     assert clean.found is None and clean.runs == 20
     assert clean.guarantee is not None and 0 < clean.guarantee < 1
-    with pytest.raises(InvalidOption, match="valid: mix, random, pct, rr, exhaustive"):
+    with pytest.raises(InvalidOption, match="valid: mix, random, pct, rr, pos, urw, surw, exhaustive"):
         hunt(w, strategy="sideways")
 
 

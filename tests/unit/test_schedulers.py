@@ -181,7 +181,7 @@ def test_random_walk_maps_draws_onto_the_runnable_list() -> None:
 def test_make_scheduler_names_the_valid_strategies() -> None:
     for name in STRATEGIES:
         assert make_scheduler(name).name == name
-    with pytest.raises(InvalidOption, match=r"'fifo'.*pct, random, replay, rr"):
+    with pytest.raises(InvalidOption, match=r"'fifo'.*pct, pos, random, replay, rr, surw, urw"):
         make_scheduler("fifo")
 
 
