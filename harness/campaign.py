@@ -322,6 +322,12 @@ class Unit:
         return (self.workload, self.variant, "+".join(self.bugs), self.seed, self.strategy, self.engine)
 
 
+def _loaded_plugins() -> tuple[str, ...]:
+    from .plugins import loaded_specs
+
+    return loaded_specs()
+
+
 @dataclass(frozen=True)
 class Task:
     """What one worker call runs: consecutive seeds of one configuration. Carries the
@@ -339,6 +345,8 @@ class Task:
     replay: bool = True
     shrink: bool = False
     duration_s: float = 2.0
+    # the plugins loaded where the task was made: a worker loads them before it runs
+    plugins: tuple[str, ...] = field(default_factory=_loaded_plugins)
 
 
 @dataclass
@@ -525,6 +533,9 @@ def check_parallel_engine() -> Callable[..., Any]:
 def run_task(t: Task) -> list[UnitResult]:
     """Worker entry point: run every seed of ``t``; a harness error in one unit is
     returned as that unit's ``error`` (nothing gets written for it, so a rerun retries)."""
+    from .plugins import ensure_loaded
+
+    ensure_loaded(t.plugins)
     w = workload_from_json(t.workload)
     out: list[UnitResult] = []
     for seed in t.seeds:
