@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plugins.load_all(args.plugins)
         if args.quiet and not args._own_quiet:
             # the command has no --quiet of its own: nothing it prints reaches stdout
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
                 return int(args._run(args))
         return int(args._run(args))
     except FailureFound as exc:
