@@ -187,6 +187,17 @@ def needed_by(variant: str, kinds: Sequence[str] = (), ops: Sequence[str] = ()) 
     return [p.to_json() for p in need.values()]
 
 
+def replay_flags(doc_plugins: Sequence[Mapping[str, Any]]) -> str:
+    """``--plugin SPEC`` for each plugin an artifact records (what its replay command
+    needs), each followed by a space; "" for built-ins."""
+    return "".join(f"--plugin {p['spec']} " for p in doc_plugins)
+
+
+def flags_for(variant: str, kinds: Sequence[str] = (), ops: Sequence[str] = ()) -> str:
+    """``--plugin SPEC `` for the plugins a run of ``variant`` needs (see :func:`needed_by`)."""
+    return replay_flags(needed_by(variant, kinds, ops))
+
+
 def missing_for(recorded: Any, variant: str, kinds: Sequence[str], ops: Sequence[str]) -> str | None:
     """When an artifact names a variant, kind or op this process lacks and lists the
     plugin that provided it: the sentence that says so (None when nothing is missing or

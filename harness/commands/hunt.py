@@ -97,5 +97,8 @@ def run(args: argparse.Namespace) -> int:
     for line in readable_steps(rec, full=args.full_steps):
         print(line)
     print(f"artifact: {path}")
-    print(f"replay it: pagerace replay {path}")
+    from ..plugins import flags_for
+
+    kinds = sorted({a.kind for a in w.actors})
+    print(f"replay it: pagerace {flags_for(args.variant, kinds)}replay {path}")
     return 1

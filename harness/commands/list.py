@@ -22,6 +22,7 @@ EXAMPLES = [
         "with the bug catalog in full: what each toggle changes, what goes wrong, the fix",
     ),
     ("pagerace list --format json", "everything, bug catalog in full, for scripts"),
+    ("pagerace list --kinds", "the actor kinds of workload TOML files, with every parameter and its default"),
 ]
 
 
@@ -31,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bugs",
         action="store_true",
         help="show the bug catalog in full (text format; JSON always has it all)",
+    )
+    p.add_argument(
+        "--kinds",
+        action="store_true",
+        help="show only the actor kinds of workload TOML files, with their parameters and defaults "
+        "(plugins' kinds included; docs/workloads.md has every key)",
     )
 
 
@@ -103,7 +110,8 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
     out.append("")
     out.append("variants (--variant):")
     for v in data["variants"]:
-        out.append(f"  {v['name']:<9} {v['description']}")
+        width = max(9, *(len(x["name"]) for x in data["variants"]))
+        out.append(f"  {v['name']:<{width}} {v['description']}")
     out.append("")
     bugs = data["bugs"]
     b_width = max((len(b["name"]) for b in bugs), default=0)
@@ -133,6 +141,14 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kinds:
+        from ..reference import kinds, kinds_text
+
+        if args.format == "json":
+            print(json.dumps({"kinds": kinds()}, indent=1))
+        else:
+            print("\n".join(kinds_text()))
+        return 0
     data, broken = catalog()
     if args.format == "json":
         print(json.dumps(data, indent=1))

@@ -256,7 +256,10 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
     if r.failure is not None:
         lines.append(f"failure: {r.failure.headline()}")
         lines.append(f"artifact: {written.artifact_path}")
-        lines.append(f"replay it: pagerace replay {written.artifact_path}")
+        from ..plugins import flags_for
+
+        plug = flags_for(rec.variant, sorted({a.kind for a in rec.workload.actors}))
+        lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
     elif r.outcome.value == "budget":
         lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
     lines.append(
