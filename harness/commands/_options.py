@@ -1,5 +1,7 @@
 """Options and value checks more than one command defines the same way (``run``,
-``hunt``, ``shrink``): one definition each, so the commands cannot drift apart.
+``hunt``, ``shrink``, ``campaign``): one definition each, so the commands cannot drift
+apart. :func:`parse_duration` is THE duration parser: every option or plan key that takes
+a time (``--duration``, ``--budget``, ``--time``...) goes through it.
 
 Not a command: :data:`pagerace.harness.commands.COMMANDS` does not list it.
 """
@@ -7,7 +9,84 @@ Not a command: :data:`pagerace.harness.commands.COMMANDS` does not list it.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from collections.abc import Callable
+
+from ...core.machine.errors import InvalidOption
+
+#: The longest duration a user may type (a budget of a month is a typo, not a plan).
+MAX_DURATION_S = 7 * 24 * 3600.0
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PART = re.compile(rf"({_NUM})(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_NUM}(?:ms|s|m|h|d))+|{_NUM}")
+DURATION_FORMS = "seconds (1.5) or a number with units: 250ms, 30s, 2m, 1h30m"
+
+
+def parse_duration(
+    text: str | float | int | None, option: str = "--duration", *, none_ok: bool = False
+) -> float | None:
+    """A user-typed duration → seconds: ``1.5`` (seconds), ``250ms``, ``30s``, ``2m``,
+    ``1h``, ``1h30m``, ``2m30s``, ``1d``; ints and floats from a TOML file are seconds.
+
+    Args:
+        text: what the user typed (or a TOML value).
+        option: the option or plan key it came from, named in the error.
+        none_ok: ``None``, ``"none"``, ``""`` and ``0`` mean "no limit" (returns ``None``)
+            instead of being an error.
+
+    Raises:
+        InvalidOption: anything else: not a duration, negative, zero (unless ``none_ok``),
+            or longer than :data:`MAX_DURATION_S`; the one-line message names ``option``,
+            the value and the accepted forms.
+    """
+    if text is None:
+        if none_ok:
+            return None
+        raise InvalidOption(f"{option}: a duration is required; use {DURATION_FORMS}")
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+    if isinstance(text, str):
+        t = text.strip().lower()
+        if none_ok and t in ("", "none", "0"):
+            return None
+        if t.startswith("-"):
+            raise InvalidOption(f"{option} {text!r}: a duration cannot be negative; use {DURATION_FORMS}")
+        if not _DURATION.fullmatch(t):
+            raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+        parts = _PART.findall(t)
+        value = sum(float(n) * _UNIT_S[u] for n, u in parts) if parts else float(t)
+    else:
+        value = float(text)
+        if math.isnan(value):
+            raise InvalidOption(f"{option} {text!r}: not a duration; use {DURATION_FORMS}")
+        if value < 0:
+            raise InvalidOption(f"{option} {text!r}: a duration cannot be negative; use {DURATION_FORMS}")
+        if value == 0 and none_ok:
+            return None
+    if not value > 0:
+        raise InvalidOption(f"{option} {text!r}: must be more than zero; use {DURATION_FORMS}")
+    if value > MAX_DURATION_S:
+        raise InvalidOption(
+            f"{option} {text!r}: longer than the limit of {MAX_DURATION_S / 86400:g} days"
+        )
+    return value
+
+
+def duration(option: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a duration option (see :func:`parse_duration`)."""
+
+    def conv(text: str) -> float:
+        try:
+            v = parse_duration(text, option)
+        except InvalidOption as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        assert v is not None
+        return v
+
+    return conv
+
 
 
 def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
@@ -26,14 +105,9 @@ def at_least(name: str, lo: int = 1) -> Callable[[str], int]:
 
 
 def seconds(text: str) -> float:
-    """An argparse ``type``: a positive number of seconds."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"the time must be more than zero, not {text}")
-    return v
+    """An argparse ``type``: a positive duration (``10``, ``1.5``, ``30s``, ``2m``) in
+    seconds, checked by :func:`parse_duration`."""
+    return duration("the time")(text)
 
 
 def add_variant_and_bugs(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", metavar="WORKLOAD", help="workload name or .toml path")
     add_variant_and_bugs(p)
     p.add_argument("--budget", default="100-runs", metavar="B",
-                   help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
+                   help="N-runs (200-runs) or a time: seconds (45) or with units (500ms, 30s, 2m, "
+                   "1h30m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="mix",
                    help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr "
                    "or exhaustive (default: mix)")
