@@ -94,32 +94,18 @@ def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """``"30m"``, ``"1h30m"``, ``"90s"``, ``"90"`` (seconds) → seconds; ``None``/``"none"`` → no budget.
+def parse_duration(text: str | float | int | None, option: str = "budget") -> float | None:
+    """A plan's duration (``budget``, ``duration``) → seconds; ``None``, ``"none"``, ``""``
+    and ``0`` → no limit. The one duration parser,
+    :func:`pagerace.harness.commands._options.parse_duration` (``45`` is seconds;
+    ``500ms``, ``30s``, ``2m``, ``1h30m``).
 
     Raises:
-        InvalidOption: anything else.
+        InvalidOption: anything else, naming ``option`` and the accepted forms.
     """
-    if text is None:
-        return None
-    if isinstance(text, int | float):
-        if text <= 0:
-            raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-        return float(text)
-    t = text.strip().lower()
-    if t in ("", "none", "0"):
-        return None
-    m = _DURATION.fullmatch(t)
-    if not m or not any(m.groups()):
-        raise InvalidOption(f"budget {text!r}: expected a duration like 30m, 1h30m, 90s or 45 (seconds)")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise InvalidOption(f"budget {text!r}: must be positive, e.g. 30m, 1h30m or 90s")
-    return total
+    from .commands._options import parse_duration as _parse_duration
+
+    return _parse_duration(text, option, none_ok=True)
 
 
 def parse_bugsets(values: Iterable[str | Sequence[str]] | None) -> tuple[tuple[str, ...], ...]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,20 +38,17 @@ PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
 
 
 def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h``, ``250ms`` or plain seconds (``1.5``) → seconds.
+    """``--duration``: the one duration parser (:func:`._options.parse_duration`):
+    ``1.5`` (seconds), ``250ms``, ``30s``, ``2m``, ``1h30m``.
 
     Raises:
         InvalidOption: anything else, or a value that is not positive.
     """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
-    if not m:
-        raise InvalidOption(
-            f"bad duration {text!r}; use seconds (1.5), or a number with a unit: 250ms, 30s, 2m, 1h"
-        )
-    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
-    if value <= 0:
-        raise InvalidOption(f"bad duration {text!r}: it must be more than zero")
-    return value
+    from ._options import parse_duration as _parse_duration
+
+    v = _parse_duration(text, "--duration")
+    assert v is not None
+    return v
 
 
 def _rate(text: str) -> float:
@@ -76,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_variant_and_bugs(p)
     add_out(p)
     p.add_argument("--quiet", action="store_true", help="print nothing; the exit code says it all")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the summary as text or as one JSON object (default: text)")
     det = p.add_argument_group("deterministic engine")
     det.add_argument(
         "--strategy",
@@ -275,6 +274,27 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)  # end the progress line
     written = write_run(args.out, rec)
-    if not args.quiet:
+    if args.format == "json" and not args.quiet:
+        print(json.dumps(summary_json(rec, written, args.out), indent=1))
+    elif not args.quiet:
         print(summary(rec, written, args.out))
     return 1 if rec.result.failure is not None else 0
+
+
+def summary_json(rec: RunRecord, written: WrittenRun, out: str) -> dict[str, Any]:
+    """``--format json``: the run as one object (what the text summary says)."""
+    from ..plugins import flags_for
+
+    r = rec.result
+    doc: dict[str, Any] = {
+        "workload": rec.workload.name, "variant": rec.variant, "bugs": list(rec.bugs), "seed": rec.seed,
+        "strategy": rec.strategy, "engine": rec.engine, "outcome": r.outcome.value, "steps": r.steps,
+        "preemptions": r.preemptions, "wall_s": round(rec.wall, 6), "fingerprint": r.fingerprint,
+        "out": out, "failure": None, "artifact": None, "replay": None,
+    }
+    if r.failure is not None:
+        doc["failure"] = {"kind": r.failure.kind.value, "message": r.failure.headline()}
+        doc["artifact"] = str(written.artifact_path)
+        plug = flags_for(rec.variant, sorted({a.kind for a in rec.workload.actors}))
+        doc["replay"] = f"pagerace {plug}replay {written.artifact_path}"
+    return doc
