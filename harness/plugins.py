@@ -146,12 +146,46 @@ def load_entry_points() -> list[Plugin]:
     if _ENTRY_POINTS_DONE:
         return []
     _ENTRY_POINTS_DONE = True
-    from importlib.metadata import entry_points
-
     out = []
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        out.append(load(ep.value.split(":")[0], name=ep.name))
+    for name, value in entry_points_of_group(GROUP):
+        out.append(load(value.split(":")[0].strip(), name=name))
     return out
+
+
+def entry_points_of_group(group: str) -> list[tuple[str, str]]:
+    """``(name, value)`` of the entry points of ``group`` in the distributions on
+    ``sys.path`` (their ``*.dist-info`` / ``*.egg-info`` ``entry_points.txt``), sorted by
+    name; the first distribution on the path wins a name, as ``importlib.metadata``
+    would have it. Read directly: importing ``importlib.metadata`` costs every command
+    tens of milliseconds of start-up for a group that is usually empty."""
+    found: dict[str, str] = {}
+    header = f"[{group}]"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for d in sorted(names):
+            if not d.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(entry or ".", d, "entry_points.txt")) as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            if header not in text:
+                continue
+            section = None
+            for raw in text.splitlines():
+                line = raw.strip()
+                if not line or line.startswith(("#", ";")):
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    section = line
+                elif section == header and "=" in line:
+                    k, v = line.split("=", 1)
+                    found.setdefault(k.strip(), v.strip())
+    return sorted(found.items())
 
 
 def load_all(specs: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> list[Plugin]:

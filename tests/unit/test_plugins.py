@@ -277,3 +277,13 @@ def test_an_artifact_of_built_ins_records_no_plugin(
     assert rc == 1, err
     (art,) = (out / "artifacts").glob("*.json")
     assert "plugins" not in json.loads(art.read_text())
+
+
+def test_the_entry_point_scan_agrees_with_importlib_metadata() -> None:
+    """The cheap scan (no importlib.metadata at start-up) finds what importlib.metadata
+    finds, on a group this installation has (pytest11: pagerace's own pytest plugin)."""
+    from importlib.metadata import entry_points
+
+    want = sorted({(e.name, e.value) for e in entry_points(group="pytest11")})
+    assert ("pagerace", "pagerace.harness.pytest_plugin") in want
+    assert plugins.entry_points_of_group("pytest11") == want
