@@ -119,6 +119,9 @@ def add_common_options(p: argparse.ArgumentParser, top: bool) -> None:
     have = set(p._option_string_actions)
     if not top:
         p.set_defaults(_own_quiet="--quiet" in have)
+    if "--quiet" in have and "-q" not in have:
+        # the command's own --quiet: -q is the same switch, as on every other command
+        p.add_argument("-q", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     if "--quiet" not in have:
         p.add_argument(
             "-q", "--quiet", dest="_g_quiet" if top else "quiet", action="store_true",

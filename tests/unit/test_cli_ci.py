@@ -111,6 +111,15 @@ def test_quiet_prints_nothing(
     assert out == "" and err == ""
 
 
+@pytest.mark.parametrize("argv", QUIET_CASES, ids=[c[0] for c in QUIET_CASES])
+def test_dash_q_after_every_command(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_opt = [] if argv[0] in ("list", "compare") else ["--out", str(tmp_path / "o")]
+    rc, out, err = run_cli(capsys, *argv, *out_opt, "-q")
+    assert (rc, out, err) == (0, "", "")
+
+
 def test_quiet_replay_and_shrink(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run_cli(capsys, "replay", artifact, "--quiet")
     assert (rc, out, err) == (1, "", "")
