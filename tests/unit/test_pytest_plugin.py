@@ -32,6 +32,10 @@ def test_with_the_toggle(pagerace):
 def test_my_patch(pagerace):
     pagerace.hunt("migrate-vs-pin", variant="v6-check-page-patch", plugins=[{plugin!r}],
                   seeds="15-20", strategy="rr")
+
+
+def test_no_workload(pagerace):
+    pagerace.hunt(seeds=3)
 '''
 
 
@@ -50,11 +54,12 @@ def test_scenarios_as_tests(
     with plugins.isolated():  # the inner session runs in this process: forget its plugin after
         result = pytester.runpytest("-p", "no:cacheprovider", f"--pagerace-out={out}",
                                     "--pagerace-shrink-time=1")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=3)
     text = result.stdout.str()
     # the failure's message: what failed, the shrunk steps, the artifact, the replay command
     assert "pagerace: migrate-vs-pin · v6 · random: failure after 3 run(s), seed 12" in text
     assert "failure: lost_write" in text and "steps (shrunk):" in text
+    assert "no workload (pass one, or set it in @pytest.mark.pagerace)" in text
     arts = sorted((out / "artifacts").glob("*.json"))
     assert len(arts) == 2
     replays = re.findall(r"replay it: pagerace (.*)$", text, re.M)
@@ -65,10 +70,3 @@ def test_scenarios_as_tests(
     plain = next(r for r in replays if "--plugin" not in r)
     assert cli.main(plain.split()) == 1
     assert "reproduced: lost_write" in capsys.readouterr().out
-
-
-def test_a_scenario_without_workload_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_x="def test_x(pagerace):\n    pagerace.hunt(seeds=3)\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
-    assert "no workload" in result.stdout.str()

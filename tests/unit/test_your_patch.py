@@ -59,8 +59,10 @@ def test_hunt_compare_replay_with_the_cli_alone(patch_dir: Path) -> None:
                            f"out/artifacts/{art.name}")
 
     # compare with v6 on the same seeds: worse (exit 1), the patch alone loses writes
+    # (the guide's command adds two workloads where both sides are clean; this one keeps
+    # the workload that tells them apart, to stay fast)
     c = pagerace(patch_dir, "--plugin", "my_patch.py", "compare", "v6", PATCHED,
-                 "--workloads", "migrate-vs-pin,migrate,default", "--seeds", "0-99")
+                 "--workloads", "migrate-vs-pin", "--seeds", "0-99")
     assert c.returncode == 1, c.stderr
     assert c.stdout.startswith(f"verdict: {PATCHED} is WORSE than v6")
     assert "migrate-vs-pin                   0/100     5/100       0       5      0.0625  worse" in c.stdout
