@@ -68,6 +68,7 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
             "description": v.description,
             "seed": v.seed,
             "provides": sorted(v.provides),
+            "plugin": _plugin_of("variants", name),
         }
         for name, v in sorted(VARIANTS.items())
     ]
@@ -91,6 +92,14 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
     )
 
 
+def _plugin_of(what: str, name: str) -> str | None:
+    """The name of the plugin that registered ``name`` (None for a built-in)."""
+    from ..plugins import owner
+
+    p = owner(what, name)
+    return p.name if p is not None else None
+
+
 def _wrap(text: str, indent: int, width: int = 100) -> str:
     return textwrap.fill(text, width=width, initial_indent=" " * indent, subsequent_indent=" " * indent)
 
@@ -111,7 +120,8 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
     out.append("variants (--variant):")
     for v in data["variants"]:
         width = max(9, *(len(x["name"]) for x in data["variants"]))
-        out.append(f"  {v['name']:<{width}} {v['description']}")
+        plug = f" [plugin {v['plugin']}]" if v.get("plugin") else ""
+        out.append(f"  {v['name']:<{width}} {v['description']}{plug}")
     out.append("")
     bugs = data["bugs"]
     b_width = max((len(b["name"]) for b in bugs), default=0)
