@@ -209,6 +209,7 @@ PLAN_KEYS = {
     "shrink": "true/false",
     "chunk": "units per task",
     "duration": "per-run duration on the parallel engine, e.g. '2s'",
+    "plugins": "plugin files (relative to the plan file) or modules to load, as --plugin",
 }
 
 
@@ -238,6 +239,15 @@ def load_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data["workloads"] = [
             str((p.parent / w).resolve()) if w.endswith(".toml") and not os.path.isabs(w) else w
             for w in data["workloads"]
+        ]
+    if "plugins" in data:
+        plugs = data["plugins"]
+        if not isinstance(plugs, list) or not all(isinstance(x, str) for x in plugs):
+            raise InvalidOption(
+                f"campaign file {str(p)!r}: 'plugins' must be a list of file paths or modules"
+            )
+        data["plugins"] = [
+            str((p.parent / x).resolve()) if x.endswith(".py") and not os.path.isabs(x) else x for x in plugs
         ]
     if "out" in data and not os.path.isabs(str(data["out"])):
         data["out"] = str((p.parent / str(data["out"])).resolve())

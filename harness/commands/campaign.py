@@ -152,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     from .. import campaign as c
 
     v = _values(args)
+    if v.get("plugins"):
+        from ..plugins import load_all
+
+        load_all(v["plugins"])
     if v.get("shrink"):
         try:
             from ..shrink import shrink_record  # noqa: F401

@@ -289,3 +289,20 @@ def test_the_entry_point_scan_agrees_with_importlib_metadata() -> None:
     want = sorted({(e.name, e.value) for e in entry_points(group="pytest11")})
     assert ("pagerace", "pagerace.harness.pytest_plugin") in want
     assert plugins.entry_points_of_group("pytest11") == want
+
+
+def test_a_campaign_plan_file_lists_its_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "my_patch.py").write_text(EXAMPLE.read_text())
+    plan = tmp_path / "nightly.toml"
+    plan.write_text(
+        'name = "n"\nplugins = ["patches/my_patch.py"]\nworkloads = ["migrate-vs-pin"]\n'
+        f'variants = ["{PATCHED}"]\nseeds = "17"\nstrategies = ["rr"]\njobs = 1\nreplay = false\n'
+    )
+    with plugins.isolated():
+        rc, _o, err = run_cli(capsys, "campaign", "--plan", plan, "--out", tmp_path / "o", "--quiet")
+    assert rc == 1, err
+    assert f"{PATCHED},,deterministic,17" in (tmp_path / "o" / "failures.csv").read_text()
+    plan.write_text('plugins = "patches/my_patch.py"\n')
+    rc, _o, err = run_cli(capsys, "campaign", "--plan", plan, "--out", tmp_path / "o2")
+    assert rc == 2 and "'plugins' must be a list" in err
