@@ -208,6 +208,15 @@ def artifact_json(record: RunRecord, run_id: str = "") -> dict[str, Any]:
     }
     if note:
         doc["steps_note"] = note
+    from .plugins import needed_by
+
+    plugins = needed_by(
+        record.variant,
+        sorted({a.kind for a in record.workload.actors}),
+        sorted({str(op[0]) for ops in record.ops for op in ops}),
+    )
+    if plugins:
+        doc["plugins"] = plugins
     return doc
 
 
@@ -297,6 +306,27 @@ def _check_loaded(p: str, variant: Any, bugs: Any, version: Any) -> None:
                 f"artifact {p!r} needs bug toggle {missing[0]!r}, which is not loaded in this "
                 f"pagerace ({__version__}; see 'pagerace list --bugs'); it was written by {by}"
             )
+def _check_plugins(p: str, d: dict[str, Any]) -> None:
+    """An artifact of a plugin's variant, actor kind or operation, read where that plugin
+    is not loaded, is not corrupt: name the plugin, what it provides and how to load it.
+
+    Raises:
+        InvalidOption: the artifact records a plugin for something this process lacks.
+    """
+    from .plugins import missing_for
+
+    raw = d.get("workload")
+    actors = raw.get("raw", {}).get("actor", []) if isinstance(raw, dict) else []
+    kinds = [a["kind"] for a in actors if isinstance(a, dict) and isinstance(a.get("kind"), str)]
+    ops_raw = d.get("ops")
+    ops = sorted(
+        {op[0] for ops in ops_raw if isinstance(ops, list) for op in ops if isinstance(op, list) and op
+         and isinstance(op[0], str)}
+    ) if isinstance(ops_raw, list) else []
+    variant = d.get("variant")
+    why = missing_for(d.get("plugins"), variant if isinstance(variant, str) else "", kinds, ops)
+    if why is not None:
+        raise InvalidOption(f"artifact {p!r} {why}")
 
 
 def _int_field(path: str, d: dict[str, Any], key: str) -> int:
@@ -338,6 +368,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
         raise _corrupt(p, f"missing key(s): {', '.join(missing)}")
+    _check_plugins(p, d)
     try:
         w = workload_from_json(d["workload"])
     except InvalidWorkload as exc:

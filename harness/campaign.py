@@ -172,14 +172,16 @@ def parse_seeds(text: str | int | Iterable[int] | Seeds) -> Seeds:
 
 
 def parse_duration(text: str | float | int | None, option: str = "budget") -> float | None:
-    """``"30m"``, ``"1h30m"``, ``"90s"``, ``"90"`` (seconds) → seconds; ``None``/``"none"`` → no budget.
-
-    The one duration parser, :func:`pagerace.harness.commands._options.parse_duration`,
-    with "no limit" allowed.
+    """A plan's duration (``budget``, ``duration``) → seconds; ``None``, ``"none"``, ``""``
+    and ``0`` → no limit. The one duration parser,
+    :func:`pagerace.harness.commands._options.parse_duration` (``45`` is seconds;
+    ``500ms``, ``30s``, ``2m``, ``1h30m``), with "no limit" allowed.
 
     Raises:
-        InvalidOption: anything else, naming ``option``.
+        InvalidOption: anything else, naming ``option`` and the accepted forms.
     """
+    from .commands._options import parse_duration as _parse_duration
+
     return _parse_duration(text, option, none_ok=True)
 
 
@@ -292,6 +294,7 @@ PLAN_KEYS = {
     "shrink": "true/false",
     "chunk": "units per task",
     "duration": "per-run duration on the parallel engine, e.g. '2s'",
+    "plugins": "plugin files (relative to the plan file) or modules to load, as --plugin",
 }
 
 
@@ -321,6 +324,15 @@ def load_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data["workloads"] = [
             str((p.parent / w).resolve()) if w.endswith(".toml") and not os.path.isabs(w) else w
             for w in data["workloads"]
+        ]
+    if "plugins" in data:
+        plugs = data["plugins"]
+        if not isinstance(plugs, list) or not all(isinstance(x, str) for x in plugs):
+            raise InvalidOption(
+                f"campaign file {str(p)!r}: 'plugins' must be a list of file paths or modules"
+            )
+        data["plugins"] = [
+            str((p.parent / x).resolve()) if x.endswith(".py") and not os.path.isabs(x) else x for x in plugs
         ]
     if "out" in data and not os.path.isabs(str(data["out"])):
         data["out"] = str((p.parent / str(data["out"])).resolve())
@@ -391,6 +403,12 @@ class Unit:
         return (self.workload, self.variant, "+".join(self.bugs), self.seed, self.strategy, self.engine)
 
 
+def _loaded_plugins() -> tuple[str, ...]:
+    from .plugins import loaded_specs
+
+    return loaded_specs()
+
+
 @dataclass(frozen=True)
 class Task:
     """What one worker call runs: consecutive seeds of one configuration. Carries the
@@ -408,6 +426,8 @@ class Task:
     replay: bool = True
     shrink: bool = False
     duration_s: float = 2.0
+    # the plugins loaded where the task was made: a worker loads them before it runs
+    plugins: tuple[str, ...] = field(default_factory=_loaded_plugins)
 
 
 @dataclass
@@ -647,6 +667,9 @@ def check_parallel_engine() -> Callable[..., Any]:
 def run_task(t: Task) -> list[UnitResult]:
     """Worker entry point: run every seed of ``t``; a harness error in one unit is
     returned as that unit's ``error`` (nothing gets written for it, so a rerun retries)."""
+    from .plugins import ensure_loaded
+
+    ensure_loaded(t.plugins)
     w = workload_from_json(t.workload)
     out: list[UnitResult] = []
     for seed in t.seeds:

@@ -17,12 +17,17 @@ code  meaning
 ====  ==========================================================================
 
 Every error is one line on stderr. Help style: each command's ``--help`` ends with
-examples, one command line each, followed by what it does.
+examples, one command line each, followed by what it does, then its exit codes.
+
+``--quiet``, ``--traceback`` and ``--plugin FILE.py`` are accepted by every command,
+before or after its name (:func:`add_common_options`); plugins (``harness/plugins.py``)
+are loaded before the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -91,13 +96,60 @@ def format_examples(examples: Any) -> str:
     return "\n".join(lines)
 
 
+#: Options that take a value and that every command accepts before or after its name.
+_VALUE_OPTIONS = ("--plugin",)
+
+
 def command_named(argv: Sequence[str]) -> str | None:
-    """The registered command ``argv`` runs (its first word that is not an option), or
-    None (``pagerace --help``, no command, an unknown one)."""
+    """The registered command ``argv`` runs (its first word that is not an option nor the
+    value of ``--plugin``), or None (``pagerace --help``, no command, an unknown one)."""
     from .commands import COMMANDS
 
-    word = next((a for a in argv if not a.startswith("-")), None)
-    return word if word in COMMANDS else None
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in _VALUE_OPTIONS:
+            skip = True
+            continue
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def add_common_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """``--quiet``, ``--traceback`` and ``--plugin``: on the top-level parser (``top``)
+    and on every command's, so they work before or after the command name. The top
+    level's land in ``_g_*``, the command's in ``quiet`` / ``_s_*``; :func:`main` merges
+    them. A command that defines ``--quiet`` itself keeps its own help for it."""
+    pre = "_g_" if top else "_s_"
+    have = set(p._option_string_actions)
+    if not top:
+        p.set_defaults(_own_quiet="--quiet" in have)
+    if "--quiet" in have and "-q" not in have:
+        # the command's own --quiet: -q is the same switch, as on every other command
+        p.add_argument("-q", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+    if "--quiet" not in have:
+        p.add_argument(
+            "-q", "--quiet", dest="_g_quiet" if top else "quiet", action="store_true",
+            help="print nothing on stdout: the exit code and the files say what happened "
+            "(errors still go to stderr)",
+        )
+    p.add_argument(
+        "--traceback", dest=f"{pre}traceback", action="store_true",
+        help="on an internal error, print the Python traceback too",
+    )
+    p.add_argument(
+        "--plugin", dest=f"{pre}plugin", action="append", default=[], metavar="FILE.py",
+        help="load a plugin (a .py file or a module) that registers variants, actor kinds or "
+        "operations (repeatable; also $PAGERACE_PLUGINS and the 'pagerace.plugins' entry points)",
+    )
+
+
+def exit_codes_epilog(codes: Sequence[tuple[int, str]]) -> str:
+    """The ``exit codes:`` block every ``--help`` ends with."""
+    return "exit codes:\n" + "\n".join(f"  {c:<3} {what}" for c, what in codes)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -111,8 +163,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     top_examples = [m.EXAMPLES[0] for m in mods if m.EXAMPLES]
     epilog = (
         format_examples(top_examples)
-        + "\n\nexit codes:\n"
-        + "\n".join(f"  {c}  {what}" for c, what in EXIT_CODES)
+        + "\n\n"
+        + exit_codes_epilog(EXIT_CODES)
         + "\n\nRun 'pagerace COMMAND --help' for a command's options and examples."
     )
     parser = _Parser(
@@ -125,21 +177,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pagerace {__version__}")
-    parser.add_argument(
-        "--traceback",
-        action="store_true",
-        help="on an internal error, print the Python traceback too",
-    )
+    add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for m in mods:
         p = sub.add_parser(
             m.NAME,
             help=m.HELP,
             description=m.HELP,
-            epilog=format_examples(m.EXAMPLES),
+            epilog=format_examples(m.EXAMPLES)
+            + "\n\n"
+            + exit_codes_epilog(getattr(m, "EXIT_CODES", EXIT_CODES)),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         m.add_arguments(p)
+        add_common_options(p, top=False)
         p.set_defaults(_run=m.run)
     return parser
 
@@ -168,6 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _report("pagerace: error: ", "no command given; choose one of the commands above")
             return 2
         cmd = f"pagerace {args.command}"
+        args.quiet = bool(getattr(args, "quiet", False) or args._g_quiet)
+        args.traceback = bool(args._g_traceback or getattr(args, "_s_traceback", False))
+        args.plugins = [*args._g_plugin, *getattr(args, "_s_plugin", [])]
+        from . import plugins
+
+        plugins.load_all(args.plugins)
+        if args.quiet and not args._own_quiet:
+            # the command has no --quiet of its own: nothing it prints reaches stdout
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                return int(args._run(args))
         return int(args._run(args))
     except FailureFound as exc:
         _report(f"{cmd}: failure found: ", _one_line(exc))

@@ -61,27 +61,30 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """``200-runs`` / ``200runs`` / ``200`` → runs; ``30s``, ``2m``, ``1.5h`` → seconds.
+    """``200-runs`` / ``200runs`` / ``200 runs`` → runs; anything else is a duration read
+    by the one duration parser (``commands/_options.parse_duration``): ``45`` (seconds,
+    as everywhere), ``500ms``, ``30s``, ``2m``, ``1h30m``.
 
     Raises:
-        InvalidOption: anything else.
+        InvalidOption: anything else, naming the value and both forms.
     """
+    from .commands._options import DURATION_FORMS, parse_duration
+
     t = text.strip().lower()
-    m = re.fullmatch(r"(\d+)\s*(-?\s*runs?)?", t)
+    m = re.fullmatch(r"(\d+)\s*-?\s*runs?", t)
     if m:
         n = int(m.group(1))
         if n < 1:
-            raise InvalidOption(f"bad budget {text!r}: it must be at least 1 run")
+            raise InvalidOption(f"--budget {text!r}: a budget must be at least 1 run")
         return Budget(runs=n)
-    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*(ms|s|m|h)", t)
-    if m:
-        v = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        if v <= 0:
-            raise InvalidOption(f"bad budget {text!r}: it must be more than zero")
-        return Budget(seconds=v)
-    raise InvalidOption(
-        f"bad budget {text!r}; use a number of runs (200-runs, 200) or a time (30s, 2m, 1h)"
-    )
+    try:
+        secs = parse_duration(t, "--budget")
+    except InvalidOption:
+        raise InvalidOption(
+            f"--budget {text!r}: not a budget; use a number of runs (200-runs) or a time: {DURATION_FORMS}"
+        ) from None
+    assert secs is not None
+    return Budget(seconds=secs)
 
 
 @dataclass

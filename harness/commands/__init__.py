@@ -30,6 +30,7 @@ COMMANDS: list[str] = [
     "run",
     "replay",
     "hunt",
+    "compare",
     "shrink",
     "campaign",
     "report",

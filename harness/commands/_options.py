@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ...core.machine.errors import InvalidOption
 
@@ -220,3 +221,55 @@ def _probe(d: Path, option: str, shown: str) -> None:
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+def add_status_every(p: argparse.ArgumentParser) -> None:
+    """``--status-every TIME``: the period of the status line printed when stderr is not
+    a terminal (a CI log)."""
+    p.add_argument(
+        "--status-every", type=duration("--status-every"), default=30.0, metavar="TIME",
+        help="when stderr is not a terminal (CI), print a status line this often: 30s, 1m, 500ms "
+        "(default: 30s; --quiet: none)",
+    )
+
+
+class StatusLine:
+    """What a long command says while it works, on stderr: on a terminal one line
+    rewritten in place (at most every 0.2 s); in a log (not a terminal) a full line every
+    ``every`` seconds, so a CI job is never silent for long; nothing when ``quiet``.
+
+    ``clock`` and ``stream`` are injectable for tests."""
+
+    def __init__(
+        self, every: float, quiet: bool = False, stream: Any = None, clock: Callable[[], float] | None = None
+    ) -> None:
+        import sys
+        import time
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock or time.monotonic
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = 0.2 if self.tty else every
+        self.quiet = quiet
+        self.last = self.clock()
+        self.shown = False
+
+    def __call__(self, text: Callable[[], str]) -> None:
+        """Show ``text()`` if it is time (``text`` is called only then)."""
+        if self.quiet:
+            return
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if self.tty:
+            self.stream.write("\r" + text()[:79].ljust(79))
+            self.shown = True
+        else:
+            self.stream.write(text() + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the terminal line, if one was drawn."""
+        if self.shown:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+            self.shown = False

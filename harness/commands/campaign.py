@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.machine.errors import InvalidOption
-from ._options import check_out_dir, interruptible
+from ._options import StatusLine, add_status_every, check_out_dir, interruptible
 
 NAME = "campaign"
 HELP = "run many (workload, variant, seed) units in parallel into one output directory; resumable"
@@ -79,7 +80,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-replay", action="store_true", help="do not replay failures to fill failures.csv 'reproduced'"
     )
     p.add_argument("--shrink", action="store_true", help="shrink every failure's artifact (slower)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument("--quiet", action="store_true",
+                   help="nothing on stdout, and on stderr only what needs action (harness errors, a stop "
+                   "short of the plan other than the budget)")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the end summary as text or as one JSON object (default: text)")
+    p.add_argument("--junit", metavar="FILE.xml",
+                   help="also write a JUnit XML file: one test case per configuration, failed when a run "
+                   "of it failed (with its failures, artifacts and replay commands)")
+    add_status_every(p)
 
 
 def _values(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
     interruptible()
     v = _values(args)
+    if v.get("plugins"):
+        from ..plugins import load_all
+
+        load_all(v["plugins"])
     if v.get("shrink"):
         try:
             from ..shrink import shrink_record  # noqa: F401
@@ -162,12 +175,16 @@ def run(args: argparse.Namespace) -> int:
     # the bar's total is known once the directory was read (done units are skipped)
     state: dict[str, Any] = {}
     show = not args.quiet and sys.stderr.isatty()
+    # not on a terminal (a CI log): a status line every --status-every instead of the bar
+    status = StatusLine(args.status_every, quiet=args.quiet or show)
 
     def start(total: int, already: int) -> None:
         state["bar"] = _Bar(total, show)
+        state["total"] = total
 
     def progress(p: Any) -> None:
         state["bar"](p)
+        status(lambda: _status_text(p, state.get("total", p.total)))
 
     # a job scheduler's SIGTERM stops the campaign the way Ctrl-C does (finished units kept)
     old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
@@ -179,10 +196,16 @@ def run(args: argparse.Namespace) -> int:
             state["bar"].close()
         if backend is not None:
             backend.close(cancel=False)
-    for line in c.describe_result(res):
-        print(line, file=sys.stderr)
+    if not args.quiet or res.errors or res.stopped not in ("", "budget"):
+        for line in c.describe_result(res):
+            print(line, file=sys.stderr)
     rows = c.summarize(out, campaign=plan.name)
-    if not args.quiet:
+    if args.junit:
+        _write_junit(Path(args.junit), plan.name, out, rows)
+    if args.format == "json":
+        if not args.quiet:
+            print(json.dumps(_json_summary(res, rows, out), indent=1))
+    elif not args.quiet:
         print(c.format_summary(rows))
         print(f"report: pagerace report {out} --html")
     if res.stopped in ("interrupted", "killed"):
@@ -190,3 +213,91 @@ def run(args: argparse.Namespace) -> int:
     if res.errors:
         return 3
     return 1 if any(r.failed for r in rows) else 0
+
+
+def _status_text(p: Any, total: int) -> str:
+    left = ""
+    if p.done and p.elapsed > 0 and total > p.done:
+        left = f", ~{(total - p.done) * p.elapsed / p.done / 60:.1f} min left"
+    rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+    return (f"campaign: {p.done}/{total} units, {p.failed} failed, {p.errors} harness errors, "
+            f"{rate:.1f}/s{left}")
+
+
+def _failures(out: Path) -> list[dict[str, str]]:
+    import csv
+
+    p = out / "failures.csv"
+    if not p.exists():
+        return []
+    with p.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _by_config(out: Path) -> dict[tuple[str, str, str], list[dict[str, str]]]:
+    by: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for f in _failures(out):
+        by.setdefault((f.get("workload", ""), f.get("variant", ""), f.get("bugs", "")), []).append(f)
+    return by
+
+
+def _replay_cmd(out: Path, f: dict[str, str]) -> str:
+    from ..plugins import flags_for
+
+    art = f.get("artifact", "")
+    return f"pagerace {flags_for(f.get('variant', ''))}replay {out / art}" if art else ""
+
+
+def _json_summary(res: Any, rows: Any, out: Path) -> dict[str, Any]:
+    """``--format json``: how the campaign went and, per configuration, its counts and
+    failures (seed, kind, message, artifact, replay command)."""
+    fails = _by_config(out)
+    return {
+        "campaign": res.plan.name, "out": str(out), "planned": res.planned, "ran": res.ran,
+        "already": res.already, "failed": res.failed, "harness_errors": len(res.errors),
+        "stopped": res.stopped, "not_run": res.not_run, "elapsed_s": round(res.elapsed, 3),
+        "rate_per_s": round(res.rate, 3),
+        "configurations": [
+            {
+                "workload": r.workload, "variant": r.variant, "bugs": r.bugs, "units": r.units,
+                "clean": r.clean, "budget": r.budget, "failed": r.failed, "rate": r.rate,
+                "failures": [
+                    {"seed": int(f.get("seed", -1) or -1), "run_id": f.get("run_id", ""),
+                     "kind": f.get("kind", ""), "message": f.get("message", ""),
+                     "artifact": f.get("artifact", ""), "replay": _replay_cmd(out, f)}
+                    for f in fails.get((r.workload, r.variant, r.bugs), [])
+                ],
+            }
+            for r in rows
+        ],
+    }
+
+
+def _write_junit(path: Path, name: str, out: Path, rows: Any) -> None:
+    """One ``<testcase>`` per configuration (classname: the workload, name: variant and
+    bugs), with a ``<failure>`` listing its failures when a run of it failed."""
+    import xml.etree.ElementTree as ET
+
+
+    fails = _by_config(out)
+    suite = ET.Element("testsuite", name=f"pagerace campaign {name}", tests=str(len(rows)),
+                       failures=str(sum(1 for r in rows if r.failed)), errors="0", skipped="0")
+    for r in rows:
+        tc = ET.SubElement(suite, "testcase", classname=r.workload,
+                           name=r.variant + (f" +{r.bugs}" if r.bugs else ""))
+        ET.SubElement(tc, "system-out").text = (
+            f"{r.units} units: {r.clean} clean, {r.budget} out of budget, {r.failed} failed"
+        )
+        if r.failed:
+            fs = fails.get((r.workload, r.variant, r.bugs), [])
+            kinds = r.kinds or "?"
+            el = ET.SubElement(tc, "failure", type=kinds.split(" ")[0],
+                               message=f"{r.failed} of {r.units} runs failed: {kinds}")
+            el.text = "\n".join(
+                f"seed {f.get('seed')} {f.get('kind')}: {f.get('message')}\n  {_replay_cmd(out, f)}"
+                for f in fs
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ET.ElementTree(suite).write(tmp, encoding="utf-8", xml_declaration=True)
+    os.replace(tmp, path)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ...workloads import load_workload
 from ..artifacts import write_artifact
 from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
 from ..output import ARTIFACT_DIR, RowWriter, rows_for, run_id
-from ..runner import validate_variant_bugs
+from ..runner import RunRecord, validate_variant_bugs
 from ..steps import readable_steps
-from ._options import add_out, add_seed, add_variant_and_bugs, at_least, check_out_dir, seconds
+from ._options import (
+    StatusLine,
+    add_out,
+    add_seed,
+    add_status_every,
+    add_variant_and_bugs,
+    at_least,
+    check_out_dir,
+    seconds,
+)
 
 NAME = "hunt"
 HELP = (
@@ -37,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", metavar="WORKLOAD", help="workload name or .toml path")
     add_variant_and_bugs(p)
     p.add_argument("--budget", default="100-runs", metavar="B",
-                   help="N-runs (200-runs) or a time (30s, 2m) (default: 100-runs)")
+                   help="N-runs (200-runs) or a time: seconds (45) or with units (500ms, 30s, 2m, "
+                   "1h30m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="mix",
                    help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr, "
                    "pos, urw, surw or exhaustive (default: mix)")
@@ -51,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shrink", action="store_true", help="keep the failing run as found")
     add_out(p)
     p.add_argument("--full-steps", action="store_true", help="print every lock event")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="output format; json: one object (runs, seed, failure, artifact, replay command) "
+                   "(default: text)")
+    add_status_every(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
     check_out_dir(args.out, artifacts=True)
+    import time
+
+    status = StatusLine(args.status_every, quiet=args.quiet)
+    t0 = time.monotonic()
+    count = [0]
+
+    def on_run(rec: RunRecord) -> None:
+        writer.add(rows_for(rec, run_id(rec), ""))
+        count[0] += 1
+        status(lambda: f"hunt {w.name} · {args.variant}: {count[0]} runs, nothing found yet "
+                       f"({time.monotonic() - t0:.0f} s, seed {rec.seed}, budget {budget})")
+
     # Rows go out in batches (RowWriter); everything printed below comes after the writer
     # closed, so no run is reported before its rows are on disk.
     with RowWriter(args.out) as writer:
@@ -65,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
             w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
             pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
             shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
-            on_run=lambda rec: writer.add(rows_for(rec, run_id(rec), "")),
+            on_run=on_run,
         )
+        status.close()
         if res.found is not None:
             found = res.found
             rec = res.shrunk.record if res.shrunk is not None else found
@@ -77,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             for row in rows["failures.csv"]:
                 row["shrunk_steps"] = rec.result.steps if res.shrunk is not None else -1
             writer.add(rows)
+    if args.format == "json":
+        return _print_json(args, w.name, res, budget, path if res.found is not None else None)
     bugs = f" +{'+'.join(sorted(args.bug))}" if args.bug else ""
     head = f"{w.name} · {args.variant}{bugs} · {args.strategy}"
     extra = ""
@@ -100,5 +130,34 @@ def run(args: argparse.Namespace) -> int:
     for line in readable_steps(rec, full=args.full_steps):
         print(line)
     print(f"artifact: {path}")
-    print(f"replay it: pagerace replay {path}")
+    from ..plugins import flags_for
+
+    kinds = sorted({a.kind for a in w.actors})
+    print(f"replay it: pagerace {flags_for(args.variant, kinds)}replay {path}")
     return 1
+
+
+def _print_json(args: argparse.Namespace, workload: str, res: Any, budget: Any, path: Path | None) -> int:
+    """``--format json``: the hunt as one object; the exit code is the same as in text."""
+    import json
+
+    from ..plugins import flags_for
+
+    doc: dict[str, Any] = {
+        "workload": workload, "variant": args.variant, "bugs": sorted(args.bug), "strategy": args.strategy,
+        "budget": str(budget), "runs": res.runs, "seconds": round(res.seconds, 3),
+        "found": res.found is not None,
+    }
+    if res.found is not None:
+        f = res.found.result.failure
+        rec = res.shrunk.record if res.shrunk is not None else res.found
+        doc.update(
+            seed=res.found.seed,
+            failure={"kind": f.kind.value, "message": f.headline()} if f is not None else None,
+            steps=res.found.result.steps,
+            shrunk_steps=rec.result.steps if res.shrunk is not None else None,
+            artifact=str(path),
+            replay=f"pagerace {flags_for(args.variant)}replay {path}",
+        )
+    print(json.dumps(doc, indent=1))
+    return 1 if res.found is not None else 0

@@ -22,6 +22,7 @@ EXAMPLES = [
         "with the bug catalog in full: what each toggle changes, what goes wrong, the fix",
     ),
     ("pagerace list --format json", "everything, bug catalog in full, for scripts"),
+    ("pagerace list --kinds", "the actor kinds of workload TOML files, with every parameter and its default"),
 ]
 
 
@@ -31,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bugs",
         action="store_true",
         help="show the bug catalog in full (text format; JSON always has it all)",
+    )
+    p.add_argument(
+        "--kinds",
+        action="store_true",
+        help="show only the actor kinds of workload TOML files, with their parameters and defaults "
+        "(plugins' kinds included; docs/workloads.md has every key)",
     )
 
 
@@ -61,6 +68,7 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
             "description": v.description,
             "seed": v.seed,
             "provides": sorted(v.provides),
+            "plugin": _plugin_of("variants", name),
         }
         for name, v in sorted(VARIANTS.items())
     ]
@@ -84,6 +92,14 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
     )
 
 
+def _plugin_of(what: str, name: str) -> str | None:
+    """The name of the plugin that registered ``name`` (None for a built-in)."""
+    from ..plugins import owner
+
+    p = owner(what, name)
+    return p.name if p is not None else None
+
+
 def _wrap(text: str, indent: int, width: int = 100) -> str:
     return textwrap.fill(text, width=width, initial_indent=" " * indent, subsequent_indent=" " * indent)
 
@@ -103,7 +119,9 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
     out.append("")
     out.append("variants (--variant):")
     for v in data["variants"]:
-        out.append(f"  {v['name']:<9} {v['description']}")
+        width = max(9, *(len(x["name"]) for x in data["variants"]))
+        plug = f" [plugin {v['plugin']}]" if v.get("plugin") else ""
+        out.append(f"  {v['name']:<{width}} {v['description']}{plug}")
     out.append("")
     bugs = data["bugs"]
     b_width = max((len(b["name"]) for b in bugs), default=0)
@@ -133,6 +151,14 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kinds:
+        from ..reference import kinds, kinds_text
+
+        if args.format == "json":
+            print(json.dumps({"kinds": kinds()}, indent=1))
+        else:
+            print("\n".join(kinds_text()))
+        return 0
     data, broken = catalog()
     if args.format == "json":
         print(json.dumps(data, indent=1))

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the readable step list (step, actor, function:line, call site)",
     )
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the verdict as text or as one JSON object (default: text)")
 
 
 def format_steps(steps: list[list[object]]) -> str:
@@ -72,7 +74,17 @@ def run(args: argparse.Namespace) -> int:
             row["reproduced"] = "yes" if reproduced else "no"
             row["artifact"] = art.path
         append_all(args.out, rows)
+    if args.format == "json":
+        import json
+
+        print(json.dumps({
+            "artifact": art.path, "workload": art.workload.name, "variant": art.variant,
+            "bugs": list(art.bugs), "seed": art.seed, "reproduced": reproduced, "reason": reason,
+            "recorded": {"kind": art.failure.kind.value, "message": art.failure.headline()},
+            "exit_code": 1 if reproduced else 4,
+        }, indent=1))
     if not reproduced:
         raise DidNotReproduce(f"did not reproduce: {reason}")
-    print(f"reproduced: {reason}")
+    if args.format != "json":
+        print(f"reproduced: {reason}")
     return 1

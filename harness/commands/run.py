@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from typing import Any
 
@@ -67,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_variant_and_bugs(p)
     add_out(p)
     p.add_argument("--quiet", action="store_true", help="print nothing; the exit code says it all")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the summary as text or as one JSON object (default: text)")
     det = p.add_argument_group("deterministic engine")
     det.add_argument(
         "--strategy",
@@ -230,7 +233,10 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
     if r.failure is not None:
         lines.append(f"failure: {r.failure.headline()}")
         lines.append(f"artifact: {written.artifact_path}")
-        lines.append(f"replay it: pagerace replay {written.artifact_path}")
+        from ..plugins import flags_for
+
+        plug = flags_for(rec.variant, sorted({a.kind for a in rec.workload.actors}))
+        lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
     elif r.outcome.value == "budget":
         lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
     elif r.outcome.value in ("interrupted", "killed"):
@@ -249,8 +255,29 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)  # end the progress line
     written = write_run(args.out, rec)
-    if not args.quiet:
+    if args.format == "json" and not args.quiet:
+        print(json.dumps(summary_json(rec, written, args.out), indent=1))
+    elif not args.quiet:
         print(summary(rec, written, args.out))
     if rec.result.outcome.value in ("interrupted", "killed"):
         return EXIT_INTERRUPTED  # recorded in runs.csv as such (issue 10 items 4, 5)
     return 1 if rec.result.failure is not None else 0
+
+
+def summary_json(rec: RunRecord, written: WrittenRun, out: str) -> dict[str, Any]:
+    """``--format json``: the run as one object (what the text summary says)."""
+    from ..plugins import flags_for
+
+    r = rec.result
+    doc: dict[str, Any] = {
+        "workload": rec.workload.name, "variant": rec.variant, "bugs": list(rec.bugs), "seed": rec.seed,
+        "strategy": rec.strategy, "engine": rec.engine, "outcome": r.outcome.value, "steps": r.steps,
+        "preemptions": r.preemptions, "wall_s": round(rec.wall, 6), "fingerprint": r.fingerprint,
+        "out": out, "failure": None, "artifact": None, "replay": None,
+    }
+    if r.failure is not None:
+        doc["failure"] = {"kind": r.failure.kind.value, "message": r.failure.headline()}
+        doc["artifact"] = str(written.artifact_path)
+        plug = flags_for(rec.variant, sorted({a.kind for a in rec.workload.actors}))
+        doc["replay"] = f"pagerace {plug}replay {written.artifact_path}"
+    return doc

@@ -194,3 +194,31 @@ def test_a_dying_worker_is_an_internal_error_and_the_rerun_completes(
     keys = [tuple(r[k] for k in c.KEY_COLUMNS) for r in _rows(tmp_path / "runs.csv")]
     assert len(keys) == len(set(keys)) == 60
     # no worker left: the conftest leak guard fails any test that leaves a child process
+
+
+def test_dask_workers_load_the_plugins_of_the_campaign(tmp_path: Path) -> None:
+    """Dask worker processes (spawned: they inherit nothing) run a plugin's variant: each
+    task carries the plugin's path and the worker loads it before it runs."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from pagerace.harness import plugins
+    from pagerace.harness.dask_backend import DaskBackend
+
+    example = Path(__file__).parents[2] / "docs" / "examples" / "my_patch.py"
+    saved = random.getstate()
+    with plugins.isolated():
+        plugins.load(str(example))
+        p = c.make_plan(dict(name="p", workloads="migrate-vs-pin", variants="v6-check-page-patch",
+                             seeds="15-21", strategies="rr", replay=False))
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1",
+            dashboard_address=None, worker_dashboard_address=None,
+        ) as cluster:
+            backend = DaskBackend(cluster.scheduler_address)
+            try:
+                res = c.run_campaign(p, tmp_path / "dask", backend=backend)
+            finally:
+                backend.close(cancel=False)
+    random.setstate(saved)
+    assert res.ran == 7 and not res.errors
+    seeds = sorted(int(r["seed"]) for r in _rows(tmp_path / "dask" / "failures.csv"))
+    assert seeds == [17]  # as hunt and compare find it (rr on seed 17)

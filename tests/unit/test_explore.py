@@ -60,10 +60,14 @@ def test_exhaustive_finds_the_ab_ba_deadlock():
 
 def test_parse_budget():
     assert parse_budget("200-runs") == Budget(runs=200)
-    assert parse_budget("7") == Budget(runs=7)
+    assert parse_budget("7 runs") == Budget(runs=7)
+    # a bare number is seconds, as for every other duration (issue 12: it was 45 runs)
+    assert parse_budget("45") == Budget(seconds=45.0)
+    assert parse_budget("500ms") == Budget(seconds=0.5)
+    assert parse_budget("1h30m") == Budget(seconds=5400.0)
     assert parse_budget("30s") == Budget(seconds=30.0)
     assert parse_budget("2m") == Budget(seconds=120.0)
-    for bad in ("", "-3", "0-runs", "fast", "3 parsecs"):
+    for bad in ("", "-3", "0-runs", "fast", "3 parsecs", "0", "1h30"):
         with pytest.raises(InvalidOption, match="budget"):
             parse_budget(bad)
 

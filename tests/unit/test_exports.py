@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-PUBLIC = ["pagerace", "pagerace.core", "pagerace.harness", "pagerace.workloads"]
+PUBLIC = ["pagerace", "pagerace.core", "pagerace.harness", "pagerace.workloads", "pagerace.extend"]
 HEAVY = ("pandas", "matplotlib", "multiprocess", "multiprocessing", "psutil", "tqdm", "dask", "ray")
 
 

@@ -84,7 +84,7 @@ def test_cli_hunt_shrink_replay_round_trip(tmp_path, capsys):
     assert cli.main(["shrink", str(art), "-o", str(small), "--time", "2"]) == 1
     assert cli.main(["replay", str(small)]) == 1
     capsys.readouterr()
-    assert cli.main(["hunt", "opposite-order", "--variant", "v6", "--budget", "10",
+    assert cli.main(["hunt", "opposite-order", "--variant", "v6", "--budget", "10-runs",
                      "--out", str(out)]) == 0
     assert "nothing found in 10 runs" in capsys.readouterr().out
     assert cli.main(["hunt", "opposite-order", "--budget", "soon"]) == 2
