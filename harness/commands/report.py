@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from ...core.machine.errors import InvalidOption
@@ -16,6 +17,11 @@ EXAMPLES = [
         "flag what changed beyond noise (exit 1 on a regression); one-page HTML in tonight/report/index.html",
     ),
     ("pagerace report runs/ --html --out /srv/www/pagerace/", "write the figures and the page elsewhere"),
+    (
+        "pagerace report nights/2026-11-22 --baseline nights/2026-11-21 --history nights/ --html",
+        "first seen / last seen and the rate of each failure signature over every night in nights/",
+    ),
+    ("pagerace report tonight/ --format json --junit report.xml", "for CI: JSON on stdout, JUnit XML"),
 ]
 
 
@@ -40,6 +46,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-figures", action="store_true", help="tables only, no PNG files (--html still draws its figures)"
     )
     p.add_argument(
+        "--history",
+        nargs="+",
+        metavar="DIR",
+        default=[],
+        help="earlier nights, oldest first (or a directory of nights, sorted by name): "
+        "first seen / last seen and the rate series of each failure signature",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="what goes to stdout: the text report or one JSON document (default: text)",
+    )
+    p.add_argument("--junit", metavar="FILE", help="also write the result as JUnit XML to FILE")
+    p.add_argument(
         "--quiet", action="store_true", help="print nothing; the exit code says whether it regressed"
     )
 
@@ -59,10 +80,21 @@ def run(args: argparse.Namespace) -> int:
         top=args.top,
         alpha=args.alpha,
         figures=not args.no_figures,
+        history=args.history,
     )
+    if args.junit:
+        from ...reports.junit import write_junit
+
+        write_junit(rep, args.junit)
     if not args.quiet:
-        print(rep.text())
+        if args.format == "json":
+            print(json.dumps(rep.to_json(), indent=2, default=str))
+        else:
+            print(rep.text())
     if rep.regressions:
-        print(f"pagerace report: {rep.regressions} regression(s) against {args.baseline}", file=sys.stderr)
+        if not args.quiet:
+            print(
+                f"pagerace report: {rep.regressions} regression(s) against {args.baseline}", file=sys.stderr
+            )
         return 1
     return 0
