@@ -239,14 +239,16 @@ def _rate_table(rates: pd.DataFrame, comparison: Comparison | None) -> pd.DataFr
     changed: set[tuple[str, str, str]] = set()
     base: dict[tuple[str, str, str], str] = {}
     if comparison is not None:
+        # a rate that moved (its exact configuration), and what failed in the baseline
         for f in comparison.findings:
             parts = f.subject.split(" × ")
-            if f.category in ("failure rate", "new failure kind", "failure kind gone") and len(parts) >= 2:
-                for w, v, b in zip(rates["workload"], rates["variant"], rates["bugs"]):
-                    if (w, v) == (parts[0], parts[1]):
-                        changed.add((w, v, b))
+            if f.category == "failure rate" and len(parts) == 3:
+                changed.add((parts[0], parts[1], parts[2]))
         for r in comparison.rates.itertuples(index=False):
-            base[(r.workload, r.variant, r.bugs)] = f"{int(r.base_failed)}/{int(r.base_runs)}"
+            other = "" if r.bugs == r.baseline_bugs else f" ({r.baseline_bugs})"
+            base[(r.workload, r.variant, r.bugs)] = f"{int(r.base_failed)}/{int(r.base_runs)}{other}"
+            if r.base_failed:
+                changed.add((r.workload, r.variant, r.bugs))
     t = agg.interesting_rates(rates, changed)
     if t.empty:
         return t
