@@ -27,8 +27,8 @@ h3{font-size:14.5px;margin:14px 0 4px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px;max-width:100%}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.regression td{background:#fde2e2}tr.regression td:first-child,tr.improvement td:first-child,
-tr.notice td:first-child{white-space:nowrap}tr.improvement td{background:#e3f4e1}tr.notice td{background:#fff7dd}
+tr.regression td{background:#fde2e2}tr.improvement td{background:#e3f4e1}tr.notice td{background:#fff7dd}
+tr.regression td:first-child,tr.improvement td:first-child,tr.notice td:first-child{white-space:nowrap}
 .verdict{padding:10px 14px;border-radius:4px;font-weight:600;margin:12px 0}
 .bad{background:#fde2e2;color:#8a1c1c}.good{background:#e3f4e1;color:#1d5e1d}.info{background:#eef2f7}
 .failure{border:1px solid #e3c4c4;border-left:4px solid #c0504d;padding:6px 12px;margin:10px 0;

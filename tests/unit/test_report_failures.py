@@ -258,7 +258,7 @@ def test_only_failing_or_changed_configurations_are_listed(nights: dict[str, Pat
     assert len(agg.interesting_rates(rates, {key})) == 1
     rep = build_report(nights["n2"], baseline=nights["n1"], figures=False)
     t = next(df for title, df in rep.tables.items() if title.startswith("failure rate"))
-    assert list(t["failed"]) == [4] and list(t["baseline"]) == ["0/4"]
+    assert list(t["failed"]) == [4] and list(t["baseline"]) == ["0/4 (none)"]  # baseline bugs named
 
 
 # -- the text, JSON and JUnit outputs ----------------------------------------------------------
