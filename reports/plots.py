@@ -70,7 +70,7 @@ def contention_figure(ds: Dataset, path: Path, top: int = 8) -> Path:
     per = {v: t[t["variant"] == v].head(top).iloc[::-1] for v in variants}
     rows = sum(len(x) for x in per.values())
     fig, axes = plt.subplots(
-        len(variants), 1, figsize=(8, 0.3 * rows + 1.1 * len(variants) + 0.6), squeeze=False, sharex=True
+        len(variants), 1, figsize=(8, 0.3 * rows + 1.1 * len(variants) + 0.6), squeeze=False
     )
     n = agg.runs_per(ds, ["variant"])
     for ax, v in zip(axes[:, 0], variants):
@@ -83,8 +83,8 @@ def contention_figure(ds: Dataset, path: Path, top: int = 8) -> Path:
         ax.barh(y, tf_fail, left=waited, color="#f2a93b", label="trylock failed")
         ax.set_yticks(y, [s if len(s) <= 44 else s[:41] + "..." for s in x["site"]], fontsize=8)
         ax.set_title(f"{v} ({runs} runs)", fontsize=9, loc="left")
+        ax.set_xlabel("contentions per run", fontsize=8)  # each panel its own scale
     axes[0, 0].legend(loc="lower right", fontsize=8)
-    axes[-1, 0].set_xlabel("contentions per run")
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 

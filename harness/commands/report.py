@@ -9,7 +9,10 @@ import sys
 from ...core.machine.errors import InvalidOption
 
 NAME = "report"
-HELP = "aggregate a directory of runs: failure rates, contention, outcomes; compare with a baseline"
+HELP = (
+    "the morning report: verdict, failures by signature with replay commands, rates, contention; "
+    "compare with a baseline, follow a history"
+)
 EXAMPLES = [
     ("pagerace report nightly/", "print the summary tables and write the figures to nightly/report/"),
     (
