@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ...core.machine.errors import InvalidOption
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidOption(f"--top {args.top}: must be at least 1")
     if not 0.0 < args.alpha < 1.0:
         raise InvalidOption(f"--alpha {args.alpha}: must be between 0 and 1, e.g. 0.01")
+    if args.junit and os.path.isdir(args.junit):
+        raise InvalidOption(
+            f"--junit {args.junit}: is a directory; give the XML file to write, e.g. report.xml"
+        )
     from ...reports import build_report
 
     rep = build_report(
@@ -88,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         from ...reports.junit import write_junit
 
-        write_junit(rep, args.junit)
+        try:
+            write_junit(rep, args.junit)
+        except OSError as e:
+            raise InvalidOption(f"--junit {args.junit}: cannot write it ({e.strerror})") from None
     if not args.quiet:
         if args.format == "json":
             print(json.dumps(rep.to_json(), indent=2, default=str))

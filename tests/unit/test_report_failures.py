@@ -342,3 +342,14 @@ def test_report_rejects_a_missing_history_night(
     assert main(["report", str(nights["n1"]), "--history", str(tmp_path / "nope"), "--no-figures"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "no such directory" in err
+
+
+def test_report_rejects_a_junit_path_it_cannot_write(
+    nights: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["report", str(nights["n1"]), "--no-figures", "--out", str(tmp_path / "r")]
+    assert main([*args, "--junit", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*args, "--junit", str(tmp_path / "file" / "report.xml")]) == 2
+    assert "cannot write it" in capsys.readouterr().err
