@@ -172,7 +172,9 @@ class Report:
             "overview": self.overview,
             "configurations": self.configurations,
             "failures": _records(self.failures),
-            "tables": {title: _records(df) for title, df in self.tables.items()},
+            "tables": {
+                _table_key(title): {"title": title, "rows": _records(df)} for title, df in self.tables.items()
+            },
         }
         if self.comparison is not None:
             doc["baseline"] = str(self.baseline.path) if self.baseline is not None else None
@@ -184,6 +186,24 @@ class Report:
         doc["figures"] = {k: str(v) for k, v in self.figures.items()}
         doc["html"] = str(self.html) if self.html is not None else None
         return doc
+
+
+TABLE_KEYS = (
+    ("failure rate", "failure_rates"),
+    ("lock contention", "contention"),
+    ("migration outcomes", "migration_outcomes"),
+    ("page-cache", "page_cache"),
+    ("trylock", "trylock_rates"),
+    ("reproduction", "reproduction"),
+)
+
+
+def _table_key(title: str) -> str:
+    """The stable JSON key of a table (its title carries numbers such as the top N)."""
+    for prefix, key in TABLE_KEYS:
+        if title.startswith(prefix):
+            return key
+    return title
 
 
 def _rest(subject: str) -> str:

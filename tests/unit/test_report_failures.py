@@ -307,6 +307,15 @@ def test_report_format_json_and_junit(
     assert doc["status"] == "bad" and doc["regressions"] == 2 and doc["verdict"].startswith("REGRESSION")
     assert doc["failures"][0]["count"] == 4 and doc["failures"][0]["replay"].startswith("pagerace replay ")
     assert {f["configuration"] for f in doc["findings"]} >= {"fault-storm × v6"}
+    assert set(doc["tables"]) == {
+        "failure_rates",
+        "contention",
+        "migration_outcomes",
+        "page_cache",
+        "trylock_rates",
+        "reproduction",
+    }
+    assert doc["tables"]["failure_rates"]["rows"][0]["failed"] == 4
     root = ET.parse(junit).getroot()
     suite = root.find("testsuite")
     assert suite is not None
