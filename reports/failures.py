@@ -115,18 +115,26 @@ def commands(directory: str | os.PathLike[str], rel: str) -> tuple[str, str]:
     return f"pagerace replay {p} --steps", f"pagerace shrink {p}"
 
 
-def signatures(ds: Dataset) -> pd.DataFrame:
-    """failures.csv with its signature: the columns of failures.csv plus ``signature``,
-    ``title`` and ``where``."""
+def _is_global(sites: str) -> bool:
+    site_list = [x for x in str(sites).split(";") if x]
+    return not site_list or all(x.startswith(GLOBAL) for x in site_list)
+
+
+def signatures(ds: Dataset, lines: bool = False) -> pd.DataFrame:
+    """failures.csv with its signature: the columns of failures.csv plus ``signature``
+    (the title), ``title`` and ``where``. Only a global oracle's failures need their
+    artifact for the title; ``lines`` reads every artifact for ``where`` too (else
+    ``where`` is left empty: :func:`failure_groups` reads the first failure's only, so
+    a night of many failures is not a night of JSON parsing)."""
     f = ds.failures
     if f.empty:
         return f.assign(signature=pd.Series(dtype="string"), title="", where="")
     sig = [
-        signature(k, s, a, read_artifact(ds.path, art))
+        signature(k, s, a, read_artifact(ds.path, art) if lines or _is_global(s) else None)
         for k, s, a, art in zip(f["kind"], f["sites"], f["actors"], f["artifact"])
     ]
     return f.assign(
-        signature=[s.text for s in sig], title=[s.title for s in sig], where=[s.where for s in sig]
+        signature=[x.title for x in sig], title=[x.title for x in sig], where=[x.where for x in sig]
     )
 
 
@@ -149,7 +157,13 @@ def failure_groups(ds: Dataset) -> pd.DataFrame:
             {
                 "signature": sig,
                 "kind": first["kind"],
-                "where": first["where"],
+                "where": first["where"]
+                or signature(
+                    str(first["kind"]),
+                    str(first["sites"]),
+                    str(first["actors"]),
+                    read_artifact(ds.path, str(first["artifact"])),
+                ).where,
                 "count": len(g),
                 "configurations": ", ".join(f"{w} × {v} × {b} ({n})" for (w, v, b), n in cfg.items()),
                 "first_seed": int(first["seed"]),
