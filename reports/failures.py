@@ -53,10 +53,6 @@ class Signature:
     kind: str
     where: str  # model function:line, "" when unknown
 
-    @property
-    def text(self) -> str:
-        return f"{self.title} ({self.where})" if self.where else self.title
-
 
 def read_artifact(directory: str | os.PathLike[str], rel: str) -> dict[str, Any] | None:
     """The JSON document of the artifact ``rel`` (relative to ``directory``), or None."""
