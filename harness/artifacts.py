@@ -158,6 +158,32 @@ def _trace_steps(record: RunRecord) -> tuple[list[list[Any]], str]:
     return steps, note
 
 
+def last_touch(record: RunRecord) -> dict[str, Any] | None:
+    """For a failure seen by a global oracle (``sites`` all ``global_invariants...``),
+    the last kernel path that took the lock of one of its pages before it was seen:
+    ``{"actor", "where" (function:line), "site", "step", "lock"}``; ``None`` for a local
+    failure, a failure naming no page, or when no path took those pages' locks. The
+    report titles the failure with it (``lost_write after migrate_vma_pages:412``)
+    rather than with the oracle's name. Costs one traced rerun, for those failures only.
+    """
+    f = record.result.failure
+    if f is None or not f.pages or not f.sites:
+        return None
+    if not all(s.startswith("global_invariants") for s in f.sites):
+        return None
+    from .steps import step_events  # steps imports runner/explore: keep this module light
+
+    try:
+        events, _again = step_events(record)
+    except ScheduleDiverged:
+        return None
+    want = {f"page:{p}" for p in f.pages}
+    for e in reversed(events):
+        if e.what == "takes" and e.lock in want and e.step <= max(f.step, 0) + 1:
+            return {"actor": e.actor, "where": e.where, "site": e.site, "step": e.step, "lock": e.lock}
+    return None
+
+
 def _limits_of(record: RunRecord) -> dict[str, int]:
     lim = record.options.get("limits")
     if isinstance(lim, dict):
@@ -217,6 +243,9 @@ def artifact_json(record: RunRecord, run_id: str = "") -> dict[str, Any]:
     )
     if plugins:
         doc["plugins"] = plugins
+    touch = last_touch(record)
+    if touch is not None:
+        doc["last_touch"] = touch
     return doc
 
 

@@ -17,6 +17,9 @@ from .schema import OUTCOME_REASONS
 Z95 = 1.959963984540054
 GROUP = ["workload", "variant", "bugs"]
 SKIP_REASONS = [r for r in OUTCOME_REASONS if r not in ("collected", "migrated", "restored")]
+# outcomes.csv rows that are page-cache operations, not migration attempts: their "other"
+# column is a read or write that completed, not a page that failed to migrate
+PAGE_CACHE_ATTEMPTS = ("file_read", "file_write", "readahead")
 
 
 def wilson(
@@ -147,7 +150,12 @@ def contention_by_site(ds: Dataset, top: int | None = 10, by: list[str] | None =
         hold_total=("hold_total", "sum"),
     ).reset_index()
     attempts = out["acquired"] + out["trylock_failures"]
-    out["contention"] = np.where(attempts > 0, out["contended"] / attempts.where(attempts > 0, 1), 0.0)
+    # a site that only waits (wait_on_page_locked: acquired = 0) has no ratio, not 0 %
+    out["contention"] = np.where(
+        attempts > 0,
+        out["contended"] / attempts.where(attempts > 0, 1),
+        np.where(out["waits"] > 0, np.nan, 0.0),
+    )
     out["wait_avg"] = np.where(
         out["waits"] > 0, out["wait_total"] / out["waits"].where(out["waits"] > 0, 1), 0.0
     )
@@ -158,6 +166,63 @@ def contention_by_site(ds: Dataset, top: int | None = 10, by: list[str] | None =
     if top is not None:
         out = out.head(top)
     return out[cols].reset_index(drop=True)
+
+
+def runs_per(ds: Dataset, by: list[str]) -> pd.Series:
+    """Number of runs per ``by`` group (the denominator of the per-run rates)."""
+    r = _bugs_label(ds.runs)
+    if not by:
+        return pd.Series({(): len(r)})
+    return r.groupby(by).size()
+
+
+def contention_table(ds: Dataset, top: int | None = 10, by: list[str] | None = None) -> pd.DataFrame:
+    """The narrow contention table of the report, most contended per run first: per
+    ``by`` (default: variant) × call site, per run of that group (every run counts, not
+    only those that reached the site): contentions, waits, wait time and acquisitions;
+    the mean wait; and the contention ratio, empty for a site that only waits
+    (``wait_on_page_locked`` never acquires, so a ratio of 0 % would hide the most
+    contended sites)."""
+    by = ["variant"] if by is None else by
+    t = contention_by_site(ds, top=None, by=by)
+    cols = [*by, "site", "cont/run", "waits/run", "wait/run", "wait_avg", "acq/run", "contention", "unit"]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    n = runs_per(ds, by)
+    denom = (
+        np.array([float(n.get(tuple(k) if len(by) > 1 else k[0], 0)) for k in t[by].itertuples(index=False)])
+        if by
+        else np.full(len(t), float(len(ds.runs)))
+    )
+    denom = np.where(denom > 0, denom, 1.0)
+    out = t.assign(
+        **{
+            "cont/run": t["contended"] / denom,
+            "waits/run": t["waits"] / denom,
+            "wait/run": t["wait_total"] / denom,
+            "acq/run": t["acquired"] / denom,
+            "unit": t["time_unit"],
+        }
+    )
+    out = out[out["contended"] + out["waits"] + out["acquired"] > 0]
+    out = out.sort_values(["cont/run", "waits/run", "site"], ascending=[False, False, True], kind="stable")
+    if top is not None:
+        out = out.head(top)
+    return out[cols].reset_index(drop=True)
+
+
+def interesting_rates(rates: pd.DataFrame, changed: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """The failure-rate rows worth a line: configurations that failed, or that a
+    comparison finding names (``changed``: (workload, variant, bugs) keys)."""
+    if rates.empty:
+        return rates
+    keep = rates["failed"] > 0
+    if changed:
+        keep |= np.array(
+            [(w, v, b) in changed for w, v, b in zip(rates["workload"], rates["variant"], rates["bugs"])],
+            dtype=bool,
+        )
+    return rates[keep].reset_index(drop=True)
 
 
 def trylock_rates(ds: Dataset) -> pd.DataFrame:
@@ -179,10 +244,20 @@ def trylock_rates(ds: Dataset) -> pd.DataFrame:
     )[cols]
 
 
+def _migrations(ds: Dataset, page_cache: bool = False) -> pd.DataFrame:
+    o = ds.outcomes
+    if o.empty:
+        return o
+    pc = o["attempt"].isin(PAGE_CACHE_ATTEMPTS)
+    return o[pc] if page_cache else o[~pc]
+
+
 def migration_outcomes(ds: Dataset) -> pd.DataFrame:
     """Per variant × migration attempt kind: pages collected, migrated, the success rate
-    (migrated / collected) and each skip reason's share of the collected pages."""
-    o = ds.outcomes
+    (migrated / collected) and each skip reason's share of the collected pages.
+    Page-cache reads and writes (:data:`PAGE_CACHE_ATTEMPTS`) are not migrations and
+    are left out (:func:`page_cache_ops` has them)."""
+    o = _migrations(ds)
     reasons = [r for r in OUTCOME_REASONS if r != "collected"]
     cols = [
         "variant",
@@ -206,14 +281,33 @@ def migration_outcomes(ds: Dataset) -> pd.DataFrame:
     return out[cols].sort_values(["variant", "attempt"]).reset_index(drop=True)
 
 
-def outcome_mix(ds: Dataset) -> pd.DataFrame:
-    """Per migration attempt kind: the share of collected pages each end state accounts
-    for (migrated and every skip reason), rows summing to 1 (the outcome-mix figure)."""
-    o = ds.outcomes
-    ends = ["migrated", *SKIP_REASONS]
+def page_cache_ops(ds: Dataset) -> pd.DataFrame:
+    """Per variant × page-cache operation (buffered read, write, readahead): the counts
+    by end state (``other`` is an operation that completed)."""
+    o = _migrations(ds, page_cache=True)
+    cols = ["variant", "attempt", "runs", *[r for r in OUTCOME_REASONS if r != "collected"]]
     if o.empty:
-        return pd.DataFrame(columns=["attempt", *ends])
-    s = o.groupby("attempt")[ends].sum()
+        return pd.DataFrame(columns=cols)
+    reasons = [r for r in OUTCOME_REASONS if r != "collected"]
+    out = (
+        o.groupby(["variant", "attempt"])
+        .agg(runs=("run_id", "nunique"), **{r: (r, "sum") for r in reasons})
+        .reset_index()
+    )
+    nz = [r for r in reasons if out[r].sum() > 0]
+    return out[["variant", "attempt", "runs", *nz]]
+
+
+def outcome_mix(ds: Dataset, by: list[str] | None = None) -> pd.DataFrame:
+    """Per migration attempt kind (and ``by``, e.g. ``["variant"]``): the share of
+    collected pages each end state accounts for (migrated and every skip reason), rows
+    summing to 1 (the outcome-mix figure). Page-cache operations are left out."""
+    o = _migrations(ds)
+    ends = ["migrated", *SKIP_REASONS]
+    keys = [*(by or []), "attempt"]
+    if o.empty:
+        return pd.DataFrame(columns=[*keys, *ends])
+    s = o.groupby(keys)[ends].sum()
     tot = s.sum(axis=1).where(s.sum(axis=1) > 0, 1)
     return s.div(tot, axis=0).reset_index()
 

@@ -1,5 +1,7 @@
 """The one-page HTML summary: inline CSS, figures as base64 ``data:`` URIs, no script,
-no external resource, so it opens from ``file://`` (or as a mail attachment)."""
+no external resource, so it opens from ``file://`` (or as a mail attachment). The only
+links are the failure artifacts, relative to the page, so the page and the output
+directory can move together (to a web server, say)."""
 
 from __future__ import annotations
 
@@ -20,18 +22,27 @@ CSS = """
 body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;
 color:#222;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+h3{font-size:14.5px;margin:14px 0 4px}
 .meta{color:#666;font-size:12px}
-table{border-collapse:collapse;margin:8px 0;font-size:12.5px}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;margin:8px 0;font-size:12.5px;max-width:100%}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.regression td{background:#fde2e2}tr.improvement td{background:#e3f4e1}tr.notice td{background:#fff7dd}
+tr.regression td:first-child,tr.improvement td:first-child,tr.notice td:first-child{white-space:nowrap}
 .verdict{padding:10px 14px;border-radius:4px;font-weight:600;margin:12px 0}
 .bad{background:#fde2e2;color:#8a1c1c}.good{background:#e3f4e1;color:#1d5e1d}.info{background:#eef2f7}
+.failure{border:1px solid #e3c4c4;border-left:4px solid #c0504d;padding:6px 12px;margin:10px 0;
+border-radius:3px}
+.failure .msg{color:#444;font-size:13px}
+.failure .where{color:#666;font-weight:normal;font-size:12.5px}
+pre.cmd{background:#f6f8fa;padding:6px 8px;margin:4px 0;font-size:12px;white-space:pre-wrap;
+overflow-wrap:anywhere}
 figure{margin:12px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#666;font-size:12px}
 """
 
 
 PERCENT_COLUMNS = {"rate", "ci_lo", "ci_hi", "contention", "success"}
+WAIT_ONLY = "wait only"
 
 
 def _fmt(v: object, col: str, shares: Collection[str]) -> tuple[str, bool]:
@@ -40,7 +51,7 @@ def _fmt(v: object, col: str, shares: Collection[str]) -> tuple[str, bool]:
         return f"{int(v):,}", True
     if isinstance(v, np.floating | float):
         if pd.isna(v):
-            return "", True
+            return (WAIT_ONLY if col == "contention" else ""), True
         if col in PERCENT_COLUMNS or col in shares:
             return f"{100 * float(v):.1f}%", True
         return f"{float(v):,.2f}", True
@@ -90,12 +101,67 @@ def page(
     )
 
 
+def _link(href: str, text: str) -> str:
+    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+
+
+def failures_section(rep: Any, page_dir: Path) -> str:
+    """One block per failure signature: title and line, count and configurations, the
+    first failure's seed and message, its artifact as a link relative to the page, and
+    the replay / shrink commands ready to paste."""
+    f = rep.failures
+    if f is None or f.empty:
+        return "<p>No failure.</p>"
+    out = []
+    for i, r in enumerate(f.itertuples(index=False), 1):
+        where = f" <span class=where>[{html.escape(r.where)}]</span>" if r.where else ""
+        art = ""
+        if r.artifact:
+            target = Path(rep.current.path) / r.artifact
+            href = Path(os.path.relpath(target.resolve(), page_dir.resolve())).as_posix()
+            art = f"<div>artifact: {_link(href, r.artifact)}</div>"
+        cmds = f"<pre class=cmd>{html.escape(r.replay)}\n{html.escape(r.shrink)}</pre>" if r.replay else ""
+        out.append(
+            f'<div class=failure id="sig-{i}"><h3>{i}. {html.escape(r.signature)}{where}</h3>'
+            f"<div><b>{r.count}</b> failure(s), first seed <b>{r.first_seed}</b>: "
+            f"{html.escape(r.configurations)}</div>"
+            f"<div class=msg>{html.escape(r.message)}</div>{art}{cmds}</div>"
+        )
+    return "".join(out)
+
+
+def findings_section(rep: Any) -> str:
+    """The comparison's findings, one table per configuration (regressions first)."""
+    groups = rep.grouped_findings()
+    if not groups:
+        return "<p>Nothing changed beyond noise.</p>"
+    out = []
+    for key, fs in groups:
+        df = pd.DataFrame(
+            [(x.severity, x.category, x.subject, x.detail) for x in fs],
+            columns=["severity", "category", "subject", "detail"],
+        )
+        nreg = sum(x.severity == "regression" for x in fs)
+        out.append(
+            f"<h3>{html.escape(key)}"
+            + (f" ({nreg} regression{'s' if nreg > 1 else ''})" if nreg else "")
+            + "</h3>"
+            + table(df, row_class="severity")
+        )
+    return "".join(out)
+
+
 def write_page(rep: Any, path: str | os.PathLike[str], shares: Sequence[str] = ()) -> Path:
-    """Write the one-page summary of a :class:`pagerace.reports.Report` to ``path``."""
+    """Write the one-page summary of a :class:`pagerace.reports.Report` to ``path``:
+    the verdict, what changed (per configuration), the failures by signature, the
+    history, then the tables with their figures."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     o = rep.overview
     meta: dict[str, object] = {
         "directory": rep.current.path,
         "runs": o.get("runs", 0),
+        "configurations": rep.configurations,
         "failed": o.get("failed", 0),
         "campaigns": o.get("campaigns", "-"),
         "pagerace": o.get("versions", "-"),
@@ -107,35 +173,19 @@ def write_page(rep: Any, path: str | os.PathLike[str], shares: Sequence[str] = (
     sections: list[tuple[str, str]] = []
     if rep.comparison is not None:
         meta["baseline"] = rep.baseline.path
-        n = rep.regressions
-        verdict = (
-            ("bad", f"{n} regression(s) against the baseline")
-            if n
-            else ("good", "no regression against the baseline")
-        )
-        f = rep.comparison.frame()
-        sections.append(
-            (
-                "What changed since the baseline",
-                table(f, row_class="severity") if not f.empty else "<p>Nothing changed beyond noise.</p>",
-            )
-        )
-    else:
-        failed = int(o.get("failed", 0))
-        verdict = (
-            ("bad", f"{failed} failed run(s); no baseline given")
-            if failed
-            else ("info", "no failure; no baseline given")
-        )
+        sections.append(("What changed since the baseline, by configuration", findings_section(rep)))
+    nsig = 0 if rep.failures is None else len(rep.failures)
+    sections.append((f"Failures by signature ({nsig})", failures_section(rep, out.parent)))
     figs = dict(rep.figures)
+    if rep.history is not None:
+        body = table(rep.history)
+        if "history.png" in figs:
+            body += img(figs.pop("history.png"), "Failure rate per signature, night by night")
+        sections.append(("History", body))
     order = [
-        (
-            "failure rate",
-            "failure_rate.png",
-            "Failure rate by workload × variant × bugs, 95% Wilson intervals",
-        ),
-        ("contended", "contention.png", "Lock contention by call site"),
-        ("migration outcomes", "outcome_mix.png", "Migration outcome mix per attempt kind"),
+        ("failure rate", "failure_rate.png", "Failure rate of the failing configurations, baseline in grey"),
+        ("contention", "contention.png", "Lock contention per run, by variant"),
+        ("migration outcomes", "outcome_mix.png", "Migration outcome mix per variant and attempt kind"),
     ]
     for title, df in rep.tables.items():
         body = table(df, shares=shares)
@@ -145,8 +195,6 @@ def write_page(rep: Any, path: str | os.PathLike[str], shares: Sequence[str] = (
         sections.append((title[:1].upper() + title[1:], body))
     for name, p in figs.items():
         sections.append((name, img(p, name)))
-    doc = page(f"pagerace report: {Path(rep.current.path).name}", meta, verdict, sections)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = page(f"pagerace report: {Path(rep.current.path).name}", meta, rep.verdict(), sections)
     out.write_text(doc, encoding="utf-8")
     return out

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from ...core.machine.errors import InvalidOption
 from ._options import check_out_dir
 
 NAME = "report"
-HELP = "aggregate a directory of runs: failure rates, contention, outcomes; compare with a baseline"
+HELP = (
+    "the morning report: verdict, failures by signature with replay commands, rates, contention; "
+    "compare with a baseline, follow a history"
+)
 EXAMPLES = [
     ("pagerace report nightly/", "print the summary tables and write the figures to nightly/report/"),
     (
@@ -17,6 +22,11 @@ EXAMPLES = [
         "flag what changed beyond noise (exit 1 on a regression); one-page HTML in tonight/report/index.html",
     ),
     ("pagerace report runs/ --html --out /srv/www/pagerace/", "write the figures and the page elsewhere"),
+    (
+        "pagerace report nights/2026-11-22 --baseline nights/2026-11-21 --history nights/ --html",
+        "first seen / last seen and the rate of each failure signature over every night in nights/",
+    ),
+    ("pagerace report tonight/ --format json --junit report.xml", "for CI: JSON on stdout, JUnit XML"),
 ]
 
 
@@ -41,6 +51,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-figures", action="store_true", help="tables only, no PNG files (--html still draws its figures)"
     )
     p.add_argument(
+        "--history",
+        nargs="+",
+        metavar="DIR",
+        default=[],
+        help="earlier nights, oldest first (or a directory of nights, sorted by name): "
+        "first seen / last seen and the rate series of each failure signature",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="what goes to stdout: the text report or one JSON document (default: text)",
+    )
+    p.add_argument("--junit", metavar="FILE", help="also write the result as JUnit XML to FILE")
+    p.add_argument(
         "--quiet", action="store_true", help="print nothing; the exit code says whether it regressed"
     )
 
@@ -52,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidOption(f"--alpha {args.alpha}: must be between 0 and 1, e.g. 0.01")
     from pathlib import Path
 
+    if args.junit and os.path.isdir(args.junit):
+        raise InvalidOption(
+            f"--junit {args.junit}: is a directory; give the XML file to write, e.g. report.xml"
+        )
     from ...reports import build_report
 
     if args.out is not None:
@@ -67,10 +96,24 @@ def run(args: argparse.Namespace) -> int:
         top=args.top,
         alpha=args.alpha,
         figures=not args.no_figures,
+        history=args.history,
     )
+    if args.junit:
+        from ...reports.junit import write_junit
+
+        try:
+            write_junit(rep, args.junit)
+        except OSError as e:
+            raise InvalidOption(f"--junit {args.junit}: cannot write it ({e.strerror})") from None
     if not args.quiet:
-        print(rep.text())
+        if args.format == "json":
+            print(json.dumps(rep.to_json(), indent=2, default=str))
+        else:
+            print(rep.text())
     if rep.regressions:
-        print(f"pagerace report: {rep.regressions} regression(s) against {args.baseline}", file=sys.stderr)
+        if not args.quiet:
+            print(
+                f"pagerace report: {rep.regressions} regression(s) against {args.baseline}", file=sys.stderr
+            )
         return 1
     return 0

@@ -167,24 +167,30 @@ def test_report_writes_figures_and_a_self_contained_html_page(dirs: dict[str, Pa
     assert rep.html == tmp_path / "r" / "index.html"
     page = _Page()
     page.feed(rep.html.read_text())
-    assert page.tables >= 6  # five aggregate tables and the comparison
-    assert page.external == []  # opens from file:// with nothing else
+    assert page.tables >= 6  # the aggregate tables and the comparison
+    # nothing external: the only links are the failure artifacts, relative to the page
+    assert page.external
+    for href in page.external:
+        assert not href.startswith(("http:", "https:", "/"))
+        target = (rep.html.parent / href).resolve()
+        assert target.parent == (dirs["bug"] / "artifacts").resolve() and target.is_file()
     assert len(page.imgs) == 3
     for src in page.imgs:
         head, data = src.split(",", 1)
         assert head == "data:image/png;base64"
         assert base64.b64decode(data).startswith(PNG)
     text = " ".join(page.text)
-    assert "regression(s) against the baseline" in text
+    assert "REGRESSION: " in text and f"against {dirs['base']}" in text
     assert "new failure kind" in text and "fault-storm × v6 × livelock" in text
+    assert "livelock in migrate_vma_collect_pmd:folio_trylock" in text  # the failures section
 
 
 def test_report_text_has_the_tables(dirs: dict[str, Path], tmp_path: Path) -> None:
     rep = build_report(dirs["base"], out=tmp_path, figures=False)
     t = rep.text()
     for title in (
-        "failure rate per workload",
-        "contended lock call sites",
+        "failure rate of the failing or changed configurations",
+        "lock contention: top 10 call sites, per run of each variant",
         "trylock failure rate",
         "migration outcomes",
         "reproduction",
@@ -239,7 +245,8 @@ def test_report_command_exit_codes(
         main(["report", str(dirs["bug"]), "--baseline", str(dirs["base"]), "--out", out, "--no-figures"]) == 1
     )
     text = capsys.readouterr().out
-    assert "[regression] new failure kind: fault-storm × v6 × livelock" in text
+    assert "fault-storm × v6  (2 regressions)" in text
+    assert "[regression] new failure kind livelock: 8 of 8 runs failed with livelock" in text
     assert (
         main(["report", str(dirs["base2"]), "--baseline", str(dirs["base"]), "--out", out, "--no-figures"])
         == 0
