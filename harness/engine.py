@@ -327,15 +327,12 @@ class DeterministicEngine:
         what = f"waits on {req.kind}:{req.target} at {req.site}" if type(req) is Block else ""
         return (step, a.id, f"{fn}:{line}", what or a.site)
 
-    def _owner(self, req: Block) -> int:
-        return self.k.lock_owner(req.word)
-
     def _cycle_from(self, start: int, blocked: dict[int, Block]) -> list[int]:
         """The waits-for cycle through ``start``, or [] if there is none."""
 
         def owner_awaited(aid: int) -> int:
             req = blocked.get(aid)
-            return -1 if req is None else self._owner(req)
+            return -1 if req is None else self.k.blocked_by(aid, req.lock)
 
         return cycle_through(start, owner_awaited)
 
@@ -347,7 +344,7 @@ class DeterministicEngine:
         for aid in ids:
             a = self.actors[aid]
             wword, _mask = k.waits_for(a)
-            owner = k.lock_owner(wword)
+            owner = k.blocked_by(aid, wword)
             lock = k.lock_name(wword)
             oname = self.actors[owner].name if owner >= 0 else "nobody"
             held_site = self.actors[owner].held.get(wword, "?") if owner >= 0 else "-"

@@ -30,9 +30,13 @@ from .layout import (
     A_PROGRESS,
     A_SITE,
     A_STATE,
+    A_WAIT_LOCK,
     A_WAIT_MASK,
     A_WAIT_SITE,
     A_WAIT_WORD,
+    A_WQ_FLAGS,
+    A_WQ_LOCK,
+    A_WQ_SEQ,
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
@@ -45,12 +49,21 @@ from .layout import (
     F_REF,
     FRAME_WORDS,
     G_PROGRESS,
+    G_WQ_SEQ,
     GUP_PIN_COUNTING_BIAS,
     M_MMAP_LOCK,
     MM_WORDS,
+    RWSEM_FLAG_WAITERS,
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
+    WQ_CUSTOM,
+    WQ_DONE,
+    WQ_EXCLUSIVE,
+    WQ_RWSEM_READ,
+    WQ_RWSEM_WRITE,
+    WQ_SLEEP,
+    WQ_WOKEN,
     Z_CURSOR,
     Z_DEVICE,
     Z_DEVICE_COHERENT,
@@ -62,6 +75,7 @@ from .layout import (
     PG_allocated,
     PG_anon_exclusive,
     PG_locked,
+    PG_waiters,
 )
 from .state import State
 
@@ -117,16 +131,22 @@ class Block:
 
     Yielded by a kernel path; the engine carries it out. ``kind`` and ``target`` say what
     is waited on for reports (``"page"``, pfn), (``"ptl"``, word), (``"mmap"``, mm).
+    ``lock`` is the lock word waited for (the waits-for graph follows its owner): the
+    lock word itself for a spinning wait, while a sleeper on a wait queue parks on its
+    own entry (``word`` = its A_WQ_FLAGS, ``mask`` = WQ_SLEEP) until a waker clears it.
     """
 
-    __slots__ = ("kind", "mask", "site", "target", "word")
+    __slots__ = ("kind", "lock", "mask", "site", "target", "word")
 
-    def __init__(self, word: int, mask: int, kind: str, target: int, site: str) -> None:
+    def __init__(
+        self, word: int, mask: int, kind: str, target: int, site: str, lock: int = -1
+    ) -> None:
         self.word = word
         self.mask = mask
         self.kind = kind
         self.target = target
         self.site = site
+        self.lock = word if lock < 0 else lock
 
     def __repr__(self) -> str:
         return f"Block({self.kind}:{self.target} at {self.site})"
@@ -226,6 +246,16 @@ class Kernel:
         # as the hardware is. None in the deterministic engine, where nothing else runs
         # between two preemption points.
         self.hw_lock: Any = None
+        # The wait queues' lock (G_WQ_LOCK) for the parallel engine: an object with
+        # ``acquire()`` / ``release()``, held across a few lines, never a preemption
+        # point. None in the deterministic engine.
+        self.wq_lock: Any = None
+        # Which page wait-queue code the variant's kernel has: 5.9+ (folio_wait_bit_common,
+        # lock hand-off) or 4.14-5.8 (wait_on_page_bit_common).
+        self.page_wait_59: bool = getattr(variant, "page_wait", "5.9") == "5.9"
+        # sysctl_page_lock_unfairness (mm/filemap.c, default 5): the rounds an exclusive
+        # page-lock waiter may lose before the unlock hands the lock over.
+        self.page_lock_unfairness: int = 5
         self.token_seq = 0
         # Cached bases
         self._F = self.lay.FRAMES
@@ -294,6 +324,7 @@ class Kernel:
         words = self.words
         words.store(w + A_WAIT_WORD, req.word)
         words.store(w + A_WAIT_MASK, req.mask)
+        words.store(w + A_WAIT_LOCK, req.lock)
         words.store(w + A_STATE, ACTOR_BLOCKED)
 
     def _unblock(self, a: Actor) -> None:
@@ -505,6 +536,82 @@ class Kernel:
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
 
+    # -- wait queues (kernel/sched/wait.c, the model's words) ----------------------------
+    # An actor's wait-queue entry lives in its actor row (A_WQ_LOCK, A_WQ_FLAGS,
+    # A_WQ_SEQ): the queue of a lock is every actor whose A_WQ_LOCK names it, in A_WQ_SEQ
+    # order (__add_wait_queue_entry_tail: FIFO). Queues change only under the wait-queue
+    # lock (G_WQ_LOCK, taken through ``wq_lock`` in the parallel engine; in the
+    # deterministic engine nothing runs between two preemption points). A queued actor
+    # sleeps until a waker clears WQ_SLEEP in its own flags word: wake-ups are events
+    # delivered to one entry, not a re-read of the lock word.
+    def _wq_acquire(self) -> None:
+        if self.wq_lock is not None:
+            self.wq_lock.acquire()
+
+    def _wq_release(self) -> None:
+        if self.wq_lock is not None:
+            self.wq_lock.release()
+
+    def _enqueue(self, a: Actor, lock: int, flags: int) -> None:
+        """``__add_wait_queue_entry_tail()``: put ``a``'s entry at the tail of ``lock``'s
+        queue (the caller holds the wait-queue lock)."""
+        words = self.words
+        w = self._A + a.id * ACTOR_WORDS
+        words.store(w + A_WQ_SEQ, words.fetch_add(self.lay.GLOB + G_WQ_SEQ, 1))
+        words.store(w + A_WQ_FLAGS, flags)
+        words.store(w + A_WQ_LOCK, lock + 1)
+
+    def wait_queue(self, lock: int) -> list[int]:
+        """The actors queued on ``lock``, head first."""
+        words = self.words
+        key = lock + 1
+        ents = []
+        w = self._A
+        for aid in range(self.geo.actors):
+            if words.load(w + A_WQ_LOCK) == key:
+                ents.append((words.load(w + A_WQ_SEQ), aid))
+            w += ACTOR_WORDS
+        ents.sort()
+        return [aid for _seq, aid in ents]
+
+    def _wq_flags(self, aid: int) -> int:
+        return self.words.load(self._A + aid * ACTOR_WORDS + A_WQ_FLAGS)
+
+    def _wake(self, aid: int, flags: int, dequeue: bool = True) -> None:
+        """Wake ``aid``: ``list_del_init`` of its entry (page waits; an rwsem writer stays
+        queued until it takes the lock), then its flags with WQ_SLEEP cleared
+        (``smp_store_release(&wait->flags, ...)`` + ``wake_up_state``)."""
+        w = self._A + aid * ACTOR_WORDS
+        if dequeue:
+            self.words.store(w + A_WQ_LOCK, 0)
+        self.words.store(w + A_WQ_FLAGS, flags & ~WQ_SLEEP)
+
+    def _finish_wait(self, a: Actor) -> None:
+        """``finish_wait()``: off the queue if still on it (a path closed while asleep)."""
+        w = self._A + a.id * ACTOR_WORDS
+        words = self.words
+        if words.load(w + A_WQ_LOCK):
+            self._wq_acquire()
+            lock = words.load(w + A_WQ_LOCK) - 1
+            words.store(w + A_WQ_LOCK, 0)
+            words.store(w + A_WQ_FLAGS, 0)
+            if lock >= 0 and self._is_mmap_word(lock) and not self.wait_queue(lock):
+                words.fetch_and(lock, ~RWSEM_FLAG_WAITERS)  # rwsem_del_waiter
+            self._wq_release()
+        else:
+            words.store(w + A_WQ_FLAGS, 0)
+
+    def _sleep(self, a: Actor, req: Block) -> Path:
+        """Sleep on a queued entry until a waker clears WQ_SLEEP. A path closed while
+        asleep (the run ended) takes its entry off the queue."""
+        try:
+            self._block(a, req)
+            yield req
+            self._unblock(a)
+        except GeneratorExit:
+            self._finish_wait(a)
+            raise
+
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
         """``folio_trylock()``."""
@@ -522,33 +629,28 @@ class Kernel:
         return True
 
     def lock_page(self, a: Actor, pfn: int, site: str) -> Path:
-        """``folio_lock()``: sleep until the page lock is ours."""
+        """``folio_lock()``: ``folio_trylock()``, else ``__folio_lock()``: sleep in
+        ``folio_wait_bit_common(EXCLUSIVE)`` until the lock is ours.
+
+        A page locked by its own caller sleeps forever; the deadlock finder reports it
+        as a cycle of one."""
         self.touch(a, pfn, site)
         st = self._stat(site)
         fl = self._F + pfn * FRAME_WORDS
         words = self.words
         if words.fetch_or(fl, PG_locked) & PG_locked:
-            if words.load(fl + F_OWNER) == a.id + 1 and a.held.get(fl) is not None:
-                # The kernel would sleep forever on its own lock; the deadlock finder
-                # reports it as a cycle of one.
-                pass
             st[S_CONTENDED] += 1
             t0 = self.clock()
-            req = Block(fl, PG_locked, "page", pfn, site)
-            while True:
-                self._block(a, req)
-                yield req
-                self._unblock(a)
-                self.touch(a, pfn, site)
-                if not words.fetch_or(fl, PG_locked) & PG_locked:
-                    break
+            yield from self._folio_wait_bit(a, pfn, site, exclusive=True)
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
         self._acquired(a, fl, site)
 
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
-        """``folio_unlock()``, with the ownership check the model adds."""
+        """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
+        (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
+        (``folio_wake_bit``)."""
         fl = self._F + pfn * FRAME_WORDS
         words = self.words
         owner = words.load(fl + F_OWNER)
@@ -566,7 +668,8 @@ class Kernel:
             )
         words.store(fl + F_OWNER, 0)
         self._released(a, fl)
-        words.fetch_and(fl, ~PG_locked)
+        if words.fetch_and(fl, ~PG_locked) & PG_waiters:
+            self._folio_wake_bit(fl)
 
     def page_locked(self, pfn: int) -> bool:
         return bool(self.words.load(self._F + pfn * FRAME_WORDS) & PG_locked)
@@ -575,17 +678,160 @@ class Kernel:
         return self.words.load(self._F + pfn * FRAME_WORDS + F_OWNER) - 1
 
     def wait_on_page_locked(self, a: Actor, pfn: int, site: str) -> Path:
-        """``folio_wait_locked()``: sleep until the page is unlocked, without taking it."""
+        """``folio_wait_locked()``: ``folio_wait_bit_common(SHARED)``: sleep until woken
+        by an unlock, without taking the lock. From 5.9 the waiter returns once woken,
+        even if the page was locked again since (the caller re-checks what it waits
+        for); before (v5.0, hmm-2017) it re-checks the bit and sleeps again."""
         fl = self._F + pfn * FRAME_WORDS
         if self.words.load(fl) & PG_locked:
             st = self._stat(site)
             st[S_CONTENDED] += 1
             t0 = self.clock()
-            req = Block(fl, PG_locked, "page", pfn, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
+            yield from self._folio_wait_bit(a, pfn, site, exclusive=False)
             self._waited(st, t0)
+
+    def migration_entry_wait_on_locked(
+        self, a: Actor, pfn: int, ptl: int, site: str, ptl_site: str
+    ) -> Path:
+        """``migration_entry_wait_on_locked()`` (5.17+; 7.0 ``softleaf_entry_wait_on_locked``):
+        with the PTL held, queue a non-exclusive wait on the page lock (or see it
+        unlocked), drop the PTL, and sleep until woken. No page reference: once queued,
+        the page may be freed and reused before the waiter runs again; a wake-up is all
+        it waits for, and the caller retries the fault."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        self._wq_acquire()
+        words.fetch_or(fl, PG_waiters)  # folio_set_waiters
+        queued = bool(words.load(fl) & PG_locked)  # folio_trylock_flag (non-exclusive)
+        if queued:
+            self._enqueue(a, fl, WQ_SLEEP)
+        self._wq_release()
+        self.spin_unlock(a, ptl, ptl_site)
+        if queued:
+            st = self._stat(site)
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._sleep(a, Block(self._wq_word(a), WQ_SLEEP, "page", pfn, site, fl))
+            self.words.store(self._wq_word(a), 0)
+            self._waited(st, t0)
+
+    def _wq_word(self, a: Actor) -> int:
+        return self._A + a.id * ACTOR_WORDS + A_WQ_FLAGS
+
+    def _folio_wait_bit(self, a: Actor, pfn: int, site: str, exclusive: bool) -> Path:
+        if self.page_wait_59:
+            yield from self._folio_wait_bit_common(a, pfn, site, exclusive)
+        else:
+            yield from self._wait_on_page_bit_common_414(a, pfn, site, exclusive)
+
+    def _folio_wait_bit_common(self, a: Actor, pfn: int, site: str, exclusive: bool) -> Path:
+        """``folio_wait_bit_common()`` on PG_locked, 5.9+ (7.0 mm/filemap.c), EXCLUSIVE
+        or SHARED.
+
+        Each round (``repeat:``) queues the entry at the tail, unless the bit can be
+        taken (EXCLUSIVE) or is clear (SHARED) under the queue lock. An EXCLUSIVE waiter
+        whose round is past ``sysctl_page_lock_unfairness`` is WQ_FLAG_CUSTOM: the
+        unlock hands it the lock. Otherwise, woken, it must take the bit itself, and
+        when a trylocker got there first it goes round again, at the tail."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        ww = self._wq_word(a)
+        req = Block(ww, WQ_SLEEP, "page", pfn, site, fl)
+        unfairness = self.page_lock_unfairness
+        while True:  # repeat:
+            flags = 0
+            if exclusive:
+                flags = WQ_EXCLUSIVE
+                unfairness -= 1
+                if unfairness < 0:
+                    flags |= WQ_CUSTOM
+            self._wq_acquire()
+            words.fetch_or(fl, PG_waiters)  # folio_set_waiters
+            if exclusive:
+                got = not words.fetch_or(fl, PG_locked) & PG_locked
+            else:
+                got = not words.load(fl) & PG_locked
+            if not got:
+                self._enqueue(a, fl, flags | WQ_SLEEP)
+            self._wq_release()
+            if got:
+                break
+            yield from self._sleep(a, req)
+            flags = words.load(ww)  # smp_load_acquire(&wait->flags): WQ_FLAG_WOKEN
+            if not exclusive or flags & WQ_DONE:
+                break  # non-exclusive, or the waker got the lock for us
+            if not words.fetch_or(fl, PG_locked) & PG_locked:
+                break
+            self.count("page_lock_retry")  # woken, but a trylocker took it first
+        words.store(ww, 0)
+
+    def _wait_on_page_bit_common_414(
+        self, a: Actor, pfn: int, site: str, exclusive: bool
+    ) -> Path:
+        """``wait_on_page_bit_common()`` of 4.14 to 5.8 (seeds 002 and 004): the entry
+        stays queued until a wake-up removes it; each round re-queues it if it was
+        removed, sleeps only while the bit is set, then takes the bit (EXCLUSIVE) or
+        re-checks it (SHARED) and goes round again if it lost: no hand-off, and a
+        shared waiter sleeps again when the page was relocked before it ran."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        aw = self._A + a.id * ACTOR_WORDS
+        ww = aw + A_WQ_FLAGS
+        req = Block(ww, WQ_SLEEP, "page", pfn, site, fl)
+        flags = WQ_EXCLUSIVE if exclusive else 0
+        while True:
+            self._wq_acquire()
+            if not words.load(aw + A_WQ_LOCK):
+                self._enqueue(a, fl, flags)
+                words.fetch_or(fl, PG_waiters)  # SetPageWaiters
+            words.fetch_or(ww, WQ_SLEEP)  # set_current_state(state)
+            self._wq_release()
+            if words.load(fl) & PG_locked:
+                yield from self._sleep(a, req)  # io_schedule()
+            else:
+                words.fetch_and(ww, ~WQ_SLEEP)
+            if exclusive:
+                if not words.fetch_or(fl, PG_locked) & PG_locked:
+                    break
+                self.count("page_lock_retry")
+            elif not words.load(fl) & PG_locked:
+                break
+        self._finish_wait(a)
+
+    def _folio_wake_bit(self, fl: int) -> None:
+        """``folio_wake_bit(folio, PG_locked)`` → ``__wake_up_common`` with one exclusive
+        wake-up and ``wake_page_function`` per entry, head first (7.0; before 5.9 the
+        4.14 ``wake_page_function``: stop at a set bit, else ``autoremove_wake_function``,
+        which wakes and removes only a task that is not running already)."""
+        words = self.words
+        self._wq_acquire()
+        new = self.page_wait_59
+        for aid in self.wait_queue(fl):
+            flags = self._wq_flags(aid)
+            if new:
+                if flags & WQ_EXCLUSIVE:
+                    if words.load(fl) & PG_locked:
+                        break  # return -1: stop walking, do not wake
+                    if flags & WQ_CUSTOM:
+                        if words.fetch_or(fl, PG_locked) & PG_locked:
+                            break
+                        flags |= WQ_DONE  # the fair hand-off: the lock is the waiter's
+                        words.store(fl + F_OWNER, aid + 1)
+                        self.count("page_lock_handoff")
+                self._wake(aid, flags | WQ_WOKEN)
+                if flags & WQ_EXCLUSIVE:
+                    break
+            else:
+                if words.load(fl) & PG_locked:
+                    break
+                if not flags & WQ_SLEEP:
+                    continue  # try_to_wake_up() of a running task: 0, the entry stays
+                self._wake(aid, flags | WQ_WOKEN)
+                if flags & WQ_EXCLUSIVE:
+                    break
+        if not self.wait_queue(fl):
+            words.fetch_and(fl, ~PG_waiters)  # folio_clear_waiters
+        self._wq_release()
 
     # -- page-table lock (spinlock_t) ----------------------------------------------------
     def ptl_word(self, mm: int, vpn: int) -> int:
@@ -626,6 +872,12 @@ class Kernel:
     # -- mmap_lock (kernel/locking/rwsem.c) -----------------------------------------------
     def mmap_word(self, mm: int) -> int:
         return self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK
+
+    def _is_mmap_word(self, w: int) -> bool:
+        lay = self.lay
+        return lay.MM <= w < lay.MM + self.geo.mms * MM_WORDS and (
+            (w - lay.MM) % MM_WORDS == M_MMAP_LOCK
+        )
 
     def mmap_read_lock(self, a: Actor, mm: int, site: str) -> Path:
         """``mmap_read_lock()``: readers share; a writer excludes them."""
@@ -814,9 +1066,26 @@ class Kernel:
         return -1
 
     def waits_for(self, a: Actor) -> tuple[int, int]:
-        """(word, mask) ``a`` is blocked on, from the shared actor table."""
+        """(lock word, mask) ``a`` is blocked on, from the shared actor table."""
         w = self._A + a.id * ACTOR_WORDS
-        return self.words.load(w + A_WAIT_WORD), self.words.load(w + A_WAIT_MASK)
+        return self.words.load(w + A_WAIT_LOCK), self.words.load(w + A_WAIT_MASK)
+
+    def blocked_by(self, aid: int, lock: int) -> int:
+        """The actor that actor ``aid``, waiting for ``lock``, waits for: the lock's
+        owner; for an mmap_lock that readers hold, a reader queued behind a writer waits
+        for the first writer queued ahead of it (which waits for the readers), a queued
+        writer for a reader that holds it."""
+        if not self._is_mmap_word(lock) or self.words.load(lock) & RWSEM_WRITER:
+            return self.lock_owner(lock)
+        if self._wq_flags(aid) & WQ_RWSEM_READ and self.words.load(
+            self._A + aid * ACTOR_WORDS + A_WQ_LOCK
+        ) == lock + 1:
+            for other in self.wait_queue(lock):
+                if other == aid:
+                    break
+                if self._wq_flags(other) & WQ_RWSEM_WRITE:
+                    return other
+        return self.lock_owner(lock)
 
     def anon_exclusive(self, pfn: int) -> bool:
         return self.test_flag(pfn, PG_anon_exclusive)

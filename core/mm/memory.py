@@ -254,8 +254,8 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
     """``migration_entry_wait()``: sleep until the page under migration is unlocked.
 
     Current kernels take no page reference (``migration_entry_wait_on_locked``, since
-    5.17) and drop the PTL only once the wait is queued, which the model gets for free:
-    dropping the PTL and blocking happen in one step. The catalog bug
+    5.17) and drop the PTL only once the wait is queued: the next unlock wakes the
+    waiter even if the page is relocked, freed or reused before it runs. The catalog bug
     ``waiter-takes-ref`` restores the older ``get_page_unless_zero`` before sleeping.
     """
     ptl = k.ptl_word(mm, vpn)
@@ -275,16 +275,19 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
             pages=[pfn],
             sites=["migration_entry_wait"],
         )
-    took_ref = False
     if "waiter-takes-ref" in k.bugs:
         # Before 5.17: get_page_unless_zero() and then wait_on_page_locked().
         took_ref = k.get_page_unless_zero(a, pfn)
-    k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
-    if took_ref:
-        yield  # the reference is visible to the migration while we go to sleep
-    yield from k.wait_on_page_locked(a, pfn, "migration_entry_wait:folio_wait_locked")
-    if took_ref:
-        k.put_page(a, pfn, "migration_entry_wait:put_page")
+        k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
+        if took_ref:
+            yield  # the reference is visible to the migration while we go to sleep
+        yield from k.wait_on_page_locked(a, pfn, "migration_entry_wait:folio_wait_locked")
+        if took_ref:
+            k.put_page(a, pfn, "migration_entry_wait:put_page")
+        return
+    yield from k.migration_entry_wait_on_locked(
+        a, pfn, ptl, "migration_entry_wait:folio_wait_locked", "migration_entry_wait:ptl"
+    )
 
 
 def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
@@ -329,6 +332,7 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
         k.put_page(a, pfn, "do_swap_page:put_page")
         return ret
     # softleaf_entry_wait_on_locked(): drop the PTL once queued, sleep, then retry.
-    k.spin_unlock(a, ptl, "do_swap_page:ptl")
-    yield from k.wait_on_page_locked(a, pfn, "do_swap_page:wait_on_locked")
+    yield from k.migration_entry_wait_on_locked(
+        a, pfn, ptl, "do_swap_page:wait_on_locked", "do_swap_page:ptl"
+    )
     return VM_FAULT_OK

@@ -46,10 +46,12 @@ from pagerace.core.machine.layout import (
     GUP_PIN_COUNTING_BIAS,
     RWSEM_WRITER,
     STATIC_MASK,
+    WQ_SLEEP,
     Z_FREE,
     Geometry,
     PG_allocated,
     PG_locked,
+    PG_waiters,
 )
 from strategies import Stepper, actor_ids, kernel_with_actors
 
@@ -60,6 +62,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.filter_too_much],
 )
 N_ACTORS = 3
+actor_ids4 = st.integers(0, 3)
 
 
 def _expect(kind: FailureKind, fn, *args):
@@ -74,23 +77,44 @@ def _expect(kind: FailureKind, fn, *args):
 
 
 class PageLockMachine(RuleBasedStateMachine):
+    """The page lock of 5.9+ against a shadow of its wait queue: FIFO entries, an unlock
+    that wakes the queue head-first up to the first exclusive waiter, and hands the lock
+    to an exclusive waiter past ``sysctl_page_lock_unfairness`` rounds (here 1, so that
+    both the hand-off and the unfair wake-up are reached in a few steps)."""
+
     N_PAGES = 2
+    UNFAIRNESS = 1
 
     def __init__(self) -> None:
         super().__init__()
         self.k, self.actors = kernel_with_actors(Geometry(sys_frames=3, devices=0), N_ACTORS)
+        self.k.page_lock_unfairness = self.UNFAIRNESS
         self.pfns = [self.k.alloc_page(self.actors[0], 0, "setup") for _ in range(self.N_PAGES)]
         self.owner: dict[int, int | None] = dict.fromkeys(self.pfns)
-        self.waiting: dict[int, tuple[int, Stepper]] = {}
+        # The shadow queue per page: (actor, exclusive, round) head first.
+        self.queue: dict[int, list[tuple[int, bool, int]]] = {p: [] for p in self.pfns}
+        # Sleeping or woken waiters: actor -> (pfn, exclusive, round, stepper, woken, handed)
+        self.waiting: dict[int, list] = {}
         self.tries = 0
         self.try_fails = 0
         self.waits = 0
         self.lock_acquired = 0
+        self.handoffs = 0
 
     def _fl(self, pfn: int) -> int:
         return self.k.fw(pfn, F_FLAGS)
 
     pages = st.integers(0, N_PAGES - 1)
+
+    def _sleep(self, aid: int, pfn: int, exclusive: bool, rnd: int, s: Stepper, req) -> None:
+        assert type(req) is Block
+        assert (req.kind, req.target, req.lock) == ("page", pfn, self._fl(pfn))
+        assert req.mask == WQ_SLEEP and req.word == self.k._wq_word(self.actors[aid])
+        assert s.blocked_on(self.k) is req, "a queued waiter sleeps until woken"
+        state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
+        assert state == ACTOR_BLOCKED
+        self.queue[pfn].append((aid, exclusive, rnd))
+        self.waiting[aid] = [pfn, exclusive, rnd, s, False, False]
 
     @rule(aid=actor_ids, p=pages)
     def trylock(self, aid: int, p: int) -> None:
@@ -112,12 +136,27 @@ class PageLockMachine(RuleBasedStateMachine):
         if self.owner[pfn] == aid:
             self.k.unlock_page(a, pfn, "t:unlock")
             self.owner[pfn] = None
+            self._wake(pfn)
         else:
             f = _expect(FailureKind.BAD_UNLOCK, self.k.unlock_page, a, pfn, "t:unlock")
             assert f.actors == (a.name,)
             assert f.pages == (pfn,)
             assert f.locks == (f"page:{pfn}",)
             assert f.sites == ("t:unlock",)
+
+    def _wake(self, pfn: int) -> None:
+        """wake_page_function over the shadow queue."""
+        q = self.queue[pfn]
+        while q:
+            aid, exclusive, rnd = q.pop(0)
+            w = self.waiting[aid]
+            w[4] = True
+            if exclusive:
+                if rnd > self.UNFAIRNESS:  # WQ_FLAG_CUSTOM: the lock is handed over
+                    self.owner[pfn] = aid
+                    w[5] = True
+                    self.handoffs += 1
+                return
 
     @rule(aid=actor_ids, p=pages)
     def lock(self, aid: int, p: int) -> None:
@@ -131,29 +170,31 @@ class PageLockMachine(RuleBasedStateMachine):
             self.owner[pfn] = aid
             self.lock_acquired += 1
         else:
-            assert type(req) is Block
-            assert (req.kind, req.target, req.mask, req.site) == ("page", pfn, PG_locked, "t:lock")
-            assert req.word == self._fl(pfn)
-            state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
-            assert state == ACTOR_BLOCKED
-            self.waiting[aid] = (pfn, s)
+            self._sleep(aid, pfn, True, 1, s, req)
 
-    @precondition(lambda self: self.waiting)
+    @precondition(lambda self: any(w[4] for w in self.waiting.values()))
     @rule(data=st.data())
-    def resume_waiter(self, data: st.DataObject) -> None:
-        aid = data.draw(st.sampled_from(sorted(self.waiting)))
-        pfn, s = self.waiting[aid]
+    def resume_woken_waiter(self, data: st.DataObject) -> None:
+        aid = data.draw(st.sampled_from(sorted(a for a, w in self.waiting.items() if w[4])))
+        pfn, exclusive, rnd, s, _woken, handed = self.waiting.pop(aid)
+        assert s.blocked_on(self.k) is None, "a woken waiter is runnable"
         req = s.step()
-        if self.owner[pfn] is None:
+        if not exclusive:
+            assert s.done, "a woken shared waiter returns, locked page or not"
+            assert self.owner[pfn] != aid
+            return
+        if handed or self.owner[pfn] is None:
             assert s.done
-            self.owner[pfn] = aid
+            if not handed:
+                self.owner[pfn] = aid
+            assert self.owner[pfn] == aid
             self.lock_acquired += 1
             self.waits += 1
-            del self.waiting[aid]
             state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
             assert state == ACTOR_RUNNING
         else:
-            assert type(req) is Block and req.target == pfn
+            # Woken without the lock and a trylocker took it first: round again, at the tail.
+            self._sleep(aid, pfn, True, rnd + 1, s, req)
 
     @rule(aid=actor_ids, p=pages)
     def wait_on_locked(self, aid: int, p: int) -> None:
@@ -164,10 +205,7 @@ class PageLockMachine(RuleBasedStateMachine):
         if self.owner[pfn] is None:
             assert s.done
         else:
-            assert type(req) is Block and req.target == pfn
-            assert self.owner[pfn] is not None  # waiting never takes the lock
-            s.gen.close()
-            self.k._unblock(self.actors[aid])
+            self._sleep(aid, pfn, False, 1, s, req)
 
     @invariant()
     def locks_match_shadow(self) -> None:
@@ -177,8 +215,19 @@ class PageLockMachine(RuleBasedStateMachine):
             assert k.page_lock_owner(pfn) == (-1 if owner is None else owner)
             assert k.lock_owner(self._fl(pfn)) == (-1 if owner is None else owner)
         for a in self.actors:
+            w = self.waiting.get(a.id)
+            handed = w is not None and w[5]
             mine = {self._fl(p) for p, o in self.owner.items() if o == a.id}
+            if handed:
+                mine.discard(self._fl(w[0]))  # its bookkeeping runs when it runs
             assert set(a.held) == mine
+
+    @invariant()
+    def queues_match_shadow(self) -> None:
+        for pfn, q in self.queue.items():
+            assert self.k.wait_queue(self._fl(pfn)) == [aid for aid, _x, _r in q]
+            if q:
+                assert self.k.flags(pfn) & PG_waiters, "a queued waiter without PG_waiters"
 
     @invariant()
     def statistics_count_every_operation(self) -> None:
@@ -191,14 +240,114 @@ class PageLockMachine(RuleBasedStateMachine):
         if st_lock is not None:
             assert st_lock[S_ACQUIRED] == self.lock_acquired
             assert st_lock[S_WAITS] == self.waits
+        assert self.k.events.get("page_lock_handoff", 0) == self.handoffs
 
     def teardown(self) -> None:
-        for _pfn, s in self.waiting.values():
-            s.gen.close()
+        for w in self.waiting.values():
+            w[3].gen.close()
 
 
 PageLockMachine.TestCase.settings = SETTINGS
 TestPageLock = PageLockMachine.TestCase
+
+
+def _waiter(k, a, pfn, site="t:lock"):
+    s = Stepper(k.lock_page(a, pfn, site))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    return s
+
+
+@pytest.mark.parametrize("unfairness", [0, 5])
+def test_handoff_waiter_gets_the_lock_before_a_later_trylocker(unfairness: int) -> None:
+    """An exclusive waiter past ``sysctl_page_lock_unfairness`` rounds is handed the lock
+    by ``folio_unlock``: a trylock between the unlock and the waiter's next step fails
+    (with 0, the first round; with the default 5, the sixth: before that, the woken
+    waiter loses to the trylocker and queues again at the tail)."""
+    k, (owner, waiter, thief) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    k.page_lock_unfairness = unfairness
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = _waiter(k, waiter, pfn)
+    holder, other = owner, thief
+    for rnd in range(1, unfairness + 1):
+        k.unlock_page(holder, pfn, "t:unlock")
+        assert s.blocked_on(k) is None, "the unlock wakes the exclusive waiter"
+        assert k.trylock_page(other, pfn, "t:steal"), f"round {rnd}: no hand-off yet"
+        assert type(s.step()) is Block and s.blocked_on(k) is not None  # queued again
+        holder, other = other, holder
+    assert k.events.get("page_lock_retry", 0) == unfairness
+    k.unlock_page(holder, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == waiter.id, "the lock is handed over at the unlock"
+    assert not k.trylock_page(other, pfn, "t:steal"), "a later trylocker must fail"
+    s.step()
+    assert s.done and waiter.held == {k.fw(pfn, F_FLAGS): "t:lock"}
+    assert k.events["page_lock_handoff"] == 1
+    k.unlock_page(waiter, pfn, "t:unlock")
+    assert not k.flags(pfn) & (PG_locked | PG_waiters)
+
+
+def test_handoff_follows_the_queue_order() -> None:
+    """Two exclusive waiters get the lock in the order they queued, each by hand-off."""
+    k, (owner, w1, w2) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    k.page_lock_unfairness = 0
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s1, s2 = _waiter(k, w1, pfn), _waiter(k, w2, pfn)
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [w1.id, w2.id]
+    k.unlock_page(owner, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == w1.id and s2.blocked_on(k) is not None
+    s1.step()
+    k.unlock_page(w1, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == w2.id
+    s2.step()
+    assert s2.done
+
+
+@pytest.mark.parametrize("variant", ["v6", "v5.0"])
+def test_shared_waiter_woken_then_relocked(variant: str) -> None:
+    """Wake-ups are events (5.9+): a shared waiter woken by an unlock returns even if the
+    page was locked again before it ran; the 4.14-5.8 code re-checks the bit and sleeps
+    again (v5.0, hmm-2017)."""
+    k, (owner, waiter, other) = kernel_with_actors(
+        Geometry(sys_frames=1, devices=0), 3, variant=variant
+    )
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = Stepper(k.wait_on_page_locked(waiter, pfn, "t:wait"))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    k.unlock_page(owner, pfn, "t:unlock")
+    assert s.blocked_on(k) is None
+    assert k.trylock_page(other, pfn, "t:relock")
+    s.step()
+    if variant == "v6":
+        assert s.done
+    else:
+        assert not s.done and s.blocked_on(k) is not None
+        k.unlock_page(other, pfn, "t:unlock")
+        s.step()
+        assert s.done
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == []
+
+
+def test_migration_entry_waiter_woken_after_the_page_is_reused() -> None:
+    """``migration_entry_wait_on_locked`` holds no reference: the waiter is woken by the
+    unlock, and the page may then be freed, reused and locked again before it runs; it
+    returns (the caller retries the fault) instead of sleeping on the new owner's lock."""
+    k, (mig, waiter, other) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    pfn = k.alloc_page(mig, 0, "setup")
+    ptl = k.ptl_word(0, 0)
+    assert k.trylock_page(mig, pfn, "t:mig")
+    s = Stepper(k.spin_lock(waiter, ptl, "t:ptl"))
+    s.step()
+    s = Stepper(k.migration_entry_wait_on_locked(waiter, pfn, ptl, "t:wait", "t:ptl"))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    assert k.words.load(ptl) == 0, "the PTL is dropped once the entry is queued"
+    k.unlock_page(mig, pfn, "t:unlock")
+    k.put_page(mig, pfn, "t:free")
+    assert k.alloc_page(other, 0, "t:reuse") == pfn
+    assert k.trylock_page(other, pfn, "t:relock")
+    s.step()
+    assert s.done
 
 
 def test_self_lock_blocks_on_itself() -> None:
