@@ -54,6 +54,8 @@ from .layout import (
     M_MMAP_LOCK,
     MM_WORDS,
     RWSEM_FLAG_WAITERS,
+    RWSEM_LOCK_MASK,
+    RWSEM_READER_MASK,
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
@@ -869,7 +871,10 @@ class Kernel:
             )
         self._released(a, word)
 
-    # -- mmap_lock (kernel/locking/rwsem.c) -----------------------------------------------
+    # -- mmap_lock (kernel/locking/rwsem.c, 7.0) ------------------------------------------
+    # The count word: a reader count, RWSEM_WRITER and RWSEM_FLAG_WAITERS; the writer's
+    # id + 1 three words on (the rwsem's owner). Waiters queue FIFO (rwsem_add_waiter);
+    # readers are granted the lock by their waker, writers take it themselves.
     def mmap_word(self, mm: int) -> int:
         return self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK
 
@@ -880,31 +885,88 @@ class Kernel:
         )
 
     def mmap_read_lock(self, a: Actor, mm: int, site: str) -> Path:
-        """``mmap_read_lock()``: readers share; a writer excludes them."""
+        """``mmap_read_lock()`` → ``down_read()``: the fast path when neither a writer
+        holds the lock nor anyone waits (``rwsem_read_trylock``), else
+        ``rwsem_down_read_slowpath()``: steal the lock if no writer holds it and no other
+        reader does (the 5.13+ reader lock stealing), else queue, behind any queued
+        writer, and sleep until a waker grants the lock. A reader that already holds the
+        lock and asks again behind a queued writer waits forever (a deadlock)."""
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
-        t0 = -1
-        while True:
-            cur = words.load(w)
-            if not cur & RWSEM_WRITER and words.cas(w, cur, cur + 1):
-                break
-            if t0 < 0:
-                st[S_CONTENDED] += 1
-                t0 = self.clock()
-            req = Block(w, RWSEM_WRITER, "mmap", mm, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
-        if t0 >= 0:
+        cur = words.load(w)
+        if cur & (RWSEM_WRITER | RWSEM_FLAG_WAITERS) or not words.cas(w, cur, cur + 1):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._down_read_slowpath(a, mm, w, site)
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
         a.held[w] = site
 
+    def _down_read_slowpath(self, a: Actor, mm: int, w: int, site: str) -> Path:
+        words = self.words
+        self._wq_acquire()
+        cur = words.load(w)
+        if not cur & RWSEM_WRITER and not cur & RWSEM_READER_MASK:
+            # Reader optimistic lock stealing (no RWSEM_FLAG_HANDOFF in the model).
+            words.fetch_add(w, 1)
+            if cur & RWSEM_FLAG_WAITERS:
+                self._rwsem_mark_wake(w, "read_owned")
+            self._wq_release()
+            self.count("rwsem_rlock_steal")
+            return
+        if not self.wait_queue(w) and not cur & RWSEM_WRITER:
+            words.fetch_add(w, 1)  # rwsem_rlock_fast: the queue is empty, readers own it
+            self._wq_release()
+            return
+        self._enqueue(a, w, WQ_RWSEM_READ | WQ_SLEEP)
+        words.fetch_or(w, RWSEM_FLAG_WAITERS)
+        self._rwsem_cond_wake_waiter(w)
+        self._wq_release()
+        ww = self._wq_word(a)
+        if words.load(ww) & WQ_SLEEP:
+            yield from self._sleep(a, Block(ww, WQ_SLEEP, "mmap", mm, site, w))
+        words.store(ww, 0)  # the waker granted the lock: waiter.task == NULL
+
+    def _rwsem_cond_wake_waiter(self, w: int) -> None:
+        """``rwsem_cond_wake_waiter()``: after queueing, wake who can run now."""
+        cur = self.words.load(w)
+        if cur & RWSEM_WRITER:
+            return
+        self._rwsem_mark_wake(w, "readers" if cur & RWSEM_READER_MASK else "any")
+
+    def _rwsem_mark_wake(self, w: int, wake_type: str) -> None:
+        """``rwsem_mark_wake()`` (the caller holds the wait lock): a writer at the head is
+        woken to take the lock itself (RWSEM_WAKE_ANY only); else every queued reader is
+        granted the lock, writers left in place."""
+        words = self.words
+        q = self.wait_queue(w)
+        if not q:
+            return
+        if self._wq_flags(q[0]) & WQ_RWSEM_WRITE:
+            if wake_type == "any":
+                self._wake(q[0], self._wq_flags(q[0]), dequeue=False)
+            return
+        adjustment = 0
+        if wake_type != "read_owned":
+            adjustment = 1
+            if words.fetch_add(w, 1) & RWSEM_WRITER:
+                words.fetch_add(w, -1)  # a writer stole it (no hand-off timeout modelled)
+                return
+        readers = [aid for aid in q if self._wq_flags(aid) & WQ_RWSEM_READ]
+        add = len(readers) - adjustment
+        if len(readers) == len(q):
+            add -= RWSEM_FLAG_WAITERS
+        if add:
+            words.fetch_add(w, add)
+        for aid in readers:
+            self._wake(aid, self._wq_flags(aid) | WQ_WOKEN)
+
     def mmap_read_unlock(self, a: Actor, mm: int, site: str) -> None:
+        """``mmap_read_unlock()`` → ``up_read()``: the last reader out wakes the queue."""
         w = self.mmap_word(mm)
         old = self.words.fetch_add(w, -1)
-        if old & (RWSEM_WRITER - 1) == 0:
+        if old & RWSEM_READER_MASK == 0:
             raise self.fail(
                 FailureKind.BAD_UNLOCK,
                 f"{a.name} released mmap_lock of mm {mm} for read at {site} without holding it",
@@ -913,32 +975,82 @@ class Kernel:
                 locks=[f"mmap:{mm}"],
             )
         a.held.pop(w, None)
+        if (old - 1) & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS) == RWSEM_FLAG_WAITERS:
+            self._rwsem_wake(w)
+
+    def _rwsem_wake(self, w: int) -> None:
+        """``rwsem_wake()``."""
+        self._wq_acquire()
+        if self.wait_queue(w):
+            self._rwsem_mark_wake(w, "any")
+        self._wq_release()
+
+    def _rwsem_try_write_lock(self, a: Actor, w: int) -> bool:
+        """``rwsem_try_write_lock()`` for a queued writer (the wait lock held): take the
+        lock if nobody holds it, leaving the queue (no hand-off bit in the model)."""
+        words = self.words
+        while True:
+            cur = words.load(w)
+            if cur & RWSEM_LOCK_MASK:
+                return False
+            new = cur | RWSEM_WRITER
+            q = self.wait_queue(w)
+            if q == [a.id]:
+                new &= ~RWSEM_FLAG_WAITERS
+            if words.cas(w, cur, new):
+                words.store(self._A + a.id * ACTOR_WORDS + A_WQ_LOCK, 0)
+                return True
 
     def mmap_write_lock(self, a: Actor, mm: int, site: str) -> Path:
-        """``mmap_write_lock()``."""
+        """``mmap_write_lock()`` → ``down_write()``: the fast path on a free lock with no
+        waiters, else ``rwsem_down_write_slowpath()``: one unqueued attempt on a free lock
+        (the optimistic spin's ``rwsem_try_write_lock_unqueued``), then queue and, each
+        time woken, try to take the lock."""
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
-        t0 = -1
-        while not words.cas(w, 0, RWSEM_WRITER | 0):
-            if t0 < 0:
-                st[S_CONTENDED] += 1
-                t0 = self.clock()
-            req = Block(w, -1, "mmap", mm, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
-        if t0 >= 0:
+        if not words.cas(w, 0, RWSEM_WRITER):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._down_write_slowpath(a, mm, w, site)
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
         a.held[w] = site
         words.store(self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3, a.id + 1)
 
+    def _down_write_slowpath(self, a: Actor, mm: int, w: int, site: str) -> Path:
+        words = self.words
+        while True:  # rwsem_try_write_lock_unqueued()
+            cur = words.load(w)
+            if cur & RWSEM_LOCK_MASK:
+                break
+            if words.cas(w, cur, cur | RWSEM_WRITER):
+                self.count("rwsem_wlock_steal")
+                return
+        ww = self._wq_word(a)
+        req = Block(ww, WQ_SLEEP, "mmap", mm, site, w)
+        self._wq_acquire()
+        first = not self.wait_queue(w)
+        self._enqueue(a, w, WQ_RWSEM_WRITE)
+        if first:
+            words.fetch_or(w, RWSEM_FLAG_WAITERS)
+        else:
+            self._rwsem_cond_wake_waiter(w)
+        while not self._rwsem_try_write_lock(a, w):
+            words.fetch_or(ww, WQ_SLEEP)  # set_current_state(state)
+            self._wq_release()
+            yield from self._sleep(a, req)  # schedule_preempt_disabled()
+            self._wq_acquire()
+        self._wq_release()
+        words.store(ww, 0)
+
     def mmap_write_unlock(self, a: Actor, mm: int, site: str) -> None:
+        """``mmap_write_unlock()`` → ``up_write()``: wake the queue if anyone waits."""
         w = self.mmap_word(mm)
         owner_w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3
+        words = self.words
         # Only the writer may release: another actor's up_write is DEBUG_RWSEMS' warning.
-        if self.words.load(owner_w) != a.id + 1 or not self.words.cas(w, RWSEM_WRITER, 0):
+        if words.load(owner_w) != a.id + 1 or not words.load(w) & RWSEM_WRITER:
             raise self.fail(
                 FailureKind.BAD_UNLOCK,
                 f"{a.name} released mmap_lock of mm {mm} for write at {site} without holding it",
@@ -946,8 +1058,10 @@ class Kernel:
                 sites=[site],
                 locks=[f"mmap:{mm}"],
             )
-        self.words.store(owner_w, 0)
+        words.store(owner_w, 0)
         a.held.pop(w, None)
+        if words.fetch_add(w, -RWSEM_WRITER) & RWSEM_FLAG_WAITERS:
+            self._rwsem_wake(w)
 
     # -- page-table entries -----------------------------------------------------------------
     def pte_w(self, mm: int, vpn: int) -> int:

@@ -44,6 +44,7 @@ from pagerace.core.machine.layout import (
     F_PIN,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
+    RWSEM_FLAG_WAITERS,
     RWSEM_WRITER,
     STATIC_MASK,
     WQ_SLEEP,
@@ -520,75 +521,122 @@ def test_free_refuses_a_mapped_page() -> None:
 
 
 class MmapLockMachine(RuleBasedStateMachine):
+    """mmap_lock (7.0 rwsem) against a shadow of its count and FIFO wait list: readers
+    queue behind a queued writer, the waker grants every queued reader the lock when a
+    reader is at the head, and wakes a writer at the head to take the lock itself."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), N_ACTORS)
+        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 4)
         self.word = self.k.mmap_word(0)
         self.readers: set[int] = set()
         self.writer: int | None = None
-        self.waiting: dict[int, tuple[str, Stepper]] = {}
-
-    def _free_for(self, mode: str) -> bool:
-        if mode == "read":
-            return self.writer is None
-        return self.writer is None and not self.readers
+        self.queue: list[tuple[int, str]] = []
+        # actor -> [mode, stepper, state]: state "sleep", "woken" (a writer) or "granted"
+        self.waiting: dict[int, list] = {}
 
     def _holds(self, aid: int) -> bool:
         return aid in self.readers or self.writer == aid
 
-    def _got(self, aid: int, mode: str) -> None:
-        if mode == "read":
-            self.readers.add(aid)
-        else:
-            self.writer = aid
+    def _mark_wake(self, wake_type: str) -> None:
+        if not self.queue:
+            return
+        head, mode = self.queue[0]
+        if mode == "write":
+            if wake_type == "any":
+                self.waiting[head][2] = "woken"
+            return
+        if wake_type != "read_owned" and self.writer is not None:
+            return
+        for aid, m in list(self.queue):
+            if m == "read":
+                self.queue.remove((aid, m))
+                self.readers.add(aid)
+                self.waiting[aid][2] = "granted"
 
-    @rule(aid=actor_ids, mode=st.sampled_from(["read", "write"]))
+    def _cond_wake(self) -> None:
+        if self.writer is None:
+            self._mark_wake("readers" if self.readers else "any")
+
+    def _queue(self, aid: int, mode: str, s: Stepper, req) -> None:
+        assert type(req) is Block and (req.kind, req.target, req.lock) == ("mmap", 0, self.word)
+        assert req.mask == WQ_SLEEP
+        self.queue.append((aid, mode))
+        self.waiting[aid] = [mode, s, "sleep"]
+
+    @rule(aid=actor_ids4, mode=st.sampled_from(["read", "write"]))
     def lock(self, aid: int, mode: str) -> None:
         assume(aid not in self.waiting and not self._holds(aid))
         a = self.actors[aid]
         gen = self.k.mmap_read_lock if mode == "read" else self.k.mmap_write_lock
         s = Stepper(gen(a, 0, f"t:{mode}_lock"))
         req = s.step()
-        if self._free_for(mode):
+        if mode == "read":
+            if self.writer is None and not self.readers:  # fast path, or the steal
+                assert s.done
+                self.readers.add(aid)
+                self._mark_wake("read_owned")
+            elif self.writer is None and not self.queue:  # readers own it, nobody waits
+                assert s.done
+                self.readers.add(aid)
+            else:
+                assert not s.done, "a reader must queue behind a held or queued writer"
+                self._queue(aid, mode, s, req)
+                self._cond_wake()
+        elif self.writer is None and not self.readers:  # fast path or unqueued steal
             assert s.done
-            self._got(aid, mode)
+            self.writer = aid
         else:
-            assert type(req) is Block and (req.kind, req.target) == ("mmap", 0)
-            assert req.word == self.word
-            assert req.mask == (RWSEM_WRITER if mode == "read" else -1)
-            self.waiting[aid] = (mode, s)
+            assert not s.done
+            first = not self.queue
+            self._queue(aid, mode, s, req)
+            if not first:
+                self._cond_wake()
+        for w in self.waiting.values():
+            if w[1] is not s and w[2] == "sleep":
+                assert w[1].blocked_on(self.k) is not None
 
-    @precondition(lambda self: self.waiting)
+    @precondition(lambda self: any(w[2] != "sleep" for w in self.waiting.values()))
     @rule(data=st.data())
     def resume_waiter(self, data: st.DataObject) -> None:
-        aid = data.draw(st.sampled_from(sorted(self.waiting)))
-        mode, s = self.waiting[aid]
-        req = s.step()
-        if self._free_for(mode):
+        aid = data.draw(st.sampled_from(sorted(a for a, w in self.waiting.items() if w[2] != "sleep")))
+        mode, s, state = self.waiting[aid]
+        assert s.blocked_on(self.k) is None, "a woken waiter is runnable"
+        s.step()
+        if state == "granted":
             assert s.done
-            self._got(aid, mode)
+            del self.waiting[aid]
+            return
+        if self.writer is None and not self.readers:
+            assert s.done
+            self.queue.remove((aid, mode))
+            self.writer = aid
             del self.waiting[aid]
         else:
-            assert type(req) is Block
+            assert not s.done and s.blocked_on(self.k) is not None
+            self.waiting[aid][2] = "sleep"
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def read_unlock(self, aid: int) -> None:
-        assume(aid in self.readers)
+        assume(aid in self.readers and aid not in self.waiting)
         self.k.mmap_read_unlock(self.actors[aid], 0, "t:read_unlock")
         self.readers.discard(aid)
+        if not self.readers and self.writer is None:
+            self._mark_wake("any")
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def write_unlock(self, aid: int) -> None:
         a = self.actors[aid]
         assume(aid not in self.waiting)
         if self.writer == aid:
             self.k.mmap_write_unlock(a, 0, "t:write_unlock")
             self.writer = None
+            self._mark_wake("any")
         else:
             f = _expect(FailureKind.BAD_UNLOCK, self.k.mmap_write_unlock, a, 0, "t:write_unlock")
             assert f.locks == ("mmap:0",)
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def read_unlock_unheld(self, aid: int) -> None:
         # Readers are anonymous (as in the kernel): the model can tell a bad up_read only
         # when no reader holds the lock at all.
@@ -603,19 +651,80 @@ class MmapLockMachine(RuleBasedStateMachine):
     @invariant()
     def word_matches_shadow(self) -> None:
         want = len(self.readers) + (RWSEM_WRITER if self.writer is not None else 0)
+        if self.queue:
+            want += RWSEM_FLAG_WAITERS
         assert self.k.words.load(self.word) == want
+        assert self.k.wait_queue(self.word) == [aid for aid, _m in self.queue]
         if self.writer is not None:
             assert self.k.lock_owner(self.word) == self.writer
         for a in self.actors:
-            assert (self.word in a.held) == self._holds(a.id)
+            granted = a.id in self.waiting and self.waiting[a.id][2] == "granted"
+            assert (self.word in a.held) == (self._holds(a.id) and not granted)
 
     def teardown(self) -> None:
-        for _mode, s in self.waiting.values():
-            s.gen.close()
+        for w in self.waiting.values():
+            w[1].gen.close()
 
 
 MmapLockMachine.TestCase.settings = SETTINGS
 TestMmapLock = MmapLockMachine.TestCase
+
+
+def test_writer_preference_a_reader_blocks_behind_a_queued_writer() -> None:
+    """rwsem: a reader arriving while readers hold the lock and a writer waits queues
+    behind the writer; the last reader's unlock wakes the writer, whose unlock grants the
+    queued reader."""
+    k, (r1, w, r2) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    word = k.mmap_word(0)
+    sr1 = Stepper(k.mmap_read_lock(r1, 0, "t:r1"))
+    sr1.step()
+    assert sr1.done
+    sw = Stepper(k.mmap_write_lock(w, 0, "t:w"))
+    assert type(sw.step()) is Block and sw.blocked_on(k) is not None
+    sr2 = Stepper(k.mmap_read_lock(r2, 0, "t:r2"))
+    assert type(sr2.step()) is Block and sr2.blocked_on(k) is not None
+    assert k.wait_queue(word) == [w.id, r2.id]
+    assert k.blocked_by(r2.id, word) == w.id and k.blocked_by(w.id, word) == r1.id
+    k.mmap_read_unlock(r1, 0, "t:r1")
+    assert sw.blocked_on(k) is None and sr2.blocked_on(k) is not None
+    sw.step()
+    assert sw.done and k.lock_owner(word) == w.id
+    k.mmap_write_unlock(w, 0, "t:w")
+    assert sr2.blocked_on(k) is None and k.words.load(word) == 1  # granted by the waker
+    sr2.step()
+    assert sr2.done and word in r2.held
+
+
+def test_recursive_read_lock_behind_a_waiting_writer_is_a_deadlock() -> None:
+    """The deadlock class writer preference brings: a reader takes mmap_read_lock again
+    (a fault under GUP, say) while a writer waits: reported as a cycle reader → writer
+    → reader."""
+    from pagerace.harness.engine import DeterministicEngine, Limits, Outcome
+    from pagerace.harness.schedulers.round_robin import RoundRobin
+
+    k, actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 2)
+
+    def reader(a):
+        yield from k.mmap_read_lock(a, 0, "gup:mmap_read_lock")
+        yield
+        yield
+        yield from k.mmap_read_lock(a, 0, "fault:mmap_read_lock")
+        k.mmap_read_unlock(a, 0, "fault:unlock")
+        k.mmap_read_unlock(a, 0, "gup:unlock")
+
+    def writer(a):
+        yield
+        yield from k.mmap_write_lock(a, 0, "munmap:mmap_write_lock")
+        k.mmap_write_unlock(a, 0, "munmap:unlock")
+
+    r = DeterministicEngine(
+        k, actors, [reader(actors[0]), writer(actors[1])], RoundRobin(), seed=0, limits=Limits()
+    ).run()
+    assert r.outcome is Outcome.FAILED
+    f = r.failure
+    assert f.kind is FailureKind.DEADLOCK and f.details["cycle"] is True
+    assert sorted(f.actors) == ["t0", "t1"] and set(f.locks) == {"mmap:0"}
+    assert "fault:mmap_read_lock" in f.message and "munmap:mmap_write_lock" in f.message
 
 
 # --------------------------------------------------------------------------------------
