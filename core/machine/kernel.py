@@ -924,8 +924,9 @@ class Kernel:
         self._rwsem_cond_wake_waiter(w)
         self._wq_release()
         ww = self._wq_word(a)
-        if words.load(ww) & WQ_SLEEP:
-            yield from self._sleep(a, Block(ww, WQ_SLEEP, "mmap", mm, site, w))
+        # Queued: one sleep, even if a waker granted the lock already (the engine then
+        # does not park us), so that a step means the same in both engines.
+        yield from self._sleep(a, Block(ww, WQ_SLEEP, "mmap", mm, site, w))
         words.store(ww, 0)  # the waker granted the lock: waiter.task == NULL
 
     def _rwsem_cond_wake_waiter(self, w: int) -> None:
