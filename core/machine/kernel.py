@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+import numpy as np
+
 from .errors import Failure, FailureKind, InvariantViolation
 from .layout import (
     A_PROGRESS,
@@ -47,10 +49,12 @@ from .layout import (
     F_PIN,
     F_PRIV,
     F_REF,
+    FOLIO_BATCH_SIZE,
     FRAME_WORDS,
     G_PROGRESS,
     G_WQ_SEQ,
     GUP_PIN_COUNTING_BIAS,
+    LRU_BATCH_WORDS,
     M_MMAP_LOCK,
     MM_WORDS,
     RWSEM_FLAG_WAITERS,
@@ -77,6 +81,7 @@ from .layout import (
     PG_allocated,
     PG_anon_exclusive,
     PG_locked,
+    PG_lru,
     PG_waiters,
 )
 from .state import State
@@ -242,6 +247,9 @@ class Kernel:
         self.hooks: dict[str, Any] = {}
         # More global checks other modules add (pins, TLBs, swap...): f(kernel, final).
         self.extra_checks: list[Callable[[Kernel, bool], None]] = []
+        # References the global refcount check expects beyond mappings, pins and the swap
+        # cache, per frame; other modules chain theirs on (core/mm/filemap.py).
+        self.extra_refs: Callable[[], Any] = self.lru_batch_refs
         # The parallel engine sets an object with ``acquire(mm, vpn)`` / ``release(mm,
         # vpn)`` that makes a CPU's hardware access (TLB lookup or page walk, then the
         # load or store) atomic against other accesses and TLB shootdowns of that page,
@@ -537,6 +545,85 @@ class Kernel:
         zone = self.lay.zone_of(pfn)
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
+
+    # -- per-CPU LRU-add batches (mm/swap.c, 7.0) ---------------------------------------
+    def _batch(self, cpu: int) -> int:
+        return self.lay.LRU_BATCH + cpu * LRU_BATCH_WORDS
+
+    def folio_add_lru(self, a: Actor, pfn: int, site: str) -> None:
+        """``folio_add_lru()`` → ``folio_batch_add_and_move(folio, lru_add)``: take a
+        reference for the batch and add the folio to this CPU's LRU-add batch; a full
+        batch is moved to the LRU at once. Until then the folio is not on the LRU
+        (``folio_isolate_lru`` fails on it) and carries the batch's reference."""
+        self.get_page(a, pfn, site + ":folio_get")
+        self._wq_acquire()  # local_lock(&cpu_fbatches.lock): the parallel engine's drains
+        b = self._batch(a.id)
+        words = self.words
+        n = words.load(b)
+        words.store(b + 1 + n, pfn)
+        words.store(b, n + 1)
+        full = n + 1 >= FOLIO_BATCH_SIZE
+        if full:
+            pfns = self._folio_batch_take(a.id)
+        self._wq_release()
+        if full:
+            self._folio_batch_move_lru(a, pfns, site)
+
+    def _folio_batch_take(self, cpu: int) -> list[int]:
+        b = self._batch(cpu)
+        words = self.words
+        n = words.load(b)
+        pfns = [words.load(b + 1 + i) for i in range(n)]
+        for i in range(n):
+            words.store(b + 1 + i, 0)
+        words.store(b, 0)
+        return pfns
+
+    def _folio_batch_move_lru(self, a: Actor, pfns: list[int], site: str) -> None:
+        """``folio_batch_move_lru(fbatch, lru_add)``: each folio onto the LRU
+        (``lru_add``: ``folio_set_lru``), then ``folios_put``: the batch's references go."""
+        for pfn in pfns:
+            self.set_flag(pfn, PG_lru)
+        for pfn in pfns:
+            self.put_page(a, pfn, site + ":folios_put")
+        self.count("lru_add_drained", len(pfns))
+
+    def lru_batch_count(self, cpu: int) -> int:
+        return self.words.load(self._batch(cpu))
+
+    def lru_add_drain(self, a: Actor, site: str) -> None:
+        """``lru_add_drain()`` → ``lru_add_drain_cpu(this cpu)``: move this CPU's batch
+        to the LRU."""
+        self._lru_add_drain_cpu(a, a.id, site)
+
+    def _lru_add_drain_cpu(self, a: Actor, cpu: int, site: str) -> None:
+        self._wq_acquire()
+        pfns = self._folio_batch_take(cpu)
+        self._wq_release()
+        if pfns:
+            self._folio_batch_move_lru(a, pfns, site)
+
+    def lru_add_drain_all(self, a: Actor, site: str) -> Path:
+        """``lru_add_drain_all()``: drain every CPU's batch. The kernel queues
+        ``lru_add_drain_per_cpu`` on each CPU with a non-empty batch (``queue_work_on``)
+        and waits for each (``flush_work``); the model runs each CPU's drain from the
+        caller, one CPU per step, the caller sleeping meanwhile (no per-CPU work items:
+        docs/internals.md, Deliberate simplifications)."""
+        for cpu in range(self.geo.actors):
+            if self.lru_batch_count(cpu):
+                self._lru_add_drain_cpu(a, cpu, site)
+                yield  # flush_work(): the caller waits for that CPU's work
+        self.count("lru_add_drain_all")
+
+    def lru_batch_refs(self) -> Any:
+        """The references LRU-add batches hold: one per batch slot naming the frame (a
+        numpy array over frames), for the global refcount check (``extra_refs``)."""
+        lb = self.s.lru_batch
+        counts = lb[:, 0]
+        out = np.zeros(self.geo.frames, dtype=np.int64)
+        for cpu in np.flatnonzero(counts):
+            np.add.at(out, lb[cpu, 1 : 1 + int(counts[cpu])], 1)
+        return out
 
     # -- wait queues (kernel/sched/wait.c, the model's words) ----------------------------
     # An actor's wait-queue entry lives in its actor row (A_WQ_LOCK, A_WQ_FLAGS,

@@ -190,6 +190,12 @@ ACTOR_IDLE, ACTOR_RUNNING, ACTOR_BLOCKED, ACTOR_DONE, ACTOR_FAILED = range(5)
 TLB_SLOTS = 32
 TLB_KEY, TLB_VAL = 0, 1
 
+# Per-CPU LRU-add batches (mm/swap.c cpu_fbatches.lru_add): a count, then up to
+# FOLIO_BATCH_SIZE pfns, per actor (each actor is its own CPU). A folio in a batch holds a
+# reference and is not on the LRU (no PG_lru) until the batch is drained.
+FOLIO_BATCH_SIZE = 31  # PAGEVEC_SIZE (include/linux/pagevec.h, 6.10+)
+LRU_BATCH_WORDS = 1 + FOLIO_BATCH_SIZE
+
 # Swap slots: (data, in-use) per slot.
 S_DATA, S_USED = 0, 1
 SWAP_HAS_CACHE = 1 << 20  # include/linux/swap.h: the swap_map bit for "in the swap cache"
@@ -286,8 +292,9 @@ class Layout:
     ``vma``, ``actor``, ``tlb``, ``shadow``, ``swap``, and the page cache: ``pcache``
     (one slot per file page: pfn + 1, or 0 when the page is not cached; the XArray of
     ``mapping->i_pages``), ``pcache_lock`` (one ``xa_lock`` word per file) and
-    ``fshadow`` (the oracle's last token written to each file page). The page-cache
-    tables are empty when the geometry has no files.
+    ``fshadow`` (the oracle's last token written to each file page), and ``lru_batch``
+    (each CPU's LRU-add batch). The page-cache tables are empty when the geometry has no
+    files.
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -308,6 +315,7 @@ class Layout:
             ("pcache", (g.files, g.pages_per_file)),
             ("pcache_lock", (g.files,)),
             ("fshadow", (g.files, g.pages_per_file)),
+            ("lru_batch", (g.actors, LRU_BATCH_WORDS)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -332,6 +340,7 @@ class Layout:
         self.PCACHE = tb["pcache"].offset
         self.PCACHE_LOCK = tb["pcache_lock"].offset
         self.FSHADOW = tb["fshadow"].offset
+        self.LRU_BATCH = tb["lru_batch"].offset
 
     @property
     def nbytes(self) -> int:

@@ -77,6 +77,7 @@ class State:
         self.pcache = v["pcache"]
         self.pcache_lock = v["pcache_lock"]
         self.fshadow = v["fshadow"]
+        self.lru_batch = v["lru_batch"]
         if init:
             self._init_static()
 
@@ -102,7 +103,7 @@ class State:
             del self.views[name]
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow",
+            "pcache", "pcache_lock", "fshadow", "lru_batch",
         ):
             if hasattr(self, name):
                 delattr(self, name)

@@ -31,7 +31,6 @@ from ..machine.layout import (
     VM_WRITE,
     PG_anon,
     PG_anon_exclusive,
-    PG_lru,
     PG_uptodate,
     pte_encode,
 )
@@ -188,8 +187,9 @@ def do_anonymous_page(
         k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
         k.put_page(a, pfn, "do_anonymous_page:release")
         return VM_FAULT_OK
-    k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_uptodate)
     k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it
+    k.folio_add_lru(a, pfn, "do_anonymous_page:folio_add_lru_vma")
     bits = PTE_YOUNG
     if write and vflags & VM_WRITE:
         bits |= PTE_WRITE | PTE_DIRTY
@@ -239,8 +239,9 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
         return VM_FAULT_OK
     k.ptep_get_and_clear(mm, vpn)
     k.flush_tlb_range(mm, vpn, vpn + 1)
-    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_uptodate)
     k.mapcount_add(new, 1)
+    k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
     k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page
     k.put_page(a, pfn, "wp_page_copy:unmap")
