@@ -42,6 +42,7 @@ from .layout import (
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
+    CPU_IDLE,
     F_DATA,
     F_GEN,
     F_MAP,
@@ -63,6 +64,7 @@ from .layout import (
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
+    WORK_LRU_DRAIN,
     WQ_CUSTOM,
     WQ_DONE,
     WQ_EXCLUSIVE,
@@ -171,6 +173,8 @@ class Actor:
     """
 
     __slots__ = (
+        "cpu",
+        "daemon",
         "held",
         "id",
         "idle",
@@ -198,9 +202,25 @@ class Actor:
         self.ops_done = 0
         self.sigbus = 0
         self.steps_since_progress = 0
+        self.cpu = aid  # the CPU it runs on: its own unless the workload binds CPUs
+        self.daemon = False  # a kworker: the run ends when every other actor is done
 
     def __repr__(self) -> str:
         return f"Actor({self.id}, {self.name})"
+
+
+class _Resched:
+    """The marker a path yields at ``might_sleep()`` under ``PREEMPT_VOLUNTARY``: a
+    preemption point where the CPU may switch to another task."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RESCHED"
+
+
+RESCHED = _Resched()
+PREEMPTION_MODELS = ("full", "voluntary", "none")
 
 
 Path = Generator[Any, Any, Any]
@@ -266,6 +286,11 @@ class Kernel:
         # sysctl_page_lock_unfairness (mm/filemap.c, default 5): the rounds an exclusive
         # page-lock waiter may lose before the unlock hands the lock over.
         self.page_lock_unfairness: int = 5
+        # The CPU model (workload keys ``cpus`` and ``preemption``): 0 CPUs means none
+        # (each actor is its own CPU, lru_add_drain_all drains from the caller); with
+        # CPUs, each has a kworker actor that runs the work queued on it.
+        self.cpus: int = 0
+        self.preemption: str = "full"
         self.token_seq = 0
         # Cached bases
         self._F = self.lay.FRAMES
@@ -557,14 +582,14 @@ class Kernel:
         (``folio_isolate_lru`` fails on it) and carries the batch's reference."""
         self.get_page(a, pfn, site + ":folio_get")
         self._wq_acquire()  # local_lock(&cpu_fbatches.lock): the parallel engine's drains
-        b = self._batch(a.id)
+        b = self._batch(a.cpu)
         words = self.words
         n = words.load(b)
         words.store(b + 1 + n, pfn)
         words.store(b, n + 1)
         full = n + 1 >= FOLIO_BATCH_SIZE
         if full:
-            pfns = self._folio_batch_take(a.id)
+            pfns = self._folio_batch_take(a.cpu)
         self._wq_release()
         if full:
             self._folio_batch_move_lru(a, pfns, site)
@@ -594,7 +619,7 @@ class Kernel:
     def lru_add_drain(self, a: Actor, site: str) -> None:
         """``lru_add_drain()`` → ``lru_add_drain_cpu(this cpu)``: move this CPU's batch
         to the LRU."""
-        self._lru_add_drain_cpu(a, a.id, site)
+        self._lru_add_drain_cpu(a, a.cpu, site)
 
     def _lru_add_drain_cpu(self, a: Actor, cpu: int, site: str) -> None:
         self._wq_acquire()
@@ -604,16 +629,78 @@ class Kernel:
             self._folio_batch_move_lru(a, pfns, site)
 
     def lru_add_drain_all(self, a: Actor, site: str) -> Path:
-        """``lru_add_drain_all()``: drain every CPU's batch. The kernel queues
-        ``lru_add_drain_per_cpu`` on each CPU with a non-empty batch (``queue_work_on``)
-        and waits for each (``flush_work``); the model runs each CPU's drain from the
-        caller, one CPU per step, the caller sleeping meanwhile (no per-CPU work items:
-        docs/internals.md, Deliberate simplifications)."""
+        """``lru_add_drain_all()``: drain every CPU's batch. With the CPU model, as 7.0
+        does it: queue ``lru_add_drain_per_cpu`` on each CPU whose batch is not empty
+        (``queue_work_on``), then wait for each (``flush_work``): the CPU's kworker runs
+        the drain when that CPU schedules it. Without it, the caller drains each CPU's
+        batch itself, one CPU per step (docs/internals.md, Deliberate simplifications)."""
+        if self.cpus:
+            queued = [
+                cpu for cpu in range(self.cpus)
+                if self.lru_batch_count(cpu) and self.queue_work_on(cpu, WORK_LRU_DRAIN)
+            ]
+            for cpu in queued:
+                yield from self.flush_work(a, cpu, WORK_LRU_DRAIN, site + ":flush_work")
+            self.count("lru_add_drain_all")
+            return
         for cpu in range(self.geo.actors):
             if self.lru_batch_count(cpu):
                 self._lru_add_drain_cpu(a, cpu, site)
                 yield  # flush_work(): the caller waits for that CPU's work
         self.count("lru_add_drain_all")
+
+    # -- per-CPU work (kernel/workqueue.c) ------------------------------------------------
+    def cpu_word(self, cpu: int) -> int:
+        return self.lay.CPU + cpu
+
+    def queue_work_on(self, cpu: int, work: int) -> bool:
+        """``queue_work_on()``: mark ``work`` pending on ``cpu`` and wake its kworker;
+        False if it was pending already."""
+        w = self.lay.CPU + cpu
+        if self.words.fetch_or(w, work) & work:
+            return False
+        self.words.fetch_and(w, ~CPU_IDLE)  # wake_up_process(kworker)
+        return True
+
+    def flush_work(self, a: Actor, cpu: int, work: int, site: str) -> Path:
+        """``flush_work()``: sleep until ``work`` has run on ``cpu``."""
+        w = self.lay.CPU + cpu
+        if self.words.load(w) & work:
+            st = self._stat(site)
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            req = Block(w, work, "work", cpu, site)
+            self._block(a, req)
+            yield req
+            self._unblock(a)
+            self._waited(st, t0)
+
+    def worker_thread(self, a: Actor, cpu: int) -> Path:
+        """The kworker of ``cpu`` (``worker_thread`` / ``process_one_work``): run the work
+        queued on its CPU, one item per step, and sleep when there is none. It never
+        ends: the engine stops it once every other actor is done."""
+        w = self.lay.CPU + cpu
+        words = self.words
+        while True:
+            if words.load(w) & WORK_LRU_DRAIN:
+                a.idle = False
+                a.op = "lru_add_drain_per_cpu"
+                self._lru_add_drain_cpu(a, cpu, "lru_add_drain_per_cpu")
+                words.fetch_and(w, ~WORK_LRU_DRAIN)
+                self.progress(a)
+                a.idle = True
+                yield
+                continue
+            if words.cas(w, 0, CPU_IDLE):  # nothing queued: sleep until queue_work_on
+                req = Block(w, CPU_IDLE, "work", cpu, "worker_thread:schedule")
+                self._block(a, req)
+                yield req
+                self._unblock(a)
+
+    def might_sleep(self) -> Path:
+        """``might_sleep()``: a preemption point under ``PREEMPT_VOLUNTARY`` only."""
+        if self.preemption == "voluntary":
+            yield RESCHED
 
     def lru_batch_refs(self) -> Any:
         """The references LRU-add batches hold: one per batch slot naming the frame (a
@@ -723,6 +810,7 @@ class Kernel:
 
         A page locked by its own caller sleeps forever; the deadlock finder reports it
         as a cycle of one."""
+        yield from self.might_sleep()
         self.touch(a, pfn, site)
         st = self._stat(site)
         fl = self._F + pfn * FRAME_WORDS
@@ -978,6 +1066,7 @@ class Kernel:
         reader does (the 5.13+ reader lock stealing), else queue, behind any queued
         writer, and sleep until a waker grants the lock. A reader that already holds the
         lock and asks again behind a queued writer waits forever (a deadlock)."""
+        yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
@@ -1094,6 +1183,7 @@ class Kernel:
         waiters, else ``rwsem_down_write_slowpath()``: one unqueued attempt on a free lock
         (the optimistic spin's ``rwsem_try_write_lock_unqueued``), then queue and, each
         time woken, try to take the lock."""
+        yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
@@ -1246,6 +1336,8 @@ class Kernel:
             return f"ptl:{off // g.tables_per_mm}:{off % g.tables_per_mm}"
         if lay.MM <= word < lay.MM + g.mms * MM_WORDS:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
+        if lay.CPU <= word < lay.CPU + g.actors:
+            return f"work:{word - lay.CPU}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -1295,6 +1387,8 @@ class Kernel:
 
 __all__ = [
     "A_WAIT_SITE",
+    "PREEMPTION_MODELS",
+    "RESCHED",
     "STAT_FIELDS",
     "Actor",
     "Block",

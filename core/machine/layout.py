@@ -196,6 +196,13 @@ TLB_KEY, TLB_VAL = 0, 1
 FOLIO_BATCH_SIZE = 31  # PAGEVEC_SIZE (include/linux/pagevec.h, 6.10+)
 LRU_BATCH_WORDS = 1 + FOLIO_BATCH_SIZE
 
+# Per-CPU work (kernel/workqueue.c, as far as lru_add_drain_all uses it): one word per
+# CPU (rows sized by the actor count, which includes the kworkers): the pending work bits
+# and CPU_IDLE, set while the CPU's kworker sleeps with nothing to do.
+CPU_IDLE = 1 << 0  # the kworker has no work (it sleeps until this is cleared)
+WORK_LRU_DRAIN = 1 << 1  # lru_add_drain_per_cpu is queued (lru_drain_works)
+CPU_WORDS = 1
+
 # Swap slots: (data, in-use) per slot.
 S_DATA, S_USED = 0, 1
 SWAP_HAS_CACHE = 1 << 20  # include/linux/swap.h: the swap_map bit for "in the swap cache"
@@ -293,8 +300,8 @@ class Layout:
     (one slot per file page: pfn + 1, or 0 when the page is not cached; the XArray of
     ``mapping->i_pages``), ``pcache_lock`` (one ``xa_lock`` word per file) and
     ``fshadow`` (the oracle's last token written to each file page), and ``lru_batch``
-    (each CPU's LRU-add batch). The page-cache tables are empty when the geometry has no
-    files.
+    (each CPU's LRU-add batch), ``cpu`` (each CPU's queued work). The page-cache tables
+    are empty when the geometry has no files.
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -316,6 +323,7 @@ class Layout:
             ("pcache_lock", (g.files,)),
             ("fshadow", (g.files, g.pages_per_file)),
             ("lru_batch", (g.actors, LRU_BATCH_WORDS)),
+            ("cpu", (g.actors, CPU_WORDS)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -341,6 +349,7 @@ class Layout:
         self.PCACHE_LOCK = tb["pcache_lock"].offset
         self.FSHADOW = tb["fshadow"].offset
         self.LRU_BATCH = tb["lru_batch"].offset
+        self.CPU = tb["cpu"].offset
 
     @property
     def nbytes(self) -> int:

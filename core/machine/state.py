@@ -78,6 +78,7 @@ class State:
         self.pcache_lock = v["pcache_lock"]
         self.fshadow = v["fshadow"]
         self.lru_batch = v["lru_batch"]
+        self.cpu = v["cpu"]
         if init:
             self._init_static()
 
@@ -103,7 +104,7 @@ class State:
             del self.views[name]
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow", "lru_batch",
+            "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu",
         ):
             if hasattr(self, name):
                 delattr(self, name)
