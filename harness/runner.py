@@ -136,6 +136,7 @@ def build_model(
         if drop_ops is not None:
             oplist = drop_ops(aid, oplist)
         ops.append(oplist)
+    k.page_lock_unfairness = w.page_lock_unfairness
     if w.cpus:  # the CPU model: actors bound to CPUs, one kworker per CPU
         k.cpus = w.cpus
         k.preemption = w.preemption

@@ -40,7 +40,7 @@ GEOMETRY_KEYS = {
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
     "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
-    "device", "faults", "pct_k", "cpus", "preemption",
+    "device", "faults", "pct_k", "cpus", "preemption", "page_lock_unfairness",
 }
 # The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
 PREEMPTION_MODELS = ("full", "voluntary", "none")
@@ -104,6 +104,9 @@ class Workload:
     raw: Mapping[str, Any] = field(default_factory=dict)
     cpus: int = 0  # CPUs modelled (0: none, each actor is its own CPU)
     preemption: str = "full"  # the preemption model: full, voluntary or none
+    # sysctl vm.page_lock_unfairness (mm/filemap.c; 5 by default): the rounds an exclusive
+    # page-lock waiter may lose to trylockers before folio_unlock hands it the lock.
+    page_lock_unfairness: int = 5
 
     def n_actors(self) -> int:
         return sum(a.count for a in self.actors)
@@ -536,6 +539,9 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         raw=dict(data),
         cpus=cpus,
         preemption=str(preemption),
+        page_lock_unfairness=_int(
+            src, "page_lock_unfairness", data.get("page_lock_unfairness", 5), 0, 1 << 20
+        ),
     )
 
 

@@ -127,3 +127,17 @@ def test_bad_cpu_keys_are_one_line_errors(change: dict, needle: str) -> None:
         parse_workload({**WORKLOAD, **change}, "t")
     msg = str(info.value)
     assert needle in msg and "\n" not in msg
+
+
+def test_page_lock_unfairness_is_a_workload_key() -> None:
+    """``page_lock_unfairness`` (the sysctl) reaches the kernel: 0 hands the page lock to
+    the first exclusive waiter at once; the default is the kernel's 5."""
+    from pagerace.harness.runner import build_model
+
+    w = parse_workload(dict(WORKLOAD), "t")
+    assert w.page_lock_unfairness == 5
+    assert build_model(w, "v6", (), 0).kernel.page_lock_unfairness == 5
+    w0 = parse_workload({**WORKLOAD, "page_lock_unfairness": 0}, "t")
+    assert build_model(w0, "v6", (), 0).kernel.page_lock_unfairness == 0
+    with pytest.raises(InvalidWorkload, match="page_lock_unfairness = -1 is not valid"):
+        parse_workload({**WORKLOAD, "page_lock_unfairness": -1}, "t")
