@@ -864,3 +864,27 @@ def test_alloc_fail_sys_fault_injection() -> None:
     k.faults = frozenset({"alloc_fail_sys"})
     assert k.alloc_page(a, 0, "t:alloc") == -1
     assert int(k.s.zones[0, Z_FREE]) == 2
+
+
+def test_pre_59_exclusive_waiter_loses_to_a_trylocker_and_sleeps_again() -> None:
+    """4.14-5.8 (v5.0, hmm-2017): no hand-off however often the waiter loses; a woken
+    exclusive waiter that finds the bit taken queues again at the tail and sleeps."""
+    k, (owner, waiter, thief) = kernel_with_actors(
+        Geometry(sys_frames=1, devices=0), 3, variant="hmm-2017"
+    )
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = _waiter(k, waiter, pfn)
+    holder, other = owner, thief
+    for _ in range(8):
+        k.unlock_page(holder, pfn, "t:unlock")
+        assert s.blocked_on(k) is None and k.page_lock_owner(pfn) == -1
+        assert k.trylock_page(other, pfn, "t:steal")
+        assert type(s.step()) is Block and s.blocked_on(k) is not None
+        assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [waiter.id]
+        holder, other = other, holder
+    assert "page_lock_handoff" not in k.events and k.events["page_lock_retry"] == 8
+    k.unlock_page(holder, pfn, "t:unlock")
+    s.step()
+    assert s.done and k.page_lock_owner(pfn) == waiter.id
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [] and not k.flags(pfn) & PG_waiters
