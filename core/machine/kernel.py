@@ -819,6 +819,7 @@ class Kernel:
             st[S_CONTENDED] += 1
             t0 = self.clock()
             yield from self._folio_wait_bit(a, pfn, site, exclusive=True)
+            self.touch(a, pfn, site)  # a waiter without a reference may wake on a freed page
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
