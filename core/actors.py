@@ -75,7 +75,11 @@ def register_op(name: str, fn: Callable[..., Path]) -> None:
 
 
 def program(k: Kernel, a: Actor, ops: Sequence[Op]) -> Path:
-    """Run ``ops`` one after the other; check lock balance at every operation's end."""
+    """Run ``ops`` one after the other; check lock balance at every operation's end. A
+    kworker (``a.daemon``) runs its CPU's work instead (``Kernel.worker_thread``)."""
+    if a.daemon:
+        yield from k.worker_thread(a, a.cpu)
+        return
     for op in ops:
         a.idle = False
         a.op = op[0]

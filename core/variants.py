@@ -77,6 +77,12 @@ class Variant:
     # old one directly.
     old_try_to_unmap: ClassVar[bool] = False
 
+    # The page wait-queue code of the generation's kernel (core/machine/kernel.py):
+    # "5.9" (folio_wait_bit_common: wake-ups as events, the fair lock hand-off) or
+    # "4.14" (wait_on_page_bit_common of 4.14-5.8: woken waiters re-check and sleep
+    # again, no hand-off).
+    page_wait: ClassVar[str] = "5.9"
+
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         raise NotImplementedError
 
@@ -189,6 +195,8 @@ class _MigrateVmaOps(Variant):
     """What the two callback-API generations (hmm-2017, seed 004; v5.0, seed 002) share:
     the fault entry, seed 004's unmap (seed 002 kept it) and the one ``migrate_vma(ops,
     ...)`` driver entry. Each subclass keeps only what changed between them."""
+
+    page_wait = "4.14"  # the page wait queue of 4.14-5.8 (seeds 004 and 002)
 
     fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
     old_try_to_unmap = True  # mm/rmap.c try_to_unmap_one of 4.14-5.0

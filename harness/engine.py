@@ -15,6 +15,10 @@ Oracles the engine runs itself:
 - quiet points: whenever every live actor is idle (between operations), at most every
   ``check_every`` steps, and always at the end, the global invariants run.
 
+With the CPU model (``Kernel.cpus``), kworkers are daemons (the run ends when every other
+actor is done) and, under ``PREEMPT_NONE`` / ``_VOLUNTARY``, an actor in the middle of an
+operation keeps its CPU across plain preemption points (docs/internals.md).
+
 The same (workload, variant, seed, strategy) gives the same schedule, the same final
 state and so the same fingerprint, bit for bit.
 """
@@ -36,7 +40,7 @@ from ..core.machine.errors import (
     HarnessInternalError,
     InvariantViolation,
 )
-from ..core.machine.kernel import Actor, Block, Kernel
+from ..core.machine.kernel import RESCHED, Actor, Block, Kernel
 from ._rng import Stream
 from .schedulers import Scheduler
 
@@ -181,6 +185,15 @@ class DeterministicEngine:
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
+        # kworkers (daemons) never finish: the run ends when every other actor has.
+        main_left = sum(1 for a in actors if not a.daemon)
+        # Under PREEMPT_NONE / _VOLUNTARY an actor in the middle of an operation keeps
+        # its CPU across a plain preemption point: the CPU's other actors (its kworker
+        # too) run only once it sleeps, reaches a voluntary point or returns to user
+        # space (finishes the operation). ``hold[cpu]``: that actor, or -1.
+        hold_cpus = k.cpus > 0 and k.preemption != "full"
+        hold = [-1] * (max(a.cpu for a in actors) + 1 if actors else 0)
+        cpu_of = [a.cpu for a in actors]
         fair_until = -1  # steps before this run under a fair round robin
         fair_given: dict[int, int] = {}  # actor -> its progress count at its fair window
         fair_turns = 0
@@ -199,7 +212,7 @@ class DeterministicEngine:
         t0 = time.perf_counter()
         step = 0
         try:
-            while live:
+            while live and main_left:
                 if step >= max_steps:
                     outcome = Outcome.BUDGET
                     break
@@ -211,10 +224,14 @@ class DeterministicEngine:
                         or not load(blocked[aid].word) & blocked[aid].mask
                     ]
                     if not runnable:
-                        failure = self._deadlock(sorted(blocked), everyone=True)
+                        # An idle kworker waiting for work is not part of the report.
+                        stuck = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
+                        failure = self._deadlock(sorted(stuck), everyone=True)
                         break
                 else:
                     runnable = live
+                if hold_cpus:
+                    runnable = [b for b in runnable if hold[cpu_of[b]] in (-1, b)]
                 if step < fair_until:
                     fair_turns += 1
                     aid = runnable[0]
@@ -239,10 +256,20 @@ class DeterministicEngine:
                     req = progs[aid].send(None)
                 except StopIteration:
                     live.remove(aid)
+                    if not a.daemon:
+                        main_left -= 1
                     req = None
+                    if hold_cpus:
+                        hold[cpu_of[aid]] = -1
                 step += 1
                 if self.tracing:
                     trace.append(self._trace_entry(step - 1, a, progs[aid], req))
+                if hold_cpus and aid in live:
+                    # schedule() at a sleep or a voluntary point, or back to user space.
+                    free = req is not None or a.idle
+                    hold[cpu_of[aid]] = -1 if free else aid
+                if req is RESCHED:
+                    req = None
                 if req is not None:
                     if type(req) is Block:
                         if load(req.word) & req.mask:
@@ -329,15 +356,12 @@ class DeterministicEngine:
         what = f"waits on {req.kind}:{req.target} at {req.site}" if type(req) is Block else ""
         return (step, a.id, f"{fn}:{line}", what or a.site)
 
-    def _owner(self, req: Block) -> int:
-        return self.k.lock_owner(req.word)
-
     def _cycle_from(self, start: int, blocked: dict[int, Block]) -> list[int]:
         """The waits-for cycle through ``start``, or [] if there is none."""
 
         def owner_awaited(aid: int) -> int:
             req = blocked.get(aid)
-            return -1 if req is None else self._owner(req)
+            return -1 if req is None else self.k.blocked_by(aid, req.lock)
 
         return cycle_through(start, owner_awaited)
 
@@ -349,7 +373,7 @@ class DeterministicEngine:
         for aid in ids:
             a = self.actors[aid]
             wword, _mask = k.waits_for(a)
-            owner = k.lock_owner(wword)
+            owner = k.blocked_by(aid, wword)
             lock = k.lock_name(wword)
             oname = self.actors[owner].name if owner >= 0 else "nobody"
             held_site = self.actors[owner].held.get(wword, "?") if owner >= 0 else "-"

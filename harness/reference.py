@@ -36,6 +36,12 @@ TOP_DOC: dict[str, tuple[str, str]] = {
               "device_coherent, device_public...); those the actors imply are added"),
     "faults": ("list of strings", "injected faults (`core/faults.py`), on every run of the workload"),
     "pct_k": ("integer", "PCT's estimate of a run's length in steps (0: 30 x the operations, at least 200)"),
+    "cpus": ("integer 0-64", "CPUs modelled, each with a kworker for per-CPU work "
+             "(`lru_add_drain_all`); 0: none, every actor is its own CPU"),
+    "preemption": ("string", "the preemption model: full (every yield a preemption point), voluntary or "
+                   "none (CONFIG_PREEMPT_*); other than full needs cpus >= 1"),
+    "page_lock_unfairness": ("integer", "sysctl vm.page_lock_unfairness: rounds an exclusive page-lock "
+                             "waiter loses before the lock is handed to it (default 5; 0: always)"),
     "geometry": ("table", "sizes of the model (below)"),
     "limits": ("table", "step budgets (below)"),
     "mm": ("array of tables", "address spaces and what is mapped before the run (below); default: mm 0 "
@@ -86,6 +92,8 @@ DEVICE_DOC: dict[str, str] = {
 ACTOR_COMMON: dict[str, str] = {
     "kind": "the actor kind (below)",
     "count": "how many actors of this table (1-256); each draws its own operations",
+    "cpu": "the CPU each actor of this table runs on (an integer, or a list of one per actor); "
+           "needs cpus >= 1 (default: actor i on CPU i % cpus)",
 }
 
 

@@ -163,6 +163,18 @@ def build_model(
         if drop_ops is not None:
             oplist = drop_ops(aid, oplist)
         ops.append(oplist)
+    k.page_lock_unfairness = w.page_lock_unfairness
+    if w.cpus:  # the CPU model: actors bound to CPUs, one kworker per CPU
+        k.cpus = w.cpus
+        k.preemption = w.preemption
+        for a, cpu in zip(actors, w.actor_cpus()):
+            a.cpu = cpu
+        for cpu in range(w.cpus):
+            kw = Actor(len(actors), f"kworker/{cpu}", "kworker")
+            kw.cpu = cpu
+            kw.daemon = True
+            actors.append(kw)
+            ops.append([])
     return Model(s, k, actors, ops)
 
 

@@ -40,8 +40,10 @@ GEOMETRY_KEYS = {
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
     "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
-    "device", "faults", "pct_k",
+    "device", "faults", "pct_k", "cpus", "preemption", "page_lock_unfairness",
 }
+# The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
+PREEMPTION_MODELS = ("full", "voluntary", "none")
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
 DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
 
@@ -79,6 +81,7 @@ class ActorSpec:
     kind: str
     count: int
     params: Mapping[str, Any]
+    cpus: tuple[int, ...] = ()  # each actor's CPU (workload key ``cpu``), when CPUs are modelled
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,25 @@ class Workload:
     pct_k: int = 0
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    cpus: int = 0  # CPUs modelled (0: none, each actor is its own CPU)
+    preemption: str = "full"  # the preemption model: full, voluntary or none
+    # sysctl vm.page_lock_unfairness (mm/filemap.c; 5 by default): the rounds an exclusive
+    # page-lock waiter may lose to trylockers before folio_unlock hands it the lock.
+    page_lock_unfairness: int = 5
 
     def n_actors(self) -> int:
         return sum(a.count for a in self.actors)
+
+    def actor_cpus(self) -> list[int]:
+        """The CPU of each workload actor, in id order (actor ``i`` on CPU ``i % cpus``
+        unless its table says ``cpu``); ``[]`` without a CPU model."""
+        if not self.cpus:
+            return []
+        out: list[int] = []
+        for spec in self.actors:
+            for j in range(spec.count):
+                out.append(spec.cpus[j] if spec.cpus else len(out) % self.cpus)
+        return out
 
     def with_limits(self, **limits: int) -> Workload:
         merged = dict(self.limits)
@@ -367,6 +386,12 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     actors_t = data.get("actor", [])
     if not isinstance(actors_t, list) or not actors_t:
         raise _bad(src, "actor", actors_t, "expected at least one [[actor]] table")
+    cpus = _int(src, "cpus", data.get("cpus", 0), 0, 64)
+    preemption = data.get("preemption", "full")
+    if preemption not in PREEMPTION_MODELS:
+        raise _bad(src, "preemption", preemption, f"valid models: {', '.join(PREEMPTION_MODELS)}")
+    if preemption != "full" and not cpus:
+        raise _bad(src, "preemption", preemption, "a preemption model other than full needs cpus >= 1")
     actors: list[ActorSpec] = []
     for at in actors_t:
         if not isinstance(at, dict):
@@ -375,19 +400,29 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         if kind not in ACTOR_KINDS:
             raise _bad(src, "actor.kind", kind, f"valid kinds: {', '.join(sorted(ACTOR_KINDS))}")
         _fn, defaults, _doc = ACTOR_KINDS[kind]
-        params = {k: v for k, v in at.items() if k not in ("kind", "count")}
+        params = {k: v for k, v in at.items() if k not in ("kind", "count", "cpu")}
         for key in params:
             if key not in defaults:
                 raise InvalidWorkload(
                     f"{src}: unknown key 'actor.{key}' for kind {kind!r}; valid keys: "
-                    f"kind, count, {', '.join(sorted(defaults))}"
+                    f"kind, count, cpu, {', '.join(sorted(defaults))}"
                 )
         _check_actor_params(src, kind, params, defaults)
-        actors.append(ActorSpec(kind, _int(src, "actor.count", at.get("count", 1), 1, 256), params))
+        count = _int(src, "actor.count", at.get("count", 1), 1, 256)
+        actor_cpus: tuple[int, ...] = ()
+        if "cpu" in at:
+            if not cpus:
+                raise _bad(src, "actor.cpu", at["cpu"], "binding an actor to a CPU needs cpus >= 1")
+            v = at["cpu"]
+            vals = v if isinstance(v, list) else [v] * count
+            if len(vals) != count:
+                raise _bad(src, "actor.cpu", v, f"expected one CPU or a list of {count}")
+            actor_cpus = tuple(_int(src, "actor.cpu", x, 0, cpus - 1) for x in vals)
+        actors.append(ActorSpec(kind, count, params, actor_cpus))
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
-    gkw["actors"] = n_actors
+    gkw["actors"] = n_actors + cpus  # one kworker per CPU
     coherent = tuple(sorted(set(gkw.get("coherent", ())) | {d.id for d in devs if d.coherent}))
     gkw["coherent"] = coherent
     try:
@@ -502,6 +537,11 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         pct_k=_int(src, "pct_k", data.get("pct_k", 0)),
         source=src,
         raw=dict(data),
+        cpus=cpus,
+        preemption=str(preemption),
+        page_lock_unfairness=_int(
+            src, "page_lock_unfairness", data.get("page_lock_unfairness", 5), 0, 1 << 20
+        ),
     )
 
 

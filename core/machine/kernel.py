@@ -25,17 +25,24 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+import numpy as np
+
 from .errors import Failure, FailureKind, InvariantViolation
 from .layout import (
     A_PROGRESS,
     A_SITE,
     A_STATE,
+    A_WAIT_LOCK,
     A_WAIT_MASK,
     A_WAIT_SITE,
     A_WAIT_WORD,
+    A_WQ_FLAGS,
+    A_WQ_LOCK,
+    A_WQ_SEQ,
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
+    CPU_IDLE,
     F_DATA,
     F_GEN,
     F_MAP,
@@ -43,14 +50,28 @@ from .layout import (
     F_PIN,
     F_PRIV,
     F_REF,
+    FOLIO_BATCH_SIZE,
     FRAME_WORDS,
     G_PROGRESS,
+    G_WQ_SEQ,
     GUP_PIN_COUNTING_BIAS,
+    LRU_BATCH_WORDS,
     M_MMAP_LOCK,
     MM_WORDS,
+    RWSEM_FLAG_WAITERS,
+    RWSEM_LOCK_MASK,
+    RWSEM_READER_MASK,
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
+    WORK_LRU_DRAIN,
+    WQ_CUSTOM,
+    WQ_DONE,
+    WQ_EXCLUSIVE,
+    WQ_RWSEM_READ,
+    WQ_RWSEM_WRITE,
+    WQ_SLEEP,
+    WQ_WOKEN,
     Z_CURSOR,
     Z_DEVICE,
     Z_DEVICE_COHERENT,
@@ -62,6 +83,8 @@ from .layout import (
     PG_allocated,
     PG_anon_exclusive,
     PG_locked,
+    PG_lru,
+    PG_waiters,
 )
 from .state import State
 
@@ -117,16 +140,22 @@ class Block:
 
     Yielded by a kernel path; the engine carries it out. ``kind`` and ``target`` say what
     is waited on for reports (``"page"``, pfn), (``"ptl"``, word), (``"mmap"``, mm).
+    ``lock`` is the lock word waited for (the waits-for graph follows its owner): the
+    lock word itself for a spinning wait, while a sleeper on a wait queue parks on its
+    own entry (``word`` = its A_WQ_FLAGS, ``mask`` = WQ_SLEEP) until a waker clears it.
     """
 
-    __slots__ = ("kind", "mask", "site", "target", "word")
+    __slots__ = ("kind", "lock", "mask", "site", "target", "word")
 
-    def __init__(self, word: int, mask: int, kind: str, target: int, site: str) -> None:
+    def __init__(
+        self, word: int, mask: int, kind: str, target: int, site: str, lock: int = -1
+    ) -> None:
         self.word = word
         self.mask = mask
         self.kind = kind
         self.target = target
         self.site = site
+        self.lock = word if lock < 0 else lock
 
     def __repr__(self) -> str:
         return f"Block({self.kind}:{self.target} at {self.site})"
@@ -144,6 +173,8 @@ class Actor:
     """
 
     __slots__ = (
+        "cpu",
+        "daemon",
         "held",
         "id",
         "idle",
@@ -171,9 +202,25 @@ class Actor:
         self.ops_done = 0
         self.sigbus = 0
         self.steps_since_progress = 0
+        self.cpu = aid  # the CPU it runs on: its own unless the workload binds CPUs
+        self.daemon = False  # a kworker: the run ends when every other actor is done
 
     def __repr__(self) -> str:
         return f"Actor({self.id}, {self.name})"
+
+
+class _Resched:
+    """The marker a path yields at ``might_sleep()`` under ``PREEMPT_VOLUNTARY``: a
+    preemption point where the CPU may switch to another task."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RESCHED"
+
+
+RESCHED = _Resched()
+PREEMPTION_MODELS = ("full", "voluntary", "none")
 
 
 Path = Generator[Any, Any, Any]
@@ -220,12 +267,30 @@ class Kernel:
         self.hooks: dict[str, Any] = {}
         # More global checks other modules add (pins, TLBs, swap...): f(kernel, final).
         self.extra_checks: list[Callable[[Kernel, bool], None]] = []
+        # References the global refcount check expects beyond mappings, pins and the swap
+        # cache, per frame; other modules chain theirs on (core/mm/filemap.py).
+        self.extra_refs: Callable[[], Any] = self.lru_batch_refs
         # The parallel engine sets an object with ``acquire(mm, vpn)`` / ``release(mm,
         # vpn)`` that makes a CPU's hardware access (TLB lookup or page walk, then the
         # load or store) atomic against other accesses and TLB shootdowns of that page,
         # as the hardware is. None in the deterministic engine, where nothing else runs
         # between two preemption points.
         self.hw_lock: Any = None
+        # The wait queues' lock (G_WQ_LOCK) for the parallel engine: an object with
+        # ``acquire()`` / ``release()``, held across a few lines, never a preemption
+        # point. None in the deterministic engine.
+        self.wq_lock: Any = None
+        # Which page wait-queue code the variant's kernel has: 5.9+ (folio_wait_bit_common,
+        # lock hand-off) or 4.14-5.8 (wait_on_page_bit_common).
+        self.page_wait_59: bool = getattr(variant, "page_wait", "5.9") == "5.9"
+        # sysctl_page_lock_unfairness (mm/filemap.c, default 5): the rounds an exclusive
+        # page-lock waiter may lose before the unlock hands the lock over.
+        self.page_lock_unfairness: int = 5
+        # The CPU model (workload keys ``cpus`` and ``preemption``): 0 CPUs means none
+        # (each actor is its own CPU, lru_add_drain_all drains from the caller); with
+        # CPUs, each has a kworker actor that runs the work queued on it.
+        self.cpus: int = 0
+        self.preemption: str = "full"
         self.token_seq = 0
         # Cached bases
         self._F = self.lay.FRAMES
@@ -294,6 +359,7 @@ class Kernel:
         words = self.words
         words.store(w + A_WAIT_WORD, req.word)
         words.store(w + A_WAIT_MASK, req.mask)
+        words.store(w + A_WAIT_LOCK, req.lock)
         words.store(w + A_STATE, ACTOR_BLOCKED)
 
     def _unblock(self, a: Actor) -> None:
@@ -505,6 +571,223 @@ class Kernel:
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
 
+    # -- per-CPU LRU-add batches (mm/swap.c, 7.0) ---------------------------------------
+    def _batch(self, cpu: int) -> int:
+        return self.lay.LRU_BATCH + cpu * LRU_BATCH_WORDS
+
+    def folio_add_lru(self, a: Actor, pfn: int, site: str) -> None:
+        """``folio_add_lru()`` → ``folio_batch_add_and_move(folio, lru_add)``: take a
+        reference for the batch and add the folio to this CPU's LRU-add batch; a full
+        batch is moved to the LRU at once. Until then the folio is not on the LRU
+        (``folio_isolate_lru`` fails on it) and carries the batch's reference."""
+        self.get_page(a, pfn, site + ":folio_get")
+        self._wq_acquire()  # local_lock(&cpu_fbatches.lock): the parallel engine's drains
+        b = self._batch(a.cpu)
+        words = self.words
+        n = words.load(b)
+        words.store(b + 1 + n, pfn)
+        words.store(b, n + 1)
+        full = n + 1 >= FOLIO_BATCH_SIZE
+        if full:
+            pfns = self._folio_batch_take(a.cpu)
+        self._wq_release()
+        if full:
+            self._folio_batch_move_lru(a, pfns, site)
+
+    def _folio_batch_take(self, cpu: int) -> list[int]:
+        b = self._batch(cpu)
+        words = self.words
+        n = words.load(b)
+        pfns = [words.load(b + 1 + i) for i in range(n)]
+        for i in range(n):
+            words.store(b + 1 + i, 0)
+        words.store(b, 0)
+        return pfns
+
+    def _folio_batch_move_lru(self, a: Actor, pfns: list[int], site: str) -> None:
+        """``folio_batch_move_lru(fbatch, lru_add)``: each folio onto the LRU
+        (``lru_add``: ``folio_set_lru``), then ``folios_put``: the batch's references go."""
+        for pfn in pfns:
+            self.set_flag(pfn, PG_lru)
+        for pfn in pfns:
+            self.put_page(a, pfn, site + ":folios_put")
+        self.count("lru_add_drained", len(pfns))
+
+    def lru_batch_count(self, cpu: int) -> int:
+        return self.words.load(self._batch(cpu))
+
+    def lru_add_drain(self, a: Actor, site: str) -> None:
+        """``lru_add_drain()`` → ``lru_add_drain_cpu(this cpu)``: move this CPU's batch
+        to the LRU."""
+        self._lru_add_drain_cpu(a, a.cpu, site)
+
+    def _lru_add_drain_cpu(self, a: Actor, cpu: int, site: str) -> None:
+        self._wq_acquire()
+        pfns = self._folio_batch_take(cpu)
+        self._wq_release()
+        if pfns:
+            self._folio_batch_move_lru(a, pfns, site)
+
+    def lru_add_drain_all(self, a: Actor, site: str) -> Path:
+        """``lru_add_drain_all()``: drain every CPU's batch. With the CPU model, as 7.0
+        does it: queue ``lru_add_drain_per_cpu`` on each CPU whose batch is not empty
+        (``queue_work_on``), then wait for each (``flush_work``): the CPU's kworker runs
+        the drain when that CPU schedules it. Without it, the caller drains each CPU's
+        batch itself, one CPU per step (docs/internals.md, Deliberate simplifications)."""
+        if self.cpus:
+            queued = [
+                cpu for cpu in range(self.cpus)
+                if self.lru_batch_count(cpu) and self.queue_work_on(cpu, WORK_LRU_DRAIN)
+            ]
+            for cpu in queued:
+                yield from self.flush_work(a, cpu, WORK_LRU_DRAIN, site + ":flush_work")
+            self.count("lru_add_drain_all")
+            return
+        for cpu in range(self.geo.actors):
+            if self.lru_batch_count(cpu):
+                self._lru_add_drain_cpu(a, cpu, site)
+                yield  # flush_work(): the caller waits for that CPU's work
+        self.count("lru_add_drain_all")
+
+    # -- per-CPU work (kernel/workqueue.c) ------------------------------------------------
+    def cpu_word(self, cpu: int) -> int:
+        return self.lay.CPU + cpu
+
+    def queue_work_on(self, cpu: int, work: int) -> bool:
+        """``queue_work_on()``: mark ``work`` pending on ``cpu`` and wake its kworker;
+        False if it was pending already."""
+        w = self.lay.CPU + cpu
+        if self.words.fetch_or(w, work) & work:
+            return False
+        self.words.fetch_and(w, ~CPU_IDLE)  # wake_up_process(kworker)
+        return True
+
+    def flush_work(self, a: Actor, cpu: int, work: int, site: str) -> Path:
+        """``flush_work()``: sleep until ``work`` has run on ``cpu``."""
+        w = self.lay.CPU + cpu
+        if self.words.load(w) & work:
+            st = self._stat(site)
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            req = Block(w, work, "work", cpu, site)
+            self._block(a, req)
+            yield req
+            self._unblock(a)
+            self._waited(st, t0)
+
+    def worker_thread(self, a: Actor, cpu: int) -> Path:
+        """The kworker of ``cpu`` (``worker_thread`` / ``process_one_work``): run the work
+        queued on its CPU, one item per step, and sleep when there is none. It never
+        ends: the engine stops it once every other actor is done."""
+        w = self.lay.CPU + cpu
+        words = self.words
+        while True:
+            if words.load(w) & WORK_LRU_DRAIN:
+                a.idle = False
+                a.op = "lru_add_drain_per_cpu"
+                self._lru_add_drain_cpu(a, cpu, "lru_add_drain_per_cpu")
+                words.fetch_and(w, ~WORK_LRU_DRAIN)
+                self.progress(a)
+                a.idle = True
+                yield
+                continue
+            if words.cas(w, 0, CPU_IDLE):  # nothing queued: sleep until queue_work_on
+                req = Block(w, CPU_IDLE, "work", cpu, "worker_thread:schedule")
+                self._block(a, req)
+                yield req
+                self._unblock(a)
+
+    def might_sleep(self) -> Path:
+        """``might_sleep()``: a preemption point under ``PREEMPT_VOLUNTARY`` only."""
+        if self.preemption == "voluntary":
+            yield RESCHED
+
+    def lru_batch_refs(self) -> Any:
+        """The references LRU-add batches hold: one per batch slot naming the frame (a
+        numpy array over frames), for the global refcount check (``extra_refs``)."""
+        lb = self.s.lru_batch
+        counts = lb[:, 0]
+        out = np.zeros(self.geo.frames, dtype=np.int64)
+        for cpu in np.flatnonzero(counts):
+            np.add.at(out, lb[cpu, 1 : 1 + int(counts[cpu])], 1)
+        return out
+
+    # -- wait queues (kernel/sched/wait.c, the model's words) ----------------------------
+    # An actor's wait-queue entry lives in its actor row (A_WQ_LOCK, A_WQ_FLAGS,
+    # A_WQ_SEQ): the queue of a lock is every actor whose A_WQ_LOCK names it, in A_WQ_SEQ
+    # order (__add_wait_queue_entry_tail: FIFO). Queues change only under the wait-queue
+    # lock (G_WQ_LOCK, taken through ``wq_lock`` in the parallel engine; in the
+    # deterministic engine nothing runs between two preemption points). A queued actor
+    # sleeps until a waker clears WQ_SLEEP in its own flags word: wake-ups are events
+    # delivered to one entry, not a re-read of the lock word.
+    def _wq_acquire(self) -> None:
+        if self.wq_lock is not None:
+            self.wq_lock.acquire()
+
+    def _wq_release(self) -> None:
+        if self.wq_lock is not None:
+            self.wq_lock.release()
+
+    def _enqueue(self, a: Actor, lock: int, flags: int) -> None:
+        """``__add_wait_queue_entry_tail()``: put ``a``'s entry at the tail of ``lock``'s
+        queue (the caller holds the wait-queue lock)."""
+        words = self.words
+        w = self._A + a.id * ACTOR_WORDS
+        words.store(w + A_WQ_SEQ, words.fetch_add(self.lay.GLOB + G_WQ_SEQ, 1))
+        words.store(w + A_WQ_FLAGS, flags)
+        words.store(w + A_WQ_LOCK, lock + 1)
+
+    def wait_queue(self, lock: int) -> list[int]:
+        """The actors queued on ``lock``, head first."""
+        words = self.words
+        key = lock + 1
+        ents = []
+        w = self._A
+        for aid in range(self.geo.actors):
+            if words.load(w + A_WQ_LOCK) == key:
+                ents.append((words.load(w + A_WQ_SEQ), aid))
+            w += ACTOR_WORDS
+        ents.sort()
+        return [aid for _seq, aid in ents]
+
+    def _wq_flags(self, aid: int) -> int:
+        return self.words.load(self._A + aid * ACTOR_WORDS + A_WQ_FLAGS)
+
+    def _wake(self, aid: int, flags: int, dequeue: bool = True) -> None:
+        """Wake ``aid``: ``list_del_init`` of its entry (page waits; an rwsem writer stays
+        queued until it takes the lock), then its flags with WQ_SLEEP cleared
+        (``smp_store_release(&wait->flags, ...)`` + ``wake_up_state``)."""
+        w = self._A + aid * ACTOR_WORDS
+        if dequeue:
+            self.words.store(w + A_WQ_LOCK, 0)
+        self.words.store(w + A_WQ_FLAGS, flags & ~WQ_SLEEP)
+
+    def _finish_wait(self, a: Actor) -> None:
+        """``finish_wait()``: off the queue if still on it (a path closed while asleep)."""
+        w = self._A + a.id * ACTOR_WORDS
+        words = self.words
+        if words.load(w + A_WQ_LOCK):
+            self._wq_acquire()
+            lock = words.load(w + A_WQ_LOCK) - 1
+            words.store(w + A_WQ_LOCK, 0)
+            words.store(w + A_WQ_FLAGS, 0)
+            if lock >= 0 and self._is_mmap_word(lock) and not self.wait_queue(lock):
+                words.fetch_and(lock, ~RWSEM_FLAG_WAITERS)  # rwsem_del_waiter
+            self._wq_release()
+        else:
+            words.store(w + A_WQ_FLAGS, 0)
+
+    def _sleep(self, a: Actor, req: Block) -> Path:
+        """Sleep on a queued entry until a waker clears WQ_SLEEP. A path closed while
+        asleep (the run ended) takes its entry off the queue."""
+        try:
+            self._block(a, req)
+            yield req
+            self._unblock(a)
+        except GeneratorExit:
+            self._finish_wait(a)
+            raise
+
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
         """``folio_trylock()``."""
@@ -522,33 +805,30 @@ class Kernel:
         return True
 
     def lock_page(self, a: Actor, pfn: int, site: str) -> Path:
-        """``folio_lock()``: sleep until the page lock is ours."""
+        """``folio_lock()``: ``folio_trylock()``, else ``__folio_lock()``: sleep in
+        ``folio_wait_bit_common(EXCLUSIVE)`` until the lock is ours.
+
+        A page locked by its own caller sleeps forever; the deadlock finder reports it
+        as a cycle of one."""
+        yield from self.might_sleep()
         self.touch(a, pfn, site)
         st = self._stat(site)
         fl = self._F + pfn * FRAME_WORDS
         words = self.words
         if words.fetch_or(fl, PG_locked) & PG_locked:
-            if words.load(fl + F_OWNER) == a.id + 1 and a.held.get(fl) is not None:
-                # The kernel would sleep forever on its own lock; the deadlock finder
-                # reports it as a cycle of one.
-                pass
             st[S_CONTENDED] += 1
             t0 = self.clock()
-            req = Block(fl, PG_locked, "page", pfn, site)
-            while True:
-                self._block(a, req)
-                yield req
-                self._unblock(a)
-                self.touch(a, pfn, site)
-                if not words.fetch_or(fl, PG_locked) & PG_locked:
-                    break
+            yield from self._folio_wait_bit(a, pfn, site, exclusive=True)
+            self.touch(a, pfn, site)  # a waiter without a reference may wake on a freed page
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
         self._acquired(a, fl, site)
 
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
-        """``folio_unlock()``, with the ownership check the model adds."""
+        """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
+        (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
+        (``folio_wake_bit``)."""
         fl = self._F + pfn * FRAME_WORDS
         words = self.words
         owner = words.load(fl + F_OWNER)
@@ -566,7 +846,8 @@ class Kernel:
             )
         words.store(fl + F_OWNER, 0)
         self._released(a, fl)
-        words.fetch_and(fl, ~PG_locked)
+        if words.fetch_and(fl, ~PG_locked) & PG_waiters:
+            self._folio_wake_bit(fl)
 
     def page_locked(self, pfn: int) -> bool:
         return bool(self.words.load(self._F + pfn * FRAME_WORDS) & PG_locked)
@@ -575,17 +856,160 @@ class Kernel:
         return self.words.load(self._F + pfn * FRAME_WORDS + F_OWNER) - 1
 
     def wait_on_page_locked(self, a: Actor, pfn: int, site: str) -> Path:
-        """``folio_wait_locked()``: sleep until the page is unlocked, without taking it."""
+        """``folio_wait_locked()``: ``folio_wait_bit_common(SHARED)``: sleep until woken
+        by an unlock, without taking the lock. From 5.9 the waiter returns once woken,
+        even if the page was locked again since (the caller re-checks what it waits
+        for); before (v5.0, hmm-2017) it re-checks the bit and sleeps again."""
         fl = self._F + pfn * FRAME_WORDS
         if self.words.load(fl) & PG_locked:
             st = self._stat(site)
             st[S_CONTENDED] += 1
             t0 = self.clock()
-            req = Block(fl, PG_locked, "page", pfn, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
+            yield from self._folio_wait_bit(a, pfn, site, exclusive=False)
             self._waited(st, t0)
+
+    def migration_entry_wait_on_locked(
+        self, a: Actor, pfn: int, ptl: int, site: str, ptl_site: str
+    ) -> Path:
+        """``migration_entry_wait_on_locked()`` (5.17+; 7.0 ``softleaf_entry_wait_on_locked``):
+        with the PTL held, queue a non-exclusive wait on the page lock (or see it
+        unlocked), drop the PTL, and sleep until woken. No page reference: once queued,
+        the page may be freed and reused before the waiter runs again; a wake-up is all
+        it waits for, and the caller retries the fault."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        self._wq_acquire()
+        words.fetch_or(fl, PG_waiters)  # folio_set_waiters
+        queued = bool(words.load(fl) & PG_locked)  # folio_trylock_flag (non-exclusive)
+        if queued:
+            self._enqueue(a, fl, WQ_SLEEP)
+        self._wq_release()
+        self.spin_unlock(a, ptl, ptl_site)
+        if queued:
+            st = self._stat(site)
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._sleep(a, Block(self._wq_word(a), WQ_SLEEP, "page", pfn, site, fl))
+            self.words.store(self._wq_word(a), 0)
+            self._waited(st, t0)
+
+    def _wq_word(self, a: Actor) -> int:
+        return self._A + a.id * ACTOR_WORDS + A_WQ_FLAGS
+
+    def _folio_wait_bit(self, a: Actor, pfn: int, site: str, exclusive: bool) -> Path:
+        if self.page_wait_59:
+            yield from self._folio_wait_bit_common(a, pfn, site, exclusive)
+        else:
+            yield from self._wait_on_page_bit_common_414(a, pfn, site, exclusive)
+
+    def _folio_wait_bit_common(self, a: Actor, pfn: int, site: str, exclusive: bool) -> Path:
+        """``folio_wait_bit_common()`` on PG_locked, 5.9+ (7.0 mm/filemap.c), EXCLUSIVE
+        or SHARED.
+
+        Each round (``repeat:``) queues the entry at the tail, unless the bit can be
+        taken (EXCLUSIVE) or is clear (SHARED) under the queue lock. An EXCLUSIVE waiter
+        whose round is past ``sysctl_page_lock_unfairness`` is WQ_FLAG_CUSTOM: the
+        unlock hands it the lock. Otherwise, woken, it must take the bit itself, and
+        when a trylocker got there first it goes round again, at the tail."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        ww = self._wq_word(a)
+        req = Block(ww, WQ_SLEEP, "page", pfn, site, fl)
+        unfairness = self.page_lock_unfairness
+        while True:  # repeat:
+            flags = 0
+            if exclusive:
+                flags = WQ_EXCLUSIVE
+                unfairness -= 1
+                if unfairness < 0:
+                    flags |= WQ_CUSTOM
+            self._wq_acquire()
+            words.fetch_or(fl, PG_waiters)  # folio_set_waiters
+            if exclusive:
+                got = not words.fetch_or(fl, PG_locked) & PG_locked
+            else:
+                got = not words.load(fl) & PG_locked
+            if not got:
+                self._enqueue(a, fl, flags | WQ_SLEEP)
+            self._wq_release()
+            if got:
+                break
+            yield from self._sleep(a, req)
+            flags = words.load(ww)  # smp_load_acquire(&wait->flags): WQ_FLAG_WOKEN
+            if not exclusive or flags & WQ_DONE:
+                break  # non-exclusive, or the waker got the lock for us
+            if not words.fetch_or(fl, PG_locked) & PG_locked:
+                break
+            self.count("page_lock_retry")  # woken, but a trylocker took it first
+        words.store(ww, 0)
+
+    def _wait_on_page_bit_common_414(
+        self, a: Actor, pfn: int, site: str, exclusive: bool
+    ) -> Path:
+        """``wait_on_page_bit_common()`` of 4.14 to 5.8 (seeds 002 and 004): the entry
+        stays queued until a wake-up removes it; each round re-queues it if it was
+        removed, sleeps only while the bit is set, then takes the bit (EXCLUSIVE) or
+        re-checks it (SHARED) and goes round again if it lost: no hand-off, and a
+        shared waiter sleeps again when the page was relocked before it ran."""
+        fl = self._F + pfn * FRAME_WORDS
+        words = self.words
+        aw = self._A + a.id * ACTOR_WORDS
+        ww = aw + A_WQ_FLAGS
+        req = Block(ww, WQ_SLEEP, "page", pfn, site, fl)
+        flags = WQ_EXCLUSIVE if exclusive else 0
+        while True:
+            self._wq_acquire()
+            if not words.load(aw + A_WQ_LOCK):
+                self._enqueue(a, fl, flags)
+                words.fetch_or(fl, PG_waiters)  # SetPageWaiters
+            words.fetch_or(ww, WQ_SLEEP)  # set_current_state(state)
+            self._wq_release()
+            if words.load(fl) & PG_locked:
+                yield from self._sleep(a, req)  # io_schedule()
+            else:
+                words.fetch_and(ww, ~WQ_SLEEP)
+            if exclusive:
+                if not words.fetch_or(fl, PG_locked) & PG_locked:
+                    break
+                self.count("page_lock_retry")
+            elif not words.load(fl) & PG_locked:
+                break
+        self._finish_wait(a)
+
+    def _folio_wake_bit(self, fl: int) -> None:
+        """``folio_wake_bit(folio, PG_locked)`` → ``__wake_up_common`` with one exclusive
+        wake-up and ``wake_page_function`` per entry, head first (7.0; before 5.9 the
+        4.14 ``wake_page_function``: stop at a set bit, else ``autoremove_wake_function``,
+        which wakes and removes only a task that is not running already)."""
+        words = self.words
+        self._wq_acquire()
+        new = self.page_wait_59
+        for aid in self.wait_queue(fl):
+            flags = self._wq_flags(aid)
+            if new:
+                if flags & WQ_EXCLUSIVE:
+                    if words.load(fl) & PG_locked:
+                        break  # return -1: stop walking, do not wake
+                    if flags & WQ_CUSTOM:
+                        if words.fetch_or(fl, PG_locked) & PG_locked:
+                            break
+                        flags |= WQ_DONE  # the fair hand-off: the lock is the waiter's
+                        words.store(fl + F_OWNER, aid + 1)
+                        self.count("page_lock_handoff")
+                self._wake(aid, flags | WQ_WOKEN)
+                if flags & WQ_EXCLUSIVE:
+                    break
+            else:
+                if words.load(fl) & PG_locked:
+                    break
+                if not flags & WQ_SLEEP:
+                    continue  # try_to_wake_up() of a running task: 0, the entry stays
+                self._wake(aid, flags | WQ_WOKEN)
+                if flags & WQ_EXCLUSIVE:
+                    break
+        if not self.wait_queue(fl):
+            words.fetch_and(fl, ~PG_waiters)  # folio_clear_waiters
+        self._wq_release()
 
     # -- page-table lock (spinlock_t) ----------------------------------------------------
     def ptl_word(self, mm: int, vpn: int) -> int:
@@ -623,36 +1047,104 @@ class Kernel:
             )
         self._released(a, word)
 
-    # -- mmap_lock (kernel/locking/rwsem.c) -----------------------------------------------
+    # -- mmap_lock (kernel/locking/rwsem.c, 7.0) ------------------------------------------
+    # The count word: a reader count, RWSEM_WRITER and RWSEM_FLAG_WAITERS; the writer's
+    # id + 1 three words on (the rwsem's owner). Waiters queue FIFO (rwsem_add_waiter);
+    # readers are granted the lock by their waker, writers take it themselves.
     def mmap_word(self, mm: int) -> int:
         return self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK
 
+    def _is_mmap_word(self, w: int) -> bool:
+        lay = self.lay
+        return lay.MM <= w < lay.MM + self.geo.mms * MM_WORDS and (
+            (w - lay.MM) % MM_WORDS == M_MMAP_LOCK
+        )
+
     def mmap_read_lock(self, a: Actor, mm: int, site: str) -> Path:
-        """``mmap_read_lock()``: readers share; a writer excludes them."""
+        """``mmap_read_lock()`` → ``down_read()``: the fast path when neither a writer
+        holds the lock nor anyone waits (``rwsem_read_trylock``), else
+        ``rwsem_down_read_slowpath()``: steal the lock if no writer holds it and no other
+        reader does (the 5.13+ reader lock stealing), else queue, behind any queued
+        writer, and sleep until a waker grants the lock. A reader that already holds the
+        lock and asks again behind a queued writer waits forever (a deadlock)."""
+        yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
-        t0 = -1
-        while True:
-            cur = words.load(w)
-            if not cur & RWSEM_WRITER and words.cas(w, cur, cur + 1):
-                break
-            if t0 < 0:
-                st[S_CONTENDED] += 1
-                t0 = self.clock()
-            req = Block(w, RWSEM_WRITER, "mmap", mm, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
-        if t0 >= 0:
+        cur = words.load(w)
+        if cur & (RWSEM_WRITER | RWSEM_FLAG_WAITERS) or not words.cas(w, cur, cur + 1):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._down_read_slowpath(a, mm, w, site)
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
         a.held[w] = site
 
+    def _down_read_slowpath(self, a: Actor, mm: int, w: int, site: str) -> Path:
+        words = self.words
+        self._wq_acquire()
+        cur = words.load(w)
+        if not cur & RWSEM_WRITER and not cur & RWSEM_READER_MASK:
+            # Reader optimistic lock stealing (no RWSEM_FLAG_HANDOFF in the model).
+            words.fetch_add(w, 1)
+            if cur & RWSEM_FLAG_WAITERS:
+                self._rwsem_mark_wake(w, "read_owned")
+            self._wq_release()
+            self.count("rwsem_rlock_steal")
+            return
+        if not self.wait_queue(w) and not cur & RWSEM_WRITER:
+            words.fetch_add(w, 1)  # rwsem_rlock_fast: the queue is empty, readers own it
+            self._wq_release()
+            return
+        self._enqueue(a, w, WQ_RWSEM_READ | WQ_SLEEP)
+        words.fetch_or(w, RWSEM_FLAG_WAITERS)
+        self._rwsem_cond_wake_waiter(w)
+        self._wq_release()
+        ww = self._wq_word(a)
+        # Queued: one sleep, even if a waker granted the lock already (the engine then
+        # does not park us), so that a step means the same in both engines.
+        yield from self._sleep(a, Block(ww, WQ_SLEEP, "mmap", mm, site, w))
+        words.store(ww, 0)  # the waker granted the lock: waiter.task == NULL
+
+    def _rwsem_cond_wake_waiter(self, w: int) -> None:
+        """``rwsem_cond_wake_waiter()``: after queueing, wake who can run now."""
+        cur = self.words.load(w)
+        if cur & RWSEM_WRITER:
+            return
+        self._rwsem_mark_wake(w, "readers" if cur & RWSEM_READER_MASK else "any")
+
+    def _rwsem_mark_wake(self, w: int, wake_type: str) -> None:
+        """``rwsem_mark_wake()`` (the caller holds the wait lock): a writer at the head is
+        woken to take the lock itself (RWSEM_WAKE_ANY only); else every queued reader is
+        granted the lock, writers left in place."""
+        words = self.words
+        q = self.wait_queue(w)
+        if not q:
+            return
+        if self._wq_flags(q[0]) & WQ_RWSEM_WRITE:
+            if wake_type == "any":
+                self._wake(q[0], self._wq_flags(q[0]), dequeue=False)
+            return
+        adjustment = 0
+        if wake_type != "read_owned":
+            adjustment = 1
+            if words.fetch_add(w, 1) & RWSEM_WRITER:
+                words.fetch_add(w, -1)  # a writer stole it (no hand-off timeout modelled)
+                return
+        readers = [aid for aid in q if self._wq_flags(aid) & WQ_RWSEM_READ]
+        add = len(readers) - adjustment
+        if len(readers) == len(q):
+            add -= RWSEM_FLAG_WAITERS
+        if add:
+            words.fetch_add(w, add)
+        for aid in readers:
+            self._wake(aid, self._wq_flags(aid) | WQ_WOKEN)
+
     def mmap_read_unlock(self, a: Actor, mm: int, site: str) -> None:
+        """``mmap_read_unlock()`` → ``up_read()``: the last reader out wakes the queue."""
         w = self.mmap_word(mm)
         old = self.words.fetch_add(w, -1)
-        if old & (RWSEM_WRITER - 1) == 0:
+        if old & RWSEM_READER_MASK == 0:
             raise self.fail(
                 FailureKind.BAD_UNLOCK,
                 f"{a.name} released mmap_lock of mm {mm} for read at {site} without holding it",
@@ -661,32 +1153,83 @@ class Kernel:
                 locks=[f"mmap:{mm}"],
             )
         a.held.pop(w, None)
+        if (old - 1) & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS) == RWSEM_FLAG_WAITERS:
+            self._rwsem_wake(w)
+
+    def _rwsem_wake(self, w: int) -> None:
+        """``rwsem_wake()``."""
+        self._wq_acquire()
+        if self.wait_queue(w):
+            self._rwsem_mark_wake(w, "any")
+        self._wq_release()
+
+    def _rwsem_try_write_lock(self, a: Actor, w: int) -> bool:
+        """``rwsem_try_write_lock()`` for a queued writer (the wait lock held): take the
+        lock if nobody holds it, leaving the queue (no hand-off bit in the model)."""
+        words = self.words
+        while True:
+            cur = words.load(w)
+            if cur & RWSEM_LOCK_MASK:
+                return False
+            new = cur | RWSEM_WRITER
+            q = self.wait_queue(w)
+            if q == [a.id]:
+                new &= ~RWSEM_FLAG_WAITERS
+            if words.cas(w, cur, new):
+                words.store(self._A + a.id * ACTOR_WORDS + A_WQ_LOCK, 0)
+                return True
 
     def mmap_write_lock(self, a: Actor, mm: int, site: str) -> Path:
-        """``mmap_write_lock()``."""
+        """``mmap_write_lock()`` → ``down_write()``: the fast path on a free lock with no
+        waiters, else ``rwsem_down_write_slowpath()``: one unqueued attempt on a free lock
+        (the optimistic spin's ``rwsem_try_write_lock_unqueued``), then queue and, each
+        time woken, try to take the lock."""
+        yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
-        t0 = -1
-        while not words.cas(w, 0, RWSEM_WRITER | 0):
-            if t0 < 0:
-                st[S_CONTENDED] += 1
-                t0 = self.clock()
-            req = Block(w, -1, "mmap", mm, site)
-            self._block(a, req)
-            yield req
-            self._unblock(a)
-        if t0 >= 0:
+        if not words.cas(w, 0, RWSEM_WRITER):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            yield from self._down_write_slowpath(a, mm, w, site)
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
         a.held[w] = site
         words.store(self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3, a.id + 1)
 
+    def _down_write_slowpath(self, a: Actor, mm: int, w: int, site: str) -> Path:
+        words = self.words
+        while True:  # rwsem_try_write_lock_unqueued()
+            cur = words.load(w)
+            if cur & RWSEM_LOCK_MASK:
+                break
+            if words.cas(w, cur, cur | RWSEM_WRITER):
+                self.count("rwsem_wlock_steal")
+                return
+        ww = self._wq_word(a)
+        req = Block(ww, WQ_SLEEP, "mmap", mm, site, w)
+        self._wq_acquire()
+        first = not self.wait_queue(w)
+        self._enqueue(a, w, WQ_RWSEM_WRITE)
+        if first:
+            words.fetch_or(w, RWSEM_FLAG_WAITERS)
+        else:
+            self._rwsem_cond_wake_waiter(w)
+        while not self._rwsem_try_write_lock(a, w):
+            words.fetch_or(ww, WQ_SLEEP)  # set_current_state(state)
+            self._wq_release()
+            yield from self._sleep(a, req)  # schedule_preempt_disabled()
+            self._wq_acquire()
+        self._wq_release()
+        words.store(ww, 0)
+
     def mmap_write_unlock(self, a: Actor, mm: int, site: str) -> None:
+        """``mmap_write_unlock()`` → ``up_write()``: wake the queue if anyone waits."""
         w = self.mmap_word(mm)
         owner_w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK + 3
+        words = self.words
         # Only the writer may release: another actor's up_write is DEBUG_RWSEMS' warning.
-        if self.words.load(owner_w) != a.id + 1 or not self.words.cas(w, RWSEM_WRITER, 0):
+        if words.load(owner_w) != a.id + 1 or not words.load(w) & RWSEM_WRITER:
             raise self.fail(
                 FailureKind.BAD_UNLOCK,
                 f"{a.name} released mmap_lock of mm {mm} for write at {site} without holding it",
@@ -694,8 +1237,10 @@ class Kernel:
                 sites=[site],
                 locks=[f"mmap:{mm}"],
             )
-        self.words.store(owner_w, 0)
+        words.store(owner_w, 0)
         a.held.pop(w, None)
+        if words.fetch_add(w, -RWSEM_WRITER) & RWSEM_FLAG_WAITERS:
+            self._rwsem_wake(w)
 
     # -- page-table entries -----------------------------------------------------------------
     def pte_w(self, mm: int, vpn: int) -> int:
@@ -792,6 +1337,8 @@ class Kernel:
             return f"ptl:{off // g.tables_per_mm}:{off % g.tables_per_mm}"
         if lay.MM <= word < lay.MM + g.mms * MM_WORDS:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
+        if lay.CPU <= word < lay.CPU + g.actors:
+            return f"work:{word - lay.CPU}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -814,9 +1361,26 @@ class Kernel:
         return -1
 
     def waits_for(self, a: Actor) -> tuple[int, int]:
-        """(word, mask) ``a`` is blocked on, from the shared actor table."""
+        """(lock word, mask) ``a`` is blocked on, from the shared actor table."""
         w = self._A + a.id * ACTOR_WORDS
-        return self.words.load(w + A_WAIT_WORD), self.words.load(w + A_WAIT_MASK)
+        return self.words.load(w + A_WAIT_LOCK), self.words.load(w + A_WAIT_MASK)
+
+    def blocked_by(self, aid: int, lock: int) -> int:
+        """The actor that actor ``aid``, waiting for ``lock``, waits for: the lock's
+        owner; for an mmap_lock that readers hold, a reader queued behind a writer waits
+        for the first writer queued ahead of it (which waits for the readers), a queued
+        writer for a reader that holds it."""
+        if not self._is_mmap_word(lock) or self.words.load(lock) & RWSEM_WRITER:
+            return self.lock_owner(lock)
+        if self._wq_flags(aid) & WQ_RWSEM_READ and self.words.load(
+            self._A + aid * ACTOR_WORDS + A_WQ_LOCK
+        ) == lock + 1:
+            for other in self.wait_queue(lock):
+                if other == aid:
+                    break
+                if self._wq_flags(other) & WQ_RWSEM_WRITE:
+                    return other
+        return self.lock_owner(lock)
 
     def anon_exclusive(self, pfn: int) -> bool:
         return self.test_flag(pfn, PG_anon_exclusive)
@@ -824,6 +1388,8 @@ class Kernel:
 
 __all__ = [
     "A_WAIT_SITE",
+    "PREEMPTION_MODELS",
+    "RESCHED",
     "STAT_FIELDS",
     "Actor",
     "Block",

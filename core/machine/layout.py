@@ -39,6 +39,7 @@ PG_uptodate = 1 << 7
 PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
 PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
 PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/mm/filemap.py)
+PG_waiters = 1 << 11  # the folio's hashed wait queue may hold waiters (folio_set_waiters)
 DYNAMIC_MASK = (1 << 16) - 1
 
 # Static zone bits, set when the model is built and never cleared.
@@ -61,6 +62,7 @@ FLAG_NAMES = {
     PG_allocated: "allocated",
     PG_isolated: "isolated",
     PG_pagecache: "pagecache",
+    PG_waiters: "waiters",
     Z_DEVICE: "zone_device",
     Z_DEVICE_PRIVATE: "device_private",
     Z_DEVICE_COHERENT: "device_coherent",
@@ -150,6 +152,9 @@ VM_LIVE = 1 << 7  # model only: the row is in use
 M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE, M_WP_SEQ = range(5)
 MM_WORDS = 5
 RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
+RWSEM_FLAG_WAITERS = 1 << 41  # kernel/locking/rwsem.c: the wait list is not empty
+RWSEM_READER_MASK = RWSEM_WRITER - 1
+RWSEM_LOCK_MASK = RWSEM_WRITER | RWSEM_READER_MASK
 
 # Per actor words: what the parallel watchdog and the deadlock finder read.
 (
@@ -161,13 +166,42 @@ RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
     A_STEPS,
     A_SITE,
     A_ACK,
-) = range(8)
-ACTOR_WORDS = 8
+    A_WQ_LOCK,
+    A_WQ_FLAGS,
+    A_WQ_SEQ,
+    A_WAIT_LOCK,
+) = range(12)
+ACTOR_WORDS = 12
+# The actor's wait-queue entry (``struct wait_page_queue`` / ``struct rwsem_waiter`` on its
+# stack in the kernel): A_WQ_LOCK is the lock word + 1 whose queue it is on (0: on none),
+# A_WQ_SEQ its place in the queue (FIFO: from the global G_WQ_SEQ counter), A_WQ_FLAGS:
+WQ_EXCLUSIVE = 1 << 0  # WQ_FLAG_EXCLUSIVE: wants the lock, only one is woken
+WQ_CUSTOM = 1 << 1  # WQ_FLAG_CUSTOM: the waker hands the lock over (fair hand-off)
+WQ_WOKEN = 1 << 2  # WQ_FLAG_WOKEN
+WQ_DONE = 1 << 3  # WQ_FLAG_DONE: the waker (or the waiter) took the bit
+WQ_SLEEP = 1 << 4  # model only: the task is not TASK_RUNNING; a wake-up clears it
+WQ_RWSEM_READ = 1 << 5  # RWSEM_WAITING_FOR_READ
+WQ_RWSEM_WRITE = 1 << 6  # RWSEM_WAITING_FOR_WRITE
+# A_WAIT_LOCK: the lock a blocked actor waits for (for the waits-for graph; its
+# A_WAIT_WORD / A_WAIT_MASK say what wakes it, its own A_WQ_FLAGS when it is queued).
 ACTOR_IDLE, ACTOR_RUNNING, ACTOR_BLOCKED, ACTOR_DONE, ACTOR_FAILED = range(5)
 
 # Per-CPU TLB: TLB_SLOTS direct-mapped entries of (key, value) per actor.
 TLB_SLOTS = 32
 TLB_KEY, TLB_VAL = 0, 1
+
+# Per-CPU LRU-add batches (mm/swap.c cpu_fbatches.lru_add): a count, then up to
+# FOLIO_BATCH_SIZE pfns, per actor (each actor is its own CPU). A folio in a batch holds a
+# reference and is not on the LRU (no PG_lru) until the batch is drained.
+FOLIO_BATCH_SIZE = 31  # PAGEVEC_SIZE (include/linux/pagevec.h, 6.10+)
+LRU_BATCH_WORDS = 1 + FOLIO_BATCH_SIZE
+
+# Per-CPU work (kernel/workqueue.c, as far as lru_add_drain_all uses it): one word per
+# CPU (rows sized by the actor count, which includes the kworkers): the pending work bits
+# and CPU_IDLE, set while the CPU's kworker sleeps with nothing to do.
+CPU_IDLE = 1 << 0  # the kworker has no work (it sleeps until this is cleared)
+WORK_LRU_DRAIN = 1 << 1  # lru_add_drain_per_cpu is queued (lru_drain_works)
+CPU_WORDS = 1
 
 # Swap slots: (data, in-use) per slot.
 S_DATA, S_USED = 0, 1
@@ -179,7 +213,9 @@ Z_FREE, Z_CURSOR = 0, 1
 ZONE_WORDS = 2
 
 # Global words.
-G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED = range(5)
+G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED, G_WQ_LOCK, G_WQ_SEQ = range(7)
+# G_WQ_LOCK: the wait queues' spinlock (every page's hashed q->lock and every rwsem's
+# wait_lock, as one word); G_WQ_SEQ: the next wait-queue entry's place.
 GLOBAL_WORDS = 16
 
 
@@ -263,8 +299,9 @@ class Layout:
     ``vma``, ``actor``, ``tlb``, ``shadow``, ``swap``, and the page cache: ``pcache``
     (one slot per file page: pfn + 1, or 0 when the page is not cached; the XArray of
     ``mapping->i_pages``), ``pcache_lock`` (one ``xa_lock`` word per file) and
-    ``fshadow`` (the oracle's last token written to each file page). The page-cache
-    tables are empty when the geometry has no files.
+    ``fshadow`` (the oracle's last token written to each file page), and ``lru_batch``
+    (each CPU's LRU-add batch), ``cpu`` (each CPU's queued work). The page-cache tables
+    are empty when the geometry has no files.
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -285,6 +322,8 @@ class Layout:
             ("pcache", (g.files, g.pages_per_file)),
             ("pcache_lock", (g.files,)),
             ("fshadow", (g.files, g.pages_per_file)),
+            ("lru_batch", (g.actors, LRU_BATCH_WORDS)),
+            ("cpu", (g.actors, CPU_WORDS)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -309,6 +348,8 @@ class Layout:
         self.PCACHE = tb["pcache"].offset
         self.PCACHE_LOCK = tb["pcache_lock"].offset
         self.FSHADOW = tb["fshadow"].offset
+        self.LRU_BATCH = tb["lru_batch"].offset
+        self.CPU = tb["cpu"].offset
 
     @property
     def nbytes(self) -> int:

@@ -77,6 +77,8 @@ class State:
         self.pcache = v["pcache"]
         self.pcache_lock = v["pcache_lock"]
         self.fshadow = v["fshadow"]
+        self.lru_batch = v["lru_batch"]
+        self.cpu = v["cpu"]
         if init:
             self._init_static()
 
@@ -137,7 +139,7 @@ class State:
             del self.views[name]
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow",
+            "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu",
         ):
             if hasattr(self, name):
                 delattr(self, name)

@@ -489,9 +489,9 @@ def install(k: Kernel) -> None:
     (``k.extra_refs``) and :func:`check_pagecache` into the global checks."""
     prev = getattr(k, "extra_refs", None)
     if prev is None:
-        k.extra_refs = lambda: pagecache_refs(k)  # type: ignore[attr-defined]
+        k.extra_refs = lambda: pagecache_refs(k)
     else:
-        k.extra_refs = lambda: prev() + pagecache_refs(k)  # type: ignore[attr-defined]
+        k.extra_refs = lambda: prev() + pagecache_refs(k)
     if check_pagecache not in k.extra_checks:
         k.extra_checks.append(check_pagecache)
 

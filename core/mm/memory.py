@@ -31,7 +31,6 @@ from ..machine.layout import (
     VM_WRITE,
     PG_anon,
     PG_anon_exclusive,
-    PG_lru,
     PG_uptodate,
     pte_encode,
 )
@@ -188,8 +187,9 @@ def do_anonymous_page(
         k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
         k.put_page(a, pfn, "do_anonymous_page:release")
         return VM_FAULT_OK
-    k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_uptodate)
     k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it
+    k.folio_add_lru(a, pfn, "do_anonymous_page:folio_add_lru_vma")
     bits = PTE_YOUNG
     if write and vflags & VM_WRITE:
         bits |= PTE_WRITE | PTE_DIRTY
@@ -239,8 +239,9 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
         return VM_FAULT_OK
     k.ptep_get_and_clear(mm, vpn)
     k.flush_tlb_range(mm, vpn, vpn + 1)
-    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_uptodate)
     k.mapcount_add(new, 1)
+    k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
     k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page
     k.put_page(a, pfn, "wp_page_copy:unmap")
@@ -254,8 +255,8 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
     """``migration_entry_wait()``: sleep until the page under migration is unlocked.
 
     Current kernels take no page reference (``migration_entry_wait_on_locked``, since
-    5.17) and drop the PTL only once the wait is queued, which the model gets for free:
-    dropping the PTL and blocking happen in one step. The catalog bug
+    5.17) and drop the PTL only once the wait is queued: the next unlock wakes the
+    waiter even if the page is relocked, freed or reused before it runs. The catalog bug
     ``waiter-takes-ref`` restores the older ``get_page_unless_zero`` before sleeping.
     """
     ptl = k.ptl_word(mm, vpn)
@@ -275,16 +276,19 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
             pages=[pfn],
             sites=["migration_entry_wait"],
         )
-    took_ref = False
     if "waiter-takes-ref" in k.bugs:
         # Before 5.17: get_page_unless_zero() and then wait_on_page_locked().
         took_ref = k.get_page_unless_zero(a, pfn)
-    k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
-    if took_ref:
-        yield  # the reference is visible to the migration while we go to sleep
-    yield from k.wait_on_page_locked(a, pfn, "migration_entry_wait:folio_wait_locked")
-    if took_ref:
-        k.put_page(a, pfn, "migration_entry_wait:put_page")
+        k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
+        if took_ref:
+            yield  # the reference is visible to the migration while we go to sleep
+        yield from k.wait_on_page_locked(a, pfn, "migration_entry_wait:folio_wait_locked")
+        if took_ref:
+            k.put_page(a, pfn, "migration_entry_wait:put_page")
+        return
+    yield from k.migration_entry_wait_on_locked(
+        a, pfn, ptl, "migration_entry_wait:folio_wait_locked", "migration_entry_wait:ptl"
+    )
 
 
 def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
@@ -329,6 +333,7 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
         k.put_page(a, pfn, "do_swap_page:put_page")
         return ret
     # softleaf_entry_wait_on_locked(): drop the PTL once queued, sleep, then retry.
-    k.spin_unlock(a, ptl, "do_swap_page:ptl")
-    yield from k.wait_on_page_locked(a, pfn, "do_swap_page:wait_on_locked")
+    yield from k.migration_entry_wait_on_locked(
+        a, pfn, ptl, "do_swap_page:wait_on_locked", "do_swap_page:ptl"
+    )
     return VM_FAULT_OK

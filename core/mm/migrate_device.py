@@ -335,12 +335,15 @@ def folio_putback_lru(k: Kernel, a: Actor, pfn: int, site: str) -> None:
 def migrate_device_unmap(
     k: Kernel, a: Actor, src: list[int], fault_page: int, kind: str, fault_folio: int = -1
 ) -> Path:
-    """``migrate_device_unmap()``: isolate, unmap what is still mapped, check for pins,
-    and restore (``remove_migration_ptes(folio, folio)``) the pages that cannot move.
-    Returns the number of entries still marked ``MIGRATE``."""
+    """``migrate_device_unmap()``: drain this CPU's LRU-add batch, isolate (draining
+    every CPU's batch at the first folio not on the LRU), unmap what is still mapped,
+    check for pins, and restore (``remove_migration_ptes(folio, folio)``) the pages that
+    cannot move. Returns the number of entries still marked ``MIGRATE``."""
     restore = 0
     unmapped = 0
     site = "migrate_device_unmap"
+    allow_drain = True
+    k.lru_add_drain(a, site + ":lru_add_drain")
     for i, mpfn in enumerate(src):
         pfn = migrate_pfn_to_page(mpfn)
         if pfn < 0:
@@ -348,6 +351,10 @@ def migrate_device_unmap(
                 unmapped += 1
             continue
         if not k.is_zone_device(pfn):
+            if not k.test_flag(pfn, PG_lru) and allow_drain:
+                # Drain CPU's lru cache, with every collected folio locked.
+                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                allow_drain = False
             if not folio_isolate_lru(k, a, pfn):
                 src[i] &= ~MIGRATE_PFN_MIGRATE
                 restore += 1

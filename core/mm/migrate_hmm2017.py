@@ -62,6 +62,7 @@ from ..machine.layout import (
     VM_ANON,
     VM_WRITE,
     PG_dirty,
+    PG_lru,
     pte_encode,
 )
 from .migrate_device import (
@@ -171,6 +172,8 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/mm/migrate_v50.py``).
     """
     site = "migrate_vma_prepare"
+    allow_drain = True
+    k.lru_add_drain(a, site + ":lru_add_drain")
     for i in range(m.npages):
         pfn = migrate_pfn_to_page(m.src[i])
         if pfn < 0:
@@ -178,6 +181,11 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         if pfn != m.fault_folio:
             yield from k.lock_page(a, pfn, site + ":lock_page")
         m.src[i] |= MIGRATE_PFN_LOCKED
+        if not k.test_flag(pfn, PG_lru) and allow_drain:
+            # Drain CPU's pagevec: seed 004 has no ZONE_DEVICE test here, so a device page
+            # drains too, with every page before it locked.
+            yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+            allow_drain = False
         if not k.is_zone_device(pfn):
             if not folio_isolate_lru(k, a, pfn):
                 prepare_back_out(k, a, m, i, pfn, False)

@@ -37,6 +37,7 @@ from ..machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     VM_WRITE,
+    PG_lru,
     pte_encode,
 )
 from .migrate_device import (
@@ -159,6 +160,8 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     (:func:`remove_migration_pte_v50`, line 2489)."""
     site = "migrate_vma_prepare"
     restore = 0
+    allow_drain = True
+    k.lru_add_drain(a, site + ":lru_add_drain")  # 5.0 mm/migrate.c, before the loop
     for i in range(m.npages):
         if not m.cpages:
             break
@@ -177,6 +180,10 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             m.src[i] |= MIGRATE_PFN_LOCKED
         if not k.is_zone_device(pfn):
+            if not k.test_flag(pfn, PG_lru) and allow_drain:
+                # Drain CPU's pagevec (seed 002 line 2436)
+                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                allow_drain = False
             if not folio_isolate_lru(k, a, pfn):
                 m.cpages -= 1
                 if remap:

@@ -765,6 +765,13 @@ def run_parallel(
     """
     bugs_t = tuple(sorted(set(bugs)))
     validate_variant_bugs(variant, bugs_t, w)
+    if w.cpus:
+        # The workers are the OS's CPUs: the model's CPU binding, preemption models and
+        # kworkers are the deterministic engine's (docs/internals.md).
+        raise InvalidOption(
+            f"workload {w.name!r} sets cpus = {w.cpus}, which the parallel engine does not "
+            "model; run it on the deterministic engine (--engine deterministic)"
+        )
     _check_options(workers, duration, ops, perturb, check_interval, timeout)
     return Controller(
         w, variant, bugs_t, seed, workers, float(duration), ops, float(perturb),

@@ -8,7 +8,8 @@ and a fake clock), in the way pytest-xdist tests its schedulers with ``MockNode`
 What it finds, each poll (every ~50 ms):
 
 - **deadlock**: the waits-for graph is built from the shared actor table (``A_STATE``
-  blocked, ``A_WAIT_WORD``/``A_WAIT_MASK`` still set in the lock word) and the lock
+  blocked, ``A_WAIT_WORD``/``A_WAIT_MASK`` still set: the lock word of a spinning wait,
+  the actor's own wait-queue entry of a sleeping one; ``A_WAIT_LOCK`` the lock) and the lock
   owners (``Kernel.lock_owner``: the page lock's ``F_OWNER``, the PTL word, the mmap
   writer). A cycle that is still there, with the same locks and no progress of its
   actors, at the next poll is a deadlock. Two polls, because the owner word of a page
@@ -41,6 +42,7 @@ from ...core.machine.layout import (
     A_PROGRESS,
     A_STATE,
     A_STEPS,
+    A_WAIT_LOCK,
     A_WAIT_MASK,
     A_WAIT_WORD,
     ACTOR_BLOCKED,
@@ -250,9 +252,12 @@ class Watchdog:
             word, mask = int(table[aid, A_WAIT_WORD]), int(table[aid, A_WAIT_MASK])
             if not mask or not self.lock_held(word, mask):
                 continue
-            owner = self.lock_owner(word)
+            # What wakes it (its own wait-queue entry when it sleeps on a queue) is not
+            # what it waits for: the lock, whose owner the graph follows.
+            lock = int(table[aid, A_WAIT_LOCK])
+            owner = self.lock_owner(lock)
             if owner >= 0:
-                out[aid] = (word, owner)
+                out[aid] = (lock, owner)
         return out
 
     def _deadlock(self, table: np.ndarray) -> Verdict | None:

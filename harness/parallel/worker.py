@@ -15,6 +15,9 @@ has the operation list it has there. Only the driving differs (``docs/parallel.m
   windows), from its own seeded stream;
 - a :class:`~pagerace.core.machine.kernel.Block` parks the actor until ``load(word) & mask == 0``;
   ``Kernel._block`` has already written what it waits for into the shared actor table.
+  A sleeper on a wait queue (page lock, mmap_lock) parks on its own entry's WQ_SLEEP bit,
+  which only its waker clears (under the wait-queue lock, :class:`WqLock`), so the lock
+  hand-off and the rwsem's queue order hold across processes as they do in one;
   The worker runs its other actors meanwhile, and when none can run it backs off
   (spins, then ``sched_yield``), watching the stop flag so the parent can always end
   the run;
@@ -57,6 +60,7 @@ from ...core.machine.layout import (
     G_PAUSE,
     G_STOP,
     G_TICKET,
+    G_WQ_LOCK,
     Layout,
 )
 from ...core.machine.state import State
@@ -131,6 +135,31 @@ class HwLock:
         self.words.store(self.base + mm * self.ppm + vpn, 0)
 
 
+class WqLock:
+    """``Kernel.wq_lock`` for the parallel engine: the wait queues' spinlock (G_WQ_LOCK),
+    the model's one word for every page's hashed ``q->lock`` and every rwsem's
+    ``wait_lock``. Held only across a few non-yielding lines (queueing an entry, a wake-up
+    walk), never across a preemption point, so it cannot take part in a deadlock."""
+
+    __slots__ = ("me", "w", "words")
+
+    def __init__(self, words: Any, w: int, me: int) -> None:
+        self.words = words
+        self.w = w
+        self.me = me
+
+    def acquire(self) -> None:
+        cas = self.words.cas
+        n = 0
+        while not cas(self.w, 0, self.me):
+            n += 1
+            if n >= _SPIN_BEFORE_YIELD:
+                os.sched_yield()
+
+    def release(self) -> None:
+        self.words.store(self.w, 0)
+
+
 def _cycle(oplist: Sequence[tuple[Any, ...]], limit: int | None) -> Iterator[tuple[Any, ...]]:
     """The actor's operation list, repeated; at most ``limit`` operations."""
     n = 0
@@ -163,6 +192,7 @@ class Driver:
         self.ticket = -1
         self.k.step_hook = lambda: self.ticket
         self.k.hw_lock = HwLock(self.words, spec.block.hw, geo.pages_per_mm, spec.wid + 1)
+        self.k.wq_lock = WqLock(self.words, self.state.layout.GLOB + G_WQ_LOCK, spec.wid + 1)
         self.gens = {aid: program(self.k, m.actors[aid], _cycle(m.ops[aid], spec.ops)) for aid in spec.actors}
         self.live = list(spec.actors)
         self.blocked: dict[int, Block] = {}

@@ -210,3 +210,21 @@ def test_clean_removes_a_dead_runs_segment_and_worker() -> None:
             orphan.wait()
         if os.path.exists(seg):
             os.unlink(seg)
+
+
+def test_wait_queues_across_processes_end_empty() -> None:
+    """The page-lock and mmap_lock wait queues live in shared words, so workers queue on
+    and wake each other's entries (the hand-off and the rwsem's order hold across
+    processes): runs that used them end clean, every entry off its queue, the queue lock
+    free, no PG_waiters left and no RWSEM_FLAG_WAITERS in any mmap_lock word."""
+    from pagerace.core.machine.layout import A_WQ_LOCK, G_WQ_LOCK, G_WQ_SEQ, PG_waiters
+
+    queued = 0
+    for name in ("fork-vs-migrate", "waiter-storm"):
+        r = run_parallel(load_workload(name), workers=3, duration=2.0, seed=2)
+        assert r.result.outcome is Outcome.CLEAN, r.result.failure and r.result.failure.headline()
+        s = r.kernel.s
+        assert not s.actor[:, A_WQ_LOCK].any() and s.glob[G_WQ_LOCK] == 0
+        assert not (s.frames[:, 0] & PG_waiters).any() and not s.mm[:, 0].any()
+        queued += int(s.glob[G_WQ_SEQ])
+    assert queued > 0, "no wait-queue entry was ever queued: the test proves nothing"

@@ -288,8 +288,7 @@ def test_dask_backend_on_an_in_process_cluster(tmp_path: Path) -> None:
         n_workers=2,
         threads_per_worker=1,
         processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
+        protocol="inproc",  # no port: another cluster on the machine cannot collide with it
         dashboard_address=None,
         worker_dashboard_address=None,
     ) as cluster:

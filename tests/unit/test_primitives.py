@@ -44,12 +44,15 @@ from pagerace.core.machine.layout import (
     F_PIN,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
+    RWSEM_FLAG_WAITERS,
     RWSEM_WRITER,
     STATIC_MASK,
+    WQ_SLEEP,
     Z_FREE,
     Geometry,
     PG_allocated,
     PG_locked,
+    PG_waiters,
 )
 from strategies import Stepper, actor_ids, kernel_with_actors
 
@@ -60,6 +63,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.filter_too_much],
 )
 N_ACTORS = 3
+actor_ids4 = st.integers(0, 3)
 
 
 def _expect(kind: FailureKind, fn, *args):
@@ -74,23 +78,44 @@ def _expect(kind: FailureKind, fn, *args):
 
 
 class PageLockMachine(RuleBasedStateMachine):
+    """The page lock of 5.9+ against a shadow of its wait queue: FIFO entries, an unlock
+    that wakes the queue head-first up to the first exclusive waiter, and hands the lock
+    to an exclusive waiter past ``sysctl_page_lock_unfairness`` rounds (here 1, so that
+    both the hand-off and the unfair wake-up are reached in a few steps)."""
+
     N_PAGES = 2
+    UNFAIRNESS = 1
 
     def __init__(self) -> None:
         super().__init__()
         self.k, self.actors = kernel_with_actors(Geometry(sys_frames=3, devices=0), N_ACTORS)
+        self.k.page_lock_unfairness = self.UNFAIRNESS
         self.pfns = [self.k.alloc_page(self.actors[0], 0, "setup") for _ in range(self.N_PAGES)]
         self.owner: dict[int, int | None] = dict.fromkeys(self.pfns)
-        self.waiting: dict[int, tuple[int, Stepper]] = {}
+        # The shadow queue per page: (actor, exclusive, round) head first.
+        self.queue: dict[int, list[tuple[int, bool, int]]] = {p: [] for p in self.pfns}
+        # Sleeping or woken waiters: actor -> (pfn, exclusive, round, stepper, woken, handed)
+        self.waiting: dict[int, list] = {}
         self.tries = 0
         self.try_fails = 0
         self.waits = 0
         self.lock_acquired = 0
+        self.handoffs = 0
 
     def _fl(self, pfn: int) -> int:
         return self.k.fw(pfn, F_FLAGS)
 
     pages = st.integers(0, N_PAGES - 1)
+
+    def _sleep(self, aid: int, pfn: int, exclusive: bool, rnd: int, s: Stepper, req) -> None:
+        assert type(req) is Block
+        assert (req.kind, req.target, req.lock) == ("page", pfn, self._fl(pfn))
+        assert req.mask == WQ_SLEEP and req.word == self.k._wq_word(self.actors[aid])
+        assert s.blocked_on(self.k) is req, "a queued waiter sleeps until woken"
+        state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
+        assert state == ACTOR_BLOCKED
+        self.queue[pfn].append((aid, exclusive, rnd))
+        self.waiting[aid] = [pfn, exclusive, rnd, s, False, False]
 
     @rule(aid=actor_ids, p=pages)
     def trylock(self, aid: int, p: int) -> None:
@@ -112,12 +137,27 @@ class PageLockMachine(RuleBasedStateMachine):
         if self.owner[pfn] == aid:
             self.k.unlock_page(a, pfn, "t:unlock")
             self.owner[pfn] = None
+            self._wake(pfn)
         else:
             f = _expect(FailureKind.BAD_UNLOCK, self.k.unlock_page, a, pfn, "t:unlock")
             assert f.actors == (a.name,)
             assert f.pages == (pfn,)
             assert f.locks == (f"page:{pfn}",)
             assert f.sites == ("t:unlock",)
+
+    def _wake(self, pfn: int) -> None:
+        """wake_page_function over the shadow queue."""
+        q = self.queue[pfn]
+        while q:
+            aid, exclusive, rnd = q.pop(0)
+            w = self.waiting[aid]
+            w[4] = True
+            if exclusive:
+                if rnd > self.UNFAIRNESS:  # WQ_FLAG_CUSTOM: the lock is handed over
+                    self.owner[pfn] = aid
+                    w[5] = True
+                    self.handoffs += 1
+                return
 
     @rule(aid=actor_ids, p=pages)
     def lock(self, aid: int, p: int) -> None:
@@ -131,29 +171,31 @@ class PageLockMachine(RuleBasedStateMachine):
             self.owner[pfn] = aid
             self.lock_acquired += 1
         else:
-            assert type(req) is Block
-            assert (req.kind, req.target, req.mask, req.site) == ("page", pfn, PG_locked, "t:lock")
-            assert req.word == self._fl(pfn)
-            state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
-            assert state == ACTOR_BLOCKED
-            self.waiting[aid] = (pfn, s)
+            self._sleep(aid, pfn, True, 1, s, req)
 
-    @precondition(lambda self: self.waiting)
+    @precondition(lambda self: any(w[4] for w in self.waiting.values()))
     @rule(data=st.data())
-    def resume_waiter(self, data: st.DataObject) -> None:
-        aid = data.draw(st.sampled_from(sorted(self.waiting)))
-        pfn, s = self.waiting[aid]
+    def resume_woken_waiter(self, data: st.DataObject) -> None:
+        aid = data.draw(st.sampled_from(sorted(a for a, w in self.waiting.items() if w[4])))
+        pfn, exclusive, rnd, s, _woken, handed = self.waiting.pop(aid)
+        assert s.blocked_on(self.k) is None, "a woken waiter is runnable"
         req = s.step()
-        if self.owner[pfn] is None:
+        if not exclusive:
+            assert s.done, "a woken shared waiter returns, locked page or not"
+            assert self.owner[pfn] != aid
+            return
+        if handed or self.owner[pfn] is None:
             assert s.done
-            self.owner[pfn] = aid
+            if not handed:
+                self.owner[pfn] = aid
+            assert self.owner[pfn] == aid
             self.lock_acquired += 1
             self.waits += 1
-            del self.waiting[aid]
             state = self.k.words.load(self.k.lay.ACTOR + aid * ACTOR_WORDS + A_STATE)
             assert state == ACTOR_RUNNING
         else:
-            assert type(req) is Block and req.target == pfn
+            # Woken without the lock and a trylocker took it first: round again, at the tail.
+            self._sleep(aid, pfn, True, rnd + 1, s, req)
 
     @rule(aid=actor_ids, p=pages)
     def wait_on_locked(self, aid: int, p: int) -> None:
@@ -164,10 +206,7 @@ class PageLockMachine(RuleBasedStateMachine):
         if self.owner[pfn] is None:
             assert s.done
         else:
-            assert type(req) is Block and req.target == pfn
-            assert self.owner[pfn] is not None  # waiting never takes the lock
-            s.gen.close()
-            self.k._unblock(self.actors[aid])
+            self._sleep(aid, pfn, False, 1, s, req)
 
     @invariant()
     def locks_match_shadow(self) -> None:
@@ -177,8 +216,19 @@ class PageLockMachine(RuleBasedStateMachine):
             assert k.page_lock_owner(pfn) == (-1 if owner is None else owner)
             assert k.lock_owner(self._fl(pfn)) == (-1 if owner is None else owner)
         for a in self.actors:
+            w = self.waiting.get(a.id)
+            handed = w is not None and w[5]
             mine = {self._fl(p) for p, o in self.owner.items() if o == a.id}
+            if handed:
+                mine.discard(self._fl(w[0]))  # its bookkeeping runs when it runs
             assert set(a.held) == mine
+
+    @invariant()
+    def queues_match_shadow(self) -> None:
+        for pfn, q in self.queue.items():
+            assert self.k.wait_queue(self._fl(pfn)) == [aid for aid, _x, _r in q]
+            if q:
+                assert self.k.flags(pfn) & PG_waiters, "a queued waiter without PG_waiters"
 
     @invariant()
     def statistics_count_every_operation(self) -> None:
@@ -191,14 +241,114 @@ class PageLockMachine(RuleBasedStateMachine):
         if st_lock is not None:
             assert st_lock[S_ACQUIRED] == self.lock_acquired
             assert st_lock[S_WAITS] == self.waits
+        assert self.k.events.get("page_lock_handoff", 0) == self.handoffs
 
     def teardown(self) -> None:
-        for _pfn, s in self.waiting.values():
-            s.gen.close()
+        for w in self.waiting.values():
+            w[3].gen.close()
 
 
 PageLockMachine.TestCase.settings = SETTINGS
 TestPageLock = PageLockMachine.TestCase
+
+
+def _waiter(k, a, pfn, site="t:lock"):
+    s = Stepper(k.lock_page(a, pfn, site))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    return s
+
+
+@pytest.mark.parametrize("unfairness", [0, 5])
+def test_handoff_waiter_gets_the_lock_before_a_later_trylocker(unfairness: int) -> None:
+    """An exclusive waiter past ``sysctl_page_lock_unfairness`` rounds is handed the lock
+    by ``folio_unlock``: a trylock between the unlock and the waiter's next step fails
+    (with 0, the first round; with the default 5, the sixth: before that, the woken
+    waiter loses to the trylocker and queues again at the tail)."""
+    k, (owner, waiter, thief) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    k.page_lock_unfairness = unfairness
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = _waiter(k, waiter, pfn)
+    holder, other = owner, thief
+    for rnd in range(1, unfairness + 1):
+        k.unlock_page(holder, pfn, "t:unlock")
+        assert s.blocked_on(k) is None, "the unlock wakes the exclusive waiter"
+        assert k.trylock_page(other, pfn, "t:steal"), f"round {rnd}: no hand-off yet"
+        assert type(s.step()) is Block and s.blocked_on(k) is not None  # queued again
+        holder, other = other, holder
+    assert k.events.get("page_lock_retry", 0) == unfairness
+    k.unlock_page(holder, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == waiter.id, "the lock is handed over at the unlock"
+    assert not k.trylock_page(other, pfn, "t:steal"), "a later trylocker must fail"
+    s.step()
+    assert s.done and waiter.held == {k.fw(pfn, F_FLAGS): "t:lock"}
+    assert k.events["page_lock_handoff"] == 1
+    k.unlock_page(waiter, pfn, "t:unlock")
+    assert not k.flags(pfn) & (PG_locked | PG_waiters)
+
+
+def test_handoff_follows_the_queue_order() -> None:
+    """Two exclusive waiters get the lock in the order they queued, each by hand-off."""
+    k, (owner, w1, w2) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    k.page_lock_unfairness = 0
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s1, s2 = _waiter(k, w1, pfn), _waiter(k, w2, pfn)
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [w1.id, w2.id]
+    k.unlock_page(owner, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == w1.id and s2.blocked_on(k) is not None
+    s1.step()
+    k.unlock_page(w1, pfn, "t:unlock")
+    assert k.page_lock_owner(pfn) == w2.id
+    s2.step()
+    assert s2.done
+
+
+@pytest.mark.parametrize("variant", ["v6", "v5.0"])
+def test_shared_waiter_woken_then_relocked(variant: str) -> None:
+    """Wake-ups are events (5.9+): a shared waiter woken by an unlock returns even if the
+    page was locked again before it ran; the 4.14-5.8 code re-checks the bit and sleeps
+    again (v5.0, hmm-2017)."""
+    k, (owner, waiter, other) = kernel_with_actors(
+        Geometry(sys_frames=1, devices=0), 3, variant=variant
+    )
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = Stepper(k.wait_on_page_locked(waiter, pfn, "t:wait"))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    k.unlock_page(owner, pfn, "t:unlock")
+    assert s.blocked_on(k) is None
+    assert k.trylock_page(other, pfn, "t:relock")
+    s.step()
+    if variant == "v6":
+        assert s.done
+    else:
+        assert not s.done and s.blocked_on(k) is not None
+        k.unlock_page(other, pfn, "t:unlock")
+        s.step()
+        assert s.done
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == []
+
+
+def test_migration_entry_waiter_woken_after_the_page_is_reused() -> None:
+    """``migration_entry_wait_on_locked`` holds no reference: the waiter is woken by the
+    unlock, and the page may then be freed, reused and locked again before it runs; it
+    returns (the caller retries the fault) instead of sleeping on the new owner's lock."""
+    k, (mig, waiter, other) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    pfn = k.alloc_page(mig, 0, "setup")
+    ptl = k.ptl_word(0, 0)
+    assert k.trylock_page(mig, pfn, "t:mig")
+    s = Stepper(k.spin_lock(waiter, ptl, "t:ptl"))
+    s.step()
+    s = Stepper(k.migration_entry_wait_on_locked(waiter, pfn, ptl, "t:wait", "t:ptl"))
+    assert type(s.step()) is Block and s.blocked_on(k) is not None
+    assert k.words.load(ptl) == 0, "the PTL is dropped once the entry is queued"
+    k.unlock_page(mig, pfn, "t:unlock")
+    k.put_page(mig, pfn, "t:free")
+    assert k.alloc_page(other, 0, "t:reuse") == pfn
+    assert k.trylock_page(other, pfn, "t:relock")
+    s.step()
+    assert s.done
 
 
 def test_self_lock_blocks_on_itself() -> None:
@@ -371,75 +521,122 @@ def test_free_refuses_a_mapped_page() -> None:
 
 
 class MmapLockMachine(RuleBasedStateMachine):
+    """mmap_lock (7.0 rwsem) against a shadow of its count and FIFO wait list: readers
+    queue behind a queued writer, the waker grants every queued reader the lock when a
+    reader is at the head, and wakes a writer at the head to take the lock itself."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), N_ACTORS)
+        self.k, self.actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 4)
         self.word = self.k.mmap_word(0)
         self.readers: set[int] = set()
         self.writer: int | None = None
-        self.waiting: dict[int, tuple[str, Stepper]] = {}
-
-    def _free_for(self, mode: str) -> bool:
-        if mode == "read":
-            return self.writer is None
-        return self.writer is None and not self.readers
+        self.queue: list[tuple[int, str]] = []
+        # actor -> [mode, stepper, state]: state "sleep", "woken" (a writer) or "granted"
+        self.waiting: dict[int, list] = {}
 
     def _holds(self, aid: int) -> bool:
         return aid in self.readers or self.writer == aid
 
-    def _got(self, aid: int, mode: str) -> None:
-        if mode == "read":
-            self.readers.add(aid)
-        else:
-            self.writer = aid
+    def _mark_wake(self, wake_type: str) -> None:
+        if not self.queue:
+            return
+        head, mode = self.queue[0]
+        if mode == "write":
+            if wake_type == "any":
+                self.waiting[head][2] = "woken"
+            return
+        if wake_type != "read_owned" and self.writer is not None:
+            return
+        for aid, m in list(self.queue):
+            if m == "read":
+                self.queue.remove((aid, m))
+                self.readers.add(aid)
+                self.waiting[aid][2] = "granted"
 
-    @rule(aid=actor_ids, mode=st.sampled_from(["read", "write"]))
+    def _cond_wake(self) -> None:
+        if self.writer is None:
+            self._mark_wake("readers" if self.readers else "any")
+
+    def _queue(self, aid: int, mode: str, s: Stepper, req) -> None:
+        assert type(req) is Block and (req.kind, req.target, req.lock) == ("mmap", 0, self.word)
+        assert req.mask == WQ_SLEEP
+        self.queue.append((aid, mode))
+        self.waiting[aid] = [mode, s, "sleep"]
+
+    @rule(aid=actor_ids4, mode=st.sampled_from(["read", "write"]))
     def lock(self, aid: int, mode: str) -> None:
         assume(aid not in self.waiting and not self._holds(aid))
         a = self.actors[aid]
         gen = self.k.mmap_read_lock if mode == "read" else self.k.mmap_write_lock
         s = Stepper(gen(a, 0, f"t:{mode}_lock"))
         req = s.step()
-        if self._free_for(mode):
+        if mode == "read":
+            if self.writer is None and not self.readers:  # fast path, or the steal
+                assert s.done
+                self.readers.add(aid)
+                self._mark_wake("read_owned")
+            elif self.writer is None and not self.queue:  # readers own it, nobody waits
+                assert s.done
+                self.readers.add(aid)
+            else:
+                assert not s.done, "a reader must queue behind a held or queued writer"
+                self._queue(aid, mode, s, req)
+                self._cond_wake()
+        elif self.writer is None and not self.readers:  # fast path or unqueued steal
             assert s.done
-            self._got(aid, mode)
+            self.writer = aid
         else:
-            assert type(req) is Block and (req.kind, req.target) == ("mmap", 0)
-            assert req.word == self.word
-            assert req.mask == (RWSEM_WRITER if mode == "read" else -1)
-            self.waiting[aid] = (mode, s)
+            assert not s.done
+            first = not self.queue
+            self._queue(aid, mode, s, req)
+            if not first:
+                self._cond_wake()
+        for w in self.waiting.values():
+            if w[1] is not s and w[2] == "sleep":
+                assert w[1].blocked_on(self.k) is not None
 
-    @precondition(lambda self: self.waiting)
+    @precondition(lambda self: any(w[2] != "sleep" for w in self.waiting.values()))
     @rule(data=st.data())
     def resume_waiter(self, data: st.DataObject) -> None:
-        aid = data.draw(st.sampled_from(sorted(self.waiting)))
-        mode, s = self.waiting[aid]
-        req = s.step()
-        if self._free_for(mode):
+        aid = data.draw(st.sampled_from(sorted(a for a, w in self.waiting.items() if w[2] != "sleep")))
+        mode, s, state = self.waiting[aid]
+        assert s.blocked_on(self.k) is None, "a woken waiter is runnable"
+        s.step()
+        if state == "granted":
             assert s.done
-            self._got(aid, mode)
+            del self.waiting[aid]
+            return
+        if self.writer is None and not self.readers:
+            assert s.done
+            self.queue.remove((aid, mode))
+            self.writer = aid
             del self.waiting[aid]
         else:
-            assert type(req) is Block
+            assert not s.done and s.blocked_on(self.k) is not None
+            self.waiting[aid][2] = "sleep"
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def read_unlock(self, aid: int) -> None:
-        assume(aid in self.readers)
+        assume(aid in self.readers and aid not in self.waiting)
         self.k.mmap_read_unlock(self.actors[aid], 0, "t:read_unlock")
         self.readers.discard(aid)
+        if not self.readers and self.writer is None:
+            self._mark_wake("any")
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def write_unlock(self, aid: int) -> None:
         a = self.actors[aid]
         assume(aid not in self.waiting)
         if self.writer == aid:
             self.k.mmap_write_unlock(a, 0, "t:write_unlock")
             self.writer = None
+            self._mark_wake("any")
         else:
             f = _expect(FailureKind.BAD_UNLOCK, self.k.mmap_write_unlock, a, 0, "t:write_unlock")
             assert f.locks == ("mmap:0",)
 
-    @rule(aid=actor_ids)
+    @rule(aid=actor_ids4)
     def read_unlock_unheld(self, aid: int) -> None:
         # Readers are anonymous (as in the kernel): the model can tell a bad up_read only
         # when no reader holds the lock at all.
@@ -454,19 +651,80 @@ class MmapLockMachine(RuleBasedStateMachine):
     @invariant()
     def word_matches_shadow(self) -> None:
         want = len(self.readers) + (RWSEM_WRITER if self.writer is not None else 0)
+        if self.queue:
+            want += RWSEM_FLAG_WAITERS
         assert self.k.words.load(self.word) == want
+        assert self.k.wait_queue(self.word) == [aid for aid, _m in self.queue]
         if self.writer is not None:
             assert self.k.lock_owner(self.word) == self.writer
         for a in self.actors:
-            assert (self.word in a.held) == self._holds(a.id)
+            granted = a.id in self.waiting and self.waiting[a.id][2] == "granted"
+            assert (self.word in a.held) == (self._holds(a.id) and not granted)
 
     def teardown(self) -> None:
-        for _mode, s in self.waiting.values():
-            s.gen.close()
+        for w in self.waiting.values():
+            w[1].gen.close()
 
 
 MmapLockMachine.TestCase.settings = SETTINGS
 TestMmapLock = MmapLockMachine.TestCase
+
+
+def test_writer_preference_a_reader_blocks_behind_a_queued_writer() -> None:
+    """rwsem: a reader arriving while readers hold the lock and a writer waits queues
+    behind the writer; the last reader's unlock wakes the writer, whose unlock grants the
+    queued reader."""
+    k, (r1, w, r2) = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
+    word = k.mmap_word(0)
+    sr1 = Stepper(k.mmap_read_lock(r1, 0, "t:r1"))
+    sr1.step()
+    assert sr1.done
+    sw = Stepper(k.mmap_write_lock(w, 0, "t:w"))
+    assert type(sw.step()) is Block and sw.blocked_on(k) is not None
+    sr2 = Stepper(k.mmap_read_lock(r2, 0, "t:r2"))
+    assert type(sr2.step()) is Block and sr2.blocked_on(k) is not None
+    assert k.wait_queue(word) == [w.id, r2.id]
+    assert k.blocked_by(r2.id, word) == w.id and k.blocked_by(w.id, word) == r1.id
+    k.mmap_read_unlock(r1, 0, "t:r1")
+    assert sw.blocked_on(k) is None and sr2.blocked_on(k) is not None
+    sw.step()
+    assert sw.done and k.lock_owner(word) == w.id
+    k.mmap_write_unlock(w, 0, "t:w")
+    assert sr2.blocked_on(k) is None and k.words.load(word) == 1  # granted by the waker
+    sr2.step()
+    assert sr2.done and word in r2.held
+
+
+def test_recursive_read_lock_behind_a_waiting_writer_is_a_deadlock() -> None:
+    """The deadlock class writer preference brings: a reader takes mmap_read_lock again
+    (a fault under GUP, say) while a writer waits: reported as a cycle reader → writer
+    → reader."""
+    from pagerace.harness.engine import DeterministicEngine, Limits, Outcome
+    from pagerace.harness.schedulers.round_robin import RoundRobin
+
+    k, actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 2)
+
+    def reader(a):
+        yield from k.mmap_read_lock(a, 0, "gup:mmap_read_lock")
+        yield
+        yield
+        yield from k.mmap_read_lock(a, 0, "fault:mmap_read_lock")
+        k.mmap_read_unlock(a, 0, "fault:unlock")
+        k.mmap_read_unlock(a, 0, "gup:unlock")
+
+    def writer(a):
+        yield
+        yield from k.mmap_write_lock(a, 0, "munmap:mmap_write_lock")
+        k.mmap_write_unlock(a, 0, "munmap:unlock")
+
+    r = DeterministicEngine(
+        k, actors, [reader(actors[0]), writer(actors[1])], RoundRobin(), seed=0, limits=Limits()
+    ).run()
+    assert r.outcome is Outcome.FAILED
+    f = r.failure
+    assert f.kind is FailureKind.DEADLOCK and f.details["cycle"] is True
+    assert sorted(f.actors) == ["t0", "t1"] and set(f.locks) == {"mmap:0"}
+    assert "fault:mmap_read_lock" in f.message and "munmap:mmap_write_lock" in f.message
 
 
 # --------------------------------------------------------------------------------------
@@ -606,3 +864,27 @@ def test_alloc_fail_sys_fault_injection() -> None:
     k.faults = frozenset({"alloc_fail_sys"})
     assert k.alloc_page(a, 0, "t:alloc") == -1
     assert int(k.s.zones[0, Z_FREE]) == 2
+
+
+def test_pre_59_exclusive_waiter_loses_to_a_trylocker_and_sleeps_again() -> None:
+    """4.14-5.8 (v5.0, hmm-2017): no hand-off however often the waiter loses; a woken
+    exclusive waiter that finds the bit taken queues again at the tail and sleeps."""
+    k, (owner, waiter, thief) = kernel_with_actors(
+        Geometry(sys_frames=1, devices=0), 3, variant="hmm-2017"
+    )
+    pfn = k.alloc_page(owner, 0, "setup")
+    assert k.trylock_page(owner, pfn, "t:own")
+    s = _waiter(k, waiter, pfn)
+    holder, other = owner, thief
+    for _ in range(8):
+        k.unlock_page(holder, pfn, "t:unlock")
+        assert s.blocked_on(k) is None and k.page_lock_owner(pfn) == -1
+        assert k.trylock_page(other, pfn, "t:steal")
+        assert type(s.step()) is Block and s.blocked_on(k) is not None
+        assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [waiter.id]
+        holder, other = other, holder
+    assert "page_lock_handoff" not in k.events and k.events["page_lock_retry"] == 8
+    k.unlock_page(holder, pfn, "t:unlock")
+    s.step()
+    assert s.done and k.page_lock_owner(pfn) == waiter.id
+    assert k.wait_queue(k.fw(pfn, F_FLAGS)) == [] and not k.flags(pfn) & PG_waiters

@@ -210,8 +210,9 @@ class RecordingScheduler:
 
 
 def test_engine_offers_sorted_runnable_actors_and_never_a_blocked_one() -> None:
-    """A waiter is offered again only once the lock word it blocks on changed
-    (level-triggered wakeup), and steps are numbered without gaps."""
+    """A waiter is offered again only once an unlock woke it: one exclusive waiter per
+    unlock, head of the queue first (folio_wake_bit), and steps are numbered without
+    gaps."""
     k, actors = kernel_with_actors(Geometry(sys_frames=1, devices=0), 3)
     p = k.alloc_page(actors[0], 0, "setup")
     released_at: list[int] = []
@@ -242,5 +243,5 @@ def test_engine_offers_sorted_runnable_actors_and_never_a_blocked_one() -> None:
     assert offered[4] == [0, 1, 2] and offered[5] == [0, 2]  # 1 blocked at step 4
     for step in range(6, release + 1):  # both waiters parked until the unlock
         assert offered[step] == [0], (step, offered[step])
-    assert offered[release + 1] == [0, 1, 2]  # the word changed: both are offered again
+    assert offered[release + 1] == [0, 1]  # the unlock woke the first waiter only
     assert k.stats["waiter:lock"][0] == 2  # both waiters got the lock in the end

@@ -16,6 +16,7 @@ from pagerace.core.machine.layout import (
     A_PROGRESS,
     A_STATE,
     A_STEPS,
+    A_WAIT_LOCK,
     A_WAIT_MASK,
     A_WAIT_WORD,
     ACTOR_BLOCKED,
@@ -58,6 +59,7 @@ class Fakes:
         self.table[aid, A_STATE] = ACTOR_BLOCKED
         self.table[aid, A_WAIT_WORD] = word
         self.table[aid, A_WAIT_MASK] = mask
+        self.table[aid, A_WAIT_LOCK] = word
 
     def run(self, aid: int) -> None:
         self.table[aid, A_STATE] = ACTOR_RUNNING
