@@ -36,6 +36,8 @@ from .layout import (
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
+    DM_MUTEX,
+    DM_WORDS,
     F_DATA,
     F_GEN,
     F_MAP,
@@ -48,6 +50,8 @@ from .layout import (
     GUP_PIN_COUNTING_BIAS,
     M_MMAP_LOCK,
     MM_WORDS,
+    MN_LOCK,
+    MN_WORDS,
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
@@ -623,6 +627,55 @@ class Kernel:
             )
         self._released(a, word)
 
+    # -- struct mutex (kernel/locking/mutex.c): a driver's sleeping lock ----------------
+    def mutex_lock(self, a: Actor, word: int, site: str) -> Path:
+        """``mutex_lock()`` on a mutex word (0 free, owner + 1 held): sleep until it is
+        ours. The engines see it as any other lock (waits-for graph, lock_stat rows,
+        lock balance); ``lock_name`` names it."""
+        st = self._stat(site)
+        words = self.words
+        me = a.id + 1
+        if not words.cas(word, 0, me):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            req = Block(word, -1, "mutex", word, site)
+            while True:
+                self._block(a, req)
+                yield req
+                self._unblock(a)
+                if words.cas(word, 0, me):
+                    break
+            self._waited(st, t0)
+        st[S_ACQUIRED] += 1
+        self._acquired(a, word, site)
+
+    def mutex_trylock(self, a: Actor, word: int, site: str) -> bool:
+        """``mutex_trylock()``."""
+        st = self._stat(site)
+        st[S_TRY] += 1
+        if not self.words.cas(word, 0, a.id + 1):
+            st[S_TRY_FAIL] += 1
+            st[S_CONTENDED] += 1
+            return False
+        st[S_ACQUIRED] += 1
+        self._acquired(a, word, site)
+        return True
+
+    def mutex_unlock(self, a: Actor, word: int, site: str) -> None:
+        """``mutex_unlock()``, with the owner check of ``DEBUG_MUTEXES``."""
+        owner = self.words.load(word)
+        if owner != a.id + 1:
+            raise self.fail(
+                FailureKind.BAD_UNLOCK,
+                f"{a.name} unlocked {self.lock_name(word)} at {site} held by "
+                f"{'nobody' if owner == 0 else f'actor {owner - 1}'}",
+                actors=[a],
+                sites=[site],
+                locks=[self.lock_name(word)],
+            )
+        self._released(a, word)
+        self.words.store(word, 0)
+
     # -- mmap_lock (kernel/locking/rwsem.c) -----------------------------------------------
     def mmap_word(self, mm: int) -> int:
         return self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK
@@ -792,6 +845,10 @@ class Kernel:
             return f"ptl:{off // g.tables_per_mm}:{off % g.tables_per_mm}"
         if lay.MM <= word < lay.MM + g.mms * MM_WORDS:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
+        if self._is_mutex_word(word):
+            return f"dmirror_mutex:{(word - lay.DMIRROR) // DM_WORDS}"
+        if self._is_mn_lock_word(word):
+            return f"mn_subscriptions:{(word - lay.MN) // MN_WORDS}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -811,7 +868,18 @@ class Kernel:
             for act in self.actors:
                 if word in act.held:
                     return act.id
+        if self._is_mutex_word(word) or self._is_mn_lock_word(word):
+            return words.load(word) - 1  # dmirror->mutex, subscriptions->lock: owner + 1
         return -1
+
+    def _is_mutex_word(self, word: int) -> bool:
+        lay = self.lay
+        off = word - lay.DMIRROR
+        return 0 <= off < len(self.geo.dmirrors) * DM_WORDS and off % DM_WORDS == DM_MUTEX
+
+    def _is_mn_lock_word(self, word: int) -> bool:
+        off = word - self.lay.MN
+        return 0 <= off < self.lay.MNI - self.lay.MN and off % MN_WORDS == MN_LOCK
 
     def waits_for(self, a: Actor) -> tuple[int, int]:
         """(word, mask) ``a`` is blocked on, from the shared actor table."""
