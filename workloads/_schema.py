@@ -40,7 +40,7 @@ GEOMETRY_KEYS = {
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
     "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
-    "device", "faults", "pct_k",
+    "device", "faults", "pct_k", "dmirror",
 }
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
 DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
@@ -323,8 +323,12 @@ def _check_actor_ranges(src: str, spec: ActorSpec, defaults: Mapping[str, Any], 
     if "hot" in spec.params:
         for x in spec.params["hot"]:
             _int(src, "actor.hot", x, 0, ppm - 1)
-    for key, n, what in (("mm", geo.mms, "geometry.mms"), ("device", geo.devices, "geometry.devices")):
-        if key in spec.params and isinstance(p[key], int) and p[key] >= n:
+    for key, n, what in (
+        ("mm", geo.mms, "geometry.mms"),
+        ("device", geo.devices, "geometry.devices"),
+        ("mirror", len(geo.dmirrors), "[[dmirror]] tables"),
+    ):
+        if (key in spec.params or (key == "mirror" and key in p)) and isinstance(p[key], int) and p[key] >= n:
             raise _bad(src, f"actor.{key}", p[key], f"expected an integer in [0, {n - 1}] ({what} = {n})")
 
 
@@ -384,6 +388,21 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 )
         _check_actor_params(src, kind, params, defaults)
         actors.append(ActorSpec(kind, _int(src, "actor.count", at.get("count", 1), 1, 256), params))
+    dm_t = data.get("dmirror", [])
+    if not isinstance(dm_t, list):
+        raise _bad(src, "dmirror", dm_t, "expected an array of tables [[dmirror]]")
+    dmirrors = []
+    for dt in dm_t:
+        _table(src, "dmirror", dt)
+        _check_keys(src, "dmirror.", dt, {"device", "mm"})
+        dmirrors.append(
+            (
+                _int(src, "dmirror.device", dt.get("device", 0), 0, 254),
+                _int(src, "dmirror.mm", dt.get("mm", 0), 0, 1 << 24),
+            )
+        )
+    if dmirrors:
+        gkw["dmirrors"] = tuple(dmirrors)
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
@@ -477,6 +496,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             implied.append("migrate_device_range")
     if coherent:
         implied.append("device_coherent")
+    if dmirrors:
+        implied.append("hmm_range_fault")
     needs += [n for n in dict.fromkeys(implied) if n not in needs]
     _check_memory(src, mms, geo)
     for spec in actors:
