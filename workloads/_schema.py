@@ -40,7 +40,7 @@ GEOMETRY_KEYS = {
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
     "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
-    "device", "faults", "pct_k", "dmirror",
+    "device", "faults", "pct_k", "dmirror", "finding",
 }
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
 DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
@@ -97,6 +97,10 @@ class Workload:
     needs: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     pct_k: int = 0
+    # A workload that finds a documented kernel finding on the unmodified model: the
+    # document (docs/findings/...) and the failure kinds it explains.
+    finding: str = ""
+    finding_kinds: tuple[str, ...] = ()
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -508,6 +512,11 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             fn({**defaults, **spec.params}, np.random.default_rng(0))
         except InvalidWorkload as exc:
             raise InvalidWorkload(f"{src}: {exc}") from None
+    finding_t = _table(src, "finding", data.get("finding", {"doc": "", "kinds": []}))
+    _check_keys(src, "finding.", finding_t, {"doc", "kinds"})
+    kinds_t = finding_t.get("kinds", [])
+    if not isinstance(kinds_t, list) or not all(isinstance(x, str) for x in kinds_t):
+        raise _bad(src, "finding.kinds", kinds_t, "expected a list of failure kinds")
     return Workload(
         name=name,
         description=str(data.get("description", "")),
@@ -521,6 +530,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         needs=tuple(str(x) for x in needs),
         faults=tuple(str(x) for x in faults),
         pct_k=_int(src, "pct_k", data.get("pct_k", 0)),
+        finding=str(finding_t.get("doc", "")),
+        finding_kinds=tuple(kinds_t),
         source=src,
         raw=dict(data),
     )
