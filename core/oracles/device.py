@@ -87,6 +87,18 @@ def device_access(
             vpn=vpn,
         )
     mm = k.words.load(k.lay.DMIRROR + mi * DM_WORDS + DM_MM)
+    hw = k.hw_lock  # the parallel engine's: the copy and the shadow are one step, as a
+    if hw is None:  # CPU's load or store is (core/mm/memory.py)
+        _copy(k, a, mi, mm, vpn, pfn, write, site)
+        return
+    hw.acquire(mm, vpn)
+    try:
+        _copy(k, a, mi, mm, vpn, pfn, write, site)
+    finally:
+        hw.release(mm, vpn)
+
+
+def _copy(k: Kernel, a: Actor, mi: int, mm: int, vpn: int, pfn: int, write: bool, site: str) -> None:
     if write:
         tok = k.new_token(a)
         k.set_data(pfn, tok)
