@@ -44,6 +44,13 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.USE_AFTER_FREE,
         ),
         FaultEntry(
+            "dmirror_lock_page_under_mutex",
+            "dmirror_do_read",
+            "the driver locks each page it copies while holding dmirror->mutex, against the "
+            "order of a notifier called with the folio locked (try_to_migrate_one)",
+            FailureKind.DEADLOCK,
+        ),
+        FaultEntry(
             "dmirror_stale_token",
             "dmirror_do_read",
             "a device read returns something other than what the page holds",

@@ -585,7 +585,7 @@ def dmirror_fault(k: Kernel, a: Actor, mi: int, start: int, end: int, write: boo
 
 def dmirror_do_access(
     k: Kernel, a: Actor, mi: int, start: int, end: int, done: list[int], write: bool
-) -> int:
+) -> Path:
     """``dmirror_do_read()`` / ``dmirror_do_write()`` (under ``dmirror->mutex``): each
     page through its device page-table entry (a write needs the WRITE tag), -ENOENT at
     the first page without one. ``done`` counts ``bounce->cpages``."""
@@ -594,7 +594,15 @@ def dmirror_do_access(
         entry, gen = dpt_load(k, mi, vpn)
         if not entry or (write and entry & 3 != DPT_TAG_WRITE):
             return ENOENT
-        device_access(k, a, mi, vpn, entry, gen, write, site)
+        if "dmirror_lock_page_under_mutex" in k.faults:
+            # test-only: a driver that takes the folio lock under its mutex, the inverse
+            # of the notifier's order (folio lock held → invalidate → mutex)
+            pfn = (entry >> DPT_PFN_SHIFT) - 1
+            yield from k.lock_page(a, pfn, site + ":lock_page")
+            device_access(k, a, mi, vpn, entry, gen, write, site)
+            k.unlock_page(a, pfn, site + ":unlock_page")
+        else:
+            device_access(k, a, mi, vpn, entry, gen, write, site)
         done[0] += 1
     return 0
 
@@ -609,7 +617,7 @@ def dmirror_rw(k: Kernel, a: Actor, mi: int, start: int, npages: int, write: boo
     name = "dmirror_write" if write else "dmirror_read"
     while True:
         yield from k.mutex_lock(a, mutex, name + ":mutex_lock")
-        ret = dmirror_do_access(k, a, mi, addr, end, done, write)
+        ret = yield from dmirror_do_access(k, a, mi, addr, end, done, write)
         k.mutex_unlock(a, mutex, name + ":mutex_unlock")
         yield
         if ret != ENOENT:
@@ -737,7 +745,7 @@ def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int
     yield
     mutex = dm_word(k, mi, DM_MUTEX)
     yield from k.mutex_lock(a, mutex, "dmirror_migrate_to_device:mutex_lock")
-    ret = dmirror_do_access(k, a, mi, start, m.end, [0], False)
+    ret = yield from dmirror_do_access(k, a, mi, start, m.end, [0], False)
     k.mutex_unlock(a, mutex, "dmirror_migrate_to_device:mutex_unlock")
     return ret
 

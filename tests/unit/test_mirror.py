@@ -206,3 +206,37 @@ def test_device_private_pages_stored_as_memory_are_reported() -> None:
     for s in range(4):
         f = run_deterministic(w, seed=s, faults=("dmirror_do_fault_backing",)).result.failure
         assert f is None or f.kind is not FailureKind.BAD_MAPPING
+
+
+COMPACT_VS_READ = {
+    "name": "compact-vs-read",
+    "geometry": {"sys_frames": 32, "dev_frames": 4, "pages_per_mm": 8, "ptes_per_table": 4},
+    "dmirror": [{"device": 0, "mm": 0}],
+    "mm": [{"id": 0, "populate": [{"start": 0, "end": 8}]}],
+    "actor": [
+        {"kind": "device_read", "range": [0, 8], "npages": 4, "ops": 8, "think": 1},
+        {"kind": "compactor", "pattern": ["compact"], "ops": 3, "think": 1},
+    ],
+}
+
+
+def test_a_cycle_through_the_driver_mutex_is_a_deadlock_with_the_whole_cycle() -> None:
+    """kcompactd holds a folio lock and calls the notifier (try_to_migrate_one), which
+    takes dmirror->mutex; a driver that takes folio locks under that mutex (test-only
+    fault ``dmirror_lock_page_under_mutex``) closes the cycle. Without the fault the
+    same seeds run clean."""
+    from pagerace.workloads import parse_workload
+
+    w = parse_workload(COMPACT_VS_READ, "t")
+    found = None
+    for seed in range(40):
+        f = run_deterministic(w, seed=seed, faults=("dmirror_lock_page_under_mutex",)).result.failure
+        if f is not None:
+            found = f
+            break
+    assert found is not None and found.kind is FailureKind.DEADLOCK, found
+    assert any(lk.startswith("dmirror_mutex:") for lk in found.locks), found.locks
+    assert any(lk.startswith("page:") for lk in found.locks), found.locks
+    assert found.details.get("cycle") is True
+    for s in range(seed + 1):
+        assert run_deterministic(w, seed=s).result.failure is None
