@@ -450,10 +450,14 @@ def dpt_erase(k: Kernel, mi: int, vpn: int) -> None:
     k.words.store(k.lay.DPT + mi * k.geo.pages_per_mm + vpn, 0)
 
 
-def dpt_store(k: Kernel, mi: int, vpn: int, pfn: int, tags: int = 0) -> None:
-    """``xa_store(&dmirror->pt, vpn, xa_tag_pointer(page, tags))``."""
+def dpt_store(k: Kernel, mi: int, vpn: int, pfn: int, tags: int = 0, gen: int = -1) -> None:
+    """``xa_store(&dmirror->pt, vpn, xa_tag_pointer(page, tags))``. ``gen``: the frame's
+    generation when the driver learnt of the page (an ``hmm_range_fault`` result), by
+    default its generation now (the driver holds the page: a migration's)."""
     off = mi * k.geo.pages_per_mm + vpn
-    k.words.store(k.lay.DPT_GEN + off, k.words.load(k.lay.FRAMES + pfn * FRAME_WORDS + F_GEN))
+    if gen < 0:
+        gen = k.words.load(k.lay.FRAMES + pfn * FRAME_WORDS + F_GEN)
+    k.words.store(k.lay.DPT_GEN + off, gen)
     k.words.store(k.lay.DPT + off, ((pfn + 1) << DPT_PFN_SHIFT) | tags)
 
 
@@ -523,7 +527,7 @@ def dmirror_do_fault(k: Kernel, a: Actor, mi: int, rng: HmmRange) -> int:
             return EFAULT
         if "dmirror_do_fault_backing" in k.faults and k.is_device_private(page):
             tags |= DPT_BACKING  # test-only: pretend 7.0 stored BACKING_PAGE(page)
-        dpt_store(k, mi, rng.start + i, page, tags)
+        dpt_store(k, mi, rng.start + i, page, tags, rng.gens[i])
     return 0
 
 
@@ -594,6 +598,10 @@ def dmirror_do_access(
         entry, gen = dpt_load(k, mi, vpn)
         if not entry or (write and entry & 3 != DPT_TAG_WRITE):
             return ENOENT
+        # xa_load, then memcpy_from_page / memcpy_to_page: the mutex keeps the notifier
+        # out, but not this device's own migrations (their invalidation is skipped, and
+        # the fault's xa_erase takes no lock): the kernel can be interleaved here.
+        yield
         if "dmirror_lock_page_under_mutex" in k.faults:
             # test-only: a driver that takes the folio lock under its mutex, the inverse
             # of the notifier's order (folio lock held → invalidate → mutex)

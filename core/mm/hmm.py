@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    F_GEN,
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
     PTE_NONE,
@@ -87,10 +88,16 @@ class HmmRange:
     dev_private_owner: int = -1
     notifier_seq: int = 0
     hmm_pfns: list[int] = field(default_factory=list)
+    # Model only: the generation of each reported frame when the walk saw it, so that a
+    # driver storing a stale result can be told from one storing a live page (the
+    # kernel's struct page pointer names the frame, whoever owns it by then).
+    gens: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.hmm_pfns:
             self.hmm_pfns = [0] * max(self.end - self.start, 0)
+        if not self.gens:
+            self.gens = [0] * max(self.end - self.start, 0)
 
 
 def hmm_pte_need_fault(r: HmmRange, pfn_req_flags: int, cpu_flags: int) -> int:
@@ -168,6 +175,8 @@ def hmm_vma_handle_pte(k: Kernel, a: Actor, w: _Walk, vpn: int, end: int, vflags
             return (yield from hmm_vma_fault(k, a, w, vpn, end, required, vflags))
         new_pfn_flags = (pte >> PTE_PFN_SHIFT) | cpu_flags
     r.hmm_pfns[i] = (r.hmm_pfns[i] & HMM_PFN_INOUT_FLAGS) | new_pfn_flags
+    if new_pfn_flags & HMM_PFN_VALID:
+        r.gens[i] = k.words.load(k.fw(hmm_pfn_to_page(new_pfn_flags), F_GEN))
     return 0
 
 
