@@ -30,6 +30,40 @@ FAULTS: dict[str, FaultEntry] = {
     e.name: e
     for e in [
         FaultEntry(
+            "dmirror_skip_invalidate",
+            "dmirror_do_update",
+            "the mirror's invalidate callback sets the sequence but leaves the device "
+            "page table as it is: entries outlive the pages they name",
+            FailureKind.USE_AFTER_FREE,
+        ),
+        FaultEntry(
+            "dmirror_no_read_retry",
+            "dmirror_range_fault",
+            "the driver ignores mmu_interval_read_retry() and stores what hmm_range_fault "
+            "returned even after an invalidation collided with it",
+            FailureKind.USE_AFTER_FREE,
+        ),
+        FaultEntry(
+            "dmirror_lock_page_under_mutex",
+            "dmirror_do_read",
+            "the driver locks each page it copies while holding dmirror->mutex, against the "
+            "order of a notifier called with the folio locked (try_to_migrate_one)",
+            FailureKind.DEADLOCK,
+        ),
+        FaultEntry(
+            "dmirror_stale_token",
+            "dmirror_do_read",
+            "a device read returns something other than what the page holds",
+            FailureKind.STALE_READ,
+        ),
+        FaultEntry(
+            "dmirror_do_fault_backing",
+            "dmirror_do_fault",
+            "test-only repair: dmirror_do_fault stores a device-private page as if it "
+            "were its backing page, silencing the device-private-as-memory check",
+            FailureKind.BAD_MAPPING,
+        ),
+        FaultEntry(
             "no_tlb_flush",
             "flush_tlb_range",
             "flush_tlb_range() does nothing: CPUs keep stale translations after an entry "

@@ -163,7 +163,10 @@ class V6(Variant):
     )
     seed = "000_50ce908311638d57.txt"
     provides = frozenset(
-        {"migrate_vma", "migrate_to_ram", "migrate_device_range", "device_coherent"}
+        {
+            "migrate_vma", "migrate_to_ram", "migrate_device_range", "device_coherent",
+            "hmm_range_fault",
+        }
     )
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:

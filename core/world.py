@@ -11,6 +11,7 @@ both the paths and the oracles, so that neither imports the other's plumbing.
 
 from __future__ import annotations
 
+from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
 from .mm import filemap, fork, gup, mremap, vma, vmscan  # noqa: F401  (register their ops)
@@ -39,6 +40,8 @@ def install_mm(k: Kernel) -> None:
             k.extra_checks.append(chk)
     if k.geo.files:
         filemap.install(k)  # page-cache references and the no-lost-write check
+    if k.geo.dmirrors:
+        test_hmm.install(k)  # the mirrors' notifier callbacks and device page-table check
 
 
 __all__ = ["install_mm"]

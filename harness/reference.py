@@ -47,6 +47,10 @@ TOP_DOC: dict[str, tuple[str, str]] = {
     "mm": ("array of tables", "address spaces and what is mapped before the run (below); default: mm 0 "
            "with one read/write anonymous VMA over all its pages"),
     "device": ("array of tables", "device options (below); default: one device per `geometry.devices`"),
+    "dmirror": ("array of tables {device, mm}", "open dmirror files (lib/test_hmm.c): each a mirror of mm "
+                "`mm` on device `device`, with its own device page table and interval notifier"),
+    "finding": ("table {doc, kinds}", "the documented finding (docs/findings/) whose failure kinds this "
+                "workload may show on an unmodified generation; the clean checks allow exactly those"),
     "actor": ("array of tables, at least one", "who runs: `kind`, `count` and the kind's parameters (below)"),
 }
 GEOMETRY_DOC: dict[str, str] = {

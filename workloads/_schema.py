@@ -40,7 +40,7 @@ GEOMETRY_KEYS = {
 LIMIT_KEYS = {"max_steps", "livelock_steps", "check_every"}
 TOP_KEYS = {
     "name", "description", "mirrors", "gap", "needs", "geometry", "mm", "actor", "limits",
-    "device", "faults", "pct_k", "cpus", "preemption", "page_lock_unfairness",
+    "device", "faults", "pct_k", "cpus", "preemption", "page_lock_unfairness", "dmirror", "finding",
 }
 # The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
 PREEMPTION_MODELS = ("full", "voluntary", "none")
@@ -100,6 +100,10 @@ class Workload:
     needs: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     pct_k: int = 0
+    # A workload that finds a documented kernel finding on the unmodified model: the
+    # document (docs/findings/...) and the failure kinds it explains.
+    finding: str = ""
+    finding_kinds: tuple[str, ...] = ()
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
     cpus: int = 0  # CPUs modelled (0: none, each actor is its own CPU)
@@ -342,8 +346,12 @@ def _check_actor_ranges(src: str, spec: ActorSpec, defaults: Mapping[str, Any], 
     if "hot" in spec.params:
         for x in spec.params["hot"]:
             _int(src, "actor.hot", x, 0, ppm - 1)
-    for key, n, what in (("mm", geo.mms, "geometry.mms"), ("device", geo.devices, "geometry.devices")):
-        if key in spec.params and isinstance(p[key], int) and p[key] >= n:
+    for key, n, what in (
+        ("mm", geo.mms, "geometry.mms"),
+        ("device", geo.devices, "geometry.devices"),
+        ("mirror", len(geo.dmirrors), "[[dmirror]] tables"),
+    ):
+        if (key in spec.params or (key == "mirror" and key in p)) and isinstance(p[key], int) and p[key] >= n:
             raise _bad(src, f"actor.{key}", p[key], f"expected an integer in [0, {n - 1}] ({what} = {n})")
 
 
@@ -419,6 +427,21 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 raise _bad(src, "actor.cpu", v, f"expected one CPU or a list of {count}")
             actor_cpus = tuple(_int(src, "actor.cpu", x, 0, cpus - 1) for x in vals)
         actors.append(ActorSpec(kind, count, params, actor_cpus))
+    dm_t = data.get("dmirror", [])
+    if not isinstance(dm_t, list):
+        raise _bad(src, "dmirror", dm_t, "expected an array of tables [[dmirror]]")
+    dmirrors = []
+    for dt in dm_t:
+        _table(src, "dmirror", dt)
+        _check_keys(src, "dmirror.", dt, {"device", "mm"})
+        dmirrors.append(
+            (
+                _int(src, "dmirror.device", dt.get("device", 0), 0, 254),
+                _int(src, "dmirror.mm", dt.get("mm", 0), 0, 1 << 24),
+            )
+        )
+    if dmirrors:
+        gkw["dmirrors"] = tuple(dmirrors)
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
@@ -512,6 +535,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             implied.append("migrate_device_range")
     if coherent:
         implied.append("device_coherent")
+    if dmirrors:
+        implied.append("hmm_range_fault")
     needs += [n for n in dict.fromkeys(implied) if n not in needs]
     _check_memory(src, mms, geo)
     for spec in actors:
@@ -522,6 +547,11 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             fn({**defaults, **spec.params}, np.random.default_rng(0))
         except InvalidWorkload as exc:
             raise InvalidWorkload(f"{src}: {exc}") from None
+    finding_t = _table(src, "finding", data.get("finding", {"doc": "", "kinds": []}))
+    _check_keys(src, "finding.", finding_t, {"doc", "kinds"})
+    kinds_t = finding_t.get("kinds", [])
+    if not isinstance(kinds_t, list) or not all(isinstance(x, str) for x in kinds_t):
+        raise _bad(src, "finding.kinds", kinds_t, "expected a list of failure kinds")
     return Workload(
         name=name,
         description=str(data.get("description", "")),
@@ -535,6 +565,8 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         needs=tuple(str(x) for x in needs),
         faults=tuple(str(x) for x in faults),
         pct_k=_int(src, "pct_k", data.get("pct_k", 0)),
+        finding=str(finding_t.get("doc", "")),
+        finding_kinds=tuple(kinds_t),
         source=src,
         raw=dict(data),
         cpus=cpus,

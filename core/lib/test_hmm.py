@@ -13,15 +13,66 @@ Its operations are the ioctls the selftests use and the ``dev_pagemap_ops`` call
   ``migrate_device_range`` → copy → ``migrate_device_pages`` → ``migrate_device_finalize``);
 - :meth:`folio_free`: ``dmirror_devmem_free``.
 
-The device's own page table (the xarray) is not modelled: the oracles judge what the
-CPU sees. Fault injection follows ``HMM_DMIRROR_FLAG_FAIL_ALLOC``: every ``fail_alloc``-th
+The mirror itself (``struct dmirror``: one open file of the device, bound to one mm) is
+the second half of this module, from 7.0's ``lib/test_hmm.c``: its device page table
+(``dmirror->pt``), its interval notifier and ``dmirror_interval_invalidate``,
+``dmirror->mutex``, ``dmirror_range_fault`` / ``dmirror_do_fault`` around
+``hmm_range_fault`` (``core/mm/hmm.py``), ``HMM_DMIRROR_READ`` / ``WRITE`` /
+``SNAPSHOT`` and the mirror's own ``MIGRATE_TO_DEV`` / ``MIGRATE_TO_SYS``
+(``dmirror_migrate_finalize_and_map``, the ``xa_erase`` of
+``dmirror_devmem_fault_alloc_and_copy``). All of it lives in words
+(``Layout`` tables ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``, ``mni``), so the
+parallel engine shares it. A :class:`Dmirror` is the device (``struct
+dmirror_device``); the mirrors are numbered 0.. in the order the workload opens them.
+Device accesses run on ``v6`` only: ``test_hmm.c`` (5.7+) has had this code since
+6.x, and hmm-2017 / v5.0 had no mirror driver of this shape.
+
+Fault injection follows ``HMM_DMIRROR_FLAG_FAIL_ALLOC``: every ``fail_alloc``-th
 allocation fails (0: never), deterministically.
 """
 
 from __future__ import annotations
 
+from ..actors import register_op
+from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
-from ..machine.layout import VM_WRITE
+from ..machine.layout import (
+    DM_DEV,
+    DM_MM,
+    DM_MUTEX,
+    DM_WORDS,
+    DPT_BACKING,
+    DPT_PFN_SHIFT,
+    DPT_TAG_WRITE,
+    F_GEN,
+    FRAME_WORDS,
+    MN_HAS_ITREE,
+    MN_SEQ,
+    MNI_END,
+    MNI_IN_TREE,
+    MNI_MIRROR,
+    MNI_MM,
+    MNI_OPS,
+    MNI_SEQ,
+    MNI_START,
+    MNI_STATE,
+    MNI_WORDS,
+    VM_READ,
+    VM_WRITE,
+)
+from ..machine.state import State
+from ..mm.hmm import (
+    EBUSY,
+    EFAULT,
+    HMM_PFN_ERROR,
+    HMM_PFN_REQ_FAULT,
+    HMM_PFN_REQ_WRITE,
+    HMM_PFN_VALID,
+    HMM_PFN_WRITE,
+    HmmRange,
+    hmm_pfn_to_page,
+    hmm_range_fault,
+)
 from ..mm.memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
 from ..mm.migrate_device import (
     EINVAL,
@@ -37,7 +88,24 @@ from ..mm.migrate_device import (
     migrate_device_range,
     migrate_pfn,
     migrate_pfn_to_page,
+    migrate_vma_finalize,
+    migrate_vma_pages,
+    migrate_vma_setup,
 )
+from ..mm.mmu_notifier import (
+    MMU_NOTIFY_MIGRATE,
+    OPS_DMIRROR,
+    OPS_SNAPSHOT,
+    MmuNotifierRange,
+    mmu_interval_notifier_insert,
+    mmu_interval_notifier_remove,
+    mmu_interval_read_begin,
+    mmu_interval_read_retry,
+    mmu_interval_set_seq,
+)
+from ..oracles.device import check_device_pt, device_access
+
+ENOENT = -2
 
 
 class Dmirror:
@@ -101,6 +169,8 @@ class Dmirror:
         check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles/world.py)
         if check is not None:
             check(k, a, pfn)
+        if k.geo.dmirrors:
+            k.words.store(k.lay.DPAGE_MIRROR + pfn, 0)  # rpage->zone_device_data
         self.freed += 1
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
@@ -169,8 +239,15 @@ class Dmirror:
             k.mmap_read_unlock(a, mm, "dmirror_migrate_to_device:mmap_read_unlock")
 
     # -- HMM_DMIRROR_MIGRATE_TO_SYS and the fault callback ------------------------------
-    def alloc_and_copy_to_ram(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    def alloc_and_copy_to_ram(
+        self, k: Kernel, a: Actor, m: MigrateVma, erase_mirror: int = -1
+    ) -> Path:
         """``dmirror_devmem_fault_alloc_and_copy()``: a locked system page per entry.
+
+        ``erase_mirror``: the dmirror whose device page table loses the entry of each
+        page copied (7.0: ``xa_erase(&dmirror->pt, addr)``, without ``dmirror->mutex``;
+        the caller's dmirror for ``MIGRATE_TO_SYS``, the one that allocated the faulting
+        page for a fault), -1 for none (migrations started without a mirror).
 
         Returns ``VM_FAULT_SIGBUS`` when an injected copy error hit (``copy_error``),
         ``VM_FAULT_OOM`` when an allocation fails (either way the caller finalizes,
@@ -187,6 +264,8 @@ class Dmirror:
                 ret = ret or VM_FAULT_OOM
                 continue
             yield from k.lock_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:lock_dst")
+            if erase_mirror >= 0:
+                dpt_erase(k, erase_mirror, m.start + i)
             k.touch(a, spage, "dmirror_devmem_fault_alloc_and_copy:copy")
             if self._copy_fails(k):
                 # Injected copy error (MIGRATE_PFN_ERROR): the entry stays on the device
@@ -248,6 +327,8 @@ class Dmirror:
         lo = max(vstart, vpn - vpn % self.fault_range)
         hi = min(vend, lo + self.fault_range)
         fault_page = pfn if (locked or "fault-ref-no-trylock" in k.bugs) else -1
+        # dmirror = rpage->zone_device_data: the mirror that allocated the page.
+        owner = k.words.load(k.lay.DPAGE_MIRROR + pfn) - 1 if k.geo.dmirrors else -1
         m = MigrateVma(
             mm,
             row,
@@ -259,7 +340,14 @@ class Dmirror:
             kind="fault",
             fault_folio=pfn if locked else -1,
         )
-        rc = yield from k.variant.migrate_range(k, a, m, self._to_ram_cb)
+        if owner >= 0:
+
+            def cb(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+                return (yield from self.alloc_and_copy_to_ram(k, a, m, owner))
+
+            rc = yield from k.variant.migrate_range(k, a, m, cb)
+        else:
+            rc = yield from k.variant.migrate_range(k, a, m, self._to_ram_cb)
         if rc < 0:
             return VM_FAULT_SIGBUS
         return rc or VM_FAULT_OK
@@ -290,3 +378,458 @@ class Dmirror:
         yield from migrate_device_finalize(k, a, src, dst, "evict")
         k.count("evict")
         return 0
+
+
+# ------------------------------------------------------------------------------------
+# The mirror (struct dmirror), lib/test_hmm.c of 7.0. ``mi`` is the mirror's number.
+
+DMIRROR_RANGE_PAGES = 32  # unsigned long pfns[32] of dmirror_fault / dmirror_snapshot
+
+# enum of lib/test_hmm_uapi.h: HMM_DMIRROR_PROT_*
+HMM_DMIRROR_PROT_ERROR = 0xFF
+HMM_DMIRROR_PROT_NONE = 0x00
+HMM_DMIRROR_PROT_READ = 0x01
+HMM_DMIRROR_PROT_WRITE = 0x02
+HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20
+HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30
+
+
+def setup_dmirrors(s: State) -> None:
+    """``dmirror_fops_open()`` of every mirror the geometry lists, before the run: the
+    mirror's words, and its interval notifier over the whole address space
+    (``mmu_interval_notifier_insert(.., 0, ULONG_MAX & PAGE_MASK, &dmirror_min_ops)``)
+    inserted with no invalidation in flight: its seq is one below the subscriptions'
+    (which ``__mmu_notifier_register`` starts at 2)."""
+    g = s.geo
+    if not g.dmirrors:
+        return
+    mn = s.views["mn"]
+    mn[:, MN_SEQ] = 2
+    mni = s.views["mni"]
+    dm = s.views["dmirror"]
+    for mi, (dev, mm) in enumerate(g.dmirrors):
+        dm[mi, DM_DEV] = dev
+        dm[mi, DM_MM] = mm
+        mni[mi, MNI_STATE] = MNI_IN_TREE
+        mni[mi, MNI_SEQ] = 1
+        mni[mi, MNI_START] = 0
+        mni[mi, MNI_END] = g.pages_per_mm
+        mni[mi, MNI_MM] = mm
+        mni[mi, MNI_OPS] = OPS_DMIRROR
+        mni[mi, MNI_MIRROR] = mi
+        mn[mm, MN_HAS_ITREE] = 1
+
+
+def install(k: Kernel) -> None:
+    """Plug the mirrors' notifier callbacks and the device page-table check into ``k``."""
+    k.hooks["mni_invalidate"] = mni_invalidate
+    if check_device_pt not in k.extra_checks:
+        k.extra_checks.append(check_device_pt)
+
+
+def dm_word(k: Kernel, mi: int, field: int) -> int:
+    return k.lay.DMIRROR + mi * DM_WORDS + field
+
+
+def dmirror_dev(k: Kernel, mi: int) -> int:
+    return k.words.load(dm_word(k, mi, DM_DEV))
+
+
+def dmirror_mm(k: Kernel, mi: int) -> int:
+    return k.words.load(dm_word(k, mi, DM_MM))
+
+
+def dpt_load(k: Kernel, mi: int, vpn: int) -> tuple[int, int]:
+    """``xa_load(&dmirror->pt, vpn)``: the entry and the generation stored with it."""
+    off = mi * k.geo.pages_per_mm + vpn
+    return k.words.load(k.lay.DPT + off), k.words.load(k.lay.DPT_GEN + off)
+
+
+def dpt_erase(k: Kernel, mi: int, vpn: int) -> None:
+    """``xa_erase(&dmirror->pt, vpn)``."""
+    k.words.store(k.lay.DPT + mi * k.geo.pages_per_mm + vpn, 0)
+
+
+def dpt_store(k: Kernel, mi: int, vpn: int, pfn: int, tags: int = 0, gen: int = -1) -> None:
+    """``xa_store(&dmirror->pt, vpn, xa_tag_pointer(page, tags))``. ``gen``: the frame's
+    generation when the driver learnt of the page (an ``hmm_range_fault`` result), by
+    default its generation now (the driver holds the page: a migration's)."""
+    off = mi * k.geo.pages_per_mm + vpn
+    if gen < 0:
+        gen = k.words.load(k.lay.FRAMES + pfn * FRAME_WORDS + F_GEN)
+    k.words.store(k.lay.DPT_GEN + off, gen)
+    k.words.store(k.lay.DPT + off, ((pfn + 1) << DPT_PFN_SHIFT) | tags)
+
+
+def dmirror_do_update(k: Kernel, mi: int, start: int, end: int) -> None:
+    """``dmirror_do_update()``: clear the entries of ``[start, end)`` (the xarray holds
+    no page references: it relies on the notifier)."""
+    if "dmirror_skip_invalidate" in k.faults:
+        return  # test-only: the callback forgets the device page table
+    base = k.lay.DPT + mi * k.geo.pages_per_mm
+    for vpn in range(max(start, 0), min(end, k.geo.pages_per_mm)):
+        k.words.store(base + vpn, 0)
+
+
+def dmirror_interval_invalidate(
+    k: Kernel, a: Actor, slot: int, r: MmuNotifierRange, cur_seq: int
+) -> Path:
+    """``dmirror_interval_invalidate()``: ignore a migration this device started (the
+    migration updates the device page table itself), else under ``dmirror->mutex``
+    set the sequence and clear the range."""
+    mi = k.words.load(k.lay.MNI + slot * MNI_WORDS + MNI_MIRROR)
+    if r.event == MMU_NOTIFY_MIGRATE and r.owner == dmirror_dev(k, mi):
+        return True
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_interval_invalidate:mutex_lock")
+    mmu_interval_set_seq(k, slot, cur_seq)
+    dmirror_do_update(k, mi, r.start, r.end)
+    k.mutex_unlock(a, mutex, "dmirror_interval_invalidate:mutex_unlock")
+    return True
+
+
+def dmirror_snapshot_invalidate(
+    k: Kernel, a: Actor, slot: int, r: MmuNotifierRange, cur_seq: int
+) -> Path:
+    """``dmirror_snapshot_invalidate()``: only the sequence, under the mutex."""
+    mi = k.words.load(k.lay.MNI + slot * MNI_WORDS + MNI_MIRROR)
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_snapshot_invalidate:mutex_lock")
+    mmu_interval_set_seq(k, slot, cur_seq)
+    k.mutex_unlock(a, mutex, "dmirror_snapshot_invalidate:mutex_unlock")
+    return True
+
+
+def mni_invalidate(k: Kernel, a: Actor, slot: int, r: MmuNotifierRange, cur_seq: int) -> Path:
+    """``interval_sub->ops->invalidate()``: the callback the notifier's ops name."""
+    if k.words.load(k.lay.MNI + slot * MNI_WORDS + MNI_OPS) == OPS_SNAPSHOT:
+        return (yield from dmirror_snapshot_invalidate(k, a, slot, r, cur_seq))
+    return (yield from dmirror_interval_invalidate(k, a, slot, r, cur_seq))
+
+
+def dmirror_do_fault(k: Kernel, a: Actor, mi: int, rng: HmmRange) -> int:
+    """``dmirror_do_fault()``: store each page ``hmm_range_fault`` returned (the page
+    itself, tagged WRITE when writable), under ``dmirror->mutex``."""
+    for i, hp in enumerate(rng.hmm_pfns):
+        if hp & HMM_PFN_ERROR or not hp & HMM_PFN_VALID:
+            raise k.fail(
+                FailureKind.BUG_ON,
+                f"{a.name}: hmm_range_fault returned 0 but page {rng.start + i} has no "
+                "valid pfn (WARN_ON in dmirror_do_fault)",
+                actors=[a],
+                sites=["dmirror_do_fault"],
+            )
+        page = hmm_pfn_to_page(hp)
+        tags = 0
+        if hp & HMM_PFN_WRITE:
+            tags = DPT_TAG_WRITE
+        elif rng.default_flags & HMM_PFN_WRITE:
+            return EFAULT
+        if "dmirror_do_fault_backing" in k.faults and k.is_device_private(page):
+            tags |= DPT_BACKING  # test-only: pretend 7.0 stored BACKING_PAGE(page)
+        dpt_store(k, mi, rng.start + i, page, tags, rng.gens[i])
+    return 0
+
+
+def dmirror_range_fault(k: Kernel, a: Actor, mi: int, rng: HmmRange) -> Path:
+    """``dmirror_range_fault()``: the retry loop every HMM driver writes:
+    ``read_begin``, ``hmm_range_fault`` under ``mmap_read_lock`` (again on -EBUSY),
+    then under ``dmirror->mutex`` ``read_retry`` (again on a collision), and only then
+    the device page table. The 1 s timeout (``HMM_RANGE_DEFAULT_TIMEOUT``) is not
+    modelled: a loop that never ends is the livelock oracle's."""
+    mm = dmirror_mm(k, mi)
+    mutex = dm_word(k, mi, DM_MUTEX)
+    while True:
+        rng.notifier_seq = yield from mmu_interval_read_begin(k, a, rng.notifier)
+        yield
+        yield from k.mmap_read_lock(a, mm, "dmirror_range_fault:mmap_read_lock")
+        ret = yield from hmm_range_fault(k, a, rng)
+        k.mmap_read_unlock(a, mm, "dmirror_range_fault:mmap_read_unlock")
+        yield
+        if ret:
+            if ret == EBUSY:
+                k.count("dmirror_range_fault_retry")
+                continue
+            return ret
+        yield from k.mutex_lock(a, mutex, "dmirror_range_fault:mutex_lock")
+        if mmu_interval_read_retry(k, rng.notifier, rng.notifier_seq) and (
+            "dmirror_no_read_retry" not in k.faults
+        ):
+            k.mutex_unlock(a, mutex, "dmirror_range_fault:mutex_unlock")
+            k.count("dmirror_range_fault_retry")
+            yield
+            continue
+        break
+    ret = dmirror_do_fault(k, a, mi, rng)
+    k.mutex_unlock(a, mutex, "dmirror_range_fault:mutex_unlock")
+    return ret
+
+
+def dmirror_fault(k: Kernel, a: Actor, mi: int, start: int, end: int, write: bool) -> Path:
+    """``dmirror_fault()``: ``dmirror_range_fault`` over ``[start, end)``, 32 pages at a
+    time, faulting (for write when ``write``), device-private pages of this device
+    reported as they are."""
+    ret = 0
+    addr = start
+    while addr < end:
+        rng = HmmRange(
+            notifier=mi,
+            mm=dmirror_mm(k, mi),
+            start=addr,
+            end=min(addr + DMIRROR_RANGE_PAGES, end),
+            default_flags=HMM_PFN_REQ_FAULT | (HMM_PFN_REQ_WRITE if write else 0),
+            dev_private_owner=dmirror_dev(k, mi),
+        )
+        ret = yield from dmirror_range_fault(k, a, mi, rng)
+        if ret:
+            break
+        addr = rng.end
+    return ret
+
+
+def dmirror_do_access(
+    k: Kernel, a: Actor, mi: int, start: int, end: int, done: list[int], write: bool
+) -> Path:
+    """``dmirror_do_read()`` / ``dmirror_do_write()`` (under ``dmirror->mutex``): each
+    page through its device page-table entry (a write needs the WRITE tag), -ENOENT at
+    the first page without one. ``done`` counts ``bounce->cpages``."""
+    site = "dmirror_do_write" if write else "dmirror_do_read"
+    for vpn in range(start, end):
+        entry, gen = dpt_load(k, mi, vpn)
+        if not entry or (write and entry & 3 != DPT_TAG_WRITE):
+            return ENOENT
+        # xa_load, then memcpy_from_page / memcpy_to_page: the mutex keeps the notifier
+        # out, but not this device's own migrations (their invalidation is skipped, and
+        # the fault's xa_erase takes no lock): the kernel can be interleaved here.
+        yield
+        if "dmirror_lock_page_under_mutex" in k.faults:
+            # test-only: a driver that takes the folio lock under its mutex, the inverse
+            # of the notifier's order (folio lock held → invalidate → mutex)
+            pfn = (entry >> DPT_PFN_SHIFT) - 1
+            yield from k.lock_page(a, pfn, site + ":lock_page")
+            device_access(k, a, mi, vpn, entry, gen, write, site)
+            k.unlock_page(a, pfn, site + ":unlock_page")
+        else:
+            device_access(k, a, mi, vpn, entry, gen, write, site)
+        done[0] += 1
+    return 0
+
+
+def dmirror_rw(k: Kernel, a: Actor, mi: int, start: int, npages: int, write: bool) -> Path:
+    """``dmirror_read()`` / ``dmirror_write()``: copy under the mutex; on -ENOENT fault
+    the rest in with ``dmirror_fault`` and try again from the first page not copied."""
+    mutex = dm_word(k, mi, DM_MUTEX)
+    end = start + npages
+    done = [0]
+    addr = start
+    name = "dmirror_write" if write else "dmirror_read"
+    while True:
+        yield from k.mutex_lock(a, mutex, name + ":mutex_lock")
+        ret = yield from dmirror_do_access(k, a, mi, addr, end, done, write)
+        k.mutex_unlock(a, mutex, name + ":mutex_unlock")
+        yield
+        if ret != ENOENT:
+            break
+        addr = start + done[0]
+        ret = yield from dmirror_fault(k, a, mi, addr, end, write)
+        if ret:
+            break
+        k.count("dmirror_faults")
+    return ret
+
+
+def dmirror_mkentry(k: Kernel, mi: int, hp: int) -> int:
+    """``dmirror_mkentry()``: the permission byte a snapshot reports for one page."""
+    if hp & HMM_PFN_ERROR:
+        return HMM_DMIRROR_PROT_ERROR
+    if not hp & HMM_PFN_VALID:
+        return HMM_DMIRROR_PROT_NONE
+    page = hmm_pfn_to_page(hp)
+    perm = HMM_DMIRROR_PROT_NONE
+    if k.is_device_private(page):
+        local = k.device_of(page) == dmirror_dev(k, mi)
+        perm = HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL if local else HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE
+    return perm | (HMM_DMIRROR_PROT_WRITE if hp & HMM_PFN_WRITE else HMM_DMIRROR_PROT_READ)
+
+
+def dmirror_snapshot(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``dmirror_snapshot()`` → ``dmirror_range_snapshot()`` per 32 pages: a temporary
+    interval notifier (``dmirror_mrn_ops``) over the range, ``hmm_range_fault``
+    without faulting, ``read_retry`` under the mutex, the permission bytes, and the
+    notifier removed again (which waits for an invalidation in flight). Returns 0 or
+    the error; the bytes go to the count ``snapshot_<perm>``."""
+    mm = dmirror_mm(k, mi)
+    mutex = dm_word(k, mi, DM_MUTEX)
+    slot = len(k.geo.dmirrors) + a.id  # this actor's struct dmirror_interval
+    end = start + npages
+    addr = start
+    ret = 0
+    while addr < end and not ret:
+        nxt = min(addr + DMIRROR_RANGE_PAGES, end)
+        rng = HmmRange(notifier=slot, mm=mm, start=addr, end=nxt, dev_private_owner=dmirror_dev(k, mi))
+        ret = yield from mmu_interval_notifier_insert(k, a, slot, mm, addr, nxt - addr, OPS_SNAPSHOT, mi)
+        if ret:
+            break
+        while True:
+            rng.notifier_seq = yield from mmu_interval_read_begin(k, a, slot)
+            yield
+            yield from k.mmap_read_lock(a, mm, "dmirror_range_snapshot:mmap_read_lock")
+            ret = yield from hmm_range_fault(k, a, rng)
+            k.mmap_read_unlock(a, mm, "dmirror_range_snapshot:mmap_read_unlock")
+            yield
+            if ret:
+                if ret == EBUSY:
+                    continue
+                break
+            yield from k.mutex_lock(a, mutex, "dmirror_range_snapshot:mutex_lock")
+            if mmu_interval_read_retry(k, slot, rng.notifier_seq):
+                k.mutex_unlock(a, mutex, "dmirror_range_snapshot:mutex_unlock")
+                yield
+                continue
+            for hp in rng.hmm_pfns:
+                k.count(f"snapshot_{dmirror_mkentry(k, mi, hp):#04x}")
+            k.mutex_unlock(a, mutex, "dmirror_range_snapshot:mutex_unlock")
+            break
+        yield from mmu_interval_notifier_remove(k, a, slot)
+        addr = nxt
+    return ret
+
+
+class DmirrorMigrate(MigrateVma):
+    """A migration a mirror started (its ``dmirror`` for the callbacks)."""
+
+
+def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma) -> Path:
+    """``dmirror_migrate_finalize_and_map()``: under the mutex, map each migrated page
+    into the device page table: ``BACKING_PAGE(dpage)`` (the model keeps a
+    device-private page's backing store in its own frame: ``DPT_BACKING``), tagged
+    WRITE when the destination is writable."""
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_migrate_finalize_and_map:mutex_lock")
+    for i, spfn in enumerate(m.src):
+        if not spfn & MIGRATE_PFN_MIGRATE:
+            continue
+        dpage = migrate_pfn_to_page(m.dst[i])
+        if dpage < 0:
+            continue
+        tags = DPT_BACKING if k.is_device_private(dpage) else 0
+        if m.dst[i] & MIGRATE_PFN_WRITE:
+            tags |= DPT_TAG_WRITE
+        dpt_store(k, mi, m.start + i, dpage, tags)
+    k.mutex_unlock(a, mutex, "dmirror_migrate_finalize_and_map:mutex_unlock")
+
+
+def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
+    """``dmirror_migrate_to_device()`` (7.0): setup, ``dmirror_migrate_alloc_and_copy``
+    (each device page remembers its mirror: ``rpage->zone_device_data = dmirror``),
+    pages, ``dmirror_migrate_finalize_and_map``, finalize; then the verification read
+    (``dmirror_do_read`` under the mutex, whose -ENOENT for a page that did not move is
+    the ioctl's return)."""
+    dev = k.devices[dmirror_dev(k, mi)]
+    mm = dmirror_mm(k, mi)
+    yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_device:mmap_read_lock")
+    try:
+        row = k.s.find_vma(mm, start)
+        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+            return EINVAL
+        _vs, ve = k.s.vma_bounds(mm, row)
+        m = DmirrorMigrate(
+            mm, row, start, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
+        )
+        rc = yield from migrate_vma_setup(k, a, m)
+        if rc:
+            return rc
+        yield from dev.alloc_and_copy_to_device(k, a, m)
+        for d in m.dst:
+            dpage = migrate_pfn_to_page(d)
+            if dpage >= 0:
+                k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
+        yield from migrate_vma_pages(k, a, m)
+        yield from dmirror_migrate_finalize_and_map(k, a, mi, m)
+        yield from migrate_vma_finalize(k, a, m)
+        k.count("migrate_to_device")
+    finally:
+        k.mmap_read_unlock(a, mm, "dmirror_migrate_to_device:mmap_read_unlock")
+    yield
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_migrate_to_device:mutex_lock")
+    ret = yield from dmirror_do_access(k, a, mi, start, m.end, [0], False)
+    k.mutex_unlock(a, mutex, "dmirror_migrate_to_device:mutex_unlock")
+    return ret
+
+
+def dmirror_migrate_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
+    """``dmirror_migrate_to_system()`` (7.0): setup selecting this device's pages with
+    this device as owner (its own mirrors ignore the notifier), the copy back erasing
+    this mirror's entries, pages, finalize."""
+    dev = k.devices[dmirror_dev(k, mi)]
+    mm = dmirror_mm(k, mi)
+    yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_system:mmap_read_lock")
+    try:
+        row = k.s.find_vma(mm, start)
+        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+            return EINVAL
+        _vs, ve = k.s.vma_bounds(mm, row)
+        sel = (
+            MIGRATE_VMA_SELECT_DEVICE_COHERENT if dev.coherent else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+        )
+        m = DmirrorMigrate(mm, row, start, min(end, ve), sel, dev.dev, kind="to_system")
+        rc = yield from migrate_vma_setup(k, a, m)
+        if rc:
+            return rc
+        yield from dev.alloc_and_copy_to_ram(k, a, m, mi)
+        yield from migrate_vma_pages(k, a, m)
+        yield from migrate_vma_finalize(k, a, m)
+        k.count("migrate_to_system")
+        return 0
+    finally:
+        k.mmap_read_unlock(a, mm, "dmirror_migrate_to_system:mmap_read_unlock")
+
+
+__all__ = [
+    "Dmirror",
+    "dmirror_fault",
+    "dmirror_interval_invalidate",
+    "dmirror_migrate_to_device",
+    "dmirror_migrate_to_system",
+    "dmirror_range_fault",
+    "dmirror_rw",
+    "dmirror_snapshot",
+    "install",
+    "setup_dmirrors",
+]
+
+
+# -- the mirror's ioctls as operations (workloads/_kinds_hmm.py builds them) ----------
+
+
+def op_device_read(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``HMM_DMIRROR_READ`` of ``npages`` pages from ``start`` through mirror ``mi``."""
+    return (yield from dmirror_rw(k, a, mi, start, npages, False))
+
+
+def op_device_write(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``HMM_DMIRROR_WRITE``: fresh tokens into ``npages`` pages from ``start``."""
+    return (yield from dmirror_rw(k, a, mi, start, npages, True))
+
+
+def op_snapshot(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``HMM_DMIRROR_SNAPSHOT``."""
+    return (yield from dmirror_snapshot(k, a, mi, start, npages))
+
+
+def op_mirror_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
+    """``HMM_DMIRROR_MIGRATE_TO_DEV`` through mirror ``mi``."""
+    return (yield from dmirror_migrate_to_device(k, a, mi, start, end))
+
+
+def op_mirror_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
+    """``HMM_DMIRROR_MIGRATE_TO_SYS`` through mirror ``mi``."""
+    return (yield from dmirror_migrate_to_system(k, a, mi, start, end))
+
+
+register_op("device_read", op_device_read)
+register_op("device_write", op_device_write)
+register_op("snapshot", op_snapshot)
+register_op("mirror_to_device", op_mirror_to_device)
+register_op("mirror_to_system", op_mirror_to_system)

@@ -43,6 +43,8 @@ from .layout import (
     ACTOR_RUNNING,
     ACTOR_WORDS,
     CPU_IDLE,
+    DM_MUTEX,
+    DM_WORDS,
     F_DATA,
     F_GEN,
     F_MAP,
@@ -58,6 +60,8 @@ from .layout import (
     LRU_BATCH_WORDS,
     M_MMAP_LOCK,
     MM_WORDS,
+    MN_LOCK,
+    MN_WORDS,
     RWSEM_FLAG_WAITERS,
     RWSEM_LOCK_MASK,
     RWSEM_READER_MASK,
@@ -1047,6 +1051,55 @@ class Kernel:
             )
         self._released(a, word)
 
+    # -- struct mutex (kernel/locking/mutex.c): a driver's sleeping lock ----------------
+    def mutex_lock(self, a: Actor, word: int, site: str) -> Path:
+        """``mutex_lock()`` on a mutex word (0 free, owner + 1 held): sleep until it is
+        ours. The engines see it as any other lock (waits-for graph, lock_stat rows,
+        lock balance); ``lock_name`` names it."""
+        st = self._stat(site)
+        words = self.words
+        me = a.id + 1
+        if not words.cas(word, 0, me):
+            st[S_CONTENDED] += 1
+            t0 = self.clock()
+            req = Block(word, -1, "mutex", word, site)
+            while True:
+                self._block(a, req)
+                yield req
+                self._unblock(a)
+                if words.cas(word, 0, me):
+                    break
+            self._waited(st, t0)
+        st[S_ACQUIRED] += 1
+        self._acquired(a, word, site)
+
+    def mutex_trylock(self, a: Actor, word: int, site: str) -> bool:
+        """``mutex_trylock()``."""
+        st = self._stat(site)
+        st[S_TRY] += 1
+        if not self.words.cas(word, 0, a.id + 1):
+            st[S_TRY_FAIL] += 1
+            st[S_CONTENDED] += 1
+            return False
+        st[S_ACQUIRED] += 1
+        self._acquired(a, word, site)
+        return True
+
+    def mutex_unlock(self, a: Actor, word: int, site: str) -> None:
+        """``mutex_unlock()``, with the owner check of ``DEBUG_MUTEXES``."""
+        owner = self.words.load(word)
+        if owner != a.id + 1:
+            raise self.fail(
+                FailureKind.BAD_UNLOCK,
+                f"{a.name} unlocked {self.lock_name(word)} at {site} held by "
+                f"{'nobody' if owner == 0 else f'actor {owner - 1}'}",
+                actors=[a],
+                sites=[site],
+                locks=[self.lock_name(word)],
+            )
+        self._released(a, word)
+        self.words.store(word, 0)
+
     # -- mmap_lock (kernel/locking/rwsem.c, 7.0) ------------------------------------------
     # The count word: a reader count, RWSEM_WRITER and RWSEM_FLAG_WAITERS; the writer's
     # id + 1 three words on (the rwsem's owner). Waiters queue FIFO (rwsem_add_waiter);
@@ -1339,6 +1392,10 @@ class Kernel:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
         if lay.CPU <= word < lay.CPU + g.actors:
             return f"work:{word - lay.CPU}"
+        if self._is_mutex_word(word):
+            return f"dmirror_mutex:{(word - lay.DMIRROR) // DM_WORDS}"
+        if self._is_mn_lock_word(word):
+            return f"mn_subscriptions:{(word - lay.MN) // MN_WORDS}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -1358,7 +1415,18 @@ class Kernel:
             for act in self.actors:
                 if word in act.held:
                     return act.id
+        if self._is_mutex_word(word) or self._is_mn_lock_word(word):
+            return words.load(word) - 1  # dmirror->mutex, subscriptions->lock: owner + 1
         return -1
+
+    def _is_mutex_word(self, word: int) -> bool:
+        lay = self.lay
+        off = word - lay.DMIRROR
+        return 0 <= off < len(self.geo.dmirrors) * DM_WORDS and off % DM_WORDS == DM_MUTEX
+
+    def _is_mn_lock_word(self, word: int) -> bool:
+        off = word - self.lay.MN
+        return 0 <= off < self.lay.MNI - self.lay.MN and off % MN_WORDS == MN_LOCK
 
     def waits_for(self, a: Actor) -> tuple[int, int]:
         """(lock word, mask) ``a`` is blocked on, from the shared actor table."""

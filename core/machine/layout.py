@@ -212,6 +212,31 @@ SWAP_WORDS = 2
 Z_FREE, Z_CURSOR = 0, 1
 ZONE_WORDS = 2
 
+# mmu notifiers and dmirror instances (core/mm/mmu_notifier.py, core/lib/test_hmm.py):
+# empty tables unless the geometry has dmirrors.
+# Per mm: struct mmu_notifier_subscriptions reduced to its lock, invalidate_seq,
+# active_invalidate_ranges and whether it has an interval tree (has_itree).
+MN_LOCK, MN_SEQ, MN_ACTIVE, MN_HAS_ITREE = range(4)
+MN_WORDS = 4
+# Per interval notifier (struct mmu_interval_notifier): one per dmirror (its open file)
+# and one per actor (the temporary notifier of HMM_DMIRROR_SNAPSHOT).
+MNI_STATE, MNI_SEQ, MNI_START, MNI_END, MNI_MM, MNI_OPS, MNI_MIRROR = range(7)
+MNI_WORDS = 7
+MNI_FREE, MNI_IN_TREE, MNI_DEFERRED_ADD, MNI_DEFERRED_REMOVE = range(4)
+# Per dmirror (struct dmirror): its device, its mm, dmirror->mutex (0 free, owner + 1),
+# dmirror->flags (HMM_DMIRROR_FLAG_FAIL_ALLOC).
+DM_DEV, DM_MM, DM_MUTEX, DM_FLAGS = range(4)
+DM_WORDS = 4
+# A device page-table entry (dmirror->pt, an xarray of tagged page pointers): 0 or
+# ((pfn + 1) << DPT_PFN_SHIFT) | tags. DPT_BACKING: the entry is BACKING_PAGE(dpage),
+# the system page backing a device-private page, which the model keeps in the device
+# frame itself; without it an entry naming a device-private frame is the struct page
+# of device memory the CPU cannot address.
+DPT_TAG_WRITE = 1 << 0  # DPT_XA_TAG_WRITE
+DPT_TAG_ATOMIC = 1 << 1  # DPT_XA_TAG_ATOMIC
+DPT_BACKING = 1 << 2
+DPT_PFN_SHIFT = 4
+
 # Global words.
 G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED, G_WQ_LOCK, G_WQ_SEQ = range(7)
 # G_WQ_LOCK: the wait queues' spinlock (every page's hashed q->lock and every rwsem's
@@ -250,6 +275,7 @@ class Geometry:
     coherent: tuple[int, ...] = field(default_factory=tuple)
     files: int = 0
     pages_per_file: int = 0
+    dmirrors: tuple[tuple[int, int], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
@@ -264,6 +290,12 @@ class Geometry:
             )
         if self.devices > 255:
             raise ValueError(f"geometry: at most 255 devices, got {self.devices}")
+        for dev, mm in self.dmirrors:
+            if not (0 <= dev < self.devices and 0 <= mm < self.mms):
+                raise ValueError(
+                    f"geometry: dmirror (device {dev}, mm {mm}) names a device or mm that "
+                    f"does not exist ({self.devices} devices, {self.mms} mms)"
+                )
 
     @property
     def frames(self) -> int:
@@ -324,6 +356,12 @@ class Layout:
             ("fshadow", (g.files, g.pages_per_file)),
             ("lru_batch", (g.actors, LRU_BATCH_WORDS)),
             ("cpu", (g.actors, CPU_WORDS)),
+            ("mn", (g.mms if g.dmirrors else 0, MN_WORDS)),
+            ("mni", (len(g.dmirrors) + g.actors if g.dmirrors else 0, MNI_WORDS)),
+            ("dmirror", (len(g.dmirrors), DM_WORDS)),
+            ("dpt", (len(g.dmirrors), g.pages_per_mm)),
+            ("dpt_gen", (len(g.dmirrors), g.pages_per_mm)),
+            ("dpage_mirror", (g.frames if g.dmirrors else 0,)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -350,6 +388,12 @@ class Layout:
         self.FSHADOW = tb["fshadow"].offset
         self.LRU_BATCH = tb["lru_batch"].offset
         self.CPU = tb["cpu"].offset
+        self.MN = tb["mn"].offset
+        self.MNI = tb["mni"].offset
+        self.DMIRROR = tb["dmirror"].offset
+        self.DPT = tb["dpt"].offset
+        self.DPT_GEN = tb["dpt_gen"].offset
+        self.DPAGE_MIRROR = tb["dpage_mirror"].offset
 
     @property
     def nbytes(self) -> int:

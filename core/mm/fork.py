@@ -58,6 +58,12 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .mmu_notifier import (
+    MMU_NOTIFY_PROTECTION_PAGE,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 from .swapfile import swap_duplicate
 from .vma import vma_add, vma_rows
 
@@ -186,7 +192,15 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
         k.words.fetch_add(seq, 1)  # raw_write_seqcount_begin(&src_mm->write_protect_seq)
         for _r, vs, ve, f in vma_rows(k, parent):
             vma_add(k, child, vs, ve, f & ~VM_LIVE, origin=parent)
+            # 7.0 copy_page_range(): a COW mapping's copy write-protects the parent's
+            # entries inside an MMU_NOTIFY_PROTECTION_PAGE invalidation of the parent.
+            rng = MmuNotifierRange(MMU_NOTIFY_PROTECTION_PAGE, parent, vs, ve)
+            cow = not f & VM_SHARED
+            if cow:
+                yield from mmu_notifier_invalidate_range_start(k, a, rng)
             yield from copy_pte_range(k, a, parent, child, vs, ve, f)
+            if cow:
+                yield from mmu_notifier_invalidate_range_end(k, a, rng)
         k.count("fork")
         return 0
     finally:

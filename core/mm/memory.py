@@ -34,6 +34,12 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 
 # The device-private fault entry of do_swap_page() a protocol generation has
 # (Variant.fault_entry, core/variants.py):
@@ -134,35 +140,42 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
 
 
 def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
-    """``handle_mm_fault()`` → ``handle_pte_fault()`` under ``mmap_read_lock``."""
+    """``lock_mm_and_find_vma()`` + ``handle_mm_fault()`` → ``handle_pte_fault()``
+    under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock)."""
     yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
     try:
-        row = k.s.find_vma(mm, vpn)
-        if row < 0:
-            return VM_FAULT_SIGSEGV
-        vflags = k.s.vma_flags(mm, row)
-        if write and not vflags & VM_WRITE:
-            return VM_FAULT_SIGSEGV
-        k.count("faults")
-        pte = k.pte_read(mm, vpn)
-        kind = pte & PTE_TYPE_MASK
-        if kind == PTE_NONE:
-            return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
-        if kind == PTE_PRESENT:
-            if write and not pte & PTE_WRITE:
-                return (yield from do_wp_page(k, a, mm, vpn, pte))
-            return VM_FAULT_OK  # spurious: the TLB will refill on retry
-        if kind == PTE_MIGRATION:
-            yield from migration_entry_wait(k, a, mm, vpn)
-            return VM_FAULT_OK
-        if kind == PTE_DEVICE_PRIVATE:
-            return (yield from do_swap_page_device(k, a, mm, vpn, pte))
-        swapin = k.hooks.get("do_swap_page")
-        if swapin is not None:
-            return (yield from swapin(k, a, mm, vpn, pte, write))
-        return VM_FAULT_SIGBUS
+        return (yield from handle_mm_fault_locked(k, a, mm, vpn, write))
     finally:
         k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
+
+
+def handle_mm_fault_locked(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
+    """``handle_mm_fault()`` → ``handle_pte_fault()`` for a caller that already holds
+    ``mmap_read_lock`` (``hmm_vma_fault``, ``faultin_page``)."""
+    row = k.s.find_vma(mm, vpn)
+    if row < 0:
+        return VM_FAULT_SIGSEGV
+    vflags = k.s.vma_flags(mm, row)
+    if write and not vflags & VM_WRITE:
+        return VM_FAULT_SIGSEGV
+    k.count("faults")
+    pte = k.pte_read(mm, vpn)
+    kind = pte & PTE_TYPE_MASK
+    if kind == PTE_NONE:
+        return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
+    if kind == PTE_PRESENT:
+        if write and not pte & PTE_WRITE:
+            return (yield from do_wp_page(k, a, mm, vpn, pte))
+        return VM_FAULT_OK  # spurious: the TLB will refill on retry
+    if kind == PTE_MIGRATION:
+        yield from migration_entry_wait(k, a, mm, vpn)
+        return VM_FAULT_OK
+    if kind == PTE_DEVICE_PRIVATE:
+        return (yield from do_swap_page_device(k, a, mm, vpn, pte))
+    swapin = k.hooks.get("do_swap_page")
+    if swapin is not None:
+        return (yield from swapin(k, a, mm, vpn, pte, write))
+    return VM_FAULT_SIGBUS
 
 
 def do_anonymous_page(
@@ -231,9 +244,13 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
         return VM_FAULT_OOM
     k.set_data(new, k.data(pfn))  # __wp_page_copy_user
     yield
+    # 7.0: an MMU_NOTIFY_CLEAR invalidation of the page around the switch.
+    rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
+    yield from mmu_notifier_invalidate_range_start(k, a, rng)
     yield from k.spin_lock(a, ptl, "wp_page_copy:ptl")
     if k.pte_read(mm, vpn) != orig:
         k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
         k.put_page(a, new, "wp_page_copy:release")
         k.put_page(a, pfn, "wp_page_copy:put")
         return VM_FAULT_OK
@@ -246,6 +263,7 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
     k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page
     k.put_page(a, pfn, "wp_page_copy:unmap")
     k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+    yield from mmu_notifier_invalidate_range_end(k, a, rng)
     k.put_page(a, pfn, "wp_page_copy:put")
     k.count("wp_copy")
     return VM_FAULT_OK

@@ -45,6 +45,12 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .mmu_notifier import (
+    MMU_NOTIFY_MIGRATE,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 from .rmap import (
     folio_try_share_anon_rmap_pte,
     make_migration_entry,
@@ -228,6 +234,10 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     if "no-fault-folio-exception" in k.bugs:
         fault_folio = -1
     site = "migrate_vma_collect_pmd"
+    # 7.0: the walk is bracketed by an MMU_NOTIFY_MIGRATE invalidation with the
+    # migration's pgmap_owner (a driver skips its own device's pages).
+    rng = MmuNotifierRange(MMU_NOTIFY_MIGRATE, m.mm, m.start, m.end, m.pgmap_owner)
+    yield from mmu_notifier_invalidate_range_start(k, a, rng)
     i = 0
     vpn = m.start
     while vpn < m.end:
@@ -293,6 +303,7 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         k.flush_tlb_range(m.mm, lo, tab_end)
         k.spin_unlock(a, ptl, site + ":ptl")
         yield
+    yield from mmu_notifier_invalidate_range_end(k, a, rng)
     m.npages = i
 
 
@@ -500,6 +511,7 @@ def migrate_device_pages_common(
 ) -> Path:
     """``__migrate_device_pages()``: move each page's metadata from src to dst."""
     fault_page = m.fault_page if m is not None else -1
+    notified: MmuNotifierRange | None = None
     for i in range(len(src)):
         new = migrate_pfn_to_page(dst[i])
         page = migrate_pfn_to_page(src[i])
@@ -518,6 +530,13 @@ def migrate_device_pages_common(
                     actors=[a],
                     sites=["migrate_device_pages"],
                 )
+            if notified is None:
+                # 7.0: the holes' insertion is one MMU_NOTIFY_MIGRATE invalidation
+                # from the first hole to the end, with the owner.
+                notified = MmuNotifierRange(
+                    MMU_NOTIFY_MIGRATE, m.mm, m.start + i, m.end, m.pgmap_owner
+                )
+                yield from mmu_notifier_invalidate_range_start(k, a, notified)
             yield from migrate_vma_insert_page(k, a, m, i, new)
             if src[i] & MIGRATE_PFN_MIGRATE:
                 k.outcome(kind, "migrated_hole")
@@ -535,6 +554,8 @@ def migrate_device_pages_common(
         else:
             folio_migrate_flags(k, new, page)
         yield
+    if notified is not None:
+        yield from mmu_notifier_invalidate_range_end(k, a, notified)
 
 
 def migrate_vma_pages(k: Kernel, a: Actor, m: MigrateVma) -> Path:

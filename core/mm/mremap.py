@@ -18,6 +18,12 @@ from __future__ import annotations
 from ..actors import register_op
 from ..machine.kernel import Actor, Kernel, Path
 from .gup import pins_unmapped
+from .mmu_notifier import (
+    MMU_NOTIFY_UNMAP,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 from .vma import (
     vma_add,
     vma_free_rows,
@@ -75,7 +81,11 @@ def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
         vma_remove_range(k, mm, src, src + n)
         vma_add(k, mm, dst, dst + n, flags)
         vma_merge(k, mm)
+        # move_page_tables(): an MMU_NOTIFY_UNMAP invalidation of the old range.
+        rng = MmuNotifierRange(MMU_NOTIFY_UNMAP, mm, src, src + n)
+        yield from mmu_notifier_invalidate_range_start(k, a, rng)
         yield from move_ptes(k, a, mm, src, dst, n)
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
         k.count("mremap")
         return 0
     finally:

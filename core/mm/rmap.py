@@ -32,6 +32,12 @@ from ..machine.layout import (
     PG_dirty,
     pte_encode,
 )
+from .mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 
 
 def rmap_find(k: Kernel, pfn: int, kinds: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -85,12 +91,17 @@ def try_to_migrate(k: Kernel, a: Actor, pfn: int, site: str = "try_to_migrate_on
     (an anon-exclusive page that may be pinned); the caller sees the folio still mapped.
     """
     for mm, vpn in rmap_find(k, pfn, (PTE_PRESENT, PTE_DEVICE_PRIVATE)):
+        # 7.0 try_to_migrate_one(): an MMU_NOTIFY_CLEAR invalidation around the walk of
+        # this mapping (no-op without notifiers on the mm).
+        rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
+        yield from mmu_notifier_invalidate_range_start(k, a, rng)
         ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         old = k.pte_read(mm, vpn)
         kind = old & PTE_TYPE_MASK
         if (kind != PTE_PRESENT and kind != PTE_DEVICE_PRIVATE) or old >> PTE_PFN_SHIFT != pfn:
             k.spin_unlock(a, ptl, site + ":ptl")
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
             yield
             continue
         old = k.ptep_get_and_clear(mm, vpn)
@@ -99,6 +110,7 @@ def try_to_migrate(k: Kernel, a: Actor, pfn: int, site: str = "try_to_migrate_on
         if anon_exclusive and not folio_try_share_anon_rmap_pte(k, a, pfn):
             k.set_pte(mm, vpn, old)
             k.spin_unlock(a, ptl, site + ":ptl")
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
             return False
         if old & PTE_DIRTY:
             k.set_flag(pfn, PG_dirty)
@@ -106,6 +118,7 @@ def try_to_migrate(k: Kernel, a: Actor, pfn: int, site: str = "try_to_migrate_on
         k.mapcount_add(pfn, -1)
         k.put_page(a, pfn, site)
         k.spin_unlock(a, ptl, site + ":ptl")
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
         yield
     return True
 

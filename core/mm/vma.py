@@ -41,11 +41,17 @@ from ..machine.layout import (
     VMA_WORDS,
 )
 from .gup import pins_unmapped
+from .mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    MMU_NOTIFY_UNMAP,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 from .swapfile import swap_free
 
 EINVAL = -22
 ENOMEM = -12
-
 
 # --------------------------------------------------------------------------------------
 # VMA rows (changed only under mmap_write_lock)
@@ -126,7 +132,18 @@ def vma_remove_range(k: Kernel, mm: int, start: int, end: int) -> None:
 
 
 def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str) -> Path:
-    """``zap_pte_range()`` over ``[start, end)``, one page table at a time."""
+    """``zap_pte_range()`` over ``[start, end)``, one page table at a time, inside the
+    caller's mmu notifier invalidation (7.0 ``unmap_vmas``: ``MMU_NOTIFY_UNMAP``;
+    ``zap_page_range_single_batched`` for madvise: ``MMU_NOTIFY_CLEAR``)."""
+    rng = MmuNotifierRange(
+        MMU_NOTIFY_CLEAR if site == "madvise_dontneed" else MMU_NOTIFY_UNMAP, mm, start, end
+    )
+    yield from mmu_notifier_invalidate_range_start(k, a, rng)
+    yield from _zap_pte_range(k, a, mm, start, end, site)
+    yield from mmu_notifier_invalidate_range_end(k, a, rng)
+
+
+def _zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str) -> Path:
     ppt = k.geo.ptes_per_table
     vpn = start
     while vpn < end:

@@ -41,6 +41,12 @@ from ..machine.layout import (
 )
 from ..oracles.world import check_drop_clean
 from .migrate_device import folio_putback_lru
+from .mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    MmuNotifierRange,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+)
 from .rmap import folio_try_share_anon_rmap_pte, rmap_find
 from .swapfile import add_to_swap_cache, delete_from_swap_cache, get_swap_page, swap_duplicate, swap_w
 
@@ -52,11 +58,15 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
     page may be pinned (the entry is restored)."""
     site = "try_to_unmap_one"
     for mm, vpn in rmap_find(k, pfn, (PTE_PRESENT,)):
+        # 7.0 try_to_unmap_one(): an MMU_NOTIFY_CLEAR invalidation around this mapping.
+        rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
+        yield from mmu_notifier_invalidate_range_start(k, a, rng)
         ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         old = k.pte_read(mm, vpn)
         if old & PTE_TYPE_MASK != PTE_PRESENT or old >> PTE_PFN_SHIFT != pfn:
             k.spin_unlock(a, ptl, site + ":ptl")
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
             yield
             continue
         old = k.ptep_get_and_clear(mm, vpn)  # ptep_clear_flush
@@ -65,6 +75,7 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
         if excl and not folio_try_share_anon_rmap_pte(k, a, pfn):
             k.set_pte(mm, vpn, old)
             k.spin_unlock(a, ptl, site + ":ptl")
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
             k.outcome("reclaim", "pinned")
             return False
         if old & PTE_DIRTY:
@@ -75,6 +86,7 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
         k.mapcount_add(pfn, -1)
         k.put_page(a, pfn, site)
         k.spin_unlock(a, ptl, site + ":ptl")
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
         yield
     return True
 

@@ -10,7 +10,7 @@ from typing import Any
 from ...core.bugs import CATALOG
 from ...core.machine.errors import InvalidWorkload
 from ...core.variants import VARIANTS
-from ...workloads import load_workload, workload_names
+from ...workloads import ACTOR_KINDS, load_workload, workload_names
 from ..schedulers import STRATEGIES
 
 NAME = "list"
@@ -59,6 +59,7 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
                 "gap": w.gap,
                 "actors": w.n_actors(),
                 "needs": list(w.needs),
+                "finding": w.finding,
                 "variants": sorted(v for v, c in VARIANTS.items() if set(w.needs) <= c.provides),
             }
         )
@@ -86,8 +87,15 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
         for e in sorted(CATALOG.values(), key=lambda e: e.name)
     ]
     strategies = [{"name": n, "description": d} for n, d in STRATEGIES.items()]
+    kinds = [
+        {"name": n, "description": doc, "params": sorted(defaults)}
+        for n, (_fn, defaults, doc) in sorted(ACTOR_KINDS.items())
+    ]
     return (
-        {"workloads": workloads, "variants": variants, "bugs": bugs, "strategies": strategies},
+        {
+            "workloads": workloads, "variants": variants, "bugs": bugs,
+            "strategies": strategies, "actor_kinds": kinds,
+        },
         broken,
     )
 
@@ -116,6 +124,14 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
             out.append(f"{pad}mirrors: {w['mirrors']}")
         if w["gap"]:
             out.append(f"{pad}gap: {w['gap']}")
+        if w["finding"]:
+            out.append(f"{pad}keeps a finding: {w['finding']}")
+    out.append("")
+    ks = data["actor_kinds"]
+    k_width = max((len(k["name"]) for k in ks), default=0)
+    out.append("actor kinds ([[actor]] kind = ...):")
+    for k in ks:
+        out.append(f"  {k['name']:<{k_width}}  {k['description']}")
     out.append("")
     out.append("variants (--variant):")
     for v in data["variants"]:

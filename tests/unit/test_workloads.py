@@ -129,7 +129,8 @@ BAD = [
     ("overlapping_vmas", _with("mm.0.vmas", [{"start": 0, "end": 6}, {"start": 4, "end": 8}]),
      ["mm.vmas", "overlaps"]),
     # unknown actor kind, bad enumerations
-    ("unknown_actor_kind", _with("actor.0.kind", "gpu"), ["actor.kind = 'gpu'", "cpu, driver"]),
+    ("unknown_actor_kind", _with("actor.0.kind", "gpu"),
+     ["actor.kind = 'gpu'", "cpu, device_read, device_write, driver"]),
     ("missing_actor_kind", _with("actor.0", {"count": 1}), ["actor.kind = None"]),
     ("no_actors", _with("actor", []), ["actor = []"]),
     ("unknown_vma_flag", _with("mm.0.vmas", [{"start": 0, "end": 8, "flags": ["exec"]}]),

@@ -1,0 +1,99 @@
+"""Actor kinds for the driver's side of the mirror (``core/lib/test_hmm.py``): device
+reads, writes and snapshots through a dmirror's own page table, and migrations started
+through a mirror (whose device page table they update).
+
+Each names its mirror (``mirror``: the index of a ``[[dmirror]]`` table of the
+workload). They need ``hmm_range_fault`` (``v6``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..core.machine.errors import InvalidWorkload
+from ._schema import KIND_NEEDS, OpList, register_actor_kind
+
+
+def _starts(p: Mapping[str, Any], rng: np.random.Generator, n: int) -> int:
+    lo, hi = (int(x) for x in p["range"])
+    n = min(n, hi - lo)
+    return lo + int(rng.integers(0, hi - lo - n + 1))
+
+
+def _access_ops(op: str) -> Any:
+    def ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+        lo, hi = (int(x) for x in p["range"])
+        out: OpList = []
+        for _ in range(int(p["ops"])):
+            think = int(rng.integers(0, int(p["think"]) + 1))
+            if think:
+                out.append(("idle", think))
+            n = min(max(1, int(p["npages"])), hi - lo)
+            out.append((op, int(p["mirror"]), _starts(p, rng, n), n))
+        return out
+
+    return ops
+
+
+_DEFAULTS = {"mirror": 0, "range": [0, 16], "ops": 8, "npages": 1, "think": 4}
+
+register_actor_kind(
+    "device_read",
+    dict(_DEFAULTS),
+    "a device reading through its mirror: HMM_DMIRROR_READ (dmirror_read: the device page "
+    "table, hmm_range_fault on a miss; lib/test_hmm.c 7.0)",
+    _access_ops("device_read"),
+)
+register_actor_kind(
+    "device_write",
+    dict(_DEFAULTS),
+    "a device writing through its mirror: HMM_DMIRROR_WRITE (dmirror_write, faulting for "
+    "write on a miss)",
+    _access_ops("device_write"),
+)
+register_actor_kind(
+    "snapshot",
+    {**_DEFAULTS, "npages": 4},
+    "HMM_DMIRROR_SNAPSHOT: hmm_range_fault without faulting, under a temporary interval "
+    "notifier inserted and removed per call",
+    _access_ops("snapshot"),
+)
+
+
+def _mirror_driver_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    lo, hi = (int(x) for x in p["range"])
+    chunk = int(p["chunk"]) or (hi - lo)
+    pattern = list(p["pattern"])
+    out: OpList = []
+    for i in range(int(p["ops"])):
+        what = pattern[i % len(pattern)]
+        think = int(rng.integers(0, int(p["think"]) + 1))
+        if think:
+            out.append(("idle", think))
+        start = _starts(p, rng, chunk)
+        end = min(hi, start + chunk)
+        if what == "to_device":
+            out.append(("mirror_to_device", int(p["mirror"]), start, end))
+        elif what == "to_system":
+            out.append(("mirror_to_system", int(p["mirror"]), start, end))
+        else:
+            raise InvalidWorkload(
+                f"mirror_driver pattern entry {what!r} is not valid; valid: to_device, to_system"
+            )
+    return out
+
+
+register_actor_kind(
+    "mirror_driver",
+    {"mirror": 0, "range": [0, 16], "ops": 4, "chunk": 0, "think": 4,
+     "pattern": ["to_device", "to_system"]},
+    "HMM_DMIRROR_MIGRATE_TO_DEV / TO_SYS through a mirror (dmirror_migrate_finalize_and_map "
+    "maps the device pages into its page table; lib/test_hmm.c 7.0)",
+    _mirror_driver_ops,
+)
+
+for _kind in ("device_read", "device_write", "snapshot", "mirror_driver"):
+    KIND_NEEDS[_kind] = ["hmm_range_fault"]
