@@ -317,6 +317,8 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     p = str(path)
     try:
         text = Path(p).read_text()
+    except ValueError:  # a NUL byte in the path
+        raise CorruptArtifact(f"cannot read artifact {p!r}: not a valid path") from None
     except OSError as exc:
         raise CorruptArtifact(f"cannot read artifact {p!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
