@@ -317,12 +317,12 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     p = str(path)
     try:
         text = Path(p).read_text()
-    except ValueError:  # a NUL byte in the path
-        raise CorruptArtifact(f"cannot read artifact {p!r}: not a valid path") from None
     except OSError as exc:
         raise CorruptArtifact(f"cannot read artifact {p!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise _corrupt(p, "not a text file") from None
+    except ValueError:  # a NUL byte in the path (UnicodeDecodeError is one too: above)
+        raise CorruptArtifact(f"cannot read artifact {p!r}: not a valid path") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
