@@ -380,6 +380,8 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise CorruptArtifact(f"cannot read artifact {p!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise _corrupt(p, "not a text file") from None
+    except ValueError:  # a NUL byte in the path (UnicodeDecodeError is one too: above)
+        raise CorruptArtifact(f"cannot read artifact {p!r}: not a valid path") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -418,6 +420,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     except InvalidOption as exc:
         raise _corrupt(p, str(exc)) from None
     check_fits(w, f"artifact {p!r}")
+    check_buildable(w, f"artifact {p!r}")
     seed = _int_field(p, d, "seed")
     if not 0 <= seed < 2**63:
         raise _corrupt(p, f"'seed' must be an integer in 0..2^63-1, not {seed}")
@@ -628,6 +631,23 @@ def check_fits(w: Workload, what: str) -> None:
             f"(geometry {w.geometry}), more than half of this machine's available "
             f"{avail / 2**20:,.0f} MiB; use a smaller geometry"
         )
+
+
+def check_buildable(w: Workload, what: str) -> None:
+    """Refuse a workload whose initial memory picture cannot be built (the schema checks
+    each table; the model builder finds what they say together: two VMAs that overlap,
+    pages shared from an mm that has none...). The builder raises ``ValueError`` for such
+    input on purpose; it is bad input, exit 2, never an internal error.
+
+    Raises:
+        InvalidWorkload: naming the workload and what the builder refused.
+    """
+    from .runner import build_state
+
+    try:
+        build_state(w).close()
+    except ValueError as exc:
+        raise InvalidWorkload(f"{what}: workload {w.name!r} cannot be built: {exc}") from None
 
 
 def _available_memory() -> int:

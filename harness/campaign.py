@@ -53,7 +53,7 @@ from ..core.machine.errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.variants import VARIANTS
 from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
-from .artifacts import MAX_STEPS, check_fits, same_failure, write_json_atomic
+from .artifacts import MAX_STEPS, check_buildable, check_fits, same_failure, write_json_atomic
 from .commands._options import parse_duration as _parse_duration
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
@@ -981,6 +981,7 @@ def resolve_workloads(plan: Plan) -> dict[str, Workload]:
     for n in plan.workloads:
         w = load_workload(n)
         check_fits(w, f"workload {n!r}")
+        check_buildable(w, f"workload {n!r}")
         if w.name in ws and ws[w.name] != w:
             raise InvalidOption(
                 f"two workloads are named {w.name!r}; rename one (workloads: {', '.join(plan.workloads)})"

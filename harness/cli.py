@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = "pagerace"
     try:
         parser = build_parser(command_named(argv))
+        nul = next((a for a in argv if "\0" in a), None)
+        if nul is not None:  # execve cannot pass one; main() called in-process can
+            raise UsageError("pagerace", f"argument {nul!r} holds a NUL byte; no value or path can")
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version

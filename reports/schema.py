@@ -76,7 +76,9 @@ RUNS = CsvSchema(
         _c("preemptions", "int", "switches", "switches away from an actor that could have continued"),
         _c("duration_s", "float", "s", "wall-clock time of the engine loop"),
         _c("wall_s", "float", "s", "wall-clock time of the whole run including model build"),
-        _c("outcome", "str", "", "clean, failed or budget (step budget ran out, not a failure)"),
+        _c("outcome", "str", "", "clean, failed, budget (step budget ran out, not a failure), "
+           "interrupted (SIGINT/SIGTERM cut the run short) or killed (a worker was killed from "
+           "outside; not a failure)"),
         _c("failure_kind", "str", "", "oracle that fired (deadlock, livelock, lost_write...), empty if none"),
         _c("failure_step", "int", "step", "step at which the failure was seen, -1 if none"),
         _c("fingerprint", "str", "", "hash of the schedule, final state and failure kind"),

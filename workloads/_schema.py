@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.machine.errors import InvalidWorkload
+from ..core.machine.errors import InvalidWorkload, PageraceError
 from ..core.machine.layout import VM_ANON, VM_HUGETLB, VM_READ, VM_SHARED, VM_SPECIAL, VM_WRITE, Geometry
 
 VMA_FLAG_NAMES = {
@@ -356,7 +356,25 @@ def _check_actor_ranges(src: str, spec: ActorSpec, defaults: Mapping[str, Any], 
 
 
 def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
-    """Validate a workload table (from TOML) into a :class:`Workload`."""
+    """Validate a workload table (from TOML) into a :class:`Workload`.
+
+    Raises:
+        InvalidWorkload: anything wrong in it. A value of a type the checks below did not
+            expect (they name most) is still bad input, never an internal error: the
+            robustness fuzzer (tests/robustness/test_fuzz.py) found such holes.
+    """
+    try:
+        return _parse_workload(data, src)
+    except PageraceError:
+        raise
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError) as exc:
+        raise InvalidWorkload(
+            f"{src}: malformed workload: {type(exc).__name__}: {exc} "
+            "(see the workloads/*.toml files for the keys)"
+        ) from None
+
+
+def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     _check_keys(src, "", data, TOP_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -405,7 +423,7 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         if not isinstance(at, dict):
             raise _bad(src, "actor", at, "expected a table")
         kind = at.get("kind")
-        if kind not in ACTOR_KINDS:
+        if not isinstance(kind, str) or kind not in ACTOR_KINDS:
             raise _bad(src, "actor.kind", kind, f"valid kinds: {', '.join(sorted(ACTOR_KINDS))}")
         _fn, defaults, _doc = ACTOR_KINDS[kind]
         params = {k: v for k, v in at.items() if k not in ("kind", "count", "cpu")}
@@ -505,6 +523,13 @@ def parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                     1 if st.get("reverse", False) else 0,
                 )
             )
+            _, frm, to, count, _ = share[-1]
+            if max(frm, to) + count > ppm:
+                # found by the robustness fuzzer: an IndexError (exit 3) in the builder
+                raise _bad(
+                    src, "mm.share", dict(st),
+                    f"from + count and to + count must be at most {ppm} (geometry.pages_per_mm)",
+                )
         mms.append(
             MmSpec(
                 id=mid,

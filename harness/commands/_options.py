@@ -170,7 +170,7 @@ def check_out_dir(out: str | os.PathLike[str], option: str = "--out", *, artifac
     Raises:
         InvalidOption: it is a file, or cannot be created or written.
     """
-    p = Path(out)
+    p = _path(out, option)
     if p.exists() and not p.is_dir():
         raise InvalidOption(f"{option} {str(out)!r} is a file, not a directory")
     try:
@@ -197,7 +197,7 @@ def check_out_file(path: str | os.PathLike[str], option: str) -> Path:
     Raises:
         InvalidOption: it cannot be written there.
     """
-    p = Path(path)
+    p = _path(path, option)
     if p.is_dir():
         raise InvalidOption(f"{option} {str(path)!r} is a directory; give a file name")
     parent = p.parent
@@ -211,6 +211,14 @@ def check_out_file(path: str | os.PathLike[str], option: str) -> Path:
         ) from None
     _probe(parent, option, str(path))
     return p
+
+
+def _path(text: str | os.PathLike[str], option: str) -> Path:
+    """A path from a plan file or the command line (a TOML string can hold a NUL byte,
+    which no path can)."""
+    if "\0" in str(text) or not str(text):
+        raise InvalidOption(f"{option} {str(text)!r} is not a valid path")
+    return Path(text)
 
 
 def _probe(d: Path, option: str, shown: str) -> None:

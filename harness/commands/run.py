@@ -10,7 +10,7 @@ from typing import Any
 
 from ...core.machine.errors import InvalidOption
 from ...workloads import Workload, load_workload
-from ..artifacts import MAX_STEPS, check_fits
+from ..artifacts import MAX_STEPS, check_buildable, check_fits
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
@@ -197,6 +197,7 @@ def validate(args: argparse.Namespace) -> Workload:
     """Every check that can fail on bad input, before anything runs or is written."""
     w = load_workload(args.workload)
     check_fits(w, f"workload {args.workload!r}")
+    check_buildable(w, f"workload {args.workload!r}")
     validate_variant_bugs(args.variant, args.bug, w)
     if args.engine == "deterministic":
         given = [f"--{o}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0)]
