@@ -36,6 +36,7 @@ from .layout import (
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
+    AV_WORDS,
     F_DATA,
     F_GEN,
     F_MAP,
@@ -498,6 +499,7 @@ class Kernel:
                 self.devices[dev].folio_free(self, a, pfn)
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
+        words.store(self.lay.MAPPING + pfn, 0)  # free_pages_prepare: page->mapping = NULL
         words.fetch_add(fl + F_GEN, 1)
         # Publishing the frame as free comes last: from here alloc_page may claim it.
         words.store(fl, f & STATIC_MASK)
@@ -792,6 +794,8 @@ class Kernel:
             return f"ptl:{off // g.tables_per_mm}:{off % g.tables_per_mm}"
         if lay.MM <= word < lay.MM + g.mms * MM_WORDS:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
+        if lay.ANON_VMA <= word < lay.ANON_VMA + g.mms * AV_WORDS:
+            return f"anon_vma:{(word - lay.ANON_VMA) // AV_WORDS}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -808,6 +812,12 @@ class Kernel:
             if words.load(word) & RWSEM_WRITER:
                 return words.load(word + 3) - 1
             # readers are anonymous, as in the kernel; report the first actor holding it
+            for act in self.actors:
+                if word in act.held:
+                    return act.id
+        if lay.ANON_VMA <= word < lay.ANON_VMA + g.mms * AV_WORDS:
+            if words.load(word) & RWSEM_WRITER:
+                return words.load(word + 1) - 1  # AV_OWNER
             for act in self.actors:
                 if word in act.held:
                     return act.id

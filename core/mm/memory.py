@@ -35,6 +35,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .rmap import folio_set_anon
 
 # The device-private fault entry of do_swap_page() a protocol generation has
 # (Variant.fault_entry, core/variants.py):
@@ -145,7 +146,7 @@ def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path
         if write and not vflags & VM_WRITE:
             return VM_FAULT_SIGSEGV
         k.count("faults")
-        pte = k.pte_read(mm, vpn)
+        pte = k.pte_read(mm, vpn)  # vmf->orig_pte = ptep_get_lockless()
         kind = pte & PTE_TYPE_MASK
         if kind == PTE_NONE:
             return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
@@ -189,6 +190,7 @@ def do_anonymous_page(
         k.put_page(a, pfn, "do_anonymous_page:release")
         return VM_FAULT_OK
     k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    folio_set_anon(k, pfn, mm, vpn)
     k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it
     bits = PTE_YOUNG
     if write and vflags & VM_WRITE:
@@ -240,6 +242,7 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
     k.ptep_get_and_clear(mm, vpn)
     k.flush_tlb_range(mm, vpn, vpn + 1)
     k.set_flag(new, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    folio_set_anon(k, new, mm, vpn)  # folio_add_new_anon_rmap
     k.mapcount_add(new, 1)
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
     k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page

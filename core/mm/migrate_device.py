@@ -46,6 +46,8 @@ from ..machine.layout import (
     pte_encode,
 )
 from .rmap import (
+    folio_copy_mapping,
+    folio_set_anon,
     folio_try_share_anon_rmap_pte,
     make_migration_entry,
     remove_migration_ptes,
@@ -440,6 +442,7 @@ def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: in
         k.outcome(m.kind, "hole_populated")
         return
     k.set_flag(page, PG_anon | PG_anon_exclusive | PG_uptodate)
+    folio_set_anon(k, page, m.mm, vpn)  # folio_add_new_anon_rmap
     if not k.is_zone_device(page):
         k.set_flag(page, PG_lru)
     k.mapcount_add(page, 1)
@@ -473,6 +476,7 @@ def folio_migrate_mapping(k: Kernel, a: Actor, new: int, old: int, extra: int) -
         return EAGAIN
     else:
         k.page_ref_unfreeze(old, expected)
+    folio_copy_mapping(k, new, old)
     return 0
 
 

@@ -40,6 +40,7 @@ from ..machine.layout import (
 )
 from ..oracles.world import swapcache_page
 from .memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
+from .rmap import folio_set_anon
 
 
 def swap_w(k: Kernel, slot: int, field: int) -> int:
@@ -158,6 +159,8 @@ def do_swap_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool)
         k.set_flag(pfn, PG_anon_exclusive)
         if write:
             bits |= PTE_WRITE | PTE_DIRTY
+    if not k.words.load(k.lay.MAPPING + pfn):
+        folio_set_anon(k, pfn, mm, vpn)  # folio_add_new_anon_rmap(): a folio read in
     k.mapcount_add(pfn, 1)  # our reference becomes the mapping's
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, pfn, bits))
     k.spin_unlock(a, ptl, site + ":ptl")
