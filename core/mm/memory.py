@@ -150,6 +150,10 @@ def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path
         kind = pte & PTE_TYPE_MASK
         if kind == PTE_NONE:
             return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
+        # Every other branch takes the PTL next (handle_pte_fault's spin_lock, or
+        # do_swap_page's / migration_entry_wait's) and re-checks the entry there: the
+        # lockless read and the lock are apart, as in the kernel.
+        yield
         if kind == PTE_PRESENT:
             if write and not pte & PTE_WRITE:
                 return (yield from do_wp_page(k, a, mm, vpn, pte))
