@@ -493,8 +493,15 @@ def remove_migration_ptes(
     device-private memory. The write bit comes from the migration entry; a writable or
     readable-exclusive entry makes the anonymous page exclusive again
     (``RMAP_EXCLUSIVE``). ``PVMW_SYNC``: the PTL is taken before the entry is read.
+
+    Young and dirty: on ``v6`` (6.1+, 2e3468778dbe "mm: remember young/dirty bit for page
+    migrations") the entry is young if the migration entry was, and dirty only when the
+    migration entry was dirty *and* the folio is (``folio_test_dirty(folio) &&
+    softleaf_is_migration_dirty(entry)``). The older generations (4.14 / 5.0) build it
+    ``pte_mkold(mk_pte())``: old and clean, the dirtiness being the folio's.
     """
     dst_private = k.is_device_private(dst)
+    since_6_1 = k.variant.name == "v6"
 
     def remove_migration_pte(mm: int, vpn: int) -> Generator[Any, Any, bool]:
         ptl = k.ptl_word(mm, vpn)
@@ -506,7 +513,10 @@ def remove_migration_ptes(
             if dst_private:
                 new = pte_encode(PTE_DEVICE_PRIVATE, dst, bits)
             else:
-                bits |= old & (PTE_YOUNG | PTE_DIRTY)
+                if since_6_1:
+                    bits |= old & PTE_YOUNG
+                    if old & PTE_DIRTY and k.test_flag(dst, PG_dirty):
+                        bits |= PTE_DIRTY
                 new = pte_encode(PTE_PRESENT, dst, bits)
             if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
                 k.set_flag(dst, PG_anon_exclusive)
