@@ -28,12 +28,14 @@ from pagerace.core.machine.layout import (
     PTE_WRITE,
     S_DATA,
     S_USED,
-    SWAP_HAS_CACHE as SWAP_HAS_CACHE_BIT,
     PG_anon_exclusive,
     PG_dirty,
     PG_swapcache,
     pte_pfn,
     pte_type,
+)
+from pagerace.core.machine.layout import (
+    SWAP_HAS_CACHE as SWAP_HAS_CACHE_BIT,
 )
 from pagerace.core.mm.fork import op_fork
 from pagerace.core.mm.gup import (
