@@ -144,7 +144,7 @@ class State:
             del self.views[name]
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow",
+            "pcache", "pcache_lock", "fshadow", "anon_vma", "mapping",
         ):
             if hasattr(self, name):
                 delattr(self, name)

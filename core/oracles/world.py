@@ -172,10 +172,14 @@ def tlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -
 
 
 def check_drop_clean(k: Kernel, a: Actor, pfn: int, slot: int, site: str) -> None:
-    """Reclaim is about to drop ``pfn`` as clean: its content must be its swap copy."""
+    """Reclaim is about to drop ``pfn`` as clean: its content must be its swap copy, if
+    a reader can still reach it (a swap entry names the slot; the page is unmapped). An
+    orphaned swap-cache page (the last entry went: a COW copy or a zap replaced the last
+    mapping, whose dirty bit an anonymous folio never gets back) holds data no one reads."""
     data = k.data(pfn)
     copy = k.words.load(k.lay.SWAP + slot * SWAP_WORDS + S_DATA)
-    if data != copy:
+    entries = k.words.load(k.lay.SWAP + slot * SWAP_WORDS + S_USED) & ~SWAP_HAS_CACHE
+    if data != copy and (entries > 0 or k.mapcount(pfn) > 0):
         raise k.fail(
             FailureKind.DIRTY_CONSERVATION,
             f"{a.name} dropped frame {pfn} at {site} as clean, but it holds token {data:#x} "

@@ -17,6 +17,7 @@ from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.kernel import Kernel
 from pagerace.core.machine.layout import (
     F_PIN,
+    F_PRIV,
     GUP_PIN_COUNTING_BIAS,
     M_WP_SEQ,
     PTE_DIRTY,
@@ -54,6 +55,7 @@ from pagerace.core.mm.swapfile import SWAP_HAS_CACHE, swap_w
 from pagerace.core.mm.vma import op_child_exit, op_madv_dontneed, op_munmap
 from pagerace.core.mm.vmscan import op_reclaim
 from pagerace.core.oracles.invariants import check_all
+from pagerace.core.oracles.world import check_drop_clean
 from strategies import Stepper, model
 
 SYS = {
@@ -567,6 +569,11 @@ def test_dirty_oracle_judges_only_swapcache_pages_a_reader_can_reach() -> None:
     with pytest.raises(InvariantViolation) as e:
         check_all(k)
     assert e.value.failure.kind is FailureKind.DIRTY_CONSERVATION
+    slot = k.words.load(k.fw(p, F_PRIV)) - 1
+    with pytest.raises(InvariantViolation) as e:
+        check_drop_clean(k, r, p, slot, "test")  # reclaim dropping it now loses the write
+    assert e.value.failure.kind is FailureKind.DIRTY_CONSERVATION
     assert _run(k, op_munmap(k, cpu, 0, 0, 1)) == 0  # the last mapping goes
     assert k.test_flag(p, PG_swapcache) and k.mapcount(p) == 0
     check_all(k)  # orphaned: nobody can read it
+    check_drop_clean(k, r, p, slot, "test")  # and dropping it loses nothing
