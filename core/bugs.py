@@ -157,8 +157,8 @@ CATALOG: dict[str, BugEntry] = {
             # The kernel really had it for a page with a mapping (the page-cache case
             # this workload hunts, frozen under xa_lock since seed 002); for an order-0
             # anonymous folio without a mapping 7.0's __folio_migrate_mapping only
-            # compares the count, like the toggle (docs/internals.md, "Deliberate
-            # simplifications": the model still freezes there).
+            # compares the count, as the model now does (core/mm/migrate_device.py
+            # folio_migrate_mapping); there the toggle only adds a preemption point.
             # Through GUP-fast the window is harmless (its PTE re-check drops the
             # reference); a page-cache lookup re-checks the SLOT, which still names the
             # old page, and a buffered read copies it without the page lock: stale_read

@@ -461,21 +461,23 @@ def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: in
 
 
 def folio_migrate_mapping(k: Kernel, a: Actor, new: int, old: int, extra: int) -> Path:
-    """``folio_migrate_mapping()`` for an anonymous folio without a mapping: the
-    reference count must be exactly the expected one (1 + ``extra``), else -EAGAIN.
+    """``__folio_migrate_mapping()`` (7.0) / ``migrate_page_move_mapping()`` (seeds 002,
+    004) for an anonymous folio without a mapping: the reference count must be exactly
+    the expected one (1 + ``extra``), else -EAGAIN; it is compared, not frozen ("Anonymous
+    page without mapping": every generation), and the new folio takes the old one's
+    mapping and index ("No turning back from here").
 
-    The model freezes the count with ``page_ref_freeze`` for the switch, as the
-    mapping case does; the catalog bug ``move-mapping-no-freeze`` checks without it.
+    With the catalog bug ``move-mapping-no-freeze`` the compare and the switch are apart
+    (a preemption point between them): the toggle's window, which for this case the
+    kernel also has without a freeze, harmless because the folio is locked and unmapped
+    (a speculative reference re-checks the entry and drops). The toggle is real for the
+    mapping case (``core/mm/filemap.py``), which freezes.
     """
     expected = 1 + extra
-    if "move-mapping-no-freeze" in k.bugs:
-        if k.ref_count(old) != expected:
-            return EAGAIN
-        yield  # the window the freeze closes
-    elif not k.page_ref_freeze(old, expected):
+    if k.ref_count(old) != expected:
         return EAGAIN
-    else:
-        k.page_ref_unfreeze(old, expected)
+    if "move-mapping-no-freeze" in k.bugs:
+        yield  # the window between the compare and the switch
     folio_copy_mapping(k, new, old)
     return 0
 
