@@ -260,11 +260,14 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             k.get_page(a, pfn, site + ":folio_get")
             if fault_folio == pfn or k.trylock_page(a, pfn, site + ":folio_trylock"):
-                anon_exclusive = False
-                if kind == PTE_PRESENT:
-                    anon_exclusive = k.test_flag(pfn, PG_anon) and k.test_flag(
-                        pfn, PG_anon_exclusive
-                    )
+                # 7.0: "anon_exclusive = folio_test_anon(folio) && PageAnonExclusive(page)"
+                # for a device-private page too; folio_try_share_anon_rmap_pte() clears
+                # it (a device-private folio cannot be pinned) and the migration entry of
+                # a read-only mapping is readable-exclusive, so the restore or the new
+                # page is exclusive again.
+                anon_exclusive = k.test_flag(pfn, PG_anon) and k.test_flag(
+                    pfn, PG_anon_exclusive
+                )
                 if anon_exclusive:
                     old = k.ptep_get_and_clear(m.mm, vpn)  # ptep_clear_flush
                     k.flush_tlb_range(m.mm, vpn, vpn + 1)

@@ -18,6 +18,7 @@ from pagerace.core.machine.layout import (
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
     PTE_PRESENT,
+    PTE_WRITE,
     V_FLAGS,
     VM_STACK_INCOMPLETE_SETUP,
     pte_pfn,
@@ -176,3 +177,27 @@ def test_try_to_migrate_skips_the_temporary_stack() -> None:
     k.s.vma[1, 0, V_FLAGS] &= ~VM_STACK_INCOMPLETE_SETUP
     assert _run(k, try_to_migrate(k, a, p)) is True
     assert pte_type(k.pte_read(1, 5)) == PTE_MIGRATION and k.mapcount(p) == 0
+
+
+def test_collect_keeps_a_read_only_device_private_page_exclusive() -> None:
+    """7.0 collect: an anon-exclusive device-private page mapped read-only gets a
+    readable-exclusive migration entry (folio_try_share_anon_rmap_pte clears the flag),
+    so the page it migrates to is exclusive again (RMAP_EXCLUSIVE) and a write reuses it."""
+    m = model({
+        "name": "rmap-dev",
+        "geometry": {"sys_frames": 16, "dev_frames": 8, "pages_per_mm": 8, "ptes_per_table": 4},
+        "mm": [{"id": 0, "device": [{"dev": 0, "start": 0, "end": 2}]}],
+        "actor": [{"kind": "cpu", "count": 2}],
+    })
+    k, a = m.kernel, m.actors[0]
+    dev = _pfn(k, 0, 1)
+    assert pte_type(k.pte_read(0, 1)) == PTE_DEVICE_PRIVATE and k.anon_exclusive(dev)
+    k.set_pte(0, 1, k.pte_read(0, 1) & ~PTE_WRITE)  # a read-only exclusive mapping
+    assert _run(k, k.devices[0].migrate_to_system(k, a, 0, 0, 2)) == 0
+    new = _pfn(k, 0, 1)
+    assert pte_type(k.pte_read(0, 1)) == PTE_PRESENT and new != dev
+    assert k.anon_exclusive(new) and not k.pte_read(0, 1) & PTE_WRITE
+    assert (folio_anon_vma(k, new), folio_pgoff(k, new)) == (0, 1)  # the mapping moved too
+    assert _run(k, cpu_access(k, a, 0, 1, True)) == ACCESS_OK
+    assert _pfn(k, 0, 1) == new  # do_wp_page reused the exclusive page
+    check_all(k)
