@@ -71,6 +71,7 @@ from ..machine.layout import (
     V_START,
     VM_LIVE,
     VM_STACK_INCOMPLETE_SETUP,
+    VMA_WORDS,
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
@@ -255,21 +256,16 @@ def anon_vma_interval_tree(k: Kernel, av: int, pgoff: int) -> list[tuple[int, in
     (mm, address, vm_flags) of every VMA linked to ``av`` whose pgoff range covers
     ``pgoff``, in the tree's order (``vm_pgoff``, then insertion order), the address
     being ``vma_address()``. Called with the rwsem held, so the rows do not change."""
-    v = k.s.vma
-    pg = v[:, :, V_PGOFF]
-    start = v[:, :, V_START]
-    hit = (
-        ((v[:, :, V_FLAGS] & VM_LIVE) != 0)
-        & ((v[:, :, V_AVC] & (1 << av)) != 0)
-        & (pg <= pgoff)
-        & (pgoff < pg + v[:, :, V_END] - start)
-    )
-    mms, rows = np.nonzero(hit)
-    found = sorted(
-        (int(pg[m, r]), int(v[m, r, V_SEQ]), int(m), int(start[m, r] + pgoff - pg[m, r]),
-         int(v[m, r, V_FLAGS]))
-        for m, r in zip(mms.tolist(), rows.tolist(), strict=True)
-    )
+    # One tolist() and a loop: numpy calls on a handful of rows cost more than this.
+    bit = 1 << av
+    mv = k.geo.max_vmas
+    found = []
+    for i, r in enumerate(k.s.vma.reshape(-1, VMA_WORDS).tolist()):
+        pg = r[V_PGOFF]
+        if r[V_FLAGS] & VM_LIVE and r[V_AVC] & bit and pg <= pgoff < pg + r[V_END] - r[V_START]:
+            found.append((pg, r[V_SEQ], i // mv, r[V_START] + pgoff - pg, r[V_FLAGS]))
+    if len(found) > 1:
+        found.sort()
     return [(m, vpn, f) for _pg, _seq, m, vpn, f in found]
 
 
