@@ -28,6 +28,12 @@ CATALOG: dict[str, BugEntry] = {
     e.name: e
     for e in [
         BugEntry(
+            # Real, but not through fork + mremap: an AB-BA needs two migrations that
+            # lock the same pages in opposite orders, and anonymous pages keep their
+            # pgoff order in every VMA that maps them (the rmap's vma_address rule). Only
+            # KSM maps one page at unrelated addresses; opposite-order's reversed share
+            # is built as KSM pages (core/machine/setup.py, docs/internals.md
+            # "Deliberate simplifications"), which seed 004's collect does take.
             "hmm-2017-blocking-prepare",
             ("hmm-2017",),
             "migrate_vma_prepare() takes lock_page() on each collected page, blocking (seed 004)",
@@ -164,6 +170,11 @@ CATALOG: dict[str, BugEntry] = {
             "keeps using the old page: a lost write or a stale read",
             "page_ref_freeze() in migrate_page_move_mapping() (seed 002)",
             ("lost_write", "stale_read", "pin_coherency", "use_after_free"),
+            # The kernel really had it for a page with a mapping (the page-cache case
+            # this workload hunts, frozen under xa_lock since seed 002); for an order-0
+            # anonymous folio without a mapping 7.0's __folio_migrate_mapping only
+            # compares the count, as the model now does (core/mm/migrate_device.py
+            # folio_migrate_mapping); there the toggle only adds a preemption point.
             # Through GUP-fast the window is harmless (its PTE re-check drops the
             # reference); a page-cache lookup re-checks the SLOT, which still names the
             # old page, and a buffered read copies it without the page lock: stale_read

@@ -42,6 +42,7 @@ from .layout import (
     ACTOR_BLOCKED,
     ACTOR_RUNNING,
     ACTOR_WORDS,
+    AV_WORDS,
     CPU_IDLE,
     DM_MUTEX,
     DM_WORDS,
@@ -568,6 +569,7 @@ class Kernel:
                 self.devices[dev].folio_free(self, a, pfn)
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
+        words.store(self.lay.MAPPING + pfn, 0)  # free_pages_prepare: page->mapping = NULL
         words.fetch_add(fl + F_GEN, 1)
         # Publishing the frame as free comes last: from here alloc_page may claim it.
         words.store(fl, f & STATIC_MASK)
@@ -1396,6 +1398,8 @@ class Kernel:
             return f"dmirror_mutex:{(word - lay.DMIRROR) // DM_WORDS}"
         if self._is_mn_lock_word(word):
             return f"mn_subscriptions:{(word - lay.MN) // MN_WORDS}"
+        if lay.ANON_VMA <= word < lay.ANON_VMA + g.mms * AV_WORDS:
+            return f"anon_vma:{(word - lay.ANON_VMA) // AV_WORDS}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -1417,6 +1421,12 @@ class Kernel:
                     return act.id
         if self._is_mutex_word(word) or self._is_mn_lock_word(word):
             return words.load(word) - 1  # dmirror->mutex, subscriptions->lock: owner + 1
+        if lay.ANON_VMA <= word < lay.ANON_VMA + g.mms * AV_WORDS:
+            if words.load(word) & RWSEM_WRITER:
+                return words.load(word + 1) - 1  # AV_OWNER
+            for act in self.actors:
+                if word in act.held:
+                    return act.id
         return -1
 
     def _is_mutex_word(self, word: int) -> bool:

@@ -40,6 +40,9 @@ PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
 PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
 PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/mm/filemap.py)
 PG_waiters = 1 << 11  # the folio's hashed wait queue may hold waiters (folio_set_waiters)
+# folio_test_ksm(): folio->mapping is a KSM stable node. Only the setup of a share whose
+# pages sit in reverse order (which only KSM merging can produce) makes one (setup.py).
+PG_ksm = 1 << 15
 DYNAMIC_MASK = (1 << 16) - 1
 
 # Static zone bits, set when the model is built and never cleared.
@@ -63,6 +66,7 @@ FLAG_NAMES = {
     PG_isolated: "isolated",
     PG_pagecache: "pagecache",
     PG_waiters: "waiters",
+    PG_ksm: "ksm",
     Z_DEVICE: "zone_device",
     Z_DEVICE_PRIVATE: "device_private",
     Z_DEVICE_COHERENT: "device_coherent",
@@ -137,14 +141,20 @@ def flags_describe(flags: int) -> str:
 
 # --------------------------------------------------------------------------------------
 # VMAs: per mm, MAX_VMAS rows of VMA_WORDS words.
-V_START, V_END, V_FLAGS, V_ORIGIN = range(4)
-VMA_WORDS = 4
+# V_PGOFF is vma->vm_pgoff (for an anonymous VMA: its start when it was mmapped; it
+# moves with the pages on mremap, so folio_pgoff() finds them at their new address);
+# V_AVC the anon_vma_chain: a bit per anon_vma the VMA is linked to (its own and, after
+# fork, its ancestors'); V_SEQ the order of its insertion into the anon_vma interval
+# trees (equal pgoffs are visited in insertion order: core/mm/rmap.py).
+V_START, V_END, V_FLAGS, V_ORIGIN, V_PGOFF, V_AVC, V_SEQ = range(7)
+VMA_WORDS = 7
 VM_READ = 1 << 0
 VM_WRITE = 1 << 1
 VM_ANON = 1 << 2  # vma_is_anonymous()
 VM_SHARED = 1 << 3
 VM_SPECIAL = 1 << 4  # VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_HUGETLB = 1 << 5
+VM_STACK_INCOMPLETE_SETUP = 1 << 6  # exec's temporary stack (vma_is_temporary_stack)
 VM_LIVE = 1 << 7  # model only: the row is in use
 
 # Per mm words. M_WP_SEQ is mm->write_protect_seq (fork bumps it around copy_page_range;
@@ -155,6 +165,25 @@ RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
 RWSEM_FLAG_WAITERS = 1 << 41  # kernel/locking/rwsem.c: the wait list is not empty
 RWSEM_READER_MASK = RWSEM_WRITER - 1
 RWSEM_LOCK_MASK = RWSEM_WRITER | RWSEM_READER_MASK
+
+# anon_vma (mm/rmap.c): one per mm (the anon_vma of every anonymous VMA of that mm; a
+# forked child's is a new one under its parent's root). AV_RWSEM is the rwsem (reader
+# count, RWSEM_WRITER bit; only the root's is used: anon_vma_lock_*() lock root->rwsem),
+# AV_OWNER the writer (actor + 1), AV_ROOT / AV_PARENT the root and parent anon_vma + 1
+# (0: itself, none).
+AV_RWSEM, AV_OWNER, AV_ROOT, AV_PARENT = range(4)
+AV_WORDS = 4
+
+# folio->mapping / folio->index of an anonymous folio, one word per frame in the
+# ``mapping`` table: 0 (no anon_vma), or (index << MAPPING_INDEX_SHIFT) | (anon_vma + 1).
+MAPPING_AV_MASK = 0xFF
+MAPPING_INDEX_SHIFT = 8
+
+
+def mapping_encode(av: int, index: int) -> int:
+    """The ``mapping`` word of an anonymous folio of anon_vma ``av`` at pgoff ``index``."""
+    return (index << MAPPING_INDEX_SHIFT) | (av + 1)
+
 
 # Per actor words: what the parallel watchdog and the deadlock finder read.
 (
@@ -241,6 +270,7 @@ DPT_PFN_SHIFT = 4
 G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED, G_WQ_LOCK, G_WQ_SEQ = range(7)
 # G_WQ_LOCK: the wait queues' spinlock (every page's hashed q->lock and every rwsem's
 # wait_lock, as one word); G_WQ_SEQ: the next wait-queue entry's place.
+G_AVC_SEQ = 15  # the anon_vma interval trees' insertion counter (V_SEQ)
 GLOBAL_WORDS = 16
 
 
@@ -288,6 +318,8 @@ class Geometry:
             raise ValueError(
                 f"geometry: files = {self.files} needs pages_per_file >= 1, got {self.pages_per_file}"
             )
+        if self.mms > 62:
+            raise ValueError(f"geometry: at most 62 mms (V_AVC is a bit per anon_vma), got {self.mms}")
         if self.devices > 255:
             raise ValueError(f"geometry: at most 255 devices, got {self.devices}")
         for dev, mm in self.dmirrors:
@@ -333,7 +365,10 @@ class Layout:
     ``mapping->i_pages``), ``pcache_lock`` (one ``xa_lock`` word per file) and
     ``fshadow`` (the oracle's last token written to each file page), and ``lru_batch``
     (each CPU's LRU-add batch), ``cpu`` (each CPU's queued work). The page-cache tables
-    are empty when the geometry has no files.
+    are empty when the geometry has no files. Then ``anon_vma`` (one row per mm,
+    ``AV_*``) and ``mapping`` (one word per frame: ``folio->mapping`` / ``->index`` of an
+    anonymous folio, :func:`mapping_encode`), and the mirror's tables (``mn``, ``mni``,
+    ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md).
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -362,6 +397,8 @@ class Layout:
             ("dpt", (len(g.dmirrors), g.pages_per_mm)),
             ("dpt_gen", (len(g.dmirrors), g.pages_per_mm)),
             ("dpage_mirror", (g.frames if g.dmirrors else 0,)),
+            ("anon_vma", (g.mms, AV_WORDS)),
+            ("mapping", (g.frames,)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -394,6 +431,8 @@ class Layout:
         self.DPT = tb["dpt"].offset
         self.DPT_GEN = tb["dpt_gen"].offset
         self.DPAGE_MIRROR = tb["dpage_mirror"].offset
+        self.ANON_VMA = tb["anon_vma"].offset
+        self.MAPPING = tb["mapping"].offset
 
     @property
     def nbytes(self) -> int:

@@ -8,6 +8,8 @@ Frames are taken lowest-first, so the same workload always builds the same state
 from __future__ import annotations
 
 from .layout import (
+    AV_PARENT,
+    AV_ROOT,
     F_DATA,
     F_FLAGS,
     F_MAP,
@@ -20,16 +22,30 @@ from .layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     PTE_YOUNG,
+    V_AVC,
+    V_PGOFF,
+    V_START,
     Z_FREE,
     PG_allocated,
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
+    PG_ksm,
     PG_lru,
     PG_uptodate,
+    mapping_encode,
     pte_encode,
 )
 from .state import State
+
+
+def _set_anon(s: State, pfn: int, mm: int, vpn: int) -> None:
+    """``__folio_set_anon()`` at build time: the mapping of the VMA at ``vpn``."""
+    row = s.find_vma(mm, vpn)
+    if row < 0:
+        raise ValueError(f"mm {mm} page {vpn} is outside every VMA; it cannot be populated")
+    v = s.vma[mm, row]
+    s.mapping[pfn] = mapping_encode(mm, int(v[V_PGOFF]) + vpn - int(v[V_START]))
 
 
 def alloc_frame(s: State, zone: int) -> int:
@@ -65,6 +81,7 @@ def populate(s: State, mm: int, vpn: int, write: bool = True) -> int:
     bits = PTE_YOUNG | ((PTE_WRITE | PTE_DIRTY) if write else 0)
     s.pte[mm, vpn] = pte_encode(PTE_PRESENT, pfn, bits)
     s.shadow[mm, vpn] = tok
+    _set_anon(s, pfn, mm, vpn)
     return pfn
 
 
@@ -77,6 +94,7 @@ def populate_device(s: State, dev: int, mm: int, vpn: int, write: bool = True) -
     s.frames[pfn, F_DATA] = tok
     s.pte[mm, vpn] = pte_encode(PTE_DEVICE_PRIVATE, pfn, PTE_WRITE if write else 0)
     s.shadow[mm, vpn] = tok
+    _set_anon(s, pfn, mm, vpn)
     return pfn
 
 
@@ -96,6 +114,27 @@ def share_cow(s: State, mm_src: int, vpn_src: int, mm_dst: int, vpn_dst: int) ->
     s.frames[pfn, F_MAP] += 1
     s.frames[pfn, F_REF] += 1
     s.shadow[mm_dst, vpn_dst] = s.shadow[mm_src, vpn_src]
+    # anon_vma_fork(): mm_dst's VMA is linked to every anon_vma of mm_src's VMA, and
+    # mm_dst's own anon_vma is a child of mm_src's (same root). When the VMA's pgoff does
+    # not fit the page's index (pages in reverse order: opposite-order), the rmap walk
+    # cannot reach this mapping (docs/internals.md, "Deliberate simplifications").
+    src_row = s.find_vma(mm_src, vpn_src)
+    dst_row = s.find_vma(mm_dst, vpn_dst)
+    if src_row < 0 or dst_row < 0:
+        raise ValueError(
+            f"share of mm {mm_src} page {vpn_src} to mm {mm_dst} page {vpn_dst}: no VMA there"
+        )
+    s.vma[mm_dst, dst_row, V_AVC] |= s.vma[mm_src, src_row, V_AVC] | (1 << mm_dst)
+    dv = s.vma[mm_dst, dst_row]
+    if int(dv[V_PGOFF]) + vpn_dst - int(dv[V_START]) != int(s.mapping[pfn]) >> 8:
+        # No anon_vma can hold this mapping (the VMA's pgoff does not reach the page's
+        # index: pages in another order than the source's): only KSM merging maps one
+        # page at unrelated addresses. The page is a KSM page; rmap_walk_ksm finds it.
+        s.frames[pfn, F_FLAGS] |= PG_ksm
+    if mm_dst != mm_src and not s.anon_vma[mm_dst, AV_ROOT]:
+        root = int(s.anon_vma[mm_src, AV_ROOT]) or mm_src + 1
+        s.anon_vma[mm_dst, AV_ROOT] = root
+        s.anon_vma[mm_dst, AV_PARENT] = mm_src + 1
     return pfn
 
 

@@ -16,11 +16,16 @@ import numpy as np
 from .layout import (
     F_FLAGS,
     FRAME_WORDS,
+    G_AVC_SEQ,
     PTE_PFN_SHIFT,
+    V_AVC,
     V_END,
     V_FLAGS,
     V_ORIGIN,
+    V_PGOFF,
+    V_SEQ,
     V_START,
+    VM_ANON,
     VM_LIVE,
     Z_DEVICE,
     Z_DEVICE_COHERENT,
@@ -79,6 +84,8 @@ class State:
         self.fshadow = v["fshadow"]
         self.lru_batch = v["lru_batch"]
         self.cpu = v["cpu"]
+        self.anon_vma = v["anon_vma"]
+        self.mapping = v["mapping"]
         if init:
             self._init_static()
 
@@ -139,7 +146,7 @@ class State:
             del self.views[name]
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu",
+            "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu", "anon_vma", "mapping",
         ):
             if hasattr(self, name):
                 delattr(self, name)
@@ -188,6 +195,12 @@ class State:
                 rows[r, V_END] = end
                 rows[r, V_FLAGS] = flags | VM_LIVE
                 rows[r, V_ORIGIN] = origin
+                # mmap() of an anonymous range: vm_pgoff is its start; its anon_vma
+                # (anon_vma_prepare on the first fault) is the mm's own.
+                rows[r, V_PGOFF] = start
+                rows[r, V_AVC] = (1 << mm) if flags & VM_ANON else 0
+                self.glob[G_AVC_SEQ] += 1
+                rows[r, V_SEQ] = self.glob[G_AVC_SEQ]
                 return r
         raise ValueError(f"mm {mm} has no free VMA row (max_vmas={self.geo.max_vmas})")
 

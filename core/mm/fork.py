@@ -64,8 +64,14 @@ from .mmu_notifier import (
     mmu_notifier_invalidate_range_end,
     mmu_notifier_invalidate_range_start,
 )
+from .rmap import (
+    anon_vma_link_child,
+    anon_vma_lock_write,
+    anon_vma_unlock_write,
+    folio_set_anon,
+)
 from .swapfile import swap_duplicate
-from .vma import vma_add, vma_rows
+from .vma import vma_add, vma_avc, vma_pgoff, vma_rows
 
 EBUSY = -16
 EAGAIN = -11
@@ -96,6 +102,7 @@ def copy_present_page(k: Kernel, a: Actor, parent: int, child: int, vpn: int, pf
     k.touch(a, pfn, "copy_present_page:copy")
     k.set_data(new, k.data(pfn))
     k.set_flag(new, PG_anon | PG_anon_exclusive | PG_lru | PG_uptodate)
+    folio_set_anon(k, new, child, vpn)  # folio_add_new_anon_rmap(new_folio, dst_vma)
     k.mapcount_add(new, 1)
     k.set_pte(child, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
     k.count("fork_copied_pinned")
@@ -190,8 +197,20 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
         k.words.store(mmw + M_USERS, 1)
         k.words.store(mmw + M_PARENT, parent + 1)
         k.words.fetch_add(seq, 1)  # raw_write_seqcount_begin(&src_mm->write_protect_seq)
-        for _r, vs, ve, f in vma_rows(k, parent):
-            vma_add(k, child, vs, ve, f & ~VM_LIVE, origin=parent)
+        anon_vma_link_child(k, child, parent)
+        for r, vs, ve, f in vma_rows(k, parent):
+            # anon_vma_fork(): the child's VMA is linked into every anon_vma tree its
+            # parent's is in (anon_vma_clone) and into its own new anon_vma, under the
+            # root's rwsem, after the parent's VMA: a walk that runs meanwhile visits
+            # the parent's entry first, then the child's.
+            yield from anon_vma_lock_write(k, a, parent, "anon_vma_fork:anon_vma_lock_write")
+            avc = vma_avc(k, parent, r) | ((1 << child) if vma_avc(k, parent, r) else 0)
+            vma_add(
+                k, child, vs, ve, f & ~VM_LIVE, origin=parent,
+                pgoff=vma_pgoff(k, parent, r), avc=avc,
+            )
+            anon_vma_unlock_write(k, a, parent, "anon_vma_fork:anon_vma_unlock_write")
+            yield
             # 7.0 copy_page_range(): a COW mapping's copy write-protects the parent's
             # entries inside an MMU_NOTIFY_PROTECTION_PAGE invalidation of the parent.
             rng = MmuNotifierRange(MMU_NOTIFY_PROTECTION_PAGE, parent, vs, ve)

@@ -40,6 +40,7 @@ from .mmu_notifier import (
     mmu_notifier_invalidate_range_end,
     mmu_notifier_invalidate_range_start,
 )
+from .rmap import folio_set_anon
 
 # The device-private fault entry of do_swap_page() a protocol generation has
 # (Variant.fault_entry, core/variants.py):
@@ -159,10 +160,14 @@ def handle_mm_fault_locked(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) 
     if write and not vflags & VM_WRITE:
         return VM_FAULT_SIGSEGV
     k.count("faults")
-    pte = k.pte_read(mm, vpn)
+    pte = k.pte_read(mm, vpn)  # vmf->orig_pte = ptep_get_lockless()
     kind = pte & PTE_TYPE_MASK
     if kind == PTE_NONE:
         return (yield from do_anonymous_page(k, a, mm, vpn, write, vflags))
+    # Every other branch takes the PTL next (handle_pte_fault's spin_lock, or
+    # do_swap_page's / migration_entry_wait's) and re-checks the entry there: the
+    # lockless read and the lock are apart, as in the kernel.
+    yield
     if kind == PTE_PRESENT:
         if write and not pte & PTE_WRITE:
             return (yield from do_wp_page(k, a, mm, vpn, pte))
@@ -201,6 +206,7 @@ def do_anonymous_page(
         k.put_page(a, pfn, "do_anonymous_page:release")
         return VM_FAULT_OK
     k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_uptodate)
+    folio_set_anon(k, pfn, mm, vpn)
     k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it
     k.folio_add_lru(a, pfn, "do_anonymous_page:folio_add_lru_vma")
     bits = PTE_YOUNG
@@ -257,6 +263,7 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
     k.ptep_get_and_clear(mm, vpn)
     k.flush_tlb_range(mm, vpn, vpn + 1)
     k.set_flag(new, PG_anon | PG_anon_exclusive | PG_uptodate)
+    folio_set_anon(k, new, mm, vpn)  # folio_add_new_anon_rmap
     k.mapcount_add(new, 1)
     k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))

@@ -52,6 +52,8 @@ from .mmu_notifier import (
     mmu_notifier_invalidate_range_start,
 )
 from .rmap import (
+    folio_copy_mapping,
+    folio_set_anon,
     folio_try_share_anon_rmap_pte,
     make_migration_entry,
     remove_migration_ptes,
@@ -268,11 +270,14 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             k.get_page(a, pfn, site + ":folio_get")
             if fault_folio == pfn or k.trylock_page(a, pfn, site + ":folio_trylock"):
-                anon_exclusive = False
-                if kind == PTE_PRESENT:
-                    anon_exclusive = k.test_flag(pfn, PG_anon) and k.test_flag(
-                        pfn, PG_anon_exclusive
-                    )
+                # 7.0: "anon_exclusive = folio_test_anon(folio) && PageAnonExclusive(page)"
+                # for a device-private page too; folio_try_share_anon_rmap_pte() clears
+                # it (a device-private folio cannot be pinned) and the migration entry of
+                # a read-only mapping is readable-exclusive, so the restore or the new
+                # page is exclusive again.
+                anon_exclusive = k.test_flag(pfn, PG_anon) and k.test_flag(
+                    pfn, PG_anon_exclusive
+                )
                 if anon_exclusive:
                     old = k.ptep_get_and_clear(m.mm, vpn)  # ptep_clear_flush
                     k.flush_tlb_range(m.mm, vpn, vpn + 1)
@@ -458,6 +463,7 @@ def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: in
         k.outcome(m.kind, "hole_populated")
         return
     k.set_flag(page, PG_anon | PG_anon_exclusive | PG_uptodate)
+    folio_set_anon(k, page, m.mm, vpn)  # folio_add_new_anon_rmap
     if not k.is_zone_device(page):
         k.set_flag(page, PG_lru)
     k.mapcount_add(page, 1)
@@ -476,21 +482,24 @@ def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: in
 
 
 def folio_migrate_mapping(k: Kernel, a: Actor, new: int, old: int, extra: int) -> Path:
-    """``folio_migrate_mapping()`` for an anonymous folio without a mapping: the
-    reference count must be exactly the expected one (1 + ``extra``), else -EAGAIN.
+    """``__folio_migrate_mapping()`` (7.0) / ``migrate_page_move_mapping()`` (seeds 002,
+    004) for an anonymous folio without a mapping: the reference count must be exactly
+    the expected one (1 + ``extra``), else -EAGAIN; it is compared, not frozen ("Anonymous
+    page without mapping": every generation), and the new folio takes the old one's
+    mapping and index ("No turning back from here").
 
-    The model freezes the count with ``page_ref_freeze`` for the switch, as the
-    mapping case does; the catalog bug ``move-mapping-no-freeze`` checks without it.
+    With the catalog bug ``move-mapping-no-freeze`` the compare and the switch are apart
+    (a preemption point between them): the toggle's window, which for this case the
+    kernel also has without a freeze, harmless because the folio is locked and unmapped
+    (a speculative reference re-checks the entry and drops). The toggle is real for the
+    mapping case (``core/mm/filemap.py``), which freezes.
     """
     expected = 1 + extra
-    if "move-mapping-no-freeze" in k.bugs:
-        if k.ref_count(old) != expected:
-            return EAGAIN
-        yield  # the window the freeze closes
-    elif not k.page_ref_freeze(old, expected):
+    if k.ref_count(old) != expected:
         return EAGAIN
-    else:
-        k.page_ref_unfreeze(old, expected)
+    if "move-mapping-no-freeze" in k.bugs:
+        yield  # the window between the compare and the switch
+    folio_copy_mapping(k, new, old)
     return 0
 
 

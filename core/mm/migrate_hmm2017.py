@@ -44,7 +44,7 @@ Model adaptations, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ..machine.errors import FailureKind
@@ -55,7 +55,6 @@ from ..machine.layout import (
     PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
-    PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
     PTE_WRITE,
@@ -82,7 +81,7 @@ from .migrate_device import (
     page_refs_beyond_mappings,
     restore_unmoved,
 )
-from .rmap import rmap_find
+from .rmap import invalid_migration_vma, map_pte, rmap_walk
 
 Callback = Callable[[Kernel, Actor, MigrateVma], Path]
 
@@ -244,15 +243,13 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
     then ``page_remove_rmap`` and ``put_page``. Returns nothing: the caller looks at
     ``page_mapped()``.
     """
-    for mm, vpn in rmap_find(k, pfn, (PTE_PRESENT, PTE_DEVICE_PRIVATE)):
+
+    def try_to_unmap_one(mm: int, vpn: int) -> Generator[Any, Any, bool]:
+        old = yield from map_pte(k, a, mm, vpn, pfn, site)
+        if old < 0:
+            return True
         ptl = k.ptl_word(mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
-        old = k.pte_read(mm, vpn)
         kind = old & PTE_TYPE_MASK
-        if (kind != PTE_PRESENT and kind != PTE_DEVICE_PRIVATE) or old >> PTE_PFN_SHIFT != pfn:
-            k.spin_unlock(a, ptl, site + ":ptl")
-            yield
-            continue
         old = k.ptep_get_and_clear(mm, vpn)
         if kind == PTE_DEVICE_PRIVATE:
             bits = old & PTE_SOFT_DIRTY
@@ -265,7 +262,16 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
         k.mapcount_add(pfn, -1)
         k.put_page(a, pfn, site)
         k.spin_unlock(a, ptl, site + ":ptl")
-        yield
+        return True
+
+    # 5.0 try_to_unmap(): rmap_walk() with rwc.done = page_mapcount_is_zero and
+    # invalid_vma = invalid_migration_vma for TTU_MIGRATION, the anon_vma read-locked
+    # (the walk machinery is 7.0's: rmap.py).
+    yield from rmap_walk(
+        k, a, pfn, try_to_unmap_one, "try_to_unmap",
+        done=lambda: k.mapcount(pfn) <= 0,
+        invalid_vma=invalid_migration_vma,
+    )
 
 
 def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:

@@ -29,6 +29,7 @@ from ..machine.layout import (
     S_USED,
     SWAP_HAS_CACHE,
     SWAP_WORDS,
+    VM_WRITE,
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
@@ -40,6 +41,7 @@ from ..machine.layout import (
 )
 from ..oracles.world import swapcache_page
 from .memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
+from .rmap import folio_set_anon
 
 
 def swap_w(k: Kernel, slot: int, field: int) -> int:
@@ -100,9 +102,15 @@ def do_swap_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool)
     Look the slot up in the swap cache (``swap_cache_get_folio``); on a miss claim
     ``SWAP_HAS_CACHE`` (``swapcache_prepare``), allocate a page, add it to the swap cache
     and read the slot into it. Lock the folio, recheck the entry under the PTL
-    (``pte_same``), map it (writable only for a write to an exclusive entry), drop the
-    entry's swap count and, when no other entry names the slot, free the swap copy
-    (``folio_free_swap``: the page is then the only copy and so dirty).
+    (``pte_same``), drop the entry's swap count, and free the swap copy only for a write
+    fault that is the folio's only user (7.0 ``should_try_to_free_swap``: a write fault
+    and no reference but the swap cache's and ours; ``folio_free_swap`` then needs no
+    other entry naming the slot, and the page, now the only copy, is dirty). A read
+    fault keeps the folio in the swap cache, clean: its swap copy is still good (5.0's
+    ``reuse_swap_page`` freed it on write faults only, too). The entry is mapped
+    exclusive when the swap entry was, or when nobody else holds the folio; on ``v6``
+    (7.0) an exclusive mapping of a writable VMA is writable even on a read fault, dirty
+    only on a write; the older generations map it writable only for a write.
     """
     if "swapin_spurious_sigbus" in k.faults:
         return VM_FAULT_SIGBUS
@@ -148,16 +156,28 @@ def do_swap_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool)
     exclusive = bool(orig & PTE_EXCLUSIVE)
     swap_free(k, slot)
     bits = PTE_YOUNG | (orig & (PTE_SOFT_DIRTY | PTE_UFFD_WP))
-    if swap_count(k, slot) == 0 and not k.test_flag(pfn, PG_writeback):
-        # folio_free_swap(): no other entry needs the swap copy.
+    if (
+        write
+        and k.ref_count(pfn) == 2  # should_try_to_free_swap(): the swap cache's and ours
+        and swap_count(k, slot) == 0  # folio_free_swap(): no other entry needs the copy
+        and not k.test_flag(pfn, PG_writeback)
+    ):
         delete_from_swap_cache(k, a, pfn, True, site + ":folio_free_swap")
         k.set_flag(pfn, PG_dirty)
-        if k.mapcount(pfn) == 0:
-            exclusive = True
+    else:
+        k.count("swapin_keeps_swapcache")
+    if k.ref_count(pfn) == 1:
+        exclusive = True  # "exclusive || folio_ref_count(folio) == 1"
     if exclusive:
         k.set_flag(pfn, PG_anon_exclusive)
+        row = k.s.find_vma(mm, vpn)
+        vm_write = row >= 0 and bool(k.s.vma_flags(mm, row) & VM_WRITE)
         if write:
             bits |= PTE_WRITE | PTE_DIRTY
+        elif vm_write and k.variant.name == "v6":
+            bits |= PTE_WRITE  # 7.0: pte_mkwrite() without pte_mkdirty() on a read
+    if not k.words.load(k.lay.MAPPING + pfn):
+        folio_set_anon(k, pfn, mm, vpn)  # folio_add_new_anon_rmap(): a folio read in
     k.mapcount_add(pfn, 1)  # our reference becomes the mapping's
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, pfn, bits))
     k.spin_unlock(a, ptl, site + ":ptl")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from ..actors import register_op
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    G_AVC_SEQ,
     M_PARENT,
     M_USERS,
     MM_WORDS,
@@ -33,10 +34,14 @@ from ..machine.layout import (
     PTE_PRESENT,
     PTE_SWAP,
     PTE_TYPE_MASK,
+    V_AVC,
     V_END,
     V_FLAGS,
     V_ORIGIN,
+    V_PGOFF,
+    V_SEQ,
     V_START,
+    VM_ANON,
     VM_LIVE,
     VMA_WORDS,
 )
@@ -48,6 +53,7 @@ from .mmu_notifier import (
     mmu_notifier_invalidate_range_end,
     mmu_notifier_invalidate_range_start,
 )
+from .rmap import anon_vma_lock_write, anon_vma_unlock_write
 from .swapfile import swap_free
 
 EINVAL = -22
@@ -77,28 +83,100 @@ def vma_free_rows(k: Kernel, mm: int) -> list[int]:
     return [r for r in range(k.geo.max_vmas) if not load(_vw(k, mm, r, V_FLAGS)) & VM_LIVE]
 
 
-def vma_add(k: Kernel, mm: int, start: int, end: int, flags: int, origin: int = -1) -> int:
-    """Fill a free VMA row (the caller checked there is one and nothing overlaps)."""
+def vma_reinsert(k: Kernel, mm: int, row: int) -> None:
+    """``anon_vma_interval_tree_pre_update_vma()`` + ``_post_update_vma()``: a VMA whose
+    range or pgoff changed is taken out of its anon_vma trees and inserted again, so it
+    is visited after the VMAs of equal pgoff (``V_SEQ``). Under the anon_vma rwsem for
+    write (``vma_prepare``), or before anyone can walk (setup)."""
+    seq = k.words.fetch_add(k.lay.GLOB + G_AVC_SEQ, 1) + 1
+    k.words.store(_vw(k, mm, row, V_SEQ), seq)
+
+
+def vma_add(
+    k: Kernel,
+    mm: int,
+    start: int,
+    end: int,
+    flags: int,
+    origin: int = -1,
+    pgoff: int | None = None,
+    avc: int | None = None,
+) -> int:
+    """Fill a free VMA row (the caller checked there is one and nothing overlaps) and
+    link it into its anon_vma trees: ``vm_pgoff`` is ``pgoff`` (an mmap: ``start``), the
+    chain ``avc`` (an mmap: the mm's own anon_vma)."""
     r = vma_free_rows(k, mm)[0]
     store = k.words.store
     store(_vw(k, mm, r, V_START), start)
     store(_vw(k, mm, r, V_END), end)
     store(_vw(k, mm, r, V_ORIGIN), origin)
+    store(_vw(k, mm, r, V_PGOFF), start if pgoff is None else pgoff)
+    if avc is None:
+        avc = (1 << mm) if flags & VM_ANON else 0
+    store(_vw(k, mm, r, V_AVC), avc)
+    vma_reinsert(k, mm, r)
     store(_vw(k, mm, r, V_FLAGS), flags | VM_LIVE)
     return r
 
 
+def vma_pgoff(k: Kernel, mm: int, row: int) -> int:
+    return k.words.load(_vw(k, mm, row, V_PGOFF))
+
+
+def vma_avc(k: Kernel, mm: int, row: int) -> int:
+    return k.words.load(_vw(k, mm, row, V_AVC))
+
+
+def vma_mergeable(k: Kernel, mm: int, r0: int, r1: int) -> bool:
+    """``is_mergeable_vma()`` + ``is_mergeable_anon_vma()`` for ``r0`` just below ``r1``:
+    they touch, same flags, same anon_vma chain, and ``r1``'s pgoff continues ``r0``'s
+    (``can_vma_merge_after``)."""
+    load = k.words.load
+    s0, e0 = load(_vw(k, mm, r0, V_START)), load(_vw(k, mm, r0, V_END))
+    return (
+        e0 == load(_vw(k, mm, r1, V_START))
+        and load(_vw(k, mm, r0, V_FLAGS)) == load(_vw(k, mm, r1, V_FLAGS))
+        and vma_avc(k, mm, r0) == vma_avc(k, mm, r1)
+        and vma_pgoff(k, mm, r0) + e0 - s0 == vma_pgoff(k, mm, r1)
+    )
+
+
+def vma_merge_new_range(k: Kernel, mm: int, row: int) -> int:
+    """``vma_merge_new_range()`` for the VMA just added at ``row``: merge it into the
+    VMA before it and/or after it when mergeable (``vma_expand``: the survivor is
+    reinserted into the trees). Returns the surviving row, or -1 when nothing merged."""
+    merged = False
+    store = k.words.store
+    rows = vma_rows(k, mm)
+    i = next(j for j, x in enumerate(rows) if x[0] == row)
+    if i + 1 < len(rows) and vma_mergeable(k, mm, row, rows[i + 1][0]):
+        nxt = rows[i + 1][0]
+        store(_vw(k, mm, row, V_END), rows[i + 1][2])
+        store(_vw(k, mm, nxt, V_FLAGS), 0)
+        vma_reinsert(k, mm, row)
+        merged = True
+    if i > 0 and vma_mergeable(k, mm, rows[i - 1][0], row):
+        prev = rows[i - 1][0]
+        store(_vw(k, mm, prev, V_END), k.words.load(_vw(k, mm, row, V_END)))
+        store(_vw(k, mm, row, V_FLAGS), 0)
+        vma_reinsert(k, mm, prev)
+        row = prev
+        merged = True
+    return row if merged else -1
+
+
 def vma_merge(k: Kernel, mm: int) -> None:
-    """``vma_merge()``: join neighbouring VMAs with the same flags into one row."""
+    """``vma_merge()``: join every pair of mergeable neighbours (:func:`vma_mergeable`)."""
     store = k.words.store
     rows = vma_rows(k, mm)
     i = 0
     while i + 1 < len(rows):
-        r0, s0, e0, f0 = rows[i]
-        r1, s1, e1, f1 = rows[i + 1]
-        if e0 == s1 and f0 == f1:
+        r0, s0, _e0, f0 = rows[i]
+        r1, _s1, e1, _f1 = rows[i + 1]
+        if vma_mergeable(k, mm, r0, r1):
             store(_vw(k, mm, r1, V_FLAGS), 0)
             store(_vw(k, mm, r0, V_END), e1)
+            vma_reinsert(k, mm, r0)
             rows[i] = (r0, s0, e1, f0)
             del rows[i + 1]
         else:
@@ -111,20 +189,32 @@ def vma_punch_rows_needed(k: Kernel, mm: int, start: int, end: int) -> int:
 
 
 def vma_remove_range(k: Kernel, mm: int, start: int, end: int) -> None:
-    """``do_vmi_munmap()``'s VMA side: trim, split or drop every VMA over the range."""
+    """``do_vmi_munmap()``'s VMA side: trim, split or drop every VMA over the range,
+    unlinking what goes from the anon_vma trees (``unlink_anon_vmas``). Each piece that
+    stays comes out of ``__split_vma`` linked anew (``anon_vma_clone``, or the
+    pre/post-update reinsertion), the lower piece before the upper one; a piece whose
+    start moves up keeps its pages' pgoffs (``vm_pgoff`` grows with it). The caller
+    holds the anon_vma rwsem for write."""
     store = k.words.store
     for r, vs, ve, f in vma_rows(k, mm):
         if ve <= start or vs >= end:
             continue
+        pg = vma_pgoff(k, mm, r)
         if start <= vs and ve <= end:
             store(_vw(k, mm, r, V_FLAGS), 0)
         elif vs < start and end < ve:
             store(_vw(k, mm, r, V_END), start)
-            vma_add(k, mm, end, ve, f & ~VM_LIVE)
+            vma_reinsert(k, mm, r)
+            vma_add(
+                k, mm, end, ve, f & ~VM_LIVE, pgoff=pg + end - vs, avc=vma_avc(k, mm, r)
+            )
         elif vs < start:
             store(_vw(k, mm, r, V_END), start)
+            vma_reinsert(k, mm, r)
         else:
             store(_vw(k, mm, r, V_START), end)
+            store(_vw(k, mm, r, V_PGOFF), pg + end - vs)
+            vma_reinsert(k, mm, r)
 
 
 # --------------------------------------------------------------------------------------
@@ -201,7 +291,10 @@ def op_munmap(k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:
             lo, hi = max(vs, start), min(ve, end)
             if lo < hi:
                 yield from zap_pte_range(k, a, mm, lo, hi, "unmap_region")
+        # The splits (vma_prepare) and unlink_anon_vmas() under the anon_vma rwsem.
+        yield from anon_vma_lock_write(k, a, mm, "munmap:anon_vma_lock_write")
         vma_remove_range(k, mm, start, end)
+        anon_vma_unlock_write(k, a, mm, "munmap:anon_vma_unlock_write")
         k.count("munmap")
         return 0
     finally:
@@ -231,7 +324,9 @@ def exit_mmap(k: Kernel, a: Actor, mm: int) -> Path:
     try:
         for _r, vs, ve, _f in vma_rows(k, mm):
             yield from zap_pte_range(k, a, mm, vs, ve, "exit_mmap")
-        vma_remove_range(k, mm, 0, k.geo.pages_per_mm)
+        yield from anon_vma_lock_write(k, a, mm, "exit_mmap:anon_vma_lock_write")
+        vma_remove_range(k, mm, 0, k.geo.pages_per_mm)  # free_pgtables: unlink_anon_vmas
+        anon_vma_unlock_write(k, a, mm, "exit_mmap:anon_vma_unlock_write")
         base = k.lay.MM + mm * MM_WORDS
         k.words.store(base + M_USERS, 0)
         k.words.store(base + M_PARENT, 0)

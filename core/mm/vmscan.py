@@ -16,13 +16,15 @@ holds exactly its swap copy.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from ..actors import register_op
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     F_PRIV,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
-    PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_SWAP,
@@ -47,28 +49,33 @@ from .mmu_notifier import (
     mmu_notifier_invalidate_range_end,
     mmu_notifier_invalidate_range_start,
 )
-from .rmap import folio_try_share_anon_rmap_pte, rmap_find
+from .rmap import folio_try_share_anon_rmap_pte, map_pte, rmap_walk
 from .swapfile import add_to_swap_cache, delete_from_swap_cache, get_swap_page, swap_duplicate, swap_w
 
 
 def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
-    """``try_to_unmap()`` → ``try_to_unmap_one()`` for a locked anonymous folio in the
-    swap cache: each present entry becomes a swap entry for ``slot`` (exclusive if the
-    page was), its dirty bit moves to the folio. Returns False when an anon-exclusive
-    page may be pinned (the entry is restored)."""
+    """``try_to_unmap()`` → ``rmap_walk()`` → ``try_to_unmap_one()`` (7.0) for a locked
+    anonymous folio in the swap cache: each present entry the walk finds becomes a swap
+    entry for ``slot`` (exclusive if the page was), its dirty bit moves to the folio.
+    Returns False when an anon-exclusive page may be pinned (the entry is restored and
+    the walk stops)."""
     site = "try_to_unmap_one"
-    for mm, vpn in rmap_find(k, pfn, (PTE_PRESENT,)):
+    pinned = False
+
+    def try_to_unmap_one(mm: int, vpn: int) -> Generator[Any, Any, bool]:
+        nonlocal pinned
         # 7.0 try_to_unmap_one(): an MMU_NOTIFY_CLEAR invalidation around this mapping.
         rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
         yield from mmu_notifier_invalidate_range_start(k, a, rng)
+        old = yield from map_pte(k, a, mm, vpn, pfn, site)
+        if old < 0:
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
+            return True
         ptl = k.ptl_word(mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
-        old = k.pte_read(mm, vpn)
-        if old & PTE_TYPE_MASK != PTE_PRESENT or old >> PTE_PFN_SHIFT != pfn:
+        if old & PTE_TYPE_MASK != PTE_PRESENT:
             k.spin_unlock(a, ptl, site + ":ptl")
             yield from mmu_notifier_invalidate_range_end(k, a, rng)
-            yield
-            continue
+            return True
         old = k.ptep_get_and_clear(mm, vpn)  # ptep_clear_flush
         k.flush_tlb_range(mm, vpn, vpn + 1)
         excl = k.test_flag(pfn, PG_anon_exclusive)
@@ -77,6 +84,7 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
             k.spin_unlock(a, ptl, site + ":ptl")
             yield from mmu_notifier_invalidate_range_end(k, a, rng)
             k.outcome("reclaim", "pinned")
+            pinned = True
             return False
         if old & PTE_DIRTY:
             k.set_flag(pfn, PG_dirty)
@@ -87,8 +95,13 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
         k.put_page(a, pfn, site)
         k.spin_unlock(a, ptl, site + ":ptl")
         yield from mmu_notifier_invalidate_range_end(k, a, rng)
-        yield
-    return True
+        return True
+
+    yield from rmap_walk(
+        k, a, pfn, try_to_unmap_one, "try_to_unmap",
+        done=lambda: k.mapcount(pfn) <= 0, anon_lock=True,
+    )
+    return not pinned
 
 
 def _putback(k: Kernel, a: Actor, pfn: int, reason: str) -> None:

@@ -6,7 +6,7 @@ raises :class:`InvariantViolation` naming the pages and entries involved.
 
 What must hold with every actor idle:
 
-- no page lock, page-table lock or mmap_lock is held;
+- no page lock, page-table lock, mmap_lock or anon_vma rwsem is held;
 - no migration entry is left in any page table;
 - every present entry points at an allocated frame of system RAM or device-coherent
   memory, every device-private entry at an allocated device-private frame;
@@ -89,6 +89,9 @@ def check_locks(k: Kernel) -> None:
     if (s.mm[:, 0] != 0).any():
         held = int(np.flatnonzero(s.mm[:, 0])[0])
         _fail(k, FailureKind.LOCK_BALANCE, f"mmap_lock of mm {held} held at a quiet point", [])
+    if (s.anon_vma[:, 0] != 0).any():
+        held = int(np.flatnonzero(s.anon_vma[:, 0])[0])
+        _fail(k, FailureKind.LOCK_BALANCE, f"anon_vma rwsem of mm {held} held at a quiet point", [])
 
 
 def check_entries(k: Kernel) -> None:

@@ -172,10 +172,14 @@ def tlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -
 
 
 def check_drop_clean(k: Kernel, a: Actor, pfn: int, slot: int, site: str) -> None:
-    """Reclaim is about to drop ``pfn`` as clean: its content must be its swap copy."""
+    """Reclaim is about to drop ``pfn`` as clean: its content must be its swap copy, if
+    a reader can still reach it (a swap entry names the slot; the page is unmapped). An
+    orphaned swap-cache page (the last entry went: a COW copy or a zap replaced the last
+    mapping, whose dirty bit an anonymous folio never gets back) holds data no one reads."""
     data = k.data(pfn)
     copy = k.words.load(k.lay.SWAP + slot * SWAP_WORDS + S_DATA)
-    if data != copy:
+    entries = k.words.load(k.lay.SWAP + slot * SWAP_WORDS + S_USED) & ~SWAP_HAS_CACHE
+    if data != copy and (entries > 0 or k.mapcount(pfn) > 0):
         raise k.fail(
             FailureKind.DIRTY_CONSERVATION,
             f"{a.name} dropped frame {pfn} at {site} as clean, but it holds token {data:#x} "
@@ -189,7 +193,10 @@ def check_drop_clean(k: Kernel, a: Actor, pfn: int, slot: int, site: str) -> Non
 
 
 def check_dirty(k: Kernel, final: bool) -> None:
-    """Global: a clean swap-cache page holds exactly its swap copy."""
+    """Global: a clean swap-cache page that a reader can reach (it is mapped, or a swap
+    entry still names its slot) holds exactly its swap copy. An orphaned swap-cache
+    page (no mapping, no swap entry: only reclaim will ever see it again, and drops it)
+    holds data no one can read, so it is not judged."""
     s = k.s
     fr = s.frames
     cached = (fr[:, F_FLAGS] & (PG_swapcache | PG_allocated)) == (PG_swapcache | PG_allocated)
@@ -203,6 +210,8 @@ def check_dirty(k: Kernel, final: bool) -> None:
         dirty_map[np.unique(pte[dm] >> PTE_PFN_SHIFT)] = True
     clean = cached & ((fr[:, F_FLAGS] & (PG_dirty | PG_writeback)) == 0) & ~dirty_map
     slots = np.clip(fr[:, F_PRIV] - 1, 0, s.swap.shape[0] - 1)
+    entries = (s.swap[slots, S_USED] & ~SWAP_HAS_CACHE) > 0
+    clean &= (fr[:, F_MAP] > 0) | entries  # reachable by a reader
     bad = clean & (fr[:, F_DATA] != s.swap[slots, S_DATA])
     if bad.any():
         p = int(np.flatnonzero(bad)[0])

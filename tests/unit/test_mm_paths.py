@@ -17,8 +17,10 @@ from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.kernel import Kernel
 from pagerace.core.machine.layout import (
     F_PIN,
+    F_PRIV,
     GUP_PIN_COUNTING_BIAS,
     M_WP_SEQ,
+    PTE_DIRTY,
     PTE_EXCLUSIVE,
     PTE_MIGRATION,
     PTE_NONE,
@@ -28,9 +30,13 @@ from pagerace.core.machine.layout import (
     S_DATA,
     S_USED,
     PG_anon_exclusive,
+    PG_dirty,
     PG_swapcache,
     pte_pfn,
     pte_type,
+)
+from pagerace.core.machine.layout import (
+    SWAP_HAS_CACHE as SWAP_HAS_CACHE_BIT,
 )
 from pagerace.core.mm.fork import op_fork
 from pagerace.core.mm.gup import (
@@ -49,6 +55,7 @@ from pagerace.core.mm.swapfile import SWAP_HAS_CACHE, swap_w
 from pagerace.core.mm.vma import op_child_exit, op_madv_dontneed, op_munmap
 from pagerace.core.mm.vmscan import op_reclaim
 from pagerace.core.oracles.invariants import check_all
+from pagerace.core.oracles.world import check_drop_clean
 from strategies import Stepper, model
 
 SYS = {
@@ -357,10 +364,21 @@ def test_swap_out_then_swap_in_keeps_content() -> None:
     assert _run(k, cpu_access(k, cpu, 0, 1, False)) == ACCESS_OK
     kind, p = _entry(k, 1)
     assert kind == PTE_PRESENT and k.data(p) == tok
-    # The only entry of the slot is gone: the swap copy is freed, the page dirty.
-    assert not k.test_flag(p, PG_swapcache) and k.words.load(swap_w(k, slot, S_USED)) == 0
-    assert _run(k, cpu_access(k, cpu, 0, 1, True)) == ACCESS_OK  # reuse, exclusive
-    assert _entry(k, 1)[1] == p
+    # A read fault keeps the folio in the swap cache, clean (7.0 should_try_to_free_swap:
+    # only a write fault frees the copy); the exclusive entry maps it writable, clean.
+    assert k.test_flag(p, PG_swapcache) and not k.test_flag(p, PG_dirty)
+    assert k.words.load(swap_w(k, slot, S_USED)) == SWAP_HAS_CACHE_BIT
+    assert k.pte_read(0, 1) & PTE_WRITE and not k.pte_read(0, 1) & PTE_DIRTY
+    check_all(k)
+    # The store needs no fault: the hardware sets the dirty bit of the entry. A swap-cache
+    # page mapped through a dirty entry is not clean for the dirty-conservation oracle.
+    assert _run(k, cpu_access(k, cpu, 0, 1, True)) == ACCESS_OK
+    assert _entry(k, 1)[1] == p and k.pte_read(0, 1) & PTE_DIRTY
+    assert k.data(p) != k.words.load(swap_w(k, slot, S_DATA))
+    check_all(k)
+    # Reclaim again: the dirty entry moves its dirt to the folio, which is written out.
+    assert _run(k, op_reclaim(k, r, p, 1)) == 1
+    assert k.words.load(swap_w(k, slot, S_DATA)) == k.shadow(0, 1)
     check_all(k)
 
 
@@ -534,3 +552,28 @@ def test_get_reference_survives_swap_out_through_the_swap_cache() -> None:
     assert _run(k, cpu_access(k, cpu, 0, 1, False)) == ACCESS_OK
     assert _entry(k, 1) == (PTE_PRESENT, p)
     check_all(k)
+
+
+def test_dirty_oracle_judges_only_swapcache_pages_a_reader_can_reach() -> None:
+    """A clean swap-cache page whose content is not its swap copy is a failure while a
+    reader can reach it (mapped, or a swap entry names its slot), not once it is
+    orphaned (no mapping, no entry: only reclaim sees it again, and drops it)."""
+    k, (_a, r, cpu, _) = _m()
+    assert _run(k, op_reclaim(k, r, 0, 1)) == 1
+    assert _run(k, cpu_access(k, cpu, 0, 0, False)) == ACCESS_OK  # kept in the swap cache
+    p = _entry(k, 0)[1]
+    assert k.test_flag(p, PG_swapcache) and not k.test_flag(p, PG_dirty)
+    check_all(k)
+    k.set_data(p, k.data(p) ^ 1)  # test-only: a change nothing records as dirty
+    k.set_shadow(0, 0, k.data(p))
+    with pytest.raises(InvariantViolation) as e:
+        check_all(k)
+    assert e.value.failure.kind is FailureKind.DIRTY_CONSERVATION
+    slot = k.words.load(k.fw(p, F_PRIV)) - 1
+    with pytest.raises(InvariantViolation) as e:
+        check_drop_clean(k, r, p, slot, "test")  # reclaim dropping it now loses the write
+    assert e.value.failure.kind is FailureKind.DIRTY_CONSERVATION
+    assert _run(k, op_munmap(k, cpu, 0, 0, 1)) == 0  # the last mapping goes
+    assert k.test_flag(p, PG_swapcache) and k.mapcount(p) == 0
+    check_all(k)  # orphaned: nobody can read it
+    check_drop_clean(k, r, p, slot, "test")  # and dropping it loses nothing

@@ -92,7 +92,8 @@ def test_fault_waits_for_collect_then_completes_after_migration() -> None:
     d.run_until(lambda: k.page_locked(dev_pfn))
     assert k.page_lock_owner(dev_pfn) == drv.id
     assert pte_type(k.pte_read(0, 0)) == PTE_MIGRATION  # collect installed it under the PTL
-    _step_through_spinlocks(k, c, d)
+    _step_through_spinlocks(k, c, d)  # the lockless read of the entry (handle_mm_fault)
+    _step_through_spinlocks(k, c, d)  # migration_entry_wait: the PTL, then the page lock
     req = c.blocked_on(k)
     assert type(req) is Block and (req.kind, req.target) == ("page", dev_pfn)
     assert req.site == "migration_entry_wait:folio_wait_locked"
@@ -117,7 +118,8 @@ def test_two_faulters_one_migrates_the_other_waits_then_finds_it_present() -> No
     c1.run_until(lambda: k.page_locked(dev_pfn))  # do_swap_page's folio_trylock won
     assert pte_type(k.pte_read(0, 1)) == PTE_DEVICE_PRIVATE
     c2.step()  # trap
-    c2.step()  # the fault: entry still device-private, trylock fails, sleep
+    c2.step()  # the fault reads the entry without the lock: still device-private
+    c2.step()  # the PTL, the trylock fails, sleep
     req = c2.blocked_on(k)
     assert type(req) is Block and (req.kind, req.target) == ("page", dev_pfn)
     assert req.site == "do_swap_page:wait_on_locked"

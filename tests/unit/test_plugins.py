@@ -235,7 +235,7 @@ def test_a_campaign_task_carries_the_plugins_and_a_worker_loads_them() -> None:
     w = load_workload("migrate-vs-pin")
     with plugins.isolated():
         plugins.load(str(EXAMPLE))
-        t = Task(workload_to_json(w), PATCHED, (), "rr", "deterministic", (17,), "t")
+        t = Task(workload_to_json(w), PATCHED, (), "rr", "deterministic", (5,), "t")
     assert t.plugins == (str(EXAMPLE.resolve()),)
     assert PATCHED not in VARIANTS
     with plugins.isolated():
@@ -252,7 +252,7 @@ def test_an_artifact_of_a_plugin_variant_names_the_plugin_when_it_is_missing(
     out = tmp_path / "o"
     with plugins.isolated():
         rc, _o, err = run_cli(capsys, "--plugin", EXAMPLE, "run", "migrate-vs-pin", "--variant", PATCHED,
-                              "--seed", "17", "--strategy", "rr", "--out", out)
+                              "--seed", "5", "--strategy", "rr", "--out", out)
         assert rc == 1, err
     (art,) = (out / "artifacts").glob("*.json")
     doc = json.loads(art.read_text())
@@ -274,7 +274,7 @@ def test_an_artifact_of_built_ins_records_no_plugin(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "o"
-    rc, _o, err = run_cli(capsys, "run", "migrate-vs-pin", "--bug", "check-ignores-pins", "--seed", "12",
+    rc, _o, err = run_cli(capsys, "run", "migrate-vs-pin", "--bug", "check-ignores-pins", "--seed", "5",
                           "--strategy", "random", "--out", out)
     assert rc == 1, err
     (art,) = (out / "artifacts").glob("*.json")
@@ -297,12 +297,12 @@ def test_a_campaign_plan_file_lists_its_plugins(tmp_path: Path, capsys: pytest.C
     plan = tmp_path / "nightly.toml"
     plan.write_text(
         'name = "n"\nplugins = ["patches/my_patch.py"]\nworkloads = ["migrate-vs-pin"]\n'
-        f'variants = ["{PATCHED}"]\nseeds = "17"\nstrategies = ["rr"]\njobs = 1\nreplay = false\n'
+        f'variants = ["{PATCHED}"]\nseeds = "5"\nstrategies = ["rr"]\njobs = 1\nreplay = false\n'
     )
     with plugins.isolated():
         rc, _o, err = run_cli(capsys, "campaign", "--plan", plan, "--out", tmp_path / "o", "--quiet")
     assert rc == 1, err
-    assert f"{PATCHED},,deterministic,17" in (tmp_path / "o" / "failures.csv").read_text()
+    assert f"{PATCHED},,deterministic,5" in (tmp_path / "o" / "failures.csv").read_text()
     plan.write_text('plugins = "patches/my_patch.py"\n')
     rc, _o, err = run_cli(capsys, "campaign", "--plan", plan, "--out", tmp_path / "o2")
     assert rc == 2 and "'plugins' must be a list" in err

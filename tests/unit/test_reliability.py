@@ -84,7 +84,7 @@ def test_seeds_membership_and_merging() -> None:
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real artifact: the hmm-2017 opposite-order deadlock (112 steps; 2 mms of 8 pages)."""
     out = tmp_path_factory.mktemp("art")
-    assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--quiet",
+    assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "2", "--quiet",
                  "--out", str(out)]) == 1
     [path] = (out / "artifacts").iterdir()
     doc: dict[str, Any] = json.loads(path.read_text())
@@ -201,11 +201,11 @@ def test_a_workload_too_big_for_the_machine_is_exit_2(
 ) -> None:
     """Each geometry size is bounded (2^24), their product was not: MemoryError, exit 3."""
     doc = copy.deepcopy(artifact)
-    doc["workload"]["raw"]["geometry"].update(sys_frames=1 << 24, mms=1 << 10, pages_per_mm=1 << 20)
+    doc["workload"]["raw"]["geometry"].update(sys_frames=1 << 24, mms=60, pages_per_mm=1 << 24)
     code, err = _replay(doc, tmp_path, capsys)
     assert code == 2 and "more than half of this machine's available" in err, err
     toml = tmp_path / "big.toml"
-    toml.write_text('name = "big"\n[geometry]\nsys_frames = 16777216\nmms = 1024\npages_per_mm = 1048576\n'
+    toml.write_text('name = "big"\n[geometry]\nsys_frames = 16777216\nmms = 60\npages_per_mm = 16777216\n'
                     '[[actor]]\nkind = "cpu"\n')
     assert main(["run", str(toml), "--out", str(tmp_path / "out")]) == 2
     assert "needs" in capsys.readouterr().err
@@ -242,7 +242,7 @@ def test_run_whose_artifacts_dir_is_a_file_is_refused_before_running(
 ) -> None:
     """Before: the failure just found was lost (exit 3, no row written)."""
     (tmp_path / "artifacts").write_text("not a directory")
-    code = main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--out", str(tmp_path)])
+    code = main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "2", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "artifacts' is a file" in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
@@ -293,7 +293,7 @@ def test_artifacts_follow_the_umask_like_the_csvs(umask: int, tmp_path: Path) ->
     """Before: artifacts were always 0600 (mkstemp), unreadable once a CI job published them."""
     old = os.umask(umask)
     try:
-        assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--quiet",
+        assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "2", "--quiet",
                      "--out", str(tmp_path)]) == 1
     finally:
         os.umask(old)

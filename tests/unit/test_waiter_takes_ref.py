@@ -200,7 +200,7 @@ def test_storm_under_round_robin_dissolves_on_v6_and_livelocks_on_the_old_entry(
         for bugs in ((), ("waiter-takes-ref",)):
             steps, done, k = runs[(variant, bugs)]
             if variant != "v6" and bugs:
-                assert steps == 6_000 and not any(done), variant
+                assert steps >= 6_000 and not any(done), variant  # a round may end past it
                 assert _failed(k) > 50 and ("fault", "migrated") not in k.outcomes
                 assert k.outcomes.get(("fault", "refcount_changed"), 0) > 0
                 continue
