@@ -61,6 +61,9 @@ class RaceBranch:
     function: str
     test: str  # the test's source, one line
     body_line: int  # first line of the branch taken when the test is true
+    #: whether the test itself yields (``if not (yield from ...)``): then an arc out of
+    #: the function from its line is a suspension, not the false branch leaving it
+    test_yields: bool = False
     #: outcome when the test is true / false reached by the campaign
     taken_true: bool = False
     taken_false: bool = False
@@ -158,6 +161,10 @@ def find_race_branches(path: str, rel: str) -> list[RaceBranch]:
                             function=name,
                             test=lines[child.lineno - 1].strip()[:100],
                             body_line=child.body[0].lineno,
+                            test_yields=any(
+                                isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await))
+                                for n in ast.walk(child.test)
+                            ),
                         )
                     )
             walk(child, name)
@@ -167,10 +174,14 @@ def find_race_branches(path: str, rel: str) -> list[RaceBranch]:
 
 
 def _taken(arcs: Iterable[tuple[int, int]], b: RaceBranch) -> RaceBranch:
-    dests = {d for s, d in arcs if s == b.line and d > 0 and d != b.line}
+    """Which outcomes the arcs out of the test's line show: the body's first line for
+    true; any other line for false, or leaving the function (a negative destination:
+    the test was the function's last statement) unless the test yields, when such an
+    arc is only a suspension."""
+    dests = {d for s, d in arcs if s == b.line and d != b.line}
     true = b.body_line in dests
-    false = any(d != b.body_line for d in dests)
-    return RaceBranch(b.path, b.line, b.function, b.test, b.body_line, true, false)
+    false = any(d != b.body_line and (d > 0 or not b.test_yields) for d in dests)
+    return RaceBranch(b.path, b.line, b.function, b.test, b.body_line, b.test_yields, true, false)
 
 
 def core_files(root: str) -> list[tuple[str, str]]:

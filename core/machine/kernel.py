@@ -1075,18 +1075,6 @@ class Kernel:
         st[S_ACQUIRED] += 1
         self._acquired(a, word, site)
 
-    def mutex_trylock(self, a: Actor, word: int, site: str) -> bool:
-        """``mutex_trylock()``."""
-        st = self._stat(site)
-        st[S_TRY] += 1
-        if not self.words.cas(word, 0, a.id + 1):
-            st[S_TRY_FAIL] += 1
-            st[S_CONTENDED] += 1
-            return False
-        st[S_ACQUIRED] += 1
-        self._acquired(a, word, site)
-        return True
-
     def mutex_unlock(self, a: Actor, word: int, site: str) -> None:
         """``mutex_unlock()``, with the owner check of ``DEBUG_MUTEXES``."""
         owner = self.words.load(word)

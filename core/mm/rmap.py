@@ -197,7 +197,8 @@ def anon_vma_unlock_write(k: Kernel, a: Actor, av: int, site: str) -> None:
     """``anon_vma_unlock_write()``."""
     w = anon_vma_rwsem_word(k, av)
     owner_w = w - AV_RWSEM + AV_OWNER
-    if k.words.load(owner_w) != a.id + 1 or not k.words.cas(w, RWSEM_WRITER, 0):
+    # the owner check of a bad unlock, not a race outcome:
+    if k.words.load(owner_w) != a.id + 1 or not k.words.cas(w, RWSEM_WRITER, 0):  # not-a-race
         from ..machine.errors import FailureKind
 
         raise k.fail(

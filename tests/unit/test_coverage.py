@@ -49,8 +49,11 @@ def test_taken_reads_both_outcomes_from_arcs() -> None:
     assert _taken([(1, 2)], b).missing == "never reached"
     both = _taken([(2, 3), (2, 4), (2, -1)], b)
     assert both.covered and both.missing == ""
-    # a yield on the test line (an exit arc) and the line itself are not outcomes
-    assert not _taken([(2, -1), (2, 2)], b).taken_false
+    # leaving the function from the test's line is its false outcome (a `while` that ends
+    # the function), unless the test yields: then that arc is a suspension
+    assert _taken([(2, -1)], b).taken_false
+    yielding = RaceBranch("p.py", 2, "path", "if not (yield from x)", body_line=3, test_yields=True)
+    assert not _taken([(2, -1), (2, 2)], yielding).taken_false
 
 
 def test_measure_on_one_workload() -> None:
