@@ -1,7 +1,8 @@
-"""The wide no-false-positive check: every workload on ``v6``, N random + M PCT seeds.
+"""The wide no-false-positive check: every workload on ``v6`` (or ``--variant``), N random + M PCT seeds.
 
     python tools/clean_sweep.py                  # 200 random + 100 PCT seeds per workload
     python tools/clean_sweep.py 50 20 anon_read  # fewer seeds, some workloads
+    python tools/clean_sweep.py --variant v5.0   # another generation
 
 Prints one line per workload: runs, clean runs, the failures by kind, and whether each
 failure kind is one the workload's documented finding explains (``finding`` in its
@@ -21,6 +22,12 @@ from pagerace.workloads import load_workload, workload_names
 
 
 def main(argv: list[str]) -> int:
+    variant = "v6"
+    if argv[:1] == ["--variant"] and len(argv) > 1:
+        variant, argv = argv[1], argv[2:]
+    if variant not in VARIANTS:
+        print(f"--variant {variant!r}: valid: {', '.join(sorted(VARIANTS))}", file=sys.stderr)
+        return 2
     n_random = int(argv[0]) if argv else 200
     n_pct = int(argv[1]) if len(argv) > 1 else 100
     names = argv[2:] or workload_names()
@@ -28,14 +35,14 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     for name in names:
         w = load_workload(name)
-        if set(w.needs) - VARIANTS["v6"].provides:
+        if set(w.needs) - VARIANTS[variant].provides:
             continue
         kinds: collections.Counter[str] = collections.Counter()
         first: dict[str, str] = {}
         runs = 0
         for strategy, n in (("random", n_random), ("pct", n_pct)):
             for seed in range(n):
-                f = run_deterministic(w, seed=seed, strategy=strategy).result.failure
+                f = run_deterministic(w, variant=variant, seed=seed, strategy=strategy).result.failure
                 runs += 1
                 if f is None:
                     continue
