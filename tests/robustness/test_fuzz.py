@@ -139,7 +139,7 @@ def _clamp_budgets(doc: Any) -> None:
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("art")
-    assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "1", "--quiet",
+    assert main(["run", "opposite-order", "--variant", "hmm-2017", "--seed", "2", "--quiet",
                  "--out", str(out)]) == 1
     [path] = (out / "artifacts").iterdir()
     doc: dict[str, Any] = json.loads(path.read_text())
