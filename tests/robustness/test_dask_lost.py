@@ -29,7 +29,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     n = getattr(request, "param", 2)
     with dask.config.set({"temporary-directory": str(tmp_path / "dask-scratch")}), distributed.LocalCluster(
         n_workers=n, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
-        dashboard_address=None, worker_dashboard_address=None, memory_limit=0,
+        dashboard_address=":0", worker_dashboard_address=None, memory_limit=0,  # ":0": no fixed HTTP port
     ) as cl:
         yield cl
     random.setstate(saved)

@@ -158,7 +158,7 @@ def test_dask_with_worker_processes(tmp_path: Path) -> None:
         processes=True,
         protocol="tcp",
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # a random port: None still serves HTTP on 8787, another run may hold it
         worker_dashboard_address=None,
     ) as cluster:
         backend = DaskBackend(cluster.scheduler_address)
@@ -208,10 +208,10 @@ def test_dask_workers_load_the_plugins_of_the_campaign(tmp_path: Path) -> None:
     with plugins.isolated():
         plugins.load(str(example))
         p = c.make_plan(dict(name="p", workloads="migrate-vs-pin", variants="v6-check-page-patch",
-                             seeds="15-21", strategies="rr", replay=False))
+                             seeds="0-6", strategies="rr", replay=False))
         with distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1",
-            dashboard_address=None, worker_dashboard_address=None,
+            dashboard_address=":0", worker_dashboard_address=None,  # ":0": no fixed HTTP port
         ) as cluster:
             backend = DaskBackend(cluster.scheduler_address)
             try:
@@ -221,4 +221,4 @@ def test_dask_workers_load_the_plugins_of_the_campaign(tmp_path: Path) -> None:
     random.setstate(saved)
     assert res.ran == 7 and not res.errors
     seeds = sorted(int(r["seed"]) for r in _rows(tmp_path / "dask" / "failures.csv"))
-    assert seeds == [17]  # as hunt and compare find it (rr on seed 17)
+    assert seeds == [1, 5]  # as hunt and compare find it (rr on seeds 1 and 5)

@@ -289,7 +289,7 @@ def test_dask_backend_on_an_in_process_cluster(tmp_path: Path) -> None:
         threads_per_worker=1,
         processes=False,
         protocol="inproc",  # no port: another cluster on the machine cannot collide with it
-        dashboard_address=None,
+        dashboard_address=":0",  # a random port: None still serves HTTP on 8787, another run may hold it
         worker_dashboard_address=None,
     ) as cluster:
         backend = DaskBackend(cluster.scheduler_address)
