@@ -856,68 +856,80 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
 
 
 def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
-    """``dmirror_migrate_to_device()`` (7.0): setup, ``dmirror_migrate_alloc_and_copy``
-    (each device page remembers its mirror: ``rpage->zone_device_data = dmirror``),
-    pages, ``dmirror_migrate_finalize_and_map``, finalize; then the verification read
-    (``dmirror_do_read`` under the mutex, whose -ENOENT for a page that did not move is
-    the ioctl's return)."""
+    """``dmirror_migrate_to_device()`` (7.0): under ``mmap_read_lock``, VMA by VMA over
+    ``[start, end)`` (-EINVAL at an address without a readable VMA, after the VMAs
+    before it migrated; ``PTRS_PER_PTE`` pieces are one here): setup,
+    ``dmirror_migrate_alloc_and_copy`` (each device page remembers its mirror:
+    ``rpage->zone_device_data = dmirror``), pages, ``dmirror_migrate_finalize_and_map``,
+    finalize; then the verification read (``dmirror_do_read`` under the mutex, whose
+    -ENOENT for a page that did not move is the ioctl's return)."""
     dev = k.devices[dmirror_dev(k, mi)]
     mm = dmirror_mm(k, mi)
     yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_device:mmap_read_lock")
     try:
-        row = k.s.find_vma(mm, start)
-        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
-            return EINVAL
-        _vs, ve = k.s.vma_bounds(mm, row)
-        m = DmirrorMigrate(
-            mm, row, start, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
-        )
-        m.mirror = mi
-        rc = yield from migrate_vma_setup(k, a, m)
-        if rc:
-            return rc
-        yield from dev.alloc_and_copy_to_device(k, a, m)
-        for d in m.dst:
-            dpage = migrate_pfn_to_page(d)
-            if dpage >= 0:
-                k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
-        yield from migrate_vma_pages(k, a, m)
-        yield from dmirror_migrate_finalize_and_map(k, a, mi, m)
-        yield from migrate_vma_finalize(k, a, m)
-        k.count("migrate_to_device")
+        addr = start
+        while addr < end:
+            row = k.s.find_vma(mm, addr)
+            if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+                return EINVAL
+            _vs, ve = k.s.vma_bounds(mm, row)
+            m = DmirrorMigrate(
+                mm, row, addr, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
+            )
+            m.mirror = mi
+            rc = yield from migrate_vma_setup(k, a, m)
+            if rc:
+                return rc
+            yield from dev.alloc_and_copy_to_device(k, a, m)
+            for d in m.dst:
+                dpage = migrate_pfn_to_page(d)
+                if dpage >= 0:
+                    k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
+            yield from migrate_vma_pages(k, a, m)
+            yield from dmirror_migrate_finalize_and_map(k, a, mi, m)
+            yield from migrate_vma_finalize(k, a, m)
+            k.count("migrate_to_device")
+            addr = m.end
     finally:
         k.mmap_read_unlock(a, mm, "dmirror_migrate_to_device:mmap_read_unlock")
     yield
     mutex = dm_word(k, mi, DM_MUTEX)
     yield from k.mutex_lock(a, mutex, "dmirror_migrate_to_device:mutex_lock")
-    ret = yield from dmirror_do_access(k, a, mi, start, m.end, [0], False)
+    ret = yield from dmirror_do_access(k, a, mi, start, end, [0], False)
     k.mutex_unlock(a, mutex, "dmirror_migrate_to_device:mutex_unlock")
     return ret
 
 
 def dmirror_migrate_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
-    """``dmirror_migrate_to_system()`` (7.0): setup selecting this device's pages with
-    this device as owner (its own mirrors ignore the notifier), the copy back erasing
-    this mirror's entries, pages, finalize."""
+    """``dmirror_migrate_to_system()`` (7.0): VMA by VMA as above, setup selecting this
+    device's pages with this device as owner (its own mirrors ignore the notifier), the
+    copy back erasing this mirror's entries (its return ignored, as 7.0), pages,
+    finalize."""
     dev = k.devices[dmirror_dev(k, mi)]
     mm = dmirror_mm(k, mi)
     yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_system:mmap_read_lock")
     try:
-        row = k.s.find_vma(mm, start)
-        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
-            return EINVAL
-        _vs, ve = k.s.vma_bounds(mm, row)
-        sel = (
-            MIGRATE_VMA_SELECT_DEVICE_COHERENT if dev.coherent else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-        )
-        m = DmirrorMigrate(mm, row, start, min(end, ve), sel, dev.dev, kind="to_system")
-        rc = yield from migrate_vma_setup(k, a, m)
-        if rc:
-            return rc
-        yield from dev.alloc_and_copy_to_ram(k, a, m, mi)
-        yield from migrate_vma_pages(k, a, m)
-        yield from migrate_vma_finalize(k, a, m)
-        k.count("migrate_to_system")
+        addr = start
+        while addr < end:
+            row = k.s.find_vma(mm, addr)
+            if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+                return EINVAL
+            _vs, ve = k.s.vma_bounds(mm, row)
+            sel = (
+                MIGRATE_VMA_SELECT_DEVICE_COHERENT
+                if dev.coherent
+                else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+            )
+            m = DmirrorMigrate(mm, row, addr, min(end, ve), sel, dev.dev, kind="to_system")
+            m.mirror = mi
+            rc = yield from migrate_vma_setup(k, a, m)
+            if rc:
+                return rc
+            yield from dev.alloc_and_copy_to_ram(k, a, m, mi)
+            yield from migrate_vma_pages(k, a, m)
+            yield from migrate_vma_finalize(k, a, m)
+            k.count("migrate_to_system")
+            addr = m.end
         return 0
     finally:
         k.mmap_read_unlock(a, mm, "dmirror_migrate_to_system:mmap_read_unlock")
