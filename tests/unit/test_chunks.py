@@ -165,3 +165,49 @@ def test_findings_apply_per_generation() -> None:
     t["finding"] = [{"doc": "x.md", "kinds": ["leak"], "variants": ["v9"]}]
     with pytest.raises(Exception, match=r"finding.variants = 'v9'.*valid"):
         parse_workload(t, "t.toml")
+
+
+def _mirror_table(vmas: list[dict[str, Any]], populate: list[dict[str, int]]) -> dict[str, Any]:
+    return {
+        "name": "mixed",
+        "geometry": {"sys_frames": 24, "dev_frames": 8, "devices": 2, "pages_per_mm": 8,
+                     "ptes_per_table": 4},
+        "dmirror": [{"device": 0, "mm": 0}, {"device": 1, "mm": 0}],
+        "mm": [{"id": 0, "vmas": vmas, "populate": populate}],
+        "actor": [{"kind": "cpu"}],
+    }
+
+
+def test_a_shared_anonymous_range_is_not_migrated_to_the_device() -> None:
+    """hmm.migrate_shared: MAP_SHARED | MAP_ANONYMOUS is shmem in 7.0: collect skips the
+    holes, __migrate_device_pages refuses the pages, the ioctl returns -ENOENT."""
+    from pagerace.core.lib.test_hmm import ENOENT, dmirror_migrate_to_device
+
+    m = model(_mirror_table([{"start": 0, "end": 8, "flags": ["read", "write", "anon", "shared"]}],
+                            [{"start": 0, "end": 2}]))
+    k, a = m.kernel, m.actors[0]
+    before = [k.pte_read(0, v) for v in range(4)]
+    assert Stepper(dmirror_migrate_to_device(k, a, 0, 0, 4)).finish(k) == ENOENT
+    assert [k.pte_read(0, v) for v in range(4)] == before  # nothing moved, holes stay holes
+    assert k.outcomes.get(("to_device", "shared_mapping")) == 2
+
+
+def test_migrate_to_device_goes_vma_by_vma_and_stops_at_a_hole() -> None:
+    """hmm2.migrate_mixed: -EINVAL at a hole after the VMAs before it migrated; a page on
+    device 1 is not migrated by device 0 (-ENOENT)."""
+    from pagerace.core.lib.test_hmm import EINVAL, ENOENT, dmirror_migrate_to_device
+    from pagerace.core.machine.layout import PTE_DEVICE_PRIVATE, pte_type
+
+    vmas = [
+        {"start": 0, "end": 1, "flags": ["read", "anon"]},
+        {"start": 1, "end": 2, "flags": ["read", "write", "anon"]},
+        {"start": 3, "end": 8, "flags": ["read", "write", "anon"]},
+    ]
+    m = model(_mirror_table(vmas, [{"start": 0, "end": 2}, {"start": 3, "end": 6}]))
+    k, a = m.kernel, m.actors[0]
+    assert Stepper(dmirror_migrate_to_device(k, a, 1, 0, 4)).finish(k) == EINVAL  # hole at 2
+    assert [pte_type(k.pte_read(0, v)) for v in (0, 1)] == [PTE_DEVICE_PRIVATE] * 2
+    assert Stepper(dmirror_migrate_to_device(k, a, 1, 3, 6)).finish(k) == 0
+    assert k.device_of(pte_pfn(k.pte_read(0, 5))) == 1
+    assert Stepper(dmirror_migrate_to_device(k, a, 0, 5, 6)).finish(k) == ENOENT
+    assert k.device_of(pte_pfn(k.pte_read(0, 5))) == 1
