@@ -30,6 +30,13 @@ FAULTS: dict[str, FaultEntry] = {
     e.name: e
     for e in [
         FaultEntry(
+            "evict_skips_page",
+            "dmirror_device_evict_chunk",
+            "the eviction gives the first page it locked no destination: the page stays "
+            "on the device, mapped, and memunmap_pages waits for it forever",
+            FailureKind.EVICTION_STUCK,
+        ),
+        FaultEntry(
             "dmirror_skip_invalidate",
             "dmirror_do_update",
             "the mirror's invalidate callback sets the sequence but leaves the device "

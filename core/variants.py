@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .machine.kernel import Actor, Kernel, Path
-from .mm.memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF
+from .mm.memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF, VM_FAULT_OOM
 from .mm.migrate_device import (
     MigrateVma,
     migrate_vma_check_page,
@@ -128,13 +128,15 @@ class Variant:
         m: MigrateVma,
         alloc_and_copy: Callback,
         finalize_on_error: bool = True,
+        oom_skips_finalize: bool = False,
     ) -> Path:
         """How a driver migrates ``m`` (the caller holds ``mmap_read_lock``). v6 (5.4+):
         ``migrate_vma_setup()``, the driver's copy, ``migrate_vma_pages()``, its page
         table update, ``migrate_vma_finalize()``. Returns 0, a negative errno from
-        setup, or the ``VM_FAULT_*`` the copy returned (then only finalize runs, as
-        ``dmirror_devmem_fault`` does; ``finalize_on_error=False``: pages runs anyway,
-        as ``dmirror_migrate_to_system`` does)."""
+        setup, or the ``VM_FAULT_*`` the copy returned (then only finalize runs;
+        ``finalize_on_error=False``: pages runs anyway, as ``dmirror_migrate_to_system``
+        does; ``oom_skips_finalize``: after ``VM_FAULT_OOM`` neither runs, as 7.0's
+        ``dmirror_devmem_fault`` writes it: ``if (ret) goto err;``)."""
         rc = yield from migrate_vma_setup(k, a, m)
         if rc:
             return rc
@@ -144,6 +146,9 @@ class Variant:
         check_holes_populated(
             k, a, m, holes, k.outcomes.get((m.kind, "alloc_failed"), 0) != failed0
         )
+        if ret and oom_skips_finalize and ret == VM_FAULT_OOM:
+            k.count("devmem_fault_oom_no_finalize")
+            return ret
         if ret and finalize_on_error:
             yield from migrate_vma_finalize(k, a, m)
             return ret
@@ -223,6 +228,7 @@ class _MigrateVmaOps(Variant):
         m: MigrateVma,
         alloc_and_copy: Callback,
         finalize_on_error: bool = True,
+        oom_skips_finalize: bool = False,
     ) -> Path:
         # seed 004 line 564, seed 002 line 2880: one migrate_vma(ops, ...) call with
         # driver callbacks.

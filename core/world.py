@@ -16,6 +16,7 @@ from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
 from .mm import filemap, fork, gup, mremap, vma, vmscan  # noqa: F401  (register their ops)
 from .mm.swapfile import do_swap_page
+from .oracles import eviction
 from .oracles.world import (
     check_device_pages,
     check_dirty,
@@ -42,6 +43,8 @@ def install_mm(k: Kernel) -> None:
         filemap.install(k)  # page-cache references and the no-lost-write check
     if k.geo.dmirrors:
         test_hmm.install(k)  # the mirrors' notifier callbacks and device page-table check
+    if k.geo.chunks:
+        eviction.install(k)  # eviction liveness: memunmap_pages must end
 
 
 __all__ = ["install_mm"]

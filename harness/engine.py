@@ -397,7 +397,7 @@ class DeterministicEngine:
                 if s not in sites:
                     sites.append(s)
         head = "every live actor is blocked" if everyone else "a cycle of waiters"
-        return Failure(
+        failure = Failure(
             kind=FailureKind.DEADLOCK,
             message=f"{head}: " + "; ".join(parts),
             step=self.step,
@@ -407,6 +407,11 @@ class DeterministicEngine:
             locks=tuple(locks),
             details={"waiters": waiters, "cycle": not everyone},
         )
+        explain = k.hooks.get("all_blocked") if everyone else None
+        if explain is not None:  # e.g. the eviction-liveness oracle (core/oracles/eviction.py)
+            waits = {self.actors[aid].name: self._blocked.get(aid) for aid in ids}
+            failure = explain(k, waits, failure)
+        return failure
 
     def _livelock(self, a: Actor) -> Failure:
         k = self.k

@@ -49,8 +49,10 @@ TOP_DOC: dict[str, tuple[str, str]] = {
     "device": ("array of tables", "device options (below); default: one device per `geometry.devices`"),
     "dmirror": ("array of tables {device, mm}", "open dmirror files (lib/test_hmm.c): each a mirror of mm "
                 "`mm` on device `device`, with its own device page table and interval notifier"),
-    "finding": ("table {doc, kinds}", "the documented finding (docs/findings/) whose failure kinds this "
-                "workload may show on an unmodified generation; the clean checks allow exactly those"),
+    "finding": ("table {doc, kinds} or array of tables {doc, kinds, variants}",
+                "the documented finding(s) (docs/findings/) whose failure kinds this workload may show "
+                "on an unmodified generation: `variants` names the generations each applies to (all "
+                "when absent); the clean checks allow exactly those kinds on those generations"),
     "actor": ("array of tables, at least one", "who runs: `kind`, `count` and the kind's parameters (below)"),
 }
 GEOMETRY_DOC: dict[str, str] = {
@@ -87,7 +89,8 @@ MM_DOC: dict[str, tuple[str, str]] = {
 DEVICE_DOC: dict[str, str] = {
     "id": "the device (default: its position in the array)",
     "coherent": "DEVICE_COHERENT memory (mapped present, CPUs access it) instead of DEVICE_PRIVATE",
-    "fail_alloc": "every n-th allocation of the driver fails (HMM_DMIRROR_FLAG_FAIL_ALLOC); 0: never",
+    "fail_alloc": ("every n-th allocation of the driver fails (the model's memory pressure; 7.0's "
+                   "one-shot HMM_DMIRROR_FLAG_FAIL_ALLOC is the `mirror_flags` kind); 0: never"),
     "fault_range": "pages migrated back around a faulting page (1: just the page), up to 512",
     "fault_work": "preemption points of driver work in migrate_to_ram before it migrates, up to 10000",
     "copy_work": "preemption points each page copy (the DMA) takes, up to 10000",

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.actors import program
 from ..core.bugs import CATALOG
 from ..core.faults import validate_faults
-from ..core.lib.test_hmm import Dmirror, setup_dmirrors
+from ..core.lib.test_hmm import Dmirror, setup_devmem, setup_dmirrors
 from ..core.machine import setup as _setup
 from ..core.machine.errors import InvalidOption
 from ..core.machine.kernel import Actor, Kernel
@@ -98,6 +98,7 @@ def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
                 sv = frm + (count - 1 - j if reverse else j)
                 _setup.share_cow(s, src_mm, sv, mm.id, to + j)
     setup_dmirrors(s)  # the workload's [[dmirror]] files, opened before the run
+    setup_devmem(s)  # each device's memory chunk and its pagemap references
     return s
 
 

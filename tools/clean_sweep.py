@@ -5,8 +5,9 @@
     python tools/clean_sweep.py --variant v5.0   # another generation
 
 Prints one line per workload: runs, clean runs, the failures by kind, and whether each
-failure kind is one the workload's documented finding explains (``finding`` in its
-TOML). Exit 1 when a run failed in a way no finding explains. Run it once at the end of
+failure kind is one the workload's documented findings explain on that generation
+(``[[finding]]`` in its TOML, with ``variants``, or the old ``finding`` table for all).
+Exit 1 when a run failed in a way no finding explains. Run it once at the end of
 a change to ``core/``; the quality tier runs a smaller version (50 + 20) by default.
 """
 
@@ -48,9 +49,11 @@ def main(argv: list[str]) -> int:
                     continue
                 kinds[str(f.kind)] += 1
                 first.setdefault(str(f.kind), f"{strategy} seed {seed}")
-        unexplained = {k: v for k, v in kinds.items() if k not in w.finding_kinds}
+        explained = w.finding_kinds_for(variant)
+        unexplained = {k: v for k, v in kinds.items() if k not in explained}
         bad += sum(unexplained.values())
-        note = f" (finding {w.finding})" if kinds and not unexplained else ""
+        docs = ", ".join(f.doc for f in w.findings_for(variant) if set(f.kinds) & set(kinds))
+        note = f" (finding {docs})" if kinds and not unexplained else ""
         detail = ", ".join(f"{k}: {v} (first {first[k]})" for k, v in sorted(kinds.items()))
         print(f"{name}: {runs} runs, {runs - sum(kinds.values())} clean"
               + (f"; {detail}" if detail else "") + note, flush=True)

@@ -73,6 +73,9 @@ def _mirror_driver_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList
         think = int(rng.integers(0, int(p["think"]) + 1))
         if think:
             out.append(("idle", think))
+        if what == "fail_alloc":  # HMM_DMIRROR_FLAGS, HMM_DMIRROR_FLAG_FAIL_ALLOC
+            out.append(("dmirror_flags", int(p["mirror"]), 1))
+            continue
         start = _starts(p, rng, chunk)
         end = min(hi, start + chunk)
         if what == "to_device":
@@ -81,7 +84,8 @@ def _mirror_driver_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList
             out.append(("mirror_to_system", int(p["mirror"]), start, end))
         else:
             raise InvalidWorkload(
-                f"mirror_driver pattern entry {what!r} is not valid; valid: to_device, to_system"
+                f"mirror_driver pattern entry {what!r} is not valid; valid: fail_alloc, to_device, "
+                "to_system"
             )
     return out
 
@@ -91,9 +95,52 @@ register_actor_kind(
     {"mirror": 0, "range": [0, 16], "ops": 4, "chunk": 0, "think": 4,
      "pattern": ["to_device", "to_system"]},
     "HMM_DMIRROR_MIGRATE_TO_DEV / TO_SYS through a mirror (dmirror_migrate_finalize_and_map "
-    "maps the device pages into its page table; lib/test_hmm.c 7.0)",
+    "maps the device pages into its page table; lib/test_hmm.c 7.0); the pattern entry "
+    "fail_alloc sets HMM_DMIRROR_FLAG_FAIL_ALLOC (HMM_DMIRROR_FLAGS)",
     _mirror_driver_ops,
 )
 
-for _kind in ("device_read", "device_write", "snapshot", "mirror_driver"):
+
+def _flags_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    out: OpList = []
+    for _ in range(int(p["ops"])):
+        think = int(rng.integers(0, int(p["think"]) + 1))
+        if think:
+            out.append(("idle", think))
+        out.append(("dmirror_flags", int(p["mirror"]), int(p["flags"])))
+    return out
+
+
+register_actor_kind(
+    "mirror_flags",
+    {"mirror": 0, "ops": 1, "think": 4, "flags": 1},
+    "HMM_DMIRROR_FLAGS through a mirror: dmirror->flags = flags (1: "
+    "HMM_DMIRROR_FLAG_FAIL_ALLOC, the next allocation attempt through the mirror fails "
+    "and clears it; lib/test_hmm.c 7.0), after think time, ops times",
+    _flags_ops,
+)
+
+for _kind in ("device_read", "device_write", "snapshot", "mirror_driver", "mirror_flags"):
     KIND_NEEDS[_kind] = ["hmm_range_fault"]
+
+
+def _release_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    out: OpList = []
+    for _ in range(int(p["ops"])):
+        think = int(rng.integers(0, int(p["think"]) + 1))
+        if think:
+            out.append(("idle", think))
+        out.append(("release", int(p["device"])))
+    return out
+
+
+register_actor_kind(
+    "release",
+    {"device": 0, "ops": 1, "think": 8},
+    "HMM_DMIRROR_RELEASE / driver unload: dmirror_device_remove_chunks (remove = true, the "
+    "free pages dropped, dmirror_device_evict_chunk through migrate_device_range, then "
+    "memunmap_pages sleeping until every device page is freed; lib/test_hmm.c 7.0), after "
+    "think time, ops times",
+    _release_ops,
+)
+KIND_NEEDS["release"] = ["migrate_device_range"]

@@ -85,6 +85,16 @@ class ActorSpec:
 
 
 @dataclass(frozen=True)
+class FindingSpec:
+    """One ``[[finding]]`` table: a document of docs/findings/, the failure kinds it
+    explains, and the generations it applies to (empty: every one)."""
+
+    doc: str
+    kinds: tuple[str, ...]
+    variants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Workload:
     """A fully resolved workload (what an artifact stores)."""
 
@@ -101,9 +111,13 @@ class Workload:
     faults: tuple[str, ...] = ()
     pct_k: int = 0
     # A workload that finds a documented kernel finding on the unmodified model: the
-    # document (docs/findings/...) and the failure kinds it explains.
+    # document (docs/findings/...) and the failure kinds it explains. ``findings`` has
+    # one entry per [[finding]] table (each for some generations, or all of them);
+    # ``finding`` / ``finding_kinds`` are the first document and the union of the kinds
+    # (the old single-table form fills one entry for every generation).
     finding: str = ""
     finding_kinds: tuple[str, ...] = ()
+    findings: tuple[FindingSpec, ...] = ()
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
     cpus: int = 0  # CPUs modelled (0: none, each actor is its own CPU)
@@ -111,6 +125,14 @@ class Workload:
     # sysctl vm.page_lock_unfairness (mm/filemap.c; 5 by default): the rounds an exclusive
     # page-lock waiter may lose to trylockers before folio_unlock hands it the lock.
     page_lock_unfairness: int = 5
+
+    def findings_for(self, variant: str) -> tuple[FindingSpec, ...]:
+        """The documented findings this workload may show on generation ``variant``."""
+        return tuple(f for f in self.findings if not f.variants or variant in f.variants)
+
+    def finding_kinds_for(self, variant: str) -> frozenset[str]:
+        """The failure kinds the workload's findings explain on ``variant``."""
+        return frozenset(k for f in self.findings_for(variant) for k in f.kinds)
 
     def n_actors(self) -> int:
         return sum(a.count for a in self.actors)
@@ -225,6 +247,9 @@ def _evictor_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
 # Paths an actor kind needs from the protocol variant (Variant.provides), beyond
 # migrate_vma: an evictor calls migrate_device_range(), which only v6 has.
 KIND_NEEDS: dict[str, list[str]] = {"evictor": ["migrate_device_range"]}
+# Actor kinds that remove device memory: their workloads model each device's memory as
+# a chunk with pagemap references (Geometry.chunks).
+CHUNK_KINDS: set[str] = {"release"}
 
 
 def register_actor_kind(
@@ -307,6 +332,34 @@ def _list(src: str, key: str, v: Any, what: str = "expected a list") -> list[Any
     if not isinstance(v, list):
         raise _bad(src, key, v, what)
     return v
+
+
+def _findings(src: str, v: Any) -> tuple[FindingSpec, ...]:
+    """``finding = {doc, kinds}`` (every generation) or ``[[finding]]`` tables
+    ``{doc, kinds, variants}`` (``variants``: the generations it applies to; all when
+    absent)."""
+    from ..core.variants import VARIANTS
+
+    tables = v if isinstance(v, list) else [v]
+    out = []
+    for t in tables:
+        _table(src, "finding", t)
+        _check_keys(src, "finding.", t, {"doc", "kinds", "variants"})
+        kinds = t.get("kinds", [])
+        if not isinstance(kinds, list) or not all(isinstance(x, str) for x in kinds):
+            raise _bad(src, "finding.kinds", kinds, "expected a list of failure kinds")
+        variants = t.get("variants", [])
+        if not isinstance(variants, list) or not all(isinstance(x, str) for x in variants):
+            raise _bad(src, "finding.variants", variants, "expected a list of generations")
+        for x in variants:
+            if x not in VARIANTS:
+                raise _bad(src, "finding.variants", x, f"valid: {', '.join(sorted(VARIANTS))}")
+        doc = t.get("doc", "")
+        if not isinstance(doc, str):
+            raise _bad(src, "finding.doc", doc, "expected a path under docs/findings/")
+        if doc or kinds:
+            out.append(FindingSpec(doc, tuple(kinds), tuple(variants)))
+    return tuple(out)
 
 
 def _check_actor_params(src: str, kind: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
@@ -460,6 +513,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         )
     if dmirrors:
         gkw["dmirrors"] = tuple(dmirrors)
+    if any(a.kind in CHUNK_KINDS for a in actors):
+        gkw["chunks"] = True  # the devmem table: pagemap references, chunk removal
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
@@ -572,11 +627,7 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             fn({**defaults, **spec.params}, np.random.default_rng(0))
         except InvalidWorkload as exc:
             raise InvalidWorkload(f"{src}: {exc}") from None
-    finding_t = _table(src, "finding", data.get("finding", {"doc": "", "kinds": []}))
-    _check_keys(src, "finding.", finding_t, {"doc", "kinds"})
-    kinds_t = finding_t.get("kinds", [])
-    if not isinstance(kinds_t, list) or not all(isinstance(x, str) for x in kinds_t):
-        raise _bad(src, "finding.kinds", kinds_t, "expected a list of failure kinds")
+    findings = _findings(src, data.get("finding", []))
     return Workload(
         name=name,
         description=str(data.get("description", "")),
@@ -590,8 +641,9 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         needs=tuple(str(x) for x in needs),
         faults=tuple(str(x) for x in faults),
         pct_k=_int(src, "pct_k", data.get("pct_k", 0)),
-        finding=str(finding_t.get("doc", "")),
-        finding_kinds=tuple(kinds_t),
+        finding=findings[0].doc if findings else "",
+        finding_kinds=tuple(dict.fromkeys(k for f in findings for k in f.kinds)),
+        findings=findings,
         source=src,
         raw=dict(data),
         cpus=cpus,

@@ -27,17 +27,28 @@ dmirror_device``); the mirrors are numbered 0.. in the order the workload opens 
 Device accesses run on ``v6`` only: ``test_hmm.c`` (5.7+) has had this code since
 6.x, and hmm-2017 / v5.0 had no mirror driver of this shape.
 
-Fault injection follows ``HMM_DMIRROR_FLAG_FAIL_ALLOC``: every ``fail_alloc``-th
-allocation fails (0: never), deterministically.
+Allocation failures: the device's ``fail_alloc`` makes every n-th allocation of the
+driver fail (0: never), deterministically: the model's memory pressure, in every
+generation (no generation's driver had such a knob: the seeds have none). 7.0's own
+injection, ``HMM_DMIRROR_FLAGS`` with ``HMM_DMIRROR_FLAG_FAIL_ALLOC``, is per mirror and
+one-shot (``dmirror->flags``, the op ``dmirror_flags``): the next allocation attempt
+through that mirror fails and clears the flag (:func:`dmirror_fail_alloc_once`).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..actors import register_op
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    DC_COUNT,
+    DC_LOCK,
+    DC_REF,
+    DC_REMOVE,
     DM_DEV,
+    DM_FLAGS,
     DM_MM,
     DM_MUTEX,
     DM_WORDS,
@@ -59,6 +70,7 @@ from ..machine.layout import (
     MNI_WORDS,
     VM_READ,
     VM_WRITE,
+    PG_allocated,
 )
 from ..machine.state import State
 from ..mm.hmm import (
@@ -74,6 +86,14 @@ from ..mm.hmm import (
     hmm_range_fault,
 )
 from ..mm.memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
+from ..mm.memremap import (
+    devmem_word,
+    has_chunks,
+    memremap_pages,
+    memunmap_pages,
+    pgmap_get,
+    pgmap_put,
+)
 from ..mm.migrate_device import (
     EINVAL,
     MIGRATE_PFN_MIGRATE,
@@ -106,6 +126,27 @@ from ..mm.mmu_notifier import (
 from ..oracles.device import check_device_pt, device_access
 
 ENOENT = -2
+HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0  # lib/test_hmm_uapi.h (7.0)
+
+
+def driver_70(k: Kernel) -> bool:
+    """Whether ``k`` runs 7.0's ``lib/test_hmm.c`` error paths (``v6`` and later; the
+    older generations keep the driver behaviour of their time)."""
+    return k.variant.name not in ("hmm-2017", "v5.0")
+
+
+def dmirror_fail_alloc_once(k: Kernel, mi: int) -> bool:
+    """7.0 (lines 705 and 975): ``if (dmirror->flags & HMM_DMIRROR_FLAG_FAIL_ALLOC)
+    { dmirror->flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC; dpage = NULL; }``: the one-shot
+    flag of mirror ``mi`` fails this allocation attempt and clears itself. Without a
+    lock, as 7.0 (two allocations through one mirror at once may both see it)."""
+    w = k.lay.DMIRROR + mi * DM_WORDS + DM_FLAGS
+    f = k.words.load(w)
+    if not f & HMM_DMIRROR_FLAG_FAIL_ALLOC:
+        return False
+    k.words.store(w, f & ~HMM_DMIRROR_FLAG_FAIL_ALLOC)
+    k.count("dmirror_fail_alloc_flag")
+    return True
 
 
 class Dmirror:
@@ -165,13 +206,45 @@ class Dmirror:
             yield
 
     def folio_free(self, k: Kernel, a: Actor, pfn: int) -> None:
-        """``dmirror_devmem_free()``: the page goes back to the device's free list."""
+        """``dmirror_devmem_free()``: the page goes back to the device's free list
+        (unless its chunk is being removed: ``chunk->remove``, which the model's
+        allocator checks, :meth:`alloc_device_page`); then ``free_zone_device_folio``
+        drops the page's pagemap reference (:func:`pgmap_put`)."""
         check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles/world.py)
         if check is not None:
             check(k, a, pfn)
         if k.geo.dmirrors:
             k.words.store(k.lay.DPAGE_MIRROR + pfn, 0)  # rpage->zone_device_data
         self.freed += 1
+        if has_chunks(k):
+            pgmap_put(k, self.dev)
+
+    def alloc_device_page(self, k: Kernel, a: Actor, site: str) -> Path:
+        """``dmirror_devmem_alloc_page()`` with chunks (the geometry's ``chunks``): under
+        ``mdevice->lock`` (one step here) a page from the free list, which is empty
+        while the chunk is being removed and after it was; then
+        ``dmirror_allocate_chunk`` takes ``devmem_lock`` (it sleeps behind a removal in
+        progress) and maps a new chunk (``memremap_pages``) if the device has none. The
+        page takes a pagemap reference (``zone_device_page_init``). Without chunks,
+        :meth:`_alloc` (no preemption point). Returns the pfn or -1."""
+        if not has_chunks(k):
+            return self._alloc(k, a, self.zone, site)
+        words = k.words
+        if words.load(devmem_word(k, self.dev, DC_REMOVE)) or not words.load(
+            devmem_word(k, self.dev, DC_COUNT)
+        ):
+            lock = devmem_word(k, self.dev, DC_LOCK)
+            yield from k.mutex_lock(a, lock, "dmirror_allocate_chunk:devmem_lock")
+            if not words.load(devmem_word(k, self.dev, DC_COUNT)):
+                memremap_pages(k, self.dev)
+                words.store(devmem_word(k, self.dev, DC_REMOVE), 0)
+            k.mutex_unlock(a, lock, "dmirror_allocate_chunk:devmem_unlock")
+            if words.load(devmem_word(k, self.dev, DC_REMOVE)):
+                return -1
+        pfn = self._alloc(k, a, self.zone, site)
+        if pfn >= 0:
+            pgmap_get(k, self.dev)
+        return pfn
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
     def _to_device_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
@@ -206,7 +279,11 @@ class Dmirror:
         allocation failed (outcome ``alloc_failed``). ``dma``: the copy engine's time
         (:meth:`_dma`) follows the copy; the 2017 sample driver's copy has none."""
         spage = migrate_pfn_to_page(spfn)
-        dpage = self._alloc(k, a, self.zone, "dmirror_devmem_alloc_page")
+        mi = getattr(m, "mirror", -1)
+        if mi >= 0 and dmirror_fail_alloc_once(k, mi):
+            dpage = -1  # 7.0 dmirror_migrate_alloc_and_copy: the flag, then "goto next"
+        else:
+            dpage = yield from self.alloc_device_page(k, a, "dmirror_devmem_alloc_page")
         if dpage < 0:
             k.outcome(m.kind, "alloc_failed")
             return 0
@@ -249,18 +326,26 @@ class Dmirror:
         the caller's dmirror for ``MIGRATE_TO_SYS``, the one that allocated the faulting
         page for a fault), -1 for none (migrations started without a mirror).
 
-        Returns ``VM_FAULT_SIGBUS`` when an injected copy error hit (``copy_error``),
-        ``VM_FAULT_OOM`` when an allocation fails (either way the caller finalizes,
-        leaving that entry on the device), else 0.
+        Returns ``VM_FAULT_SIGBUS`` when an injected copy error hit (``copy_error``), or
+        ``VM_FAULT_OOM`` when an allocation fails, else 0. On ``v6`` (7.0, line ~987)
+        the first failed allocation returns ``VM_FAULT_OOM`` at once, the one-shot
+        ``HMM_DMIRROR_FLAG_FAIL_ALLOC`` of ``erase_mirror`` failing it first (line 975);
+        the older generations' drivers go on with the next entry.
         """
         ret = 0
+        oom_returns = driver_70(k)
         for i, spfn in enumerate(m.src):
             if not (spfn & MIGRATE_PFN_MIGRATE and spfn & MIGRATE_PFN_VALID):
                 continue
             spage = migrate_pfn_to_page(spfn)
-            dpage = self._alloc(k, a, 0, "dmirror_devmem_fault_alloc_and_copy:alloc")
+            if oom_returns and erase_mirror >= 0 and dmirror_fail_alloc_once(k, erase_mirror):
+                dpage = -1
+            else:
+                dpage = self._alloc(k, a, 0, "dmirror_devmem_fault_alloc_and_copy:alloc")
             if dpage < 0:
                 k.outcome(m.kind, "alloc_failed")
+                if oom_returns:
+                    return VM_FAULT_OOM  # if (!dpage && !order) return VM_FAULT_OOM;
                 ret = ret or VM_FAULT_OOM
                 continue
             yield from k.lock_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:lock_dst")
@@ -340,28 +425,37 @@ class Dmirror:
             kind="fault",
             fault_folio=pfn if locked else -1,
         )
+        # 7.0 dmirror_devmem_fault: "ret = dmirror_devmem_fault_alloc_and_copy(); if (ret)
+        # goto err;": neither migrate_vma_pages nor migrate_vma_finalize after an
+        # allocation failure (transcribed as written: finding 010).
+        oom = {"oom_skips_finalize": True} if driver_70(k) else {}
         if owner >= 0:
 
             def cb(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 return (yield from self.alloc_and_copy_to_ram(k, a, m, owner))
 
-            rc = yield from k.variant.migrate_range(k, a, m, cb)
+            rc = yield from k.variant.migrate_range(k, a, m, cb, **oom)
         else:
-            rc = yield from k.variant.migrate_range(k, a, m, self._to_ram_cb)
+            rc = yield from k.variant.migrate_range(k, a, m, self._to_ram_cb, **oom)
         if rc < 0:
             return VM_FAULT_SIGBUS
         return rc or VM_FAULT_OK
 
     # -- HMM_DMIRROR_RELEASE ---------------------------------------------------------
     def release(self, k: Kernel, a: Actor) -> Path:
-        """``dmirror_device_evict_chunk()`` over all of the device's memory."""
+        """``dmirror_device_evict_chunk()`` over all of the device's memory (the op
+        ``evict``: the eviction alone; :meth:`remove_chunks` is the whole ioctl)."""
         lo, hi = k.lay.zone_range(self.zone)
         n = hi - lo
         src = [0] * n
         dst = [0] * n
         yield from migrate_device_range(k, a, src, lo, n)
+        skip = "evict_skips_page" in k.faults  # test-only: one page gets no destination
         for i, spfn in enumerate(src):
             if not spfn & MIGRATE_PFN_MIGRATE:
+                continue
+            if skip:
+                skip = False
                 continue
             spage = migrate_pfn_to_page(spfn)
             dpage = k.alloc_page(a, 0, "dmirror_device_evict_chunk:alloc")
@@ -377,6 +471,29 @@ class Dmirror:
         yield from migrate_device_pages(k, a, src, dst, "evict")
         yield from migrate_device_finalize(k, a, src, dst, "evict")
         k.count("evict")
+        return 0
+
+    def remove_chunks(self, k: Kernel, a: Actor) -> Path:
+        """``dmirror_device_remove_chunks()`` (7.0; ``HMM_DMIRROR_RELEASE`` and driver
+        unload): under ``devmem_lock``, for the device's chunk: ``remove = true`` and
+        ``dmirror_remove_free_pages`` under ``mdevice->lock`` (one step: the model's
+        allocator refuses the chunk's frames from then on), ``dmirror_device_evict_chunk``
+        (:meth:`release`), ``memunmap_pages`` (sleeps until every device page of the
+        chunk is freed), then ``devmem_count = 0``. A later allocation maps a new chunk
+        (:meth:`alloc_device_page`). Needs the geometry's ``chunks``."""
+        words = k.words
+        lock = devmem_word(k, self.dev, DC_LOCK)
+        yield from k.mutex_lock(a, lock, "dmirror_device_remove_chunks:devmem_lock")
+        try:
+            if words.load(devmem_word(k, self.dev, DC_COUNT)):
+                words.store(devmem_word(k, self.dev, DC_REMOVE), 1)
+                yield
+                yield from self.release(k, a)
+                yield from memunmap_pages(k, a, self.dev)
+                words.store(devmem_word(k, self.dev, DC_COUNT), 0)
+                k.count("remove_chunks")
+        finally:
+            k.mutex_unlock(a, lock, "dmirror_device_remove_chunks:devmem_unlock")
         return 0
 
 
@@ -418,6 +535,23 @@ def setup_dmirrors(s: State) -> None:
         mni[mi, MNI_OPS] = OPS_DMIRROR
         mni[mi, MNI_MIRROR] = mi
         mn[mm, MN_HAS_ITREE] = 1
+
+
+def setup_devmem(s: State) -> None:
+    """``dmirror_allocate_chunk()`` at device creation (``dmirror_device_init``), before
+    the run, when the geometry has ``chunks``: each device has one chunk, mapped
+    (``devmem_count`` 1), whose pagemap holds its initial reference and one per device
+    page the initial picture allocated."""
+    g = s.geo
+    if not g.chunks:
+        return
+    dm = s.views["devmem"]
+    frames = s.views["frames"]
+    for dev in range(g.devices):
+        lo = g.sys_frames + dev * g.dev_frames
+        used = int(np.count_nonzero(frames[lo : lo + g.dev_frames, 0] & PG_allocated))
+        dm[dev, DC_REF] = 1 + used
+        dm[dev, DC_COUNT] = 1
 
 
 def install(k: Kernel) -> None:
@@ -696,7 +830,9 @@ def dmirror_snapshot(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> P
 
 
 class DmirrorMigrate(MigrateVma):
-    """A migration a mirror started (its ``dmirror`` for the callbacks)."""
+    """A migration a mirror started (its ``dmirror`` for the callbacks: ``mirror``)."""
+
+    mirror: int = -1
 
 
 def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma) -> Path:
@@ -720,67 +856,80 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
 
 
 def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
-    """``dmirror_migrate_to_device()`` (7.0): setup, ``dmirror_migrate_alloc_and_copy``
-    (each device page remembers its mirror: ``rpage->zone_device_data = dmirror``),
-    pages, ``dmirror_migrate_finalize_and_map``, finalize; then the verification read
-    (``dmirror_do_read`` under the mutex, whose -ENOENT for a page that did not move is
-    the ioctl's return)."""
+    """``dmirror_migrate_to_device()`` (7.0): under ``mmap_read_lock``, VMA by VMA over
+    ``[start, end)`` (-EINVAL at an address without a readable VMA, after the VMAs
+    before it migrated; ``PTRS_PER_PTE`` pieces are one here): setup,
+    ``dmirror_migrate_alloc_and_copy`` (each device page remembers its mirror:
+    ``rpage->zone_device_data = dmirror``), pages, ``dmirror_migrate_finalize_and_map``,
+    finalize; then the verification read (``dmirror_do_read`` under the mutex, whose
+    -ENOENT for a page that did not move is the ioctl's return)."""
     dev = k.devices[dmirror_dev(k, mi)]
     mm = dmirror_mm(k, mi)
     yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_device:mmap_read_lock")
     try:
-        row = k.s.find_vma(mm, start)
-        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
-            return EINVAL
-        _vs, ve = k.s.vma_bounds(mm, row)
-        m = DmirrorMigrate(
-            mm, row, start, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
-        )
-        rc = yield from migrate_vma_setup(k, a, m)
-        if rc:
-            return rc
-        yield from dev.alloc_and_copy_to_device(k, a, m)
-        for d in m.dst:
-            dpage = migrate_pfn_to_page(d)
-            if dpage >= 0:
-                k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
-        yield from migrate_vma_pages(k, a, m)
-        yield from dmirror_migrate_finalize_and_map(k, a, mi, m)
-        yield from migrate_vma_finalize(k, a, m)
-        k.count("migrate_to_device")
+        addr = start
+        while addr < end:
+            row = k.s.find_vma(mm, addr)
+            if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+                return EINVAL
+            _vs, ve = k.s.vma_bounds(mm, row)
+            m = DmirrorMigrate(
+                mm, row, addr, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
+            )
+            m.mirror = mi
+            rc = yield from migrate_vma_setup(k, a, m)
+            if rc:
+                return rc
+            yield from dev.alloc_and_copy_to_device(k, a, m)
+            for d in m.dst:
+                dpage = migrate_pfn_to_page(d)
+                if dpage >= 0:
+                    k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
+            yield from migrate_vma_pages(k, a, m)
+            yield from dmirror_migrate_finalize_and_map(k, a, mi, m)
+            yield from migrate_vma_finalize(k, a, m)
+            k.count("migrate_to_device")
+            addr = m.end
     finally:
         k.mmap_read_unlock(a, mm, "dmirror_migrate_to_device:mmap_read_unlock")
     yield
     mutex = dm_word(k, mi, DM_MUTEX)
     yield from k.mutex_lock(a, mutex, "dmirror_migrate_to_device:mutex_lock")
-    ret = yield from dmirror_do_access(k, a, mi, start, m.end, [0], False)
+    ret = yield from dmirror_do_access(k, a, mi, start, end, [0], False)
     k.mutex_unlock(a, mutex, "dmirror_migrate_to_device:mutex_unlock")
     return ret
 
 
 def dmirror_migrate_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int) -> Path:
-    """``dmirror_migrate_to_system()`` (7.0): setup selecting this device's pages with
-    this device as owner (its own mirrors ignore the notifier), the copy back erasing
-    this mirror's entries, pages, finalize."""
+    """``dmirror_migrate_to_system()`` (7.0): VMA by VMA as above, setup selecting this
+    device's pages with this device as owner (its own mirrors ignore the notifier), the
+    copy back erasing this mirror's entries (its return ignored, as 7.0), pages,
+    finalize."""
     dev = k.devices[dmirror_dev(k, mi)]
     mm = dmirror_mm(k, mi)
     yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_system:mmap_read_lock")
     try:
-        row = k.s.find_vma(mm, start)
-        if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
-            return EINVAL
-        _vs, ve = k.s.vma_bounds(mm, row)
-        sel = (
-            MIGRATE_VMA_SELECT_DEVICE_COHERENT if dev.coherent else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-        )
-        m = DmirrorMigrate(mm, row, start, min(end, ve), sel, dev.dev, kind="to_system")
-        rc = yield from migrate_vma_setup(k, a, m)
-        if rc:
-            return rc
-        yield from dev.alloc_and_copy_to_ram(k, a, m, mi)
-        yield from migrate_vma_pages(k, a, m)
-        yield from migrate_vma_finalize(k, a, m)
-        k.count("migrate_to_system")
+        addr = start
+        while addr < end:
+            row = k.s.find_vma(mm, addr)
+            if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
+                return EINVAL
+            _vs, ve = k.s.vma_bounds(mm, row)
+            sel = (
+                MIGRATE_VMA_SELECT_DEVICE_COHERENT
+                if dev.coherent
+                else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+            )
+            m = DmirrorMigrate(mm, row, addr, min(end, ve), sel, dev.dev, kind="to_system")
+            m.mirror = mi
+            rc = yield from migrate_vma_setup(k, a, m)
+            if rc:
+                return rc
+            yield from dev.alloc_and_copy_to_ram(k, a, m, mi)
+            yield from migrate_vma_pages(k, a, m)
+            yield from migrate_vma_finalize(k, a, m)
+            k.count("migrate_to_system")
+            addr = m.end
         return 0
     finally:
         k.mmap_read_unlock(a, mm, "dmirror_migrate_to_system:mmap_read_unlock")
@@ -796,6 +945,7 @@ __all__ = [
     "dmirror_rw",
     "dmirror_snapshot",
     "install",
+    "setup_devmem",
     "setup_dmirrors",
 ]
 
@@ -828,6 +978,23 @@ def op_mirror_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int) -> P
     return (yield from dmirror_migrate_to_system(k, a, mi, start, end))
 
 
+def op_dmirror_flags(k: Kernel, a: Actor, mi: int, flags: int) -> Path:
+    """``HMM_DMIRROR_FLAGS`` through mirror ``mi``: ``dmirror->flags = cmd.npages``
+    (7.0; ``HMM_DMIRROR_FLAG_FAIL_ALLOC`` = 1 fails the next allocation attempt)."""
+    k.words.store(dm_word(k, mi, DM_FLAGS), flags)
+    k.count("dmirror_flags")
+    return 0
+    yield  # pragma: no cover
+
+
+def op_release(k: Kernel, a: Actor, dev: int) -> Path:
+    """``HMM_DMIRROR_RELEASE`` (and driver unload): ``dmirror_device_remove_chunks`` of
+    device ``dev``."""
+    return (yield from k.devices[dev].remove_chunks(k, a))
+
+
+register_op("dmirror_flags", op_dmirror_flags)
+register_op("release", op_release)
 register_op("device_read", op_device_read)
 register_op("device_write", op_device_write)
 register_op("snapshot", op_snapshot)

@@ -18,6 +18,7 @@ class FailureKind(str, enum.Enum):
 
     DEADLOCK = "deadlock"
     LIVELOCK = "livelock"
+    EVICTION_STUCK = "eviction_stuck"
     USE_AFTER_FREE = "use_after_free"
     REFCOUNT_UNDERFLOW = "refcount_underflow"
     BAD_UNLOCK = "bad_unlock"
@@ -48,7 +49,11 @@ class FailureKind(str, enum.Enum):
         return _FAMILY.get(self, self.value)
 
 
-_FAMILY = {FailureKind.DEADLOCK: "hang", FailureKind.LIVELOCK: "hang"}
+_FAMILY = {
+    FailureKind.DEADLOCK: "hang",
+    FailureKind.LIVELOCK: "hang",
+    FailureKind.EVICTION_STUCK: "hang",
+}
 
 
 @dataclass(frozen=True)

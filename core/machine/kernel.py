@@ -44,6 +44,8 @@ from .layout import (
     ACTOR_WORDS,
     AV_WORDS,
     CPU_IDLE,
+    DC_LOCK,
+    DC_WORDS,
     DM_MUTEX,
     DM_WORDS,
     F_DATA,
@@ -1382,6 +1384,9 @@ class Kernel:
             return f"mmap:{(word - lay.MM) // MM_WORDS}"
         if lay.CPU <= word < lay.CPU + g.actors:
             return f"work:{word - lay.CPU}"
+        if lay.DEVMEM <= word < lay.DEVMEM + (g.devices if g.chunks else 0) * DC_WORDS:
+            dev, field = divmod(word - lay.DEVMEM, DC_WORDS)
+            return f"devmem_lock:{dev}" if field == DC_LOCK else f"pgmap_ref:{dev}"
         if self._is_mutex_word(word):
             return f"dmirror_mutex:{(word - lay.DMIRROR) // DM_WORDS}"
         if self._is_mn_lock_word(word):
@@ -1420,7 +1425,12 @@ class Kernel:
     def _is_mutex_word(self, word: int) -> bool:
         lay = self.lay
         off = word - lay.DMIRROR
-        return 0 <= off < len(self.geo.dmirrors) * DM_WORDS and off % DM_WORDS == DM_MUTEX
+        if 0 <= off < len(self.geo.dmirrors) * DM_WORDS and off % DM_WORDS == DM_MUTEX:
+            return True
+        off = word - lay.DEVMEM  # mdevice->devmem_lock (core/mm/memremap.py)
+        return 0 <= off < (self.geo.devices if self.geo.chunks else 0) * DC_WORDS and (
+            off % DC_WORDS == DC_LOCK
+        )
 
     def _is_mn_lock_word(self, word: int) -> bool:
         off = word - self.lay.MN

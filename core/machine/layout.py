@@ -256,6 +256,13 @@ MNI_FREE, MNI_IN_TREE, MNI_DEFERRED_ADD, MNI_DEFERRED_REMOVE = range(4)
 # dmirror->flags (HMM_DMIRROR_FLAG_FAIL_ALLOC).
 DM_DEV, DM_MM, DM_MUTEX, DM_FLAGS = range(4)
 DM_WORDS = 4
+# Per device, its device memory as one chunk (struct dmirror_chunk and its dev_pagemap,
+# lib/test_hmm.c / mm/memremap.c 7.0; empty unless the geometry has ``chunks``):
+# DC_REF pgmap->ref (the initial reference + one per allocated device page),
+# DC_KILLED percpu_ref_kill done, DC_REMOVE chunk->remove, DC_LOCK
+# mdevice->devmem_lock (a mutex: 0 free, owner + 1), DC_COUNT mdevice->devmem_count.
+DC_REF, DC_KILLED, DC_REMOVE, DC_LOCK, DC_COUNT = range(5)
+DC_WORDS = 5
 # A device page-table entry (dmirror->pt, an xarray of tagged page pointers): 0 or
 # ((pfn + 1) << DPT_PFN_SHIFT) | tags. DPT_BACKING: the entry is BACKING_PAGE(dpage),
 # the system page backing a device-private page, which the model keeps in the device
@@ -291,6 +298,9 @@ class Geometry:
         coherent: ids of devices whose memory is DEVICE_COHERENT.
         files: files with a page cache (``core/mm/filemap.py``); 0 for none.
         pages_per_file: page-cache slots per file.
+        dmirrors: the mirrors (device, mm), one per open file of a device.
+        chunks: model each device's memory as a removable chunk (the ``devmem`` table:
+            pgmap references, ``HMM_DMIRROR_RELEASE``); set by workloads that remove it.
     """
 
     sys_frames: int = 64
@@ -306,6 +316,7 @@ class Geometry:
     files: int = 0
     pages_per_file: int = 0
     dmirrors: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+    chunks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
@@ -368,7 +379,8 @@ class Layout:
     are empty when the geometry has no files. Then ``anon_vma`` (one row per mm,
     ``AV_*``) and ``mapping`` (one word per frame: ``folio->mapping`` / ``->index`` of an
     anonymous folio, :func:`mapping_encode`), and the mirror's tables (``mn``, ``mni``,
-    ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md).
+    ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md), and last
+    ``devmem`` (each device's memory chunk, when the geometry has ``chunks``).
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -399,6 +411,7 @@ class Layout:
             ("dpage_mirror", (g.frames if g.dmirrors else 0,)),
             ("anon_vma", (g.mms, AV_WORDS)),
             ("mapping", (g.frames,)),
+            ("devmem", (g.devices if g.chunks else 0, DC_WORDS)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -433,6 +446,7 @@ class Layout:
         self.DPAGE_MIRROR = tb["dpage_mirror"].offset
         self.ANON_VMA = tb["anon_vma"].offset
         self.MAPPING = tb["mapping"].offset
+        self.DEVMEM = tb["devmem"].offset
 
     @property
     def nbytes(self) -> int:

@@ -34,6 +34,7 @@ from ..machine.layout import (
     PTE_YOUNG,
     VM_ANON,
     VM_HUGETLB,
+    VM_SHARED,
     VM_SPECIAL,
     VM_WRITE,
     PG_anon,
@@ -126,6 +127,13 @@ class MigrateVma:
 
 # ------------------------------------------------------------------------------------
 # setup
+
+
+def vma_is_anonymous(vflags: int) -> bool:
+    """``vma_is_anonymous()``: a private anonymous VMA. A ``VM_SHARED`` anonymous VMA is
+    shmem in the kernel (``MAP_SHARED | MAP_ANONYMOUS``: ``shmem_zero_setup``), which the
+    model keeps as anonymous pages in a shared VMA (docs/internals.md)."""
+    return bool(vflags & VM_ANON) and not vflags & VM_SHARED
 
 
 def bad_migrate_range(k: Kernel, m: MigrateVma) -> bool:
@@ -230,7 +238,7 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """
     s = k.s
     vflags = s.vma_flags(m.mm, m.vma)
-    anon = bool(vflags & VM_ANON)
+    anon = vma_is_anonymous(vflags)
     ppt = k.geo.ptes_per_table
     fault_folio = m.fault_folio
     if "no-fault-folio-exception" in k.bugs:
@@ -554,6 +562,17 @@ def migrate_device_pages_common(
             k.is_device_private(new) or k.is_device_coherent(new)
         ):
             src[i] &= ~MIGRATE_PFN_MIGRATE
+            continue
+        if (
+            m is not None
+            and (k.is_device_private(new) or k.is_device_coherent(new))
+            and k.s.vma_flags(m.mm, m.vma) & VM_SHARED
+        ):
+            # 7.0: "if (mapping) { /* For now only support anonymous memory migrating to
+            # device private or coherent memory. */ if (!folio_test_anon(folio) || ...)"
+            # A VM_SHARED page is shmem in the kernel (folio_mapping set, not anon).
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            k.outcome(kind, "shared_mapping")
             continue
         extra = 1 if (m is not None and fault_page == page) else 0
         r = yield from folio_migrate_mapping(k, a, new, page, extra)

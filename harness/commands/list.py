@@ -60,6 +60,10 @@ def catalog() -> tuple[dict[str, Any], list[str]]:
                 "actors": w.n_actors(),
                 "needs": list(w.needs),
                 "finding": w.finding,
+                "findings": [
+                    {"doc": f.doc, "kinds": list(f.kinds), "variants": list(f.variants)}
+                    for f in w.findings
+                ],
                 "variants": sorted(v for v, c in VARIANTS.items() if set(w.needs) <= c.provides),
             }
         )
@@ -124,8 +128,9 @@ def render_text(data: dict[str, Any], full_bugs: bool) -> str:
             out.append(f"{pad}mirrors: {w['mirrors']}")
         if w["gap"]:
             out.append(f"{pad}gap: {w['gap']}")
-        if w["finding"]:
-            out.append(f"{pad}keeps a finding: {w['finding']}")
+        for f in w.get("findings") or ([{"doc": w["finding"], "variants": []}] if w["finding"] else []):
+            on = f" (on {', '.join(f['variants'])})" if f["variants"] else ""
+            out.append(f"{pad}keeps a finding{on}: {f['doc']}")
     out.append("")
     ks = data["actor_kinds"]
     k_width = max((len(k["name"]) for k in ks), default=0)
