@@ -45,7 +45,13 @@ TOP_KEYS = {
 # The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
 PREEMPTION_MODELS = ("full", "voluntary", "none")
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
-DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
+DEVICE_KEYS = {
+    "id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error",
+    "policy", "migrate_retries",
+}
+# The driver's migration policy (core/lib/drm_pagemap.py): lib/test_hmm.c's, or
+# drm_pagemap's all or nothing.
+DEVICE_POLICIES = ("dmirror", "all_or_nothing")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class DeviceSpec:
     fault_work: int = 0
     copy_work: int = 0
     copy_error: int = 0
+    policy: str = "dmirror"
+    migrate_retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,8 @@ def _evictor_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
 # Paths an actor kind needs from the protocol variant (Variant.provides), beyond
 # migrate_vma: an evictor calls migrate_device_range(), which only v6 has.
 KIND_NEEDS: dict[str, list[str]] = {"evictor": ["migrate_device_range"]}
+# Geometry an actor kind needs (its words): the OOM reaper needs mm->flags.
+KIND_GEOMETRY: dict[str, dict[str, Any]] = {}
 
 
 def register_actor_kind(
@@ -307,6 +317,12 @@ def _list(src: str, key: str, v: Any, what: str = "expected a list") -> list[Any
     if not isinstance(v, list):
         raise _bad(src, key, v, what)
     return v
+
+
+def _policy(src: str, v: Any) -> str:
+    if v not in DEVICE_POLICIES:
+        raise _bad(src, "device.policy", v, f"valid policies: {', '.join(DEVICE_POLICIES)}")
+    return str(v)
 
 
 def _check_actor_params(src: str, kind: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
@@ -407,6 +423,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 fault_work=_int(src, "device.fault_work", d.get("fault_work", 0), 0, 10_000),
                 copy_work=_int(src, "device.copy_work", d.get("copy_work", 0), 0, 10_000),
                 copy_error=_int(src, "device.copy_error", d.get("copy_error", 0)),
+                policy=_policy(src, d.get("policy", "dmirror")),
+                migrate_retries=_int(src, "device.migrate_retries", d.get("migrate_retries", 3), 1, 64),
             )
         )
     actors_t = data.get("actor", [])
@@ -460,6 +478,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         )
     if dmirrors:
         gkw["dmirrors"] = tuple(dmirrors)
+    for at in actors:
+        gkw.update(KIND_GEOMETRY.get(at.kind, {}))
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
@@ -560,6 +580,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             implied.append("migrate_device_range")
     if coherent:
         implied.append("device_coherent")
+    if any(d.policy == "all_or_nothing" for d in devs):
+        implied.append("drm_pagemap")  # the migrate_vma_setup/pages/finalize API
     if dmirrors:
         implied.append("hmm_range_fault")
     needs += [n for n in dict.fromkeys(implied) if n not in needs]

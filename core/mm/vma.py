@@ -233,7 +233,13 @@ def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str)
     yield from mmu_notifier_invalidate_range_end(k, a, rng)
 
 
-def _zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str) -> Path:
+def _zap_pte_range(
+    k: Kernel, a: Actor, mm: int, start: int, end: int, site: str, keep_shadow: bool = False
+) -> Path:
+    """``zap_pte_range()`` itself. ``keep_shadow``: the OOM reaper's zap
+    (core/mm/oom_kill.py), which the program did not ask for: the oracle keeps the last
+    value written (a refault that found zeroes there would be a stale read; the global
+    check excuses the pages an OOM-reaped mm no longer maps)."""
     ppt = k.geo.ptes_per_table
     vpn = start
     while vpn < end:
@@ -268,7 +274,7 @@ def _zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str
             pins_unmapped(k, mm, v)
         # tlb_flush_mmu_tlbonly() before the PTL is dropped, then the shadow goes.
         k.flush_tlb_range(mm, vpn, tab_end)
-        for v in cleared:
+        for v in cleared if not keep_shadow else ():
             k.set_shadow(mm, v, 0)
         k.spin_unlock(a, ptl, site + ":ptl")
         # tlb_finish_mmu(): free the batched pages.
