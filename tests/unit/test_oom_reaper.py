@@ -260,3 +260,20 @@ def test_finding_015_replays_on_v50_and_v6_stays_clean(capsys: pytest.CaptureFix
     w = load_workload("oom-vs-migrate")
     assert run_deterministic(w, variant="v5.0", seed=8).result.failure is not None
     assert run_deterministic(w, variant="v6", seed=8).result.failure is None
+
+
+def test_finding_016_replays_and_needs_a_zap(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/findings/016: the mirror's migration stores a page into its device page table
+    after a zap's invalidation cleared it; the zap then frees the page. The shrunk
+    artifact reproduces; the workload names the finding and the kinds it explains."""
+    from pathlib import Path
+
+    from pagerace.harness.cli import main
+
+    findings = Path(__file__).parents[2] / "docs/findings"
+    art = findings / "016-mirror-migration-maps-during-invalidation.shrunk.json"
+    assert main(["replay", str(art), "--quiet"]) == 1
+    capsys.readouterr()
+    w = load_workload("oom-vs-mirror-migrate")
+    assert w.finding.endswith("016-mirror-migration-maps-during-invalidation.md")
+    assert w.finding_kinds == ("use_after_free",)
