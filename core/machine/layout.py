@@ -171,6 +171,10 @@ MM_WORDS = 5
 # with it (or gave up).
 MMF_UNSTABLE = 1 << 0
 MMF_OOM_SKIP = 1 << 1
+# The oracle's mark on a shadow word whose page the OOM reaper zapped: the value is the
+# last one the program wrote, and the page is gone by design (core/mm/oom_kill.py).
+# Content tokens never reach this bit.
+SHADOW_REAPED = 1 << 62
 RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
 RWSEM_FLAG_WAITERS = 1 << 41  # kernel/locking/rwsem.c: the wait list is not empty
 RWSEM_READER_MASK = RWSEM_WRITER - 1

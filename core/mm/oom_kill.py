@@ -18,11 +18,11 @@ it through ``hmm_range_fault``). ``MMF_UNSTABLE`` tells them the content is gone
 instead of a fresh zeroed page where the program's data was.
 
 The oracle's side: the reaper's zap keeps the shadow (the last value the program wrote:
-the program did not ask to drop it), so a refault that maps zeroes is a ``stale_read``;
-a SIGBUS on an unstable mm is expected (``core/actors.py``), and the global content
-check does not count the pages an unstable mm no longer maps as lost writes
-(``core/oracles/invariants.py``). A present page of a reaped mm must still hold its
-data, and every other mm is judged as before.
+the program did not ask to drop it), marked ``SHADOW_REAPED``, so a refault that maps
+zeroes is a ``stale_read``; a SIGBUS on an unstable mm is expected (``core/actors.py``),
+and the global content check does not count the pages the reaper zapped in an unstable
+mm, and nothing mapped again, as lost writes (``core/oracles/invariants.py``). Any other
+page of a reaped mm must still hold its data, and every other mm is judged as before.
 
 Modelled per ``Variant``: the 7.0 reaper runs in every generation (the older reapers
 differ: 4.14 skipped an mm with notifiers altogether); which paths test the flag is

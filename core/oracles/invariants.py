@@ -44,6 +44,7 @@ from ..machine.layout import (
     PTE_SWAP,
     PTE_TYPE_MASK,
     S_DATA,
+    SHADOW_REAPED,
     Z_DEVICE_PRIVATE,
     Z_FREE,
     PG_allocated,
@@ -246,12 +247,14 @@ def check_contents(k: Kernel) -> None:
         data = np.where(swapped, sdata, data)
     have = mapped | swapped
     lost = (shadow != 0) & (~have | (data != shadow))
-    # The OOM reaper zaps without clearing the shadow (core/mm/oom_kill.py): a page an
-    # OOM-reaped mm (MMF_UNSTABLE) no longer maps is gone by design, not a lost write.
-    # What it still maps must hold its data, and every other mm is judged in full.
+    # The OOM reaper zaps without clearing the shadow, marking it SHADOW_REAPED
+    # (core/mm/oom_kill.py): a page the reaper zapped in an OOM-reaped mm
+    # (MMF_UNSTABLE), which nothing mapped again, is gone by design, not a lost write.
+    # Every other page of that mm, and every other mm, is judged in full.
     unstable = (s.views["mm_flags"] & MMF_UNSTABLE) != 0
     if unstable.any():
-        lost &= ~(unstable[:, None] & ~have)
+        reaped = (shadow & SHADOW_REAPED) != 0
+        lost &= ~(unstable[:, None] & reaped & ~have)
     if lost.any():
         mm, vpn = np.nonzero(lost)
         m, v = int(mm[0]), int(vpn[0])

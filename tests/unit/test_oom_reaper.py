@@ -277,3 +277,27 @@ def test_finding_016_replays_and_needs_a_zap(capsys: pytest.CaptureFixture[str])
     w = load_workload("oom-vs-mirror-migrate")
     assert w.finding.endswith("016-mirror-migration-maps-during-invalidation.md")
     assert w.finding_kinds == ("use_after_free",)
+
+
+def test_only_the_pages_the_reaper_zapped_are_excused() -> None:
+    """MMF_UNSTABLE alone excuses nothing: the reaper's attempt fails on the mirror's
+    mutex (the mm is unstable, its pages still mapped); a page then lost by any other
+    path is a lost write, while the pages the reaper zaps afterwards are not."""
+    k, (a0, a1, _a2, reaper) = _m(mirror=True)
+    _write(k, a0, 0, 0)
+    mutex = k.lay.DMIRROR + 0 * DM_WORDS + DM_MUTEX
+    _run(k, k.mutex_lock(a1, mutex, "test:mutex"))
+    assert _run(k, oom_reap_task_mm(k, reaper, 0)) is False
+    k.mutex_unlock(a1, mutex, "test:mutex")
+    assert mm_unstable(k, 0)
+    pfn = k.pte_read(0, 0) >> 16
+    k.ptep_get_and_clear(0, 0)  # a buggy path drops the mapping and the data
+    k.mapcount_add(pfn, -1)
+    k.put_page(a1, pfn, "test:drop")
+    with pytest.raises(InvariantViolation) as exc:
+        check_contents(k)
+    assert exc.value.failure.kind is FailureKind.LOST_WRITE
+    assert exc.value.failure.details == {"mm": 0, "vpn": 0}
+    k.set_shadow(0, 0, 0)  # forget that page: the reaper's own zap is excused
+    assert _run(k, oom_reap_task_mm(k, reaper, 0)) is True
+    check_all(k, final=True)
