@@ -115,6 +115,7 @@ def drm_pagemap_migrate_to_devmem(k: Kernel, a: Actor, dev: Any, mm: int, start:
                 own_pages += 1
         if own_pages == npages:
             err = 0  # "Migration wasn't necessary."
+            k.count("aon_not_necessary")
         elif own_pages:
             err = EBUSY  # "Migration aborted due to fragmentation."
             k.count("aon_fragmented")
