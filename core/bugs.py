@@ -181,5 +181,18 @@ CATALOG: dict[str, BugEntry] = {
             # (core/mm/filemap.py). Writers lock the page and re-check its mapping.
             "pagecache-vs-compaction",
         ),
+        BugEntry(
+            "insert-no-stable-check",
+            ("v6",),
+            "migrate_vma_insert_page() maps a page at a hole without "
+            "check_stable_address_space() (before 5.6; seed 002 lines 2639-2660)",
+            "a migration of an OOM-reaped range collects the reaped entries as holes and "
+            "maps zeroed device pages where the program's data was: a reader gets zeroes "
+            "instead of SIGBUS (finding 015 on the older generations)",
+            "'mm/migrate: add stable check in migrate_vma_insert_page()' (Ralph Campbell, "
+            "2020, the 5.6 cycle)",
+            ("stale_read", "lost_write"),
+            "oom-vs-migrate",
+        ),
     ]
 }

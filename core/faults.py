@@ -124,6 +124,21 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.SIGBUS,
         ),
         FaultEntry(
+            "no_stable_check",
+            "check_stable_address_space",
+            "check_stable_address_space() always passes: a fault on an OOM-reaped mm maps "
+            "a fresh zeroed page where the program's data was (the bug 4.15's "
+            "3f70dc38cec2 fixed)",
+            FailureKind.STALE_READ,
+        ),
+        FaultEntry(
+            "oom_reap_not_unstable",
+            "__oom_reap_task_mm",
+            "the OOM reaper zaps the victim without setting MMF_UNSTABLE: the data it drops "
+            "is lost from an mm nobody was told about (the oracle excuses only unstable mms)",
+            FailureKind.LOST_WRITE,
+        ),
+        FaultEntry(
             "copy_error",
             "dmirror_devmem_fault_alloc_and_copy",
             "injected error (not a breakage): copies back to system memory fail with "

@@ -83,6 +83,14 @@ class Variant:
     # again, no hand-off).
     page_wait: ClassVar[str] = "5.9"
 
+    # Where the generation's kernel calls check_stable_address_space() (include/linux/
+    # oom.h; core/mm/memory.py): do_anonymous_page since 4.15 (3f70dc38cec2, "mm: make
+    # sure that kthreads will not refault oom reaped memory"), migrate_vma_insert_page
+    # since 5.6 ("mm/migrate: add stable check in migrate_vma_insert_page()"). Seed 004
+    # (4.14) has neither; seed 002 (v4.20/v5.0, lines 2639-2660) only the fault's.
+    stable_check_fault: ClassVar[bool] = True
+    stable_check_insert: ClassVar[bool] = True
+
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         raise NotImplementedError
 
@@ -170,7 +178,7 @@ class V6(Variant):
     provides = frozenset(
         {
             "migrate_vma", "migrate_to_ram", "migrate_device_range", "device_coherent",
-            "hmm_range_fault",
+            "hmm_range_fault", "drm_pagemap",
         }
     )
 
@@ -205,6 +213,7 @@ class _MigrateVmaOps(Variant):
     ...)`` driver entry. Each subclass keeps only what changed between them."""
 
     page_wait = "4.14"  # the page wait queue of 4.14-5.8 (seeds 004 and 002)
+    stable_check_insert = False  # seed 002 lines 2639-2660; seed 004 (4.14)
 
     fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
     old_try_to_unmap = True  # mm/rmap.c try_to_unmap_one of 4.14-5.0
@@ -275,6 +284,7 @@ class HMM2017(_MigrateVmaOps):
     )
     seed = "004_30e669ba7cbf7ee3.txt"
     provides = frozenset({"migrate_vma", "migrate_to_ram"})
+    stable_check_fault = False  # 4.14: check_stable_address_space() arrived in 4.15
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 207/268: references only; holes src = 0.

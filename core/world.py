@@ -2,8 +2,9 @@
 
 Importing this module registers the operations of ``core/mm/gup.py`` (``pin_dma``),
 ``core/mm/fork.py`` (``fork``, ``child_exit``), ``core/mm/vma.py`` (``munmap``,
-``madv_dontneed``), ``core/mm/mremap.py`` (``mremap``) and ``core/mm/vmscan.py``
-(``reclaim``) with :func:`~pagerace.core.actors.register_op`; :func:`install_mm` plugs
+``madv_dontneed``), ``core/mm/mremap.py`` (``mremap``), ``core/mm/vmscan.py``
+(``reclaim``) and ``core/mm/oom_kill.py`` (``oom_reap``) with
+:func:`~pagerace.core.actors.register_op`; :func:`install_mm` plugs
 their oracles, the swap-in fault path and the page cache into a kernel
 (``harness/runner.py`` calls it for every run it builds). The wiring lives here, above
 both the paths and the oracles, so that neither imports the other's plumbing.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
-from .mm import filemap, fork, gup, mremap, vma, vmscan  # noqa: F401  (register their ops)
+from .mm import filemap, fork, gup, mremap, oom_kill, vma, vmscan  # noqa: F401  (register their ops)
 from .mm.swapfile import do_swap_page
 from .oracles import eviction
 from .oracles.world import (

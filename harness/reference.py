@@ -95,6 +95,11 @@ DEVICE_DOC: dict[str, str] = {
     "fault_work": "preemption points of driver work in migrate_to_ram before it migrates, up to 10000",
     "copy_work": "preemption points each page copy (the DMA) takes, up to 10000",
     "copy_error": "every n-th copy back to system memory fails (MIGRATE_PFN_ERROR); 0: never",
+    "policy": "how the driver migrates to the device: `dmirror` (lib/test_hmm.c: whatever was "
+              "collected) or `all_or_nothing` (drm_pagemap_migrate_to_devmem: only a fully "
+              "collected range, else release and retry; needs v6)",
+    "migrate_retries": "the all-or-nothing driver's attempts per migration (1-64; Xe's "
+                       "migrate_try_count)",
 }
 ACTOR_COMMON: dict[str, str] = {
     "kind": "the actor kind (below)",

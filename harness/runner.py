@@ -152,6 +152,8 @@ def build_model(
             fault_range=d.fault_range,
             fault_work=d.fault_work,
             copy_work=d.copy_work,
+            policy=d.policy,
+            migrate_retries=d.migrate_retries,
         )
         dm.copy_error = d.copy_error
         k.devices.append(dm)

@@ -1,6 +1,7 @@
 """Actor kinds of the memory-management world around device migration: pinners,
-forkers, unmappers, remappers and reclaimers (the paths in ``core/mm/gup.py``,
-``core/mm/fork.py``, ``core/mm/vma.py``, ``core/mm/mremap.py``, ``core/mm/vmscan.py``).
+forkers, unmappers, remappers, reclaimers and the OOM reaper (the paths in
+``core/mm/gup.py``, ``core/mm/fork.py``, ``core/mm/vma.py``, ``core/mm/mremap.py``,
+``core/mm/vmscan.py``, ``core/mm/oom_kill.py``).
 
 Each kind turns its parameters and the actor's own seeded stream into an operation
 list, like the kinds in ``_schema.py``.
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..core.machine.errors import InvalidWorkload
 from ..core.mm.gup import MODE_NAMES
-from ._schema import OpList, register_actor_kind
+from ._schema import KIND_GEOMETRY, OpList, register_actor_kind
 
 
 def _range(p: Mapping[str, Any]) -> tuple[int, int]:
@@ -137,5 +138,23 @@ register_actor_kind(
     "mremap() part of a range to another address (move_page_tables)",
     _remapper_ops,
 )
+
+def _oom_reaper_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    ops: OpList = []
+    for _ in range(int(p["ops"])):
+        ops.append(("idle", int(rng.integers(0, int(p["think"]) + 1))))
+        ops.append(("oom_reap", int(p["mm"])))
+    return ops
+
+
+register_actor_kind(
+    "oom_reaper",
+    {"mm": 0, "ops": 1, "think": 16},
+    "the oom_reaper kthread reaping victim mm: mmap_read_trylock (10 attempts), "
+    "MMF_UNSTABLE, zap of every private VMA under a non-blocking MMU_NOTIFY_UNMAP "
+    "(mm/oom_kill.c 7.0)",
+    _oom_reaper_ops,
+)
+KIND_GEOMETRY["oom_reaper"] = {"mm_flags": True}
 
 __all__: list[str] = []

@@ -45,7 +45,13 @@ TOP_KEYS = {
 # The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
 PREEMPTION_MODELS = ("full", "voluntary", "none")
 MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly"}
-DEVICE_KEYS = {"id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error"}
+DEVICE_KEYS = {
+    "id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error",
+    "policy", "migrate_retries",
+}
+# The driver's migration policy (core/lib/drm_pagemap.py): lib/test_hmm.c's, or
+# drm_pagemap's all or nothing.
+DEVICE_POLICIES = ("dmirror", "all_or_nothing")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class DeviceSpec:
     fault_work: int = 0
     copy_work: int = 0
     copy_error: int = 0
+    policy: str = "dmirror"
+    migrate_retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -247,9 +255,10 @@ def _evictor_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
 # Paths an actor kind needs from the protocol variant (Variant.provides), beyond
 # migrate_vma: an evictor calls migrate_device_range(), which only v6 has.
 KIND_NEEDS: dict[str, list[str]] = {"evictor": ["migrate_device_range"]}
-# Actor kinds that remove device memory: their workloads model each device's memory as
-# a chunk with pagemap references (Geometry.chunks).
-CHUNK_KINDS: set[str] = {"release"}
+# Geometry an actor kind needs (its words): a kind that removes device memory models
+# each device's memory as a chunk with pagemap references (Geometry.chunks); the OOM
+# reaper needs mm->flags (registered beside its kind).
+KIND_GEOMETRY: dict[str, dict[str, Any]] = {"release": {"chunks": True}}
 
 
 def register_actor_kind(
@@ -362,6 +371,12 @@ def _findings(src: str, v: Any) -> tuple[FindingSpec, ...]:
     return tuple(out)
 
 
+def _policy(src: str, v: Any) -> str:
+    if v not in DEVICE_POLICIES:
+        raise _bad(src, "device.policy", v, f"valid policies: {', '.join(DEVICE_POLICIES)}")
+    return str(v)
+
+
 def _check_actor_params(src: str, kind: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """Each parameter has its default's type (ints >= 0, ratios in [0, 1])."""
     for key, v in params.items():
@@ -460,6 +475,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 fault_work=_int(src, "device.fault_work", d.get("fault_work", 0), 0, 10_000),
                 copy_work=_int(src, "device.copy_work", d.get("copy_work", 0), 0, 10_000),
                 copy_error=_int(src, "device.copy_error", d.get("copy_error", 0)),
+                policy=_policy(src, d.get("policy", "dmirror")),
+                migrate_retries=_int(src, "device.migrate_retries", d.get("migrate_retries", 3), 1, 64),
             )
         )
     actors_t = data.get("actor", [])
@@ -513,8 +530,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         )
     if dmirrors:
         gkw["dmirrors"] = tuple(dmirrors)
-    if any(a.kind in CHUNK_KINDS for a in actors):
-        gkw["chunks"] = True  # the devmem table: pagemap references, chunk removal
+    for at in actors:
+        gkw.update(KIND_GEOMETRY.get(at.kind, {}))
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
     gkw.setdefault("devices", ndev)
@@ -615,6 +632,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
             implied.append("migrate_device_range")
     if coherent:
         implied.append("device_coherent")
+    if any(d.policy == "all_or_nothing" for d in devs):
+        implied.append("drm_pagemap")  # the migrate_vma_setup/pages/finalize API
     if dmirrors:
         implied.append("hmm_range_fault")
     needs += [n for n in dict.fromkeys(implied) if n not in needs]

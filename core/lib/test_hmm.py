@@ -41,7 +41,7 @@ import numpy as np
 
 from ..actors import register_op
 from ..machine.errors import FailureKind
-from ..machine.kernel import Actor, Kernel, Path
+from ..machine.kernel import S_ACQUIRED, S_CONTENDED, S_TRY, S_TRY_FAIL, Actor, Kernel, Path
 from ..machine.layout import (
     DC_COUNT,
     DC_LOCK,
@@ -124,6 +124,7 @@ from ..mm.mmu_notifier import (
     mmu_interval_set_seq,
 )
 from ..oracles.device import check_device_pt, device_access
+from .drm_pagemap import POLICY_ALL_OR_NOTHING, drm_pagemap_populate_mm
 
 ENOENT = -2
 HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0  # lib/test_hmm_uapi.h (7.0)
@@ -162,6 +163,10 @@ class Dmirror:
             driver such as Xe), during which the fault path holds its reference.
         copy_work: preemption points each page copy takes (the DMA), during which the
             source is unmapped behind migration entries and CPUs pile up on them.
+        policy: how the driver migrates to the device: ``dmirror`` (lib/test_hmm.c:
+            whatever was collected) or ``all_or_nothing`` (drm_pagemap: only a fully
+            collected range, else release and retry; ``core/lib/drm_pagemap.py``).
+        migrate_retries: the all-or-nothing driver's attempts per migration.
     """
 
     def __init__(
@@ -172,6 +177,8 @@ class Dmirror:
         fault_range: int = 1,
         fault_work: int = 0,
         copy_work: int = 0,
+        policy: str = "dmirror",
+        migrate_retries: int = 3,
     ) -> None:
         self.dev = dev
         self.zone = 1 + dev
@@ -180,6 +187,8 @@ class Dmirror:
         self.fault_range = max(1, fault_range)
         self.fault_work = max(0, fault_work)
         self.copy_work = max(0, copy_work)
+        self.policy = policy
+        self.migrate_retries = max(1, migrate_retries)
         self.allocs = 0
         self.freed = 0
 
@@ -299,7 +308,11 @@ class Dmirror:
         return dst
 
     def migrate_to_device(self, k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:
-        """``dmirror_migrate_to_device()``: returns 0 or a negative errno."""
+        """``dmirror_migrate_to_device()``: returns 0 or a negative errno. A device with
+        the ``all_or_nothing`` policy runs drm_pagemap's instead
+        (:func:`~pagerace.core.lib.drm_pagemap.drm_pagemap_populate_mm`)."""
+        if self.policy == POLICY_ALL_OR_NOTHING:
+            return (yield from drm_pagemap_populate_mm(k, a, self, mm, start, end))
         yield from k.mmap_read_lock(a, mm, "dmirror_migrate_to_device:mmap_read_lock")
         try:
             row = k.s.find_vma(mm, start)
@@ -561,6 +574,22 @@ def install(k: Kernel) -> None:
         k.extra_checks.append(check_device_pt)
 
 
+def mutex_trylock(k: Kernel, a: Actor, word: int, site: str) -> bool:
+    """``mutex_trylock()`` on a mutex word (0 free, owner + 1 held), for the callbacks
+    of a non-blockable invalidation. Kept here (the only caller) rather than among the
+    kernel's primitives: the lock is recorded as held (lock balance, waits-for graph)
+    exactly as :meth:`Kernel.mutex_lock` records it."""
+    st = k._stat(site)
+    st[S_TRY] += 1
+    if not k.words.cas(word, 0, a.id + 1):
+        st[S_TRY_FAIL] += 1
+        st[S_CONTENDED] += 1
+        return False
+    st[S_ACQUIRED] += 1
+    k._acquired(a, word, site)
+    return True
+
+
 def dm_word(k: Kernel, mi: int, field: int) -> int:
     return k.lay.DMIRROR + mi * DM_WORDS + field
 
@@ -610,12 +639,16 @@ def dmirror_interval_invalidate(
 ) -> Path:
     """``dmirror_interval_invalidate()``: ignore a migration this device started (the
     migration updates the device page table itself), else under ``dmirror->mutex``
-    set the sequence and clear the range."""
+    set the sequence and clear the range. A range that may not block (the OOM
+    reaper's) only trylocks the mutex and fails (returns False) when it is held."""
     mi = k.words.load(k.lay.MNI + slot * MNI_WORDS + MNI_MIRROR)
     if r.event == MMU_NOTIFY_MIGRATE and r.owner == dmirror_dev(k, mi):
         return True
     mutex = dm_word(k, mi, DM_MUTEX)
-    yield from k.mutex_lock(a, mutex, "dmirror_interval_invalidate:mutex_lock")
+    if r.blockable:
+        yield from k.mutex_lock(a, mutex, "dmirror_interval_invalidate:mutex_lock")
+    elif not mutex_trylock(k, a, mutex, "dmirror_interval_invalidate:mutex_trylock"):
+        return False
     mmu_interval_set_seq(k, slot, cur_seq)
     dmirror_do_update(k, mi, r.start, r.end)
     k.mutex_unlock(a, mutex, "dmirror_interval_invalidate:mutex_unlock")
@@ -628,7 +661,10 @@ def dmirror_snapshot_invalidate(
     """``dmirror_snapshot_invalidate()``: only the sequence, under the mutex."""
     mi = k.words.load(k.lay.MNI + slot * MNI_WORDS + MNI_MIRROR)
     mutex = dm_word(k, mi, DM_MUTEX)
-    yield from k.mutex_lock(a, mutex, "dmirror_snapshot_invalidate:mutex_lock")
+    if r.blockable:
+        yield from k.mutex_lock(a, mutex, "dmirror_snapshot_invalidate:mutex_lock")
+    elif not mutex_trylock(k, a, mutex, "dmirror_snapshot_invalidate:mutex_trylock"):
+        return False
     mmu_interval_set_seq(k, slot, cur_seq)
     k.mutex_unlock(a, mutex, "dmirror_snapshot_invalidate:mutex_unlock")
     return True

@@ -158,9 +158,23 @@ VM_STACK_INCOMPLETE_SETUP = 1 << 6  # exec's temporary stack (vma_is_temporary_s
 VM_LIVE = 1 << 7  # model only: the row is in use
 
 # Per mm words. M_WP_SEQ is mm->write_protect_seq (fork bumps it around copy_page_range;
-# GUP-fast pins back off when it is odd or changed, core/mm/gup.py).
+# GUP-fast pins back off when it is odd or changed, core/mm/gup.py). M_SPARE holds the
+# mmap_lock's writer (M_MMAP_LOCK + 3: core/machine/kernel.py).
 M_MMAP_LOCK, M_USERS, M_PARENT, M_SPARE, M_WP_SEQ = range(5)
 MM_WORDS = 5
+# mm->flags (7.0: the mm_flags bitmap, include/linux/mm_types.h), as far as the model
+# uses it: the OOM reaper's bits (core/mm/oom_kill.py), one word per mm in the
+# ``mm_flags`` table, which is empty unless the geometry asks for it (``mm_flags``: a
+# workload with an OOM reaper). MMF_UNSTABLE: the reaper has started to unmap the mm;
+# its content is no longer stable and a fault must not refill it
+# (check_stable_address_space, include/linux/oom.h). MMF_OOM_SKIP: the reaper is done
+# with it (or gave up).
+MMF_UNSTABLE = 1 << 0
+MMF_OOM_SKIP = 1 << 1
+# The oracle's mark on a shadow word whose page the OOM reaper zapped: the value is the
+# last one the program wrote, and the page is gone by design (core/mm/oom_kill.py).
+# Content tokens never reach this bit.
+SHADOW_REAPED = 1 << 62
 RWSEM_WRITER = 1 << 40  # mmap_lock word: writer bit above a reader count
 RWSEM_FLAG_WAITERS = 1 << 41  # kernel/locking/rwsem.c: the wait list is not empty
 RWSEM_READER_MASK = RWSEM_WRITER - 1
@@ -317,6 +331,7 @@ class Geometry:
     pages_per_file: int = 0
     dmirrors: tuple[tuple[int, int], ...] = field(default_factory=tuple)
     chunks: bool = False
+    mm_flags: bool = False  # a flags word per mm (the ``mm_flags`` table): the OOM reaper's
 
     def __post_init__(self) -> None:
         for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
@@ -379,8 +394,9 @@ class Layout:
     are empty when the geometry has no files. Then ``anon_vma`` (one row per mm,
     ``AV_*``) and ``mapping`` (one word per frame: ``folio->mapping`` / ``->index`` of an
     anonymous folio, :func:`mapping_encode`), and the mirror's tables (``mn``, ``mni``,
-    ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md), and last
-    ``devmem`` (each device's memory chunk, when the geometry has ``chunks``).
+    ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md), then ``devmem``
+    (each device's memory chunk, when the geometry has ``chunks``) and ``mm_flags`` (one
+    word per mm when the geometry has ``mm_flags``: ``MMF_*``).
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -412,6 +428,7 @@ class Layout:
             ("anon_vma", (g.mms, AV_WORDS)),
             ("mapping", (g.frames,)),
             ("devmem", (g.devices if g.chunks else 0, DC_WORDS)),
+            ("mm_flags", (g.mms if g.mm_flags else 0,)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -447,6 +464,7 @@ class Layout:
         self.ANON_VMA = tb["anon_vma"].offset
         self.MAPPING = tb["mapping"].offset
         self.DEVMEM = tb["devmem"].offset
+        self.MM_FLAGS = tb["mm_flags"].offset
 
     @property
     def nbytes(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    MMF_UNSTABLE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_MIGRATION,
@@ -63,6 +64,25 @@ VM_FAULT_RETRY = 8
 ACCESS_OK = 0
 ACCESS_SIGBUS = 1
 ACCESS_SIGSEGV = 2
+
+
+def mm_unstable(k: Kernel, mm: int) -> bool:
+    """``mm_flags_test(MMF_UNSTABLE, mm)``: the OOM reaper has started on ``mm``."""
+    if not k.geo.mm_flags:  # no OOM reaper in this workload: no mm is ever unstable
+        return False
+    return bool(k.words.load(k.lay.MM_FLAGS + mm) & MMF_UNSTABLE)
+
+
+def check_stable_address_space(k: Kernel, mm: int) -> int:
+    """``check_stable_address_space()`` (include/linux/oom.h, 4.15+; 7.0 tests
+    ``mm_flags_test(MMF_UNSTABLE, mm)``): ``VM_FAULT_SIGBUS`` once the OOM reaper has
+    started to unmap ``mm``, so that a fault (or a migration's hole insert) never maps a
+    fresh zeroed page where the program's data was reaped, else 0. Callers test it under
+    the page-table lock, as the kernel does. The test-only fault ``no_stable_check``
+    makes it always pass (the oracle's proof: a refault then reads zeroes)."""
+    if "no_stable_check" in k.faults:
+        return 0
+    return VM_FAULT_SIGBUS if mm_unstable(k, mm) else 0
 
 
 def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) -> None:
@@ -190,6 +210,9 @@ def do_anonymous_page(
 
     The model maps a fresh page on read faults too, read-only, where the kernel maps the
     shared zero page; a later write then goes through ``do_wp_page`` and reuses it.
+    Both 7.0 branches test :func:`check_stable_address_space` under the PTL; the model's
+    one branch does too, in the generations that have it (``Variant.stable_check_fault``:
+    4.15+, so ``v5.0`` and ``v6``, not ``hmm-2017``).
     """
     if not vflags & VM_ANON:
         return VM_FAULT_SIGBUS
@@ -205,6 +228,15 @@ def do_anonymous_page(
         k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
         k.put_page(a, pfn, "do_anonymous_page:release")
         return VM_FAULT_OK
+    if k.variant.stable_check_fault:
+        # 7.0 (both the zero-page and the own-page branch; 4.15+, 3f70dc38cec2): under
+        # the PTL, after the recheck: an OOM-reaped mm gets SIGBUS, never a zeroed page.
+        ret = check_stable_address_space(k, mm)
+        if ret:
+            k.spin_unlock(a, ptl, "do_anonymous_page:ptl")
+            k.put_page(a, pfn, "do_anonymous_page:release")
+            k.count("unstable_sigbus")
+            return ret
     k.set_flag(pfn, PG_anon | PG_anon_exclusive | PG_uptodate)
     folio_set_anon(k, pfn, mm, vpn)
     k.mapcount_add(pfn, 1)  # folio_add_new_anon_rmap; the allocation's reference maps it

@@ -46,6 +46,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .memory import check_stable_address_space
 from .mmu_notifier import (
     MMU_NOTIFY_MIGRATE,
     MmuNotifierRange,
@@ -456,7 +457,11 @@ def migrate_vma_unmap(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
 def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: int) -> Path:
     """``migrate_vma_insert_page()``: map a new page at a hole, as do_anonymous_page
-    would, unless the entry changed meanwhile (then the hole is not migrated)."""
+    would, unless the entry changed meanwhile or (7.0, and since 5.6: not in the older
+    generations, ``Variant.stable_check_insert``; the catalog toggle
+    ``insert-no-stable-check`` removes it from ``v6``) the OOM reaper has made the mm
+    unstable (``check_stable_address_space`` under the PTL): then the hole is not
+    migrated."""
     s = k.s
     vpn = m.start + i
     vflags = s.vma_flags(m.mm, m.vma)
@@ -465,6 +470,16 @@ def migrate_vma_insert_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: in
         return
     ptl = k.ptl_word(m.mm, vpn)
     yield from k.spin_lock(a, ptl, "migrate_vma_insert_page:ptl")
+    if (
+        k.variant.stable_check_insert
+        and "insert-no-stable-check" not in k.bugs
+        and check_stable_address_space(k, m.mm)
+    ):
+        # 7.0 (5.6+): an OOM-reaped mm gets no new page (goto unlock_abort).
+        k.spin_unlock(a, ptl, "migrate_vma_insert_page:ptl")
+        m.src[i] &= ~MIGRATE_PFN_MIGRATE
+        k.outcome(m.kind, "unstable_mm")
+        return
     if k.pte_read(m.mm, vpn) != 0:
         k.spin_unlock(a, ptl, "migrate_vma_insert_page:ptl")
         m.src[i] &= ~MIGRATE_PFN_MIGRATE

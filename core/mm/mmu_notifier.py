@@ -79,14 +79,16 @@ OPS_DMIRROR = 0  # dmirror_min_ops: dmirror_interval_invalidate
 OPS_SNAPSHOT = 1  # dmirror_mrn_ops: dmirror_snapshot_invalidate
 
 EOVERFLOW = -75
+EAGAIN = -11
 
 
 @dataclass
 class MmuNotifierRange:
     """``struct mmu_notifier_range``: ``[start, end)`` of ``mm``, the event, and the
     owner (the device of a migration's ``pgmap_owner``, -1 for none). Every call site
-    the model has is blockable (``mmu_notifier_invalidate_range_start`` sets
-    ``MMU_NOTIFIER_RANGE_BLOCKABLE``)."""
+    is blockable (``mmu_notifier_invalidate_range_start`` sets
+    ``MMU_NOTIFIER_RANGE_BLOCKABLE``) except the OOM reaper's
+    (``mmu_notifier_invalidate_range_start_nonblock``, core/mm/oom_kill.py)."""
 
     event: int
     mm: int
@@ -131,9 +133,14 @@ def mmu_notifier_invalidate_range_start(k: Kernel, a: Actor, r: MmuNotifierRange
     """``mmu_notifier_invalidate_range_start()`` → ``mn_itree_invalidate()``:
     ``mn_itree_inv_start_range`` (under the subscriptions lock: one more active range,
     ``invalidate_seq`` made odd when a notifier overlaps), then each overlapping
-    notifier's ``invalidate(range, cur_seq)``, which may sleep on the driver's lock."""
+    notifier's ``invalidate(range, cur_seq)``, which may sleep on the driver's lock.
+
+    Returns 0, or for a range that is not blockable
+    (``mmu_notifier_invalidate_range_start_nonblock``) ``-EAGAIN`` when a callback
+    could not take its lock without sleeping: then ``mn_itree_inv_end`` has already
+    run (``out_would_block``) and the caller must not call the end."""
     if not mm_has_notifiers(k, r.mm):
-        return
+        return 0
     lock = _mn(k, r.mm, MN_LOCK)
     yield from k.spin_lock(a, lock, "mn_itree_inv_start_range:lock")
     k.words.fetch_add(_mn(k, r.mm, MN_ACTIVE), 1)
@@ -148,10 +155,12 @@ def mmu_notifier_invalidate_range_start(k: Kernel, a: Actor, r: MmuNotifierRange
         yield
         if invalidate is not None:
             ok = yield from invalidate(k, a, slot, r, cur_seq)
-            if not ok and not r.blockable:  # pragma: no cover - every model site blocks
+            if not ok and not r.blockable:
+                k.count("mmu_notify_would_block")
                 yield from mn_itree_inv_end(k, a, r.mm)
-                return
+                return EAGAIN
     yield
+    return 0
 
 
 def mn_itree_inv_end(k: Kernel, a: Actor, mm: int) -> Path:

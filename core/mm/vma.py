@@ -34,6 +34,7 @@ from ..machine.layout import (
     PTE_PRESENT,
     PTE_SWAP,
     PTE_TYPE_MASK,
+    SHADOW_REAPED,
     V_AVC,
     V_END,
     V_FLAGS,
@@ -233,7 +234,14 @@ def zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str)
     yield from mmu_notifier_invalidate_range_end(k, a, rng)
 
 
-def _zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str) -> Path:
+def _zap_pte_range(
+    k: Kernel, a: Actor, mm: int, start: int, end: int, site: str, keep_shadow: bool = False
+) -> Path:
+    """``zap_pte_range()`` itself. ``keep_shadow``: the OOM reaper's zap
+    (core/mm/oom_kill.py), which the program did not ask for: the oracle keeps the last
+    value written, marked ``SHADOW_REAPED`` (a refault that found zeroes there would be a
+    stale read; the global check excuses exactly these pages, while their mm is
+    ``MMF_UNSTABLE`` and maps nothing there)."""
     ppt = k.geo.ptes_per_table
     vpn = start
     while vpn < end:
@@ -269,7 +277,7 @@ def _zap_pte_range(k: Kernel, a: Actor, mm: int, start: int, end: int, site: str
         # tlb_flush_mmu_tlbonly() before the PTL is dropped, then the shadow goes.
         k.flush_tlb_range(mm, vpn, tab_end)
         for v in cleared:
-            k.set_shadow(mm, v, 0)
+            k.set_shadow(mm, v, k.shadow(mm, v) | SHADOW_REAPED if keep_shadow else 0)
         k.spin_unlock(a, ptl, site + ":ptl")
         # tlb_finish_mmu(): free the batched pages.
         if "zap_no_put" not in k.faults:

@@ -35,6 +35,7 @@ from ..machine.layout import (
     F_PRIV,
     F_REF,
     GUP_PIN_COUNTING_BIAS,
+    MMF_UNSTABLE,
     PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
@@ -43,6 +44,7 @@ from ..machine.layout import (
     PTE_SWAP,
     PTE_TYPE_MASK,
     S_DATA,
+    SHADOW_REAPED,
     Z_DEVICE_PRIVATE,
     Z_FREE,
     PG_allocated,
@@ -245,6 +247,14 @@ def check_contents(k: Kernel) -> None:
         data = np.where(swapped, sdata, data)
     have = mapped | swapped
     lost = (shadow != 0) & (~have | (data != shadow))
+    # The OOM reaper zaps without clearing the shadow, marking it SHADOW_REAPED
+    # (core/mm/oom_kill.py): a page the reaper zapped in an OOM-reaped mm
+    # (MMF_UNSTABLE), which nothing mapped again, is gone by design, not a lost write.
+    # Every other page of that mm, and every other mm, is judged in full.
+    unstable = (s.views["mm_flags"] & MMF_UNSTABLE) != 0
+    if unstable.any():
+        reaped = (shadow & SHADOW_REAPED) != 0
+        lost &= ~(unstable[:, None] & reaped & ~have)
     if lost.any():
         mm, vpn = np.nonzero(lost)
         m, v = int(mm[0]), int(vpn[0])

@@ -57,6 +57,7 @@ PLAN: dict[tuple[str, str], tuple[str, int, int]] = {
     ("async-blocking-lock", "v5.0"): ("random", 3, 10),
     ("move-mapping-no-freeze", "v5.0"): ("random", 3, 150),
     ("move-mapping-no-freeze", "v6"): ("random", 3, 150),
+    ("insert-no-stable-check", "v6"): ("random", 3, 20),
 }
 LEFT_OUT: dict[tuple[str, str], str] = {}
 
