@@ -165,7 +165,7 @@ class V6(Variant):
     provides = frozenset(
         {
             "migrate_vma", "migrate_to_ram", "migrate_device_range", "device_coherent",
-            "hmm_range_fault",
+            "hmm_range_fault", "device_exclusive",
         }
     )
 
