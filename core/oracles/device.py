@@ -25,7 +25,8 @@ its own page table (``core/lib/test_hmm.py``'s ``dmirror->pt``).
   mm holds atomically at that address bypassed the device: ``exclusive_bypass``.
 - **device-exclusive entries are well formed** (:func:`check_exclusive`, quiet points):
   each lies inside a VMA (it never survives a zap), and names an allocated, anonymous,
-  anon-exclusive page of system RAM mapped once (``make_device_exclusive`` only
+  anon-exclusive page that is not device-private (system RAM, or device-coherent memory,
+  which GUP returns like any other page) mapped once (``make_device_exclusive`` only
   converts the one writable mapping of such a page; fork must restore it before it
   shares the page): ``bad_mapping`` (a freed page: ``check_entries``' ``use_after_free``).
 
@@ -59,7 +60,6 @@ from ..machine.layout import (
     V_FLAGS,
     V_START,
     VM_LIVE,
-    Z_DEVICE,
     Z_DEVICE_PRIVATE,
     PG_allocated,
     PG_anon,
@@ -252,8 +252,8 @@ def check_exclusive(k: Kernel, final: bool = True) -> None:
             f = int(fr[pfn, F_FLAGS])
             if f & PG_allocated == 0:
                 continue  # check_entries reports the use after free
-            if f & Z_DEVICE:
-                why = "names device memory"
+            if f & Z_DEVICE_PRIVATE:
+                why = "names device-private memory"  # not addressable: never a CPU mapping
             elif f & PG_anon == 0 or f & PG_anon_exclusive == 0:
                 why = "names a page that is not anonymous and anon-exclusive"
             elif int(fr[pfn, F_MAP]) != 1:

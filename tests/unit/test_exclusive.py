@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pagerace.core.faults import FAULTS
 from pagerace.core.lib.test_hmm import (
     EPERM,
     dmirror_check_atomic,
@@ -123,6 +124,25 @@ def test_exclusive_of_a_device_private_page_faults_it_back_through_gup() -> None
     assert _run(k, dmirror_exclusive(k, a0, 0, 2, 1)) == 0
     pfn = _exclusive(k, 2)
     assert not k.is_zone_device(pfn)
+    check_all(k, final=True)
+
+
+def test_a_device_coherent_page_can_be_made_exclusive() -> None:
+    """GUP returns a present device-coherent page like any other (no FOLL_LONGTERM):
+    7.0 makes it device-exclusive, and the checks accept it."""
+    table = _table()
+    table["geometry"] = dict(table["geometry"], coherent=[0])
+    table["device"] = [{"id": 0, "coherent": True}]
+    m = model(table)
+    k, (a0, a1, *_r) = m.kernel, m.actors
+    assert _run(k, k.devices[0].migrate_to_device(k, a1, 0, 1, 2)) == 0
+    pfn = pte_pfn(k.pte_read(0, 1))
+    assert k.is_device_coherent(pfn)
+    assert _run(k, dmirror_exclusive(k, a0, 0, 1, 1)) == 0
+    assert _exclusive(k, 1) == pfn
+    check_exclusive(k)
+    check_all(k, final=True)
+    assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_OK
     check_all(k, final=True)
 
 
@@ -271,6 +291,7 @@ def test_fork_copying_the_entry_is_a_bad_mapping() -> None:
 
 
 def test_an_exclusive_entry_never_survives_a_zap() -> None:
+    assert FAULTS["zap_exclusive_keeps_entry"].oracle is FailureKind.BAD_MAPPING
     for faults, bad in (((), False), (("zap_exclusive_keeps_entry",), True)):
         k, (a0, a1, *_r) = _m(faults)
         assert _run(k, dmirror_exclusive(k, a0, 0, 3, 1)) == 0
@@ -320,6 +341,7 @@ def test_finding_008_madvise_between_make_device_exclusive_and_the_atomic_map() 
 def test_each_exclusive_oracle_fires_in_its_workload_and_is_silent_without(
     workload: str, fault: str, kind: FailureKind
 ) -> None:
+    assert FAULTS[fault].oracle is kind
     w = load_workload(workload)
     found = [run_deterministic(w, seed=s, faults=(fault,)).result.failure for s in range(8)]
     assert any(f is not None and f.kind is kind for f in found), found
