@@ -357,3 +357,20 @@ def test_older_generations_refuse_the_exclusive_kind() -> None:
         with pytest.raises(PageraceError) as exc:
             run_deterministic(w, variant=variant, seed=0)
         assert "device_exclusive" in str(exc.value)
+
+
+def test_a_pin_taken_before_stays_coherent_with_the_exclusive_entry() -> None:
+    """7.0 does not refuse a pinned page ("concurrent access through other page
+    references (e.g., earlier GUP invocation) is not handled and not supported"): the
+    device-exclusive entry still names the pinned page, so the pin is coherent."""
+    from pagerace.core.mm.gup import MODE_PIN, pin_user_page, unpin_user_page
+    from pagerace.core.oracles.world import check_pin
+
+    k, (a0, a1, *_r) = _m()
+    rec = _run(k, pin_user_page(k, a1, 0, 1, MODE_PIN, True))
+    assert rec is not None
+    assert _run(k, dmirror_exclusive(k, a0, 0, 1, 1)) == 0
+    assert _exclusive(k, 1) == rec.pfn
+    assert check_pin(k, a1, rec, "dma") is True
+    unpin_user_page(k, a1, rec, dirty=False)
+    check_all(k, final=True)
