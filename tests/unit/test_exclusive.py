@@ -259,6 +259,28 @@ def test_reclaim_turns_a_device_exclusive_entry_into_a_swap_entry() -> None:
     check_all(k, final=True)
 
 
+def test_compaction_migrates_a_device_exclusive_page() -> None:
+    """try_to_migrate_one (7.0) handles the PFN swap entry: MMU_NOTIFY_CLEAR revokes the
+    atomic mapping, the entry becomes a readable-exclusive migration entry, and
+    remove_migration_ptes maps the new page present, read-only but anon-exclusive (a
+    write reuses it): the device's exclusivity ends with the migration."""
+    from pagerace.core.mm.migrate import op_compact
+
+    k, (a0, a1, *_r) = _m()
+    assert _run(k, dmirror_exclusive(k, a0, 0, 1, 1)) == 0
+    pfn = _exclusive(k, 1)
+    token = k.shadow(0, 1)
+    assert _run(k, op_compact(k, a1, 2, 8)) == 0
+    pte = k.pte_read(0, 1)
+    new = pte_pfn(pte)
+    assert pte_type(pte) == PTE_PRESENT and new != pfn and not pte & PTE_WRITE
+    assert k.test_flag(new, PG_anon_exclusive) and k.data(new) == token
+    assert dpt_load(k, 0, 1)[0] == 0
+    assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_OK
+    assert k.events["wp_reuse"] == 1
+    check_all(k, final=True)
+
+
 # -- the oracles and their faults ---------------------------------------------------
 
 
