@@ -18,8 +18,10 @@ the second half of this module, from 7.0's ``lib/test_hmm.c``: its device page t
 (``dmirror->pt``), its interval notifier and ``dmirror_interval_invalidate``,
 ``dmirror->mutex``, ``dmirror_range_fault`` / ``dmirror_do_fault`` around
 ``hmm_range_fault`` (``core/mm/hmm.py``), ``HMM_DMIRROR_READ`` / ``WRITE`` /
-``SNAPSHOT`` and the mirror's own ``MIGRATE_TO_DEV`` / ``MIGRATE_TO_SYS``
-(``dmirror_migrate_finalize_and_map``, the ``xa_erase`` of
+``SNAPSHOT``, ``EXCLUSIVE`` / ``CHECK_EXCLUSIVE`` (``dmirror_exclusive``,
+``dmirror_atomic_map``, ``dmirror_check_atomic``, around ``make_device_exclusive``:
+``core/mm/device_exclusive.py``) and the mirror's own ``MIGRATE_TO_DEV`` /
+``MIGRATE_TO_SYS`` (``dmirror_migrate_finalize_and_map``, the ``xa_erase`` of
 ``dmirror_devmem_fault_alloc_and_copy``). All of it lives in words
 (``Layout`` tables ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``, ``mni``), so the
 parallel engine shares it. A :class:`Dmirror` is the device (``struct
