@@ -120,6 +120,14 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.EXCLUSIVE_BYPASS,
         ),
         FaultEntry(
+            "exclusive_drops_dirty",
+            "make_device_exclusive",
+            "make_device_exclusive nukes a dirty entry without moving its dirty bit to the "
+            "folio (the device-exclusive entry is clean for core-mm): reclaim can drop a "
+            "swap-cache page whose CPU write is newer than its swap copy",
+            FailureKind.DIRTY_CONSERVATION,
+        ),
+        FaultEntry(
             "fork_copies_exclusive",
             "copy_nonpresent_pte",
             "fork copies a device-exclusive entry into the child as it is (as it does a "

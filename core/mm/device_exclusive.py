@@ -104,7 +104,7 @@ def make_device_exclusive(k: Kernel, a: Actor, mm: int, vpn: int, owner: int = -
             continue
         old = k.ptep_get_and_clear(mm, vpn)  # ptep_clear_flush()
         k.flush_tlb_range(mm, vpn, vpn + 1)
-        if old & PTE_DIRTY:
+        if old & PTE_DIRTY and "exclusive_drops_dirty" not in k.faults:
             k.set_flag(page, PG_dirty)  # folio_mark_dirty()
         k.set_pte(mm, vpn, make_device_exclusive_entry(page, old))
         k.spin_unlock(a, ptl, site + ":folio_walk_end:ptl")

@@ -297,6 +297,35 @@ def test_a_restore_without_the_notifier_lets_the_cpu_bypass_the_device() -> None
             check_all(k, final=True)
 
 
+def test_a_cpu_write_is_never_lost_to_the_clean_exclusive_entry() -> None:
+    """make_device_exclusive moves the dirty bit of the entry it nukes to the folio; a
+    swap-cache page written by the CPU then made exclusive must be written out by reclaim,
+    not dropped (the test-only fault ``exclusive_drops_dirty`` forgets the bit: the
+    dirty-conservation oracle fires)."""
+    from pagerace.core.mm.vmscan import shrink_folio
+
+    assert FAULTS["exclusive_drops_dirty"].oracle is FailureKind.DIRTY_CONSERVATION
+    for faults, lost in (((), False), (("exclusive_drops_dirty",), True)):
+        k, (a0, a1, *_r) = _m(faults)
+        assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_OK
+        pfn = pte_pfn(k.pte_read(0, 1))
+        k.get_page(a1, pfn, "test:isolate")
+        _run(k, shrink_folio(k, a1, pfn))  # to swap; the swap-in keeps the swap cache
+        assert _run(k, cpu_access(k, a1, 0, 1, False)) == ACCESS_OK
+        assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_OK  # a dirty pte
+        assert _run(k, dmirror_exclusive(k, a0, 0, 1, 1)) == 0
+        pfn = _exclusive(k, 1)
+        k.get_page(a1, pfn, "test:isolate")
+        if lost:
+            with pytest.raises(InvariantViolation) as exc:
+                _run(k, shrink_folio(k, a1, pfn))
+            assert exc.value.failure.kind is FailureKind.DIRTY_CONSERVATION
+        else:
+            _run(k, shrink_folio(k, a1, pfn))
+            assert pte_type(k.pte_read(0, 1)) == 4  # PTE_SWAP
+            check_all(k, final=True)
+
+
 def test_fork_copying_the_entry_is_a_bad_mapping() -> None:
     for faults, bad in (((), False), (("fork_copies_exclusive",), True)):
         k, (a0, a1, *_r) = _m(faults)
