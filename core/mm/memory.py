@@ -151,25 +151,23 @@ def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path
     """``lock_mm_and_find_vma()`` + ``handle_mm_fault()`` → ``handle_pte_fault()``
     under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock)."""
     yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
-    r = VM_FAULT_OK
+    dropped = [False]  # FAULT_FLAG_ALLOW_RETRY: set once the path released the lock
     try:
-        r = yield from handle_mm_fault_locked(k, a, mm, vpn, write, allow_retry=True)
-        return r
+        return (yield from handle_mm_fault_locked(k, a, mm, vpn, write, retry=dropped))
     finally:
-        # VM_FAULT_RETRY with FAULT_FLAG_ALLOW_RETRY: the fault path dropped the lock
-        # (release_fault_lock in __folio_lock_or_retry).
-        if not r & VM_FAULT_RETRY:
+        if not dropped[0]:  # VM_FAULT_RETRY after release_fault_lock() leaves it dropped
             k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
 
 
 def handle_mm_fault_locked(
-    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, allow_retry: bool = False
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, retry: list[bool] | None = None
 ) -> Path:
     """``handle_mm_fault()`` → ``handle_pte_fault()`` for a caller that already holds
-    ``mmap_read_lock`` (``hmm_vma_fault``, ``faultin_page``). ``allow_retry``:
-    ``FAULT_FLAG_ALLOW_RETRY`` (a user fault): a path that must sleep on a folio lock
-    may drop ``mmap_lock`` and return ``VM_FAULT_RETRY``; without it (GUP of a locked
-    caller, ``hmm_vma_fault``) it sleeps with the lock held."""
+    ``mmap_read_lock`` (``hmm_vma_fault``, ``faultin_page``). ``retry``:
+    ``FAULT_FLAG_ALLOW_RETRY`` (a user fault), a one-element list: a path that must sleep
+    on a folio lock may drop ``mmap_lock`` (and set ``retry[0]``) and return
+    ``VM_FAULT_RETRY``; without it (GUP of a locked caller, ``hmm_vma_fault``) it sleeps
+    with the lock held."""
     row = k.s.find_vma(mm, vpn)
     if row < 0:
         return VM_FAULT_SIGSEGV
@@ -195,7 +193,7 @@ def handle_mm_fault_locked(
     if kind == PTE_DEVICE_PRIVATE:
         return (yield from do_swap_page_device(k, a, mm, vpn, pte))
     if kind == PTE_DEVICE_EXCLUSIVE:
-        return (yield from remove_device_exclusive_entry(k, a, mm, vpn, pte, allow_retry))
+        return (yield from remove_device_exclusive_entry(k, a, mm, vpn, pte, retry))
     swapin = k.hooks.get("do_swap_page")
     if swapin is not None:
         return (yield from swapin(k, a, mm, vpn, pte, write))
@@ -414,7 +412,7 @@ def restore_exclusive_pte(k: Kernel, mm: int, vpn: int, pfn: int, orig: int) -> 
 
 
 def folio_lock_or_retry(
-    k: Kernel, a: Actor, mm: int, pfn: int, allow_retry: bool, site: str
+    k: Kernel, a: Actor, mm: int, pfn: int, retry: list[bool] | None, site: str
 ) -> Path:
     """``folio_lock_or_retry()`` / ``__folio_lock_or_retry()`` (7.0 mm/filemap.c): the
     trylock; else, for a fault that may retry, drop ``mmap_lock``
@@ -424,8 +422,9 @@ def folio_lock_or_retry(
     yield from k.might_sleep()
     if k.trylock_page(a, pfn, site + ":folio_trylock"):
         return VM_FAULT_OK
-    if allow_retry:
+    if retry is not None:
         k.mmap_read_unlock(a, mm, site + ":release_fault_lock")
+        retry[0] = True
         yield from k.wait_on_page_locked(a, pfn, site + ":folio_wait_locked")
         k.count("exclusive_fault_retry")
         return VM_FAULT_RETRY
@@ -434,7 +433,7 @@ def folio_lock_or_retry(
 
 
 def remove_device_exclusive_entry(
-    k: Kernel, a: Actor, mm: int, vpn: int, orig: int, allow_retry: bool
+    k: Kernel, a: Actor, mm: int, vpn: int, orig: int, retry: list[bool] | None
 ) -> Path:
     """``do_swap_page()`` → ``remove_device_exclusive_entry()`` (7.0): a CPU touches a
     page a device holds exclusively. ``folio_try_get`` without the PTL (the entry may be
@@ -448,7 +447,7 @@ def remove_device_exclusive_entry(
         k.count("exclusive_fault_page_gone")
         return VM_FAULT_OK
     yield  # between the reference and the lock: the entry may change
-    ret = yield from folio_lock_or_retry(k, a, mm, pfn, allow_retry, site)
+    ret = yield from folio_lock_or_retry(k, a, mm, pfn, retry, site)
     if ret:
         k.put_page(a, pfn, site + ":folio_put")
         return ret
