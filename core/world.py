@@ -14,7 +14,7 @@ from __future__ import annotations
 from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
-from .mm import filemap, fork, gup, mremap, vma, vmscan  # noqa: F401  (register their ops)
+from .mm import filemap, fork, gup, mprotect, mremap, vma, vmscan  # noqa: F401  (register their ops)
 from .mm.swapfile import do_swap_page
 from .oracles.world import (
     check_device_pages,

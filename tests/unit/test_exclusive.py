@@ -281,6 +281,34 @@ def test_compaction_migrates_a_device_exclusive_page() -> None:
     check_all(k, final=True)
 
 
+def test_exclusive_mprotect_as_the_selftest() -> None:
+    """hmm-tests.c exclusive_mprotect: after HMM_DMIRROR_EXCLUSIVE, mprotect(PROT_READ)
+    (MMU_NOTIFY_PROTECTION_VMA drops the atomic mappings; change_pte_range leaves the
+    device-exclusive entry), then HMM_DMIRROR_WRITE fails with -EPERM (hmm_vma_fault on
+    a VMA without VM_WRITE). A CPU read restores the entry read-only (the VMA's flags
+    now), a CPU write is SIGSEGV; mprotect(PROT_READ | PROT_WRITE) makes the
+    anon-exclusive page writable again at once (MM_CP_TRY_CHANGE_WRITABLE)."""
+    from pagerace.core.mm.memory import ACCESS_SIGSEGV
+    from pagerace.core.mm.mprotect import op_mprotect
+
+    k, (a0, a1, *_r) = _m()
+    assert _run(k, dmirror_exclusive(k, a0, 0, 0, 4)) == 0
+    assert _run(k, op_mprotect(k, a1, 0, 0, 8, 0)) == 0
+    assert all(dpt_load(k, 0, v)[0] == 0 for v in range(4))
+    pfn = _exclusive(k, 1)
+    assert _run(k, dmirror_rw(k, a0, 0, 0, 4, True)) == EPERM
+    assert _run(k, cpu_access(k, a1, 0, 1, False)) == ACCESS_OK
+    pte = k.pte_read(0, 1)
+    assert pte_type(pte) == PTE_PRESENT and pte_pfn(pte) == pfn and not pte & PTE_WRITE
+    assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_SIGSEGV
+    check_all(k, final=True)
+    assert _run(k, op_mprotect(k, a1, 0, 0, 4, 1)) == -22  # not a whole VMA: -EINVAL
+    assert _run(k, op_mprotect(k, a1, 0, 0, 8, 1)) == 0
+    assert k.pte_read(0, 1) & PTE_WRITE
+    assert _run(k, cpu_access(k, a1, 0, 1, True)) == ACCESS_OK
+    check_all(k, final=True)
+
+
 # -- the oracles and their faults ---------------------------------------------------
 
 
