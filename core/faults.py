@@ -112,6 +112,37 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.DEVICE_PAGE_LIFETIME,
         ),
         FaultEntry(
+            "zap_exclusive_keeps_entry",
+            "zap_nonpresent_ptes",
+            "zap drops a device-exclusive page's mapping and reference but leaves the "
+            "entry: it survives the zap (outside any VMA after munmap, or naming a page "
+            "that is freed)",
+            FailureKind.BAD_MAPPING,
+        ),
+        FaultEntry(
+            "exclusive_restore_skips_notifier",
+            "remove_device_exclusive_entry",
+            "the CPU fault restores a device-exclusive entry without the MMU_NOTIFY_CLEAR "
+            "invalidation: the device keeps its atomic mapping while the CPU uses the page",
+            FailureKind.EXCLUSIVE_BYPASS,
+        ),
+        FaultEntry(
+            "exclusive_drops_dirty",
+            "make_device_exclusive",
+            "make_device_exclusive nukes a dirty entry without moving its dirty bit to the "
+            "folio (the device-exclusive entry is clean for core-mm): reclaim can drop a "
+            "swap-cache page whose CPU write is newer than its swap copy",
+            FailureKind.DIRTY_CONSERVATION,
+        ),
+        FaultEntry(
+            "fork_copies_exclusive",
+            "copy_nonpresent_pte",
+            "fork copies a device-exclusive entry into the child as it is (as it does a "
+            "device-private one) instead of restoring it first: two exclusive entries "
+            "share a page that is no longer anon-exclusive",
+            FailureKind.BAD_MAPPING,
+        ),
+        FaultEntry(
             "reclaim_drops_dirty",
             "shrink_folio_list",
             "reclaim treats a dirty page as clean and drops it without writing it to swap",

@@ -178,7 +178,7 @@ class V6(Variant):
     provides = frozenset(
         {
             "migrate_vma", "migrate_to_ram", "migrate_device_range", "device_coherent",
-            "hmm_range_fault", "drm_pagemap",
+            "hmm_range_fault", "drm_pagemap", "device_exclusive",
         }
     )
 

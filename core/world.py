@@ -15,7 +15,16 @@ from __future__ import annotations
 from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
-from .mm import filemap, fork, gup, mremap, oom_kill, vma, vmscan  # noqa: F401  (register their ops)
+from .mm import (  # noqa: F401  (register their ops)
+    filemap,
+    fork,
+    gup,
+    mprotect,
+    mremap,
+    oom_kill,
+    vma,
+    vmscan,
+)
 from .mm.swapfile import do_swap_page
 from .oracles import eviction
 from .oracles.world import (

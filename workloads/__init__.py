@@ -1,9 +1,9 @@
 """pagerace.workloads: scenario definitions (TOML) and the loader that validates them."""
 
 from . import (
-    _kinds_hmm,  # noqa: F401  (registers device_read, device_write, snapshot, mirror_driver)
+    _kinds_hmm,  # noqa: F401  (registers device_read, device_write, snapshot, mirror_driver, exclusive)
     _kinds_migrate,  # noqa: F401  (registers the compactor kind)
-    _kinds_mm,  # noqa: F401  (registers pinner, forker, unmapper, remapper, reclaimer)
+    _kinds_mm,  # noqa: F401  (registers pinner, forker, unmapper, protector, remapper, reclaimer)
     _kinds_pagecache,  # noqa: F401  (registers file_reader, file_writer)
 )
 from ._schema import (

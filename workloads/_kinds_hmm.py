@@ -1,6 +1,7 @@
 """Actor kinds for the driver's side of the mirror (``core/lib/test_hmm.py``): device
-reads, writes and snapshots through a dmirror's own page table, and migrations started
-through a mirror (whose device page table they update).
+reads, writes and snapshots through a dmirror's own page table, migrations started
+through a mirror (whose device page table they update), and device-exclusive access
+(``HMM_DMIRROR_EXCLUSIVE`` / ``CHECK_EXCLUSIVE``).
 
 Each names its mirror (``mirror``: the index of a ``[[dmirror]]`` table of the
 workload). They need ``hmm_range_fault`` (``v6``).
@@ -144,3 +145,34 @@ register_actor_kind(
     _release_ops,
 )
 KIND_NEEDS["release"] = ["migrate_device_range"]
+
+
+def _exclusive_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    lo, hi = (int(x) for x in p["range"])
+    out: OpList = []
+    for _ in range(int(p["ops"])):
+        think = int(rng.integers(0, int(p["think"]) + 1))
+        if think:
+            out.append(("idle", think))
+        n = min(max(1, int(p["npages"])), hi - lo)
+        start = _starts(p, rng, n)
+        out.append(("exclusive", int(p["mirror"]), start, n))
+        if p["check"]:
+            think = int(rng.integers(0, int(p["think"]) + 1))
+            if think:
+                out.append(("idle", think))
+            out.append(("check_exclusive", int(p["mirror"]), start, n))
+    return out
+
+
+register_actor_kind(
+    "exclusive",
+    {**_DEFAULTS, "check": True},
+    "HMM_DMIRROR_EXCLUSIVE: make_device_exclusive per page and the ATOMIC device-PT entry "
+    "(dmirror_exclusive, lib/test_hmm.c 7.0), then (check = true) HMM_DMIRROR_CHECK_EXCLUSIVE "
+    "on the same range (counts check_exclusive_atomic / _revoked)",
+    _exclusive_ops,
+)
+
+# make_device_exclusive (5.13+; 7.0's one-page form): v6 only.
+KIND_NEEDS["exclusive"] = ["hmm_range_fault", "device_exclusive"]

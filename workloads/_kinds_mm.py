@@ -1,7 +1,7 @@
 """Actor kinds of the memory-management world around device migration: pinners,
-forkers, unmappers, remappers, reclaimers and the OOM reaper (the paths in
-``core/mm/gup.py``, ``core/mm/fork.py``, ``core/mm/vma.py``, ``core/mm/mremap.py``,
-``core/mm/vmscan.py``, ``core/mm/oom_kill.py``).
+forkers, unmappers, protectors, remappers, reclaimers and the OOM reaper (the paths in
+``core/mm/gup.py``, ``core/mm/fork.py``, ``core/mm/vma.py``, ``core/mm/mprotect.py``,
+``core/mm/mremap.py``, ``core/mm/vmscan.py``, ``core/mm/oom_kill.py``).
 
 Each kind turns its parameters and the actor's own seeded stream into an operation
 list, like the kinds in ``_schema.py``.
@@ -121,6 +121,24 @@ register_actor_kind(
     {"mm": 0, "range": [0, 8], "pages": 4, "ops": 1, "what": "madv_dontneed", "think": 16},
     "munmap() / madvise(MADV_DONTNEED) of part of a range (zap_pte_range)",
     _unmapper_ops,
+)
+
+
+def _protector_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
+    lo, hi = _range(p)
+    ops: OpList = []
+    for i in range(int(p["ops"])):
+        ops.append(("idle", int(rng.integers(0, int(p["think"]) + 1))))
+        ops.append(("mprotect", int(p["mm"]), lo, hi, i % 2))
+    return ops
+
+
+register_actor_kind(
+    "protector",
+    {"mm": 0, "range": [0, 8], "ops": 2, "think": 16},
+    "mprotect() of whole VMAs (range: their union): read-only, then read-write again, "
+    "alternately (change_pte_range, MMU_NOTIFY_PROTECTION_VMA)",
+    _protector_ops,
 )
 
 

@@ -18,8 +18,10 @@ the second half of this module, from 7.0's ``lib/test_hmm.c``: its device page t
 (``dmirror->pt``), its interval notifier and ``dmirror_interval_invalidate``,
 ``dmirror->mutex``, ``dmirror_range_fault`` / ``dmirror_do_fault`` around
 ``hmm_range_fault`` (``core/mm/hmm.py``), ``HMM_DMIRROR_READ`` / ``WRITE`` /
-``SNAPSHOT`` and the mirror's own ``MIGRATE_TO_DEV`` / ``MIGRATE_TO_SYS``
-(``dmirror_migrate_finalize_and_map``, the ``xa_erase`` of
+``SNAPSHOT``, ``EXCLUSIVE`` / ``CHECK_EXCLUSIVE`` (``dmirror_exclusive``,
+``dmirror_atomic_map``, ``dmirror_check_atomic``, around ``make_device_exclusive``:
+``core/mm/device_exclusive.py``) and the mirror's own ``MIGRATE_TO_DEV`` /
+``MIGRATE_TO_SYS`` (``dmirror_migrate_finalize_and_map``, the ``xa_erase`` of
 ``dmirror_devmem_fault_alloc_and_copy``). All of it lives in words
 (``Layout`` tables ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``, ``mni``), so the
 parallel engine shares it. A :class:`Dmirror` is the device (``struct
@@ -54,6 +56,7 @@ from ..machine.layout import (
     DM_WORDS,
     DPT_BACKING,
     DPT_PFN_SHIFT,
+    DPT_TAG_ATOMIC,
     DPT_TAG_WRITE,
     F_GEN,
     FRAME_WORDS,
@@ -73,6 +76,7 @@ from ..machine.layout import (
     PG_allocated,
 )
 from ..machine.state import State
+from ..mm.device_exclusive import make_device_exclusive
 from ..mm.hmm import (
     EBUSY,
     EFAULT,
@@ -123,10 +127,11 @@ from ..mm.mmu_notifier import (
     mmu_interval_read_retry,
     mmu_interval_set_seq,
 )
-from ..oracles.device import check_device_pt, device_access
+from ..oracles.device import check_device_pt, check_exclusive, cpu_access_check, device_access
 from .drm_pagemap import POLICY_ALL_OR_NOTHING, drm_pagemap_populate_mm
 
 ENOENT = -2
+EPERM = -1
 HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0  # lib/test_hmm_uapi.h (7.0)
 
 
@@ -568,10 +573,14 @@ def setup_devmem(s: State) -> None:
 
 
 def install(k: Kernel) -> None:
-    """Plug the mirrors' notifier callbacks and the device page-table check into ``k``."""
+    """Plug the mirrors' notifier callbacks, the device page-table checks and the
+    device-exclusive checks (``core/oracles/device.py``) into ``k``."""
     k.hooks["mni_invalidate"] = mni_invalidate
+    k.hooks["cpu_access"] = cpu_access_check
     if check_device_pt not in k.extra_checks:
         k.extra_checks.append(check_device_pt)
+    if check_exclusive not in k.extra_checks:
+        k.extra_checks.append(check_exclusive)
 
 
 def mutex_trylock(k: Kernel, a: Actor, word: int, site: str) -> bool:
@@ -971,8 +980,70 @@ def dmirror_migrate_to_system(k: Kernel, a: Actor, mi: int, start: int, end: int
         k.mmap_read_unlock(a, mm, "dmirror_migrate_to_system:mmap_read_unlock")
 
 
+def dmirror_atomic_map(k: Kernel, a: Actor, mi: int, vpn: int, page: int) -> Path:
+    """``dmirror_atomic_map()`` (7.0): under ``dmirror->mutex``, the page the device
+    now holds exclusively into the device page table, tagged ATOMIC. No
+    ``mmu_interval_read_begin`` / ``_read_retry`` brackets it (docs/findings/008)."""
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_atomic_map:mutex_lock")
+    dpt_store(k, mi, vpn, page, DPT_TAG_ATOMIC)
+    k.mutex_unlock(a, mutex, "dmirror_atomic_map:mutex_unlock")
+    return 0
+
+
+def dmirror_exclusive(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``dmirror_exclusive()``: ``HMM_DMIRROR_EXCLUSIVE`` (7.0 lib/test_hmm.c). Under
+    ``mmap_read_lock``, per page: ``make_device_exclusive(mm, addr, NULL, &folio)``
+    (owner NULL: every mirror's notifier clears the page, this one's too),
+    ``dmirror_atomic_map``, ``folio_unlock``, ``folio_put``; stop at the first error.
+    Then the verification read (``dmirror_do_read`` under the mutex: -ENOENT when a
+    CPU took a page back meanwhile). Returns 0 or a negative errno."""
+    mm = dmirror_mm(k, mi)
+    end = start + npages
+    ret = 0
+    yield from k.mmap_read_lock(a, mm, "dmirror_exclusive:mmap_read_lock")
+    try:
+        for vpn in range(start, end):
+            page = yield from make_device_exclusive(k, a, mm, vpn)
+            if page < 0:
+                ret = page
+                break
+            yield  # returned with the folio locked; the mutex is not taken yet
+            ret = yield from dmirror_atomic_map(k, a, mi, vpn, page)
+            k.unlock_page(a, page, "dmirror_exclusive:folio_unlock")
+            k.put_page(a, page, "dmirror_exclusive:folio_put")
+            if ret:
+                break
+            yield
+    finally:
+        k.mmap_read_unlock(a, mm, "dmirror_exclusive:mmap_read_unlock")
+    if ret:
+        k.count("dmirror_exclusive_error")
+        return ret
+    yield
+    mutex = dm_word(k, mi, DM_MUTEX)
+    yield from k.mutex_lock(a, mutex, "dmirror_exclusive:mutex_lock")
+    ret = yield from dmirror_do_access(k, a, mi, start, end, [0], False)
+    k.mutex_unlock(a, mutex, "dmirror_exclusive:mutex_unlock")
+    k.count("dmirror_exclusive" if not ret else "dmirror_exclusive_enoent")
+    return ret
+
+
+def dmirror_check_atomic(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> int:
+    """``dmirror_check_atomic()``: ``HMM_DMIRROR_CHECK_EXCLUSIVE``: -EPERM if the device
+    still holds any page of the range atomically (``xa_load`` without the mutex)."""
+    for vpn in range(start, start + npages):
+        entry, _gen = dpt_load(k, mi, vpn)
+        if entry and entry & (DPT_TAG_ATOMIC | DPT_TAG_WRITE) == DPT_TAG_ATOMIC:
+            return EPERM
+    return 0
+
+
 __all__ = [
     "Dmirror",
+    "dmirror_atomic_map",
+    "dmirror_check_atomic",
+    "dmirror_exclusive",
     "dmirror_fault",
     "dmirror_interval_invalidate",
     "dmirror_migrate_to_device",
@@ -1031,7 +1102,26 @@ def op_release(k: Kernel, a: Actor, dev: int) -> Path:
 
 register_op("dmirror_flags", op_dmirror_flags)
 register_op("release", op_release)
+
+
+def op_exclusive(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``HMM_DMIRROR_EXCLUSIVE`` of ``npages`` pages from ``start`` through mirror ``mi``."""
+    return (yield from dmirror_exclusive(k, a, mi, start, npages))
+
+
+def op_check_exclusive(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:
+    """``HMM_DMIRROR_CHECK_EXCLUSIVE``: the result goes to the counts
+    ``check_exclusive_atomic`` (-EPERM: the device still holds a page) or
+    ``check_exclusive_revoked``."""
+    ret = dmirror_check_atomic(k, a, mi, start, npages)
+    k.count("check_exclusive_atomic" if ret else "check_exclusive_revoked")
+    yield
+    return ret
+
+
 register_op("device_read", op_device_read)
+register_op("exclusive", op_exclusive)
+register_op("check_exclusive", op_check_exclusive)
 register_op("device_write", op_device_write)
 register_op("snapshot", op_snapshot)
 register_op("mirror_to_device", op_mirror_to_device)

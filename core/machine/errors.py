@@ -37,6 +37,7 @@ class FailureKind(str, enum.Enum):
     DEVICE_PAGE_LIFETIME = "device_page_lifetime"
     SIGBUS = "sigbus"
     DRIVER_CONTRACT = "driver_contract"
+    EXCLUSIVE_BYPASS = "exclusive_bypass"
     OUTCOME = "outcome"
     BUG_ON = "bug_on"
 

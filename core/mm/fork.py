@@ -16,7 +16,14 @@ nobody else can see yet). Per page table, under the child's and then the parent'
   (``make_readable_migration_entry``): when the migration finishes, its
   ``remove_migration_ptes`` maps the child too;
 - a swap entry is copied with one more count on its slot (``swap_duplicate``), and
-  neither side keeps the exclusive marker.
+  neither side keeps the exclusive marker;
+- a device-exclusive entry (7.0 ``copy_nonpresent_pte``) is first restored to a present
+  entry in the parent (``try_restore_exclusive_pte``: only if ``folio_trylock``
+  succeeds; the device lost its atomic mapping to the fork's
+  ``MMU_NOTIFY_PROTECTION_PAGE`` invalidation) and then copied as a present page. When
+  the trylock fails, ``copy_pte_range`` stops with -EBUSY, ``copy_pmd_range`` turns it
+  into -ENOMEM, and the fork fails: ``dup_mm`` drops the half-copied child
+  (``mmput`` → ``exit_mmap``).
 
 The model flushes the parent's TLB for each table before it drops the parent's PTL;
 the kernel batches the flush to the end of ``dup_mmap``, still under ``mmap_write_lock``.
@@ -39,6 +46,7 @@ from ..machine.layout import (
     M_USERS,
     M_WP_SEQ,
     MM_WORDS,
+    PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
@@ -58,6 +66,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .memory import restore_exclusive_pte
 from .mmu_notifier import (
     MMU_NOTIFY_PROTECTION_PAGE,
     MmuNotifierRange,
@@ -71,10 +80,11 @@ from .rmap import (
     folio_set_anon,
 )
 from .swapfile import swap_duplicate
-from .vma import vma_add, vma_avc, vma_pgoff, vma_rows
+from .vma import exit_mmap, vma_add, vma_avc, vma_pgoff, vma_rows
 
 EBUSY = -16
 EAGAIN = -11
+ENOMEM = -12
 
 
 def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
@@ -112,7 +122,9 @@ def copy_present_page(k: Kernel, a: Actor, parent: int, child: int, vpn: int, pf
 def copy_pte_range(
     k: Kernel, a: Actor, parent: int, child: int, start: int, end: int, vflags: int
 ) -> Path:
-    """``copy_pte_range()`` for ``[start, end)``, one page table at a time."""
+    """``copy_pte_range()`` for ``[start, end)``, one page table at a time. Returns 0,
+    or -EBUSY when a device-exclusive entry's folio could not be trylocked (the copy
+    stops after that table, as the kernel's does)."""
     ppt = k.geo.ptes_per_table
     cow = not vflags & VM_SHARED  # is_cow_mapping() for a writable private mapping
     site = "copy_pte_range"
@@ -124,6 +136,7 @@ def copy_pte_range(
         yield from k.spin_lock(a, dst_ptl, site + ":dst_ptl")
         yield from k.spin_lock(a, src_ptl, site + ":src_ptl")
         done: list[int] = []
+        ret = 0
         for v in range(vpn, tab_end):
             pte = k.pte_read(parent, v)
             kind = pte & PTE_TYPE_MASK
@@ -131,6 +144,17 @@ def copy_pte_range(
                 continue
             pfn = pte >> PTE_PFN_SHIFT
             copied = True
+            if kind == PTE_DEVICE_EXCLUSIVE and "fork_copies_exclusive" not in k.faults:
+                # try_restore_exclusive_pte(): copy_nonpresent_pte returns -ENOENT and
+                # the now present entry is copied below.
+                if not k.trylock_page(a, pfn, site + ":try_restore_exclusive_pte"):
+                    k.count("fork_exclusive_ebusy")
+                    ret = EBUSY
+                    break
+                restore_exclusive_pte(k, parent, v, pfn, pte)
+                k.unlock_page(a, pfn, site + ":try_restore_exclusive_pte")
+                pte = k.pte_read(parent, v)
+                kind = PTE_PRESENT
             if kind == PTE_PRESENT:
                 if k.test_flag(pfn, PG_anon) and cow:
                     if folio_try_dup_anon_rmap_pte(k, a, pfn):
@@ -160,6 +184,13 @@ def copy_pte_range(
                     pte &= ~(PTE_WRITE | PTE_EXCLUSIVE)  # make_readable_migration_entry
                     k.set_pte(parent, v, pte)
                 k.set_pte(child, v, pte)
+            elif kind == PTE_DEVICE_EXCLUSIVE:
+                # test-only (fork_copies_exclusive): the entry copied as it is, as
+                # copy_nonpresent_pte does a device-private one.
+                k.get_page(a, pfn, site + ":folio_get")
+                k.clear_flag(pfn, PG_anon_exclusive)
+                k.mapcount_add(pfn, 1)
+                k.set_pte(child, v, pte)
             elif kind == PTE_SWAP:
                 swap_duplicate(k, pfn)
                 if pte & PTE_EXCLUSIVE:
@@ -178,7 +209,10 @@ def copy_pte_range(
         k.spin_unlock(a, src_ptl, site + ":src_ptl")
         k.spin_unlock(a, dst_ptl, site + ":dst_ptl")
         yield
+        if ret:
+            return ret
         vpn = tab_end
+    return 0
 
 
 def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
@@ -193,6 +227,7 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
     yield from k.mmap_write_lock(a, parent, "dup_mmap:mmap_write_lock")
     yield from k.mmap_write_lock(a, child, "dup_mmap:mmap_write_lock_nested")
     seq = k.lay.MM + parent * MM_WORDS + M_WP_SEQ
+    ret = 0
     try:
         k.words.store(mmw + M_USERS, 1)
         k.words.store(mmw + M_PARENT, parent + 1)
@@ -217,16 +252,25 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
             cow = not f & VM_SHARED
             if cow:
                 yield from mmu_notifier_invalidate_range_start(k, a, rng)
-            yield from copy_pte_range(k, a, parent, child, vs, ve, f)
+            ret = yield from copy_pte_range(k, a, parent, child, vs, ve, f)
             if cow:
                 yield from mmu_notifier_invalidate_range_end(k, a, rng)
-        k.count("fork")
-        return 0
+            if ret:
+                ret = ENOMEM  # copy_pmd_range(): "if (copy_pte_range(...)) return -ENOMEM"
+                break
+        if not ret:
+            k.count("fork")
     finally:
         if k.words.load(seq) & 1:
             k.words.fetch_add(seq, 1)  # raw_write_seqcount_end()
         k.mmap_write_unlock(a, child, "dup_mmap:mmap_write_unlock_nested")
         k.mmap_write_unlock(a, parent, "dup_mmap:mmap_write_unlock")
+    if ret:
+        # dup_mm(): "free_pt: ... mmput(mm)": the half-copied child goes away.
+        k.count("fork_failed")
+        yield
+        yield from exit_mmap(k, a, child)
+    return ret
 
 
 register_op("fork", op_fork)

@@ -52,10 +52,17 @@ from ..machine.layout import (
     PG_dirty,
 )
 from ..oracles.world import check_pin, dma_read_check
-from .memory import VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault
+from .memory import (
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+    VM_FAULT_SIGSEGV,
+    handle_mm_fault,
+    handle_mm_fault_locked,
+)
 from .migrate_device import migrate_device_coherent_folio
 
 EFAULT = -14
+ENOMEM = -12
 
 # pin_dma modes (the op's ``mode`` argument).
 MODE_PIN = 0  # pin_user_pages (FOLL_PIN, slow path)
@@ -233,6 +240,40 @@ def gup_slow(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
         yield
 
 
+def get_user_page_vma_remote(k: Kernel, a: Actor, mm: int, vpn: int, site: str) -> Path:
+    """``get_user_page_vma_remote(mm, addr, FOLL_GET | FOLL_WRITE, &vma)`` (7.0) for a
+    caller that holds ``mmap_read_lock`` (``make_device_exclusive``): the locked API,
+    so ``__get_user_pages()`` keeps the lock across ``faultin_page()``, whose fault may
+    not retry (no ``FOLL_UNLOCKABLE``). ``follow_page_pte()`` under the PTL takes a
+    reference on a present writable entry (``can_follow_write_pte``: ``pte_write``);
+    anything else (none, read-only, device-private, device-exclusive, swap, migration)
+    is faulted in for write and looked up again.
+
+    Returns the pfn with a reference held, or ``-EFAULT`` / ``-ENOMEM``.
+    """
+    while True:
+        row = k.s.find_vma(mm, vpn)
+        if row < 0 or not k.s.vma_flags(mm, row) & VM_WRITE:  # check_vma_flags()
+            return EFAULT
+        ptl = k.ptl_word(mm, vpn)
+        yield from k.spin_lock(a, ptl, site + ":follow_page_pte:ptl")
+        pte = k.pte_read(mm, vpn)
+        if pte & PTE_TYPE_MASK == PTE_PRESENT and pte & PTE_WRITE:
+            pfn = pte >> PTE_PFN_SHIFT
+            _grab(k, a, pfn, False, site + ":try_grab_folio")
+            k.spin_unlock(a, ptl, site + ":follow_page_pte:ptl")
+            return pfn
+        k.spin_unlock(a, ptl, site + ":follow_page_pte:ptl")
+        yield
+        r = yield from handle_mm_fault_locked(k, a, mm, vpn, True)  # faultin_page()
+        if r & VM_FAULT_OOM:
+            return ENOMEM
+        if r & (VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV):
+            return EFAULT
+        k.count("gup_faultin")
+        yield
+
+
 def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool) -> Path:
     """``pin_user_pages{,_fast}()`` / ``get_user_pages{,_fast}()`` for one page.
 
@@ -355,6 +396,7 @@ __all__ = [
     "MODE_PIN",
     "MODE_PIN_FAST",
     "PinRecord",
+    "get_user_page_vma_remote",
     "gup_fast",
     "gup_put_folio",
     "gup_slow",

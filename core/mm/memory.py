@@ -19,19 +19,23 @@ from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     MMF_UNSTABLE,
+    PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_MIGRATION,
     PTE_NONE,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
+    PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
+    PTE_UFFD_WP,
     PTE_WRITE,
     PTE_YOUNG,
     VM_ANON,
     VM_WRITE,
     PG_anon,
     PG_anon_exclusive,
+    PG_dirty,
     PG_uptodate,
     pte_encode,
 )
@@ -87,6 +91,9 @@ def check_stable_address_space(k: Kernel, mm: int) -> int:
 
 def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) -> None:
     """The load or store itself, on frame ``pfn``, and the oracle's bookkeeping."""
+    check = k.hooks.get("cpu_access")  # device-exclusive access (core/oracles/device.py)
+    if check is not None:
+        check(k, a, mm, vpn, pfn, write)
     if write:
         tok = k.new_token(a)
         k.set_data(pfn, tok)
@@ -164,15 +171,23 @@ def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path
     """``lock_mm_and_find_vma()`` + ``handle_mm_fault()`` → ``handle_pte_fault()``
     under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock)."""
     yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
+    dropped = [False]  # FAULT_FLAG_ALLOW_RETRY: set once the path released the lock
     try:
-        return (yield from handle_mm_fault_locked(k, a, mm, vpn, write))
+        return (yield from handle_mm_fault_locked(k, a, mm, vpn, write, retry=dropped))
     finally:
-        k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
+        if not dropped[0]:  # VM_FAULT_RETRY after release_fault_lock() leaves it dropped
+            k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
 
 
-def handle_mm_fault_locked(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
+def handle_mm_fault_locked(
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, retry: list[bool] | None = None
+) -> Path:
     """``handle_mm_fault()`` → ``handle_pte_fault()`` for a caller that already holds
-    ``mmap_read_lock`` (``hmm_vma_fault``, ``faultin_page``)."""
+    ``mmap_read_lock`` (``hmm_vma_fault``, ``faultin_page``). ``retry``:
+    ``FAULT_FLAG_ALLOW_RETRY`` (a user fault), a one-element list: a path that must sleep
+    on a folio lock may drop ``mmap_lock`` (and set ``retry[0]``) and return
+    ``VM_FAULT_RETRY``; without it (GUP of a locked caller, ``hmm_vma_fault``) it sleeps
+    with the lock held."""
     row = k.s.find_vma(mm, vpn)
     if row < 0:
         return VM_FAULT_SIGSEGV
@@ -197,6 +212,8 @@ def handle_mm_fault_locked(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) 
         return VM_FAULT_OK
     if kind == PTE_DEVICE_PRIVATE:
         return (yield from do_swap_page_device(k, a, mm, vpn, pte))
+    if kind == PTE_DEVICE_EXCLUSIVE:
+        return (yield from remove_device_exclusive_entry(k, a, mm, vpn, pte, retry))
     swapin = k.hooks.get("do_swap_page")
     if swapin is not None:
         return (yield from swapin(k, a, mm, vpn, pte, write))
@@ -393,4 +410,89 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
     yield from k.migration_entry_wait_on_locked(
         a, pfn, ptl, "do_swap_page:wait_on_locked", "do_swap_page:ptl"
     )
+    return VM_FAULT_OK
+
+
+# --------------------------------------------------------------------------------------
+# Device-exclusive entries (5.13+; as 7.0 writes them). make_device_exclusive() is in
+# core/mm/rmap.py; the entry is PTE_DEVICE_EXCLUSIVE naming the page, with only the
+# soft-dirty and uffd-wp bits (7.0 has one entry type; 5.13-6.13 had a readable and a
+# writable one, and v6 runs 7.0's).
+
+
+def restore_exclusive_pte(k: Kernel, mm: int, vpn: int, pfn: int, orig: int) -> None:
+    """``restore_exclusive_pte()`` (7.0 mm/memory.c): with the folio and the PTL held,
+    an ordinary present entry again: old (``pte_mkold``), soft-dirty / uffd-wp from the
+    entry, writable (and dirty if the folio is) when the VMA is writable and
+    ``can_change_pte_writable()``: for a private anonymous mapping, the page is
+    anon-exclusive and the entry is not uffd-wp armed. No TLB flush: it was not
+    present."""
+    bits = orig & (PTE_SOFT_DIRTY | PTE_UFFD_WP)
+    row = k.s.find_vma(mm, vpn)
+    vflags = k.s.vma_flags(mm, row) if row >= 0 else 0
+    if (
+        vflags & VM_WRITE
+        and not orig & PTE_UFFD_WP
+        and k.test_flag(pfn, PG_anon)
+        and k.test_flag(pfn, PG_anon_exclusive)
+    ):
+        if k.test_flag(pfn, PG_dirty):
+            bits |= PTE_DIRTY
+        bits |= PTE_WRITE
+    k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, pfn, bits))
+    k.count("exclusive_restored")
+
+
+def folio_lock_or_retry(
+    k: Kernel, a: Actor, mm: int, pfn: int, retry: list[bool] | None, site: str
+) -> Path:
+    """``folio_lock_or_retry()`` / ``__folio_lock_or_retry()`` (7.0 mm/filemap.c): the
+    trylock; else, for a fault that may retry, drop ``mmap_lock``
+    (``release_fault_lock``), wait for the unlock and return ``VM_FAULT_RETRY``; else
+    sleep for the lock with ``mmap_lock`` held. (``FAULT_FLAG_KILLABLE``'s signals are
+    not modelled.)"""
+    yield from k.might_sleep()
+    if k.trylock_page(a, pfn, site + ":folio_trylock"):
+        return VM_FAULT_OK
+    if retry is not None:
+        k.mmap_read_unlock(a, mm, site + ":release_fault_lock")
+        retry[0] = True
+        yield from k.wait_on_page_locked(a, pfn, site + ":folio_wait_locked")
+        k.count("exclusive_fault_retry")
+        return VM_FAULT_RETRY
+    yield from k.lock_page(a, pfn, site + ":__folio_lock")
+    return VM_FAULT_OK
+
+
+def remove_device_exclusive_entry(
+    k: Kernel, a: Actor, mm: int, vpn: int, orig: int, retry: list[bool] | None
+) -> Path:
+    """``do_swap_page()`` → ``remove_device_exclusive_entry()`` (7.0): a CPU touches a
+    page a device holds exclusively. ``folio_try_get`` without the PTL (the entry may be
+    gone and the page freed or reused: then nothing to do), ``folio_lock_or_retry``,
+    an ``MMU_NOTIFY_CLEAR`` invalidation of the page with no owner (every mirror drops
+    its atomic entry), and under the PTL, if the entry is still ``orig``, the present
+    entry back (:func:`restore_exclusive_pte`); unlock, put, end the invalidation."""
+    site = "remove_device_exclusive_entry"
+    pfn = orig >> PTE_PFN_SHIFT
+    if not k.get_page_unless_zero(a, pfn):  # folio_try_get()
+        k.count("exclusive_fault_page_gone")
+        return VM_FAULT_OK
+    yield  # between the reference and the lock: the entry may change
+    ret = yield from folio_lock_or_retry(k, a, mm, pfn, retry, site)
+    if ret:
+        k.put_page(a, pfn, site + ":folio_put")
+        return ret
+    rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
+    if "exclusive_restore_skips_notifier" not in k.faults:
+        yield from mmu_notifier_invalidate_range_start(k, a, rng)
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, site + ":ptl")
+    if k.pte_read(mm, vpn) == orig:  # pte_same()
+        restore_exclusive_pte(k, mm, vpn, pfn, orig)
+    k.spin_unlock(a, ptl, site + ":ptl")
+    k.unlock_page(a, pfn, site + ":folio_unlock")
+    k.put_page(a, pfn, site + ":folio_put")
+    if "exclusive_restore_skips_notifier" not in k.faults:
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
     return VM_FAULT_OK

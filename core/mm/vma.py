@@ -263,7 +263,10 @@ def _zap_pte_range(
             elif kind in (PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE):
                 k.ptep_get_and_clear(mm, v)
                 k.mapcount_add(pfn, -1)
-                if "zap_device_keeps_entry" in k.faults:
+                if (
+                    "zap_device_keeps_entry" if kind == PTE_DEVICE_PRIVATE
+                    else "zap_exclusive_keeps_entry"
+                ) in k.faults:
                     k.set_pte(mm, v, pte)
                 k.put_page(a, pfn, site + ":zap_nonpresent_ptes")
             elif kind == PTE_MIGRATION:

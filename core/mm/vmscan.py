@@ -23,6 +23,7 @@ from ..actors import register_op
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     F_PRIV,
+    PTE_DEVICE_EXCLUSIVE,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
     PTE_PRESENT,
@@ -56,7 +57,8 @@ from .swapfile import add_to_swap_cache, delete_from_swap_cache, get_swap_page, 
 def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
     """``try_to_unmap()`` → ``rmap_walk()`` → ``try_to_unmap_one()`` (7.0) for a locked
     anonymous folio in the swap cache: each present entry the walk finds becomes a swap
-    entry for ``slot`` (exclusive if the page was), its dirty bit moves to the folio.
+    entry for ``slot`` (exclusive if the page was), its dirty bit moves to the folio;
+    a device-exclusive entry too (7.0 handles the PFN swap entries that map pages).
     Returns False when an anon-exclusive page may be pinned (the entry is restored and
     the walk stops)."""
     site = "try_to_unmap_one"
@@ -72,12 +74,19 @@ def try_to_unmap(k: Kernel, a: Actor, pfn: int, slot: int) -> Path:
             yield from mmu_notifier_invalidate_range_end(k, a, rng)
             return True
         ptl = k.ptl_word(mm, vpn)
-        if old & PTE_TYPE_MASK != PTE_PRESENT:
+        kind = old & PTE_TYPE_MASK
+        if kind != PTE_PRESENT and kind != PTE_DEVICE_EXCLUSIVE:
             k.spin_unlock(a, ptl, site + ":ptl")
             yield from mmu_notifier_invalidate_range_end(k, a, rng)
             return True
-        old = k.ptep_get_and_clear(mm, vpn)  # ptep_clear_flush
-        k.flush_tlb_range(mm, vpn, vpn + 1)
+        if kind == PTE_PRESENT:
+            old = k.ptep_get_and_clear(mm, vpn)  # ptep_clear_flush
+            k.flush_tlb_range(mm, vpn, vpn + 1)
+        else:
+            # 7.0: "Handle PFN swap PTEs, such as device-exclusive ones, that actually
+            # map pages": pte_clear(), no flush (nothing cached it); the swap entry keeps
+            # its swp soft-dirty / uffd-wp bits.
+            old = k.ptep_get_and_clear(mm, vpn)
         excl = k.test_flag(pfn, PG_anon_exclusive)
         if excl and not folio_try_share_anon_rmap_pte(k, a, pfn):
             k.set_pte(mm, vpn, old)

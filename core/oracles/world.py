@@ -46,6 +46,7 @@ from ..machine.layout import (
     F_PIN,
     F_PRIV,
     F_REF,
+    PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_MIGRATION,
@@ -96,8 +97,11 @@ def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
     pte = k.pte_read(rec.mm, rec.vpn)
     kind = pte & PTE_TYPE_MASK
     target = pte >> PTE_PFN_SHIFT
-    if kind in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE) and target == rec.pfn:
-        return True
+    if (
+        kind in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE)
+        and target == rec.pfn
+    ):
+        return True  # (device-exclusive: the address still maps the page, for the device)
     if kind == PTE_SWAP and swapcache_page(k, target) == rec.pfn:
         return True
     if kind == PTE_NONE and when != "pin":
@@ -235,9 +239,12 @@ def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
     """A device page is being freed (``folio_free``): no entry may still name it."""
     pte = k.s.pte
     types = pte & PTE_TYPE_MASK
-    names = ((types == PTE_DEVICE_PRIVATE) | (types == PTE_MIGRATION) | (types == PTE_PRESENT)) & (
-        (pte >> PTE_PFN_SHIFT) == pfn
-    )
+    names = (
+        (types == PTE_DEVICE_PRIVATE)
+        | (types == PTE_MIGRATION)
+        | (types == PTE_PRESENT)
+        | (types == PTE_DEVICE_EXCLUSIVE)  # a device-coherent page made exclusive
+    ) & ((pte >> PTE_PFN_SHIFT) == pfn)
     if names.any():
         mm, vpn = (int(x[0]) for x in np.nonzero(names))
         raise k.fail(

@@ -228,3 +228,19 @@ def test_wait_queues_across_processes_end_empty() -> None:
         assert not (s.frames[:, 0] & PG_waiters).any() and not s.mm[:, 0].any()
         queued += int(s.glob[G_WQ_SEQ])
     assert queued > 0, "no wait-queue entry was ever queued: the test proves nothing"
+
+
+def test_device_exclusive_across_processes() -> None:
+    """Device-exclusive entries in shared words: workers make pages exclusive, fault them
+    back (remove_device_exclusive_entry, the mirror's notifier under its mutex) and
+    migrate around them; runs end clean, and the races of finding 008
+    (exclusive-vs-madvise) are reported as the deterministic engine reports them."""
+    for name in ("exclusive", "exclusive-vs-migrate"):
+        r = run_parallel(load_workload(name), workers=3, duration=2.0, seed=3)
+        assert r.result.outcome is Outcome.CLEAN, r.result.failure and r.result.failure.headline()
+        assert r.kernel.events.get("make_device_exclusive", 0) > 0
+        assert r.kernel.events.get("exclusive_restored", 0) > 0
+    w = load_workload("exclusive-vs-madvise")
+    r = run_parallel(w, workers=3, duration=10.0, seed=3)
+    f = r.result.failure
+    assert f is None or str(f.kind) in w.finding_kinds, f.headline()
