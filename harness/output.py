@@ -155,6 +155,7 @@ _SUMMED = ("runs", "acquired", "contended", "trylock_attempts", "trylock_failure
            "wait_total", "holds", "hold_total")
 _MAXED = ("wait_max", "hold_max")
 _MINNED = (("wait_min", "waits"), ("hold_min", "holds"))  # (minimum, the count it is over)
+_NEEDED = frozenset((*CONTENTION_KEY, *_SUMMED, *_MAXED, "wait_min", "hold_min", "run_id"))
 
 
 class ContentionSums:
@@ -368,11 +369,12 @@ class RowWriter:
                 one that names it (nothing of the run buffered).
         """
         cont = rows.get(CONTENTION.file, ())
-        for row in cont:
-            format_row(CONTENTION, row)  # an unknown column raises here
-            missing = [k for k in (*CONTENTION_KEY, *_SUMMED, *_MAXED, "run_id") if k not in row]
-            if missing:
-                raise KeyError(f"{CONTENTION.file}: row without {', '.join(missing)}")
+        for row in cont:  # checked here, formatted once per batch (flush)
+            if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
+                extra = sorted(set(row) - CONTENTION.name_set)
+                missing = sorted(_NEEDED - set(row))
+                raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
+                               f"{CONTENTION.file}: row without {', '.join(missing)}")
         cells = {
             file: [format_row(SCHEMAS[file], row) for row in lst]
             for file, lst in rows.items()

@@ -293,7 +293,7 @@ def test_cli_exit_codes_and_plan_file(tmp_path: Path, capsys: pytest.CaptureFixt
     clean += ["--max-steps", "20000"]
     assert main([*clean, "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "fault-storm" in out and "failures by kind" in out
+    assert out.startswith("CLEAN: all 1 configuration(s) ran clean, 3 runs")
     bug = [*clean, "--bugs", "no-fault-folio-exception", "--livelock-steps", "400", "--quiet"]
     assert main([*bug, "--out", str(tmp_path / "b")]) == 1
     assert main([*clean, "--seeds", "9-1", "--out", str(tmp_path / "c")]) == 2
@@ -392,3 +392,63 @@ def test_campaign_stops_when_most_units_error(tmp_path: Path, monkeypatch: pytes
     assert res.stopped == "errors" and len(res.errors) == c.ERROR_STOP and res.ran == 0
     assert res.not_run == 40
     assert any("more units hit a harness error than ran" in line for line in c.describe_result(res))
+
+
+# -- the end of a campaign on a terminal -------------------------------------------------------
+
+
+def _summary_rows(n_clean: int, failing: list[tuple[str, str, str, int]]) -> list[c.SummaryRow]:
+    rows = [c.SummaryRow(f"workload-{i:02d}", "v6", "", 30, 30, 0, 0, "") for i in range(n_clean)]
+    for w, v, bugs, k in failing:
+        rows.append(c.SummaryRow(w, v, bugs, 30, 30 - k, 0, k, f"livelock {k}, lost_write 1"))
+    return rows
+
+
+def test_the_end_table_fits_80_columns_verdict_first() -> None:
+    """Before: 54 rows, the 4 failing ones somewhere among them, 110 columns wide."""
+    from pagerace.harness.commands.campaign import format_end
+
+    failing = [
+        ("pagecache-vs-compaction", "hmm-2017", "no-fault-folio-exception+check-ignores-pins", 3),
+        ("fault-storm", "v6", "no-fault-folio-exception", 30),
+        ("migrate-vs-pin", "v5.0", "check-ignores-pins", 7),
+        ("holes", "v6", "no-fault-folio-exception", 18),
+    ]
+    text = format_end(_summary_rows(50, failing), Path("n"), width=80)
+    lines = text.splitlines()
+    assert lines[0] == "FAILURES: 4 of 54 configuration(s) failed, 58 of 1620 runs"
+    assert all(len(x) <= 80 for x in lines), max(lines, key=len)
+    table = [x for x in lines[2:] if x and not x.startswith(("50 ", "full report"))]
+    assert table[0].startswith("workload") and len(table) == 5  # header + the 4 failing, worst first
+    names = [x.split()[0] for x in table[1:]]
+    for name, want in zip(names, ["fault-storm", "holes", "migrate-vs-pin", "pagecache-vs-compaction"]):
+        assert name == want or (name.endswith("…") and want.startswith(name[:-1])), (name, want)
+    assert "livelock 30" in table[1]  # numbers and the start of the kinds survive the cut
+    assert "50 other configuration(s) ran clean (1500 runs)" in lines
+    assert lines[-1] == "full report (failures by signature, replay commands): pagerace report n --html"
+    assert "workload-0" not in text  # no clean configuration listed
+
+
+def test_the_end_of_a_clean_campaign_and_of_many_failing_configurations() -> None:
+    from pagerace.harness.commands.campaign import END_ROWS, format_end
+
+    clean = format_end(_summary_rows(54, []), Path("n"), width=80).splitlines()
+    assert clean[0] == "CLEAN: all 54 configuration(s) ran clean, 1620 runs"
+    assert len(clean) == 2 and clean[1].startswith("full report")
+    many = format_end(_summary_rows(2, [(f"w{i}", "v6", "b", 1) for i in range(END_ROWS + 5)]), Path("n"))
+    assert "... and 5 more failing or out-of-budget configuration(s)" in many
+    assert sum(1 for x in many.splitlines() if x[:2] in {f"w{d}" for d in "0123456789"}) == END_ROWS
+
+
+def test_cli_prints_the_verdict_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["campaign", "--workloads", "fault-storm,opposite-order", "--seeds", "1-3", "--jobs", "1",
+            "--max-steps", "20000", "--livelock-steps", "400", "--no-replay",
+            "--bugs", "none", "--bugs", "no-fault-folio-exception", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FAILURES: ") and "of 4 configuration(s) failed" in out[0]
+    assert any(x.startswith("fault-storm") and "100.0%" in x for x in out)
+    assert not any(x.startswith("opposite-order") and " 0.0%" in x for x in out)
+    listed = [x for x in out if x.startswith(("fault-storm", "opposite-order"))]
+    [clean] = [x for x in out if "other configuration(s) ran clean" in x]
+    assert len(listed) + int(clean.split()[0]) == 4

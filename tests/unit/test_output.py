@@ -360,3 +360,21 @@ def test_cli_hunt_writes_every_run_once(tmp_path: Path, capsys: pytest.CaptureFi
             assert set(_runs_in(out / name)) <= ids, name
     assert [r["outcome"] for r in runs][-1] == "failed"
     assert _runs_in(found_out / "failures.csv") == [runs[-1]["run_id"]]
+
+
+def test_row_writer_bad_contention_row_buffers_nothing_of_its_run(clean: RunRecord, tmp_path: Path) -> None:
+    with output.RowWriter(tmp_path) as w:
+        w.add(rows_for(clean, "good", ""))
+        for broken in ({"no_such_column": 1}, None):
+            bad = rows_for(clean, "bad", "")
+            first = dict(bad["contention.csv"][0])
+            if broken is None:
+                del first["waits"]
+            else:
+                first.update(broken)
+            bad["contention.csv"] = [first]
+            with pytest.raises(KeyError, match="no_such_column" if broken else "without waits"):
+                w.add(bad)
+        assert w.pending == 1
+    assert {r["run_id"] for r in _read(tmp_path / "contention.csv")} == {"good"}
+    assert {int(r["runs"]) for r in _read(tmp_path / "contention.csv")} == {1}
