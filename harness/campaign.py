@@ -1152,6 +1152,10 @@ def run_campaign(
                     take(backend.result(f))
                 if came:
                     continue
+                # nothing came back for a while (long units): the batch waiting in the
+                # writer is written once it is due, not only when the next unit arrives
+                writer.tick()
+                report()
                 why = _stalled(backend)
                 if why is not None:
                     # nothing can run (issue 10 item 9: a Dask cluster without workers

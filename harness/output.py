@@ -298,8 +298,9 @@ class RowWriter:
     (:func:`pagerace.reports.schema.upgrade_contention`).
 
     :meth:`add` flushes by itself when the batch holds ``batch_runs`` runs, or when the
-    oldest run in it was added ``batch_seconds`` or more before (checked at each add: no
-    thread, no timer). :meth:`close` flushes what is left; used as a context manager the
+    oldest run in it was added ``batch_seconds`` or more before (checked at each add and
+    at each :meth:`tick`: no thread, no timer; the campaign ticks while it waits for its
+    workers). :meth:`close` flushes what is left; used as a context manager the
     writer closes on any exit, exceptions and Ctrl-C included.
 
     What a crash costs:
@@ -419,6 +420,14 @@ class RowWriter:
         if self.on_flush is not None:
             self.on_flush(n)
         return n
+
+    def tick(self) -> int:
+        """Write the batch if it is due (its oldest run was added ``batch_seconds`` or
+        more ago): for a caller between two adds that may be far apart (a campaign of
+        long units). Returns the runs written."""
+        if self.pending and self.clock() - self._oldest >= self.batch_seconds:
+            return self.flush()
+        return 0
 
     def close(self) -> None:
         """Write what is left."""

@@ -378,3 +378,15 @@ def test_row_writer_bad_contention_row_buffers_nothing_of_its_run(clean: RunReco
         assert w.pending == 1
     assert {r["run_id"] for r in _read(tmp_path / "contention.csv")} == {"good"}
     assert {int(r["runs"]) for r in _read(tmp_path / "contention.csv")} == {1}
+
+
+def test_row_writer_tick_writes_a_batch_that_is_due(clean: RunRecord, tmp_path: Path) -> None:
+    clock = FakeClock()
+    w = output.RowWriter(tmp_path, batch_runs=1000, batch_seconds=1.0, clock=clock)
+    assert w.tick() == 0
+    w.add(rows_for(clean, "r0", ""))
+    clock.t = 0.5
+    assert w.tick() == 0 and w.pending == 1
+    clock.t = 1.0
+    assert w.tick() == 1 and _runs_in(tmp_path / "runs.csv") == ["r0"]
+    assert w.tick() == 0
