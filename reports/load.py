@@ -1,8 +1,11 @@
 """A directory of CSV files → pandas DataFrames, checked against :mod:`.schema`.
 
-Every file must have exactly its schema's header and every row the current schema
-version; anything else is a :class:`BadCsv` that names the file and what is wrong, so a
-report never silently averages columns that mean something else.
+Every file must have exactly its schema's header and every row its schema's version;
+anything else is a :class:`BadCsv` that names the file and what is wrong, so a report
+never silently averages columns that mean something else. One older version is read:
+a ``contention.csv`` of schema version 1 (one row per run and site, written by pagerace
+before the per-configuration rows) becomes rows of ``runs`` 1
+(:func:`contention_from_v1`), so last night's directory still serves as a baseline.
 """
 
 from __future__ import annotations
