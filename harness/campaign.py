@@ -9,14 +9,20 @@ artifacts and appends the rows, so every file has one writer.
 
 Crash safety and resume, the rules the code below keeps:
 
-- a finished task's rows are appended as soon as it comes back, ``runs.csv`` LAST, with
-  one ``write`` + ``fsync`` per file (:func:`pagerace.reports.schema.append_rows`), so a
-  crash or Ctrl-C loses at most the units in flight;
+- a finished task's artifacts are written as soon as it comes back, and its rows go to
+  a :class:`pagerace.harness.output.RowWriter`, which appends them in batches (at most
+  500 units, or the units taken within one second), ``runs.csv`` LAST, with one
+  ``write`` + ``fsync`` per file per batch; ``contention.csv`` gets one row per
+  configuration and call site per batch. Ctrl-C, SIGTERM and errors flush what was taken;
+  a SIGKILL or a crash loses the units in flight and those of the batch not yet written.
+  Progress (the bar, the status line, ``Progress.done``) counts a unit only once its
+  batch is on disk;
 - a unit is done when its row is in ``runs.csv``; a rerun on the same directory skips
   the done keys (workload, variant, bugs, seed, strategy, engine);
 - rows in the other three files whose run is not in ``runs.csv`` (a crash between two
   appends) are orphans; :func:`repair` removes them before a rerun, so the rerun of that
-  unit never duplicates a row.
+  unit never duplicates a row (and removes the runs a batch cut inside its ``runs.csv``
+  write left without their contention row, so they run again).
 
 XX: units are dispatched seed-block by seed-block across all configurations, so a budget
 that runs out leaves every configuration with about the same number of seeds.
@@ -51,10 +57,19 @@ import psutil
 from ..core.bugs import CATALOG
 from ..core.machine.errors import BadInput, HarnessInternalError, InvalidOption
 from ..core.variants import VARIANTS
-from ..reports.schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, SCHEMAS, append_rows
+from ..reports.schema import (
+    CONTENTION,
+    FAILURES,
+    OUTCOMES,
+    RUNS,
+    SCHEMAS,
+    uncovered_runs,
+    upgrade_contention,
+)
 from ..workloads import Workload, load_workload, workload_from_json, workload_names, workload_to_json
 from .artifacts import MAX_STEPS, check_buildable, check_fits, same_failure, write_json_atomic
 from .commands._options import parse_duration as _parse_duration
+from .output import BATCH_RUNS, RowWriter
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
 from .schedulers.replay import ScheduleDiverged
@@ -836,7 +851,7 @@ def check_header(path: Path) -> None:
         header = next(csv.reader(fh), [])
     if header and header != schema.names:
         raise BadInput(
-            f"{path}: its header does not match {path.name} schema version {SCHEMA_VERSION} "
+            f"{path}: its header does not match {path.name} schema version {schema.version} "
             f"(first differing column: {_first_diff(header, schema.names)}); use a new --out directory"
         )
 
@@ -857,14 +872,19 @@ def _truncate_partial_line(path: Path) -> None:
 
 
 def repair(out: Path) -> dict[str, int]:
-    """Make the directory consistent after a crash: cut a partial last line, and drop rows
-    of ``failures/contention/outcomes.csv`` whose run is not in ``runs.csv``. Returns the
-    number of orphan rows removed per file."""
+    """Make the directory consistent after a crash: cut a partial last line, drop rows
+    of ``failures/contention/outcomes.csv`` whose run is not in ``runs.csv``, and drop
+    from ``runs.csv`` the runs a cut batch left without their contention
+    (:func:`pagerace.reports.schema.uncovered_runs`; they run again, with their rows in
+    the other files). A ``contention.csv`` of schema version 1 is upgraded in place
+    first. Returns the number of rows removed per file."""
     removed: dict[str, int] = {}
     for s in SCHEMAS.values():
         p = out / s.file
         if p.exists():
             _truncate_partial_line(p)
+            if s is CONTENTION:
+                upgrade_contention(out)
             check_header(p)
     runs = out / RUNS.file
     have: set[str] = set()
@@ -872,6 +892,18 @@ def repair(out: Path) -> dict[str, int]:
         header, rows = _read_rows(runs)
         i = header.index("run_id")
         have = {r[i] for r in rows if len(r) > i}
+        cont = out / CONTENTION.file
+        if cont.exists():
+            ch, crows = _read_rows(cont)
+            drop = uncovered_runs(
+                (dict(zip(header, r)) for r in rows if len(r) == len(header)),
+                (dict(zip(ch, r)) for r in crows if len(r) == len(ch)),
+            )
+            if drop:
+                keep = [r for r in rows if len(r) > i and r[i] not in drop]
+                removed[RUNS.file] = len(rows) - len(keep)
+                _rewrite(runs, header, keep)
+                have -= drop
     for s in (FAILURES, CONTENTION, OUTCOMES):
         p = out / s.file
         if not p.exists():
@@ -881,15 +913,20 @@ def repair(out: Path) -> dict[str, int]:
         keep = [r for r in rows if len(r) > i and r[i] in have]
         if len(keep) != len(rows):
             removed[s.file] = len(rows) - len(keep)
-            tmp = p.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as fh:
-                w = csv.writer(fh, lineterminator="\n")
-                w.writerow(header)
-                w.writerows(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
+            _rewrite(p, header, keep)
     return removed
+
+
+def _rewrite(p: Path, header: list[str], rows: list[list[str]]) -> None:
+    """Replace the CSV file ``p`` by ``header`` and ``rows`` (synced, then renamed)."""
+    tmp = p.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
 
 
 def ensure_files(out: Path) -> None:
@@ -921,15 +958,22 @@ def done_keys(out: Path) -> set[UnitKey]:
     return keys
 
 
-def commit(out: Path, results: Sequence[UnitResult]) -> int:
-    """Write the artifacts, then append the rows of ``results`` (``runs.csv`` last).
-    Returns the units committed (errors are not)."""
+def commit(out: Path, results: Sequence[UnitResult], writer: Any = None) -> int:
+    """Write the artifacts of ``results``, then hand their rows to ``writer`` (a
+    :class:`pagerace.harness.output.RowWriter`, which writes them with its next batch,
+    ``runs.csv`` last); without a writer, write the rows now, as one batch. Returns the
+    units committed (errors are not)."""
     good = [r for r in results if not r.error]
     for r in good:
         if r.artifact is not None:
             write_json_atomic(out / r.artifact[0], r.artifact[1])
-    for s in (FAILURES, CONTENTION, OUTCOMES, RUNS):
-        append_rows(out, s, [row for r in good for row in r.rows.get(s.file, ())])
+    if writer is None:
+        with RowWriter(out) as w:
+            for r in good:
+                w.add(r.rows)
+    else:
+        for r in good:
+            writer.add(r.rows)
     return len(good)
 
 
@@ -939,7 +983,8 @@ def commit(out: Path, results: Sequence[UnitResult]) -> int:
 
 @dataclass
 class Progress:
-    """What a progress callback sees after each committed task."""
+    """What a progress callback sees after each batch of rows written (units whose rows
+    are on disk: ``done``, ``failed``, ``last``) and after each harness error."""
 
     total: int
     done: int = 0
@@ -998,6 +1043,7 @@ def run_campaign(
     on_progress: Callable[[Progress], None] | None = None,
     limit_units: int | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    batch_runs: int | None = None,
 ) -> CampaignResult:
     """Run (or resume) ``plan`` into ``out``.
 
@@ -1006,11 +1052,15 @@ def run_campaign(
         out: output directory (created; reused to resume).
         backend: where tasks run; default: in-process for ``plan.jobs == 1``, else a
             local process pool.
-        on_progress: called in the parent after each committed task. A
+        on_progress: called in the parent after a task whose rows completed a batch
+            written to disk (``Progress.done`` counts the units on disk), after a harness
+            error, and once at the end. A
             ``KeyboardInterrupt`` raised from it (or anywhere in the loop) stops the
             campaign the way Ctrl-C does.
         limit_units: run at most this many of the remaining units (tests, dry slices).
         on_start: called once with (units to run, units already done) before any runs.
+        batch_runs: units per batch of rows (default: the RowWriter's, 500); a batch is
+            also written once its oldest unit was taken a second before.
 
     Raises:
         BadInput: a file in ``out`` with another schema; bad plan values.
@@ -1047,20 +1097,39 @@ def run_campaign(
     cancel = False
     killed = ""
 
-    def take(results: list[UnitResult]) -> None:
-        commit(outp, results)
-        for r in results:
-            if r.error:
-                errors.append(r)
-                prog.errors += 1
-            else:
-                prog.done += 1
-                prog.failed += r.outcome == "failed"
-        prog.elapsed = time.perf_counter() - t0
-        prog.last = results
-        if on_progress is not None:
+    # Units whose rows the writer holds, not yet on disk: they count in `prog` only once
+    # the flush that wrote them returned, and the progress callback hears of them after
+    # the task that filled the batch was handed over whole (a Ctrl-C raised from the
+    # callback never leaves half a task outside the writer).
+    unflushed: list[UnitResult] = []
+    reported = [0]  # writer.flushes when the callback was last called
+
+    def flushed(n: int) -> None:
+        batch, unflushed[:n] = unflushed[:n], []
+        prog.done += len(batch)
+        prog.failed += sum(r.outcome == "failed" for r in batch)
+        prog.last = batch
+
+    writer = RowWriter(outp, on_flush=flushed, batch_runs=batch_runs or BATCH_RUNS)
+
+    def report(now: bool = False) -> None:
+        if on_progress is not None and (now or writer.flushes != reported[0]):
+            reported[0] = writer.flushes
+            prog.elapsed = time.perf_counter() - t0
             on_progress(prog)
-        if prog.errors >= ERROR_STOP and prog.errors > prog.done and not stopped_box:
+
+    def take(results: list[UnitResult]) -> None:
+        good = [r for r in results if not r.error]
+        bad = [r for r in results if r.error]
+        for r in good:  # one unit per add: a flush writes exactly the units added before it
+            unflushed.append(r)
+            commit(outp, [r], writer)
+        if bad:
+            errors.extend(bad)
+            prog.errors += len(bad)
+            prog.last = bad
+        report(now=bool(bad))
+        if prog.errors >= ERROR_STOP and prog.errors > prog.done + len(unflushed) and not stopped_box:
             # most units hit a harness error: the build is broken, stop burning the night
             stopped_box.append("errors")
             tasks.clear()
@@ -1083,6 +1152,10 @@ def run_campaign(
                     take(backend.result(f))
                 if came:
                     continue
+                # nothing came back for a while (long units): the batch waiting in the
+                # writer is written once it is due, not only when the next unit arrives
+                writer.tick()
+                report()
                 why = _stalled(backend)
                 if why is not None:
                     # nothing can run (issue 10 item 9: a Dask cluster without workers
@@ -1132,8 +1205,13 @@ def run_campaign(
         cancel = True
         raise
     finally:
-        if own:
-            backend.close(cancel=cancel or bool(inflight))
+        try:
+            writer.close()  # the rows of every unit taken, whatever stopped the loop
+        finally:
+            if own:
+                backend.close(cancel=cancel or bool(inflight))
+    with contextlib.suppress(KeyboardInterrupt):
+        report()  # the last batch
     ran = prog.done
     stopped = stopped or (stopped_box[0] if stopped_box else "")
     return CampaignResult(
@@ -1286,7 +1364,11 @@ def describe_result(res: CampaignResult) -> list[str]:
         bugs = " +" + "+".join(s.bugs) if s.bugs else ""
         lines.append(f"skipped {s.workload} × {s.variant}{bugs}: {s.reason}")
     for f, n in sorted(res.repaired.items()):
-        lines.append(f"repaired {f}: removed {n} row(s) of runs interrupted before their runs.csv row")
+        if f == RUNS.file:
+            lines.append(f"repaired {f}: removed {n} run(s) a crash left without their contention rows "
+                         "(they run again)")
+        else:
+            lines.append(f"repaired {f}: removed {n} row(s) of runs interrupted before their runs.csv row")
     lines.append(
         f"{res.ran} unit(s) run in {res.elapsed:.1f}s ({res.rate:.1f}/s), {res.failed} failed; "
         f"{res.already} already done in {res.out}; plan: {res.planned} unit(s)"

@@ -30,7 +30,7 @@ from typing import Any
 from ..workloads import Workload
 from . import plugins
 from .hunt import MIX
-from .output import outcome_columns
+from .output import contention_row, outcome_columns
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 
 COMPARE_STRATEGIES = ("mix", "random", "pct", "rr")
@@ -66,8 +66,8 @@ class Side:
             self.failed += 1
             self.kinds[f.kind.value] += 1
             self.first_seed.setdefault(f.kind.value, seed)
-        for site, st in rec.kernel.stats.items():
-            self.contended[site] += int(st[1])
+        for site, st in rec.kernel.stats.items():  # contention.csv's counter, per run
+            self.contended[site] += contention_row(site, st)["contended"]
         for attempt, cols in outcome_columns(rec.kernel.outcomes).items():
             for col, n in cols.items():
                 self.outcomes[(attempt, col)] += int(n)

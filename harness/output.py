@@ -57,6 +57,7 @@ from ..reports.schema import (
     SCHEMAS,
     CsvSchema,
     format_row,
+    upgrade_contention,
 )
 from .artifacts import write_artifact
 from .runner import RunRecord
@@ -136,14 +137,70 @@ def outcome_columns(outcomes: dict[tuple[str, str], int]) -> dict[str, dict[str,
 
 
 def contention_row(site: str, st: list[int]) -> dict[str, Any]:
-    d = dict(zip(STAT_FIELDS, (int(x) for x in st)))
+    """One run's statistics of one call site as contention.csv counters (``runs`` 1)."""
+    d: dict[str, Any] = dict(zip(STAT_FIELDS, (int(x) for x in st)))
     for k in ("wait_min", "hold_min"):
         if d[k] >= _NO_MIN:
             d[k] = 0
-    d["wait_avg"] = d["wait_total"] / d["waits"] if d["waits"] else 0.0
-    d["hold_avg"] = d["hold_total"] / d["holds"] if d["holds"] else 0.0
     d["site"] = site
+    d["runs"] = 1
     return d
+
+
+# contention.csv: the columns that name a row (configuration and site), and the counters
+# summed over runs; the two minima and maxima combine as min / max (see ContentionSums).
+CONTENTION_KEY = ("workload", "variant", "bugs", "engine", "strategy", "site", "time_unit")
+_CONFIG = 5  # CONTENTION_KEY[:5]: the configuration
+_SUMMED = ("runs", "acquired", "contended", "trylock_attempts", "trylock_failures", "waits",
+           "wait_total", "holds", "hold_total")
+_MAXED = ("wait_max", "hold_max")
+_MINNED = (("wait_min", "waits"), ("hold_min", "holds"))  # (minimum, the count it is over)
+_NEEDED = frozenset((*CONTENTION_KEY, *_SUMMED, *_MAXED, "wait_min", "hold_min", "run_id"))
+
+
+class ContentionSums:
+    """contention.csv rows of many runs summed per configuration and call site (the
+    :data:`CONTENTION_KEY` columns): counts and totals add up, ``wait_max``/``hold_max``
+    are the largest, ``wait_min``/``hold_min`` the smallest over the runs that waited
+    (held) at all, 0 when none did. Every row of a configuration carries the same
+    ``run_id``: the last run of that configuration added (whichever sites it reached),
+    so the rows of one configuration and batch are kept or dropped together
+    (:func:`pagerace.reports.schema.uncovered_runs`). Rows come out sorted by key."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._last: dict[tuple[Any, ...], str] = {}  # configuration -> its last run
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        key = tuple(row[k] for k in CONTENTION_KEY)
+        self._last[key[:_CONFIG]] = row["run_id"]
+        acc = self._rows.get(key)
+        if acc is None:
+            self._rows[key] = dict(row)
+            return
+        for k in _SUMMED:
+            acc[k] += row[k]
+        for k in _MAXED:
+            if row[k] > acc[k]:
+                acc[k] = row[k]
+        for k, count in _MINNED:
+            if row[count] and (not acc[count] - row[count] or row[k] < acc[k]):
+                acc[k] = row[k]  # the first run that waited, or a shorter wait
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for k in sorted(self._rows):
+            row = self._rows[k]
+            row["run_id"] = self._last[k[:_CONFIG]]
+            out.append(row)
+        return out
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._last.clear()
 
 
 def rows_for(
@@ -188,8 +245,9 @@ def rows_for(
         "pagerace_version": __version__,
     }
     unit = "steps" if record.engine == "deterministic" else "us"
+    config = {k: v for k, v in common.items() if k != "seed"}
     contention = [
-        {**common, **contention_row(site, st), "time_unit": unit}
+        {**config, "strategy": record.strategy, **contention_row(site, st), "time_unit": unit}
         for site, st in sorted(record.kernel.stats.items())
     ]
     outcomes = [
@@ -229,14 +287,20 @@ class RowWriter:
 
     Each :meth:`add` checks the run's rows against their schemas and formats them at once
     (a bad row raises there, before anything of that run is buffered), into one buffer per
-    file; nothing touches the file system until the batch is written. A batch is written
-    by :meth:`flush`: for each file with rows, ``failures.csv``, ``contention.csv``,
+    file; its contention rows are summed into the batch's rows per configuration and
+    site instead (:class:`ContentionSums`: one ``contention.csv`` row per configuration
+    and site per batch, its ``run_id`` the configuration's last run in the batch).
+    Nothing touches the file system until the batch is written. A batch is written by
+    :meth:`flush`: for each file with rows, ``failures.csv``, ``contention.csv``,
     ``outcomes.csv`` and ``runs.csv`` LAST, one ``write`` of all its rows (the header
-    first when the file is new or empty) and one ``fsync``.
+    first when the file is new or empty) and one ``fsync``. The first flush of a writer
+    upgrades a ``contention.csv`` of schema version 1 in place first
+    (:func:`pagerace.reports.schema.upgrade_contention`).
 
     :meth:`add` flushes by itself when the batch holds ``batch_runs`` runs, or when the
-    oldest run in it was added ``batch_seconds`` or more before (checked at each add: no
-    thread, no timer). :meth:`close` flushes what is left; used as a context manager the
+    oldest run in it was added ``batch_seconds`` or more before (checked at each add and
+    at each :meth:`tick`: no thread, no timer; the campaign ticks while it waits for its
+    workers). :meth:`close` flushes what is left; used as a context manager the
     writer closes on any exit, exceptions and Ctrl-C included.
 
     What a crash costs:
@@ -251,7 +315,12 @@ class RowWriter:
       others are orphans, which ``pagerace campaign`` removes when it resumes
       (:func:`pagerace.harness.campaign.repair`). One batch is one ``write`` of whole
       lines per file, so only a kill inside that ``write`` (or a short write) can leave
-      a partial last line, which ``repair`` cuts too.
+      a partial last line, which ``repair`` cuts too. Cut inside the ``runs.csv`` write,
+      a batch can leave a first part of its runs in ``runs.csv`` while a contention row
+      summing some of them names a run of the lost part: ``repair`` drops that row as an
+      orphan and, with it, those of its configuration's runs in ``runs.csv`` that no
+      remaining contention row covers (they run again), so no run stays without its
+      contention.
     - Every run whose rows a flush wrote is on disk (``fsync``) when :meth:`flush`
       returns. Callers report a run to the user (a summary line, a progress count) only
       after the flush that wrote it: ``pagerace hunt`` prints after the writer closed;
@@ -287,20 +356,37 @@ class RowWriter:
         self.flushes = 0  # flushes that wrote anything
         self._oldest = 0.0
         self._bufs: dict[str, io.StringIO] = {s.file: io.StringIO() for s in WRITE_ORDER}
+        self._contention = ContentionSums()  # the batch's contention rows, summed
+        self._upgraded = False
         self._writers = {f: csv.writer(b, lineterminator="\n") for f, b in self._bufs.items()}
 
     def add(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         """Buffer one run's rows (keyed by file name, as :func:`rows_for` returns them);
-        write the batch if it is due.
+        write the batch if it is due. Its contention rows are added to the batch's sums
+        per configuration and site (:class:`ContentionSums`).
 
         Raises:
-            KeyError: a row has a column its schema does not (nothing of the run buffered).
+            KeyError: a row has a column its schema does not, or a contention row lacks
+                one that names it (nothing of the run buffered).
         """
-        cells = {file: [format_row(SCHEMAS[file], row) for row in lst] for file, lst in rows.items()}
+        cont = rows.get(CONTENTION.file, ())
+        for row in cont:  # checked here, formatted once per batch (flush)
+            if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
+                extra = sorted(set(row) - CONTENTION.name_set)
+                missing = sorted(_NEEDED - set(row))
+                raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
+                               f"{CONTENTION.file}: row without {', '.join(missing)}")
+        cells = {
+            file: [format_row(SCHEMAS[file], row) for row in lst]
+            for file, lst in rows.items()
+            if file != CONTENTION.file
+        }
         if not self.pending:
             self._oldest = self.clock()
         for file, lines in cells.items():
             self._writers[file].writerows(lines)
+        for row in cont:
+            self._contention.add(row)
         self.pending += 1
         if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:
             self.flush()
@@ -314,11 +400,18 @@ class RowWriter:
         n = self.pending
         if not n:
             return 0
+        self._writers[CONTENTION.file].writerows(format_row(CONTENTION, r) for r in self._contention.rows())
+        self._contention.clear()
         texts = [(s, self._bufs[s.file].getvalue()) for s in WRITE_ORDER]
         for buf in self._bufs.values():
             buf.seek(0)
             buf.truncate()
         self.pending = 0
+        if not self._upgraded:
+            # a directory written by an older pagerace: its per-run contention.csv is
+            # rewritten in the current schema before rows are appended to it
+            upgrade_contention(self.out_dir)
+            self._upgraded = True
         for s, text in texts:
             if text:
                 _append_synced(self.out_dir, s, text)
@@ -327,6 +420,14 @@ class RowWriter:
         if self.on_flush is not None:
             self.on_flush(n)
         return n
+
+    def tick(self) -> int:
+        """Write the batch if it is due (its oldest run was added ``batch_seconds`` or
+        more ago): for a caller between two adds that may be far apart (a campaign of
+        long units). Returns the runs written."""
+        if self.pending and self.clock() - self._oldest >= self.batch_seconds:
+            return self.flush()
+        return 0
 
     def close(self) -> None:
         """Write what is left."""

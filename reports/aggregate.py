@@ -116,8 +116,10 @@ def failure_kinds(ds: Dataset) -> pd.DataFrame:
 def contention_by_site(ds: Dataset, top: int | None = 10, by: list[str] | None = None) -> pd.DataFrame:
     """Lock call sites, most contended first: totals over all runs of acquisitions,
     contentions (waits plus failed trylocks), trylock attempts and failures, waits and
-    wait time, with the contention ratio and the mean wait per run. ``by`` adds grouping
-    columns (e.g. ``["variant"]``)."""
+    wait time, with the contention ratio, the mean wait and hold, and ``runs``, the runs
+    that reached the site (the sum of the rows' ``runs``: contention.csv holds sums per
+    configuration and batch, or, written by an older pagerace, one row per run). ``by``
+    adds grouping columns (e.g. ``["variant"]``)."""
     c = _bugs_label(ds.contention)
     keys = [*(by or []), "site", "time_unit"]
     cols = [
@@ -138,7 +140,7 @@ def contention_by_site(ds: Dataset, top: int | None = 10, by: list[str] | None =
         return pd.DataFrame(columns=cols)
     g = c.groupby(keys, sort=True)
     out = g.agg(
-        runs=("run_id", "nunique"),
+        runs=("runs", "sum"),
         acquired=("acquired", "sum"),
         contended=("contended", "sum"),
         trylock_attempts=("trylock_attempts", "sum"),

@@ -8,8 +8,9 @@ A :class:`Finding` is a ``regression`` (the nightly job should alert: exit 1), a
   historical bug back on is seen even though its configuration is new.
 - **failure rates** per workload × variant × bugs: a two-proportion z-test (two-sided,
   ``alpha``, 1 % by default); up is a regression, down an improvement. The Wilson 95 %
-  intervals are shown beside it. A configuration with no exact baseline match is compared
-  with the only baseline configuration of the same workload and variant, if there is one.
+  intervals are shown beside it. A configuration with no exact baseline match (a bug set
+  the baseline did not run) is compared with the baseline's run of the same workload and
+  variant without bugs, or else with its only configuration there.
 - **reproduction**: the share of replayed failures that reproduced, per workload × variant
   × kind, by the same test; rarer is a regression.
 - **contention hot spots**: the top call sites by contentions per run; a site entering or
@@ -145,47 +146,45 @@ def _new_kinds(cur: Dataset, base: Dataset, cmp: Comparison) -> None:
             )
 
 
+def _baseline_row(
+    base: pd.DataFrame, b: pd.DataFrame, workload: str, variant: str, bugs: str
+) -> tuple[str, pd.Series] | None:
+    """The baseline configuration a current one is compared with: the same bugs; else,
+    for a bug set the baseline did not run, the baseline's run of the same workload and
+    variant without bugs (the unpatched configuration), or its only configuration there.
+    Returns (the baseline's bugs, its rate row), or None when there is none of these
+    (several bug sets, none of them "none")."""
+    for key in ((workload, variant, bugs), (workload, variant, "none")):
+        if key in b.index:
+            return key[2], b.loc[key]
+    same = base[(base["workload"] == workload) & (base["variant"] == variant)]
+    return (str(same.iloc[0]["bugs"]), same.iloc[0]) if len(same) == 1 else None
+
+
 def _match(cur: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    """Current rate rows joined with their baseline row (exact key, else the only
-    baseline configuration of the same workload and variant)."""
+    """Current rate rows joined with their baseline row (:func:`_baseline_row`)."""
     b = base.set_index(agg.GROUP)
     rows = []
     for r in cur.itertuples(index=False):
         key = (r.workload, r.variant, r.bugs)
-        if key in b.index:
-            m = b.loc[key]
-            rows.append(
-                (
-                    *key,
-                    key[2],
-                    m["runs"],
-                    m["failed"],
-                    m["ci_lo"],
-                    m["ci_hi"],
-                    r.runs,
-                    r.failed,
-                    r.ci_lo,
-                    r.ci_hi,
-                )
-            )
+        found = _baseline_row(base, b, *key)
+        if found is None:
             continue
-        same = base[(base["workload"] == r.workload) & (base["variant"] == r.variant)]
-        if len(same) == 1:
-            m = same.iloc[0]
-            rows.append(
-                (
-                    *key,
-                    m["bugs"],
-                    m["runs"],
-                    m["failed"],
-                    m["ci_lo"],
-                    m["ci_hi"],
-                    r.runs,
-                    r.failed,
-                    r.ci_lo,
-                    r.ci_hi,
-                )
+        base_bugs, m = found
+        rows.append(
+            (
+                *key,
+                base_bugs,
+                m["runs"],
+                m["failed"],
+                m["ci_lo"],
+                m["ci_hi"],
+                r.runs,
+                r.failed,
+                r.ci_lo,
+                r.ci_hi,
             )
+        )
     return pd.DataFrame(
         rows,
         columns=[

@@ -1,8 +1,11 @@
 """A directory of CSV files → pandas DataFrames, checked against :mod:`.schema`.
 
-Every file must have exactly its schema's header and every row the current schema
-version; anything else is a :class:`BadCsv` that names the file and what is wrong, so a
-report never silently averages columns that mean something else.
+Every file must have exactly its schema's header and every row its schema's version;
+anything else is a :class:`BadCsv` that names the file and what is wrong, so a report
+never silently averages columns that mean something else. One older version is read:
+a ``contention.csv`` of schema version 1 (one row per run and site, written by pagerace
+before the per-configuration rows) becomes rows of ``runs`` 1
+(:func:`contention_from_v1`), so last night's directory still serves as a baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.machine.errors import BadInput
-from .schema import CONTENTION, FAILURES, OUTCOMES, RUNS, SCHEMA_VERSION, CsvSchema
+from .schema import CONTENTION, CONTENTION_V1, FAILURES, OUTCOMES, RUNS, CsvSchema
 
 _DTYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "string"}
 
@@ -69,7 +72,7 @@ def read_csv(path: str | os.PathLike[str], schema: CsvSchema) -> pd.DataFrame:
             else "columns in another order"
         )
         raise BadCsv(
-            f"{p}: header does not match {schema.file} schema version {SCHEMA_VERSION} ({what}); "
+            f"{p}: header does not match {schema.file} schema version {schema.version} ({what}); "
             f"is this a pagerace {schema.file}? (see docs/csv-schemas.md)"
         )
     str_cols = {c.name: "string" for c in schema.columns if c.dtype in ("str", "bool")}
@@ -79,10 +82,10 @@ def read_csv(path: str | os.PathLike[str], schema: CsvSchema) -> pd.DataFrame:
         raise BadCsv(f"{p}: not a valid {schema.file} ({' '.join(str(e).split())})") from None
     if len(df):
         versions = sorted(set(pd.to_numeric(df["schema"], errors="coerce").fillna(-1).astype(int)))
-        if versions != [SCHEMA_VERSION]:
+        if versions != [schema.version]:
             raise BadCsv(
                 f"{p}: rows of schema version(s) {', '.join(map(str, versions))}; this pagerace reads "
-                f"version {SCHEMA_VERSION} only (rerun the campaign or use the pagerace that wrote it)"
+                f"version {schema.version} only (rerun the campaign or use the pagerace that wrote it)"
             )
     for c in schema.columns:
         if c.dtype in ("int", "float"):
@@ -93,6 +96,28 @@ def read_csv(path: str | os.PathLike[str], schema: CsvSchema) -> pd.DataFrame:
                 raise BadCsv(f"{p}: row {i + 2}, column {c.name!r}: {df[c.name].iloc[i]!r} is not a number")
             df[c.name] = col.fillna(0).astype(_DTYPES[c.dtype])
     return df
+
+
+def _is_v1_contention(path: Path, schema: CsvSchema) -> bool:
+    if schema is not CONTENTION:
+        return False
+    try:
+        with path.open(newline="") as fh:
+            return fh.readline().rstrip("\r\n").split(",") == CONTENTION_V1.names
+    except (OSError, UnicodeDecodeError):
+        return False  # read_csv says what is wrong
+
+
+def contention_from_v1(old: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Version-1 contention rows (one per run and site) as current rows of ``runs`` 1,
+    each with its run's ``strategy`` from ``runs`` (empty for a run not there)."""
+    strategy = dict(zip(runs["run_id"], runs["strategy"]))
+    out = old.assign(
+        schema=CONTENTION.version,
+        runs=1,
+        strategy=old["run_id"].map(strategy).fillna("").astype("string"),
+    )
+    return out[CONTENTION.names].astype({"runs": "int64", "schema": "int64"})
 
 
 def load_dir(path: str | os.PathLike[str]) -> Dataset:
@@ -111,7 +136,13 @@ def load_dir(path: str | os.PathLike[str]) -> Dataset:
     frames = {}
     for s in (RUNS, FAILURES, CONTENTION, OUTCOMES):
         f = p / s.file
-        frames[s.file] = read_csv(f, s) if f.exists() else empty_frame(s)
+        if not f.exists():
+            frames[s.file] = empty_frame(s)
+        elif _is_v1_contention(f, s):
+            # a night written by an older pagerace (one row per run and site)
+            frames[s.file] = contention_from_v1(read_csv(f, CONTENTION_V1), frames[RUNS.file])
+        else:
+            frames[s.file] = read_csv(f, s)
     # Rows whose run is not in runs.csv (a crash between two appends; a runs.csv cut back
     # to its header) belong to no run: campaign.repair() drops them on resume, and the
     # report does not count them either (issue 10 item 10).

@@ -37,6 +37,8 @@ class CsvSchema:
     file: str
     doc: str
     columns: tuple[Column, ...]
+    # the version every row of this file carries in its `schema` column
+    version: int = SCHEMA_VERSION
     # The column names, once (format_row runs for every row of every run).
     name_tuple: tuple[str, ...] = field(init=False, repr=False, compare=False)
     name_set: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -114,11 +116,51 @@ FAILURES = CsvSchema(
     ),
 )
 
+# contention.csv: the sums of lock statistics per configuration and call site, one row
+# per batch of runs (harness/output.py RowWriter); version 1 had one row per run and site
+# (CONTENTION_V1, still read: reports/load.py, upgrade_contention below).
 CONTENTION = CsvSchema(
     "contention.csv",
-    "Per lock call site and run: the columns of the kernel's /proc/lock_stat. Times are in "
-    "engine steps for the deterministic engine and microseconds for the parallel one "
-    "(see time_unit).",
+    "Per configuration (workload × variant × bugs × engine × strategy) and lock call site, "
+    "the columns of the kernel's /proc/lock_stat summed over the runs of one batch: a "
+    "writer (`pagerace run`, `hunt`, `campaign`) writes one row per configuration and site "
+    "each time it writes a batch of runs, so a campaign writes about (batches × "
+    "configurations × sites) rows, not (runs × sites). Sum the rows of a configuration to "
+    "get its totals; per-run rates divide by its runs in runs.csv (every run counts, also "
+    "those that never reached the site). Times are in engine steps for the deterministic "
+    "engine and microseconds for the parallel one (see time_unit).",
+    (
+        _COMMON[0],
+        _c("run_id", "str", "", "the last run summed into this row (for `pagerace run`: the run); "
+           "the row counts only when that run is in runs.csv"),
+        _c("workload", "str", "", "workload name"),
+        _c("variant", "str", "", "protocol variant"),
+        _c("bugs", "str", "", "bug toggles"),
+        _c("engine", "str", "", "engine"),
+        _c("strategy", "str", "", "scheduling strategy"),
+        _c("runs", "int", "runs", "runs summed into this row (those of the batch that reached the site)"),
+        _c("site", "str", "", "call site: kernel function and what it locks (function:lock)"),
+        _c("time_unit", "str", "", "steps or us"),
+        _c("acquired", "int", "", "successful acquisitions"),
+        _c("contended", "int", "", "acquisitions that had to wait, plus failed trylocks"),
+        _c("trylock_attempts", "int", "", "trylock calls"),
+        _c("trylock_failures", "int", "", "trylock calls that failed"),
+        _c("waits", "int", "", "blocking waits"),
+        _c("wait_min", "int", "time_unit", "shortest wait (0 when no wait)"),
+        _c("wait_max", "int", "time_unit", "longest wait"),
+        _c("wait_total", "int", "time_unit", "sum of waits (mean wait: wait_total / waits)"),
+        _c("holds", "int", "", "releases measured"),
+        _c("hold_min", "int", "time_unit", "shortest hold (0 when none)"),
+        _c("hold_max", "int", "time_unit", "longest hold"),
+        _c("hold_total", "int", "time_unit", "sum of holds (mean hold: hold_total / holds)"),
+    ),
+    version=2,
+)
+
+CONTENTION_V1 = CsvSchema(
+    "contention.csv",
+    "Version 1 (pagerace before the per-configuration rows): per lock call site and run. "
+    "Still read by `pagerace report` (and upgraded in place before anything appends to it).",
     _COMMON
     + (
         _c("workload", "str", "", "workload name"),
@@ -178,6 +220,8 @@ OUTCOMES = CsvSchema(
 )
 
 SCHEMAS = {s.file: s for s in (RUNS, FAILURES, CONTENTION, OUTCOMES)}
+# Schemas of earlier versions that are still read, by file name.
+OLD_SCHEMAS = {CONTENTION.file: (CONTENTION_V1,)}
 OUTCOME_REASONS = [c.name for c in OUTCOMES.columns[8:]]
 
 
@@ -189,7 +233,7 @@ def format_row(schema: CsvSchema, row: Mapping[str, Any]) -> list[str]:
     out = []
     get = row.get
     for name in schema.name_tuple:
-        v = get(name, SCHEMA_VERSION if name == "schema" else "")
+        v = get(name, schema.version if name == "schema" else "")
         t = type(v)
         if t is str:
             out.append(v)
@@ -235,24 +279,115 @@ def append_rows(
     return n
 
 
+def upgrade_contention(directory: str | os.PathLike[str]) -> int:
+    """Rewrite a version-1 ``contention.csv`` of ``directory`` (one row per run and site)
+    in the current schema, so that new rows can be appended to it: each old row becomes
+    one row of ``runs`` 1, its ``strategy`` taken from the run's ``runs.csv`` row (empty
+    for a run that is not there: an orphan, dropped as before). Written to a temporary
+    file, synced and renamed over the old one, so a crash leaves one or the other.
+    Returns the rows converted (0 when the file is absent or already current)."""
+    path = Path(directory) / CONTENTION.file
+    if not path.exists():
+        return 0
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or rows[0] != CONTENTION_V1.names:
+        return 0
+    strategy: dict[str, str] = {}
+    runs = Path(directory) / RUNS.file
+    if runs.exists():
+        with runs.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                strategy[r.get("run_id") or ""] = r.get("strategy") or ""
+    old = CONTENTION_V1.names
+    body = []
+    for cells in rows[1:]:
+        if len(cells) != len(old):
+            continue  # a torn last line
+        d = dict(zip(old, cells))
+        d.update(schema=str(CONTENTION.version), runs="1", strategy=strategy.get(d["run_id"], ""))
+        body.append([d.get(n, "") for n in CONTENTION.names])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CONTENTION.names)
+    w.writerows(body)
+    tmp = path.with_name(path.name + ".upgrade.tmp")
+    with tmp.open("w", newline="") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return len(body)
+
+
+CONFIG_COLUMNS = ("workload", "variant", "bugs", "engine", "strategy")
+# docs/csv-schemas.md is markdown() up to this line; what follows it is written by hand
+HAND_WRITTEN = "<!-- written by hand below this line: measurements, not generated -->"
+
+
+def uncovered_runs(
+    runs: Iterable[Mapping[str, str]], contention: Iterable[Mapping[str, str]]
+) -> set[str]:
+    """The runs a crash inside a ``runs.csv`` write left without their contention.
+
+    A contention row sums runs of one configuration up to the run its ``run_id`` names,
+    and counts only when that run is in ``runs.csv``. A batch cut inside its ``runs.csv``
+    write keeps a first part of its runs there while the configuration's row names a run
+    of the lost part: that row is an orphan, and the runs of its configuration after the
+    last run named by a row that is not an orphan are in ``runs.csv`` with no contention
+    counted. Those are returned (rows in file order, as dicts with ``run_id`` and the
+    :data:`CONFIG_COLUMNS`); a directory written without a crash has none."""
+    runs = list(runs)
+    have = {r["run_id"] for r in runs}
+    kept: set[str] = set()
+    lost: set[tuple[str, ...]] = set()
+    for c in contention:
+        if c["run_id"] in have:
+            kept.add(c["run_id"])
+        else:
+            lost.add(tuple(c[k] for k in CONFIG_COLUMNS))
+    if not lost:
+        return set()
+    tail: dict[tuple[str, ...], list[str]] = {}
+    for r in runs:
+        cfg = tuple(r[k] for k in CONFIG_COLUMNS)
+        if cfg not in lost:
+            continue
+        if r["run_id"] in kept:
+            tail[cfg] = []  # covered up to here
+        else:
+            tail.setdefault(cfg, []).append(r["run_id"])
+    return {rid for ids in tail.values() for rid in ids}
+
+
 def markdown() -> str:
     """The documentation page for all schemas."""
     lines = [
         "# CSV schemas",
         "",
-        f"Schema version {SCHEMA_VERSION}. Generated from `reports/schema.py` "
-        "(`python -m pagerace.reports.schema > docs/csv-schemas.md`).",
+        "Generated from `reports/schema.py` "
+        "(`python -m pagerace.reports.schema > docs/csv-schemas.md`; a test checks that this "
+        "page is what it prints, up to the hand-written notes at the end).",
         "",
-        "Every file starts with a header row. Every row carries the schema version in "
-        "`schema` and the run in `run_id`, so files from many runs and campaigns "
+        "Every file starts with a header row. Every row carries its file's schema version in "
+        "`schema` and a run in `run_id`, so files from many runs and campaigns "
         "concatenate. Lists inside a cell are `;`-joined; bug toggles are `+`-joined.",
         "",
     ]
     for s in SCHEMAS.values():
-        lines += [f"## `{s.file}`", "", s.doc, "", "| column | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"## `{s.file}`", "", f"Schema version {s.version}. {s.doc}", ""]
+        lines += ["| column | type | unit | meaning |", "|---|---|---|---|"]
         for c in s.columns:
             lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {c.doc} |")
         lines.append("")
+        for o in OLD_SCHEMAS.get(s.file, ()):
+            gone = [n for n in o.names if n not in s.name_set]
+            lines += [
+                f"Version {o.version} of `{s.file}` (still read by `pagerace report`): one row "
+                f"per run and site, with the columns above except `runs` and `strategy`, "
+                f"and with {', '.join(f'`{n}`' for n in gone)}.",
+                "",
+            ]
     return "\n".join(lines)
 
 

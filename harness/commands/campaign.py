@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -206,13 +207,72 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(json.dumps(_json_summary(res, rows, out), indent=1))
     elif not args.quiet:
-        print(c.format_summary(rows))
-        print(f"report: pagerace report {out} --html")
+        print(format_end(rows, out, shutil.get_terminal_size((100, 24)).columns))
     if res.stopped in ("interrupted", "killed"):
         return c.EXIT_INTERRUPTED
     if res.errors:
         return 3
     return 1 if any(r.failed for r in rows) else 0
+
+
+END_ROWS = 20  # failing configurations listed at most; the report has them all
+
+
+def format_end(rows: Any, out: Path, width: int = 100) -> str:
+    """The end of a campaign on a terminal: the verdict first, then the configurations
+    that failed or ran out of step budget (worst first, at most :data:`END_ROWS`, cells
+    cut with ``…`` to fit ``width`` columns), a count of the clean ones, and the command
+    that shows everything. ``rows``: :func:`pagerace.harness.campaign.summarize`."""
+    width = max(60, width)
+    bad = [r for r in rows if r.failed or r.budget]
+    good = [r for r in rows if not (r.failed or r.budget)]
+    runs = sum(r.units for r in rows)
+    failed = sum(r.failed for r in rows)
+    budget = sum(r.budget for r in rows)
+    n = len(rows)
+    if failed:
+        k = sum(1 for r in rows if r.failed)
+        verdict = f"FAILURES: {k} of {n} configuration(s) failed, {failed} of {runs} runs"
+    elif n:
+        verdict = f"CLEAN: all {n} configuration(s) ran clean, {runs} runs"
+    else:
+        verdict = "CLEAN: no runs"
+    if budget:
+        verdict += f"; {budget} run(s) out of step budget"
+    lines = [verdict]
+    if bad:
+        bad.sort(key=lambda r: (-r.rate, -r.budget, r.workload, r.variant, r.bugs))
+        head = ("workload", "variant", "bugs", "runs", "failed", "rate", "budget", "failures by kind")
+        body = [
+            [r.workload, r.variant, r.bugs or "-", str(r.units), str(r.failed), f"{100 * r.rate:.1f}%",
+             str(r.budget), r.kinds or "-"]
+            for r in bad[:END_ROWS]
+        ]
+        lines += ["", *_fit(head, body, width, right={3, 4, 5, 6})]
+        if len(bad) > END_ROWS:
+            lines.append(f"... and {len(bad) - END_ROWS} more failing or out-of-budget configuration(s)")
+    if good and bad:
+        lines += ["", f"{len(good)} other configuration(s) ran clean ({sum(r.units for r in good)} runs)"]
+    lines.append(f"full report (failures by signature, replay commands): pagerace report {out} --html")
+    return "\n".join(lines)
+
+
+def _fit(head: tuple[str, ...], body: list[list[str]], width: int, right: set[int]) -> list[str]:
+    """A text table no wider than ``width``: the widest text column loses a character
+    (its cells end in ``…``) until it fits; numbers are never cut."""
+    widths = [max(len(x[i]) for x in [list(head), *body]) for i in range(len(head))]
+    cuttable = [i for i in range(len(head)) if i not in right]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        i = max(cuttable, key=lambda j: (widths[j], j))
+        if widths[i] <= 6:
+            break
+        widths[i] -= 1
+
+    def cell(v: str, i: int) -> str:
+        v = v if len(v) <= widths[i] else v[: widths[i] - 1] + "…"
+        return v.rjust(widths[i]) if i in right else v.ljust(widths[i])
+
+    return ["  ".join(cell(v, i) for i, v in enumerate(r)).rstrip() for r in [list(head), *body]]
 
 
 def _status_text(p: Any, total: int) -> str:

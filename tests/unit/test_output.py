@@ -70,11 +70,11 @@ def test_contention_row_fields() -> None:
     st = _new_stat()
     row = contention_row("f:lock", st)
     assert row["wait_min"] == 0 and row["hold_min"] == 0  # no wait: 0, not the sentinel
-    assert row["wait_avg"] == 0.0
+    assert row["runs"] == 1
     st[0:6] = [4, 1, 2, 1, 2, 10]  # acquired, contended, try, try_fail, waits, wait_total
     st[6], st[7] = 3, 7
     row = contention_row("f:lock", st)
-    assert row["waits"] == 2 and row["wait_avg"] == 5.0 and row["wait_min"] == 3 and row["wait_max"] == 7
+    assert row["waits"] == 2 and row["wait_total"] == 10 and row["wait_min"] == 3 and row["wait_max"] == 7
 
 
 def test_rows_fit_their_schemas(clean: RunRecord, failed: RunRecord) -> None:
@@ -165,7 +165,8 @@ def test_row_writer_writes_nothing_until_the_batch_is_full(clean: RunRecord, tmp
     w.add(rows_for(clean, "r2", ""))
     assert w.pending == 0 and w.written == 3 and w.flushes == 1
     assert _runs_in(tmp_path / "runs.csv") == ["r0", "r1", "r2"]
-    assert set(_runs_in(tmp_path / "contention.csv")) == {"r0", "r1", "r2"}
+    # one contention row per call site for the batch, named by its last run
+    assert set(_runs_in(tmp_path / "contention.csv")) == {"r2"}
     w.add(rows_for(clean, "r3", ""))
     w.close()
     assert _runs_in(tmp_path / "runs.csv") == ["r0", "r1", "r2", "r3"]  # one header, four rows
@@ -251,14 +252,15 @@ def test_row_writer_never_writes_a_failed_batch_twice(
     assert _runs_in(tmp_path / "runs.csv") == ["kept"]
     assert set(_runs_in(tmp_path / "outcomes.csv")) == {"kept"}
     per_run = len(rows_for(clean, "x", "")["contention.csv"])
-    assert sorted(_runs_in(tmp_path / "contention.csv")) == sorted(
-        ["lost0"] * per_run + ["lost1"] * per_run + ["kept"] * per_run
-    )
+    # the lost batch's contention rows (summed, named by lost1) are orphans, once
+    assert sorted(_runs_in(tmp_path / "contention.csv")) == sorted(["lost1"] * per_run + ["kept"] * per_run)
 
 
 def test_batched_rows_are_the_rows_written_one_by_one(
     clean: RunRecord, failed: RunRecord, tmp_path: Path
 ) -> None:
+    """Every file but contention.csv byte for byte; contention.csv's batch rows are the
+    sums of the rows written one run at a time."""
     one, many = tmp_path / "one", tmp_path / "many"
     runs = [(clean, "a", ""), (failed, "b", "artifacts/b.json"), (clean, "c", "")]
     for rec, rid, rel in runs:
@@ -267,7 +269,33 @@ def test_batched_rows_are_the_rows_written_one_by_one(
         for rec, rid, rel in runs:
             w.add(rows_for(rec, rid, rel))
     for name in SCHEMAS:
-        assert (one / name).read_bytes() == (many / name).read_bytes(), name
+        if name != "contention.csv":
+            assert (one / name).read_bytes() == (many / name).read_bytes(), name
+    singles = _read(one / "contention.csv")
+    sums = _read(many / "contention.csv")
+    assert len(singles) > len(sums) == len({_key(r) for r in singles})
+    for s in sums:
+        part = [r for r in singles if _key(r) == _key(s)]
+        assert int(s["runs"]) == len(part) == sum(int(r["runs"]) for r in part)
+        for col in ("acquired", "contended", "trylock_attempts", "trylock_failures", "waits",
+                    "wait_total", "holds", "hold_total"):
+            assert int(s[col]) == sum(int(r[col]) for r in part), col
+        assert int(s["wait_max"]) == max(int(r["wait_max"]) for r in part)
+        waited = [int(r["wait_min"]) for r in part if int(r["waits"])]
+        assert int(s["wait_min"]) == (min(waited) if waited else 0)
+        held = [int(r["hold_min"]) for r in part if int(r["holds"])]
+        assert int(s["hold_min"]) == (min(held) if held else 0)
+        # every row is named by the last run of its configuration in the batch
+        assert s["run_id"] == ("b" if s["workload"] == "fault-storm" else "c")
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _key(r: dict[str, str]) -> tuple[str, ...]:
+    return tuple(r[k] for k in output.CONTENTION_KEY)
 
 
 KILLED_WRITER = """
@@ -302,8 +330,12 @@ def test_sigkill_loses_exactly_the_batch_in_flight(tmp_path: Path) -> None:
     for name in ("contention.csv", "outcomes.csv"):
         text = (out / name).read_text()
         assert text.endswith("\n")
-        with (out / name).open(newline="") as f:
-            assert sorted({r["run_id"] for r in csv.DictReader(f)}) == on_disk, name
+    with (out / "outcomes.csv").open(newline="") as f:
+        assert sorted({r["run_id"] for r in csv.DictReader(f)}) == on_disk
+    # contention: each written batch's sums, named by its last run, 4 runs each
+    cont = _read(out / "contention.csv")
+    assert sorted({r["run_id"] for r in cont}) == ["r3", "r7"]
+    assert {int(r["runs"]) for r in cont} == {4}
 
 
 def test_cli_hunt_writes_every_run_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -328,3 +360,33 @@ def test_cli_hunt_writes_every_run_once(tmp_path: Path, capsys: pytest.CaptureFi
             assert set(_runs_in(out / name)) <= ids, name
     assert [r["outcome"] for r in runs][-1] == "failed"
     assert _runs_in(found_out / "failures.csv") == [runs[-1]["run_id"]]
+
+
+def test_row_writer_bad_contention_row_buffers_nothing_of_its_run(clean: RunRecord, tmp_path: Path) -> None:
+    with output.RowWriter(tmp_path) as w:
+        w.add(rows_for(clean, "good", ""))
+        for broken in ({"no_such_column": 1}, None):
+            bad = rows_for(clean, "bad", "")
+            first = dict(bad["contention.csv"][0])
+            if broken is None:
+                del first["waits"]
+            else:
+                first.update(broken)
+            bad["contention.csv"] = [first]
+            with pytest.raises(KeyError, match="no_such_column" if broken else "without waits"):
+                w.add(bad)
+        assert w.pending == 1
+    assert {r["run_id"] for r in _read(tmp_path / "contention.csv")} == {"good"}
+    assert {int(r["runs"]) for r in _read(tmp_path / "contention.csv")} == {1}
+
+
+def test_row_writer_tick_writes_a_batch_that_is_due(clean: RunRecord, tmp_path: Path) -> None:
+    clock = FakeClock()
+    w = output.RowWriter(tmp_path, batch_runs=1000, batch_seconds=1.0, clock=clock)
+    assert w.tick() == 0
+    w.add(rows_for(clean, "r0", ""))
+    clock.t = 0.5
+    assert w.tick() == 0 and w.pending == 1
+    clock.t = 1.0
+    assert w.tick() == 1 and _runs_in(tmp_path / "runs.csv") == ["r0"]
+    assert w.tick() == 0
