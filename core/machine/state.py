@@ -86,6 +86,11 @@ class State:
         self.cpu = v["cpu"]
         self.anon_vma = v["anon_vma"]
         self.mapping = v["mapping"]
+        # Large folios and the PMD level (empty unless the geometry has thp).
+        self.folio = v["folio"]
+        self.pmd = v["pmd"]
+        self.pmd_ptl = v["pmd_ptl"]
+        self.htlb = v["htlb"]
         if init:
             self._init_static()
 
@@ -147,6 +152,7 @@ class State:
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
             "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu", "anon_vma", "mapping",
+            "folio", "pmd", "pmd_ptl", "htlb",
         ):
             if hasattr(self, name):
                 delattr(self, name)
