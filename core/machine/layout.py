@@ -299,6 +299,9 @@ FOLIO_PAGES_MAPPED = ENTIRELY_MAPPED - 1
 # migration entry (is_pmd_migration_entry), PTE_DEVICE_PRIVATE a device-private PMD
 # (is_pmd_device_private_entry). The pfn of a leaf is the folio's head.
 PMD_TABLE = 6
+# pmdp_invalidate() (pmd_mkinvalid): a huge present PMD the hardware may no longer use,
+# still pmd_trans_huge for the kernel, while __split_huge_pmd_locked replaces it.
+PMD_INVALID = 1 << 9
 PMD_TYPE_NAMES = ("none", "huge", "migration", "device_private", "swap", "device_exclusive", "table")
 
 # Huge TLB entries (arch/x86: 2M translations are cached apart from 4K ones): HTLB_SLOTS
@@ -316,6 +319,8 @@ def pmd_describe(pmd: int) -> str:
         return "table"
     name = PMD_TYPE_NAMES[kind]
     bits = "|".join(n for b, n in PTE_BIT_NAMES.items() if pmd & b)
+    if pmd & PMD_INVALID:
+        bits = "|".join(x for x in (bits, "invalid") if x)
     return f"{name}(pfn={pte_pfn(pmd)}{', ' + bits if bits else ''})"
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .layout import (
     HTLB_SLOTS,
+    PMD_INVALID,
     PMD_TABLE,
     PTE_DIRTY,
     PTE_PFN_SHIFT,
@@ -72,6 +73,15 @@ def pmd_is_table(pmd: int) -> bool:
 def pmd_trans_huge(pmd: int) -> bool:
     """``pmd_trans_huge()``: a present huge PMD."""
     return pmd & PTE_TYPE_MASK == PTE_PRESENT
+
+
+def pmdp_invalidate(k: Kernel, mm: int, idx: int) -> int:
+    """``pmdp_invalidate()``: mark the huge PMD not present to the hardware (it stays
+    ``pmd_trans_huge`` for the kernel) atomically, then ``flush_pmd_tlb_range``; returns
+    the old PMD (with the accessed / dirty bits the hardware set until then)."""
+    old = k.words.fetch_or(pmd_w(k, mm, idx), PMD_INVALID)
+    flush_pmd_tlb_range(k, mm, idx)
+    return old
 
 
 def pmd_pfn(pmd: int) -> int:
@@ -186,8 +196,8 @@ def hw_translate(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> int:
             pfn = pte >> PTE_PFN_SHIFT
             k.tlb_fill(a, mm, vpn, pfn, write)
             return pfn
-        if kind != PTE_PRESENT or (write and not pmd & PTE_WRITE):
-            return -1
+        if kind != PTE_PRESENT or pmd & PMD_INVALID or (write and not pmd & PTE_WRITE):
+            return -1  # not present to the hardware (an invalidated PMD traps too)
         new = pmd | PTE_YOUNG | (PTE_DIRTY if write else 0)
         if new != pmd and not words.cas(pw, pmd, new):
             continue
@@ -214,5 +224,6 @@ __all__ = [
     "pmd_w",
     "pmdp_get",
     "pmdp_huge_get_and_clear",
+    "pmdp_invalidate",
     "set_pmd_at",
 ]
