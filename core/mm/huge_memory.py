@@ -22,6 +22,9 @@ but no workload maps a file folio by a PMD).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
+from typing import Any
+
 from ..machine import folio as fo
 from ..machine import pmd as pm
 from ..machine.kernel import Actor, Kernel, Path
@@ -33,10 +36,12 @@ from ..machine.layout import (
     FOLIO_WORDS,
     MAPPING_INDEX_SHIFT,
     PMD_TABLE,
+    PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_EXCLUSIVE,
     PTE_MIGRATION,
+    PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_TYPE_MASK,
@@ -52,6 +57,7 @@ from ..machine.layout import (
     PG_head,
     PG_isolated,
     PG_locked,
+    PG_lru,
     PG_pagecache,
     PG_swapcache,
     PG_uptodate,
@@ -62,6 +68,17 @@ from .mmu_notifier import (
     MmuNotifierRange,
     mmu_notifier_invalidate_range_end,
     mmu_notifier_invalidate_range_start,
+)
+from .rmap import (
+    anon_vma_interval_tree,
+    anon_vma_lock_read,
+    anon_vma_lock_write,
+    anon_vma_trylock_read,
+    anon_vma_unlock_read,
+    anon_vma_unlock_write,
+    folio_anon_vma,
+    folio_pgoff,
+    invalid_migration_vma,
 )
 
 # The flags __split_folio_to_order() copies from the folio to each new folio (7.0:
@@ -378,30 +395,38 @@ def zone_device_private_split_cb(k: Kernel, a: Actor, orig: int, new: int) -> No
     mapping (the model's zone bits are static; the mapping was copied already)."""
     if not k.is_device_private(orig):
         return
-    dev = k.device_for(orig)
-    cb = getattr(dev, "folio_split", None)
+    d = k.device_of(orig)
+    if d >= len(k.devices):
+        return  # no driver object (a bare kernel of the unit tests): no callback
+    cb = getattr(k.devices[d], "folio_split", None)
     if cb is not None:
         cb(k, a, orig, new)
 
 
 def __folio_freeze_and_split_unmapped(
-    k: Kernel, a: Actor, head: int, new_order: int, split_at: int, split_type: int
+    k: Kernel, a: Actor, head: int, new_order: int, split_at: int, split_type: int,
+    do_lru: bool = False,
 ) -> int:
     """``__folio_freeze_and_split_unmapped()`` (7.0 mm/huge_memory.c 3779), anonymous
     folios outside the swap cache, without LRU handling (``do_lru`` false: the only
-    caller transcribed is :func:`folio_split_unmapped`): freeze the refcount at
+    one caller, :func:`folio_split_unmapped`; :func:`__folio_split` passes ``do_lru``:
+    each new folio goes where ``lru_add_split_folio`` puts it, on the LRU when the
+    folio was): freeze the refcount at
     ``folio_cache_ref_count + 1`` or fail with -EAGAIN; split; unfreeze each new folio
     after the first (the driver's split callback first), then the folio itself."""
     old_order = fo.folio_order(k, head)
     nr = 1 << old_order
     if not k.page_ref_freeze(head, folio_cache_ref_count(k, head) + 1):
         return -EAGAIN
+    on_lru = do_lru and k.test_flag(head, PG_lru)
     ret = __split_unmapped_folio(k, head, new_order, split_at, split_type)
     p = head + fo.folio_nr_pages(k, head)
     while p < head + nr:
         step = fo.folio_nr_pages(k, p)
         zone_device_private_split_cb(k, a, head, p)
         k.page_ref_unfreeze(p, folio_cache_ref_count(k, p) + 1)
+        if on_lru:
+            k.set_flag(p, PG_lru)  # lru_add_split_folio(): next to the folio on its LRU
         p += step
     zone_device_private_split_cb(k, a, head, -1)
     k.page_ref_unfreeze(head, folio_cache_ref_count(k, head) + 1)
@@ -419,16 +444,368 @@ def folio_split_unmapped(k: Kernel, a: Actor, head: int, new_order: int) -> int:
     return __folio_freeze_and_split_unmapped(k, a, head, new_order, head, SPLIT_TYPE_UNIFORM)
 
 
+# -- large-folio rmap (mm/rmap.c of 7.0: try_to_migrate_one's PMD and large-folio parts,
+#    remove_migration_pte / remove_migration_pmd of mm/migrate.c and huge_memory.c) ------
+RmapOneLarge = Callable[[int, int, int], Generator[Any, Any, bool]]
+
+
+def _large_interval_tree(k: Kernel, av: int, head: int) -> list[tuple[int, int, int]]:
+    """``anon_vma_interval_tree_foreach(avc, root, pgoff_start, pgoff_end)`` over the
+    whole folio: (mm, address of the folio's first page, vm_flags) of every VMA that
+    maps some page of it (the address may lie outside the VMA when only part of the
+    folio is inside: ``page_vma_mapped_walk`` checks each page's bounds)."""
+    index = folio_pgoff(k, head)
+    nr = fo.folio_nr_pages(k, head)
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for i in range(nr):
+        for mm, vpn, vflags in anon_vma_interval_tree(k, av, index + i):
+            key = (mm, vpn - i)
+            if key not in seen:
+                seen.add(key)
+                out.append((mm, vpn - i, vflags))
+    return out
+
+
+def rmap_walk_anon_large(
+    k: Kernel, a: Actor, head: int, rmap_one: RmapOneLarge, site: str, locked: bool,
+    anon_lock: bool = False, done: Callable[[], bool] | None = None,
+    invalid_vma: Callable[[int], bool] | None = None,
+) -> Path:
+    """``rmap_walk_anon()`` of a folio of any order: the anon_vma's read lock unless the
+    caller holds it (``TTU_RMAP_LOCKED``; ``__folio_split`` holds it for write), with
+    ``rwc->anon_lock`` = ``folio_lock_anon_vma_read`` (nothing to walk when the folio
+    is not mapped), then ``rmap_one`` per VMA."""
+    av = folio_anon_vma(k, head)
+    if av < 0:
+        return
+    if not locked:
+        if anon_lock and not fo.folio_mapped(k, head):
+            return
+        if not anon_vma_trylock_read(k, a, av, site + ":anon_vma_lock_read"):
+            yield from anon_vma_lock_read(k, a, av, site + ":anon_vma_lock_read")
+    try:
+        for mm, vpn, vflags in _large_interval_tree(k, av, head):
+            yield  # cond_resched()
+            if invalid_vma is not None and invalid_vma(vflags):
+                continue
+            if not (yield from rmap_one(mm, vpn, vflags)):
+                break
+            if done is not None and done():
+                break
+    finally:
+        if not locked:
+            anon_vma_unlock_read(k, a, av, site + ":anon_vma_unlock_read")
+
+
+def _vma_bounds(k: Kernel, mm: int, vpn: int) -> tuple[int, int, int]:
+    """(row, start, end) of the VMA of ``mm`` covering ``vpn``, or (-1, 0, 0)."""
+    row = k.s.find_vma(mm, vpn)
+    if row < 0:
+        return -1, 0, 0
+    lo, hi = k.s.vma_bounds(mm, row)
+    return row, lo, hi
+
+
+def set_pmd_migration_entry(k: Kernel, a: Actor, mm: int, idx: int, head: int) -> int:
+    """``set_pmd_migration_entry()`` (7.0 mm/huge_memory.c 4862), with the PMD lock held:
+    clear (a non-present PMD) or invalidate the PMD, share an anon-exclusive folio
+    (refused for a maybe-pinned one: the PMD is put back, -EBUSY), and install a PMD
+    migration entry (write / readable-exclusive / readable, young, dirty, soft-dirty,
+    uffd-wp); the PMD mapping and its reference are dropped."""
+    pw = pm.pmd_w(k, mm, idx)
+    if k.words.load(pw) & PTE_TYPE_MASK != PTE_PRESENT:
+        pmdval = pm.pmdp_huge_get_and_clear(k, mm, idx)
+    else:
+        pmdval = pm.pmdp_invalidate(k, mm, idx) & ~pm.PMD_INVALID
+    anon_exclusive = k.test_flag(head, PG_anon) and k.test_flag(head, PG_anon_exclusive)
+    if anon_exclusive and folio_try_share_anon_rmap_pmd(k, head):
+        pm.set_pmd_at(k, mm, idx, pmdval)
+        return -EBUSY
+    if pmdval & PTE_DIRTY:
+        k.set_flag(head, PG_dirty)
+    bits = _migration_bits(
+        bool(pmdval & PTE_WRITE), anon_exclusive, bool(pmdval & PTE_YOUNG),
+        bool(pmdval & PTE_DIRTY), bool(pmdval & PTE_SOFT_DIRTY), bool(pmdval & PTE_UFFD_WP),
+    )
+    pm.set_pmd_at(k, mm, idx, pte_encode(PTE_MIGRATION, head, bits))
+    fo.folio_remove_rmap_pmd(k, head)
+    fo.folio_put(k, a, head, "set_pmd_migration_entry:folio_put")
+    return 0
+
+
+def remove_migration_pmd(k: Kernel, a: Actor, mm: int, idx: int, new: int) -> None:
+    """``remove_migration_pmd()`` (7.0 mm/huge_memory.c 4915), with the PMD lock held:
+    the PMD migration entry becomes a huge PMD of ``new`` (a device-private PMD for a
+    device-private folio) with the entry's write, soft-dirty, uffd-wp and young bits,
+    dirty only if the folio and the entry both are; one more reference and a PMD
+    mapping, exclusive unless the entry was readable."""
+    old = pm.pmdp_get(k, mm, idx)
+    k.get_page(a, new, "remove_migration_pmd:folio_get")
+    bits = old & (PTE_WRITE | PTE_SOFT_DIRTY | PTE_UFFD_WP)
+    if k.is_device_private(new):
+        pmde = pte_encode(PTE_DEVICE_PRIVATE, new, bits)
+    else:
+        bits |= old & PTE_YOUNG
+        if k.test_flag(new, PG_dirty) and old & PTE_DIRTY:
+            bits |= PTE_DIRTY
+        pmde = pte_encode(PTE_PRESENT, new, bits)
+    if k.test_flag(new, PG_anon):
+        if old & (PTE_WRITE | PTE_EXCLUSIVE):  # !softleaf_is_migration_read(entry)
+            k.set_flag(new, PG_anon_exclusive)
+        fo.folio_add_rmap_pmd(k, new)
+    pm.set_pmd_at(k, mm, idx, pmde)
+
+
+def try_to_migrate_large(
+    k: Kernel, a: Actor, head: int, split_huge_pmd: bool, locked: bool,
+    site: str = "try_to_migrate_one",
+) -> Path:
+    """``try_to_migrate(folio, flags)`` of a large anonymous folio (7.0 mm/rmap.c
+    ``try_to_migrate_one``): per VMA, under an ``MMU_NOTIFY_CLEAR`` invalidation of the
+    folio's range, ``page_vma_mapped_walk`` the PMD, then each PTE. A PMD mapping is
+    split into migration entries (``TTU_SPLIT_HUGE_PMD``: ``split_huge_pmd_locked(...,
+    freeze)``, once, then the walk restarts) or replaced by a PMD migration entry
+    (``set_pmd_migration_entry``). Each PTE naming a page of the folio (present,
+    device-private or device-exclusive) becomes a migration entry, its mapping and
+    reference dropped; an anon-exclusive page of a maybe-pinned folio stops the walk.
+    Returns whether the folio is unmapped."""
+    nr = fo.folio_nr_pages(k, head)
+    n = k.geo.hpage_pmd_nr
+
+    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
+        split = split_huge_pmd
+        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
+        if row < 0:
+            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+        rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, max(vpn, lo), min(vpn + nr, hi))
+        yield from mmu_notifier_invalidate_range_start(k, a, rng)
+        ret = True
+        try:
+            restart = True
+            while restart:
+                restart = False
+                if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi:
+                    idx = vpn // n
+                    pmd = pm.pmdp_get(k, mm, idx)
+                    kind = pmd & PTE_TYPE_MASK
+                    if kind in (PTE_PRESENT, PTE_DEVICE_PRIVATE) and pm.pmd_pfn(pmd) == head:
+                        yield  # between the lockless read and pmd_lock()
+                        ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
+                        pmd = pm.pmdp_get(k, mm, idx)
+                        kind = pmd & PTE_TYPE_MASK
+                        if kind in (PTE_PRESENT, PTE_DEVICE_PRIVATE) and pm.pmd_pfn(pmd) == head:
+                            if split:
+                                yield from split_huge_pmd_locked(k, a, mm, row, idx, True)
+                                split = False
+                                k.spin_unlock(a, ptl, site + ":pmd_unlock")
+                                restart = True  # page_vma_mapped_walk_restart()
+                                continue
+                            rc = set_pmd_migration_entry(k, a, mm, idx, head)
+                            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+                            return rc == 0
+                        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+                    if kind != pm.PMD_TABLE:
+                        return True
+                for i in range(nr):
+                    v = vpn + i
+                    if not lo <= v < hi:
+                        continue
+                    if pm.pmdp_get(k, mm, v // n) & PTE_TYPE_MASK != pm.PMD_TABLE:
+                        continue
+                    pte = k.pte_read(mm, v)
+                    kind = pte & PTE_TYPE_MASK
+                    if kind not in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE):
+                        continue
+                    if pte >> PTE_PFN_SHIFT != head + i:
+                        continue
+                    yield  # map_pte(): between the lockless read and the PTL
+                    ptl = k.ptl_word(mm, v)
+                    yield from k.spin_lock(a, ptl, site + ":ptl")
+                    pte = k.pte_read(mm, v)
+                    kind = pte & PTE_TYPE_MASK
+                    if kind not in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE) or (
+                        pte >> PTE_PFN_SHIFT != head + i
+                    ):
+                        k.spin_unlock(a, ptl, site + ":ptl")
+                        continue
+                    page = head + i
+                    old = k.ptep_get_and_clear(mm, v)
+                    k.flush_tlb_range(mm, v, v + 1)
+                    anon_exclusive = k.test_flag(head, PG_anon) and k.test_flag(page, PG_anon_exclusive)
+                    if anon_exclusive:
+                        if fo.folio_maybe_dma_pinned(k, head) and not k.is_device_private(head):
+                            k.set_pte(mm, v, old)
+                            k.spin_unlock(a, ptl, site + ":ptl")
+                            ret = False
+                            break
+                        k.clear_flag(page, PG_anon_exclusive)
+                    if old & PTE_DIRTY:
+                        k.set_flag(head, PG_dirty)
+                    bits = _migration_bits(
+                        bool(old & PTE_WRITE), anon_exclusive, bool(old & PTE_YOUNG),
+                        bool(old & PTE_DIRTY), bool(old & PTE_SOFT_DIRTY), bool(old & PTE_UFFD_WP),
+                    )
+                    k.set_pte(mm, v, pte_encode(PTE_MIGRATION, page, bits))
+                    fo.folio_remove_rmap_ptes(k, head, page, 1)
+                    fo.folio_put(k, a, head, site)
+                    k.spin_unlock(a, ptl, site + ":ptl")
+            return ret
+        finally:
+            yield from mmu_notifier_invalidate_range_end(k, a, rng)
+
+    yield from rmap_walk_anon_large(
+        k, a, head, one, "try_to_migrate", locked, anon_lock=True,
+        done=lambda: not fo.folio_mapped(k, head), invalid_vma=invalid_migration_vma,
+    )
+    return not fo.folio_mapped(k, head)
+
+
+def remove_migration_ptes_large(
+    k: Kernel, a: Actor, src: int, dst: int, locked: bool, site: str = "remove_migration_pte"
+) -> Path:
+    """``remove_migration_ptes(src, dst, flags)`` (7.0 mm/migrate.c) for a folio of any
+    order: walk ``dst``'s rmap; a PMD migration entry naming ``src`` becomes a PMD of
+    ``dst`` (``remove_migration_pmd``), each PTE migration entry naming page ``i`` of
+    ``src`` a mapping of page ``i`` of ``dst`` (present, or device-private), with one
+    more reference and the page's mapcount, exclusive again for a writable or
+    readable-exclusive entry; young and dirty as ``v6``'s (6.1+). ``locked``:
+    ``TTU_RMAP_LOCKED``, the caller holds the anon_vma."""
+    nr = fo.folio_nr_pages(k, dst)
+    n = k.geo.hpage_pmd_nr
+    dst_private = k.is_device_private(dst)
+
+    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
+        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
+        if row < 0:
+            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+        if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi:
+            idx = vpn // n
+            ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
+            pmd = pm.pmdp_get(k, mm, idx)
+            if pmd & PTE_TYPE_MASK == PTE_MIGRATION and pm.pmd_pfn(pmd) == src:
+                remove_migration_pmd(k, a, mm, idx, dst)
+                k.spin_unlock(a, ptl, site + ":pmd_unlock")
+                return True
+            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        for i in range(nr):
+            v = vpn + i
+            if not lo <= v < hi or pm.pmdp_get(k, mm, v // n) & PTE_TYPE_MASK != pm.PMD_TABLE:
+                continue
+            ptl = k.ptl_word(mm, v)
+            yield from k.spin_lock(a, ptl, site + ":ptl")  # PVMW_SYNC
+            old = k.pte_read(mm, v)
+            if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == src + i:
+                page = dst + i
+                k.get_page(a, dst, site)
+                bits = old & (PTE_WRITE | PTE_SOFT_DIRTY | PTE_UFFD_WP)
+                if dst_private:
+                    new = pte_encode(PTE_DEVICE_PRIVATE, page, bits)
+                else:
+                    bits |= old & PTE_YOUNG
+                    if old & PTE_DIRTY and k.test_flag(dst, PG_dirty):
+                        bits |= PTE_DIRTY
+                    new = pte_encode(PTE_PRESENT, page, bits)
+                if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
+                    k.set_flag(page, PG_anon_exclusive)
+                fo.folio_add_rmap_ptes(k, dst, page, 1)
+                k.set_pte(mm, v, new)
+            k.spin_unlock(a, ptl, site + ":ptl")
+        return True
+
+    yield from rmap_walk_anon_large(k, a, dst, one, "remove_migration_ptes", locked)
+
+
+# -- __folio_split (mm/huge_memory.c 3944) -------------------------------------------------
+def __folio_split(
+    k: Kernel, a: Actor, head: int, new_order: int, split_at: int, lock_at: int,
+    split_type: int,
+) -> Path:
+    """``__folio_split()`` (7.0 mm/huge_memory.c 3944) of a locked, anonymous large
+    folio: the checks (``folio_check_splittable``), the anon_vma locked for write
+    (``folio_get_anon_vma``: -EBUSY once the folio is unmapped), the racy
+    ``folio_expected_ref_count`` check (-EAGAIN), ``unmap_folio`` (every mapping to
+    migration entries, a PMD mapping split first), the freeze and split, ``remap_page``
+    (each new folio's migration entries back, the split or not), and every after-split
+    folio but the one holding ``lock_at`` unlocked and its reference dropped."""
+    old_order = fo.folio_order(k, head)
+    nr = 1 << old_order
+    if fo.page_folio(k, split_at) != head or fo.page_folio(k, lock_at) != head:
+        return -EINVAL
+    if new_order >= old_order:
+        return -EINVAL
+    f = k.flags(head)
+    if not f & PG_anon:
+        return -EBUSY  # folio_check_splittable(): no file THP in the model
+    if new_order == 1:
+        return -EINVAL
+    if (split_type == SPLIT_TYPE_NON_UNIFORM or new_order) and f & PG_swapcache:
+        return -EINVAL
+    av = folio_anon_vma(k, head)
+    if av < 0 or not fo.folio_mapped(k, head):
+        return -EBUSY  # folio_get_anon_vma() returns NULL for an unmapped folio
+    yield from anon_vma_lock_write(k, a, av, "__folio_split:anon_vma_lock_write")
+    ret = 0
+    try:
+        if folio_expected_ref_count(k, head) != fo.folio_ref_count(k, head) - 1:
+            ret = -EAGAIN
+            return ret
+        yield from try_to_migrate_large(  # unmap_folio()
+            k, a, head, fo.folio_test_pmd_mappable(k, head), locked=True,
+            site="unmap_folio",
+        )
+        yield
+        ret = __folio_freeze_and_split_unmapped(
+            k, a, head, new_order, split_at, split_type, do_lru=True
+        )
+        # remap_page(folio, 1 << old_order): the new folios' entries (or the folio's,
+        # when the freeze failed) back
+        p = head
+        while p < head + nr:
+            yield from remove_migration_ptes_large(k, a, p, p, locked=True, site="remap_page")
+            p += fo.folio_nr_pages(k, p)
+        keep = fo.page_folio(k, lock_at)
+        p = head
+        while p < head + nr:
+            step = fo.folio_nr_pages(k, p)
+            if p != keep:
+                k.unlock_page(a, p, "__folio_split:folio_unlock")
+                fo.folio_put(k, a, p, "__folio_split:free_folio_and_swap_cache")
+            p += step
+        return ret
+    finally:
+        anon_vma_unlock_write(k, a, av, "__folio_split:anon_vma_unlock_write")
+
+
+def split_folio(k: Kernel, a: Actor, head: int) -> Path:
+    """``split_folio()`` → ``split_huge_page_to_list_to_order(&folio->page, NULL, 0)``:
+    a uniform split to order 0, the first page's folio left locked."""
+    return (yield from __folio_split(k, a, head, 0, head, head, SPLIT_TYPE_UNIFORM))
+
+
+def folio_split(k: Kernel, a: Actor, head: int, new_order: int, split_at: int) -> Path:
+    """``folio_split()``: the non-uniform split around ``split_at``; the folio (its first
+    page) is left locked."""
+    return (yield from __folio_split(k, a, head, new_order, split_at, head, SPLIT_TYPE_NON_UNIFORM))
+
+
 __all__ = [
     "SPLIT_TYPE_NON_UNIFORM",
     "SPLIT_TYPE_UNIFORM",
     "do_huge_pmd_device_private",
     "folio_cache_ref_count",
     "folio_expected_ref_count",
+    "folio_split",
     "folio_split_unmapped",
     "folio_try_share_anon_rmap_pmd",
     "pmd_migration_entry_wait",
+    "remove_migration_pmd",
+    "remove_migration_ptes_large",
+    "rmap_walk_anon_large",
+    "set_pmd_migration_entry",
+    "split_folio",
     "split_huge_pmd",
     "split_huge_pmd_locked",
+    "try_to_migrate_large",
     "zone_device_private_split_cb",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..machine.errors import FailureKind
+from ..machine.folio import folio_put, page_folio
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     PTE_DEVICE_PRIVATE,
@@ -45,6 +46,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .huge_memory import split_folio
 from .mmu_notifier import (
     MMU_NOTIFY_MIGRATE,
     MmuNotifierRange,
@@ -685,6 +687,43 @@ def migrate_device_coherent_folio(k: Kernel, a: Actor, pfn: int) -> Path:
     return 0 if src[0] & MIGRATE_PFN_MIGRATE and new >= 0 else EBUSY
 
 
+
+# --------------------------------------------------------------------------------------
+# v7 (Linux 7.0 mm/migrate_device.c, device-private THP; issue 15). Added beside v6's
+# paths, which stay as they are.
+
+
+def migrate_vma_split_folio(k: Kernel, a: Actor, head: int, fault_page: int) -> Path:
+    """``migrate_vma_split_folio()`` (7.0 mm/migrate_device.c 82): split a PTE-mapped
+    large folio met by collect. The folio is referenced and locked unless it is the
+    fault folio (already locked by the fault path); after the split the lock must end
+    on the folio that now holds ``fault_page``: the old folio's lock and reference are
+    dropped and the new fault folio's taken (or, without a fault page, both dropped).
+    Returns 0 or the split's error."""
+
+    fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    if head != fault_folio:
+        k.get_page(a, head, "migrate_vma_split_folio:folio_get")
+        yield from k.lock_page(a, head, "migrate_vma_split_folio:folio_lock")
+    ret = yield from split_folio(k, a, head)
+    if ret:
+        if head != fault_folio:
+            k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+            folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+        return ret
+    new_fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    if new_fault_folio < 0:
+        k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+        folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+    elif head != new_fault_folio:
+        if new_fault_folio != fault_folio:
+            k.get_page(a, new_fault_folio, "migrate_vma_split_folio:new_fault_get")
+            yield from k.lock_page(a, new_fault_folio, "migrate_vma_split_folio:new_fault_lock")
+        k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+        folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+    return 0
+
+
 __all__ = [
     "MIGRATE_PFN_MIGRATE",
     "MIGRATE_PFN_VALID",
@@ -695,4 +734,5 @@ __all__ = [
     "migrate_vma_finalize",
     "migrate_vma_pages",
     "migrate_vma_setup",
+    "migrate_vma_split_folio",
 ]
