@@ -15,7 +15,6 @@ from .layout import (
     F_MAP,
     F_REF,
     M_USERS,
-    PMD_TABLE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_PFN_SHIFT,
@@ -49,14 +48,6 @@ def _set_anon(s: State, pfn: int, mm: int, vpn: int) -> None:
     s.mapping[pfn] = mapping_encode(mm, int(v[V_PGOFF]) + vpn - int(v[V_START]))
 
 
-def _pte_table(s: State, mm: int, vpn: int) -> None:
-    """``pte_alloc()`` at build time: with a PMD level (``thp`` geometries), the PMD of
-    ``vpn`` points at a PTE table once a PTE in it is set. Without one, every PTE table
-    exists implicitly."""
-    if s.geo.thp:
-        s.pmd[mm, vpn // s.geo.ptes_per_table] = PMD_TABLE
-
-
 def alloc_frame(s: State, zone: int) -> int:
     """Take the lowest free frame of ``zone`` with refcount 1."""
     lo, hi = s.layout.zone_range(zone)
@@ -88,7 +79,6 @@ def populate(s: State, mm: int, vpn: int, write: bool = True) -> int:
     tok = init_token(mm, vpn)
     s.frames[pfn, F_DATA] = tok
     bits = PTE_YOUNG | ((PTE_WRITE | PTE_DIRTY) if write else 0)
-    _pte_table(s, mm, vpn)
     s.pte[mm, vpn] = pte_encode(PTE_PRESENT, pfn, bits)
     s.shadow[mm, vpn] = tok
     _set_anon(s, pfn, mm, vpn)
@@ -102,7 +92,6 @@ def populate_device(s: State, dev: int, mm: int, vpn: int, write: bool = True) -
     s.frames[pfn, F_MAP] = 1
     tok = init_token(mm, vpn)
     s.frames[pfn, F_DATA] = tok
-    _pte_table(s, mm, vpn)
     s.pte[mm, vpn] = pte_encode(PTE_DEVICE_PRIVATE, pfn, PTE_WRITE if write else 0)
     s.shadow[mm, vpn] = tok
     _set_anon(s, pfn, mm, vpn)
@@ -120,7 +109,6 @@ def share_cow(s: State, mm_src: int, vpn_src: int, mm_dst: int, vpn_dst: int) ->
     pfn = pte >> PTE_PFN_SHIFT
     ro = pte & ~PTE_WRITE
     s.pte[mm_src, vpn_src] = ro
-    _pte_table(s, mm_dst, vpn_dst)
     s.pte[mm_dst, vpn_dst] = ro
     s.frames[pfn, F_FLAGS] &= ~PG_anon_exclusive
     s.frames[pfn, F_MAP] += 1

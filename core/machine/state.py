@@ -17,6 +17,7 @@ from .layout import (
     F_FLAGS,
     FRAME_WORDS,
     G_AVC_SEQ,
+    PMD_TABLE,
     PTE_PFN_SHIFT,
     V_AVC,
     V_END,
@@ -143,6 +144,11 @@ class State:
         for zone in range(g.zones):
             lo, hi = lay.zone_range(zone)
             self.zones[zone, Z_FREE] = hi - lo
+        if g.thp:
+            # Every PMD starts as a PTE table: the model's PTE tables always exist
+            # (pte_alloc is not modelled where the older generations reach), so the
+            # paths that do not know PMDs and v7's agree on every 4K entry.
+            self.pmd[:] = PMD_TABLE
 
     def close(self) -> None:
         """Drop the words backend and every view (needed before a shared block closes)."""
