@@ -63,6 +63,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from ..oracles.folio import check_split
 from .mmu_notifier import (
     MMU_NOTIFY_CLEAR,
     MmuNotifierRange,
@@ -348,8 +349,11 @@ def __split_folio_to_order(k: Kernel, head: int, old_order: int, new_order: int)
         nh = head + i
         fl = k.fw(nh, 0)
         cur = words.load(fl)
-        words.store(fl, (cur & STATIC_MASK) | PG_allocated | (hflags & SPLIT_CLONE_FLAGS))
-        if hflags & PG_locked:
+        clone = SPLIT_CLONE_FLAGS
+        if "split_drops_lock" in k.faults:  # test-only fault
+            clone &= ~PG_locked
+        words.store(fl, (cur & STATIC_MASK) | PG_allocated | (hflags & clone))
+        if hflags & clone & PG_locked:
             words.store(fl + F_OWNER, owner)
             if holder is not None:
                 holder.held[fl] = holder.held.get(k.fw(head, 0), "__split_folio_to_order")
@@ -419,17 +423,20 @@ def __folio_freeze_and_split_unmapped(
     if not k.page_ref_freeze(head, folio_cache_ref_count(k, head) + 1):
         return -EAGAIN
     on_lru = do_lru and k.test_flag(head, PG_lru)
+    locked_by = k.words.load(k.fw(head, F_OWNER)) if k.test_flag(head, PG_locked) else 0
     ret = __split_unmapped_folio(k, head, new_order, split_at, split_type)
     p = head + fo.folio_nr_pages(k, head)
     while p < head + nr:
         step = fo.folio_nr_pages(k, p)
         zone_device_private_split_cb(k, a, head, p)
-        k.page_ref_unfreeze(p, folio_cache_ref_count(k, p) + 1)
+        extra = 1 if "split_unfreeze_extra_ref" in k.faults else 0  # test-only fault
+        k.page_ref_unfreeze(p, folio_cache_ref_count(k, p) + 1 + extra)
         if on_lru:
             k.set_flag(p, PG_lru)  # lru_add_split_folio(): next to the folio on its LRU
         p += step
     zone_device_private_split_cb(k, a, head, -1)
     k.page_ref_unfreeze(head, folio_cache_ref_count(k, head) + 1)
+    check_split(k, a, head, nr, locked_by, "__folio_freeze_and_split_unmapped")
     return ret
 
 
@@ -679,7 +686,9 @@ def remove_migration_ptes_large(
         row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
         if row < 0:
             row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
-        if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi:
+        if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi and (
+            "finalize_skips_pmd_restore" not in k.faults  # test-only fault
+        ):
             idx = vpn // n
             ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
             pmd = pm.pmdp_get(k, mm, idx)

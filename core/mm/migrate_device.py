@@ -65,6 +65,7 @@ from ..machine.layout import (
     mapping_encode,
     pte_encode,
 )
+from ..oracles.folio import check_no_migration_entries
 from .huge_memory import (
     folio_split_unmapped,
     remove_migration_ptes_large,
@@ -1044,6 +1045,8 @@ def migrate_vma_collect_v7(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             migrate_vma_collect_hole_v7(k, a, m, vpn, nxt)
         else:
             yield from migrate_vma_collect_pmd_v7(k, a, m, idx, vpn, nxt)
+        if "collect_pushes_extra_entry" in k.faults:  # test-only fault
+            _src_push(k, a, m, 0, "migrate_vma_collect")
         vpn = nxt
         yield
     yield from mmu_notifier_invalidate_range_end(k, a, rng)
@@ -1429,6 +1432,7 @@ def migrate_device_finalize_v7(
             k.clear_flag(d, PG_isolated)
             k.set_flag(d, PG_lru)
         yield from _remove_migration_ptes_v7(k, a, s, d)
+        check_no_migration_entries(k, a, s, "migrate_device_finalize")
         if fault_folio != s:
             k.unlock_page(a, s, site + ":unlock_src")
         folio_put(k, a, s, site + ":put_src")
