@@ -31,19 +31,25 @@ from ..machine import folio as fo
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel
 from ..machine.layout import (
+    ENTIRELY_MAPPED,
+    F_MAP,
     F_OWNER,
     F_REF,
     FO_HEAD,
+    PMD_INVALID,
     PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_TYPE_MASK,
+    Z_DEVICE_PRIVATE,
+    PG_allocated,
     PG_anon,
     PG_head,
     PG_locked,
     PG_swapcache,
+    pmd_describe,
 )
 
 _MAPPING_KINDS = (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE)
@@ -165,4 +171,132 @@ def check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> Non
             )
 
 
-__all__ = ["check_no_migration_entries", "check_split"]
+
+
+# -- the global invariants with large folios and PMDs (thp geometries) -----------------
+# core/oracles/invariants.py calls these only when the geometry has thp, so the older
+# generations' checks are the same code as before.
+def effective_ptes(k: Kernel) -> np.ndarray:
+    """Every mm's entries as the CPU sees them, one word per virtual page: the PTE, or,
+    under a PMD leaf (huge present, device-private or migration), that leaf's entry for
+    the page (``head + i``, the leaf's bits)."""
+    pte = k.s.pte.copy()
+    pmd = k.s.pmd
+    n = k.geo.hpage_pmd_nr
+    kind = pmd & PTE_TYPE_MASK
+    leaf = (kind == PTE_PRESENT) | (kind == PTE_DEVICE_PRIVATE) | (kind == PTE_MIGRATION)
+    if leaf.any():
+        ppm = k.geo.pages_per_mm
+        for mm, idx in zip(*np.nonzero(leaf)):
+            w = int(pmd[mm, idx])
+            lo = int(idx) * n
+            hi = min(lo + n, ppm)
+            head_word = w & ~PMD_INVALID
+            offs = np.arange(hi - lo, dtype=np.int64) << PTE_PFN_SHIFT
+            pte[mm, lo:hi] = head_word + offs
+    return pte
+
+
+def check_pmds(k: Kernel) -> None:
+    """With every actor idle: no PMD lock held, no PMD migration entry or invalidated
+    PMD left, every PMD leaf names the allocated head of a PMD-sized folio of the right
+    zone, and the folio's whole-folio counts agree with the PMD leaves and PTEs that map
+    it."""
+    s = k.s
+    if (s.pmd_ptl != 0).any():
+        mm, t = np.nonzero(s.pmd_ptl)
+        raise k.fail(
+            FailureKind.LOCK_BALANCE,
+            f"PMD lock of mm {int(mm[0])} table {int(t[0])} held at a quiet point",
+            sites=["global_invariants"],
+        )
+    pmd = s.pmd
+    kind = pmd & PTE_TYPE_MASK
+    if (kind == PTE_MIGRATION).any() or (pmd & PMD_INVALID).any():
+        mm, i = np.argwhere((kind == PTE_MIGRATION) | ((pmd & PMD_INVALID) != 0))[0]
+        raise k.fail(
+            FailureKind.MIGRATION_ENTRY_LEFT,
+            f"PMD {int(i)} of mm {int(mm)} is {pmd_describe(int(pmd[mm, i]))} after every "
+            "migration and split finished",
+            pages=[int(pmd[mm, i] >> PTE_PFN_SHIFT)],
+            sites=["global_invariants"],
+        )
+    n = k.geo.hpage_pmd_nr
+    leaf = (kind == PTE_PRESENT) | (kind == PTE_DEVICE_PRIVATE)
+    heads = (pmd >> PTE_PFN_SHIFT)[leaf]
+    for mm, i in zip(*np.nonzero(leaf)):
+        h = int(pmd[mm, i] >> PTE_PFN_SHIFT)
+        f = k.flags(h) if 0 <= h < k.geo.frames else 0
+        bad = (
+            not f & PG_allocated
+            or fo.page_is_tail(k, h)
+            or fo.folio_nr_pages(k, h) != n
+            or bool(f & Z_DEVICE_PRIVATE) != (int(kind[mm, i]) == PTE_DEVICE_PRIVATE)
+        )
+        if bad:
+            raise k.fail(
+                FailureKind.BAD_MAPPING if f & PG_allocated else FailureKind.USE_AFTER_FREE,
+                f"PMD {int(i)} of mm {int(mm)} ({pmd_describe(int(pmd[mm, i]))}) does not name "
+                "the allocated head of a PMD-sized folio of its zone",
+                pages=[h], sites=["global_invariants"],
+            )
+    maps = _pte_maps(k, 0, k.geo.frames)
+    big = np.flatnonzero((s.frames[:, 0] & PG_head) != 0)
+    pmd_count = np.bincount(heads, minlength=k.geo.frames) if heads.size else np.zeros(
+        k.geo.frames, dtype=np.int64
+    )
+    for h in big.tolist():
+        nr = fo.folio_nr_pages(k, h)
+        ptes = int(maps[h : h + nr].sum())
+        pmds = int(pmd_count[h])
+        mapped_pages = int(np.count_nonzero(maps[h : h + nr]))
+        want = (pmds + ptes, pmds, mapped_pages + (ENTIRELY_MAPPED if pmds else 0))
+        got = (
+            fo.folio_large_mapcount(k, h),
+            fo.folio_entire_mapcount(k, h),
+            fo.folio_nr_pages_mapped(k, h),
+        )
+        if got != want:
+            raise k.fail(
+                FailureKind.MAPCOUNT_MISMATCH,
+                f"folio {h} (order {fo.folio_order(k, h)}) counts (large, entire, "
+                f"nr_pages_mapped) = {got}, its entries say {want}",
+                pages=[h], sites=["global_invariants"],
+            )
+
+
+def thp_expected_refs(k: Kernel, expected: np.ndarray, alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The refcount each frame must have with large folios: a large folio's references
+    are its head's (every page's PTE mappings, its PMD mappings, its pins counted one
+    each in ``_pincount``, the swap cache's one per page, and the extra references of
+    the frame-level hooks); a tail has none. ``expected`` is the order-0 formula of
+    ``check_counts``. Returns (expected, the frames that must have a reference: heads
+    and order-0 frames)."""
+    s = k.s
+    fr = s.frames
+    nframes = fr.shape[0]
+    head_of_tail = s.folio[:, FO_HEAD]
+    is_tail = head_of_tail != 0
+    big = (fr[:, 0] & PG_head) != 0
+    if not big.any():
+        return expected, alloc
+    exp = expected.copy()
+    maps = _pte_maps(k, 0, nframes)
+    pmd = s.pmd
+    kind = pmd & PTE_TYPE_MASK
+    leaf = (kind == PTE_PRESENT) | (kind == PTE_DEVICE_PRIVATE)
+    pmd_count = np.bincount((pmd >> PTE_PFN_SHIFT)[leaf], minlength=nframes)[:nframes]
+    for h in np.flatnonzero(big).tolist():
+        nr = fo.folio_nr_pages(k, h)
+        base = int(expected[h]) - int(fr[h, F_MAP])  # the head's pins, swap cache, hooks
+        if fr[h, 0] & PG_swapcache:
+            base += nr - 1
+        exp[h] = base + int(maps[h : h + nr].sum()) + int(pmd_count[h]) + fo.folio_pincount(k, h)
+    exp[is_tail] = 0
+    return exp, alloc & ~is_tail
+
+
+__all__ = [
+    "check_no_migration_entries", "check_pmds", "check_split", "effective_ptes",
+    "thp_expected_refs",
+]

@@ -114,3 +114,66 @@ def test_pmd_lock_held_at_the_end_of_an_operation(monkeypatch: pytest.MonkeyPatc
         _run(actors.program(k, a, [("_t_leaky",)]))
     f = info.value.failure
     assert f.kind is FailureKind.LOCK_BALANCE and "pmd:0:0" in f.message + " ".join(f.locks)
+
+
+# -- the global invariants with large folios (thp geometries) ------------------------------
+def _global(k) -> None:
+    from pagerace.core.oracles.invariants import check_all
+
+    check_all(k)
+
+
+def test_global_invariants_hold_through_a_thp_round_trip() -> None:
+    k, (a, _, _), vma = _kernel()
+    _thp(k, a)
+    _global(k)
+    _migrate(k, a, vma, 8, 16, TO_DEV, zone=1)
+    _global(k)
+    _migrate(k, a, vma, 8, 16, TO_RAM, zone=0)
+    _global(k)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kind"),
+    [
+        ("extra_ref", FailureKind.LEAK),
+        ("tail_ref", FailureKind.LEAK),
+        ("entire", FailureKind.MAPCOUNT_MISMATCH),
+        ("pmd_migration", FailureKind.MIGRATION_ENTRY_LEFT),
+        ("pmd_lock", FailureKind.LOCK_BALANCE),
+        ("data", FailureKind.LOST_WRITE),
+        ("pmd_to_free", FailureKind.USE_AFTER_FREE),
+    ],
+)
+def test_global_invariants_fire_on_a_broken_thp(corrupt: str, kind: FailureKind) -> None:
+    from pagerace.core.machine import pmd as pm
+    from pagerace.core.machine.layout import (
+        F_REF,
+        FO_ENTIRE_MAPCOUNT,
+        PTE_MIGRATION,
+        PTE_PRESENT,
+        pte_encode,
+    )
+
+    k, (a, _, _), _vma = _kernel()
+    head = _thp(k, a)
+    _global(k)
+    if corrupt == "extra_ref":
+        k.words.fetch_add(k.fw(head, F_REF), 1)
+    elif corrupt == "tail_ref":
+        k.words.store(k.fw(head + 3, F_REF), 1)
+    elif corrupt == "entire":
+        k.words.fetch_add(fo.fo_w(k, head + 1, FO_ENTIRE_MAPCOUNT), 1)
+    elif corrupt == "pmd_migration":
+        pm.set_pmd_at(k, 0, 2, pte_encode(PTE_MIGRATION, head))
+    elif corrupt == "pmd_lock":
+        k.words.store(pm.pmd_lockptr(k, 0, 1), a.id + 1)
+    elif corrupt == "data":
+        k.set_data(head + 6, 7)
+    elif corrupt == "pmd_to_free":
+        other = fo.folio_alloc(k, a, 0, 3, "t:other")
+        fo.folio_put(k, a, other, "t:free")
+        pm.set_pmd_at(k, 0, 2, pte_encode(PTE_PRESENT, other))
+    with pytest.raises(InvariantViolation) as info:
+        _global(k)
+    assert info.value.failure.kind is kind, info.value.failure.message
