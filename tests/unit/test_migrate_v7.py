@@ -215,3 +215,16 @@ def test_src_array_overrun_is_a_kernel_failure() -> None:
         md.migrate_vma_collect_skip_v7(k, a, m, 0, 2)
     f = info.value.failure
     assert f.kind is FailureKind.BUG_ON and "src[8]" in f.message and "KASAN" in f.message
+
+
+def test_a_v7_run_builds_the_thp_tables_and_v6_does_not() -> None:
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload
+
+    w = load_workload("migrate")
+    r7 = run_deterministic(w, variant="v7", seed=1)
+    r6 = run_deterministic(w, variant="v6", seed=1)
+    assert r7.kernel.geo.thp and not r6.kernel.geo.thp
+    assert r7.kernel.s.pmd.size and not r6.kernel.s.pmd.size
+    assert str(r7.result.outcome) == str(r6.result.outcome) == "clean"
+    assert not w.geometry.thp  # the workload itself is unchanged
