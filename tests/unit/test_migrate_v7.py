@@ -228,3 +228,66 @@ def test_a_v7_run_builds_the_thp_tables_and_v6_does_not() -> None:
     assert r7.kernel.s.pmd.size and not r6.kernel.s.pmd.size
     assert str(r7.result.outcome) == str(r6.result.outcome) == "clean"
     assert not w.geometry.thp  # the workload itself is unchanged
+
+
+def test_thp_key_of_a_workload() -> None:
+    """[[mm]] thp: PMD-mapped THPs in the initial picture (needs thp: v7 only); a
+    range off a PMD boundary is bad input."""
+    from pagerace.core.machine.errors import InvalidWorkload
+    from pagerace.core.oracles.invariants import check_all
+    from pagerace.harness.runner import build_model
+    from pagerace.workloads._schema import parse_workload
+
+    table = {
+        "name": "t", "geometry": {"sys_frames": 32, "dev_frames": 16, "pages_per_mm": 16,
+                                  "ptes_per_table": 8},
+        "mm": [{"id": 0, "thp": [{"start": 8, "end": 16}], "populate": [{"start": 0, "end": 2}]}],
+        "actor": [{"kind": "cpu", "count": 1, "range": [0, 2]}],
+    }
+    w = parse_workload(table, "t")
+    assert "thp" in w.needs and w.geometry.thp
+    m = build_model(w, "v7", (), 0)
+    m.kernel.actors = m.actors
+    head = pm.pmd_pfn(pm.pmdp_get(m.kernel, 0, 1))
+    assert head % N == 0 and fo.folio_entire_mapcount(m.kernel, head) == 1
+    assert pm.hw_translate(m.kernel, m.actors[0], 0, 12, write=True) == head + 4
+    check_all(m.kernel)
+    bad = dict(table, mm=[{"id": 0, "thp": [{"start": 4, "end": 12}]}])
+    with pytest.raises(InvalidWorkload, match="PMD boundary"):
+        parse_workload(bad, "t")
+
+
+def test_thp_workload_with_a_failing_large_allocation() -> None:
+    """The device's large allocation fails (fail_alloc): 7.0's dmirror falls back to an
+    order-0 device page per 4K page, so the compound source is split
+    (migrate_vma_split_unmapped_folio) and migrates page by page; every run stays clean."""
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads._schema import parse_workload
+
+    table = {
+        "name": "t", "geometry": {"sys_frames": 32, "dev_frames": 16, "pages_per_mm": 16,
+                                  "ptes_per_table": 8},
+        "mm": [{"id": 0, "thp": [{"start": 0, "end": 16}]}],
+        "device": [{"id": 0, "fail_alloc": 1}],
+        "actor": [{"kind": "driver", "range": [0, 8], "ops": 2}],
+    }
+    w = parse_workload(table, "t")
+    r = run_deterministic(w, variant="v7", seed=0)
+    assert str(r.result.outcome) == "clean", r.result.failure
+    assert r.kernel.outcomes.get(("to_device", "large_alloc_failed"), 0) >= 1
+    assert r.kernel.events.get("thp_split_pmd", 0) >= 1
+
+
+def test_finding_012_replays() -> None:
+    """docs/findings/012: the shrunk artifact reproduces the NULL dereference of
+    dmirror_device_evict_chunk's unchecked large folio_alloc."""
+    from pathlib import Path
+
+    from pagerace.harness.artifacts import load_artifact, replay
+
+    p = Path(__file__).resolve().parents[2] / "docs/findings/012-thp-evict-pressure.shrunk.json"
+    rec, ok, _msg = replay(load_artifact(p))
+    assert ok
+    f = rec.result.failure
+    assert f is not None and f.kind is FailureKind.BUG_ON
+    assert "dmirror_device_evict_chunk" in f.message
