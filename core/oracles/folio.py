@@ -158,9 +158,11 @@ def check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> Non
     if k.geo.thp:
         tables.append((s.pmd, "PMD", k.geo.hpage_pmd_nr))
     for table, what, per in tables:
-        kind = table & PTE_TYPE_MASK
+        mig = (table & PTE_TYPE_MASK) == PTE_MIGRATION
+        if not mig.any():  # the common case: no migration entry anywhere
+            continue
         pfn = table >> PTE_PFN_SHIFT
-        hit = np.argwhere((kind == PTE_MIGRATION) & (pfn >= head) & (pfn < head + n))
+        hit = np.argwhere(mig & (pfn >= head) & (pfn < head + n))
         if hit.size:
             mm, i = (int(x) for x in hit[0])
             raise k.fail(
@@ -180,12 +182,13 @@ def effective_ptes(k: Kernel) -> np.ndarray:
     """Every mm's entries as the CPU sees them, one word per virtual page: the PTE, or,
     under a PMD leaf (huge present, device-private or migration), that leaf's entry for
     the page (``head + i``, the leaf's bits)."""
-    pte = k.s.pte.copy()
+    pte = k.s.pte
     pmd = k.s.pmd
     n = k.geo.hpage_pmd_nr
     kind = pmd & PTE_TYPE_MASK
     leaf = (kind == PTE_PRESENT) | (kind == PTE_DEVICE_PRIVATE) | (kind == PTE_MIGRATION)
     if leaf.any():
+        pte = pte.copy()
         ppm = k.geo.pages_per_mm
         for mm, idx in zip(*np.nonzero(leaf)):
             w = int(pmd[mm, idx])
@@ -240,8 +243,10 @@ def check_pmds(k: Kernel) -> None:
                 "the allocated head of a PMD-sized folio of its zone",
                 pages=[h], sites=["global_invariants"],
             )
-    maps = _pte_maps(k, 0, k.geo.frames)
     big = np.flatnonzero((s.frames[:, 0] & PG_head) != 0)
+    if not big.size:
+        return
+    maps = _pte_maps(k, 0, k.geo.frames)
     pmd_count = np.bincount(heads, minlength=k.geo.frames) if heads.size else np.zeros(
         k.geo.frames, dtype=np.int64
     )
