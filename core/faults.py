@@ -170,6 +170,33 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.LOST_WRITE,
         ),
         FaultEntry(
+            "split_unfreeze_extra_ref",
+            "__folio_freeze_and_split_unmapped",
+            "the split unfreezes each new folio after the first with one reference too "
+            "many (v7)",
+            FailureKind.REFCOUNT_MISMATCH,
+        ),
+        FaultEntry(
+            "split_drops_lock",
+            "__split_folio_to_order",
+            "the new folios do not inherit PG_locked: the split hands the caller unlocked "
+            "folios it believes it holds (v7)",
+            FailureKind.BAD_UNLOCK,
+        ),
+        FaultEntry(
+            "finalize_skips_pmd_restore",
+            "remove_migration_ptes",
+            "removing a large folio's migration entries skips its PMD migration entry (v7)",
+            FailureKind.MIGRATION_ENTRY_LEFT,
+        ),
+        FaultEntry(
+            "collect_pushes_extra_entry",
+            "migrate_vma_collect",
+            "collect appends one entry more than each PMD range has pages: a write past "
+            "the driver's src/dst arrays (v7)",
+            FailureKind.BUG_ON,
+        ),
+        FaultEntry(
             "copy_error",
             "dmirror_devmem_fault_alloc_and_copy",
             "injected error (not a breakage): copies back to system memory fail with "

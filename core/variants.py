@@ -30,8 +30,11 @@ from .machine.kernel import Actor, Kernel, Path
 from .mm.memory import FAULT_ENTRY_LOCKED, FAULT_ENTRY_NO_REF, FAULT_ENTRY_REF, VM_FAULT_OOM
 from .mm.migrate_device import (
     MigrateVma,
+    migrate_device_unmap_v7,
     migrate_vma_check_page,
+    migrate_vma_check_page_v7,
     migrate_vma_collect,
+    migrate_vma_collect_v7,
     migrate_vma_finalize,
     migrate_vma_pages,
     migrate_vma_setup,
@@ -82,6 +85,10 @@ class Variant:
     # "4.14" (wait_on_page_bit_common of 4.14-5.8: woken waiters re-check and sleep
     # again, no hand-off).
     page_wait: ClassVar[str] = "5.9"
+    # Large folios and the PMD level (the v7 generation): the model is built with the
+    # geometry's thp tables, and the device-migration entry points run 7.0's compound
+    # paths (core/mm/migrate_device.py ``*_v7``).
+    large_folios: ClassVar[bool] = False
 
     # Where the generation's kernel calls check_stable_address_space() (include/linux/
     # oom.h; core/mm/memory.py): do_anonymous_page since 4.15 (3f70dc38cec2, "mm: make
@@ -207,6 +214,33 @@ class V6(Variant):
         return self.fault_entry(k) == FAULT_ENTRY_LOCKED
 
 
+class V7(V6):
+    """Linux 7.0's device migration with large folios (``mm/migrate_device.c`` of 7.0,
+    /work/shared/kernel-7.0/; issue 15): device-private THP, PMD migration entries,
+    ``MIGRATE_VMA_SELECT_COMPOUND`` / ``MIGRATE_PFN_COMPOUND``, the split of PTE-mapped
+    large folios during collect. Everything else is v6's, which already follows 7.0 for
+    single pages."""
+
+    name = "v7"
+    description = (
+        "mm/migrate_device.c of Linux 7.0: v6 plus large folios and the PMD level "
+        "(migrate_vma_collect_huge_pmd, PMD migration entries, MIGRATE_PFN_COMPOUND, "
+        "migrate_vma_split_folio, compound pages/finalize, folio split with refcount freeze)"
+    )
+    seed = "kernel-7.0/mm/migrate_device.c"
+    provides = V6.provides | frozenset({"thp"})
+    large_folios = True
+
+    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        yield from migrate_vma_collect_v7(k, a, m)
+
+    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        m.cpages = yield from migrate_device_unmap_v7(k, a, m.src, m.npages, m.fault_page, m.kind)
+
+    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
+        return migrate_vma_check_page_v7(k, pfn, fault_page)
+
+
 class _MigrateVmaOps(Variant):
     """What the two callback-API generations (hmm-2017, seed 004; v5.0, seed 002) share:
     the fault entry, seed 004's unmap (seed 002 kept it) and the one ``migrate_vma(ops,
@@ -315,7 +349,7 @@ def _finalize_and_map(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     yield  # pragma: no cover
 
 
-VARIANTS: dict[str, type[Variant]] = {"v6": V6, "v5.0": V50, "hmm-2017": HMM2017}
+VARIANTS: dict[str, type[Variant]] = {"v6": V6, "v5.0": V50, "hmm-2017": HMM2017, "v7": V7}
 
 
 def get_variant(name: str) -> Variant:

@@ -85,6 +85,9 @@ MM_DOC: dict[str, tuple[str, str]] = {
     "share": ("list of {from_mm, from, to, count, reverse}", "`count` pages of `from_mm` from page `from` "
               "shared copy-on-write at page `to` of this mm, as fork and mremap leave them (`reverse`: "
               "in opposite order)"),
+    "thp": ("list of {start, end}", "PMD-mapped anonymous THPs in system RAM, writable: each "
+            "range a multiple of `ptes_per_table` pages on a PMD boundary (adds `thp` to "
+            "`needs`: v7 only)"),
 }
 DEVICE_DOC: dict[str, str] = {
     "id": "the device (default: its position in the array)",

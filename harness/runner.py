@@ -8,6 +8,7 @@ failure artifact need.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,15 @@ class Model:
     ops: list[list[tuple[Any, ...]]]
 
 
+def variant_workload(w: Workload, variant: str) -> Workload:
+    """``w`` as ``variant``'s model is built: a variant with large folios (v7) needs the
+    geometry's PMD and folio tables (``Geometry.thp``); the others get ``w`` itself."""
+    cls = VARIANTS.get(variant)
+    if cls is not None and cls.large_folios and not w.geometry.thp:
+        return dataclasses.replace(w, geometry=dataclasses.replace(w.geometry, thp=True))
+    return w
+
+
 def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
     """The initial memory picture of ``w``."""
     s = State(Layout(w.geometry), buf=buf, words=words)
@@ -92,6 +102,9 @@ def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
         for dev, lo, hi in mm.device:
             for vpn in range(lo, hi):
                 _setup.populate_device(s, dev, mm.id, vpn)
+        for lo, hi in mm.thp:
+            for vpn in range(lo, hi, s.geo.hpage_pmd_nr):
+                _setup.populate_thp(s, mm.id, vpn)
     for mm in w.mms:
         for src_mm, frm, to, count, reverse in mm.share:
             for j in range(count):
@@ -138,7 +151,7 @@ def build_model(
 ) -> Model:
     """State, kernel, devices and actors of one run (shared by both engines); the state
     is ``state``, or a fresh copy of ``w``'s initial words (:func:`initial_state`)."""
-    s = state if state is not None else initial_state(w)
+    s = state if state is not None else initial_state(variant_workload(w, variant))
     validate_faults(tuple(faults) + tuple(w.faults))
     k = Kernel(s, variant=get_variant(variant), bugs=bugs, faults=tuple(faults) + tuple(w.faults))
     install_mm(k)  # GUP, fork, zap, mremap, reclaim ops; their oracles and swap-in

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..actors import register_op
 from ..machine.errors import FailureKind
+from ..machine.folio import folio_alloc, folio_nr_pages, folio_order, folio_test_large, page_folio
 from ..machine.kernel import S_ACQUIRED, S_CONTENDED, S_TRY, S_TRY_FAIL, Actor, Kernel, Path
 from ..machine.layout import (
     DC_COUNT,
@@ -100,9 +101,11 @@ from ..mm.memremap import (
 )
 from ..mm.migrate_device import (
     EINVAL,
+    MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
+    MIGRATE_VMA_SELECT_COMPOUND,
     MIGRATE_VMA_SELECT_DEVICE_COHERENT,
     MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
     MIGRATE_VMA_SELECT_SYSTEM,
@@ -271,6 +274,9 @@ class Dmirror:
     def alloc_and_copy_to_device(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         """``dmirror_migrate_alloc_and_copy()``: a locked device page per MIGRATE entry,
         with the source's content; holes get a zeroed page."""
+        if k.variant.large_folios:  # v7: 7.0's large device folios
+            yield from self.alloc_and_copy_to_device_v7(k, a, m)
+            return
         write_vma = bool(k.s.vma_flags(m.mm, m.vma) & VM_WRITE)
         for i, spfn in enumerate(m.src):
             if not spfn & MIGRATE_PFN_MIGRATE:
@@ -324,6 +330,8 @@ class Dmirror:
             if row < 0:
                 return EINVAL
             flags = MIGRATE_VMA_SELECT_SYSTEM
+            if k.variant.large_folios:
+                flags |= MIGRATE_VMA_SELECT_COMPOUND  # 7.0 dmirror_migrate_to_device
             m = MigrateVma(mm, row, start, end, flags, self.dev, kind="to_device")
             rc = yield from k.variant.migrate_range(k, a, m, self._to_device_cb)
             if rc:
@@ -332,6 +340,145 @@ class Dmirror:
             return 0
         finally:
             k.mmap_read_unlock(a, mm, "dmirror_migrate_to_device:mmap_read_unlock")
+
+    # -- v7: large device folios (lib/test_hmm.c of 7.0) ------------------------------
+    def _null_deref(self, k: Kernel, a: Actor, site: str) -> Exception:
+        return k.fail(
+            FailureKind.BUG_ON,
+            f"{a.name}: NULL pointer dereference at {site}: the allocation it does not "
+            "check failed (7.0 lib/test_hmm.c)",
+            actors=[a],
+            sites=[site],
+        )
+
+    def alloc_and_copy_to_device_v7(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
+        """``dmirror_migrate_alloc_and_copy()`` of 7.0: a compound entry gets a large
+        device folio (``dmirror_devmem_alloc_page(is_large)``) and its pages are copied
+        one by one; when the large allocation fails (or ``fail_alloc`` hits) each page of
+        the range gets an order-0 device page instead, allocated without a NULL check
+        (an exhausted device is a NULL dereference, reported as a kernel failure); a
+        small entry is v6's."""
+        write_vma = bool(k.s.vma_flags(m.mm, m.vma) & VM_WRITE)
+        site = "dmirror_migrate_alloc_and_copy"
+        i = 0
+        while i < m.npages:
+            spfn = m.src[i]
+            if not spfn & MIGRATE_PFN_MIGRATE:
+                i += 1
+                continue
+            if not spfn & MIGRATE_PFN_COMPOUND:
+                dst = yield from self.device_dst(k, a, m, spfn, write_vma, 0, dma=True)
+                if dst:
+                    m.dst[i] = dst
+                i += 1
+                yield
+                continue
+            spage = migrate_pfn_to_page(spfn)
+            write = MIGRATE_PFN_WRITE if spfn & MIGRATE_PFN_WRITE or (
+                spage < 0 and write_vma) else 0
+            n = k.geo.hpage_pmd_nr
+            order = n.bit_length() - 1
+            self.allocs += 1
+            if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+                k.count("dmirror_fail_alloc")
+                dpage = -1
+            else:
+                dpage = folio_alloc(k, a, self.zone, order, site + ":alloc_large")
+            if dpage < 0:
+                k.outcome(m.kind, "large_alloc_failed")
+                nr = n if spage < 0 else folio_nr_pages(k, page_folio(k, spage))
+                for j in range(nr):
+                    if i + j >= m.npages:
+                        break
+                    d = k.alloc_page(a, self.zone, site + ":alloc_small")
+                    if d < 0:
+                        raise self._null_deref(k, a, site + ":BACKING_PAGE(dpage)")
+                    yield from k.lock_page(a, d, site + ":lock_dst")
+                    if spage >= 0:
+                        k.touch(a, spage + j, site + ":copy")
+                        k.set_data(d, k.data(spage + j))
+                    m.dst[i + j] = migrate_pfn(d) | write
+                i += nr
+                yield
+                continue
+            yield from k.lock_page(a, dpage, site + ":lock_dst")
+            for j in range(n):
+                if spage >= 0:
+                    k.touch(a, spage + j, site + ":copy")
+                    k.set_data(dpage + j, k.data(spage + j))
+                yield from self._dma(k)
+            m.dst[i] = migrate_pfn(dpage) | write | MIGRATE_PFN_COMPOUND
+            i += n
+            yield
+
+    def _large_to_ram_v7(
+        self, k: Kernel, a: Actor, m: MigrateVma, i: int, spage: int, erase_mirror: int
+    ) -> Path:
+        """``dmirror_devmem_fault_alloc_and_copy()`` of 7.0 for a page of a large device
+        folio: ``*dst = MIGRATE_PFN_COMPOUND`` and a large folio from
+        ``vma_alloc_folio(order)``; ``fail_alloc`` (``HMM_DMIRROR_FLAG_FAIL_ALLOC``) or a
+        failed large allocation takes "smaller pages": an order-0 page per page of the
+        folio (``alloc_page_vma``, unchecked: a failure is a NULL dereference in
+        ``lock_page``, reported as a kernel failure), each its own dst entry."""
+        site = "dmirror_devmem_fault_alloc_and_copy"
+        head = page_folio(k, spage)
+        order = folio_order(k, head)
+        dst = MIGRATE_PFN_COMPOUND if order else 0
+        if m.src[i] & MIGRATE_PFN_WRITE:
+            dst |= MIGRATE_PFN_WRITE
+        self.allocs += 1
+        if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+            k.count("dmirror_fail_alloc")
+            dst &= ~MIGRATE_PFN_COMPOUND
+            dpage = -1
+        else:
+            dpage = folio_alloc(k, a, 0, order, site + ":vma_alloc_folio")
+        if dpage >= 0:
+            yield from k.lock_page(a, dpage, site + ":lock_dst")
+            m.dst[i] = dst | migrate_pfn(dpage)
+        else:
+            k.outcome(m.kind, "large_alloc_failed")
+        for j in range(1 << order):
+            if dpage < 0:  # "Try with smaller pages if large allocation fails"
+                if i + j >= len(m.dst):
+                    raise k.fail(
+                        FailureKind.BUG_ON,
+                        f"{a.name} wrote dst[{i + j}] at {site}, past the {len(m.dst)} "
+                        "entries of the migration's arrays (KASAN: slab-out-of-bounds)",
+                        actors=[a], sites=[site],
+                    )
+                d = k.alloc_page(a, 0, site + ":alloc_page_vma")
+                if d < 0:
+                    raise self._null_deref(k, a, site + ":lock_page")
+                yield from k.lock_page(a, d, site + ":lock_dst")
+                m.dst[i + j] = migrate_pfn(d)
+                target = d
+            else:
+                target = dpage + j
+            if erase_mirror >= 0:
+                dpt_erase(k, erase_mirror, m.start + i + j)
+            k.touch(a, spage + j, site + ":copy")
+            k.set_data(target, k.data(spage + j))
+        yield from self._dma(k)
+        return 0
+
+    def _evict_large_v7(
+        self, k: Kernel, a: Actor, src: list[int], dst: list[int], i: int, spage: int
+    ) -> Path:
+        """``dmirror_device_evict_chunk()`` of 7.0 for a compound entry: a large system
+        folio of the same order (``folio_alloc``, unchecked: a failure is a NULL
+        dereference in ``lock_page``), locked, the whole folio copied."""
+        site = "dmirror_device_evict_chunk"
+        order = folio_order(k, page_folio(k, spage))
+        dpage = folio_alloc(k, a, 0, order, site + ":folio_alloc")
+        if dpage < 0:
+            raise self._null_deref(k, a, site + ":lock_page")
+        yield from k.lock_page(a, dpage, site + ":lock_dst")
+        for j in range(1 << order):
+            k.touch(a, spage + j, site + ":copy")
+            k.set_data(dpage + j, k.data(spage + j))
+        yield from self._dma(k)
+        dst[i] = migrate_pfn(dpage) | (MIGRATE_PFN_COMPOUND if order else 0)
 
     # -- HMM_DMIRROR_MIGRATE_TO_SYS and the fault callback ------------------------------
     def alloc_and_copy_to_ram(
@@ -356,6 +503,12 @@ class Dmirror:
             if not (spfn & MIGRATE_PFN_MIGRATE and spfn & MIGRATE_PFN_VALID):
                 continue
             spage = migrate_pfn_to_page(spfn)
+            if k.variant.large_folios and folio_test_large(k, page_folio(k, spage)):
+                # v7: a large device folio comes back as a large folio (7.0
+                # dmirror_devmem_fault_alloc_and_copy: vma_alloc_folio(order))
+                r = yield from self._large_to_ram_v7(k, a, m, i, spage, erase_mirror)
+                ret = ret or r
+                continue
             if oom_returns and erase_mirror >= 0 and dmirror_fail_alloc_once(k, erase_mirror):
                 dpage = -1
             else:
@@ -399,6 +552,8 @@ class Dmirror:
                 if self.coherent
                 else MIGRATE_VMA_SELECT_DEVICE_PRIVATE
             )
+            if k.variant.large_folios:
+                sel |= MIGRATE_VMA_SELECT_COMPOUND  # 7.0 dmirror_migrate_to_system
             m = MigrateVma(mm, row, start, end, sel, self.dev, kind="to_system")
             rc = yield from k.variant.migrate_range(
                 k, a, m, self._to_ram_cb, finalize_on_error=False
@@ -476,6 +631,9 @@ class Dmirror:
                 skip = False
                 continue
             spage = migrate_pfn_to_page(spfn)
+            if spfn & MIGRATE_PFN_COMPOUND:  # v7: 7.0 evicts a large folio whole
+                yield from self._evict_large_v7(k, a, src, dst, i, spage)
+                continue
             dpage = k.alloc_page(a, 0, "dmirror_device_evict_chunk:alloc")
             if dpage < 0:
                 k.outcome("evict", "alloc_failed")

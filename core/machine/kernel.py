@@ -1393,6 +1393,9 @@ class Kernel:
             return f"mn_subscriptions:{(word - lay.MN) // MN_WORDS}"
         if lay.ANON_VMA <= word < lay.ANON_VMA + g.mms * AV_WORDS:
             return f"anon_vma:{(word - lay.ANON_VMA) // AV_WORDS}"
+        if lay.PMD_PTL <= word < lay.HTLB:  # the split PMD locks (thp geometries: pmd.py)
+            off = word - lay.PMD_PTL
+            return f"pmd:{off // g.pmd_tables_per_mm}:{off % g.pmd_tables_per_mm}"
         return f"word:{word}"
 
     def lock_owner(self, word: int) -> int:
@@ -1420,6 +1423,8 @@ class Kernel:
             for act in self.actors:
                 if word in act.held:
                     return act.id
+        if lay.PMD_PTL <= word < lay.HTLB:  # a PMD lock: owner + 1, as a PTL
+            return words.load(word) - 1
         return -1
 
     def _is_mutex_word(self, word: int) -> bool:

@@ -40,6 +40,9 @@ PG_allocated = 1 << 8  # model only: the frame is out of its zone's free pool
 PG_isolated = 1 << 9  # model only: taken off the LRU by folio_isolate_lru()
 PG_pagecache = 1 << 10  # model only: page->mapping is a file's address_space (core/mm/filemap.py)
 PG_waiters = 1 << 11  # the folio's hashed wait queue may hold waiters (folio_set_waiters)
+# PG_head (include/linux/page-flags.h): the first frame of a large folio
+# (folio_test_large). Set only in geometries with ``thp`` (core/machine/folio.py).
+PG_head = 1 << 12
 # folio_test_ksm(): folio->mapping is a KSM stable node. Only the setup of a share whose
 # pages sit in reverse order (which only KSM merging can produce) makes one (setup.py).
 PG_ksm = 1 << 15
@@ -67,6 +70,7 @@ FLAG_NAMES = {
     PG_pagecache: "pagecache",
     PG_waiters: "waiters",
     PG_ksm: "ksm",
+    PG_head: "head",
     Z_DEVICE: "zone_device",
     Z_DEVICE_PRIVATE: "device_private",
     Z_DEVICE_COHERENT: "device_coherent",
@@ -287,6 +291,60 @@ DPT_TAG_ATOMIC = 1 << 1  # DPT_XA_TAG_ATOMIC
 DPT_BACKING = 1 << 2
 DPT_PFN_SHIFT = 4
 
+# Large folios and the PMD level (issue 15, the ``v7`` generation; core/machine/folio.py,
+# core/machine/pmd.py). The tables below are empty unless the geometry has ``thp``.
+#
+# Folio fields the kernel keeps outside the head's own words (include/linux/mm_types.h
+# of 7.0, 64-bit, CONFIG_PAGE_MAPCOUNT): every tail page's ``compound_head`` (its lru
+# word, bit 0 set) and, in the second page (``page[1]``), ``_flags_1`` (the order in its
+# low byte), ``_large_mapcount``, ``_nr_pages_mapped``, ``_entire_mapcount`` and
+# ``_pincount``. The model keeps them in one row of FOLIO_WORDS words per frame (the
+# ``folio`` table), at the frame the kernel keeps them in: FO_HEAD in every tail's row
+# (head pfn + 1; 0 in a head or an order-0 frame), the rest in page[1]'s row (the head's
+# row holds nothing). Counts are stored as counts, not the kernel's count - 1 (the same
+# convention as F_MAP): a folio nobody maps has 0 in each.
+FO_HEAD, FO_ORDER, FO_LARGE_MAPCOUNT, FO_ENTIRE_MAPCOUNT, FO_NR_PAGES_MAPPED, FO_PINCOUNT = range(6)
+FOLIO_WORDS = 6
+FOLIO_FIELDS = (
+    "compound_head", "order", "large_mapcount", "entire_mapcount", "nr_pages_mapped", "pincount",
+)
+# mm/internal.h: _nr_pages_mapped counts the pages mapped by PTEs, plus ENTIRELY_MAPPED
+# per PMD mapping of the whole folio (its first one only: _entire_mapcount counts them).
+ENTIRELY_MAPPED = 0x800000
+FOLIO_PAGES_MAPPED = ENTIRELY_MAPPED - 1
+
+# PMD entries: one word per PMD (per PTE table) of each mm, in the ``pmd`` table. The
+# encoding is the PTE's (type, pfn, bits); a PMD word adds the type PMD_TABLE (a PTE
+# table hangs here: pmd_present && !pmd_leaf) and uses the leaf types for the huge
+# entries: PTE_PRESENT is a huge present PMD (pmd_trans_huge), PTE_MIGRATION a PMD
+# migration entry (is_pmd_migration_entry), PTE_DEVICE_PRIVATE a device-private PMD
+# (is_pmd_device_private_entry). The pfn of a leaf is the folio's head.
+PMD_TABLE = 6
+# pmdp_invalidate() (pmd_mkinvalid): a huge present PMD the hardware may no longer use,
+# still pmd_trans_huge for the kernel, while __split_huge_pmd_locked replaces it.
+PMD_INVALID = 1 << 9
+PMD_TYPE_NAMES = ("none", "huge", "migration", "device_private", "swap", "device_exclusive", "table")
+
+# Huge TLB entries (arch/x86: 2M translations are cached apart from 4K ones): HTLB_SLOTS
+# direct-mapped (key, value) pairs per actor; key = mm * tables_per_mm + pmd index + 1,
+# value = (head pfn << 1) | writable.
+HTLB_SLOTS = 8
+
+
+def pmd_describe(pmd: int) -> str:
+    """A readable form of a PMD word, e.g. ``huge(pfn=64, write|dirty)`` or ``table``."""
+    kind = pmd & PTE_TYPE_MASK
+    if kind == PTE_NONE:
+        return "none"
+    if kind == PMD_TABLE:
+        return "table"
+    name = PMD_TYPE_NAMES[kind]
+    bits = "|".join(n for b, n in PTE_BIT_NAMES.items() if pmd & b)
+    if pmd & PMD_INVALID:
+        bits = "|".join(x for x in (bits, "invalid") if x)
+    return f"{name}(pfn={pte_pfn(pmd)}{', ' + bits if bits else ''})"
+
+
 # Global words.
 G_TICKET, G_STOP, G_PAUSE, G_PROGRESS, G_FAILED, G_WQ_LOCK, G_WQ_SEQ = range(7)
 # G_WQ_LOCK: the wait queues' spinlock (every page's hashed q->lock and every rwsem's
@@ -332,6 +390,10 @@ class Geometry:
     dmirrors: tuple[tuple[int, int], ...] = field(default_factory=tuple)
     chunks: bool = False
     mm_flags: bool = False  # a flags word per mm (the ``mm_flags`` table): the OOM reaper's
+    # Large folios and the PMD level (the v7 generation): the ``folio``, ``pmd``,
+    # ``pmd_ptl`` and ``htlb`` tables exist only when set, so the other generations'
+    # state (and their fingerprints) is unchanged. HPAGE_PMD_NR is ``ptes_per_table``.
+    thp: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sys_frames", "mms", "pages_per_mm", "ptes_per_table", "actors", "max_vmas"):
@@ -367,6 +429,17 @@ class Geometry:
     def zones(self) -> int:
         return 1 + self.devices
 
+    @property
+    def hpage_pmd_nr(self) -> int:
+        """HPAGE_PMD_NR: the pages one PMD maps (one PTE table's worth)."""
+        return self.ptes_per_table
+
+    @property
+    def pmd_tables_per_mm(self) -> int:
+        """PMD tables per mm (one split PMD lock each, ``pmd_lockptr``): a PMD table
+        holds ``ptes_per_table`` PMD entries, as a PTE table holds that many PTEs."""
+        return -(-self.tables_per_mm // self.ptes_per_table)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -393,10 +466,13 @@ class Layout:
     (each CPU's LRU-add batch), ``cpu`` (each CPU's queued work). The page-cache tables
     are empty when the geometry has no files. Then ``anon_vma`` (one row per mm,
     ``AV_*``) and ``mapping`` (one word per frame: ``folio->mapping`` / ``->index`` of an
-    anonymous folio, :func:`mapping_encode`), and the mirror's tables (``mn``, ``mni``,
+    anonymous folio, :func:`mapping_encode`), the mirror's tables (``mn``, ``mni``,
     ``dmirror``, ``dpt``, ``dpt_gen``, ``dpage_mirror``: docs/mirror.md), then ``devmem``
     (each device's memory chunk, when the geometry has ``chunks``) and ``mm_flags`` (one
-    word per mm when the geometry has ``mm_flags``: ``MMF_*``).
+    word per mm when the geometry has ``mm_flags``: ``MMF_*``), and, only when the
+    geometry has ``thp``, ``folio`` (FOLIO_WORDS per frame), ``pmd`` (one PMD word per PTE
+    table), ``pmd_ptl`` (one split PMD lock per PMD table) and ``htlb`` (each CPU's huge
+    TLB).
     """
 
     def __init__(self, geo: Geometry) -> None:
@@ -429,6 +505,11 @@ class Layout:
             ("mapping", (g.frames,)),
             ("devmem", (g.devices if g.chunks else 0, DC_WORDS)),
             ("mm_flags", (g.mms if g.mm_flags else 0,)),
+            # Large folios and the PMD level: empty unless g.thp (folio.py, pmd.py).
+            ("folio", (g.frames if g.thp else 0, FOLIO_WORDS)),
+            ("pmd", (g.mms if g.thp else 0, g.tables_per_mm)),
+            ("pmd_ptl", (g.mms if g.thp else 0, g.pmd_tables_per_mm)),
+            ("htlb", (g.actors if g.thp else 0, HTLB_SLOTS, 2)),
         ]
         self.tables: dict[str, Table] = {}
         off = 0
@@ -465,6 +546,10 @@ class Layout:
         self.MAPPING = tb["mapping"].offset
         self.DEVMEM = tb["devmem"].offset
         self.MM_FLAGS = tb["mm_flags"].offset
+        self.FOLIO = tb["folio"].offset
+        self.PMD = tb["pmd"].offset
+        self.PMD_PTL = tb["pmd_ptl"].offset
+        self.HTLB = tb["htlb"].offset
 
     @property
     def nbytes(self) -> int:

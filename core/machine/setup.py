@@ -10,10 +10,16 @@ from __future__ import annotations
 from .layout import (
     AV_PARENT,
     AV_ROOT,
+    ENTIRELY_MAPPED,
     F_DATA,
     F_FLAGS,
     F_MAP,
     F_REF,
+    FO_ENTIRE_MAPCOUNT,
+    FO_HEAD,
+    FO_LARGE_MAPCOUNT,
+    FO_NR_PAGES_MAPPED,
+    FO_ORDER,
     M_USERS,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
@@ -30,6 +36,7 @@ from .layout import (
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
+    PG_head,
     PG_ksm,
     PG_lru,
     PG_uptodate,
@@ -136,6 +143,47 @@ def share_cow(s: State, mm_src: int, vpn_src: int, mm_dst: int, vpn_dst: int) ->
         s.anon_vma[mm_dst, AV_ROOT] = root
         s.anon_vma[mm_dst, AV_PARENT] = mm_src + 1
     return pfn
+
+
+def populate_thp(s: State, mm: int, vpn: int) -> int:
+    """A PMD-mapped anonymous THP at the PMD-aligned ``vpn`` (``geometry.thp`` only), as
+    ``do_huge_pmd_anonymous_page`` leaves it after a write fault: the lowest free
+    aligned run of HPAGE_PMD_NR frames, one folio (refcount 1, ``_entire_mapcount`` 1,
+    ``_nr_pages_mapped`` ENTIRELY_MAPPED), a writable dirty huge PMD, initial content
+    per page; returns the head pfn."""
+    g = s.geo
+    n = g.hpage_pmd_nr
+    if not g.thp or vpn % n:
+        raise ValueError(f"a THP at mm {mm} page {vpn} needs a thp geometry and a PMD boundary")
+    lo, hi = s.layout.zone_range(0)
+    free = (s.frames[lo:hi, F_FLAGS] & PG_allocated) == 0
+    head = -1
+    for h in range(-(-lo // n) * n, hi - n + 1, n):
+        if free[h - lo : h - lo + n].all():
+            head = h
+            break
+    if head < 0:
+        raise ValueError(f"zone 0 has no free aligned run of {n} frames for the THP at page {vpn}")
+    for i in range(n):
+        p = head + i
+        s.frames[p, F_FLAGS] |= PG_allocated | PG_uptodate | PG_anon | PG_lru | PG_dirty
+        s.frames[p, F_MAP] = 0
+        tok = init_token(mm, vpn + i)
+        s.frames[p, F_DATA] = tok
+        s.shadow[mm, vpn + i] = tok
+        if i:
+            s.folio[p, FO_HEAD] = head + 1
+            s.frames[p, F_FLAGS] &= ~(PG_lru | PG_dirty)
+    s.frames[head, F_FLAGS] |= PG_head | PG_anon_exclusive
+    s.frames[head, F_REF] = 1
+    s.folio[head + 1, FO_ORDER] = n.bit_length() - 1
+    s.folio[head + 1, FO_LARGE_MAPCOUNT] = 1
+    s.folio[head + 1, FO_ENTIRE_MAPCOUNT] = 1
+    s.folio[head + 1, FO_NR_PAGES_MAPPED] = ENTIRELY_MAPPED
+    s.zones[0, Z_FREE] -= n
+    _set_anon(s, head, mm, vpn)
+    s.pmd[mm, vpn // n] = pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+    return head
 
 
 def mm_live(s: State, mm: int) -> None:

@@ -17,6 +17,7 @@ from .layout import (
     F_FLAGS,
     FRAME_WORDS,
     G_AVC_SEQ,
+    PMD_TABLE,
     PTE_PFN_SHIFT,
     V_AVC,
     V_END,
@@ -86,6 +87,11 @@ class State:
         self.cpu = v["cpu"]
         self.anon_vma = v["anon_vma"]
         self.mapping = v["mapping"]
+        # Large folios and the PMD level (empty unless the geometry has thp).
+        self.folio = v["folio"]
+        self.pmd = v["pmd"]
+        self.pmd_ptl = v["pmd_ptl"]
+        self.htlb = v["htlb"]
         if init:
             self._init_static()
 
@@ -138,6 +144,11 @@ class State:
         for zone in range(g.zones):
             lo, hi = lay.zone_range(zone)
             self.zones[zone, Z_FREE] = hi - lo
+        if g.thp:
+            # Every PMD starts as a PTE table: the model's PTE tables always exist
+            # (pte_alloc is not modelled where the older generations reach), so the
+            # paths that do not know PMDs and v7's agree on every 4K entry.
+            self.pmd[:] = PMD_TABLE
 
     def close(self) -> None:
         """Drop the words backend and every view (needed before a shared block closes)."""
@@ -147,6 +158,7 @@ class State:
         for name in (
             "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
             "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu", "anon_vma", "mapping",
+            "folio", "pmd", "pmd_ptl", "htlb",
         ):
             if hasattr(self, name):
                 delattr(self, name)

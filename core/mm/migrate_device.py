@@ -12,15 +12,33 @@ The ``src`` / ``dst`` arrays hold ``migrate_pfn(pfn) | MIGRATE_PFN_*`` words as 
 in collect, prepare and the page check; where they do, the variant object decides
 (``core/variants.py``) and the shared steps stay here.
 
-XX: THP (``SELECT_COMPOUND``, ``migrate_vma_split_folio``) is not modelled: every folio
-is a single page, as ``migrate_vma_check_page`` insisted until 6.x.
+The ``v7`` generation (Linux 7.0, device-private THP: ``SELECT_COMPOUND``,
+``MIGRATE_PFN_COMPOUND``, ``migrate_vma_collect_huge_pmd``, ``migrate_vma_split_folio``,
+compound pages and finalize) is in the ``*_v7`` functions at the end of this module; the
+public entry points (``migrate_vma_setup``, ``migrate_vma_pages``,
+``migrate_vma_finalize``, ``migrate_device_range`` / ``_pfns`` / ``_pages`` /
+``_finalize``) hand over to them when the variant has ``large_folios``. v6 (seed 000)
+keeps every folio a single page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..machine import pmd as pm
 from ..machine.errors import FailureKind
+from ..machine.folio import (
+    folio_add_new_anon_rmap,
+    folio_mapcount,
+    folio_mapped,
+    folio_nr_pages,
+    folio_order,
+    folio_put,
+    folio_ref_count,
+    folio_test_large,
+    page_folio,
+    page_is_tail,
+)
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     PTE_DEVICE_PRIVATE,
@@ -42,9 +60,20 @@ from ..machine.layout import (
     PG_dirty,
     PG_isolated,
     PG_lru,
+    PG_pagecache,
     PG_swapcache,
     PG_uptodate,
+    mapping_encode,
     pte_encode,
+)
+from ..oracles.folio import check_no_migration_entries
+from .huge_memory import (
+    folio_split_unmapped,
+    remove_migration_ptes_large,
+    set_pmd_migration_entry,
+    split_folio,
+    split_huge_pmd,
+    try_to_migrate_large,
 )
 from .memory import check_stable_address_space
 from .mmu_notifier import (
@@ -57,6 +86,7 @@ from .rmap import (
     folio_copy_mapping,
     folio_set_anon,
     folio_try_share_anon_rmap_pte,
+    linear_page_index,
     make_migration_entry,
     remove_migration_ptes,
     try_to_migrate,
@@ -159,6 +189,8 @@ def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
     Returns 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
     """
+    if k.variant.large_folios:  # v7: 7.0's setup (migrate_vma_setup_v7)
+        return (yield from migrate_vma_setup_v7(k, a, m))
     if bad_migrate_range(k, m):
         return EINVAL
     if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
@@ -603,11 +635,17 @@ def migrate_device_pages_common(
 
 def migrate_vma_pages(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_pages()``."""
+    if k.variant.large_folios:  # v7
+        yield from migrate_device_pages_v7(k, a, m.src, m.dst, m.npages, m, m.kind)
+        return
     yield from migrate_device_pages_common(k, a, m.src, m.dst, m, m.kind)
 
 
 def migrate_device_pages(k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str) -> Path:
     """``migrate_device_pages()``: the same without a VMA (eviction)."""
+    if k.variant.large_folios:  # v7
+        yield from migrate_device_pages_v7(k, a, src, dst, len(src), None, kind)
+        return
     yield from migrate_device_pages_common(k, a, src, dst, None, kind)
 
 
@@ -656,6 +694,9 @@ def migrate_device_finalize_common(
 
 def migrate_vma_finalize(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_finalize()``."""
+    if k.variant.large_folios:  # v7
+        yield from migrate_device_finalize_v7(k, a, m.src, m.dst, m.npages, m.fault_page, m.kind)
+        return
     yield from migrate_device_finalize_common(k, a, m.src, m.dst, m.fault_folio, m.kind)
 
 
@@ -663,6 +704,9 @@ def migrate_device_finalize(
     k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str
 ) -> Path:
     """``migrate_device_finalize()``."""
+    if k.variant.large_folios:  # v7
+        yield from migrate_device_finalize_v7(k, a, src, dst, len(src), -1, kind)
+        return
     yield from migrate_device_finalize_common(k, a, src, dst, -1, kind)
 
 
@@ -685,6 +729,8 @@ def migrate_device_pfn_lock(k: Kernel, a: Actor, pfn: int) -> int:
 def migrate_device_range(k: Kernel, a: Actor, src: list[int], start: int, npages: int) -> Path:
     """``migrate_device_range()``: lock every allocated device page of a pfn range and
     unmap it, for eviction (driver unload)."""
+    if k.variant.large_folios:  # v7
+        return (yield from migrate_device_range_v7(k, a, src, start, npages))
     for i in range(npages):
         src[i] = migrate_device_pfn_lock(k, a, start + i)
         yield
@@ -694,6 +740,8 @@ def migrate_device_range(k: Kernel, a: Actor, src: list[int], start: int, npages
 
 def migrate_device_pfns(k: Kernel, a: Actor, src: list[int]) -> Path:
     """``migrate_device_pfns()``: the same over a pre-populated array of pfns."""
+    if k.variant.large_folios:  # v7
+        return (yield from migrate_device_pfns_v7(k, a, src))
     for i in range(len(src)):
         src[i] = migrate_device_pfn_lock(k, a, src[i])
         yield
@@ -719,6 +767,785 @@ def migrate_device_coherent_folio(k: Kernel, a: Actor, pfn: int) -> Path:
     return 0 if src[0] & MIGRATE_PFN_MIGRATE and new >= 0 else EBUSY
 
 
+
+# --------------------------------------------------------------------------------------
+# v7 (Linux 7.0 mm/migrate_device.c, device-private THP; issue 15). Added beside v6's
+# paths, which stay as they are.
+
+
+def migrate_vma_split_folio(k: Kernel, a: Actor, head: int, fault_page: int) -> Path:
+    """``migrate_vma_split_folio()`` (7.0 mm/migrate_device.c 82): split a PTE-mapped
+    large folio met by collect. The folio is referenced and locked unless it is the
+    fault folio (already locked by the fault path); after the split the lock must end
+    on the folio that now holds ``fault_page``: the old folio's lock and reference are
+    dropped and the new fault folio's taken (or, without a fault page, both dropped).
+    Returns 0 or the split's error."""
+
+    fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    if head != fault_folio:
+        k.get_page(a, head, "migrate_vma_split_folio:folio_get")
+        yield from k.lock_page(a, head, "migrate_vma_split_folio:folio_lock")
+    ret = yield from split_folio(k, a, head)
+    if ret:
+        if head != fault_folio:
+            k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+            folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+        return ret
+    new_fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    if new_fault_folio < 0:
+        k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+        folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+    elif head != new_fault_folio:
+        if new_fault_folio != fault_folio:
+            k.get_page(a, new_fault_folio, "migrate_vma_split_folio:new_fault_get")
+            yield from k.lock_page(a, new_fault_folio, "migrate_vma_split_folio:new_fault_lock")
+        k.unlock_page(a, head, "migrate_vma_split_folio:folio_unlock")
+        folio_put(k, a, head, "migrate_vma_split_folio:folio_put")
+    return 0
+
+
+# include/linux/migrate.h of 7.0. MIGRATE_PFN_COMPOUND is bit 4, the bit 4.14-5.x had
+# for MIGRATE_PFN_DEVICE (hmm-2017 and v5.0 only: no generation has both).
+MIGRATE_PFN_COMPOUND = 1 << 4
+MIGRATE_VMA_SELECT_COMPOUND = 1 << 3
+
+
+def _src_push(k: Kernel, a: Actor, m: MigrateVma, mpfn: int, site: str) -> None:
+    """``migrate->dst[migrate->npages] = 0; migrate->src[migrate->npages++] = mpfn``:
+    the arrays have the length the driver allocated (``end - start`` entries); a write
+    past it is what KASAN reports as a slab-out-of-bounds write, a kernel failure."""
+    n = m.npages
+    if n >= len(m.src) or n >= len(m.dst):
+        raise k.fail(
+            FailureKind.BUG_ON,
+            f"{a.name} wrote src[{n}] / dst[{n}] at {site}, past the {len(m.src)} entries of "
+            f"the migration's arrays (KASAN: slab-out-of-bounds)",
+            actors=[a],
+            sites=[site],
+        )
+    m.dst[n] = 0
+    m.src[n] = mpfn
+    m.npages = n + 1
+
+
+def migrate_vma_collect_skip_v7(k: Kernel, a: Actor, m: MigrateVma, start: int, end: int) -> None:
+    """``migrate_vma_collect_skip()`` (7.0): an empty src entry per page of [start, end)."""
+    for _ in range(start, end):
+        _src_push(k, a, m, 0, "migrate_vma_collect_skip")
+
+
+def migrate_vma_collect_hole_v7(k: Kernel, a: Actor, m: MigrateVma, start: int, end: int) -> None:
+    """``migrate_vma_collect_hole()`` (7.0): in an anonymous VMA each page is a hole to
+    populate; with ``MIGRATE_VMA_SELECT_COMPOUND`` and a PMD-aligned range, one
+    compound entry and the rest empty ("in case we need to split later")."""
+    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+        migrate_vma_collect_skip_v7(k, a, m, start, end)
+        return
+    n = k.geo.hpage_pmd_nr
+    if m.flags & MIGRATE_VMA_SELECT_COMPOUND and start % n == 0 and end % n == 0:
+        _src_push(k, a, m, MIGRATE_PFN_MIGRATE | MIGRATE_PFN_COMPOUND, "migrate_vma_collect_hole")
+        m.cpages += 1
+        k.outcome(m.kind, "hole_collected")
+        migrate_vma_collect_skip_v7(k, a, m, start + 1, end)
+        return
+    for _ in range(start, end):
+        _src_push(k, a, m, MIGRATE_PFN_MIGRATE, "migrate_vma_collect_hole")
+        m.cpages += 1
+        k.outcome(m.kind, "hole_collected")
+
+
+def migrate_vma_collect_huge_pmd(
+    k: Kernel, a: Actor, m: MigrateVma, idx: int, start: int, end: int, fault_folio: int
+) -> Path:
+    """``migrate_vma_collect_huge_pmd()`` (7.0 mm/migrate_device.c 136), for the range
+    [start, end) of PMD ``idx``. Under the PMD lock: none → holes; a huge present PMD
+    (``SELECT_SYSTEM``) or a device-private PMD of our owner
+    (``SELECT_DEVICE_PRIVATE``) is referenced and trylocked (skipped if the trylock
+    fails); with ``SELECT_COMPOUND`` over the whole PMD it becomes one compound src
+    entry and a PMD migration entry; otherwise (or if the entry cannot be set: a pinned
+    exclusive folio) the folio is split (``split_folio``) and the caller walks the PTEs
+    (-ENOENT). Any other PMD (another owner's, a migration entry) is skipped; a PMD
+    that became a table since the caller looked: -EAGAIN. Returns 0, -EAGAIN or -ENOENT."""
+    site = "migrate_vma_collect_huge_pmd"
+    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, site + ":pmd_lock")
+    pmd = pm.pmdp_get(k, m.mm, idx)
+    kind = pmd & PTE_TYPE_MASK
+    if kind == PTE_NONE:
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        migrate_vma_collect_hole_v7(k, a, m, start, end)
+        return 0
+    write = 0
+    if kind == PTE_PRESENT:
+        if not m.flags & MIGRATE_VMA_SELECT_SYSTEM:
+            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            migrate_vma_collect_skip_v7(k, a, m, start, end)
+            return 0
+        folio = page_folio(k, pm.pmd_pfn(pmd))
+        if pmd & PTE_WRITE:
+            write = MIGRATE_PFN_WRITE
+    elif kind != pm.PMD_TABLE:
+        folio = page_folio(k, pm.pmd_pfn(pmd))
+        if (
+            kind != PTE_DEVICE_PRIVATE
+            or not m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+            or k.device_of(folio) != m.pgmap_owner
+        ):
+            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            migrate_vma_collect_skip_v7(k, a, m, start, end)
+            return 0
+        if kind == PTE_MIGRATION:  # 7.0's branch, after the device-private test above
+            yield from k.migration_entry_wait_on_locked(
+                a, folio, ptl, site + ":wait", site + ":pmd_unlock"
+            )
+            return EAGAIN
+        if pmd & PTE_WRITE:
+            write = MIGRATE_PFN_WRITE
+    else:
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        return EAGAIN
+    k.get_page(a, folio, site + ":folio_get")
+    if folio != fault_folio and not k.trylock_page(a, folio, site + ":folio_trylock"):
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        folio_put(k, a, folio, site + ":folio_put")
+        k.outcome(m.kind, "lock_contended")
+        migrate_vma_collect_skip_v7(k, a, m, start, end)
+        return 0
+    n = k.geo.hpage_pmd_nr
+    if m.flags & MIGRATE_VMA_SELECT_COMPOUND and start % n == 0 and end % n == 0:
+        _src_push(
+            k, a, m,
+            migrate_pfn(folio) | write | MIGRATE_PFN_MIGRATE | MIGRATE_PFN_COMPOUND, site,
+        )
+        m.cpages += 1
+        if set_pmd_migration_entry(k, a, m.mm, idx, folio):
+            m.npages -= 1
+            m.cpages -= 1
+            m.src[m.npages] = 0
+            m.dst[m.npages] = 0
+            k.outcome(m.kind, "pinned")
+        else:
+            migrate_vma_collect_skip_v7(k, a, m, start + 1, end)
+            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            return 0
+    # fallback:
+    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    if not folio_test_large(k, folio):
+        return ENOENT  # done: (7.0 leaves the folio referenced and locked here)
+    yield
+    ret = yield from split_folio(k, a, folio)
+    if fault_folio != folio:
+        k.unlock_page(a, folio, site + ":folio_unlock")
+    folio_put(k, a, folio, site + ":folio_put")
+    if ret:
+        k.outcome(m.kind, "split_failed")
+        migrate_vma_collect_skip_v7(k, a, m, start, end)
+        return 0
+    if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK == PTE_NONE:
+        migrate_vma_collect_hole_v7(k, a, m, start, end)
+        return 0
+    return ENOENT
+
+
+def migrate_vma_collect_pmd_v7(
+    k: Kernel, a: Actor, m: MigrateVma, idx: int, start: int, end: int
+) -> Path:
+    """``migrate_vma_collect_pmd()`` (7.0 mm/migrate_device.c 247) for [start, end) of
+    PMD ``idx``: a huge or non-present PMD goes to ``migrate_vma_collect_huge_pmd``
+    (again on -EAGAIN, done on 0); otherwise the PTEs under the PTL as v6's collect,
+    except that a page of a large folio (present or device-private) drops the PTL and
+    splits the folio (``migrate_vma_split_folio``), then walks again from the same
+    address (``goto again``), or skips the rest of the range when the split fails; a
+    page without a mapping is not collected."""
+    site = "migrate_vma_collect_pmd"
+    anon = bool(k.s.vma_flags(m.mm, m.vma) & VM_ANON)
+    fault_folio = page_folio(k, m.fault_page) if m.fault_page >= 0 else -1
+    if "no-fault-folio-exception" in k.bugs:
+        fault_folio = -1
+    addr = start
+    unmapped = 0
+    while True:  # again:
+        pmd = pm.pmdp_get(k, m.mm, idx)
+        kind = pmd & PTE_TYPE_MASK
+        if kind != pm.PMD_TABLE:
+            ret = yield from migrate_vma_collect_huge_pmd(k, a, m, idx, start, end, fault_folio)
+            if ret == EAGAIN:
+                yield
+                continue
+            if ret == 0:
+                return
+        ptl = k.ptl_word(m.mm, addr)
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK != pm.PMD_TABLE:
+            k.spin_unlock(a, ptl, site + ":ptl")  # pte_offset_map_lock() failed
+            yield
+            continue
+        split = -1
+        while addr < end:
+            vpn = addr
+            pte = k.pte_read(m.mm, vpn)
+            kind = pte & PTE_TYPE_MASK
+            mpfn = 0
+            if kind == PTE_NONE:
+                if anon:
+                    mpfn = MIGRATE_PFN_MIGRATE
+                    m.cpages += 1
+                    k.outcome(m.kind, "hole_collected")
+                _src_push(k, a, m, mpfn, site)
+                addr += 1
+                continue
+            page = pte >> PTE_PFN_SHIFT
+            if kind != PTE_PRESENT:
+                if kind != PTE_DEVICE_PRIVATE or not (
+                    m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+                    and k.device_of(page) == m.pgmap_owner
+                ):
+                    _src_push(k, a, m, 0, site)
+                    addr += 1
+                    continue
+            elif not _selected_present(k, m, page):
+                _src_push(k, a, m, 0, site)
+                addr += 1
+                continue
+            folio = page_folio(k, page)
+            if folio_test_large(k, folio):
+                split = folio
+                break
+            mpfn = migrate_pfn(page) | MIGRATE_PFN_MIGRATE
+            if pte & PTE_WRITE:
+                mpfn |= MIGRATE_PFN_WRITE
+            if not k.words.load(k.lay.MAPPING + page) and not k.test_flag(page, PG_pagecache):
+                _src_push(k, a, m, 0, site)  # !page->mapping
+                addr += 1
+                continue
+            k.get_page(a, folio, site + ":folio_get")
+            if fault_folio == folio or k.trylock_page(a, folio, site + ":folio_trylock"):
+                anon_exclusive = k.test_flag(folio, PG_anon) and k.test_flag(page, PG_anon_exclusive)
+                if anon_exclusive:
+                    old = k.ptep_get_and_clear(m.mm, vpn)  # ptep_clear_flush
+                    k.flush_tlb_range(m.mm, vpn, vpn + 1)
+                    if not folio_try_share_anon_rmap_pte(k, a, page):
+                        k.set_pte(m.mm, vpn, old)
+                        if fault_folio != folio:
+                            k.unlock_page(a, folio, site + ":folio_unlock")
+                        k.put_page(a, folio, site + ":folio_put")
+                        k.outcome(m.kind, "pinned")
+                        _src_push(k, a, m, 0, site)
+                        addr += 1
+                        yield
+                        continue
+                else:
+                    old = k.ptep_get_and_clear(m.mm, vpn)
+                m.cpages += 1
+                set_migration_entry(k, a, m, vpn, page, old, anon_exclusive, site + ":folio_put")
+                if old & PTE_TYPE_MASK == PTE_PRESENT:
+                    unmapped += 1
+            else:
+                k.put_page(a, folio, site + ":folio_put")
+                k.outcome(m.kind, "lock_contended")
+                mpfn = 0
+            _src_push(k, a, m, mpfn, site)
+            addr += 1
+            yield
+        if split >= 0:
+            k.spin_unlock(a, ptl, site + ":ptl")
+            yield
+            ret = yield from migrate_vma_split_folio(k, a, split, m.fault_page)
+            if ret:
+                if unmapped:
+                    k.flush_tlb_range(m.mm, start, end)
+                k.outcome(m.kind, "split_failed")
+                migrate_vma_collect_skip_v7(k, a, m, addr, end)
+                return
+            continue  # goto again
+        if unmapped:
+            k.flush_tlb_range(m.mm, start, end)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        return
+
+
+def migrate_vma_collect_v7(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_collect()`` (7.0): an ``MMU_NOTIFY_MIGRATE`` invalidation with the
+    owner around ``walk_page_range``: per PMD range, a PMD that is none when the walker
+    reads it is a hole (``pte_hole``, no lock), any other goes to
+    ``migrate_vma_collect_pmd``. ``migrate->end`` is set from the pages collected."""
+    rng = MmuNotifierRange(MMU_NOTIFY_MIGRATE, m.mm, m.start, m.end, m.pgmap_owner)
+    yield from mmu_notifier_invalidate_range_start(k, a, rng)
+    n = k.geo.hpage_pmd_nr
+    vpn = m.start
+    while vpn < m.end:
+        idx = vpn // n
+        nxt = min((idx + 1) * n, m.end)
+        if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK == PTE_NONE:
+            migrate_vma_collect_hole_v7(k, a, m, vpn, nxt)
+        else:
+            yield from migrate_vma_collect_pmd_v7(k, a, m, idx, vpn, nxt)
+        if "collect_pushes_extra_entry" in k.faults:  # test-only fault
+            _src_push(k, a, m, 0, "migrate_vma_collect")
+        vpn = nxt
+        yield
+    yield from mmu_notifier_invalidate_range_end(k, a, rng)
+    m.end = m.start + m.npages
+
+
+def migrate_vma_check_page_v7(k: Kernel, page: int, fault_page: int) -> bool:
+    """``migrate_vma_check_page()`` (7.0) on the page's folio: one reference for the
+    caller (isolation or collect), one for the fault page, one for ZONE_DEVICE; any
+    beyond ``folio_mapcount`` is a pin. The catalog toggle ``check-ignores-pins`` drops
+    it, as on v6."""
+    if "check-ignores-pins" in k.bugs:
+        return True
+    folio = page_folio(k, page)
+    extra = 1 + (1 if page == fault_page else 0)
+    if k.is_zone_device(folio):
+        extra += 1
+    return not folio_ref_count(k, folio) - extra > folio_mapcount(k, folio)
+
+
+def _remove_migration_ptes_v7(k: Kernel, a: Actor, src: int, dst: int) -> Path:
+    """``remove_migration_ptes(src, dst, 0)`` for a folio of any order."""
+    if folio_test_large(k, src) or folio_test_large(k, dst):
+        yield from remove_migration_ptes_large(k, a, src, dst, locked=False)
+    else:
+        yield from remove_migration_ptes(k, a, src, dst)
+
+
+def migrate_device_unmap_v7(
+    k: Kernel, a: Actor, src: list[int], npages: int, fault_page: int, kind: str
+) -> Path:
+    """``migrate_device_unmap()`` (7.0 mm/migrate_device.c 566): as v6's, stepping by
+    folio: a large folio's entry gets ``MIGRATE_PFN_COMPOUND`` and the walk skips its
+    other pages; a mapped folio is unmapped with ``try_to_migrate`` (of any order), the
+    check is on the folio, the restore removes the folio's migration entries (a PMD
+    migration entry included) and drops its lock and reference. Returns the entries
+    still marked ``MIGRATE``."""
+    fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    restore = 0
+    unmapped = 0
+    site = "migrate_device_unmap"
+    allow_drain = True
+    k.lru_add_drain(a, site + ":lru_add_drain")
+    i = 0
+    while i < npages:
+        page = migrate_pfn_to_page(src[i])
+        nr = 1
+        if page < 0:
+            if src[i] & MIGRATE_PFN_MIGRATE:
+                unmapped += 1
+            i += nr
+            continue
+        folio = page_folio(k, page)
+        nr = folio_nr_pages(k, folio)
+        if nr > 1:
+            src[i] |= MIGRATE_PFN_COMPOUND
+        if not k.is_zone_device(folio):
+            if not k.test_flag(folio, PG_lru) and allow_drain:
+                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                allow_drain = False
+            if not folio_isolate_lru(k, a, folio):
+                src[i] &= ~MIGRATE_PFN_MIGRATE
+                restore += 1
+                k.outcome(kind, "not_isolated")
+                i += nr
+                continue
+            folio_put(k, a, folio, site + ":folio_put")  # the reference collect took
+        if folio_mapped(k, folio):
+            if nr > 1:
+                yield from try_to_migrate_large(k, a, folio, False, locked=False)
+            else:
+                yield from try_to_migrate(k, a, folio)
+        if folio_mapped(k, folio) or not migrate_vma_check_page_v7(k, page, fault_page):
+            if not k.is_zone_device(folio):
+                k.get_page(a, folio, site + ":folio_get")
+                folio_putback_lru(k, a, folio, site + ":putback")
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            restore += 1
+            k.outcome(kind, "pinned")
+            i += nr
+            continue
+        unmapped += 1
+        i += nr
+        yield
+    for i in range(npages):
+        if not restore:
+            break
+        page = migrate_pfn_to_page(src[i])
+        if page < 0 or src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        folio = page_folio(k, page)
+        yield from _remove_migration_ptes_v7(k, a, folio, folio)
+        src[i] = 0
+        if fault_folio != folio:
+            k.unlock_page(a, folio, site + ":folio_unlock")
+        folio_put(k, a, folio, site + ":restore_put")
+        k.outcome(kind, "restored")
+        restore -= 1
+        yield
+    return unmapped
+
+
+def migrate_vma_setup_v7(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_setup()`` (7.0): the argument checks (v6's), ``memset(src, 0)``,
+    collect, and unmap only if something was collected (``if (args->cpages)``)."""
+    if bad_migrate_range(k, m):
+        return EINVAL
+    if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
+        return EINVAL
+    if m.fault_page >= 0 and k.variant_checks_fault_page_locked() and not k.page_locked(
+        page_folio(k, m.fault_page)
+    ):
+        return EINVAL
+    for i in range(len(m.src)):
+        m.src[i] = 0
+    m.npages = 0
+    m.cpages = 0
+    yield from migrate_vma_collect_v7(k, a, m)
+    if m.cpages:
+        m.cpages = yield from migrate_device_unmap_v7(
+            k, a, m.src, m.npages, m.fault_page, m.kind
+        )
+    return 0
+
+
+# -- pages (7.0) -------------------------------------------------------------------------
+def migrate_vma_nr_pages(k: Kernel, mpfn: int) -> int:
+    """``migrate_vma_nr_pages()``: HPAGE_PMD_NR for a compound entry, else 1."""
+    return k.geo.hpage_pmd_nr if mpfn & MIGRATE_PFN_COMPOUND else 1
+
+
+def _abort_compound(k: Kernel, a: Actor, m: MigrateVma, i: int) -> None:
+    """The abort loop of ``migrate_vma_insert_huge_pmd_page``: ``src[0 ..
+    HPAGE_PMD_NR)`` from the entry lose ``MIGRATE``; an index past the array is a
+    KASAN out-of-bounds write."""
+    for j in range(k.geo.hpage_pmd_nr):
+        if i + j >= len(m.src):
+            raise k.fail(
+                FailureKind.BUG_ON,
+                f"{a.name} cleared src[{i + j}] in migrate_vma_insert_huge_pmd_page, past the "
+                f"{len(m.src)} entries of the migration's arrays (KASAN: slab-out-of-bounds)",
+                actors=[a],
+                sites=["migrate_vma_insert_huge_pmd_page:abort"],
+            )
+        m.src[i + j] &= ~MIGRATE_PFN_MIGRATE
+
+
+def migrate_vma_insert_huge_pmd_page(k: Kernel, a: Actor, m: MigrateVma, i: int, page: int) -> Path:
+    """``migrate_vma_insert_huge_pmd_page()`` (7.0 mm/migrate_device.c 793): map the
+    driver's large folio at a PMD hole, as ``__do_huge_pmd_anonymous_page`` would: -EINVAL
+    when the VMA cannot hold a PMD there; a device-private PMD (writable with
+    ``VM_WRITE``) or a present huge PMD (writable and dirty with ``VM_WRITE``); under
+    the PMD lock the PMD must still be none (no huge zero page in the model), else every
+    entry of the range loses ``MIGRATE``. (``check_stable_address_space`` is the OOM
+    reaper's, not modelled here.)"""
+    site = "migrate_vma_insert_huge_pmd_page"
+    n = k.geo.hpage_pmd_nr
+    addr = m.start + i
+    folio = page_folio(k, page)
+    lo, hi = k.s.vma_bounds(m.mm, m.vma)
+    if addr % n or addr < lo or addr + n > hi:
+        return EINVAL  # !thp_vma_suitable_order()
+    if folio_nr_pages(k, folio) != n:
+        _abort_compound(k, a, m, i)  # the model's driver gives only PMD-order folios
+        return 0
+    k.set_flag(folio, PG_uptodate)
+    vflags = k.s.vma_flags(m.mm, m.vma)
+    write = bool(vflags & VM_WRITE)
+    if k.is_device_private(folio):
+        entry = pte_encode(PTE_DEVICE_PRIVATE, folio, PTE_WRITE if write else 0)
+    elif k.is_zone_device(folio) and not k.is_device_coherent(folio):
+        _abort_compound(k, a, m, i)
+        return 0
+    else:
+        entry = pte_encode(
+            PTE_PRESENT, folio, (PTE_WRITE | PTE_DIRTY | PTE_YOUNG) if write else PTE_YOUNG
+        )
+    idx = addr // n
+    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, site + ":pmd_lock")
+    if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK != PTE_NONE:
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        k.outcome(m.kind, "hole_populated")
+        _abort_compound(k, a, m, i)
+        return 0
+    k.set_flag(folio, PG_anon)
+    av, index = linear_page_index(k, m.mm, addr)
+    folio_add_new_anon_rmap(k, folio, mapping_encode(av, index), exclusive=True)
+    if not k.is_zone_device(folio):
+        k.set_flag(folio, PG_lru)  # folio_add_lru_vma (as v6's insert_page: at once)
+    k.get_page(a, folio, site + ":folio_get")
+    pm.set_pmd_at(k, m.mm, idx, entry)
+    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    return 0
+
+
+def migrate_vma_insert_page_v7(k: Kernel, a: Actor, m: MigrateVma, i: int) -> Path:
+    """``migrate_vma_insert_page()`` (7.0): a compound destination goes to
+    ``migrate_vma_insert_huge_pmd_page``; a PMD that is a huge leaf aborts; a missing
+    PTE table is allocated (``pte_alloc``: ``PMD_TABLE`` under the PMD lock); then the
+    PTE insertion of v6."""
+    page = migrate_pfn_to_page(m.dst[i])
+    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+        m.src[i] &= ~MIGRATE_PFN_MIGRATE
+        return
+    if m.dst[i] & MIGRATE_PFN_COMPOUND:
+        ret = yield from migrate_vma_insert_huge_pmd_page(k, a, m, i, page)
+        if ret:
+            m.src[i] &= ~MIGRATE_PFN_MIGRATE
+        return
+    idx = (m.start + i) // k.geo.hpage_pmd_nr
+    kind = pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK
+    if kind not in (PTE_NONE, pm.PMD_TABLE):
+        m.src[i] &= ~MIGRATE_PFN_MIGRATE  # pmd_trans_huge (not the zero page) or a leaf
+        return
+    if kind == PTE_NONE:  # pte_alloc() → pmd_install() under the PMD lock
+        ptl = yield from pm.pmd_lock(k, a, m.mm, idx, "migrate_vma_insert_page:pmd_lock")
+        if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK == PTE_NONE:
+            pm.set_pmd_at(k, m.mm, idx, pm.PMD_TABLE)
+        k.spin_unlock(a, ptl, "migrate_vma_insert_page:pmd_unlock")
+    yield from migrate_vma_insert_page(k, a, m, i, page)
+
+
+def migrate_vma_split_unmapped_folio(
+    k: Kernel, a: Actor, m: MigrateVma, idx: int, addr: int, folio: int
+) -> Path:
+    """``migrate_vma_split_unmapped_folio()`` (7.0 mm/migrate_device.c 908): the device
+    refused the THP; take a reference, split the PMD migration entry into PTE migration
+    entries (``split_huge_pmd_address(..., freeze)``) and split the unmapped folio to
+    order 0, then give each page its own src entry. The reference it takes is the one
+    the freeze split of the PMD migration entry drops (``if (freeze) put_page(page)``)."""
+    k.get_page(a, folio, "migrate_vma_split_unmapped_folio:folio_get")
+    yield from split_huge_pmd(k, a, m.mm, m.vma, addr, freeze=True)
+    ret = folio_split_unmapped(k, a, folio, 0)
+    if ret:
+        return ret
+    m.src[idx] &= ~MIGRATE_PFN_COMPOUND
+    flags = m.src[idx] & ((1 << MIGRATE_PFN_SHIFT) - 1)
+    pfn = m.src[idx] >> MIGRATE_PFN_SHIFT
+    for j in range(1, k.geo.hpage_pmd_nr):
+        if j + idx >= len(m.src):
+            raise k.fail(
+                FailureKind.BUG_ON,
+                f"{a.name} wrote src[{j + idx}] in migrate_vma_split_unmapped_folio, past the "
+                f"{len(m.src)} entries of the migration's arrays (KASAN: slab-out-of-bounds)",
+                actors=[a],
+                sites=["migrate_vma_split_unmapped_folio"],
+            )
+        m.src[j + idx] = migrate_pfn(pfn + j) | flags
+    return 0
+
+
+def migrate_device_pages_v7(
+    k: Kernel, a: Actor, src: list[int], dst: list[int], npages: int, m: MigrateVma | None,
+    kind: str,
+) -> Path:
+    """``__migrate_device_pages()`` (7.0 mm/migrate_device.c 1101): per entry, or per
+    compound range: no destination → not migrated; a hole → inserted (a compound hole
+    with a small destination becomes HPAGE_PMD_NR small insertions); a compound source
+    with a small destination is split first (``migrate_vma_split_unmapped_folio``; not
+    without a VMA: not migrated); a compound destination for a small source is refused;
+    then ``folio_migrate_mapping`` page by page of the range."""
+    fault_page = m.fault_page if m is not None else -1
+    notified: MmuNotifierRange | None = None
+    i = 0
+    while i < npages:
+        newpage = migrate_pfn_to_page(dst[i])
+        page = migrate_pfn_to_page(src[i])
+        nr = 1
+        if newpage < 0:
+            if src[i] & MIGRATE_PFN_MIGRATE:
+                k.outcome(kind, "no_destination")
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            i += nr
+            continue
+        if page < 0:
+            if not src[i] & MIGRATE_PFN_MIGRATE:
+                i += nr
+                continue
+            if m is None:
+                raise k.fail(
+                    FailureKind.BUG_ON,
+                    "a hole in a migration without a VMA (VM_BUG_ON(!migrate))",
+                    actors=[a],
+                    sites=["migrate_device_pages"],
+                )
+            if notified is None:
+                notified = MmuNotifierRange(
+                    MMU_NOTIFY_MIGRATE, m.mm, m.start + i, m.end, m.pgmap_owner
+                )
+                yield from mmu_notifier_invalidate_range_start(k, a, notified)
+            if src[i] & MIGRATE_PFN_COMPOUND and not dst[i] & MIGRATE_PFN_COMPOUND:
+                nr = migrate_vma_nr_pages(k, src[i])
+                src[i] &= ~MIGRATE_PFN_COMPOUND
+            j = 0
+            while j < nr and i + j < npages:
+                src[i + j] |= MIGRATE_PFN_MIGRATE
+                yield from migrate_vma_insert_page_v7(k, a, m, i + j)
+                if src[i + j] & MIGRATE_PFN_MIGRATE:
+                    k.outcome(kind, "migrated_hole")
+                j += 1
+            i += nr
+            continue
+        newfolio = page_folio(k, newpage)
+        folio = page_folio(k, page)
+        if src[i] & MIGRATE_PFN_MIGRATE and src[i] & MIGRATE_PFN_COMPOUND and not (
+            dst[i] & MIGRATE_PFN_COMPOUND
+        ):
+            if m is None:
+                src[i] &= ~(MIGRATE_PFN_MIGRATE | MIGRATE_PFN_COMPOUND)
+                i += nr
+                continue
+            nr = 1 << folio_order(k, folio)
+            r = yield from migrate_vma_split_unmapped_folio(k, a, m, i, m.start + i, folio)
+            if r:
+                src[i] &= ~(MIGRATE_PFN_MIGRATE | MIGRATE_PFN_COMPOUND)
+                k.outcome(kind, "split_failed")
+                i += nr
+                continue
+        elif src[i] & MIGRATE_PFN_MIGRATE and dst[i] & MIGRATE_PFN_COMPOUND and not (
+            src[i] & MIGRATE_PFN_COMPOUND
+        ):
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+        if k.is_zone_device(newfolio) and not (
+            k.is_device_private(newfolio) or k.is_device_coherent(newfolio)
+        ):
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            i += nr
+            continue
+        extra = 1 if (m is not None and fault_page == page) else 0
+        j = 0
+        while j < nr and i + j < npages:
+            sp = migrate_pfn_to_page(src[i + j])
+            dp = migrate_pfn_to_page(dst[i + j])
+            if sp < 0 or dp < 0:
+                j += 1
+                continue
+            f = page_folio(k, sp)
+            nf = page_folio(k, dp)
+            r = yield from folio_migrate_mapping(k, a, nf, f, extra)
+            if r:
+                src[i + j] &= ~MIGRATE_PFN_MIGRATE
+                k.outcome(kind, "refcount_changed")
+            else:
+                folio_migrate_flags(k, nf, f)
+            j += 1
+        i += nr
+        yield
+    if notified is not None:
+        yield from mmu_notifier_invalidate_range_end(k, a, notified)
+
+
+# -- finalize (7.0) ------------------------------------------------------------------------
+def migrate_device_finalize_v7(
+    k: Kernel, a: Actor, src: list[int], dst: list[int], npages: int, fault_page: int,
+    kind: str,
+) -> Path:
+    """``__migrate_device_finalize()`` (7.0 mm/migrate_device.c 1271), on folios: the
+    destination (or, not migrated, the source again) takes the mappings back
+    (``remove_migration_ptes``, PMD migration entries included), both are unlocked and
+    put; a system-RAM destination goes on the LRU (``folio_add_lru``; set at once as
+    v6's finalize does)."""
+    fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
+    site = "migrate_device_finalize"
+    for i in range(npages):
+        newpage = migrate_pfn_to_page(dst[i])
+        page = migrate_pfn_to_page(src[i])
+        d = page_folio(k, newpage) if newpage >= 0 else -1
+        if page < 0:
+            if d >= 0:
+                k.unlock_page(a, d, site + ":unlock_dst")
+                folio_put(k, a, d, site + ":put_dst")
+            continue
+        s = page_folio(k, page)
+        if not src[i] & MIGRATE_PFN_MIGRATE or d < 0:
+            if d >= 0:
+                k.unlock_page(a, d, site + ":unlock_dst")
+                folio_put(k, a, d, site + ":put_dst")
+                k.outcome(kind, "restored")
+            d = s
+        else:
+            k.outcome(kind, "migrated")
+        if not k.is_zone_device(d):
+            k.clear_flag(d, PG_isolated)
+            k.set_flag(d, PG_lru)
+        yield from _remove_migration_ptes_v7(k, a, s, d)
+        check_no_migration_entries(k, a, s, "migrate_device_finalize")
+        if fault_folio != s:
+            k.unlock_page(a, s, site + ":unlock_src")
+        folio_put(k, a, s, site + ":put_src")
+        if d != s:
+            k.unlock_page(a, d, site + ":unlock_dst")
+            folio_put(k, a, d, site + ":put_dst")
+        yield
+
+
+# -- eviction without a VMA (7.0) ----------------------------------------------------------
+def migrate_device_pfn_lock_v7(k: Kernel, a: Actor, pfn: int) -> int:
+    """``migrate_device_pfn_lock()`` (7.0): ``folio_get_nontail_page`` (nothing for a
+    tail page or a free one), then ``folio_trylock``."""
+    if page_is_tail(k, pfn):
+        return 0
+    return migrate_device_pfn_lock(k, a, pfn)
+
+
+def migrate_device_range_v7(k: Kernel, a: Actor, src: list[int], start: int, npages: int) -> Path:
+    """``migrate_device_range()`` (7.0 mm/migrate_device.c 1393): lock each device folio
+    of the pfn range; a large one gets ``MIGRATE_PFN_COMPOUND`` and its other pages'
+    entries are zeroed, ``src[i + j] = 0`` for every page of the folio, as 7.0 writes
+    it (past the array when the range ends inside a folio: a KASAN out-of-bounds
+    write). The folio is looked up before the reference is taken, as in 7.0."""
+    i = 0
+    pfn = start
+    while i < npages:
+        folio = page_folio(k, pfn)
+        src[i] = migrate_device_pfn_lock_v7(k, a, pfn)
+        nr = folio_nr_pages(k, folio)
+        if nr > 1:
+            src[i] |= MIGRATE_PFN_COMPOUND
+            for j in range(1, nr):
+                if i + j >= len(src):
+                    raise k.fail(
+                        FailureKind.BUG_ON,
+                        f"{a.name} wrote src_pfns[{i + j}] in migrate_device_range, past the "
+                        f"{len(src)} entries of the array (KASAN: slab-out-of-bounds)",
+                        actors=[a],
+                        sites=["migrate_device_range"],
+                    )
+                src[i + j] = 0
+            i += nr - 1
+            pfn += nr - 1
+        i += 1
+        pfn += 1
+        yield
+    yield from migrate_device_unmap_v7(k, a, src, npages, -1, "evict")
+    return 0
+
+
+def migrate_device_pfns_v7(k: Kernel, a: Actor, src: list[int]) -> Path:
+    """``migrate_device_pfns()`` (7.0): the same over a pre-populated array of pfns (a
+    large folio's following entries are overwritten with 0, as 7.0 does)."""
+    npages = len(src)
+    i = 0
+    while i < npages:
+        folio = page_folio(k, src[i])
+        src[i] = migrate_device_pfn_lock_v7(k, a, src[i])
+        nr = folio_nr_pages(k, folio)
+        if nr > 1:
+            src[i] |= MIGRATE_PFN_COMPOUND
+            for j in range(1, nr):
+                if i + j >= len(src):
+                    raise k.fail(
+                        FailureKind.BUG_ON,
+                        f"{a.name} wrote src_pfns[{i + j}] in migrate_device_pfns, past the "
+                        f"{len(src)} entries of the array (KASAN: slab-out-of-bounds)",
+                        actors=[a],
+                        sites=["migrate_device_pfns"],
+                    )
+                src[i + j] = 0
+            i += nr - 1
+        i += 1
+        yield
+    yield from migrate_device_unmap_v7(k, a, src, npages, -1, "evict")
+    return 0
+
+
 __all__ = [
     "MIGRATE_PFN_MIGRATE",
     "MIGRATE_PFN_VALID",
@@ -729,4 +1556,5 @@ __all__ = [
     "migrate_vma_finalize",
     "migrate_vma_pages",
     "migrate_vma_setup",
+    "migrate_vma_split_folio",
 ]

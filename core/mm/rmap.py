@@ -511,7 +511,7 @@ def remove_migration_ptes(
     ``pte_mkold(mk_pte())``: old and clean, the dirtiness being the folio's.
     """
     dst_private = k.is_device_private(dst)
-    since_6_1 = k.variant.name == "v6"
+    since_6_1 = k.variant.name in ("v6", "v7")
 
     def remove_migration_pte(mm: int, vpn: int) -> Generator[Any, Any, bool]:
         ptl = k.ptl_word(mm, vpn)

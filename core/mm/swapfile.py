@@ -174,7 +174,7 @@ def do_swap_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool)
         vm_write = row >= 0 and bool(k.s.vma_flags(mm, row) & VM_WRITE)
         if write:
             bits |= PTE_WRITE | PTE_DIRTY
-        elif vm_write and k.variant.name == "v6":
+        elif vm_write and k.variant.name in ("v6", "v7"):
             bits |= PTE_WRITE  # 7.0: pte_mkwrite() without pte_mkdirty() on a read
     if not k.words.load(k.lay.MAPPING + pfn):
         folio_set_anon(k, pfn, mm, vpn)  # folio_add_new_anon_rmap(): a folio read in

@@ -52,6 +52,7 @@ from ..machine.layout import (
     PG_swapcache,
     pte_describe,
 )
+from .folio import check_pmds, effective_ptes, thp_expected_refs
 
 _MAX_LISTED = 6
 
@@ -175,6 +176,9 @@ def check_counts(k: Kernel) -> None:
     )
     if extra is not None:
         expected = expected + extra
+    has_refs = alloc
+    if k.geo.thp:  # large folios: a folio's references are its head's (oracles/folio.py)
+        expected, has_refs = thp_expected_refs(k, expected, alloc)
     ref = fr[:, F_REF]
     bad_free = ~alloc & ((ref != 0) | (fr[:, F_MAP] != 0))
     if bad_free.any():
@@ -186,7 +190,7 @@ def check_counts(k: Kernel) -> None:
             f"free frame {p} has refcount {int(ref[p])} and mapcount {int(fr[p, F_MAP])}",
             pages,
         )
-    leaked = alloc & (expected == 0)
+    leaked = has_refs & (expected == 0)
     if leaked.any():
         pages = _where(leaked)
         p = pages[0]
@@ -224,7 +228,7 @@ def check_counts(k: Kernel) -> None:
 def check_contents(k: Kernel) -> None:
     """No lost write: every written virtual page still reads its last written token."""
     s = k.s
-    pte = s.pte
+    pte = effective_ptes(k) if k.geo.thp else s.pte  # pages under a PMD leaf too
     types = pte & PTE_TYPE_MASK
     pfns = pte >> PTE_PFN_SHIFT
     shadow = s.shadow
@@ -278,5 +282,7 @@ def check_all(k: Kernel, final: bool = True) -> None:
     """Every global invariant. Raises :class:`InvariantViolation` on the first broken one."""
     for check in CHECKS:
         check(k)
+    if k.geo.thp:
+        check_pmds(k)  # PMD locks, PMD entries, whole-folio counts (oracles/folio.py)
     for extra_check in k.extra_checks:
         extra_check(k, final)

@@ -64,7 +64,14 @@ from ...core.oracles.invariants import check_all
 from ...core.variants import get_variant
 from ...workloads import Workload
 from ..engine import Outcome, RunResult
-from ..runner import RunRecord, build_model, build_state, limits_for, validate_variant_bugs
+from ..runner import (
+    RunRecord,
+    build_model,
+    build_state,
+    limits_for,
+    validate_variant_bugs,
+    variant_workload,
+)
 from .shm import W_ACK, W_STATE, W_STEPS, WS_NAMES, BlockLayout, SharedBlock
 from .trace import RingReader, merge, replay_ops
 from .watchdog import Verdict, Watchdog, WatchdogConfig, psutil_sampler
@@ -162,7 +169,7 @@ class Controller:
         stop_grace: float = 3.0,
         hard_grace: float = 1.5,
     ) -> None:
-        self.w = w
+        self.w = variant_workload(w, variant)  # v7: the geometry's thp tables
         self.variant = variant
         self.bugs = bugs
         self.seed = seed

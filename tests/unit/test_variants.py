@@ -20,8 +20,11 @@ def _kinds(workload: str, variant: str, bugs: tuple[str, ...] = (), seeds=SEEDS,
     return out
 
 
-def test_registry_has_three_generations_with_their_seeds():
-    assert sorted(VARIANTS) == ["hmm-2017", "v5.0", "v6"]
+def test_registry_has_four_generations_with_their_seeds():
+    assert sorted(VARIANTS) == ["hmm-2017", "v5.0", "v6", "v7"]
+    assert get_variant("v7").seed.startswith("kernel-7.0/")
+    assert get_variant("v7").large_folios and not get_variant("v6").large_folios
+    assert get_variant("v6").provides < get_variant("v7").provides
     assert get_variant("hmm-2017").seed.startswith("004_")
     assert get_variant("v5.0").seed.startswith("002_")
     assert "migrate_device_range" in get_variant("v6").provides
