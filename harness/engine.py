@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import hashlib
+import operator
 import time
 from array import array
 from collections.abc import Callable, Generator
@@ -160,12 +162,12 @@ class DeterministicEngine:
         self.tracing = trace
         self.step = 0
         self._blocked: dict[int, Block] = {}
-        kernel.clock = self._clock
-        kernel.step_hook = self._clock
+        # The kernel reads the clock at every lock taken and released: a C-level
+        # callable (attrgetter bound by partial) instead of a Python method.
+        clock = functools.partial(operator.attrgetter("step"), self)
+        kernel.clock = clock
+        kernel.step_hook = clock
         kernel.actors = actors
-
-    def _clock(self) -> int:
-        return self.step
 
     # ------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -180,7 +182,10 @@ class DeterministicEngine:
         # The random walk is the default strategy and the hot loop's biggest single cost
         # after the model itself: draw inline from the same stream (same choices).
         inline_random = type(sched).__name__ == "RandomWalk"
-        rnd = stream.random
+        # Its draws come straight from the stream's batch (Stream.random without the
+        # call): ``rbuf[ri]`` is the stream's next number.
+        rbuf: list[float] = []
+        ri = rn = 0
         schedule = array("i")
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
@@ -241,7 +246,14 @@ class DeterministicEngine:
                             break
                 elif inline_random:
                     n = len(runnable)
-                    aid = runnable[int(rnd() * n)] if n > 1 else runnable[0]
+                    if n > 1:
+                        if ri == rn:
+                            rbuf = stream.next_batch()
+                            ri, rn = 0, len(rbuf)
+                        aid = runnable[int(rbuf[ri] * n)]
+                        ri += 1
+                    else:
+                        aid = runnable[0]
                 else:
                     aid = choose(runnable, step)
                 rec(aid)
@@ -250,7 +262,8 @@ class DeterministicEngine:
                         preemptions += 1
                     prev = aid
                 a = actors[aid]
-                blocked.pop(aid, None)
+                if aid in blocked:  # a test and a del: no call on the hot path
+                    del blocked[aid]  # noqa: RUF051
                 self.step = step
                 try:
                     req = progs[aid].send(None)

@@ -393,6 +393,366 @@ static PyTypeObject AtomicWords_Type = {
     .tp_new = AtomicWords_new,
 };
 
+/* ---- KernelFields: the model kernel's hottest accessors, one C call each ---------- */
+/*
+ * core/machine/kernel.py's one-line accessors (flags, test_flag, set_flag, pte_read...)
+ * are each a Python frame around one words operation: a third of the Python calls a
+ * preemption point makes. KernelFields does the index arithmetic and the atomic
+ * operation in one METH_FASTCALL method over an AtomicWords object's buffer; the
+ * Kernel binds its methods in place of its own when its words backend is an
+ * AtomicWords (kernel.py: Kernel.use_words), and keeps the Python ones otherwise (the
+ * recording backend of the dependency relation, PlainWords without this extension).
+ * Same index checks as AtomicWords (IndexError past either end), same results.
+ *
+ * KernelFields(words, frames, frame_words, pte, pages_per_mm, ptl, tables_per_mm,
+ *              ptes_per_table, f_ref, f_map, f_pin, f_data, z_device,
+ *              z_device_private, pg_locked)
+ */
+
+typedef struct {
+    PyObject_HEAD
+    AtomicWordsObject *aw;  /* strong reference: its buffer export outlives us */
+    long long frames, frame_words, pte, ppm, ptl, tpm, ppt;
+    long long f_ref, f_map, f_pin, f_data;
+    long long z_device, z_device_private, pg_locked;
+} KernelFieldsObject;
+
+static PyTypeObject KernelFields_Type;
+
+static int64_t *
+kf_ptr(KernelFieldsObject *self, long long i)
+{
+    AtomicWordsObject *aw = self->aw;
+    if (aw->words == NULL) {
+        PyErr_SetString(PyExc_ValueError, "AtomicWords is released");
+        return NULL;
+    }
+    if (i < 0 || i >= (long long)aw->nwords) {
+        PyErr_Format(PyExc_IndexError, "AtomicWords index %lld out of range (length %zd)",
+                     i, aw->nwords);
+        return NULL;
+    }
+    return aw->words + i;
+}
+
+/* args[0] as a long long; -1 with an exception set on error. */
+static int
+kf_arg(PyObject *arg, long long *out)
+{
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The word of a frame field: frames + pfn * frame_words + field. */
+static int64_t *
+kf_frame(KernelFieldsObject *self, PyObject *pfn_obj, long long field)
+{
+    long long pfn, i;
+    if (kf_arg(pfn_obj, &pfn) < 0) {
+        return NULL;
+    }
+    if (__builtin_mul_overflow(pfn, self->frame_words, &i)
+        || __builtin_add_overflow(i, self->frames + field, &i)) {
+        PyErr_Format(PyExc_IndexError, "frame %lld out of range", pfn);
+        return NULL;
+    }
+    return kf_ptr(self, i);
+}
+
+/* The word of a page-table entry: pte + mm * pages_per_mm + vpn. */
+static int64_t *
+kf_pte(KernelFieldsObject *self, PyObject *mm_obj, PyObject *vpn_obj)
+{
+    long long mm, vpn, i;
+    if (kf_arg(mm_obj, &mm) < 0 || kf_arg(vpn_obj, &vpn) < 0) {
+        return NULL;
+    }
+    if (__builtin_mul_overflow(mm, self->ppm, &i) || __builtin_add_overflow(i, vpn, &i)
+        || __builtin_add_overflow(i, self->pte, &i)) {
+        PyErr_Format(PyExc_IndexError, "entry (%lld, %lld) out of range", mm, vpn);
+        return NULL;
+    }
+    return kf_ptr(self, i);
+}
+
+#define KF_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+
+static PyObject *
+kf_flags(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("flags", nargs, 1) < 0 || (p = kf_frame(self, args[0], 0)) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(KF_LOAD(p));
+}
+
+static PyObject *
+kf_test_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("test_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong((KF_LOAD(p) & m) != 0);
+}
+
+static PyObject *
+kf_set_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("set_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    __atomic_fetch_or(p, (int64_t)m, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_clear_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("clear_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    __atomic_fetch_and(p, ~(int64_t)m, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_test_clear_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("test_clear_flag", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], 0)) == NULL || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong((__atomic_fetch_and(p, ~(int64_t)m, __ATOMIC_SEQ_CST) & m) != 0);
+}
+
+/* flags & a mask fixed at construction */
+#define KF_FLAG_TEST(name, member)                                                      \
+    static PyObject *                                                                   \
+    kf_##name(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)        \
+    {                                                                                   \
+        int64_t *p;                                                                     \
+        if (check_nargs(#name, nargs, 1) < 0                                            \
+            || (p = kf_frame(self, args[0], 0)) == NULL) {                              \
+            return NULL;                                                                \
+        }                                                                               \
+        return PyBool_FromLong((KF_LOAD(p) & self->member) != 0);                       \
+    }
+KF_FLAG_TEST(is_zone_device, z_device)
+KF_FLAG_TEST(is_device_private, z_device_private)
+KF_FLAG_TEST(page_locked, pg_locked)
+
+/* load of a frame field */
+#define KF_FIELD_LOAD(name, member)                                                     \
+    static PyObject *                                                                   \
+    kf_##name(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)        \
+    {                                                                                   \
+        int64_t *p;                                                                     \
+        if (check_nargs(#name, nargs, 1) < 0                                            \
+            || (p = kf_frame(self, args[0], self->member)) == NULL) {                   \
+            return NULL;                                                                \
+        }                                                                               \
+        return PyLong_FromLongLong(KF_LOAD(p));                                         \
+    }
+KF_FIELD_LOAD(ref_count, f_ref)
+KF_FIELD_LOAD(mapcount, f_map)
+KF_FIELD_LOAD(pincount, f_pin)
+KF_FIELD_LOAD(data, f_data)
+
+static PyObject *
+kf_set_data(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long v;
+    if (check_nargs("set_data", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], self->f_data)) == NULL || kf_arg(args[1], &v) < 0) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)v, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_mapcount_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long n;
+    uint64_t old;
+    if (check_nargs("mapcount_add", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], self->f_map)) == NULL || kf_arg(args[1], &n) < 0) {
+        return NULL;
+    }
+    old = __atomic_fetch_add((uint64_t *)p, (uint64_t)n, __ATOMIC_SEQ_CST);
+    return PyLong_FromLongLong((int64_t)(old + (uint64_t)n));
+}
+
+static PyObject *
+kf_pte_read(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("pte_read", nargs, 2) < 0 || (p = kf_pte(self, args[0], args[1])) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(KF_LOAD(p));
+}
+
+static PyObject *
+kf_set_pte(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long v;
+    if (check_nargs("set_pte", nargs, 3) < 0 || (p = kf_pte(self, args[0], args[1])) == NULL
+        || kf_arg(args[2], &v) < 0) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)v, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_ptep_get_and_clear(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("ptep_get_and_clear", nargs, 2) < 0
+        || (p = kf_pte(self, args[0], args[1])) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(__atomic_exchange_n(p, (int64_t)0, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+kf_ptl_word(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long mm, vpn, q;
+    if (check_nargs("ptl_word", nargs, 2) < 0 || kf_arg(args[0], &mm) < 0
+        || kf_arg(args[1], &vpn) < 0) {
+        return NULL;
+    }
+    /* Python's floor division: vpn // ptes_per_table (ptes_per_table > 0) */
+    q = vpn / self->ppt;
+    if ((vpn % self->ppt != 0) && (vpn < 0)) {
+        q -= 1;
+    }
+    return PyLong_FromLongLong(self->ptl + mm * self->tpm + q);
+}
+
+static PyObject *
+KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    KernelFieldsObject *self;
+    PyObject *aw;
+    long long v[14];
+    Py_ssize_t i;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 15) {
+        PyErr_Format(PyExc_TypeError, "KernelFields() takes exactly 15 arguments (%zd given)",
+                     PyTuple_GET_SIZE(args));
+        return NULL;
+    }
+    aw = PyTuple_GET_ITEM(args, 0);
+    if (!PyObject_TypeCheck(aw, &AtomicWords_Type)) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() needs an AtomicWords");
+        return NULL;
+    }
+    for (i = 0; i < 14; i++) {
+        if (kf_arg(PyTuple_GET_ITEM(args, i + 1), &v[i]) < 0) {
+            return NULL;
+        }
+    }
+    if (v[6] <= 0) {
+        PyErr_SetString(PyExc_ValueError, "ptes_per_table must be positive");
+        return NULL;
+    }
+    self = (KernelFieldsObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(aw);
+    self->aw = (AtomicWordsObject *)aw;
+    self->frames = v[0];
+    self->frame_words = v[1];
+    self->pte = v[2];
+    self->ppm = v[3];
+    self->ptl = v[4];
+    self->tpm = v[5];
+    self->ppt = v[6];
+    self->f_ref = v[7];
+    self->f_map = v[8];
+    self->f_pin = v[9];
+    self->f_data = v[10];
+    self->z_device = v[11];
+    self->z_device_private = v[12];
+    self->pg_locked = v[13];
+    return (PyObject *)self;
+}
+
+static void
+KernelFields_dealloc(KernelFieldsObject *self)
+{
+    Py_XDECREF(self->aw);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define KF_METHOD(name, doc) \
+    {#name, (PyCFunction)(void (*)(void))kf_##name, METH_FASTCALL, doc}
+
+static PyMethodDef KernelFields_methods[] = {
+    KF_METHOD(flags, "flags($self, pfn, /)\n--\n\nThe frame's flags word."),
+    KF_METHOD(test_flag, "test_flag($self, pfn, flag, /)\n--\n\nbool(flags & flag)."),
+    KF_METHOD(set_flag, "set_flag($self, pfn, flag, /)\n--\n\nfetch_or of flag."),
+    KF_METHOD(clear_flag, "clear_flag($self, pfn, flag, /)\n--\n\nfetch_and of ~flag."),
+    KF_METHOD(test_clear_flag,
+              "test_clear_flag($self, pfn, flag, /)\n--\n\nClear flag; whether it was set."),
+    KF_METHOD(is_zone_device, "is_zone_device($self, pfn, /)\n--\n\nbool(flags & Z_DEVICE)."),
+    KF_METHOD(is_device_private,
+              "is_device_private($self, pfn, /)\n--\n\nbool(flags & Z_DEVICE_PRIVATE)."),
+    KF_METHOD(page_locked, "page_locked($self, pfn, /)\n--\n\nbool(flags & PG_locked)."),
+    KF_METHOD(ref_count, "ref_count($self, pfn, /)\n--\n\nThe frame's refcount."),
+    KF_METHOD(mapcount, "mapcount($self, pfn, /)\n--\n\nThe frame's mapcount."),
+    KF_METHOD(pincount, "pincount($self, pfn, /)\n--\n\nThe frame's pin count."),
+    KF_METHOD(data, "data($self, pfn, /)\n--\n\nThe frame's content token."),
+    KF_METHOD(set_data, "set_data($self, pfn, v, /)\n--\n\nStore the content token."),
+    KF_METHOD(mapcount_add,
+              "mapcount_add($self, pfn, n, /)\n--\n\nAdd n to the mapcount; the new value."),
+    KF_METHOD(pte_read, "pte_read($self, mm, vpn, /)\n--\n\nThe entry (READ_ONCE)."),
+    KF_METHOD(set_pte, "set_pte($self, mm, vpn, pte, /)\n--\n\nStore the entry."),
+    KF_METHOD(ptep_get_and_clear,
+              "ptep_get_and_clear($self, mm, vpn, /)\n--\n\nExchange the entry with 0."),
+    KF_METHOD(ptl_word, "ptl_word($self, mm, vpn, /)\n--\n\nThe entry's page-table-lock word."),
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject KernelFields_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pagerace.core.machine._atomicwords.KernelFields",
+    .tp_basicsize = sizeof(KernelFieldsObject),
+    .tp_itemsize = 0,
+    .tp_dealloc = (destructor)KernelFields_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The model kernel's one-word accessors over an AtomicWords (kernel.py).",
+    .tp_methods = KernelFields_methods,
+    .tp_new = KernelFields_new,
+};
+
 /* ---- module --------------------------------------------------------------------- */
 
 static int
@@ -404,6 +764,14 @@ atomicwords_exec(PyObject *module)
     Py_INCREF(&AtomicWords_Type);
     if (PyModule_AddObject(module, "AtomicWords", (PyObject *)&AtomicWords_Type) < 0) {
         Py_DECREF(&AtomicWords_Type);
+        return -1;
+    }
+    if (PyType_Ready(&KernelFields_Type) < 0) {
+        return -1;
+    }
+    Py_INCREF(&KernelFields_Type);
+    if (PyModule_AddObject(module, "KernelFields", (PyObject *)&KernelFields_Type) < 0) {
+        Py_DECREF(&KernelFields_Type);
         return -1;
     }
     return 0;
