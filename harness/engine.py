@@ -190,6 +190,7 @@ class DeterministicEngine:
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
+        n_live = len(live)
         # kworkers (daemons) never finish: the run ends when every other actor has.
         main_left = sum(1 for a in actors if not a.daemon)
         # Under PREEMPT_NONE / _VOLUNTARY an actor in the middle of an operation keeps
@@ -233,10 +234,13 @@ class DeterministicEngine:
                         stuck = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
                         failure = self._deadlock(sorted(stuck), everyone=True)
                         break
+                    n = len(runnable)
                 else:
                     runnable = live
+                    n = n_live
                 if hold_cpus:
                     runnable = [b for b in runnable if hold[cpu_of[b]] in (-1, b)]
+                    n = len(runnable)
                 if step < fair_until:
                     fair_turns += 1
                     aid = runnable[0]
@@ -245,7 +249,6 @@ class DeterministicEngine:
                             aid = b
                             break
                 elif inline_random:
-                    n = len(runnable)
                     if n > 1:
                         if ri == rn:
                             rbuf = stream.next_batch()
@@ -269,6 +272,7 @@ class DeterministicEngine:
                     req = progs[aid].send(None)
                 except StopIteration:
                     live.remove(aid)
+                    n_live -= 1
                     if not a.daemon:
                         main_left -= 1
                     req = None

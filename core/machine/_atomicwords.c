@@ -404,9 +404,8 @@ static PyTypeObject AtomicWords_Type = {
  * recording backend of the dependency relation, PlainWords without this extension).
  * Same index checks as AtomicWords (IndexError past either end), same results.
  *
- * KernelFields(words, frames, frame_words, pte, pages_per_mm, ptl, tables_per_mm,
- *              ptes_per_table, f_ref, f_map, f_pin, f_data, z_device,
- *              z_device_private, pg_locked)
+ * KernelFields(words, constants): constants is a dict of the layout's bases and field
+ * offsets by name (kf_names below; kernel.py: _kernel_fields builds it).
  */
 
 typedef struct {
@@ -415,6 +414,8 @@ typedef struct {
     long long frames, frame_words, pte, ppm, ptl, tpm, ppt;
     long long f_ref, f_map, f_pin, f_data;
     long long z_device, z_device_private, pg_locked;
+    long long tlb, tlb_slots, actors;
+    long long z_free, z_cursor, static_mask, pg_allocated, f_owner, f_priv, f_gen;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -651,35 +652,223 @@ kf_ptl_word(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(self->ptl + mm * self->tpm + q);
 }
 
+/* The extra accessors: flush_tlb_range and alloc_frame. */
+static PyObject *
+kf_flush_tlb_range(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long mm, lo, hi, vpn, key, slot, aid;
+    int64_t *p;
+    if (check_nargs("flush_tlb_range", nargs, 3) < 0 || kf_arg(args[0], &mm) < 0
+        || kf_arg(args[1], &lo) < 0 || kf_arg(args[2], &hi) < 0) {
+        return NULL;
+    }
+    for (vpn = lo; vpn < hi; vpn++) {
+        key = mm * self->ppm + vpn;
+        slot = key % self->tlb_slots;
+        if (slot < 0) {
+            slot += self->tlb_slots;  /* Python's modulo */
+        }
+        for (aid = 0; aid < self->actors; aid++) {
+            if ((p = kf_ptr(self, self->tlb + (aid * self->tlb_slots + slot) * 2)) == NULL) {
+                return NULL;
+            }
+            if (KF_LOAD(p) == key + 1) {
+                __atomic_store_n(p, (int64_t)0, __ATOMIC_SEQ_CST);
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* alloc_page's search and claim (kernel.py: Kernel.alloc_page, the same operations in
+ * the same order): zone_word is the zone's row; returns the pfn or -1. */
+static PyObject *
+kf_alloc_frame(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long zw, lo, hi, n, start, k, pfn;
+    int64_t *free_p, *cur_p, *fl, cur, *f;
+    if (check_nargs("alloc_frame", nargs, 3) < 0 || kf_arg(args[0], &zw) < 0
+        || kf_arg(args[1], &lo) < 0 || kf_arg(args[2], &hi) < 0) {
+        return NULL;
+    }
+    if ((free_p = kf_ptr(self, zw + self->z_free)) == NULL
+        || (cur_p = kf_ptr(self, zw + self->z_cursor)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(free_p) <= 0) {
+        return PyLong_FromLong(-1);
+    }
+    n = hi - lo;
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ZeroDivisionError, "integer modulo by zero");
+        return NULL;
+    }
+    start = (long long)__atomic_fetch_add((uint64_t *)cur_p, (uint64_t)1, __ATOMIC_SEQ_CST) % n;
+    if (start < 0) {
+        start += n;
+    }
+    for (k = 0; k < n; k++) {
+        pfn = lo + (start + k) % n;
+        if ((fl = kf_ptr(self, self->frames + pfn * self->frame_words)) == NULL
+            || kf_ptr(self, self->frames + pfn * self->frame_words + self->frame_words - 1)
+                   == NULL) {
+            return NULL;
+        }
+        cur = KF_LOAD(fl);
+        if (cur & self->pg_allocated) {
+            continue;
+        }
+        if (__atomic_compare_exchange_n(fl, &cur, (cur & self->static_mask) | self->pg_allocated,
+                                        0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            __atomic_fetch_add((uint64_t *)free_p, (uint64_t)-1, __ATOMIC_SEQ_CST);
+            f = fl;
+            __atomic_store_n(f + self->f_map, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_pin, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_owner, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_data, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_priv, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_fetch_add((uint64_t *)(f + self->f_gen), (uint64_t)1, __ATOMIC_SEQ_CST);
+            /* the refcount goes from 0 to 1 last (set_page_count in prep_new_page) */
+            __atomic_store_n(f + self->f_ref, (int64_t)1, __ATOMIC_SEQ_CST);
+            return PyLong_FromLongLong(pfn);
+        }
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* The actor's id (Actor.id) as a long long; -1 with an exception set on error. */
+static int
+kf_actor_id(PyObject *actor, long long *out)
+{
+    static PyObject *id_name = NULL;
+    PyObject *v;
+    int r;
+    if (id_name == NULL && (id_name = PyUnicode_InternFromString("id")) == NULL) {
+        return -1;
+    }
+    if ((v = PyObject_GetAttr(actor, id_name)) == NULL) {
+        return -1;
+    }
+    r = kf_arg(v, out);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The TLB slot word of (actor, mm, vpn): tlb + (aid * slots + key % slots) * 2. */
+static int64_t *
+kf_tlb_slot(KernelFieldsObject *self, PyObject *const *args, long long *key)
+{
+    long long aid, mm, vpn, slot;
+    if (kf_actor_id(args[0], &aid) < 0 || kf_arg(args[1], &mm) < 0
+        || kf_arg(args[2], &vpn) < 0) {
+        return NULL;
+    }
+    *key = mm * self->ppm + vpn;
+    slot = *key % self->tlb_slots;
+    if (slot < 0) {
+        slot += self->tlb_slots;
+    }
+    return kf_ptr(self, self->tlb + (aid * self->tlb_slots + slot) * 2);
+}
+
+static PyObject *
+kf_tlb_lookup(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p, *q;
+    long long key;
+    if (check_nargs("tlb_lookup", nargs, 3) < 0 || (p = kf_tlb_slot(self, args, &key)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(p) == key + 1) {
+        if ((q = kf_ptr(self, (p - self->aw->words) + 1)) == NULL) {
+            return NULL;
+        }
+        return PyLong_FromLongLong(KF_LOAD(q));
+    }
+    return PyLong_FromLong(-1);
+}
+
+static PyObject *
+kf_tlb_fill(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p, *q;
+    long long key, pfn, writable;
+    if (check_nargs("tlb_fill", nargs, 5) < 0 || (p = kf_tlb_slot(self, args, &key)) == NULL
+        || kf_arg(args[3], &pfn) < 0 || kf_arg(args[4], &writable) < 0
+        || (q = kf_ptr(self, (p - self->aw->words) + 1)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)(key + 1), __ATOMIC_SEQ_CST);
+    __atomic_store_n(q, (int64_t)((pfn << 1) | writable), __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+/* get_page / put_page's two word operations: if the frame is allocated, add delta to
+ * its refcount and return the old count; else change nothing and return None (the
+ * caller reports the use after free). */
+static PyObject *
+kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *ref;
+    long long d;
+    if (check_nargs("ref_add", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (ref = kf_frame(self, args[0], self->f_ref)) == NULL || kf_arg(args[1], &d) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_allocated)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(
+        (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
+}
+
+/* The constants, by name, from a dict (kernel.py: _kernel_fields). */
+static const char *const kf_names[] = {
+    "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
+    "ptes_per_table", "F_REF", "F_MAP", "F_PIN", "F_DATA", "Z_DEVICE",
+    "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
+    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", NULL,
+};
+
 static PyObject *
 KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
-    PyObject *aw;
-    long long v[14];
+    PyObject *aw, *consts, *item;
+    long long v[24];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "KernelFields() takes no keyword arguments");
         return NULL;
     }
-    if (PyTuple_GET_SIZE(args) != 15) {
-        PyErr_Format(PyExc_TypeError, "KernelFields() takes exactly 15 arguments (%zd given)",
+    if (PyTuple_GET_SIZE(args) != 2) {
+        PyErr_Format(PyExc_TypeError, "KernelFields() takes exactly 2 arguments (%zd given)",
                      PyTuple_GET_SIZE(args));
         return NULL;
     }
     aw = PyTuple_GET_ITEM(args, 0);
+    consts = PyTuple_GET_ITEM(args, 1);
     if (!PyObject_TypeCheck(aw, &AtomicWords_Type)) {
         PyErr_SetString(PyExc_TypeError, "KernelFields() needs an AtomicWords");
         return NULL;
     }
-    for (i = 0; i < 14; i++) {
-        if (kf_arg(PyTuple_GET_ITEM(args, i + 1), &v[i]) < 0) {
+    if (!PyDict_Check(consts)) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() needs a dict of constants");
+        return NULL;
+    }
+    for (i = 0; kf_names[i] != NULL; i++) {
+        item = PyDict_GetItemString(consts, kf_names[i]);  /* borrowed */
+        if (item == NULL) {
+            PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            return NULL;
+        }
+        if (kf_arg(item, &v[i]) < 0) {
             return NULL;
         }
     }
-    if (v[6] <= 0) {
-        PyErr_SetString(PyExc_ValueError, "ptes_per_table must be positive");
+    if (v[6] <= 0 || v[15] <= 0) {
+        PyErr_SetString(PyExc_ValueError, "ptes_per_table and tlb_slots must be positive");
         return NULL;
     }
     self = (KernelFieldsObject *)type->tp_alloc(type, 0);
@@ -702,6 +891,16 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->z_device = v[11];
     self->z_device_private = v[12];
     self->pg_locked = v[13];
+    self->tlb = v[14];
+    self->tlb_slots = v[15];
+    self->actors = v[16];
+    self->z_free = v[17];
+    self->z_cursor = v[18];
+    self->static_mask = v[19];
+    self->pg_allocated = v[20];
+    self->f_owner = v[21];
+    self->f_priv = v[22];
+    self->f_gen = v[23];
     return (PyObject *)self;
 }
 
@@ -738,6 +937,20 @@ static PyMethodDef KernelFields_methods[] = {
     KF_METHOD(ptep_get_and_clear,
               "ptep_get_and_clear($self, mm, vpn, /)\n--\n\nExchange the entry with 0."),
     KF_METHOD(ptl_word, "ptl_word($self, mm, vpn, /)\n--\n\nThe entry's page-table-lock word."),
+    KF_METHOD(tlb_lookup,
+              "tlb_lookup($self, a, mm, vpn, /)\n--\n\n"
+              "The actor's cached translation (pfn << 1) | writable, or -1 on a miss."),
+    KF_METHOD(tlb_fill,
+              "tlb_fill($self, a, mm, vpn, pfn, writable, /)\n--\n\nCache a translation."),
+    KF_METHOD(ref_add,
+              "ref_add($self, pfn, delta, /)\n--\n\n"
+              "The old refcount after adding delta, or None (nothing done) if not allocated."),
+    KF_METHOD(flush_tlb_range,
+              "flush_tlb_range($self, mm, lo, hi, /)\n--\n\n"
+              "Drop every actor's cached translation of [lo, hi) of mm."),
+    KF_METHOD(alloc_frame,
+              "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
+              "alloc_page's search and claim in a zone; the pfn or -1."),
     {NULL, NULL, 0, NULL},
 };
 

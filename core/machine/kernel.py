@@ -240,11 +240,15 @@ def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
         return None
     if type(words) is not AtomicWords:
         return None
-    return KernelFields(
-        words, lay.FRAMES, FRAME_WORDS, lay.PTE, geo.pages_per_mm, lay.PTL,
-        geo.tables_per_mm, geo.ptes_per_table, F_REF, F_MAP, F_PIN, F_DATA,
-        Z_DEVICE, Z_DEVICE_PRIVATE, PG_locked,
-    )
+    return KernelFields(words, {
+        "frames": lay.FRAMES, "frame_words": FRAME_WORDS, "pte": lay.PTE,
+        "pages_per_mm": geo.pages_per_mm, "ptl": lay.PTL, "tables_per_mm": geo.tables_per_mm,
+        "ptes_per_table": geo.ptes_per_table, "F_REF": F_REF, "F_MAP": F_MAP, "F_PIN": F_PIN,
+        "F_DATA": F_DATA, "Z_DEVICE": Z_DEVICE, "Z_DEVICE_PRIVATE": Z_DEVICE_PRIVATE,
+        "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
+        "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
+        "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
+    })
 
 
 class Kernel:
@@ -324,6 +328,7 @@ class Kernel:
         "flags", "test_flag", "set_flag", "clear_flag", "test_clear_flag", "is_zone_device",
         "is_device_private", "page_locked", "ref_count", "mapcount", "pincount", "data",
         "set_data", "mapcount_add", "pte_read", "set_pte", "ptep_get_and_clear", "ptl_word",
+        "tlb_lookup", "tlb_fill",
     )
 
     def use_words(self, words: Any) -> None:
@@ -340,7 +345,7 @@ class Kernel:
         self.words = words
         for name in self._FAST:
             self.__dict__.pop(name, None)
-        fields = _kernel_fields(words, self.lay, self.geo)
+        fields = self._fields = _kernel_fields(words, self.lay, self.geo)
         if fields is not None:
             for name in self._FAST:
                 setattr(self, name, getattr(fields, name))
@@ -373,12 +378,18 @@ class Kernel:
 
     def count(self, event: str, n: int = 1) -> None:
         """Count an event (reported per run)."""
-        self.events[event] = self.events.get(event, 0) + n
+        try:
+            self.events[event] += n
+        except KeyError:
+            self.events[event] = n
 
     def outcome(self, attempt: str, reason: str, n: int = 1) -> None:
         """Count a migration outcome: ``attempt`` kind, ``reason`` (migrated, pinned...)."""
         key = (attempt, reason)
-        self.outcomes[key] = self.outcomes.get(key, 0) + n
+        try:
+            self.outcomes[key] += n
+        except KeyError:
+            self.outcomes[key] = n
 
     def _stat(self, site: str) -> list[int]:
         # Hot (every lock operation): a subscript, no call, when the row exists.
@@ -499,11 +510,16 @@ class Kernel:
 
     def get_page(self, a: Actor, pfn: int, site: str) -> None:
         """``get_page()`` / ``folio_get()``: the caller must already hold a reference."""
-        words = self.words
-        fl = self._F + pfn * FRAME_WORDS
-        if not words.load(fl) & PG_allocated:
-            self.touch(a, pfn, site)  # raises: use after free
-        old = words.fetch_add(fl + F_REF, 1)
+        if self._fields is not None:  # the check and the add in one C call
+            old = self._fields.ref_add(pfn, 1)
+            if old is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            fl = self._F + pfn * FRAME_WORDS
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            old = words.fetch_add(fl + F_REF, 1)
         if old <= 0:
             raise self.fail(
                 FailureKind.BUG_ON,
@@ -528,11 +544,16 @@ class Kernel:
     def put_page(self, a: Actor, pfn: int, site: str, refs: int = 1) -> None:
         """``put_page()`` / ``folio_put_refs()``: drop ``refs`` references (a pin's
         GUP_PIN_COUNTING_BIAS for ``unpin_user_page``), free the page at zero."""
-        words = self.words
-        fl = self._F + pfn * FRAME_WORDS
-        if not words.load(fl) & PG_allocated:
-            self.touch(a, pfn, site)  # raises: use after free
-        old = words.fetch_add(fl + F_REF, -refs)
+        if self._fields is not None:  # the check and the add in one C call
+            old = self._fields.ref_add(pfn, -refs)
+            if old is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            fl = self._F + pfn * FRAME_WORDS
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            old = words.fetch_add(fl + F_REF, -refs)
         if old < refs:
             raise self.fail(
                 FailureKind.REFCOUNT_UNDERFLOW,
@@ -575,9 +596,14 @@ class Kernel:
             return -1
         words = self.words
         zw = self.lay.ZONES + zone * ZONE_WORDS
+        lo, hi = self.lay.zone_range(zone)
+        if self._fields is not None:  # the same search and claim in one C call
+            pfn = self._fields.alloc_frame(zw, lo, hi)
+            if pfn >= 0:
+                self.count(f"alloc_zone{zone}")
+            return pfn
         if words.load(zw + Z_FREE) <= 0:
             return -1
-        lo, hi = self.lay.zone_range(zone)
         n = hi - lo
         start = words.fetch_add(zw + Z_CURSOR, 1) % n
         F = self._F
@@ -1404,9 +1430,12 @@ class Kernel:
         """``flush_tlb_range()``: drop the translations of ``[lo, hi)`` on every CPU."""
         if "no_tlb_flush" in self.faults:
             return
+        hw = self.hw_lock  # the shootdown waits for an access in flight (the IPI)
+        if hw is None and self._fields is not None:
+            self._fields.flush_tlb_range(mm, lo, hi)  # the same loop in one C call
+            return
         words = self.words
         base = mm * self._ppm
-        hw = self.hw_lock  # the shootdown waits for an access in flight (the IPI)
         for vpn in range(lo, hi):
             if hw is not None:
                 hw.acquire(mm, vpn)

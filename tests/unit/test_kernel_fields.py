@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pagerace.core.machine.kernel import Kernel
+from pagerace.core.machine.kernel import Kernel, _kernel_fields
 from pagerace.core.machine.words import PlainWords, RecordingWords
 from pagerace.harness.runner import build_model
 from pagerace.harness.schedulers.dependency import install_recorder
@@ -95,16 +95,19 @@ def test_out_of_range_is_an_index_error_as_with_the_words() -> None:
     with pytest.raises(TypeError):
         k.test_flag(1)
     with pytest.raises(TypeError):
-        aw.KernelFields(PlainWords(np.zeros(8, dtype=np.int64)), *range(1, 15))
+        aw.KernelFields(PlainWords(np.zeros(8, dtype=np.int64)), {})
 
 
 def test_a_released_backend_is_refused_not_read() -> None:
-    words = aw.AtomicWords(np.zeros(64, dtype=np.int64))
-    kf = aw.KernelFields(words, 0, 8, 32, 8, 40, 1, 8, 1, 2, 3, 4, 1, 2, 4)
+    k = _model()
+    words = aw.AtomicWords(np.zeros(len(k.words), dtype=np.int64))
+    kf = _kernel_fields(words, k.lay, k.geo)
     assert kf.flags(1) == 0
     words.release()
     with pytest.raises(ValueError, match="released"):
         kf.flags(1)
+    with pytest.raises(KeyError, match="frame_words missing"):
+        aw.KernelFields(aw.AtomicWords(np.zeros(8, dtype=np.int64)), {"frames": 0})
 
 
 def test_the_recorder_gets_the_python_accessors_back() -> None:
@@ -127,3 +130,93 @@ def test_plain_words_keep_the_python_accessors() -> None:
     k.use_words(PlainWords(k.s.arr))
     for name in Kernel._FAST:
         assert getattr(k, name).__func__ is getattr(Kernel, name), name
+
+
+def test_flush_tlb_range_and_alloc_frame_match_the_python_loops() -> None:
+    k = _model()
+    rng = np.random.default_rng(3)
+    buf = k.s.arr
+    snap = buf.copy()
+    fields = k._fields
+    assert fields is not None
+    for _ in range(30):
+        # TLB: fill random slots with keys of the range and others
+        tlb = k.s.tlb.reshape(-1)
+        keys = rng.integers(0, k.geo.mms * k.geo.pages_per_mm, size=tlb.size // 2) + 1
+        tlb[0::2] = keys
+        tlb[1::2] = rng.integers(0, 1000, size=keys.size)
+        mm = int(rng.integers(0, k.geo.mms))
+        lo = int(rng.integers(0, k.geo.pages_per_mm))
+        hi = int(rng.integers(lo, k.geo.pages_per_mm + 1))
+        before = buf.copy()
+        k.flush_tlb_range(mm, lo, hi)
+        fast = buf.copy()
+        buf[:] = before
+        k._fields = None
+        k.flush_tlb_range(mm, lo, hi)
+        k._fields = fields
+        assert np.array_equal(fast, buf)
+        # allocation from each zone, full zones included
+        for zone in range(k.geo.devices + 1):
+            before = buf.copy()
+            got = k.alloc_page(k.actors[0] if k.actors else _actor(), zone, "t")
+            fast = buf.copy()
+            buf[:] = before
+            k._fields = None
+            want = k.alloc_page(k.actors[0] if k.actors else _actor(), zone, "t")
+            k._fields = fields
+            assert got == want and np.array_equal(fast, buf)
+    buf[:] = snap
+
+
+def _actor():  # type: ignore[no-untyped-def]
+    from pagerace.core.machine.kernel import Actor
+
+    return Actor(0, "t0", "cpu")
+
+
+def test_tlb_and_refcount_operations_match_the_python_ones() -> None:
+    k = _model()
+    rng = np.random.default_rng(5)
+    buf = k.s.arr
+    snap = buf.copy()
+    fields = k._fields
+    actors = [_actor_n(i) for i in range(k.geo.actors)]
+    for _ in range(200):
+        a = actors[int(rng.integers(0, len(actors)))]
+        mm = int(rng.integers(0, k.geo.mms))
+        vpn = int(rng.integers(0, k.geo.pages_per_mm))
+        pfn = int(rng.integers(0, k.geo.frames))
+        writable = bool(rng.integers(0, 2))
+        for name, args in (("tlb_fill", (a, mm, vpn, pfn, writable)),
+                           ("tlb_lookup", (a, mm, vpn)),
+                           ("tlb_lookup", (a, mm, (vpn + 1) % k.geo.pages_per_mm))):
+            before = buf.copy()
+            fast = getattr(k, name)(*args)
+            after = buf.copy()
+            buf[:] = before
+            assert fast == _python(k, name)(*args) and np.array_equal(after, buf), name
+        for name in ("get_page", "put_page"):
+            before = buf.copy()
+            try:
+                getattr(k, name)(a, pfn, "t")
+                fast_exc = None
+            except Exception as exc:  # the oracles raise for some random states
+                fast_exc = str(exc)
+            after = buf.copy()
+            buf[:] = before
+            k._fields = None
+            try:
+                getattr(k, name)(a, pfn, "t")
+                slow_exc = None
+            except Exception as exc:
+                slow_exc = str(exc)
+            k._fields = fields
+            assert fast_exc == slow_exc and np.array_equal(after, buf), name
+    buf[:] = snap
+
+
+def _actor_n(i: int):  # type: ignore[no-untyped-def]
+    from pagerace.core.machine.kernel import Actor
+
+    return Actor(i, f"t{i}", "cpu")
