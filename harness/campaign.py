@@ -544,9 +544,9 @@ PCT_PROBE_SEEDS = (0, 1, 2)
 
 
 def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan) -> int | None:
-    """PCT's step estimate for one configuration of a campaign: the median length
-    (``hunt.learned_k``) of PCT runs of it on the probe seeds 0-2 with the static
-    estimate; ``None`` when the workload sets its own ``pct_k``.
+    """PCT's step estimate for one configuration of a campaign: the median length in
+    shared steps (``hunt.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
+    static estimate; ``None`` when the workload sets its own ``pct_k``.
 
     A function of the configuration and the plan's step budgets only, so every unit of
     the configuration gets the same ``k`` whatever the jobs, the chunks, the order or a
@@ -562,7 +562,7 @@ def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan)
         run_deterministic(
             w, variant=variant, bugs=bugs, seed=seed, strategy="pct",
             max_steps=plan.max_steps, livelock_steps=plan.livelock_steps,
-        ).result.steps
+        ).result.shared_steps
         for seed in PCT_PROBE_SEEDS
     ]
     return learned_k(steps)

@@ -87,6 +87,9 @@ class RunResult:
     preemptions: int = 0
     quiet_checks: int = 0
     fair_turns: int = 0  # turns the livelock oracle gave to actors a scheduler starved
+    # steps while at least two actors other than kworkers were live (PCT's useful k:
+    # a priority change point after that has no other actor to let through)
+    shared_steps: int = 0
     trace: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
@@ -215,6 +218,7 @@ class DeterministicEngine:
         quiet_checks = 0
         preemptions = 0
         prev = -1
+        shared = -1
         t0 = time.perf_counter()
         step = 0
         try:
@@ -275,6 +279,8 @@ class DeterministicEngine:
                     n_live -= 1
                     if not a.daemon:
                         main_left -= 1
+                        if main_left == 1:
+                            shared = step + 1
                     req = None
                     if hold_cpus:
                         hold[cpu_of[aid]] = -1
@@ -353,6 +359,7 @@ class DeterministicEngine:
             quiet_checks=quiet_checks,
             fair_turns=fair_turns,
             trace=trace,
+            shared_steps=step if shared < 0 else shared,
         )
 
     # ------------------------------------------------------------------------------

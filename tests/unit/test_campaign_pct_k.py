@@ -35,7 +35,7 @@ def test_every_pct_unit_of_a_configuration_gets_the_learned_k(tmp_path: Path) ->
     p = _plan()
     w = load_workload("opposite-order")
     want = learned_k([
-        run_deterministic(w, variant="v5.0", seed=s, strategy="pct", **SMALL).result.steps
+        run_deterministic(w, variant="v5.0", seed=s, strategy="pct", **SMALL).result.shared_steps
         for s in c.PCT_PROBE_SEEDS
     ])
     assert c.campaign_pct_k(w, "v5.0", (), p) == want
