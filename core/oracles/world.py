@@ -234,15 +234,12 @@ def check_dirty(k: Kernel, final: bool) -> None:
 def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
     """A device page is being freed (``folio_free``): no entry may still name it."""
     pte = k.s.pte
-    # Runs at every device page free: three numpy calls over the entries whose pfn field
-    # is pfn, then their types one by one (almost always none), in the order np.nonzero
-    # gives (the first naming entry is the one reported).
-    for flat in np.flatnonzero((pte >> PTE_PFN_SHIFT) == pfn).tolist():
-        mm, vpn = divmod(flat, pte.shape[1])
-        if (int(pte[mm, vpn]) & PTE_TYPE_MASK) not in (
-            PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT
-        ):
-            continue
+    types = pte & PTE_TYPE_MASK
+    names = ((types == PTE_DEVICE_PRIVATE) | (types == PTE_MIGRATION) | (types == PTE_PRESENT)) & (
+        (pte >> PTE_PFN_SHIFT) == pfn
+    )
+    if names.any():
+        mm, vpn = (int(x[0]) for x in np.nonzero(names))
         raise k.fail(
             FailureKind.DEVICE_PAGE_LIFETIME,
             f"device page {pfn} was freed by {a.name} (refcount reached zero, at {a.site or a.op}) "
