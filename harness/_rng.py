@@ -31,6 +31,17 @@ class Stream:
         self._i = i + 1
         return self._buf[i]
 
+    def next_batch(self) -> list[float]:
+        """The rest of the current batch, or a new one; the stream counts all of it as
+        drawn (the deterministic engine's inline random walk reads it directly)."""
+        i = self._i
+        if i >= len(self._buf):
+            self._buf = self._gen.random(_BATCH).tolist()
+            i = 0
+        rest = self._buf[i:] if i else self._buf
+        self._i = len(self._buf)
+        return rest
+
     def below(self, n: int) -> int:
         """A uniform int in ``[0, n)``."""
         return int(self.random() * n)

@@ -443,6 +443,8 @@ class Task:
     duration_s: float = 2.0
     # the plugins loaded where the task was made: a worker loads them before it runs
     plugins: tuple[str, ...] = field(default_factory=_loaded_plugins)
+    # PCT's step estimate for this configuration (campaign_pct_k); None: the static one
+    pct_k: int | None = None
 
 
 @dataclass
@@ -521,10 +523,13 @@ def make_tasks(
     Lazy: it holds at most ``chunk`` seeds per configuration."""
     js = {n: workload_to_json(w) for n, w in workloads.items()}
     open_: dict[Config, list[int]] = {}
+    ks: dict[Config, int | None] = {}
 
     def flush(cfg: Config) -> Task:
         seeds = open_.pop(cfg)
         w, v, bs, st = cfg
+        if st == "pct" and cfg not in ks:
+            ks[cfg] = campaign_pct_k(workloads[w], v, bs, plan)
         return Task(
             js[w],
             v,
@@ -538,6 +543,7 @@ def make_tasks(
             plan.replay,
             plan.shrink,
             plan.duration_s,
+            pct_k=ks.get(cfg),
         )
 
     for u in units:
@@ -547,6 +553,34 @@ def make_tasks(
             yield flush(cfg)
     for cfg in list(open_):
         yield flush(cfg)
+
+
+PCT_PROBE_SEEDS = (0, 1, 2)
+
+
+def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan) -> int | None:
+    """PCT's step estimate for one configuration of a campaign: the median length in
+    shared steps (``hunt.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
+    static estimate; ``None`` when the workload sets its own ``pct_k``.
+
+    A function of the configuration and the plan's step budgets only, so every unit of
+    the configuration gets the same ``k`` whatever the jobs, the chunks, the order or a
+    resume. Each run records it (its scheduler record: ``strategy_params`` in runs.csv
+    and in the artifact): an artifact replays its schedule exactly, and
+    ``run_deterministic(..., strategy="pct", pct_k=K)`` runs the unit again. The probe
+    costs three runs per PCT configuration, in the parent, before its first task."""
+    if w.pct_k:
+        return None
+    from .hunt import learned_k
+
+    steps = [
+        run_deterministic(
+            w, variant=variant, bugs=bugs, seed=seed, strategy="pct",
+            max_steps=plan.max_steps, livelock_steps=plan.livelock_steps,
+        ).result.shared_steps
+        for seed in PCT_PROBE_SEEDS
+    ]
+    return learned_k(steps)
 
 
 class _TaskQueue:
@@ -591,6 +625,7 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
             strategy=t.strategy,
             max_steps=t.max_steps,
             livelock_steps=t.livelock_steps,
+            pct_k=t.pct_k,
         )
     if str(rec.outcome) == "interrupted":
         # a parallel run cut short by a signal to this worker: not a result; recording it
@@ -634,6 +669,7 @@ def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
             ops_override=rec.ops,
             max_steps=t.max_steps,
             livelock_steps=t.livelock_steps,
+            pct_k=t.pct_k,
         )
     except ScheduleDiverged:  # the run is not the one recorded: not reproduced
         return False

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import hashlib
+import operator
 import time
 from array import array
 from collections.abc import Callable, Generator
@@ -85,6 +87,9 @@ class RunResult:
     preemptions: int = 0
     quiet_checks: int = 0
     fair_turns: int = 0  # turns the livelock oracle gave to actors a scheduler starved
+    # steps while at least two actors other than kworkers were live (PCT's useful k:
+    # a priority change point after that has no other actor to let through)
+    shared_steps: int = 0
     trace: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
@@ -160,12 +165,12 @@ class DeterministicEngine:
         self.tracing = trace
         self.step = 0
         self._blocked: dict[int, Block] = {}
-        kernel.clock = self._clock
-        kernel.step_hook = self._clock
+        # The kernel reads the clock at every lock taken and released: a C-level
+        # callable (attrgetter bound by partial) instead of a Python method.
+        clock = functools.partial(operator.attrgetter("step"), self)
+        kernel.clock = clock
+        kernel.step_hook = clock
         kernel.actors = actors
-
-    def _clock(self) -> int:
-        return self.step
 
     # ------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -180,11 +185,15 @@ class DeterministicEngine:
         # The random walk is the default strategy and the hot loop's biggest single cost
         # after the model itself: draw inline from the same stream (same choices).
         inline_random = type(sched).__name__ == "RandomWalk"
-        rnd = stream.random
+        # Its draws come straight from the stream's batch (Stream.random without the
+        # call): ``rbuf[ri]`` is the stream's next number.
+        rbuf: list[float] = []
+        ri = rn = 0
         schedule = array("i")
         rec = schedule.append
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
+        n_live = len(live)
         # kworkers (daemons) never finish: the run ends when every other actor has.
         main_left = sum(1 for a in actors if not a.daemon)
         # Under PREEMPT_NONE / _VOLUNTARY an actor in the middle of an operation keeps
@@ -209,6 +218,7 @@ class DeterministicEngine:
         quiet_checks = 0
         preemptions = 0
         prev = -1
+        shared = -1
         t0 = time.perf_counter()
         step = 0
         try:
@@ -228,10 +238,13 @@ class DeterministicEngine:
                         stuck = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
                         failure = self._deadlock(sorted(stuck), everyone=True)
                         break
+                    n = len(runnable)
                 else:
                     runnable = live
+                    n = n_live
                 if hold_cpus:
                     runnable = [b for b in runnable if hold[cpu_of[b]] in (-1, b)]
+                    n = len(runnable)
                 if step < fair_until:
                     fair_turns += 1
                     aid = runnable[0]
@@ -240,8 +253,14 @@ class DeterministicEngine:
                             aid = b
                             break
                 elif inline_random:
-                    n = len(runnable)
-                    aid = runnable[int(rnd() * n)] if n > 1 else runnable[0]
+                    if n > 1:
+                        if ri == rn:
+                            rbuf = stream.next_batch()
+                            ri, rn = 0, len(rbuf)
+                        aid = runnable[int(rbuf[ri] * n)]
+                        ri += 1
+                    else:
+                        aid = runnable[0]
                 else:
                     aid = choose(runnable, step)
                 rec(aid)
@@ -250,14 +269,18 @@ class DeterministicEngine:
                         preemptions += 1
                     prev = aid
                 a = actors[aid]
-                blocked.pop(aid, None)
+                if aid in blocked:  # a test and a del: no call on the hot path
+                    del blocked[aid]  # noqa: RUF051
                 self.step = step
                 try:
                     req = progs[aid].send(None)
                 except StopIteration:
                     live.remove(aid)
+                    n_live -= 1
                     if not a.daemon:
                         main_left -= 1
+                        if main_left == 1:
+                            shared = step + 1
                     req = None
                     if hold_cpus:
                         hold[cpu_of[aid]] = -1
@@ -336,6 +359,7 @@ class DeterministicEngine:
             quiet_checks=quiet_checks,
             fair_turns=fair_turns,
             trace=trace,
+            shared_steps=step if shared < 0 else shared,
         )
 
     # ------------------------------------------------------------------------------

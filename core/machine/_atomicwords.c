@@ -393,6 +393,579 @@ static PyTypeObject AtomicWords_Type = {
     .tp_new = AtomicWords_new,
 };
 
+/* ---- KernelFields: the model kernel's hottest accessors, one C call each ---------- */
+/*
+ * core/machine/kernel.py's one-line accessors (flags, test_flag, set_flag, pte_read...)
+ * are each a Python frame around one words operation: a third of the Python calls a
+ * preemption point makes. KernelFields does the index arithmetic and the atomic
+ * operation in one METH_FASTCALL method over an AtomicWords object's buffer; the
+ * Kernel binds its methods in place of its own when its words backend is an
+ * AtomicWords (kernel.py: Kernel.use_words), and keeps the Python ones otherwise (the
+ * recording backend of the dependency relation, PlainWords without this extension).
+ * Same index checks as AtomicWords (IndexError past either end), same results.
+ *
+ * KernelFields(words, constants): constants is a dict of the layout's bases and field
+ * offsets by name (kf_names below; kernel.py: _kernel_fields builds it).
+ */
+
+typedef struct {
+    PyObject_HEAD
+    AtomicWordsObject *aw;  /* strong reference: its buffer export outlives us */
+    long long frames, frame_words, pte, ppm, ptl, tpm, ppt;
+    long long f_ref, f_map, f_pin, f_data;
+    long long z_device, z_device_private, pg_locked;
+    long long tlb, tlb_slots, actors;
+    long long z_free, z_cursor, static_mask, pg_allocated, f_owner, f_priv, f_gen;
+} KernelFieldsObject;
+
+static PyTypeObject KernelFields_Type;
+
+static int64_t *
+kf_ptr(KernelFieldsObject *self, long long i)
+{
+    AtomicWordsObject *aw = self->aw;
+    if (aw->words == NULL) {
+        PyErr_SetString(PyExc_ValueError, "AtomicWords is released");
+        return NULL;
+    }
+    if (i < 0 || i >= (long long)aw->nwords) {
+        PyErr_Format(PyExc_IndexError, "AtomicWords index %lld out of range (length %zd)",
+                     i, aw->nwords);
+        return NULL;
+    }
+    return aw->words + i;
+}
+
+/* args[0] as a long long; -1 with an exception set on error. */
+static int
+kf_arg(PyObject *arg, long long *out)
+{
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The word of a frame field: frames + pfn * frame_words + field. */
+static int64_t *
+kf_frame(KernelFieldsObject *self, PyObject *pfn_obj, long long field)
+{
+    long long pfn, i;
+    if (kf_arg(pfn_obj, &pfn) < 0) {
+        return NULL;
+    }
+    if (__builtin_mul_overflow(pfn, self->frame_words, &i)
+        || __builtin_add_overflow(i, self->frames + field, &i)) {
+        PyErr_Format(PyExc_IndexError, "frame %lld out of range", pfn);
+        return NULL;
+    }
+    return kf_ptr(self, i);
+}
+
+/* The word of a page-table entry: pte + mm * pages_per_mm + vpn. */
+static int64_t *
+kf_pte(KernelFieldsObject *self, PyObject *mm_obj, PyObject *vpn_obj)
+{
+    long long mm, vpn, i;
+    if (kf_arg(mm_obj, &mm) < 0 || kf_arg(vpn_obj, &vpn) < 0) {
+        return NULL;
+    }
+    if (__builtin_mul_overflow(mm, self->ppm, &i) || __builtin_add_overflow(i, vpn, &i)
+        || __builtin_add_overflow(i, self->pte, &i)) {
+        PyErr_Format(PyExc_IndexError, "entry (%lld, %lld) out of range", mm, vpn);
+        return NULL;
+    }
+    return kf_ptr(self, i);
+}
+
+#define KF_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+
+static PyObject *
+kf_flags(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("flags", nargs, 1) < 0 || (p = kf_frame(self, args[0], 0)) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(KF_LOAD(p));
+}
+
+static PyObject *
+kf_test_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("test_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong((KF_LOAD(p) & m) != 0);
+}
+
+static PyObject *
+kf_set_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("set_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    __atomic_fetch_or(p, (int64_t)m, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_clear_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("clear_flag", nargs, 2) < 0 || (p = kf_frame(self, args[0], 0)) == NULL
+        || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    __atomic_fetch_and(p, ~(int64_t)m, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_test_clear_flag(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long m;
+    if (check_nargs("test_clear_flag", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], 0)) == NULL || kf_arg(args[1], &m) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong((__atomic_fetch_and(p, ~(int64_t)m, __ATOMIC_SEQ_CST) & m) != 0);
+}
+
+/* flags & a mask fixed at construction */
+#define KF_FLAG_TEST(name, member)                                                      \
+    static PyObject *                                                                   \
+    kf_##name(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)        \
+    {                                                                                   \
+        int64_t *p;                                                                     \
+        if (check_nargs(#name, nargs, 1) < 0                                            \
+            || (p = kf_frame(self, args[0], 0)) == NULL) {                              \
+            return NULL;                                                                \
+        }                                                                               \
+        return PyBool_FromLong((KF_LOAD(p) & self->member) != 0);                       \
+    }
+KF_FLAG_TEST(is_zone_device, z_device)
+KF_FLAG_TEST(is_device_private, z_device_private)
+KF_FLAG_TEST(page_locked, pg_locked)
+
+/* load of a frame field */
+#define KF_FIELD_LOAD(name, member)                                                     \
+    static PyObject *                                                                   \
+    kf_##name(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)        \
+    {                                                                                   \
+        int64_t *p;                                                                     \
+        if (check_nargs(#name, nargs, 1) < 0                                            \
+            || (p = kf_frame(self, args[0], self->member)) == NULL) {                   \
+            return NULL;                                                                \
+        }                                                                               \
+        return PyLong_FromLongLong(KF_LOAD(p));                                         \
+    }
+KF_FIELD_LOAD(ref_count, f_ref)
+KF_FIELD_LOAD(mapcount, f_map)
+KF_FIELD_LOAD(pincount, f_pin)
+KF_FIELD_LOAD(data, f_data)
+
+static PyObject *
+kf_set_data(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long v;
+    if (check_nargs("set_data", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], self->f_data)) == NULL || kf_arg(args[1], &v) < 0) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)v, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_mapcount_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long n;
+    uint64_t old;
+    if (check_nargs("mapcount_add", nargs, 2) < 0
+        || (p = kf_frame(self, args[0], self->f_map)) == NULL || kf_arg(args[1], &n) < 0) {
+        return NULL;
+    }
+    old = __atomic_fetch_add((uint64_t *)p, (uint64_t)n, __ATOMIC_SEQ_CST);
+    return PyLong_FromLongLong((int64_t)(old + (uint64_t)n));
+}
+
+static PyObject *
+kf_pte_read(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("pte_read", nargs, 2) < 0 || (p = kf_pte(self, args[0], args[1])) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(KF_LOAD(p));
+}
+
+static PyObject *
+kf_set_pte(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    long long v;
+    if (check_nargs("set_pte", nargs, 3) < 0 || (p = kf_pte(self, args[0], args[1])) == NULL
+        || kf_arg(args[2], &v) < 0) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)v, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kf_ptep_get_and_clear(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p;
+    if (check_nargs("ptep_get_and_clear", nargs, 2) < 0
+        || (p = kf_pte(self, args[0], args[1])) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(__atomic_exchange_n(p, (int64_t)0, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+kf_ptl_word(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long mm, vpn, q;
+    if (check_nargs("ptl_word", nargs, 2) < 0 || kf_arg(args[0], &mm) < 0
+        || kf_arg(args[1], &vpn) < 0) {
+        return NULL;
+    }
+    /* Python's floor division: vpn // ptes_per_table (ptes_per_table > 0) */
+    q = vpn / self->ppt;
+    if ((vpn % self->ppt != 0) && (vpn < 0)) {
+        q -= 1;
+    }
+    return PyLong_FromLongLong(self->ptl + mm * self->tpm + q);
+}
+
+/* The extra accessors: flush_tlb_range and alloc_frame. */
+static PyObject *
+kf_flush_tlb_range(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long mm, lo, hi, vpn, key, slot, aid;
+    int64_t *p;
+    if (check_nargs("flush_tlb_range", nargs, 3) < 0 || kf_arg(args[0], &mm) < 0
+        || kf_arg(args[1], &lo) < 0 || kf_arg(args[2], &hi) < 0) {
+        return NULL;
+    }
+    for (vpn = lo; vpn < hi; vpn++) {
+        key = mm * self->ppm + vpn;
+        slot = key % self->tlb_slots;
+        if (slot < 0) {
+            slot += self->tlb_slots;  /* Python's modulo */
+        }
+        for (aid = 0; aid < self->actors; aid++) {
+            if ((p = kf_ptr(self, self->tlb + (aid * self->tlb_slots + slot) * 2)) == NULL) {
+                return NULL;
+            }
+            if (KF_LOAD(p) == key + 1) {
+                __atomic_store_n(p, (int64_t)0, __ATOMIC_SEQ_CST);
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* alloc_page's search and claim (kernel.py: Kernel.alloc_page, the same operations in
+ * the same order): zone_word is the zone's row; returns the pfn or -1. */
+static PyObject *
+kf_alloc_frame(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long zw, lo, hi, n, start, k, pfn;
+    int64_t *free_p, *cur_p, *fl, cur, *f;
+    if (check_nargs("alloc_frame", nargs, 3) < 0 || kf_arg(args[0], &zw) < 0
+        || kf_arg(args[1], &lo) < 0 || kf_arg(args[2], &hi) < 0) {
+        return NULL;
+    }
+    if ((free_p = kf_ptr(self, zw + self->z_free)) == NULL
+        || (cur_p = kf_ptr(self, zw + self->z_cursor)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(free_p) <= 0) {
+        return PyLong_FromLong(-1);
+    }
+    n = hi - lo;
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ZeroDivisionError, "integer modulo by zero");
+        return NULL;
+    }
+    start = (long long)__atomic_fetch_add((uint64_t *)cur_p, (uint64_t)1, __ATOMIC_SEQ_CST) % n;
+    if (start < 0) {
+        start += n;
+    }
+    for (k = 0; k < n; k++) {
+        pfn = lo + (start + k) % n;
+        if ((fl = kf_ptr(self, self->frames + pfn * self->frame_words)) == NULL
+            || kf_ptr(self, self->frames + pfn * self->frame_words + self->frame_words - 1)
+                   == NULL) {
+            return NULL;
+        }
+        cur = KF_LOAD(fl);
+        if (cur & self->pg_allocated) {
+            continue;
+        }
+        if (__atomic_compare_exchange_n(fl, &cur, (cur & self->static_mask) | self->pg_allocated,
+                                        0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            __atomic_fetch_add((uint64_t *)free_p, (uint64_t)-1, __ATOMIC_SEQ_CST);
+            f = fl;
+            __atomic_store_n(f + self->f_map, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_pin, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_owner, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_data, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(f + self->f_priv, (int64_t)0, __ATOMIC_SEQ_CST);
+            __atomic_fetch_add((uint64_t *)(f + self->f_gen), (uint64_t)1, __ATOMIC_SEQ_CST);
+            /* the refcount goes from 0 to 1 last (set_page_count in prep_new_page) */
+            __atomic_store_n(f + self->f_ref, (int64_t)1, __ATOMIC_SEQ_CST);
+            return PyLong_FromLongLong(pfn);
+        }
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* The actor's id (Actor.id) as a long long; -1 with an exception set on error. */
+static int
+kf_actor_id(PyObject *actor, long long *out)
+{
+    static PyObject *id_name = NULL;
+    PyObject *v;
+    int r;
+    if (id_name == NULL && (id_name = PyUnicode_InternFromString("id")) == NULL) {
+        return -1;
+    }
+    if ((v = PyObject_GetAttr(actor, id_name)) == NULL) {
+        return -1;
+    }
+    r = kf_arg(v, out);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The TLB slot word of (actor, mm, vpn): tlb + (aid * slots + key % slots) * 2. */
+static int64_t *
+kf_tlb_slot(KernelFieldsObject *self, PyObject *const *args, long long *key)
+{
+    long long aid, mm, vpn, slot;
+    if (kf_actor_id(args[0], &aid) < 0 || kf_arg(args[1], &mm) < 0
+        || kf_arg(args[2], &vpn) < 0) {
+        return NULL;
+    }
+    *key = mm * self->ppm + vpn;
+    slot = *key % self->tlb_slots;
+    if (slot < 0) {
+        slot += self->tlb_slots;
+    }
+    return kf_ptr(self, self->tlb + (aid * self->tlb_slots + slot) * 2);
+}
+
+static PyObject *
+kf_tlb_lookup(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p, *q;
+    long long key;
+    if (check_nargs("tlb_lookup", nargs, 3) < 0 || (p = kf_tlb_slot(self, args, &key)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(p) == key + 1) {
+        if ((q = kf_ptr(self, (p - self->aw->words) + 1)) == NULL) {
+            return NULL;
+        }
+        return PyLong_FromLongLong(KF_LOAD(q));
+    }
+    return PyLong_FromLong(-1);
+}
+
+static PyObject *
+kf_tlb_fill(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *p, *q;
+    long long key, pfn, writable;
+    if (check_nargs("tlb_fill", nargs, 5) < 0 || (p = kf_tlb_slot(self, args, &key)) == NULL
+        || kf_arg(args[3], &pfn) < 0 || kf_arg(args[4], &writable) < 0
+        || (q = kf_ptr(self, (p - self->aw->words) + 1)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(p, (int64_t)(key + 1), __ATOMIC_SEQ_CST);
+    __atomic_store_n(q, (int64_t)((pfn << 1) | writable), __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+/* get_page / put_page's two word operations: if the frame is allocated, add delta to
+ * its refcount and return the old count; else change nothing and return None (the
+ * caller reports the use after free). */
+static PyObject *
+kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *ref;
+    long long d;
+    if (check_nargs("ref_add", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (ref = kf_frame(self, args[0], self->f_ref)) == NULL || kf_arg(args[1], &d) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_allocated)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(
+        (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
+}
+
+/* The constants, by name, from a dict (kernel.py: _kernel_fields). */
+static const char *const kf_names[] = {
+    "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
+    "ptes_per_table", "F_REF", "F_MAP", "F_PIN", "F_DATA", "Z_DEVICE",
+    "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
+    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", NULL,
+};
+
+static PyObject *
+KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    KernelFieldsObject *self;
+    PyObject *aw, *consts, *item;
+    long long v[24];
+    Py_ssize_t i;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 2) {
+        PyErr_Format(PyExc_TypeError, "KernelFields() takes exactly 2 arguments (%zd given)",
+                     PyTuple_GET_SIZE(args));
+        return NULL;
+    }
+    aw = PyTuple_GET_ITEM(args, 0);
+    consts = PyTuple_GET_ITEM(args, 1);
+    if (!PyObject_TypeCheck(aw, &AtomicWords_Type)) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() needs an AtomicWords");
+        return NULL;
+    }
+    if (!PyDict_Check(consts)) {
+        PyErr_SetString(PyExc_TypeError, "KernelFields() needs a dict of constants");
+        return NULL;
+    }
+    for (i = 0; kf_names[i] != NULL; i++) {
+        item = PyDict_GetItemString(consts, kf_names[i]);  /* borrowed */
+        if (item == NULL) {
+            PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            return NULL;
+        }
+        if (kf_arg(item, &v[i]) < 0) {
+            return NULL;
+        }
+    }
+    if (v[6] <= 0 || v[15] <= 0) {
+        PyErr_SetString(PyExc_ValueError, "ptes_per_table and tlb_slots must be positive");
+        return NULL;
+    }
+    self = (KernelFieldsObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(aw);
+    self->aw = (AtomicWordsObject *)aw;
+    self->frames = v[0];
+    self->frame_words = v[1];
+    self->pte = v[2];
+    self->ppm = v[3];
+    self->ptl = v[4];
+    self->tpm = v[5];
+    self->ppt = v[6];
+    self->f_ref = v[7];
+    self->f_map = v[8];
+    self->f_pin = v[9];
+    self->f_data = v[10];
+    self->z_device = v[11];
+    self->z_device_private = v[12];
+    self->pg_locked = v[13];
+    self->tlb = v[14];
+    self->tlb_slots = v[15];
+    self->actors = v[16];
+    self->z_free = v[17];
+    self->z_cursor = v[18];
+    self->static_mask = v[19];
+    self->pg_allocated = v[20];
+    self->f_owner = v[21];
+    self->f_priv = v[22];
+    self->f_gen = v[23];
+    return (PyObject *)self;
+}
+
+static void
+KernelFields_dealloc(KernelFieldsObject *self)
+{
+    Py_XDECREF(self->aw);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define KF_METHOD(name, doc) \
+    {#name, (PyCFunction)(void (*)(void))kf_##name, METH_FASTCALL, doc}
+
+static PyMethodDef KernelFields_methods[] = {
+    KF_METHOD(flags, "flags($self, pfn, /)\n--\n\nThe frame's flags word."),
+    KF_METHOD(test_flag, "test_flag($self, pfn, flag, /)\n--\n\nbool(flags & flag)."),
+    KF_METHOD(set_flag, "set_flag($self, pfn, flag, /)\n--\n\nfetch_or of flag."),
+    KF_METHOD(clear_flag, "clear_flag($self, pfn, flag, /)\n--\n\nfetch_and of ~flag."),
+    KF_METHOD(test_clear_flag,
+              "test_clear_flag($self, pfn, flag, /)\n--\n\nClear flag; whether it was set."),
+    KF_METHOD(is_zone_device, "is_zone_device($self, pfn, /)\n--\n\nbool(flags & Z_DEVICE)."),
+    KF_METHOD(is_device_private,
+              "is_device_private($self, pfn, /)\n--\n\nbool(flags & Z_DEVICE_PRIVATE)."),
+    KF_METHOD(page_locked, "page_locked($self, pfn, /)\n--\n\nbool(flags & PG_locked)."),
+    KF_METHOD(ref_count, "ref_count($self, pfn, /)\n--\n\nThe frame's refcount."),
+    KF_METHOD(mapcount, "mapcount($self, pfn, /)\n--\n\nThe frame's mapcount."),
+    KF_METHOD(pincount, "pincount($self, pfn, /)\n--\n\nThe frame's pin count."),
+    KF_METHOD(data, "data($self, pfn, /)\n--\n\nThe frame's content token."),
+    KF_METHOD(set_data, "set_data($self, pfn, v, /)\n--\n\nStore the content token."),
+    KF_METHOD(mapcount_add,
+              "mapcount_add($self, pfn, n, /)\n--\n\nAdd n to the mapcount; the new value."),
+    KF_METHOD(pte_read, "pte_read($self, mm, vpn, /)\n--\n\nThe entry (READ_ONCE)."),
+    KF_METHOD(set_pte, "set_pte($self, mm, vpn, pte, /)\n--\n\nStore the entry."),
+    KF_METHOD(ptep_get_and_clear,
+              "ptep_get_and_clear($self, mm, vpn, /)\n--\n\nExchange the entry with 0."),
+    KF_METHOD(ptl_word, "ptl_word($self, mm, vpn, /)\n--\n\nThe entry's page-table-lock word."),
+    KF_METHOD(tlb_lookup,
+              "tlb_lookup($self, a, mm, vpn, /)\n--\n\n"
+              "The actor's cached translation (pfn << 1) | writable, or -1 on a miss."),
+    KF_METHOD(tlb_fill,
+              "tlb_fill($self, a, mm, vpn, pfn, writable, /)\n--\n\nCache a translation."),
+    KF_METHOD(ref_add,
+              "ref_add($self, pfn, delta, /)\n--\n\n"
+              "The old refcount after adding delta, or None (nothing done) if not allocated."),
+    KF_METHOD(flush_tlb_range,
+              "flush_tlb_range($self, mm, lo, hi, /)\n--\n\n"
+              "Drop every actor's cached translation of [lo, hi) of mm."),
+    KF_METHOD(alloc_frame,
+              "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
+              "alloc_page's search and claim in a zone; the pfn or -1."),
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject KernelFields_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pagerace.core.machine._atomicwords.KernelFields",
+    .tp_basicsize = sizeof(KernelFieldsObject),
+    .tp_itemsize = 0,
+    .tp_dealloc = (destructor)KernelFields_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The model kernel's one-word accessors over an AtomicWords (kernel.py).",
+    .tp_methods = KernelFields_methods,
+    .tp_new = KernelFields_new,
+};
+
 /* ---- module --------------------------------------------------------------------- */
 
 static int
@@ -404,6 +977,14 @@ atomicwords_exec(PyObject *module)
     Py_INCREF(&AtomicWords_Type);
     if (PyModule_AddObject(module, "AtomicWords", (PyObject *)&AtomicWords_Type) < 0) {
         Py_DECREF(&AtomicWords_Type);
+        return -1;
+    }
+    if (PyType_Ready(&KernelFields_Type) < 0) {
+        return -1;
+    }
+    Py_INCREF(&KernelFields_Type);
+    if (PyModule_AddObject(module, "KernelFields", (PyObject *)&KernelFields_Type) < 0) {
+        Py_DECREF(&KernelFields_Type);
         return -1;
     }
     return 0;

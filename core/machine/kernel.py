@@ -233,6 +233,26 @@ PREEMPTION_MODELS = ("full", "voluntary", "none")
 Path = Generator[Any, Any, Any]
 
 
+def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
+    """The C extension's ``KernelFields`` over ``words`` when it is an ``AtomicWords``
+    (the extension is built), else None."""
+    try:
+        from pagerace.core.machine._atomicwords import AtomicWords, KernelFields
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    if type(words) is not AtomicWords:
+        return None
+    return KernelFields(words, {
+        "frames": lay.FRAMES, "frame_words": FRAME_WORDS, "pte": lay.PTE,
+        "pages_per_mm": geo.pages_per_mm, "ptl": lay.PTL, "tables_per_mm": geo.tables_per_mm,
+        "ptes_per_table": geo.ptes_per_table, "F_REF": F_REF, "F_MAP": F_MAP, "F_PIN": F_PIN,
+        "F_DATA": F_DATA, "Z_DEVICE": Z_DEVICE, "Z_DEVICE_PRIVATE": Z_DEVICE_PRIVATE,
+        "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
+        "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
+        "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
+    })
+
+
 class Kernel:
     """The model kernel: primitives over one :class:`State` for a set of actors.
 
@@ -255,9 +275,9 @@ class Kernel:
     ) -> None:
         self.state = state
         self.s = state
-        self.words = state.words
         self.lay = state.layout
         self.geo = state.geo
+        self.use_words(state.words)
         self.variant_name: str = variant.name
         self.variant = variant
         self.bugs = frozenset(bugs)
@@ -305,6 +325,33 @@ class Kernel:
         self._A = self.lay.ACTOR
         self._ppm = self.geo.pages_per_mm
 
+    # The one-word accessors that :meth:`use_words` replaces by the C extension's.
+    _FAST = (
+        "flags", "test_flag", "set_flag", "clear_flag", "test_clear_flag", "is_zone_device",
+        "is_device_private", "page_locked", "ref_count", "mapcount", "pincount", "data",
+        "set_data", "mapcount_add", "pte_read", "set_pte", "ptep_get_and_clear", "ptl_word",
+        "tlb_lookup", "tlb_fill",
+    )
+
+    def use_words(self, words: Any) -> None:
+        """Run the primitives over ``words`` from now on (the state's backend, or the
+        dependency relation's recorder around it).
+
+        Over the C extension's ``AtomicWords`` the one-word accessors (``flags``,
+        ``test_flag``, ``pte_read``...) become the bound methods of a
+        ``KernelFields``, which does the index arithmetic and the operation in one C
+        call instead of a Python frame around a words call: the same words, the same
+        operations, the same results. Over any other backend (``RecordingWords``, which
+        must see every access; ``PlainWords`` where the extension is not built) the
+        Python methods below stay."""
+        self.words = words
+        for name in self._FAST:
+            self.__dict__.pop(name, None)
+        fields = self._fields = _kernel_fields(words, self.lay, self.geo)
+        if fields is not None:
+            for name in self._FAST:
+                setattr(self, name, getattr(fields, name))
+
     # ------------------------------------------------------------------------------
     # Failure helpers
     def fail(
@@ -333,18 +380,26 @@ class Kernel:
 
     def count(self, event: str, n: int = 1) -> None:
         """Count an event (reported per run)."""
-        self.events[event] = self.events.get(event, 0) + n
+        try:
+            self.events[event] += n
+        except KeyError:
+            self.events[event] = n
 
     def outcome(self, attempt: str, reason: str, n: int = 1) -> None:
         """Count a migration outcome: ``attempt`` kind, ``reason`` (migrated, pinned...)."""
         key = (attempt, reason)
-        self.outcomes[key] = self.outcomes.get(key, 0) + n
+        try:
+            self.outcomes[key] += n
+        except KeyError:
+            self.outcomes[key] = n
 
     def _stat(self, site: str) -> list[int]:
-        st = self.stats.get(site)
-        if st is None:
+        # Hot (every lock operation): a subscript, no call, when the row exists.
+        try:
+            return self.stats[site]
+        except KeyError:
             st = self.stats[site] = _new_stat()
-        return st
+            return st
 
     def _acquired(self, a: Actor, word: int, site: str) -> None:
         a.held[word] = site
@@ -352,11 +407,25 @@ class Kernel:
         self._held_since[word] = (site, self.clock())
 
     def _released(self, a: Actor, word: int) -> None:
-        a.held.pop(word, None)
-        since = self._held_since.pop(word, None)
-        if since is not None:
-            site, t0 = since
-            _add_time(self._stat(site), S_HOLDS, self.clock() - t0)
+        held = a.held
+        if word in held:
+            del held[word]
+        hs = self._held_since
+        if word in hs:
+            site, t0 = hs[word]
+            del hs[word]
+            t = self.clock() - t0
+            try:
+                st = self.stats[site]
+            except KeyError:
+                st = self.stats[site] = _new_stat()
+            # _add_time(st, S_HOLDS, t), inlined (hot)
+            st[S_HOLDS] += 1
+            st[S_HOLD_TOTAL] += t
+            if t < st[S_HOLD_MIN]:
+                st[S_HOLD_MIN] = t
+            if t > st[S_HOLD_MAX]:
+                st[S_HOLD_MAX] = t
 
     def _waited(self, st: list[int], t0: int) -> None:
         _add_time(st, S_WAITS, self.clock() - t0)
@@ -443,8 +512,16 @@ class Kernel:
 
     def get_page(self, a: Actor, pfn: int, site: str) -> None:
         """``get_page()`` / ``folio_get()``: the caller must already hold a reference."""
-        self.touch(a, pfn, site)
-        old = self.words.fetch_add(self._F + pfn * FRAME_WORDS + F_REF, 1)
+        if self._fields is not None:  # the check and the add in one C call
+            old = self._fields.ref_add(pfn, 1)
+            if old is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            fl = self._F + pfn * FRAME_WORDS
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            old = words.fetch_add(fl + F_REF, 1)
         if old <= 0:
             raise self.fail(
                 FailureKind.BUG_ON,
@@ -469,8 +546,16 @@ class Kernel:
     def put_page(self, a: Actor, pfn: int, site: str, refs: int = 1) -> None:
         """``put_page()`` / ``folio_put_refs()``: drop ``refs`` references (a pin's
         GUP_PIN_COUNTING_BIAS for ``unpin_user_page``), free the page at zero."""
-        self.touch(a, pfn, site)
-        old = self.words.fetch_add(self._F + pfn * FRAME_WORDS + F_REF, -refs)
+        if self._fields is not None:  # the check and the add in one C call
+            old = self._fields.ref_add(pfn, -refs)
+            if old is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            fl = self._F + pfn * FRAME_WORDS
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            old = words.fetch_add(fl + F_REF, -refs)
         if old < refs:
             raise self.fail(
                 FailureKind.REFCOUNT_UNDERFLOW,
@@ -513,9 +598,14 @@ class Kernel:
             return -1
         words = self.words
         zw = self.lay.ZONES + zone * ZONE_WORDS
+        lo, hi = self.lay.zone_range(zone)
+        if self._fields is not None:  # the same search and claim in one C call
+            pfn = self._fields.alloc_frame(zw, lo, hi)
+            if pfn >= 0:
+                self.count(f"alloc_zone{zone}")
+            return pfn
         if words.load(zw + Z_FREE) <= 0:
             return -1
-        lo, hi = self.lay.zone_range(zone)
         n = hi - lo
         start = words.fetch_add(zw + Z_CURSOR, 1) % n
         F = self._F
@@ -799,15 +889,20 @@ class Kernel:
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
         """``folio_trylock()``."""
-        self.touch(a, pfn, site)
-        st = self._stat(site)
-        st[S_TRY] += 1
+        words = self.words
         fl = self._F + pfn * FRAME_WORDS
-        if self.words.fetch_or(fl, PG_locked) & PG_locked:
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
+        st[S_TRY] += 1
+        if words.fetch_or(fl, PG_locked) & PG_locked:
             st[S_TRY_FAIL] += 1
             st[S_CONTENDED] += 1
             return False
-        self.words.store(fl + F_OWNER, a.id + 1)
+        words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
         self._acquired(a, fl, site)
         return True
@@ -818,11 +913,16 @@ class Kernel:
 
         A page locked by its own caller sleeps forever; the deadlock finder reports it
         as a cycle of one."""
-        yield from self.might_sleep()
-        self.touch(a, pfn, site)
-        st = self._stat(site)
-        fl = self._F + pfn * FRAME_WORDS
+        if self.preemption == "voluntary":
+            yield from self.might_sleep()
         words = self.words
+        fl = self._F + pfn * FRAME_WORDS
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
         if words.fetch_or(fl, PG_locked) & PG_locked:
             st[S_CONTENDED] += 1
             t0 = self.clock()
@@ -1025,7 +1125,10 @@ class Kernel:
 
     def spin_lock(self, a: Actor, word: int, site: str) -> Path:
         """``spin_lock()`` on a page-table lock word (0 free, owner + 1 held)."""
-        st = self._stat(site)
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
         words = self.words
         me = a.id + 1
         if not words.cas(word, 0, me):
@@ -1060,7 +1163,10 @@ class Kernel:
         """``mutex_lock()`` on a mutex word (0 free, owner + 1 held): sleep until it is
         ours. The engines see it as any other lock (waits-for graph, lock_stat rows,
         lock balance); ``lock_name`` names it."""
-        st = self._stat(site)
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
         words = self.words
         me = a.id + 1
         if not words.cas(word, 0, me):
@@ -1112,7 +1218,8 @@ class Kernel:
         reader does (the 5.13+ reader lock stealing), else queue, behind any queued
         writer, and sleep until a waker grants the lock. A reader that already holds the
         lock and asks again behind a queued writer waits forever (a deadlock)."""
-        yield from self.might_sleep()
+        if self.preemption == "voluntary":
+            yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
@@ -1229,7 +1336,8 @@ class Kernel:
         waiters, else ``rwsem_down_write_slowpath()``: one unqueued attempt on a free lock
         (the optimistic spin's ``rwsem_try_write_lock_unqueued``), then queue and, each
         time woken, try to take the lock."""
-        yield from self.might_sleep()
+        if self.preemption == "voluntary":
+            yield from self.might_sleep()
         w = self.mmap_word(mm)
         words = self.words
         st = self._stat(site)
@@ -1324,9 +1432,12 @@ class Kernel:
         """``flush_tlb_range()``: drop the translations of ``[lo, hi)`` on every CPU."""
         if "no_tlb_flush" in self.faults:
             return
+        hw = self.hw_lock  # the shootdown waits for an access in flight (the IPI)
+        if hw is None and self._fields is not None:
+            self._fields.flush_tlb_range(mm, lo, hi)  # the same loop in one C call
+            return
         words = self.words
         base = mm * self._ppm
-        hw = self.hw_lock  # the shootdown waits for an access in flight (the IPI)
         for vpn in range(lo, hi):
             if hw is not None:
                 hw.acquire(mm, vpn)

@@ -46,6 +46,6 @@ def install_recorder(kernel: Any) -> RecordingWords:
     if isinstance(existing, RecordingWords):
         return existing
     rec = kernel.s.start_recording()
-    kernel.words = rec
+    kernel.use_words(rec)  # the Python accessors again: every access is recorded
     return rec
 

@@ -93,7 +93,7 @@ def test_hunt_pct_learns_k_from_its_runs_and_reports_it() -> None:
         k = learned_k(lengths)
         rec = run_deterministic(w, variant="v6", seed=seed, strategy="pct", pct_k=k)
         assert rec.result.scheduler["k"] == (k or rec.result.scheduler["k"])
-        lengths.append(rec.result.steps)
+        lengths.append(rec.result.shared_steps)
     assert learned.pct_k == k
     assert learned.guarantee is not None and fixed.guarantee is not None
     assert learned.guarantee > fixed.guarantee  # the bound uses the learned k
