@@ -235,18 +235,23 @@ def check_dirty(k: Kernel, final: bool) -> None:
 # Device page lifetime
 
 
+# Entry types that name a page frame (a device-coherent page may be made exclusive).
+_NAMES_A_PAGE = frozenset((PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, PTE_DEVICE_EXCLUSIVE))
+
+
 def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
-    """A device page is being freed (``folio_free``): no entry may still name it."""
+    """A device page is being freed (``folio_free``): no entry may still name it.
+
+    The pfn field is tested first over every entry (one pass), then the type of the
+    few entries that name ``pfn``, in the same row-major order as one combined mask."""
     pte = k.s.pte
-    types = pte & PTE_TYPE_MASK
-    names = (
-        (types == PTE_DEVICE_PRIVATE)
-        | (types == PTE_MIGRATION)
-        | (types == PTE_PRESENT)
-        | (types == PTE_DEVICE_EXCLUSIVE)  # a device-coherent page made exclusive
-    ) & ((pte >> PTE_PFN_SHIFT) == pfn)
-    if names.any():
-        mm, vpn = (int(x[0]) for x in np.nonzero(names))
+    hit = None
+    for mm_, vpn_ in zip(*np.nonzero((pte >> PTE_PFN_SHIFT) == pfn)):
+        if int(pte[mm_, vpn_]) & PTE_TYPE_MASK in _NAMES_A_PAGE:
+            hit = (int(mm_), int(vpn_))
+            break
+    if hit is not None:
+        mm, vpn = hit
         raise k.fail(
             FailureKind.DEVICE_PAGE_LIFETIME,
             f"device page {pfn} was freed by {a.name} (refcount reached zero, at {a.site or a.op}) "
