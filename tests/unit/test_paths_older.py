@@ -261,3 +261,43 @@ def test_old_wp_sleeps_for_the_page_lock_without_the_ptl(changed: bool) -> None:
     assert k.ref_count(pfn) == 1 and not k.page_locked(pfn)
     assert bool(k.pte_read(0, 3) & PTE_WRITE) is not changed
     assert k.events.get("wp_old_backout", 0) == int(changed)
+
+
+def test_finding_017_replays_on_the_older_generations_and_v6_stays_clean(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/findings/017: fork shares a pinned page and 4.14-5.0's do_wp_page copies it
+    away from the pin. The shrunk artifact reproduces (exit 1); the seed fails on both
+    older generations, which the workload declares, and is clean on v6."""
+    from pathlib import Path
+
+    from pagerace.harness.cli import main
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload
+
+    art = Path(__file__).parents[2] / "docs/findings/017-fork-shares-pinned-page.shrunk.json"
+    assert main(["replay", str(art), "--quiet"]) == 1
+    capsys.readouterr()
+    w = load_workload("fork-vs-pin")
+    for variant in ("v5.0", "hmm-2017"):
+        f = run_deterministic(w, variant=variant, seed=21).result.failure
+        assert f is not None and str(f.kind) in w.finding_kinds_for(variant)
+    assert run_deterministic(w, variant="v6", seed=21).result.failure is None
+    assert not w.finding_kinds_for("v6")
+
+
+def test_hmm2017_check_page_passes_a_device_private_page_with_extra_references() -> None:
+    """HMM 14/15 (4.14): a device-private page always passes migrate_vma_check_page,
+    so concurrent CPU faults holding collect's references do not fail each other (the
+    fault-storm livelock, pct seed 60); a system page with an extra reference fails."""
+    from pagerace.core.mm.migrate_hmm2017 import check_page_2017
+
+    k, a = _model("hmm-2017")
+    dev = pte_pfn(k.pte_read(0, 0))
+    sys_pfn = pte_pfn(k.pte_read(0, 2))
+    for who in ("a", "b", "c"):  # three faulting CPUs' migrations collected it
+        k.get_page(a, dev, "test:collect_" + who)
+    assert check_page_2017(k, dev, -1)
+    k.get_page(a, sys_pfn, "test:collect_a")
+    k.get_page(a, sys_pfn, "test:other")
+    assert not check_page_2017(k, sys_pfn, -1)
