@@ -98,6 +98,13 @@ class Variant:
     stable_check_fault: ClassVar[bool] = True
     stable_check_insert: ClassVar[bool] = True
 
+    # Which reuse rule do_wp_page() has for an anonymous page (core/mm/memory.py):
+    # False: 7.0's (wp_can_reuse_anon_folio: PageAnonExclusive, or mapcount and refcount
+    # 1; 5.8/5.9's 09854ba94c6a + 5.19's PageAnonExclusive); True: 4.14-5.0's (the page
+    # lock, reuse_swap_page(): mapcount + swap count <= 1 whatever the refcount, the swap
+    # cache freed and the page dirtied; do_wp_page_anon_414). Seeds 004 and 002.
+    wp_reuse_by_mapcount: ClassVar[bool] = False
+
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         raise NotImplementedError
 
@@ -248,6 +255,7 @@ class _MigrateVmaOps(Variant):
 
     page_wait = "4.14"  # the page wait queue of 4.14-5.8 (seeds 004 and 002)
     stable_check_insert = False  # seed 002 lines 2639-2660; seed 004 (4.14)
+    wp_reuse_by_mapcount = True  # 4.14-5.0 do_wp_page / reuse_swap_page
 
     fault_reads_page_data = False  # hmm_devmem_fault(): page->pgmap->data
     old_try_to_unmap = True  # mm/rmap.c try_to_unmap_one of 4.14-5.0

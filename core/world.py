@@ -25,7 +25,7 @@ from .mm import (  # noqa: F401  (register their ops)
     vma,
     vmscan,
 )
-from .mm.swapfile import do_swap_page
+from .mm.swapfile import do_swap_page, reuse_swap_page
 from .oracles import eviction
 from .oracles.world import (
     check_device_pages,
@@ -46,6 +46,7 @@ def install_mm(k: Kernel) -> None:
         k.hooks["shadow_write"] = shared_shadow_write
     k.hooks["device_page_free"] = device_free_check
     k.hooks.setdefault("do_swap_page", do_swap_page)
+    k.hooks.setdefault("reuse_swap_page", reuse_swap_page)  # 4.14-5.0's do_wp_page
     for chk in (check_no_pins_left, check_device_pages, check_dirty, check_swap_counts):
         if chk not in k.extra_checks:
             k.extra_checks.append(chk)

@@ -221,7 +221,17 @@ def gup_slow(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
         ok = pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE)
         pfn = pte >> PTE_PFN_SHIFT
         unshare = False
-        if ok and pin and k.test_flag(pfn, PG_anon) and not k.test_flag(pfn, PG_anon_exclusive):
+        if (
+            ok
+            and pin
+            and not pte & PTE_WRITE
+            and k.test_flag(pfn, PG_anon)
+            and not k.test_flag(pfn, PG_anon_exclusive)
+        ):
+            # 7.0 follow_page_pte (mm/gup.c 849): "!pte_write(pte) &&
+            # gup_must_unshare()". A writable entry of a page that is not exclusive
+            # exists only under 4.14-5.0's do_wp_page reuse (hmm-2017, v5.0): the
+            # unshare fault would find it writable and loop.
             ok = False  # gup_must_unshare()
             unshare = True
         if ok:

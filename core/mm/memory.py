@@ -269,9 +269,11 @@ def do_anonymous_page(
 def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
     """``do_wp_page()``: a write to a present read-only entry.
 
-    Reuse the page when this mm maps it exclusively (``wp_can_reuse_anon_folio``: the
-    page is ``PageAnonExclusive``, or it is the only mapping and nobody else holds a
-    reference); otherwise copy it (``wp_page_copy``).
+    7.0 (``v6``): reuse the page when this mm maps it exclusively
+    (``wp_can_reuse_anon_folio``: the page is ``PageAnonExclusive``, or it is the only
+    mapping and nobody else holds a reference); otherwise copy it (``wp_page_copy``).
+    ``hmm-2017`` and ``v5.0`` (``Variant.wp_reuse_by_mapcount``) run 4.14-5.0's rule
+    instead: :func:`do_wp_page_anon_414`.
     """
     ptl = k.ptl_word(mm, vpn)
     yield from k.spin_lock(a, ptl, "do_wp_page:ptl")
@@ -281,6 +283,8 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
         return VM_FAULT_OK
     pfn = pte >> PTE_PFN_SHIFT
     f = k.flags(pfn)
+    if k.variant.wp_reuse_by_mapcount and f & PG_anon:
+        return (yield from do_wp_page_anon_414(k, a, mm, vpn, orig, pfn))
     if f & PG_anon and (
         f & PG_anon_exclusive or (k.mapcount(pfn) == 1 and k.ref_count(pfn) == 1)
     ):
@@ -292,6 +296,93 @@ def do_wp_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
         return VM_FAULT_OK
     k.get_page(a, pfn, "do_wp_page:get")
     k.spin_unlock(a, ptl, "do_wp_page:ptl")
+    return (yield from wp_page_copy(k, a, mm, vpn, orig, pfn))
+
+
+def do_wp_page_anon_414(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) -> Path:
+    """``do_wp_page()`` of 4.14-5.0 for an anonymous non-KSM page (the model has no
+    KSM write faults), entered with the PTL held and the entry ``pte_same``.
+
+    v5.0 mm/memory.c ``do_wp_page`` (the branch at about line 2512, per the hunk
+    header ``@@ -2509`` of the 5.1 patch "mm: reuse only-pte-mapped KSM page in
+    do_wp_page" against it; 4.14's is the same code, ``vmf``-based since 4.10):
+    ``if (PageAnon(vmf->page) && !PageKsm(vmf->page))``: ``trylock_page``;
+    when it fails, ``get_page``, ``pte_unmap_unlock``, ``lock_page`` (a sleep, with
+    ``mmap_sem`` held), ``pte_offset_map_lock`` and, unless ``pte_same``, back out
+    (``unlock_page``, unlock, ``put_page``, return 0); else ``put_page``. Then
+    ``reuse_swap_page(vmf->page, &total_map_swapcount)`` (mm/swapfile.c,
+    :func:`~pagerace.core.mm.swapfile.reuse_swap_page`, through
+    ``k.hooks["reuse_swap_page"]``): when it says yes, ``page_move_anon_rmap`` if
+    ``total_map_swapcount == 1``, ``unlock_page`` and ``wp_page_reuse`` (the entry
+    young, dirty and writable; the PTL dropped); otherwise ``unlock_page`` and copy:
+    ``get_page``, ``pte_unmap_unlock``, :func:`wp_page_copy`.
+
+    The reuse depends on the mapcount and the swap count only, never on the refcount
+    or ``PageAnonExclusive`` (5.8/5.9's refcount rule, 09854ba94c6a, and 5.19's
+    ``PageAnonExclusive`` came later): a page another reference holds (a GUP pin) is
+    reused, so that reference stays coherent with the mapping. Nothing here sets or
+    reads ``PG_anon_exclusive`` (docs/generations.md lists what else still does under
+    these generations).
+    """
+    ptl = k.ptl_word(mm, vpn)
+    site = "do_wp_page"
+    if not k.trylock_page(a, pfn, site + ":trylock_page"):
+        k.get_page(a, pfn, site + ":get_page")
+        k.spin_unlock(a, ptl, site + ":ptl")
+        yield  # between pte_unmap_unlock and lock_page
+        yield from k.lock_page(a, pfn, site + ":lock_page")
+        yield from k.spin_lock(a, ptl, site + ":ptl")
+        if k.pte_read(mm, vpn) != orig:  # !pte_same(): back out
+            k.unlock_page(a, pfn, site + ":unlock_page")
+            k.spin_unlock(a, ptl, site + ":ptl")
+            k.put_page(a, pfn, site + ":put_page")
+            k.count("wp_old_backout")
+            return VM_FAULT_OK
+        k.put_page(a, pfn, site + ":put_page")
+    reuse = k.hooks.get("reuse_swap_page")
+    if reuse is not None:
+        ok, total_map_swapcount = reuse(k, a, pfn)
+    else:  # no swap in this kernel: page_trans_huge_map_swapcount() is the mapcount
+        total_map_swapcount = k.mapcount(pfn)
+        ok = total_map_swapcount <= 1
+    if ok:
+        if total_map_swapcount == 1:
+            # page_move_anon_rmap(): the model's anon mapping names the mm and page
+            # the page was first mapped at (folio_set_anon); a page this mm maps alone
+            # keeps it (the anon_vma of the model is the mm's).
+            k.count("wp_old_move_anon_rmap")
+        k.unlock_page(a, pfn, site + ":unlock_page")
+        # wp_page_reuse(): pte_mkyoung, maybe_mkwrite(pte_mkdirty()),
+        # ptep_set_access_flags (the model flushes, as its 7.0 reuse does), unlock.
+        k.set_pte(mm, vpn, orig | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+        k.flush_tlb_range(mm, vpn, vpn + 1)
+        k.spin_unlock(a, ptl, site + ":ptl")
+        k.count("wp_reuse")
+        return VM_FAULT_OK
+    k.unlock_page(a, pfn, site + ":unlock_page")
+    k.get_page(a, pfn, site + ":get")
+    k.spin_unlock(a, ptl, site + ":ptl")
+    return (yield from wp_page_copy(k, a, mm, vpn, orig, pfn))
+
+
+def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) -> Path:
+    """``wp_page_copy()``, entered with a reference on the old page and the PTL
+    dropped: copy the page, and under an ``MMU_NOTIFY_CLEAR`` invalidation and the PTL
+    switch the entry to the copy if it is still ``orig``.
+
+    7.0 and 4.14-5.0 (v5.0 mm/memory.c, from about line 2235; its
+    ``mmu_notifier_range_init`` at about 2275) have the same order: the copy,
+    ``invalidate_range_start``, the PTL, ``pte_same``, clear and flush the entry, the
+    new page's rmap and LRU, the new entry, the old page's rmap removed and its mapping
+    reference put under the PTL, the unlock, ``invalidate_range_end``, the caller's
+    reference put. What differs is not modelled: 4.14-5.0 clear with
+    ``ptep_clear_flush_notify`` and map with ``set_pte_at_notify`` (the secondary-TLB
+    ``->invalidate_range`` / ``->change_pte`` callbacks, gone by 7.0), end with
+    ``mmu_notifier_invalidate_range_only_end`` (4.15+; 4.14's ``_end``), and 4.14's
+    range carries no event (5.2+). The new page is ``PG_anon_exclusive`` in every
+    generation, as the model's other new anonymous pages (do_anonymous_page).
+    """
+    ptl = k.ptl_word(mm, vpn)
     yield
     new = k.alloc_page(a, 0, "wp_page_copy")
     if new < 0:

@@ -142,11 +142,20 @@ def collect_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
 def check_page_2017(k: Kernel, pfn: int, fault_page: int) -> bool:
     """``migrate_vma_check_page()`` of seed 004: refcount minus the caller's reference
-    must not exceed the mapcount, for every page (no device-private exemption yet).
-    The model adds the ZONE_DEVICE reference (seed 004 line 186 adds it in
-    ``migrate_page_move_mapping``) and the fault handler's reference on its page: the
-    test all generations share (:func:`page_refs_beyond_mappings`), without v6's and
-    v5.0's catalog toggle."""
+    must not exceed the mapcount. The model adds the ZONE_DEVICE reference (seed 004
+    line 186 adds it in ``migrate_page_move_mapping``) and the fault handler's
+    reference on its page: the test all generations share
+    (:func:`page_refs_beyond_mappings`), without v6's and v5.0's catalog toggle.
+
+    A device-private page always passes: HMM 14/15 ("mm/migrate: support un-addressable
+    ZONE_DEVICE page in migration", merged with seed 004 in 4.14, the patch hmm-2017's
+    device-private fault entry comes from) added the exemption, whose comment seed 002
+    keeps (lines 2356-2368): "to avoid 2 racing thread trying to migrate back to CPU to
+    enter infinite loop ... We always return true here". Without it, CPU faults on one
+    device page each hold collect's reference and fail each other's check forever
+    (``fault-storm`` livelocked on hmm-2017, pct seed 60)."""
+    if k.is_device_private(pfn):
+        return True  # HMM 14/15 (4.14); seed 002 line 2368
     return not page_refs_beyond_mappings(k, pfn, fault_page)
 
 

@@ -95,6 +95,38 @@ def delete_from_swap_cache(k: Kernel, a: Actor, pfn: int, put: bool, site: str) 
         k.put_page(a, pfn, site)
 
 
+def reuse_swap_page(k: Kernel, a: Actor, pfn: int) -> tuple[bool, int]:
+    """``reuse_swap_page(page, &total_map_swapcount)`` of 4.14-5.0 (mm/swapfile.c, gone
+    in 5.19) for a locked, small (not THP) anonymous page, called by 4.14-5.0's
+    ``do_wp_page`` (``core/mm/memory.py`` ``do_wp_page_anon_414``; the model plugs it
+    as ``k.hooks["reuse_swap_page"]``: memory.py cannot import this module).
+
+    ``page_trans_huge_map_swapcount()``'s small-page branch: ``count = mapcount +
+    swapcount``, the swap count (``page_swapcount``, without ``SWAP_HAS_CACHE``) only for
+    a ``PageSwapCache`` page; ``*total_map_swapcount`` is the same sum. When ``count ==
+    1`` and the page is in the swap cache: not under writeback, ``delete_from_swap_cache``
+    (which puts the cache's reference) and ``SetPageDirty`` (the page is now the only
+    copy); under writeback, the ``SWP_STABLE_WRITES`` test refuses reuse on a device that
+    needs stable pages: the model's swap device does not (no block-integrity / stable
+    writes), so the page is reused and stays in the swap cache. Returns ``(count <= 1,
+    total_map_swapcount)``; the refcount plays no part."""
+    mapcount = k.mapcount(pfn)
+    swapcount = 0
+    cached = k.test_flag(pfn, PG_swapcache)
+    slot = k.words.load(k.fw(pfn, F_PRIV)) - 1
+    if cached:
+        swapcount = swap_count(k, slot)
+    count = mapcount + swapcount
+    if count == 1 and cached:
+        if not k.test_flag(pfn, PG_writeback):
+            delete_from_swap_cache(k, a, pfn, True, "reuse_swap_page:delete_from_swap_cache")
+            k.set_flag(pfn, PG_dirty)
+            k.count("wp_old_swapcache_freed")
+        else:
+            k.count("wp_old_reuse_writeback")  # !(p->flags & SWP_STABLE_WRITES)
+    return count <= 1, count
+
+
 def do_swap_page(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool) -> Path:
     """``do_swap_page()`` for a real swap entry (``k.hooks["do_swap_page"]``), called
     under ``mmap_read_lock``.
@@ -192,6 +224,7 @@ __all__ = [
     "delete_from_swap_cache",
     "do_swap_page",
     "get_swap_page",
+    "reuse_swap_page",
     "swap_count",
     "swap_duplicate",
     "swap_free",
