@@ -236,6 +236,24 @@ class Dmirror:
         if has_chunks(k):
             pgmap_put(k, self.dev)
 
+    def folio_split(self, k: Kernel, a: Actor, head: int, tail: int) -> None:
+        """``dmirror_devmem_folio_split()`` (7.0 lib/test_hmm.c 1689), the pgmap's
+        ``folio_split`` op, which ``zone_device_private_split_cb`` calls for each new
+        folio ``tail`` of a device-private folio split at ``head`` and once more with
+        ``tail`` = -1 (NULL) at the end. 7.0 splits the backing folio ``rpage`` with it:
+        the tail's ``zone_device_data`` becomes the backing page at the same offset,
+        which takes ``rpage->zone_device_data`` (the mirror); the final call resets the
+        backing folio's order. The model keeps a device-private page's backing store in
+        its own frame (``DPT_BACKING``): what is left is the mirror each backing page
+        names (``dpage_mirror``), which the tail takes from the head, so that a later
+        fault on the tail (``dmirror_devmem_fault``: ``rpage->zone_device_data``) finds
+        the mirror whose entries it must erase. ``if (!rpage)``: never in the model
+        (every allocated device page has its frame as backing)."""
+        if not k.geo.dmirrors or tail < 0:
+            return  # folio_reset_order(rfolio) etc.: the backing folio's own words
+        words = k.words
+        words.store(k.lay.DPAGE_MIRROR + tail, words.load(k.lay.DPAGE_MIRROR + head))
+
     def alloc_device_page(self, k: Kernel, a: Actor, site: str) -> Path:
         """``dmirror_devmem_alloc_page()`` with chunks (the geometry's ``chunks``): under
         ``mdevice->lock`` (one step here) a page from the free list, which is empty
@@ -585,8 +603,11 @@ class Dmirror:
         lo = max(vstart, vpn - vpn % self.fault_range)
         hi = min(vend, lo + self.fault_range)
         fault_page = pfn if (locked or "fault-ref-no-trylock" in k.bugs) else -1
-        # dmirror = rpage->zone_device_data: the mirror that allocated the page.
-        owner = k.words.load(k.lay.DPAGE_MIRROR + pfn) - 1 if k.geo.dmirrors else -1
+        # dmirror = rpage->zone_device_data: the mirror that allocated the page. 7.0:
+        # rpage = folio_zone_device_data(page_folio(vmf->page)), the folio's head's
+        # (v7: a tail of a large device folio names no mirror of its own).
+        head = page_folio(k, pfn) if k.variant.large_folios else pfn
+        owner = k.words.load(k.lay.DPAGE_MIRROR + head) - 1 if k.geo.dmirrors else -1
         m = MigrateVma(
             mm,
             row,
