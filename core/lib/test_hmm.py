@@ -397,7 +397,10 @@ class Dmirror:
             n = k.geo.hpage_pmd_nr
             order = n.bit_length() - 1
             self.allocs += 1
-            if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+            mi = getattr(m, "mirror", -1)
+            if mi >= 0 and dmirror_fail_alloc_once(k, mi):
+                dpage = -1  # 7.0: HMM_DMIRROR_FLAG_FAIL_ALLOC, then the small-page loop
+            elif self.fail_alloc and self.allocs % self.fail_alloc == 0:
                 k.count("dmirror_fail_alloc")
                 dpage = -1
             else:
@@ -1075,7 +1078,14 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
         tags = DPT_BACKING if k.is_device_private(dpage) else 0
         if m.dst[i] & MIGRATE_PFN_WRITE:
             tags |= DPT_TAG_WRITE
-        dpt_store(k, mi, m.start + i, dpage, tags)
+        # v7 (7.0): a compound destination maps each 4K page of its folio,
+        # folio_page(page_folio(rpage), i) at pfn + i ("WARN_ON_ONCE(end_pfn < start_pfn
+        # + nr)": the model stops at the range's end, where xa_store would not)
+        nr = 1
+        if m.dst[i] & MIGRATE_PFN_COMPOUND:
+            nr = folio_nr_pages(k, page_folio(k, dpage))
+        for j in range(min(nr, m.npages - i)):
+            dpt_store(k, mi, m.start + i + j, dpage + j, tags)
     k.mutex_unlock(a, mutex, "dmirror_migrate_finalize_and_map:mutex_unlock")
 
 
@@ -1097,9 +1107,10 @@ def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int
             if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
                 return EINVAL
             _vs, ve = k.s.vma_bounds(mm, row)
-            m = DmirrorMigrate(
-                mm, row, addr, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
-            )
+            flags = MIGRATE_VMA_SELECT_SYSTEM
+            if k.variant.large_folios:
+                flags |= MIGRATE_VMA_SELECT_COMPOUND  # 7.0: "| MIGRATE_VMA_SELECT_COMPOUND"
+            m = DmirrorMigrate(mm, row, addr, min(end, ve), flags, dev.dev, kind="to_device")
             m.mirror = mi
             rc = yield from migrate_vma_setup(k, a, m)
             if rc:

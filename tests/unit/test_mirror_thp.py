@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from pagerace.core.lib import test_hmm as tl
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
-from pagerace.core.machine.layout import PTE_DEVICE_PRIVATE, PTE_TYPE_MASK
+from pagerace.core.machine.layout import (
+    DM_FLAGS,
+    DM_MUTEX,
+    DPT_BACKING,
+    DPT_PFN_SHIFT,
+    DPT_TAG_WRITE,
+    PTE_DEVICE_PRIVATE,
+    PTE_TYPE_MASK,
+)
 from pagerace.harness.runner import build_model
 from pagerace.workloads import parse_workload
 from strategies import Stepper
@@ -88,3 +97,70 @@ def test_a_fault_on_a_split_tail_finds_the_mirror_through_the_callback() -> None
     assert Stepper(dev.migrate_to_ram(k, b, 0, 5, page, locked=False)).finish(k) == 0
     assert seen == [0]
     assert not k.is_zone_device(k.pte_read(0, 5) >> 16)
+
+
+# -- the mirror's device page table for large device folios (7.0
+#    dmirror_migrate_finalize_and_map: one entry per 4K page) ----------------------------
+def _mirror_thp(k: Any, a: Any) -> int:
+    """HMM_DMIRROR_MIGRATE_TO_DEV of the THP [0, 8) through mirror 0
+    (MIGRATE_VMA_SELECT_COMPOUND): returns the large device folio's head."""
+    assert Stepper(tl.dmirror_migrate_to_device(k, a, 0, 0, N)).finish(k) == 0
+    pmd = pm.pmdp_get(k, 0, 0)
+    assert pmd & PTE_TYPE_MASK == PTE_DEVICE_PRIVATE
+    head = pmd >> 16
+    assert fo.folio_order(k, head) == 3
+    return int(head)
+
+
+def test_mirror_maps_each_page_of_a_large_device_folio() -> None:
+    k, (a, b, _c) = _v7()
+    before = [k.shadow(0, v) for v in range(N)]
+    head = _mirror_thp(k, a)
+    for v in range(N):
+        entry, _gen = tl.dpt_load(k, 0, v)
+        assert (entry >> DPT_PFN_SHIFT) - 1 == head + v  # folio_page(rfolio, i)
+        assert entry & (DPT_BACKING | DPT_TAG_WRITE) == DPT_BACKING | DPT_TAG_WRITE
+        assert k.data(head + v) == before[v]
+    assert _mirror_of(k, head) == 0
+    # HMM_DMIRROR_READ through the large folio: no fault, every page from its entry
+    assert Stepper(tl.dmirror_rw(k, b, 0, 0, N, False)).finish(k) == 0
+    assert "dmirror_faults" not in k.events
+
+
+def test_device_read_through_a_large_folio_interleaved_with_its_partial_migration() -> None:
+    """A device read holds dmirror->mutex page by page while the mirror migrates two
+    pages of the large folio back: the split's notifier (split_huge_pmd: CLEAR) waits on
+    the mutex, so the read finishes on the folio it started on, then the entries are
+    gone and the pages it did not migrate stay on the device, each with the mirror."""
+    k, (a, b, _c) = _v7()
+    head = _mirror_thp(k, a)
+    rd = Stepper(tl.dmirror_rw(k, b, 0, 0, N, False))
+    rd.run_until(lambda: k.words.load(tl.dm_word(k, 0, DM_MUTEX)) != 0)
+    mig = Stepper(tl.dmirror_migrate_to_system(k, a, 0, 2, 4))
+    mig.run_until(lambda: mig.blocked_on(k) is not None)  # the notifier on the mutex
+    assert fo.folio_order(k, head) == 3  # not split yet
+    assert rd.finish(k) == 0
+    assert mig.finish(k) == 0
+    assert [fo.folio_order(k, head + j) for j in range(N)] == [0] * N
+    assert all(tl.dpt_load(k, 0, v)[0] == 0 for v in range(N))
+    assert [_mirror_of(k, head + j) for j in range(N)] == [0, 0, -1, -1, 0, 0, 0, 0]
+
+
+def test_fail_alloc_flag_takes_the_small_page_path() -> None:
+    """HMM_DMIRROR_FLAGS = FAIL_ALLOC before a compound migration: the large allocation
+    fails (the flag clears itself) and each page gets an order-0 device page, each
+    mapped in the device page table by its own entry."""
+    k, (a, *_rest) = _v7()
+    assert Stepper(tl.op_dmirror_flags(k, a, 0, tl.HMM_DMIRROR_FLAG_FAIL_ALLOC)).finish(k) == 0
+    assert Stepper(tl.dmirror_migrate_to_device(k, a, 0, 0, N)).finish(k) == 0
+    assert k.words.load(tl.dm_word(k, 0, DM_FLAGS)) == 0
+    assert k.events.get("dmirror_fail_alloc_flag") == 1
+    pfns = []
+    for v in range(N):
+        entry, _gen = tl.dpt_load(k, 0, v)
+        pfn = (entry >> DPT_PFN_SHIFT) - 1
+        assert k.is_device_private(pfn) and fo.folio_order(k, fo.page_folio(k, pfn)) == 0
+        pte = k.pte_read(0, v)
+        assert pte & PTE_TYPE_MASK == PTE_DEVICE_PRIVATE and pte >> 16 == pfn
+        pfns.append(pfn)
+    assert len(set(pfns)) == N
