@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pagerace.core.lib import test_hmm as tl
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.layout import (
     DM_FLAGS,
     DM_MUTEX,
@@ -19,6 +21,7 @@ from pagerace.core.machine.layout import (
     PTE_DEVICE_PRIVATE,
     PTE_TYPE_MASK,
 )
+from pagerace.core.oracles.folio import check_collected
 from pagerace.harness.runner import build_model
 from pagerace.workloads import parse_workload
 from strategies import Stepper
@@ -164,3 +167,46 @@ def test_fail_alloc_flag_takes_the_small_page_path() -> None:
         assert pte & PTE_TYPE_MASK == PTE_DEVICE_PRIVATE and pte >> 16 == pfn
         pfns.append(pfn)
     assert len(set(pfns)) == N
+
+
+# -- the collected-count oracle (core/oracles/folio.py check_collected) -----------------
+def test_collected_count_oracle_fires_on_a_miscounting_unmap() -> None:
+    """Proof: with ``unmap_counts_pages`` the unmap hands the driver 8 for one compound
+    entry; the oracle names it at the end of migrate_vma_setup."""
+    k, (a, *_rest) = _v7(faults=("unmap_counts_pages",))
+    with pytest.raises(InvariantViolation) as ei:
+        Stepper(k.devices[0].migrate_to_device(k, a, 0, 0, N)).finish(k)
+    f = ei.value.failure
+    assert f.kind == FailureKind.DRIVER_CONTRACT
+    assert "cpages = 8" in f.message and "1 collected entries (8 pages" in f.message
+
+
+def test_collected_count_oracle_is_silent_on_compound_and_split_collections() -> None:
+    """Without the fault: a whole THP (one compound entry), the mirror's compound
+    collection, and a partial range (split, one entry per page) all agree."""
+    k, (a, *_rest) = _v7()
+    head = _device_thp(k, a)  # compound to the device: checked once
+    assert Stepper(k.devices[0].migrate_to_system(k, a, 0, 3, 6)).finish(k) == 0
+    assert fo.folio_order(k, head) == 0
+    k2, (a2, *_r2) = _v7()
+    _mirror_thp(k2, a2)
+
+
+def test_collected_count_oracle_checks_spans_against_folios() -> None:
+    """The span half, on hand-made arrays: an entry naming a large folio without
+    COMPOUND, a span past npages, and a page counted twice inside a span each fire."""
+    k, (a, *_rest) = _v7()
+    head = _device_thp(k, a)
+    mp = (head << 6) | 1 | 2  # migrate_pfn(head) | MIGRATE
+    comp = mp | (1 << 4)
+    ok = [comp] + [0] * (N - 1)
+    check_collected(k, a, ok, N, 1, "t")
+    for src, npages, what in (
+        ([mp] + [0] * (N - 1), N, "span of 1"),
+        ([comp] + [0] * (N - 1), N - 1, "past the"),
+        ([comp, mp] + [0] * (N - 2), N, "inside it"),
+    ):
+        with pytest.raises(InvariantViolation) as ei:
+            check_collected(k, a, src, npages, 1, "t")
+        assert ei.value.failure.kind == FailureKind.DRIVER_CONTRACT
+        assert what in ei.value.failure.message
