@@ -253,6 +253,7 @@ class Dmirror:
             return  # folio_reset_order(rfolio) etc.: the backing folio's own words
         words = k.words
         words.store(k.lay.DPAGE_MIRROR + tail, words.load(k.lay.DPAGE_MIRROR + head))
+        k.count("dmirror_folio_split")
 
     def alloc_device_page(self, k: Kernel, a: Actor, site: str) -> Path:
         """``dmirror_devmem_alloc_page()`` with chunks (the geometry's ``chunks``): under
