@@ -230,11 +230,15 @@ class Dmirror:
         check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles/world.py)
         if check is not None:
             check(k, a, pfn)
+        # v7: a large device folio goes whole (7.0: __free_pages(rpage, order), cfree +=
+        # 1 << order, percpu_ref_put_many(nr)); order 0 everywhere else
+        nr = folio_nr_pages(k, pfn) if k.variant.large_folios else 1
         if k.geo.dmirrors:
-            k.words.store(k.lay.DPAGE_MIRROR + pfn, 0)  # rpage->zone_device_data
-        self.freed += 1
+            for p in range(pfn, pfn + nr):
+                k.words.store(k.lay.DPAGE_MIRROR + p, 0)  # rpage->zone_device_data
+        self.freed += nr
         if has_chunks(k):
-            pgmap_put(k, self.dev)
+            pgmap_put(k, self.dev, nr)
 
     def folio_split(self, k: Kernel, a: Actor, head: int, tail: int) -> None:
         """``dmirror_devmem_folio_split()`` (7.0 lib/test_hmm.c 1689), the pgmap's
@@ -255,15 +259,19 @@ class Dmirror:
         words.store(k.lay.DPAGE_MIRROR + tail, words.load(k.lay.DPAGE_MIRROR + head))
         k.count("dmirror_folio_split")
 
-    def alloc_device_page(self, k: Kernel, a: Actor, site: str) -> Path:
+    def alloc_device_page(self, k: Kernel, a: Actor, site: str, order: int = 0) -> Path:
         """``dmirror_devmem_alloc_page()`` with chunks (the geometry's ``chunks``): under
         ``mdevice->lock`` (one step here) a page from the free list, which is empty
         while the chunk is being removed and after it was; then
         ``dmirror_allocate_chunk`` takes ``devmem_lock`` (it sleeps behind a removal in
         progress) and maps a new chunk (``memremap_pages``) if the device has none. The
         page takes a pagemap reference (``zone_device_page_init``). Without chunks,
-        :meth:`_alloc` (no preemption point). Returns the pfn or -1."""
+        :meth:`_alloc` (no preemption point). Returns the pfn or -1. v7: ``order`` > 0
+        is 7.0's ``is_large`` (a free folio, ``1 << order`` references); the caller
+        counts it against ``fail_alloc``."""
         if not has_chunks(k):
+            if order:
+                return folio_alloc(k, a, self.zone, order, site)
             return self._alloc(k, a, self.zone, site)
         words = k.words
         if words.load(devmem_word(k, self.dev, DC_REMOVE)) or not words.load(
@@ -277,9 +285,11 @@ class Dmirror:
             k.mutex_unlock(a, lock, "dmirror_allocate_chunk:devmem_unlock")
             if words.load(devmem_word(k, self.dev, DC_REMOVE)):
                 return -1
-        pfn = self._alloc(k, a, self.zone, site)
+        pfn = folio_alloc(k, a, self.zone, order, site) if order else self._alloc(
+            k, a, self.zone, site
+        )
         if pfn >= 0:
-            pgmap_get(k, self.dev)
+            pgmap_get(k, self.dev, 1 << order)
         return pfn
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
@@ -405,7 +415,7 @@ class Dmirror:
                 k.count("dmirror_fail_alloc")
                 dpage = -1
             else:
-                dpage = folio_alloc(k, a, self.zone, order, site + ":alloc_large")
+                dpage = yield from self.alloc_device_page(k, a, site + ":alloc_large", order)
             if dpage < 0:
                 k.outcome(m.kind, "large_alloc_failed")
                 nr = n if spage < 0 else folio_nr_pages(k, page_folio(k, spage))
@@ -415,6 +425,8 @@ class Dmirror:
                     d = k.alloc_page(a, self.zone, site + ":alloc_small")
                     if d < 0:
                         raise self._null_deref(k, a, site + ":BACKING_PAGE(dpage)")
+                    if has_chunks(k):
+                        pgmap_get(k, self.dev)  # zone_device_page_init
                     yield from k.lock_page(a, d, site + ":lock_dst")
                     if spage >= 0:
                         k.touch(a, spage + j, site + ":copy")

@@ -13,6 +13,7 @@ from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.layout import (
+    DC_REF,
     DM_FLAGS,
     DM_MUTEX,
     DPT_BACKING,
@@ -20,6 +21,7 @@ from pagerace.core.machine.layout import (
     DPT_TAG_WRITE,
     PTE_DEVICE_PRIVATE,
     PTE_TYPE_MASK,
+    PG_allocated,
 )
 from pagerace.core.oracles.folio import check_collected
 from pagerace.harness.runner import build_model
@@ -210,3 +212,30 @@ def test_collected_count_oracle_checks_spans_against_folios() -> None:
             check_collected(k, a, src, npages, 1, "t")
         assert ei.value.failure.kind == FailureKind.DRIVER_CONTRACT
         assert what in ei.value.failure.message
+
+
+def test_a_large_device_folio_holds_one_pagemap_reference_per_page() -> None:
+    """With device chunks (a release actor in the workload): the large allocation takes
+    1 << order pagemap references (zone_device_page_init → percpu_ref_tryget_many), and
+    dmirror_devmem_free of the large folio gives back as many (percpu_ref_put_many):
+    the reference memunmap_pages waits on is balanced after a round trip."""
+    table = {
+        "name": "thp-chunks",
+        "geometry": {"sys_frames": 48, "dev_frames": 24, "pages_per_mm": 16, "ptes_per_table": 8},
+        "dmirror": [{"device": 0, "mm": 0}],
+        "mm": [{"id": 0, "thp": [{"start": 0, "end": 8}]}],
+        "actor": [{"kind": "release", "ops": 1}, {"kind": "cpu", "range": [8, 16]}],
+    }
+    m = build_model(parse_workload(table, "t"), "v7", (), 0)
+    k, a = m.kernel, m.actors[0]
+    k.actors = m.actors
+    assert k.geo.chunks
+    ref = tl.devmem_word(k, 0, DC_REF)
+    base = k.words.load(ref)
+    head = _mirror_thp(k, a)
+    assert k.words.load(ref) == base + N
+    assert [_mirror_of(k, head + j) for j in range(N)] == [0] + [-1] * (N - 1)
+    assert Stepper(tl.dmirror_migrate_to_system(k, a, 0, 0, N)).finish(k) == 0
+    assert not k.test_flag(head, PG_allocated)
+    assert k.words.load(ref) == base
+    assert k.devices[0].freed == N
