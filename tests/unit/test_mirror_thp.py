@@ -24,8 +24,8 @@ from pagerace.core.machine.layout import (
     PG_allocated,
 )
 from pagerace.core.oracles.folio import check_collected
-from pagerace.harness.runner import build_model
-from pagerace.workloads import parse_workload
+from pagerace.harness.runner import build_model, run_deterministic
+from pagerace.workloads import load_workload, parse_workload
 from strategies import Stepper
 
 N = 8  # HPAGE_PMD_NR of these geometries (ptes_per_table)
@@ -239,3 +239,35 @@ def test_a_large_device_folio_holds_one_pagemap_reference_per_page() -> None:
     assert not k.test_flag(head, PG_allocated)
     assert k.words.load(ref) == base
     assert k.devices[0].freed == N
+
+
+def test_without_the_callback_a_former_tail_names_no_mirror() -> None:
+    """The contrast for the callback tests above: a driver without ``folio_split``
+    (zone_device_private_split_cb's other branch) leaves the former tails naming no
+    mirror, and the fault on one of them erases no mirror's entries."""
+    k, (a, b, _c) = _v7()
+    head = _device_thp(k, a)
+    dev = k.devices[0]
+    dev.folio_split = None  # type: ignore[assignment,method-assign]
+    assert Stepper(dev.migrate_to_system(k, a, 0, 0, 1)).finish(k) == 0
+    assert [_mirror_of(k, head + j) for j in range(1, N)] == [-1] * (N - 1)
+    seen: list[int] = []
+    orig = dev.alloc_and_copy_to_ram
+
+    def spy(k: Any, a: Any, m: Any, erase_mirror: int = -1) -> Any:
+        seen.append(erase_mirror)
+        return (yield from orig(k, a, m, erase_mirror))
+
+    dev.alloc_and_copy_to_ram = spy  # type: ignore[method-assign]
+    assert Stepper(dev.migrate_to_ram(k, b, 0, 5, head + 5, locked=False)).finish(k) == 0
+    assert seen == [-1]
+
+
+def test_collected_count_oracle_fires_in_a_thp_workload_and_is_silent_without() -> None:
+    w = load_workload("thp-mirror-migrate")
+    r = run_deterministic(w, variant="v7", seed=0, faults=["unmap_counts_pages"])
+    assert r.result.failure is not None
+    assert r.result.failure.kind == FailureKind.DRIVER_CONTRACT
+    assert "migrate_vma_setup" in r.result.failure.sites
+    clean = run_deterministic(w, variant="v7", seed=0)
+    assert clean.result.failure is None
