@@ -190,6 +190,13 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.MIGRATION_ENTRY_LEFT,
         ),
         FaultEntry(
+            "unmap_counts_pages",
+            "migrate_device_unmap",
+            "the unmap counts every 4K page of a large folio it unmapped instead of one "
+            "per entry: cpages disagrees with src's compound entries (v7)",
+            FailureKind.DRIVER_CONTRACT,
+        ),
+        FaultEntry(
             "collect_pushes_extra_entry",
             "migrate_vma_collect",
             "collect appends one entry more than each PMD range has pages: a write past "

@@ -230,21 +230,48 @@ class Dmirror:
         check = k.hooks.get("device_page_free")  # device-page lifetime oracle (core/oracles/world.py)
         if check is not None:
             check(k, a, pfn)
+        # v7: a large device folio goes whole (7.0: __free_pages(rpage, order), cfree +=
+        # 1 << order, percpu_ref_put_many(nr)); order 0 everywhere else
+        nr = folio_nr_pages(k, pfn) if k.variant.large_folios else 1
         if k.geo.dmirrors:
-            k.words.store(k.lay.DPAGE_MIRROR + pfn, 0)  # rpage->zone_device_data
-        self.freed += 1
+            for p in range(pfn, pfn + nr):
+                k.words.store(k.lay.DPAGE_MIRROR + p, 0)  # rpage->zone_device_data
+        self.freed += nr
         if has_chunks(k):
-            pgmap_put(k, self.dev)
+            pgmap_put(k, self.dev, nr)
 
-    def alloc_device_page(self, k: Kernel, a: Actor, site: str) -> Path:
+    def folio_split(self, k: Kernel, a: Actor, head: int, tail: int) -> None:
+        """``dmirror_devmem_folio_split()`` (7.0 lib/test_hmm.c 1689), the pgmap's
+        ``folio_split`` op, which ``zone_device_private_split_cb`` calls for each new
+        folio ``tail`` of a device-private folio split at ``head`` and once more with
+        ``tail`` = -1 (NULL) at the end. 7.0 splits the backing folio ``rpage`` with it:
+        the tail's ``zone_device_data`` becomes the backing page at the same offset,
+        which takes ``rpage->zone_device_data`` (the mirror); the final call resets the
+        backing folio's order. The model keeps a device-private page's backing store in
+        its own frame (``DPT_BACKING``): what is left is the mirror each backing page
+        names (``dpage_mirror``), which the tail takes from the head, so that a later
+        fault on the tail (``dmirror_devmem_fault``: ``rpage->zone_device_data``) finds
+        the mirror whose entries it must erase. ``if (!rpage)``: never in the model
+        (every allocated device page has its frame as backing)."""
+        if not k.geo.dmirrors or tail < 0:
+            return  # folio_reset_order(rfolio) etc.: the backing folio's own words
+        words = k.words
+        words.store(k.lay.DPAGE_MIRROR + tail, words.load(k.lay.DPAGE_MIRROR + head))
+        k.count("dmirror_folio_split")
+
+    def alloc_device_page(self, k: Kernel, a: Actor, site: str, order: int = 0) -> Path:
         """``dmirror_devmem_alloc_page()`` with chunks (the geometry's ``chunks``): under
         ``mdevice->lock`` (one step here) a page from the free list, which is empty
         while the chunk is being removed and after it was; then
         ``dmirror_allocate_chunk`` takes ``devmem_lock`` (it sleeps behind a removal in
         progress) and maps a new chunk (``memremap_pages``) if the device has none. The
         page takes a pagemap reference (``zone_device_page_init``). Without chunks,
-        :meth:`_alloc` (no preemption point). Returns the pfn or -1."""
+        :meth:`_alloc` (no preemption point). Returns the pfn or -1. v7: ``order`` > 0
+        is 7.0's ``is_large`` (a free folio, ``1 << order`` references); the caller
+        counts it against ``fail_alloc``."""
         if not has_chunks(k):
+            if order:
+                return folio_alloc(k, a, self.zone, order, site)
             return self._alloc(k, a, self.zone, site)
         words = k.words
         if words.load(devmem_word(k, self.dev, DC_REMOVE)) or not words.load(
@@ -258,9 +285,11 @@ class Dmirror:
             k.mutex_unlock(a, lock, "dmirror_allocate_chunk:devmem_unlock")
             if words.load(devmem_word(k, self.dev, DC_REMOVE)):
                 return -1
-        pfn = self._alloc(k, a, self.zone, site)
+        pfn = folio_alloc(k, a, self.zone, order, site) if order else self._alloc(
+            k, a, self.zone, site
+        )
         if pfn >= 0:
-            pgmap_get(k, self.dev)
+            pgmap_get(k, self.dev, 1 << order)
         return pfn
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
@@ -379,11 +408,14 @@ class Dmirror:
             n = k.geo.hpage_pmd_nr
             order = n.bit_length() - 1
             self.allocs += 1
-            if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+            mi = getattr(m, "mirror", -1)
+            if mi >= 0 and dmirror_fail_alloc_once(k, mi):
+                dpage = -1  # 7.0: HMM_DMIRROR_FLAG_FAIL_ALLOC, then the small-page loop
+            elif self.fail_alloc and self.allocs % self.fail_alloc == 0:
                 k.count("dmirror_fail_alloc")
                 dpage = -1
             else:
-                dpage = folio_alloc(k, a, self.zone, order, site + ":alloc_large")
+                dpage = yield from self.alloc_device_page(k, a, site + ":alloc_large", order)
             if dpage < 0:
                 k.outcome(m.kind, "large_alloc_failed")
                 nr = n if spage < 0 else folio_nr_pages(k, page_folio(k, spage))
@@ -393,6 +425,8 @@ class Dmirror:
                     d = k.alloc_page(a, self.zone, site + ":alloc_small")
                     if d < 0:
                         raise self._null_deref(k, a, site + ":BACKING_PAGE(dpage)")
+                    if has_chunks(k):
+                        pgmap_get(k, self.dev)  # zone_device_page_init
                     yield from k.lock_page(a, d, site + ":lock_dst")
                     if spage >= 0:
                         k.touch(a, spage + j, site + ":copy")
@@ -585,8 +619,11 @@ class Dmirror:
         lo = max(vstart, vpn - vpn % self.fault_range)
         hi = min(vend, lo + self.fault_range)
         fault_page = pfn if (locked or "fault-ref-no-trylock" in k.bugs) else -1
-        # dmirror = rpage->zone_device_data: the mirror that allocated the page.
-        owner = k.words.load(k.lay.DPAGE_MIRROR + pfn) - 1 if k.geo.dmirrors else -1
+        # dmirror = rpage->zone_device_data: the mirror that allocated the page. 7.0:
+        # rpage = folio_zone_device_data(page_folio(vmf->page)), the folio's head's
+        # (v7: a tail of a large device folio names no mirror of its own).
+        head = page_folio(k, pfn) if k.variant.large_folios else pfn
+        owner = k.words.load(k.lay.DPAGE_MIRROR + head) - 1 if k.geo.dmirrors else -1
         m = MigrateVma(
             mm,
             row,
@@ -1054,7 +1091,14 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
         tags = DPT_BACKING if k.is_device_private(dpage) else 0
         if m.dst[i] & MIGRATE_PFN_WRITE:
             tags |= DPT_TAG_WRITE
-        dpt_store(k, mi, m.start + i, dpage, tags)
+        # v7 (7.0): a compound destination maps each 4K page of its folio,
+        # folio_page(page_folio(rpage), i) at pfn + i ("WARN_ON_ONCE(end_pfn < start_pfn
+        # + nr)": the model stops at the range's end, where xa_store would not)
+        nr = 1
+        if m.dst[i] & MIGRATE_PFN_COMPOUND:
+            nr = folio_nr_pages(k, page_folio(k, dpage))
+        for j in range(min(nr, m.npages - i)):
+            dpt_store(k, mi, m.start + i + j, dpage + j, tags)
     k.mutex_unlock(a, mutex, "dmirror_migrate_finalize_and_map:mutex_unlock")
 
 
@@ -1076,9 +1120,10 @@ def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int
             if row < 0 or not k.s.vma_flags(mm, row) & VM_READ:
                 return EINVAL
             _vs, ve = k.s.vma_bounds(mm, row)
-            m = DmirrorMigrate(
-                mm, row, addr, min(end, ve), MIGRATE_VMA_SELECT_SYSTEM, dev.dev, kind="to_device"
-            )
+            flags = MIGRATE_VMA_SELECT_SYSTEM
+            if k.variant.large_folios:
+                flags |= MIGRATE_VMA_SELECT_COMPOUND  # 7.0: "| MIGRATE_VMA_SELECT_COMPOUND"
+            m = DmirrorMigrate(mm, row, addr, min(end, ve), flags, dev.dev, kind="to_device")
             m.mirror = mi
             rc = yield from migrate_vma_setup(k, a, m)
             if rc:

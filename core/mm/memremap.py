@@ -30,21 +30,21 @@ def has_chunks(k: Kernel) -> bool:
     return bool(k.geo.chunks)
 
 
-def pgmap_get(k: Kernel, dev: int) -> None:
-    """``zone_device_page_init()``: ``percpu_ref_tryget_many(&pgmap->ref, 1)`` for a
-    device page just allocated (7.0 WARNs when the ref was killed: "Drivers shouldn't be
-    allocating pages after calling memunmap_pages()"; counted, as the model has no
-    WARN failure)."""
+def pgmap_get(k: Kernel, dev: int, nr: int = 1) -> None:
+    """``zone_device_page_init()``: ``percpu_ref_tryget_many(&pgmap->ref, 1 << order)``
+    (``nr``) for a device folio just allocated (7.0 WARNs when the ref was killed:
+    "Drivers shouldn't be allocating pages after calling memunmap_pages()"; counted, as
+    the model has no WARN failure)."""
     if k.words.load(devmem_word(k, dev, DC_KILLED)):
         k.count("zone_device_page_init_after_kill")
-    k.words.fetch_add(devmem_word(k, dev, DC_REF), 1)
+    k.words.fetch_add(devmem_word(k, dev, DC_REF), nr)
 
 
-def pgmap_put(k: Kernel, dev: int) -> None:
-    """``free_zone_device_folio()``: ``percpu_ref_put_many(&folio->pgmap->ref, 1)``
+def pgmap_put(k: Kernel, dev: int, nr: int = 1) -> None:
+    """``free_zone_device_folio()``: ``percpu_ref_put_many(&folio->pgmap->ref, nr)``
     after ``pgmap->ops->folio_free``; the last put completes ``pgmap->done``
     (``dev_pagemap_percpu_release``), which wakes ``memunmap_pages``."""
-    k.words.fetch_add(devmem_word(k, dev, DC_REF), -1)
+    k.words.fetch_add(devmem_word(k, dev, DC_REF), -nr)
 
 
 def memremap_pages(k: Kernel, dev: int) -> None:

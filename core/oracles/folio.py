@@ -18,9 +18,15 @@
   past the driver's arrays is a kernel failure naming the index (KASAN's
   slab-out-of-bounds), in ``core/mm/migrate_device.py``, never a pagerace internal error.
 
+- **the driver's count agrees with ``src``** (:func:`check_collected`, at the end of
+  v7's ``migrate_vma_setup``): ``cpages`` equals the entries still marked ``MIGRATE``,
+  and each entry's ``MIGRATE_PFN_COMPOUND`` span equals its folio's pages, lies inside
+  the range and covers only empty entries (a per-4K recount): ``driver_contract``.
+
 Each is proven by a test-only fault (``core/faults.py``: ``split_unfreeze_extra_ref``,
-``split_drops_lock``, ``finalize_skips_pmd_restore``, ``collect_pushes_extra_entry``) in
-tests/unit/test_folio_oracles.py, and silent without it.
+``split_drops_lock``, ``finalize_skips_pmd_restore``, ``collect_pushes_extra_entry``,
+``unmap_counts_pages``) in tests/unit/test_folio_oracles.py and
+tests/unit/test_mirror_thp.py, and silent without it.
 """
 
 from __future__ import annotations
@@ -301,7 +307,67 @@ def thp_expected_refs(k: Kernel, expected: np.ndarray, alloc: np.ndarray) -> tup
     return exp, alloc & ~is_tail
 
 
+# include/linux/migrate.h of 7.0 (core/mm/migrate_device.py imports this module)
+_PFN_VALID = 1 << 0
+_PFN_MIGRATE = 1 << 1
+_PFN_COMPOUND = 1 << 4
+_PFN_SHIFT = 6
+
+
+def check_collected(
+    k: Kernel, a: Actor, src: list[int], npages: int, cpages: int, site: str
+) -> None:
+    """The driver's view of what ``migrate_vma_setup`` collected agrees with a per-4K
+    recount of ``src`` (issue 15 item 6). The driver is handed ``cpages`` (7.0 counts
+    one per entry still marked ``MIGRATE``: ``migrate_device_unmap``'s ``unmapped``)
+    and reads each entry's span from ``MIGRATE_PFN_COMPOUND`` (``migrate_vma_nr_pages``:
+    ``HPAGE_PMD_NR`` or 1). The recount walks ``src`` 4K page by 4K page: an entry with
+    a page covers the pages of its folio (``folio_nr_pages``), a hole the span its flag
+    says; every page a span covers after its first has an empty entry and lies inside
+    ``npages``; the number of covering entries must equal ``cpages``. Any disagreement
+    is ``driver_contract``: the driver would allocate, copy or count for pages that
+    were not collected, or miss some that were."""
+    n = k.geo.hpage_pmd_nr
+    entries = 0
+    pages = 0
+    i = 0
+    while i < npages:
+        s = src[i]
+        if not s & _PFN_MIGRATE:
+            i += 1
+            continue
+        entries += 1
+        driver_span = n if s & _PFN_COMPOUND else 1
+        span = driver_span
+        if s & _PFN_VALID:
+            span = fo.folio_nr_pages(k, fo.page_folio(k, s >> _PFN_SHIFT))
+        bad = ""
+        if span != driver_span:
+            bad = f"names a folio of {span} pages but the driver reads a span of {driver_span}"
+        elif i + span > npages:
+            bad = f"spans {span} pages past the {npages} collected"
+        else:
+            inner = [j for j in range(i + 1, i + span) if src[j]]
+            if inner:
+                bad = f"spans {span} pages but entry {inner[0]} inside it is {src[inner[0]]:#x}"
+        if bad:
+            raise k.fail(
+                FailureKind.DRIVER_CONTRACT,
+                f"{a.name}: after {site}, src[{i}] ({s:#x}) {bad}",
+                actors=[a], sites=[site], indexes=[i],
+            )
+        pages += span
+        i += span
+    if entries != cpages:
+        raise k.fail(
+            FailureKind.DRIVER_CONTRACT,
+            f"{a.name}: after {site}, the driver is handed cpages = {cpages} but src holds "
+            f"{entries} collected entries ({pages} pages of 4K)",
+            actors=[a], sites=[site],
+        )
+
+
 __all__ = [
-    "check_no_migration_entries", "check_pmds", "check_split", "effective_ptes",
-    "thp_expected_refs",
+    "check_collected", "check_no_migration_entries", "check_pmds", "check_split",
+    "effective_ptes", "thp_expected_refs",
 ]
