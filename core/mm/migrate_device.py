@@ -838,7 +838,7 @@ def migrate_vma_collect_hole_v7(k: Kernel, a: Actor, m: MigrateVma, start: int, 
     """``migrate_vma_collect_hole()`` (7.0): in an anonymous VMA each page is a hole to
     populate; with ``MIGRATE_VMA_SELECT_COMPOUND`` and a PMD-aligned range, one
     compound entry and the rest empty ("in case we need to split later")."""
-    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+    if not vma_is_anonymous(k.s.vma_flags(m.mm, m.vma)):
         migrate_vma_collect_skip_v7(k, a, m, start, end)
         return
     n = k.geo.hpage_pmd_nr
@@ -957,7 +957,7 @@ def migrate_vma_collect_pmd_v7(
     address (``goto again``), or skips the rest of the range when the split fails; a
     page without a mapping is not collected."""
     site = "migrate_vma_collect_pmd"
-    anon = bool(k.s.vma_flags(m.mm, m.vma) & VM_ANON)
+    anon = vma_is_anonymous(k.s.vma_flags(m.mm, m.vma))
     fault_folio = page_folio(k, m.fault_page) if m.fault_page >= 0 else -1
     if "no-fault-folio-exception" in k.bugs:
         fault_folio = -1
@@ -1283,7 +1283,7 @@ def migrate_vma_insert_page_v7(k: Kernel, a: Actor, m: MigrateVma, i: int) -> Pa
     PTE table is allocated (``pte_alloc``: ``PMD_TABLE`` under the PMD lock); then the
     PTE insertion of v6."""
     page = migrate_pfn_to_page(m.dst[i])
-    if not k.s.vma_flags(m.mm, m.vma) & VM_ANON:
+    if not vma_is_anonymous(k.s.vma_flags(m.mm, m.vma)):
         m.src[i] &= ~MIGRATE_PFN_MIGRATE
         return
     if m.dst[i] & MIGRATE_PFN_COMPOUND:
@@ -1404,6 +1404,19 @@ def migrate_device_pages_v7(
             src[i] & MIGRATE_PFN_COMPOUND
         ):
             src[i] &= ~MIGRATE_PFN_MIGRATE
+        if (
+            m is not None
+            and (k.is_device_private(newfolio) or k.is_device_coherent(newfolio))
+            and k.s.vma_flags(m.mm, m.vma) & VM_SHARED
+        ):
+            # 7.0: "if (mapping) { /* For now only support anonymous memory migrating to
+            # device private or coherent memory. */ if (!folio_test_anon(folio) || ...)"
+            # A VM_SHARED page is shmem in the kernel (folio_mapping set, not anon), as
+            # in v6's migrate_device_pages_common.
+            src[i] &= ~MIGRATE_PFN_MIGRATE
+            k.outcome(kind, "shared_mapping")
+            i += nr
+            continue
         if k.is_zone_device(newfolio) and not (
             k.is_device_private(newfolio) or k.is_device_coherent(newfolio)
         ):
