@@ -50,6 +50,7 @@ from ..machine.layout import (
     PTE_YOUNG,
     STATIC_MASK,
     VM_ANON,
+    VM_WRITE,
     PG_allocated,
     PG_anon,
     PG_anon_exclusive,
@@ -95,6 +96,10 @@ SPLIT_TYPE_NON_UNIFORM = 1
 EAGAIN = 11
 EINVAL = 22
 EBUSY = 16
+
+# vm_fault_t VM_FAULT_FALLBACK (include/linux/mm_types.h): the huge fault gives way to
+# the PTE level.
+VM_FAULT_FALLBACK = 0x800
 
 
 # -- include/linux/mm.h ------------------------------------------------------------------
@@ -319,6 +324,80 @@ def do_huge_pmd_device_private(k: Kernel, a: Actor, mm: int, vpn: int, orig_pmd:
     else:
         k.spin_unlock(a, ptl, "do_huge_pmd_device_private:unlock")
     return ret or 0
+
+
+def huge_pmd_set_accessed(k: Kernel, mm: int, idx: int, orig_pmd: int, write: bool) -> bool:
+    """``huge_pmd_set_accessed()`` → ``touch_pmd()`` (7.0 mm/huge_memory.c 2018), with
+    the PMD lock held: if the PMD is still ``orig_pmd``, mark it young (and dirty for a
+    write); ``pmdp_set_access_flags`` stores only a changed entry. Returns whether it
+    changed (``fix_spurious_fault`` otherwise: nothing to do on x86)."""
+    if pm.pmdp_get(k, mm, idx) != orig_pmd:
+        return False
+    new = orig_pmd | PTE_YOUNG | (PTE_DIRTY if write else 0)
+    if new == orig_pmd:
+        return False
+    pm.set_pmd_at(k, mm, idx, new)
+    return True
+
+
+def do_huge_pmd_wp_page(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, orig_pmd: int) -> Path:
+    """``do_huge_pmd_wp_page()`` (7.0 mm/huge_memory.c 2060; reached through
+    ``wp_huge_pmd`` for an anonymous VMA): a write to a read-only huge PMD. Reuse the
+    folio when its head is ``PageAnonExclusive`` (checked under the PMD lock, and again
+    after the folio lock), or when the folio lock is got and the folio has no reference
+    but the PMD's (then ``SetPageAnonExclusive``); otherwise split the PMD
+    (``__split_huge_pmd``) and return ``VM_FAULT_FALLBACK``: the fault goes on at the PTE
+    level, where ``do_wp_page`` copies or reuses the one page. The huge zero folio, the
+    swap cache term (no THP swap in the model), ``folio_move_anon_rmap`` (the model's
+    anonymous mapping is per mm already) and ``FAULT_FLAG_UNSHARE`` are not modelled.
+    Returns 0 or ``VM_FAULT_FALLBACK``."""
+    site = "do_huge_pmd_wp_page"
+    idx = pm.pmd_index(k, vpn)
+    ptl = pm.pmd_lockptr(k, mm, idx)
+    yield from k.spin_lock(a, ptl, site + ":pmd_lock")
+    if pm.pmdp_get(k, mm, idx) != orig_pmd:
+        k.spin_unlock(a, ptl, site + ":unlock")
+        return 0
+    page = pm.pmd_pfn(orig_pmd)
+    folio = fo.page_folio(k, page)
+    reuse = k.test_flag(page, PG_anon_exclusive)  # early check under the PT lock
+    if not reuse:
+        if not k.trylock_page(a, folio, site + ":folio_trylock"):
+            k.get_page(a, folio, site + ":folio_get")
+            k.spin_unlock(a, ptl, site + ":unlock")
+            yield
+            yield from k.lock_page(a, folio, site + ":folio_lock")
+            yield
+            yield from k.spin_lock(a, ptl, site + ":pmd_lock")
+            if pm.pmdp_get(k, mm, idx) != orig_pmd:
+                k.spin_unlock(a, ptl, site + ":unlock")
+                k.unlock_page(a, folio, site + ":folio_unlock")
+                fo.folio_put(k, a, folio, site + ":folio_put")
+                return 0
+            fo.folio_put(k, a, folio, site + ":folio_put")
+        if k.test_flag(page, PG_anon_exclusive):  # recheck after dropping the PT lock
+            k.unlock_page(a, folio, site + ":folio_unlock")
+            reuse = True
+        elif fo.folio_ref_count(k, folio) > 1:  # + folio_test_swapcache * nr: no THP swap
+            k.unlock_page(a, folio, site + ":folio_unlock")  # unlock_fallback
+            k.spin_unlock(a, ptl, site + ":unlock")
+        else:
+            k.set_flag(page, PG_anon_exclusive)  # folio_move_anon_rmap + SetPageAnonExclusive
+            k.unlock_page(a, folio, site + ":folio_unlock")
+            reuse = True
+    if reuse:
+        entry = orig_pmd | PTE_YOUNG | PTE_DIRTY
+        if k.s.vma_flags(mm, vma) & VM_WRITE:  # maybe_pmd_mkwrite
+            entry |= PTE_WRITE
+        if entry != orig_pmd:  # pmdp_set_access_flags
+            pm.set_pmd_at(k, mm, idx, entry)
+        k.spin_unlock(a, ptl, site + ":unlock")
+        k.count("thp_wp_reuse")
+        return 0
+    yield
+    yield from split_huge_pmd(k, a, mm, vma, vpn, False)  # fallback: __split_huge_pmd
+    k.count("thp_wp_fallback")
+    return VM_FAULT_FALLBACK
 
 
 # -- the split of an unmapped folio ---------------------------------------------------------
