@@ -318,7 +318,9 @@ def do_huge_pmd_device_private(k: Kernel, a: Actor, mm: int, vpn: int, orig_pmd:
         k.get_page(a, head, "do_huge_pmd_device_private:folio_get")
         k.spin_unlock(a, ptl, "do_huge_pmd_device_private:unlock")
         yield
-        ret = yield from k.device_for(page).migrate_to_ram(k, a, mm, vpn, page, locked=True)
+        ret = yield from k.device_for(page).migrate_to_ram(
+            k, a, mm, vpn, page, locked=True, pmd=True  # vmf->pte = NULL
+        )
         k.unlock_page(a, head, "do_huge_pmd_device_private:folio_unlock")
         fo.folio_put(k, a, head, "do_huge_pmd_device_private:folio_put")
     else:

@@ -518,7 +518,9 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
     if pte & PTE_TYPE_MASK != PTE_MIGRATION:
         k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
         return
-    pfn = pte >> PTE_PFN_SHIFT
+    # v7: the entry names a page; its folio's lock and reference are the head's
+    # (softleaf_entry_wait_on_locked: page_folio()). Order-0 folios: the page itself.
+    pfn = fo.page_folio(k, pte >> PTE_PFN_SHIFT)
     if not k.page_locked(pfn):
         k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
         raise k.fail(
@@ -563,27 +565,31 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
     if k.pte_read(mm, vpn) != orig:
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         return VM_FAULT_OK
-    pfn = orig >> PTE_PFN_SHIFT
-    dev = k.device_for(pfn)
+    page = orig >> PTE_PFN_SHIFT
+    dev = k.device_for(page)
+    # trylock_page / get_page / unlock_page / put_page act on page_folio(vmf->page): a
+    # page of a large device folio (v7, after a PMD split) locks and references its
+    # head; the driver is handed the page. Order-0 folios: the page itself.
+    pfn = fo.page_folio(k, page)
     entry = k.variant.fault_entry(k)  # which kernel's device-private fault entry
     if entry == FAULT_ENTRY_NO_REF:
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        return (yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False))
+        return (yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=False))
     if entry == FAULT_ENTRY_REF:
         k.get_page(a, pfn, "do_swap_page:get_page")
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False)
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=False)
         k.put_page(a, pfn, "do_swap_page:put_page")
         return ret
     if k.trylock_page(a, pfn, "do_swap_page:folio_trylock"):
         k.get_page(a, pfn, "do_swap_page:get_page")
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=True)
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=True)
         k.unlock_page(a, pfn, "do_swap_page:folio_unlock")
-        k.put_page(a, pfn, "do_swap_page:put_page")
+        fo.folio_put(k, a, pfn, "do_swap_page:put_page")  # order 0: put_page
         return ret
     # softleaf_entry_wait_on_locked(): drop the PTL once queued, sleep, then retry.
     yield from k.migration_entry_wait_on_locked(

@@ -153,7 +153,7 @@ class _FakeDevice:
     def __init__(self) -> None:
         self.calls: list[tuple[int, bool]] = []
 
-    def migrate_to_ram(self, k, a, mm, vpn, pfn, locked):
+    def migrate_to_ram(self, k, a, mm, vpn, pfn, locked, pmd=False):
         self.calls.append((pfn, k.page_lock_owner(pfn) == a.id))
         return 0
         yield  # pragma: no cover
