@@ -402,6 +402,48 @@ def do_huge_pmd_wp_page(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, orig_p
     return VM_FAULT_FALLBACK
 
 
+# -- zap ---------------------------------------------------------------------------------
+def zap_huge_pmd(
+    k: Kernel, a: Actor, mm: int, idx: int, site: str, on_clear: Callable[[int], None]
+) -> Generator[Any, Any, int]:
+    """``zap_huge_pmd()`` (7.0 mm/huge_memory.c 2344), for anonymous VMAs: under the PMD
+    lock (``__pmd_trans_huge_lock``: 0 when the PMD is no longer a huge leaf) clear the
+    PMD (``pmdp_huge_get_and_clear_full``); a present PMD loses its rmap
+    (``folio_remove_rmap_pmd``) and its reference is put after the TLB flush
+    (``tlb_remove_page_size``); a device-private PMD loses its rmap and reference at
+    once; a PMD migration entry is only cleared (the migration owns the folio; no
+    flush needed). ``on_clear(vpn)`` runs under the lock for every page of the range
+    (the caller's oracle bookkeeping: pins, shadow). The flush of the huge translation
+    is done before the PMD lock is dropped, as the model's ``zap_pte_range`` does its
+    own (7.0 flushes in ``tlb_flush_mmu`` after the unlock, the folio still held by the
+    gather: docs/internals.md, deliberate simplifications). Returns 1 when zapped."""
+    ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
+    kind = pm.pmdp_get(k, mm, idx) & PTE_TYPE_MASK
+    if kind not in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE):
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        return 0
+    orig = pm.pmdp_huge_get_and_clear(k, mm, idx)
+    head = pm.pmd_pfn(orig)
+    flush_needed = kind == PTE_PRESENT
+    if flush_needed:
+        fo.folio_remove_rmap_pmd(k, head)
+    if kind == PTE_DEVICE_PRIVATE:  # folio_is_device_private()
+        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_put(k, a, head, site + ":zap_huge_pmd")
+    start = pm.pmd_addr_start(k, idx)
+    for v in range(start, start + k.geo.hpage_pmd_nr):
+        on_clear(v)
+    if flush_needed:
+        pm.flush_pmd_tlb_range(k, mm, idx)
+        k.flush_tlb_range(mm, start, start + k.geo.hpage_pmd_nr)
+    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    if flush_needed:
+        yield  # the gather still holds the folio: others run before tlb_finish_mmu
+        fo.folio_put(k, a, head, site + ":tlb_finish_mmu")  # tlb_remove_page_size
+    k.count("thp_zap_pmd")
+    return 1
+
+
 # -- the split of an unmapped folio ---------------------------------------------------------
 def _owner(k: Kernel, head: int) -> Actor | None:
     """The actor holding ``head``'s lock (the model tracks lock holders)."""
@@ -534,24 +576,27 @@ def folio_split_unmapped(k: Kernel, a: Actor, head: int, new_order: int) -> int:
 
 # -- large-folio rmap (mm/rmap.c of 7.0: try_to_migrate_one's PMD and large-folio parts,
 #    remove_migration_pte / remove_migration_pmd of mm/migrate.c and huge_memory.c) ------
-RmapOneLarge = Callable[[int, int, int], Generator[Any, Any, bool]]
+RmapOneLarge = Callable[[int, int, int, int], Generator[Any, Any, bool]]
 
 
-def _large_interval_tree(k: Kernel, av: int, head: int) -> list[tuple[int, int, int]]:
+def _large_interval_tree(k: Kernel, av: int, head: int) -> list[tuple[int, int, int, int]]:
     """``anon_vma_interval_tree_foreach(avc, root, pgoff_start, pgoff_end)`` over the
-    whole folio: (mm, address of the folio's first page, vm_flags) of every VMA that
-    maps some page of it (the address may lie outside the VMA when only part of the
-    folio is inside: ``page_vma_mapped_walk`` checks each page's bounds)."""
+    whole folio: (mm, address of the folio's first page, vm_flags, VMA row) of every
+    VMA that maps some page of it (the address may lie outside the VMA when only part
+    of the folio is inside: ``page_vma_mapped_walk`` checks each page against the
+    VMA's bounds). One entry per VMA: after a munmap or mprotect of part of the folio's
+    range two VMAs of one mm give the folio the same address."""
     index = folio_pgoff(k, head)
     nr = fo.folio_nr_pages(k, head)
     seen: set[tuple[int, int]] = set()
     out = []
     for i in range(nr):
         for mm, vpn, vflags in anon_vma_interval_tree(k, av, index + i):
-            key = (mm, vpn - i)
+            row = k.s.find_vma(mm, vpn)
+            key = (mm, row)
             if key not in seen:
                 seen.add(key)
-                out.append((mm, vpn - i, vflags))
+                out.append((mm, vpn - i, vflags, row))
     return out
 
 
@@ -573,26 +618,17 @@ def rmap_walk_anon_large(
         if not anon_vma_trylock_read(k, a, av, site + ":anon_vma_lock_read"):
             yield from anon_vma_lock_read(k, a, av, site + ":anon_vma_lock_read")
     try:
-        for mm, vpn, vflags in _large_interval_tree(k, av, head):
+        for mm, vpn, vflags, row in _large_interval_tree(k, av, head):
             yield  # cond_resched()
             if invalid_vma is not None and invalid_vma(vflags):
                 continue
-            if not (yield from rmap_one(mm, vpn, vflags)):
+            if not (yield from rmap_one(mm, vpn, vflags, row)):
                 break
             if done is not None and done():
                 break
     finally:
         if not locked:
             anon_vma_unlock_read(k, a, av, site + ":anon_vma_unlock_read")
-
-
-def _vma_bounds(k: Kernel, mm: int, vpn: int) -> tuple[int, int, int]:
-    """(row, start, end) of the VMA of ``mm`` covering ``vpn``, or (-1, 0, 0)."""
-    row = k.s.find_vma(mm, vpn)
-    if row < 0:
-        return -1, 0, 0
-    lo, hi = k.s.vma_bounds(mm, row)
-    return row, lo, hi
 
 
 def set_pmd_migration_entry(k: Kernel, a: Actor, mm: int, idx: int, head: int) -> int:
@@ -661,11 +697,9 @@ def try_to_migrate_large(
     nr = fo.folio_nr_pages(k, head)
     n = k.geo.hpage_pmd_nr
 
-    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
+    def one(mm: int, vpn: int, vflags: int, row: int) -> Generator[Any, Any, bool]:
         split = split_huge_pmd
-        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
-        if row < 0:
-            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+        lo, hi = k.s.vma_bounds(mm, row)  # the VMA the interval tree gave
         rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, max(vpn, lo), min(vpn + nr, hi))
         yield from mmu_notifier_invalidate_range_start(k, a, rng)
         ret = True
@@ -763,10 +797,8 @@ def remove_migration_ptes_large(
     n = k.geo.hpage_pmd_nr
     dst_private = k.is_device_private(dst)
 
-    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
-        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
-        if row < 0:
-            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+    def one(mm: int, vpn: int, vflags: int, row: int) -> Generator[Any, Any, bool]:
+        lo, hi = k.s.vma_bounds(mm, row)  # the VMA the interval tree gave
         if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi and (
             "finalize_skips_pmd_restore" not in k.faults  # test-only fault
         ):

@@ -588,6 +588,10 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
         ret = yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=True)
+        # unlock_page(vmf->page) / put_page(vmf->page): page_folio() again, after the
+        # driver: a large device folio split during the migration (v7,
+        # migrate_vma_split_folio) moved the lock and reference to the page's new folio.
+        pfn = fo.page_folio(k, page)
         k.unlock_page(a, pfn, "do_swap_page:folio_unlock")
         fo.folio_put(k, a, pfn, "do_swap_page:put_page")  # order 0: put_page
         return ret

@@ -196,3 +196,70 @@ def test_fault_on_pmd_none_installs_a_table() -> None:
     assert _run(mem.cpu_access(k, a, 0, 2 * N + 1, True)) == mem.ACCESS_OK
     assert pm.pmdp_get(k, 0, 2) == PMD_TABLE
     assert k.pte_read(0, 2 * N + 1) & PTE_TYPE_MASK == PTE_PRESENT
+
+
+# -- zap (core/mm/vma.py _zap_pmd, core/mm/huge_memory.py zap_huge_pmd) -------------------
+def test_munmap_of_a_whole_huge_pmd_zaps_it() -> None:
+    """zap_huge_pmd: the PMD cleared, the rmap removed, the huge TLB flushed before the
+    unlock, the folio's last reference put after: freed."""
+    from pagerace.core.mm import vma as vm
+
+    k, (a, b, _), _vma, head = _thp()
+    assert _run(mem.cpu_access(k, b, 0, BASE + 1, False)) == mem.ACCESS_OK
+    assert pm.htlb_lookup(k, b, 0, 1) >= 0
+    assert _run(vm.op_munmap(k, a, 0, BASE, BASE + N)) == 0
+    assert pm.pmdp_get(k, 0, 1) == 0 and pm.htlb_lookup(k, b, 0, 1) == -1
+    assert fo.folio_ref_count(k, head) == 0 and not k.test_flag(head, PG_anon)
+    assert k.events["thp_zap_pmd"] == 1 and k.shadow(0, BASE + 1) == 0
+
+
+def test_zap_of_device_private_and_migration_pmds() -> None:
+    """A device-private PMD loses its rmap and reference at once; a PMD migration entry
+    is only cleared (the migration holds the folio)."""
+    from pagerace.core.mm import vma as vm
+
+    k, (a, _, _), _vma, head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
+    k.get_page(a, head, "t:hold")  # keep it from being freed, to look at it
+    _run(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
+    assert pm.pmdp_get(k, 0, 1) == 0
+    assert fo.folio_ref_count(k, head) == 1 and fo.folio_mapcount(k, head) == 0
+    k, (a, b, _), _vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_WRITE)
+    fo.folio_remove_rmap_pmd(k, head)  # as set_pmd_migration_entry leaves it
+    _run(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
+    assert pm.pmdp_get(k, 0, 1) == 0 and fo.folio_ref_count(k, head) == 1
+
+
+def test_munmap_of_half_a_thp_splits_then_zaps_ptes() -> None:
+    """munmap of part of a PMD: __split_huge_pmd, then zap_pte_range of the pages in the
+    range: the folio keeps one reference and one mapping per remaining page; the rest
+    of the THP still reads its data; unmapping the rest frees the folio."""
+    from pagerace.core.mm import vma as vm
+
+    k, (a, b, _), _vma, head = _thp()
+    assert _run(vm.op_munmap(k, a, 0, BASE, BASE + N // 2)) == 0
+    assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
+    assert all(k.pte_read(0, BASE + i) == 0 for i in range(N // 2))
+    assert fo.folio_ref_count(k, head) == N // 2 and fo.folio_large_mapcount(k, head) == N // 2
+    assert _run(mem.cpu_access(k, b, 0, BASE + N - 1, False)) == mem.ACCESS_OK
+    assert _run(vm.op_munmap(k, a, 0, BASE + N // 2, BASE + N)) == 0
+    assert fo.folio_ref_count(k, head) == 0
+
+
+def test_cpu_fault_races_a_zap_of_the_huge_pmd() -> None:
+    """madvise(DONTNEED) of a THP races a CPU write fault on a read-only huge PMD: the
+    fault read the PMD locklessly, the zap clears it (and flushes) before the fault
+    takes the PMD lock; do_huge_pmd_wp_page finds it changed (not pmd_same) and the
+    access retries: it faults in a fresh small page on the none PMD (pte_alloc). The
+    gather's reference keeps the folio until tlb_finish_mmu."""
+    k, (a, b, _), _vma, head = _thp(bits=PTE_YOUNG)
+    acc = Stepper(mem.cpu_access(k, b, 0, BASE + 3, True))
+    acc.run_until(lambda: k.events.get("thp_pmd_faults", 0) == 1)
+    # at the yield between the lockless read and the PMD lock
+    zap = Stepper(hm.zap_huge_pmd(k, a, 0, 1, "t:zap", lambda v: k.set_shadow(0, v, 0)))
+    zap.step()  # cleared, flushed, unlocked; the folio still held by the gather
+    assert pm.pmdp_get(k, 0, 1) == 0 and fo.folio_ref_count(k, head) == 1
+    assert acc.finish(k) == mem.ACCESS_OK
+    assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
+    assert k.pte_read(0, BASE + 3) >> PTE_PFN_SHIFT != head + 3
+    assert "thp_wp_reuse" not in k.events and "thp_wp_fallback" not in k.events
+    assert zap.finish(k) == 1 and fo.folio_ref_count(k, head) == 0
