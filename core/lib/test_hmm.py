@@ -600,13 +600,18 @@ class Dmirror:
             k.mmap_read_unlock(a, mm, "dmirror_migrate_to_system:mmap_read_unlock")
 
     def migrate_to_ram(
-        self, k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, locked: bool
+        self, k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, locked: bool,
+        pmd: bool = False,
     ) -> Path:
         """``dmirror_devmem_fault()``: migrate the faulting page (and, with
         ``fault_range`` > 1, its aligned neighbourhood) back to system memory.
 
         ``locked`` says whether the fault path holds the page lock (6.15+); the page is
         passed as ``fault_page`` whenever the fault path holds a reference (6.1+).
+        ``pmd``: the fault came through a device-private PMD
+        (``do_huge_pmd_device_private``: ``vmf->pte`` is NULL); then, as 7.0 writes it,
+        the range is the whole folio (``ALIGN_DOWN(address, PAGE_SIZE << order)``) and
+        ``MIGRATE_VMA_SELECT_COMPOUND`` is selected when the order is not 0 (v7 only).
         """
         if k.variant.fault_reads_page_data:
             k.touch(a, pfn, "dmirror_devmem_fault:zone_device_data")
@@ -618,6 +623,13 @@ class Dmirror:
         vstart, vend = k.s.vma_bounds(mm, row)
         lo = max(vstart, vpn - vpn % self.fault_range)
         hi = min(vend, lo + self.fault_range)
+        sel = MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+        if pmd and k.variant.large_folios:
+            nr = folio_nr_pages(k, page_folio(k, pfn))  # order = folio_order(vmf->page)
+            if nr > 1:
+                lo = vpn - vpn % nr
+                hi = lo + nr
+                sel |= MIGRATE_VMA_SELECT_COMPOUND
         fault_page = pfn if (locked or "fault-ref-no-trylock" in k.bugs) else -1
         # dmirror = rpage->zone_device_data: the mirror that allocated the page. 7.0:
         # rpage = folio_zone_device_data(page_folio(vmf->page)), the folio's head's
@@ -629,11 +641,11 @@ class Dmirror:
             row,
             lo,
             hi,
-            MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+            sel,
             self.dev,
             fault_page=fault_page,
             kind="fault",
-            fault_folio=pfn if locked else -1,
+            fault_folio=page_folio(k, pfn) if locked else -1,
         )
         # 7.0 dmirror_devmem_fault: "ret = dmirror_devmem_fault_alloc_and_copy(); if (ret)
         # goto err;": neither migrate_vma_pages nor migrate_vma_finalize after an

@@ -50,6 +50,7 @@ from ..machine.layout import (
     PTE_YOUNG,
     STATIC_MASK,
     VM_ANON,
+    VM_WRITE,
     PG_allocated,
     PG_anon,
     PG_anon_exclusive,
@@ -95,6 +96,10 @@ SPLIT_TYPE_NON_UNIFORM = 1
 EAGAIN = 11
 EINVAL = 22
 EBUSY = 16
+
+# vm_fault_t VM_FAULT_FALLBACK (include/linux/mm_types.h): the huge fault gives way to
+# the PTE level.
+VM_FAULT_FALLBACK = 0x800
 
 
 # -- include/linux/mm.h ------------------------------------------------------------------
@@ -313,12 +318,130 @@ def do_huge_pmd_device_private(k: Kernel, a: Actor, mm: int, vpn: int, orig_pmd:
         k.get_page(a, head, "do_huge_pmd_device_private:folio_get")
         k.spin_unlock(a, ptl, "do_huge_pmd_device_private:unlock")
         yield
-        ret = yield from k.device_for(page).migrate_to_ram(k, a, mm, vpn, page, locked=True)
+        ret = yield from k.device_for(page).migrate_to_ram(
+            k, a, mm, vpn, page, locked=True, pmd=True  # vmf->pte = NULL
+        )
         k.unlock_page(a, head, "do_huge_pmd_device_private:folio_unlock")
         fo.folio_put(k, a, head, "do_huge_pmd_device_private:folio_put")
     else:
         k.spin_unlock(a, ptl, "do_huge_pmd_device_private:unlock")
     return ret or 0
+
+
+def huge_pmd_set_accessed(k: Kernel, mm: int, idx: int, orig_pmd: int, write: bool) -> bool:
+    """``huge_pmd_set_accessed()`` → ``touch_pmd()`` (7.0 mm/huge_memory.c 2018), with
+    the PMD lock held: if the PMD is still ``orig_pmd``, mark it young (and dirty for a
+    write); ``pmdp_set_access_flags`` stores only a changed entry. Returns whether it
+    changed (``fix_spurious_fault`` otherwise: nothing to do on x86)."""
+    if pm.pmdp_get(k, mm, idx) != orig_pmd:
+        return False
+    new = orig_pmd | PTE_YOUNG | (PTE_DIRTY if write else 0)
+    if new == orig_pmd:
+        return False
+    pm.set_pmd_at(k, mm, idx, new)
+    return True
+
+
+def do_huge_pmd_wp_page(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, orig_pmd: int) -> Path:
+    """``do_huge_pmd_wp_page()`` (7.0 mm/huge_memory.c 2060; reached through
+    ``wp_huge_pmd`` for an anonymous VMA): a write to a read-only huge PMD. Reuse the
+    folio when its head is ``PageAnonExclusive`` (checked under the PMD lock, and again
+    after the folio lock), or when the folio lock is got and the folio has no reference
+    but the PMD's (then ``SetPageAnonExclusive``); otherwise split the PMD
+    (``__split_huge_pmd``) and return ``VM_FAULT_FALLBACK``: the fault goes on at the PTE
+    level, where ``do_wp_page`` copies or reuses the one page. The huge zero folio, the
+    swap cache term (no THP swap in the model), ``folio_move_anon_rmap`` (the model's
+    anonymous mapping is per mm already) and ``FAULT_FLAG_UNSHARE`` are not modelled.
+    Returns 0 or ``VM_FAULT_FALLBACK``."""
+    site = "do_huge_pmd_wp_page"
+    idx = pm.pmd_index(k, vpn)
+    ptl = pm.pmd_lockptr(k, mm, idx)
+    yield from k.spin_lock(a, ptl, site + ":pmd_lock")
+    if pm.pmdp_get(k, mm, idx) != orig_pmd:
+        k.spin_unlock(a, ptl, site + ":unlock")
+        return 0
+    page = pm.pmd_pfn(orig_pmd)
+    folio = fo.page_folio(k, page)
+    reuse = k.test_flag(page, PG_anon_exclusive)  # early check under the PT lock
+    if not reuse:
+        if not k.trylock_page(a, folio, site + ":folio_trylock"):
+            k.get_page(a, folio, site + ":folio_get")
+            k.spin_unlock(a, ptl, site + ":unlock")
+            yield
+            yield from k.lock_page(a, folio, site + ":folio_lock")
+            yield
+            yield from k.spin_lock(a, ptl, site + ":pmd_lock")
+            if pm.pmdp_get(k, mm, idx) != orig_pmd:
+                k.spin_unlock(a, ptl, site + ":unlock")
+                k.unlock_page(a, folio, site + ":folio_unlock")
+                fo.folio_put(k, a, folio, site + ":folio_put")
+                return 0
+            fo.folio_put(k, a, folio, site + ":folio_put")
+        if k.test_flag(page, PG_anon_exclusive):  # recheck after dropping the PT lock
+            k.unlock_page(a, folio, site + ":folio_unlock")
+            reuse = True
+        elif fo.folio_ref_count(k, folio) > 1:  # + folio_test_swapcache * nr: no THP swap
+            k.unlock_page(a, folio, site + ":folio_unlock")  # unlock_fallback
+            k.spin_unlock(a, ptl, site + ":unlock")
+        else:
+            k.set_flag(page, PG_anon_exclusive)  # folio_move_anon_rmap + SetPageAnonExclusive
+            k.unlock_page(a, folio, site + ":folio_unlock")
+            reuse = True
+    if reuse:
+        entry = orig_pmd | PTE_YOUNG | PTE_DIRTY
+        if k.s.vma_flags(mm, vma) & VM_WRITE:  # maybe_pmd_mkwrite
+            entry |= PTE_WRITE
+        if entry != orig_pmd:  # pmdp_set_access_flags
+            pm.set_pmd_at(k, mm, idx, entry)
+        k.spin_unlock(a, ptl, site + ":unlock")
+        k.count("thp_wp_reuse")
+        return 0
+    yield
+    yield from split_huge_pmd(k, a, mm, vma, vpn, False)  # fallback: __split_huge_pmd
+    k.count("thp_wp_fallback")
+    return VM_FAULT_FALLBACK
+
+
+# -- zap ---------------------------------------------------------------------------------
+def zap_huge_pmd(
+    k: Kernel, a: Actor, mm: int, idx: int, site: str, on_clear: Callable[[int], None]
+) -> Generator[Any, Any, int]:
+    """``zap_huge_pmd()`` (7.0 mm/huge_memory.c 2344), for anonymous VMAs: under the PMD
+    lock (``__pmd_trans_huge_lock``: 0 when the PMD is no longer a huge leaf) clear the
+    PMD (``pmdp_huge_get_and_clear_full``); a present PMD loses its rmap
+    (``folio_remove_rmap_pmd``) and its reference is put after the TLB flush
+    (``tlb_remove_page_size``); a device-private PMD loses its rmap and reference at
+    once; a PMD migration entry is only cleared (the migration owns the folio; no
+    flush needed). ``on_clear(vpn)`` runs under the lock for every page of the range
+    (the caller's oracle bookkeeping: pins, shadow). The flush of the huge translation
+    is done before the PMD lock is dropped, as the model's ``zap_pte_range`` does its
+    own (7.0 flushes in ``tlb_flush_mmu`` after the unlock, the folio still held by the
+    gather: docs/internals.md, deliberate simplifications). Returns 1 when zapped."""
+    ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
+    kind = pm.pmdp_get(k, mm, idx) & PTE_TYPE_MASK
+    if kind not in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE):
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        return 0
+    orig = pm.pmdp_huge_get_and_clear(k, mm, idx)
+    head = pm.pmd_pfn(orig)
+    flush_needed = kind == PTE_PRESENT
+    if flush_needed:
+        fo.folio_remove_rmap_pmd(k, head)
+    if kind == PTE_DEVICE_PRIVATE:  # folio_is_device_private()
+        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_put(k, a, head, site + ":zap_huge_pmd")
+    start = pm.pmd_addr_start(k, idx)
+    for v in range(start, start + k.geo.hpage_pmd_nr):
+        on_clear(v)
+    if flush_needed:
+        pm.flush_pmd_tlb_range(k, mm, idx)
+        k.flush_tlb_range(mm, start, start + k.geo.hpage_pmd_nr)
+    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    if flush_needed:
+        yield  # the gather still holds the folio: others run before tlb_finish_mmu
+        fo.folio_put(k, a, head, site + ":tlb_finish_mmu")  # tlb_remove_page_size
+    k.count("thp_zap_pmd")
+    return 1
 
 
 # -- the split of an unmapped folio ---------------------------------------------------------
@@ -453,24 +576,27 @@ def folio_split_unmapped(k: Kernel, a: Actor, head: int, new_order: int) -> int:
 
 # -- large-folio rmap (mm/rmap.c of 7.0: try_to_migrate_one's PMD and large-folio parts,
 #    remove_migration_pte / remove_migration_pmd of mm/migrate.c and huge_memory.c) ------
-RmapOneLarge = Callable[[int, int, int], Generator[Any, Any, bool]]
+RmapOneLarge = Callable[[int, int, int, int], Generator[Any, Any, bool]]
 
 
-def _large_interval_tree(k: Kernel, av: int, head: int) -> list[tuple[int, int, int]]:
+def _large_interval_tree(k: Kernel, av: int, head: int) -> list[tuple[int, int, int, int]]:
     """``anon_vma_interval_tree_foreach(avc, root, pgoff_start, pgoff_end)`` over the
-    whole folio: (mm, address of the folio's first page, vm_flags) of every VMA that
-    maps some page of it (the address may lie outside the VMA when only part of the
-    folio is inside: ``page_vma_mapped_walk`` checks each page's bounds)."""
+    whole folio: (mm, address of the folio's first page, vm_flags, VMA row) of every
+    VMA that maps some page of it (the address may lie outside the VMA when only part
+    of the folio is inside: ``page_vma_mapped_walk`` checks each page against the
+    VMA's bounds). One entry per VMA: after a munmap or mprotect of part of the folio's
+    range two VMAs of one mm give the folio the same address."""
     index = folio_pgoff(k, head)
     nr = fo.folio_nr_pages(k, head)
     seen: set[tuple[int, int]] = set()
     out = []
     for i in range(nr):
         for mm, vpn, vflags in anon_vma_interval_tree(k, av, index + i):
-            key = (mm, vpn - i)
+            row = k.s.find_vma(mm, vpn)
+            key = (mm, row)
             if key not in seen:
                 seen.add(key)
-                out.append((mm, vpn - i, vflags))
+                out.append((mm, vpn - i, vflags, row))
     return out
 
 
@@ -492,26 +618,17 @@ def rmap_walk_anon_large(
         if not anon_vma_trylock_read(k, a, av, site + ":anon_vma_lock_read"):
             yield from anon_vma_lock_read(k, a, av, site + ":anon_vma_lock_read")
     try:
-        for mm, vpn, vflags in _large_interval_tree(k, av, head):
+        for mm, vpn, vflags, row in _large_interval_tree(k, av, head):
             yield  # cond_resched()
             if invalid_vma is not None and invalid_vma(vflags):
                 continue
-            if not (yield from rmap_one(mm, vpn, vflags)):
+            if not (yield from rmap_one(mm, vpn, vflags, row)):
                 break
             if done is not None and done():
                 break
     finally:
         if not locked:
             anon_vma_unlock_read(k, a, av, site + ":anon_vma_unlock_read")
-
-
-def _vma_bounds(k: Kernel, mm: int, vpn: int) -> tuple[int, int, int]:
-    """(row, start, end) of the VMA of ``mm`` covering ``vpn``, or (-1, 0, 0)."""
-    row = k.s.find_vma(mm, vpn)
-    if row < 0:
-        return -1, 0, 0
-    lo, hi = k.s.vma_bounds(mm, row)
-    return row, lo, hi
 
 
 def set_pmd_migration_entry(k: Kernel, a: Actor, mm: int, idx: int, head: int) -> int:
@@ -580,11 +697,9 @@ def try_to_migrate_large(
     nr = fo.folio_nr_pages(k, head)
     n = k.geo.hpage_pmd_nr
 
-    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
+    def one(mm: int, vpn: int, vflags: int, row: int) -> Generator[Any, Any, bool]:
         split = split_huge_pmd
-        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
-        if row < 0:
-            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+        lo, hi = k.s.vma_bounds(mm, row)  # the VMA the interval tree gave
         rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, max(vpn, lo), min(vpn + nr, hi))
         yield from mmu_notifier_invalidate_range_start(k, a, rng)
         ret = True
@@ -682,10 +797,8 @@ def remove_migration_ptes_large(
     n = k.geo.hpage_pmd_nr
     dst_private = k.is_device_private(dst)
 
-    def one(mm: int, vpn: int, vflags: int) -> Generator[Any, Any, bool]:
-        row, lo, hi = _vma_bounds(k, mm, max(vpn, 0))
-        if row < 0:
-            row, lo, hi = _vma_bounds(k, mm, vpn + nr - 1)
+    def one(mm: int, vpn: int, vflags: int, row: int) -> Generator[Any, Any, bool]:
+        lo, hi = k.s.vma_bounds(mm, row)  # the VMA the interval tree gave
         if nr == n and vpn % n == 0 and lo <= vpn and vpn + n <= hi and (
             "finalize_skips_pmd_restore" not in k.faults  # test-only fault
         ):

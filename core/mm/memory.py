@@ -15,10 +15,13 @@ Transcribed from ``mm/memory.c`` (``handle_pte_fault``, ``do_anonymous_page``,
 
 from __future__ import annotations
 
+from ..machine import folio as fo
+from ..machine import pmd as pm
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     MMF_UNSTABLE,
+    PMD_INVALID,
     PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
@@ -39,6 +42,8 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from . import huge_memory as hm
+from .huge_memory import VM_FAULT_FALLBACK
 from .mmu_notifier import (
     MMU_NOTIFY_CLEAR,
     MmuNotifierRange,
@@ -119,6 +124,36 @@ def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) ->
             )
 
 
+# What the PMD step of the hardware walk found (_hw_walk_pmd), besides a pfn.
+_WALK_TABLE = -1  # a PTE table hangs here (or none: the walk of the PTE finds none too)
+_WALK_TRAP = -2  # a PMD leaf the access cannot use: the fault path
+_WALK_RETRY = -3  # the accessed/dirty compare-and-swap lost a race: walk again
+
+
+def _hw_walk_pmd(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> int:
+    """The PMD step of the hardware walk (``geometry.thp``, v7). A huge present PMD the
+    access may use (valid, writable for a store) gets accessed (and dirty) by
+    compare-and-swap and fills the huge TLB: returns the pfn of the page. A PMD table
+    (or none) goes on to the PTE (``_WALK_TABLE``); every other leaf (a PMD migration or
+    device-private entry, a huge PMD invalidated by a split, a store through a
+    read-only one) traps (``_WALK_TRAP``)."""
+    n = k.geo.ptes_per_table
+    idx = vpn // n
+    pw = pm.pmd_w(k, mm, idx)
+    pmd = k.words.load(pw)
+    kind = pmd & PTE_TYPE_MASK
+    if kind in (PTE_NONE, pm.PMD_TABLE):
+        return _WALK_TABLE
+    if kind != PTE_PRESENT or pmd & PMD_INVALID or (write and not pmd & PTE_WRITE):
+        return _WALK_TRAP
+    new = pmd | PTE_YOUNG | (PTE_DIRTY if write else 0)
+    if new != pmd and not k.words.cas(pw, pmd, new):
+        return _WALK_RETRY
+    head = pmd >> PTE_PFN_SHIFT
+    pm.htlb_fill(k, a, mm, idx, head, write)
+    return head + vpn % n
+
+
 def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
     """A CPU load or store of one virtual page, faulting until it succeeds.
 
@@ -131,6 +166,12 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
         if hw is not None:
             hw.acquire(mm, vpn)
         try:
+            if k.geo.thp:  # v7: a hit in the huge TLB (2M translations, cached apart)
+                n = k.geo.ptes_per_table
+                t = pm.htlb_lookup(k, a, mm, vpn // n)
+                if t >= 0 and (not write or t & 1):
+                    _hw_access(k, a, mm, vpn, (t >> 1) + vpn % n, write)
+                    return ACCESS_OK
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
@@ -140,7 +181,16 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
                 _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
             # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
-            pte = k.pte_read(mm, vpn)
+            trap = False
+            if k.geo.thp:  # v7: the walk reads the PMD first
+                got = _hw_walk_pmd(k, a, mm, vpn, write)
+                if got == _WALK_RETRY:
+                    continue
+                if got >= 0:
+                    _hw_access(k, a, mm, vpn, got, write)
+                    return ACCESS_OK
+                trap = got == _WALK_TRAP
+            pte = 0 if trap else k.pte_read(mm, vpn)
             if pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE):
                 new = pte | PTE_YOUNG | (PTE_DIRTY if write else 0)
                 if new == pte or k.words.cas(k.pte_w(mm, vpn), pte, new):
@@ -195,6 +245,10 @@ def handle_mm_fault_locked(
     if write and not vflags & VM_WRITE:
         return VM_FAULT_SIGSEGV
     k.count("faults")
+    if k.geo.thp:  # v7: the PMD level of __handle_mm_fault first
+        ret = yield from handle_pmd_fault_v7(k, a, mm, row, vpn, write)
+        if ret != VM_FAULT_FALLBACK:
+            return ret
     pte = k.pte_read(mm, vpn)  # vmf->orig_pte = ptep_get_lockless()
     kind = pte & PTE_TYPE_MASK
     if kind == PTE_NONE:
@@ -205,6 +259,8 @@ def handle_mm_fault_locked(
     yield
     if kind == PTE_PRESENT:
         if write and not pte & PTE_WRITE:
+            if k.geo.thp and fo.folio_test_large(k, fo.page_folio(k, pte >> PTE_PFN_SHIFT)):
+                return (yield from do_wp_page_large_v7(k, a, mm, vpn, pte))
             return (yield from do_wp_page(k, a, mm, vpn, pte))
         return VM_FAULT_OK  # spurious: the TLB will refill on retry
     if kind == PTE_MIGRATION:
@@ -218,6 +274,51 @@ def handle_mm_fault_locked(
     if swapin is not None:
         return (yield from swapin(k, a, mm, vpn, pte, write))
     return VM_FAULT_SIGBUS
+
+
+def handle_pmd_fault_v7(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, write: bool) -> Path:
+    """The PMD level of ``__handle_mm_fault()`` (7.0 mm/memory.c 6407-6455), for the
+    ``v7`` generation (``geometry.thp``). Returns ``VM_FAULT_FALLBACK`` when the fault
+    goes on at the PTE level (``handle_pte_fault``), else the fault's result.
+
+    - PMD none: the model's VMAs are never THP-eligible (no ``VM_HUGEPAGE``, no
+      ``thp_vma_allowable_order``: its THPs come from the workload's setup and from
+      migration), so no ``create_huge_pmd``: the PTE level, whose ``do_anonymous_page``
+      begins with ``pte_alloc`` (``pmd_install`` under the PMD lock: done here);
+    - a device-private PMD: :func:`~core.mm.huge_memory.do_huge_pmd_device_private`;
+    - a PMD migration entry: :func:`~core.mm.huge_memory.pmd_migration_entry_wait`,
+      then 0 (the access retries);
+    - a huge present PMD: a write through a read-only one goes to ``wp_huge_pmd`` →
+      :func:`~core.mm.huge_memory.do_huge_pmd_wp_page` (anonymous VMAs only; no
+      userfaultfd), which may split the PMD and fall back; otherwise, under the PMD
+      lock, ``huge_pmd_set_accessed``. No NUMA hinting (``pmd_protnone``).
+    """
+    idx = vpn // k.geo.ptes_per_table
+    orig = pm.pmdp_get(k, mm, idx)  # vmf->orig_pmd = pmdp_get_lockless()
+    kind = orig & PTE_TYPE_MASK
+    if kind == PTE_NONE:
+        ptl = yield from pm.pmd_lock(k, a, mm, idx, "pte_alloc:pmd_lock")  # pmd_install
+        if pm.pmd_none(pm.pmdp_get(k, mm, idx)):
+            pm.set_pmd_at(k, mm, idx, pm.PMD_TABLE)
+        k.spin_unlock(a, ptl, "pte_alloc:pmd_unlock")
+        return VM_FAULT_FALLBACK
+    if kind == pm.PMD_TABLE:
+        return VM_FAULT_FALLBACK
+    k.count("thp_pmd_faults")
+    yield  # the lockless read and the PMD lock are apart
+    if kind == PTE_DEVICE_PRIVATE:
+        return (yield from hm.do_huge_pmd_device_private(k, a, mm, vpn, orig))
+    if kind == PTE_MIGRATION:
+        yield from hm.pmd_migration_entry_wait(k, a, mm, idx)
+        return VM_FAULT_OK
+    if kind != PTE_PRESENT:
+        return VM_FAULT_OK  # no other PMD leaf in the model
+    if write and not orig & PTE_WRITE:
+        return (yield from hm.do_huge_pmd_wp_page(k, a, mm, vma, vpn, orig))  # or FALLBACK
+    ptl = yield from pm.pmd_lock(k, a, mm, idx, "__handle_mm_fault:pmd_lock")
+    hm.huge_pmd_set_accessed(k, mm, idx, orig, write)  # else fix_spurious_fault: nothing
+    k.spin_unlock(a, ptl, "__handle_mm_fault:pmd_unlock")
+    return VM_FAULT_OK
 
 
 def do_anonymous_page(
@@ -416,6 +517,84 @@ def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) ->
     return VM_FAULT_OK
 
 
+def _wp_can_reuse_large_anon_folio(k: Kernel, head: int) -> bool:
+    """``__wp_can_reuse_large_anon_folio()`` (7.0 mm/memory.c 4013): reuse a PTE-mapped
+    page of a large anonymous folio only when more than one page is mapped and every
+    reference is a mapping (``folio_large_mapcount == folio_ref_count``, checked twice
+    around ``folio_lock_large_mapcount``: one step in the model). The
+    ``FOLIO_MM_IDS_SHARED`` bit (mapped by a second mm) is not modelled: the model forks
+    no large folio; no THP swap cache."""
+    if fo.folio_large_mapcount(k, head) <= 1:
+        return False
+    return fo.folio_large_mapcount(k, head) == fo.folio_ref_count(k, head)
+
+
+def do_wp_page_large_v7(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Path:
+    """``do_wp_page()`` (7.0 mm/memory.c 4129) for a write to a read-only PTE that maps a
+    page of a large folio (``v7``: after a PMD split, e.g. ``do_huge_pmd_wp_page``'s
+    fallback). Under the PTL: reuse when the page is ``PageAnonExclusive`` or
+    :func:`_wp_can_reuse_large_anon_folio` (then ``SetPageAnonExclusive``); else
+    ``folio_get`` and ``wp_page_copy``: a small copy of the one page, the old page's PTE
+    mapping removed from the large folio (``folio_remove_rmap_pte``; the deferred split
+    queue is not modelled). The PTL is re-read: a small folio (the large one was split
+    meanwhile) takes v6's reuse test."""
+    ptl = k.ptl_word(mm, vpn)
+    yield from k.spin_lock(a, ptl, "do_wp_page:ptl")
+    pte = k.pte_read(mm, vpn)
+    if pte != orig:
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
+        return VM_FAULT_OK
+    pfn = pte >> PTE_PFN_SHIFT
+    head = fo.page_folio(k, pfn)
+    large = fo.folio_test_large(k, head)
+    if k.test_flag(head, PG_anon) and (
+        k.test_flag(pfn, PG_anon_exclusive)
+        or (
+            _wp_can_reuse_large_anon_folio(k, head)
+            if large
+            else k.mapcount(pfn) == 1 and k.ref_count(pfn) == 1
+        )
+    ):
+        k.set_flag(pfn, PG_anon_exclusive)
+        k.set_pte(mm, vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)  # wp_page_reuse
+        k.flush_tlb_range(mm, vpn, vpn + 1)
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
+        k.count("wp_reuse")
+        return VM_FAULT_OK
+    k.get_page(a, head, "do_wp_page:folio_get")
+    k.spin_unlock(a, ptl, "do_wp_page:ptl")
+    yield
+    new = k.alloc_page(a, 0, "wp_page_copy")
+    if new < 0:
+        fo.folio_put(k, a, head, "wp_page_copy:put")
+        return VM_FAULT_OOM
+    k.set_data(new, k.data(pfn))  # __wp_page_copy_user
+    yield
+    rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
+    yield from mmu_notifier_invalidate_range_start(k, a, rng)
+    yield from k.spin_lock(a, ptl, "wp_page_copy:ptl")
+    if k.pte_read(mm, vpn) != orig:
+        k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+        yield from mmu_notifier_invalidate_range_end(k, a, rng)
+        k.put_page(a, new, "wp_page_copy:release")
+        fo.folio_put(k, a, head, "wp_page_copy:put")
+        return VM_FAULT_OK
+    k.ptep_get_and_clear(mm, vpn)
+    k.flush_tlb_range(mm, vpn, vpn + 1)
+    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_uptodate)
+    folio_set_anon(k, new, mm, vpn)  # folio_add_new_anon_rmap
+    k.mapcount_add(new, 1)
+    k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
+    k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
+    fo.folio_remove_rmap_ptes(k, head, pfn, 1)  # folio_remove_rmap_pte on the old page
+    fo.folio_put(k, a, head, "wp_page_copy:unmap")
+    k.spin_unlock(a, ptl, "wp_page_copy:ptl")
+    yield from mmu_notifier_invalidate_range_end(k, a, rng)
+    fo.folio_put(k, a, head, "wp_page_copy:put")
+    k.count("wp_copy")
+    return VM_FAULT_OK
+
+
 def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
     """``migration_entry_wait()``: sleep until the page under migration is unlocked.
 
@@ -430,7 +609,9 @@ def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
     if pte & PTE_TYPE_MASK != PTE_MIGRATION:
         k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
         return
-    pfn = pte >> PTE_PFN_SHIFT
+    # v7: the entry names a page; its folio's lock and reference are the head's
+    # (softleaf_entry_wait_on_locked: page_folio()). Order-0 folios: the page itself.
+    pfn = fo.page_folio(k, pte >> PTE_PFN_SHIFT)
     if not k.page_locked(pfn):
         k.spin_unlock(a, ptl, "migration_entry_wait:ptl")
         raise k.fail(
@@ -475,27 +656,35 @@ def do_swap_page_device(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
     if k.pte_read(mm, vpn) != orig:
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         return VM_FAULT_OK
-    pfn = orig >> PTE_PFN_SHIFT
-    dev = k.device_for(pfn)
+    page = orig >> PTE_PFN_SHIFT
+    dev = k.device_for(page)
+    # trylock_page / get_page / unlock_page / put_page act on page_folio(vmf->page): a
+    # page of a large device folio (v7, after a PMD split) locks and references its
+    # head; the driver is handed the page. Order-0 folios: the page itself.
+    pfn = fo.page_folio(k, page)
     entry = k.variant.fault_entry(k)  # which kernel's device-private fault entry
     if entry == FAULT_ENTRY_NO_REF:
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        return (yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False))
+        return (yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=False))
     if entry == FAULT_ENTRY_REF:
         k.get_page(a, pfn, "do_swap_page:get_page")
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=False)
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=False)
         k.put_page(a, pfn, "do_swap_page:put_page")
         return ret
     if k.trylock_page(a, pfn, "do_swap_page:folio_trylock"):
         k.get_page(a, pfn, "do_swap_page:get_page")
         k.spin_unlock(a, ptl, "do_swap_page:ptl")
         yield
-        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, pfn, locked=True)
+        ret = yield from dev.migrate_to_ram(k, a, mm, vpn, page, locked=True)
+        # unlock_page(vmf->page) / put_page(vmf->page): page_folio() again, after the
+        # driver: a large device folio split during the migration (v7,
+        # migrate_vma_split_folio) moved the lock and reference to the page's new folio.
+        pfn = fo.page_folio(k, page)
         k.unlock_page(a, pfn, "do_swap_page:folio_unlock")
-        k.put_page(a, pfn, "do_swap_page:put_page")
+        fo.folio_put(k, a, pfn, "do_swap_page:put_page")  # order 0: put_page
         return ret
     # softleaf_entry_wait_on_locked(): drop the PTL once queued, sleep, then retry.
     yield from k.migration_entry_wait_on_locked(

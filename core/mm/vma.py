@@ -20,6 +20,8 @@ keeps the VMA, so the next access faults in a zeroed page.
 from __future__ import annotations
 
 from ..actors import register_op
+from ..machine import folio as fo
+from ..machine import pmd as pm
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     G_AVC_SEQ,
@@ -46,6 +48,7 @@ from ..machine.layout import (
     VM_LIVE,
     VMA_WORDS,
 )
+from . import huge_memory as hm
 from .gup import pins_unmapped
 from .mmu_notifier import (
     MMU_NOTIFY_CLEAR,
@@ -246,6 +249,12 @@ def _zap_pte_range(
     vpn = start
     while vpn < end:
         tab_end = min((vpn // ppt + 1) * ppt, end)
+        if k.geo.thp:  # v7: zap_pmd_range() first
+            zapped = yield from _zap_pmd(k, a, mm, vpn, tab_end, site, keep_shadow)
+            if zapped:
+                yield
+                vpn = tab_end
+                continue
         ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, site + ":ptl")
         batch: list[int] = []
@@ -258,17 +267,19 @@ def _zap_pte_range(
             pfn = pte >> PTE_PFN_SHIFT
             if kind == PTE_PRESENT:
                 k.ptep_get_and_clear(mm, v)  # ptep_get_and_clear_full
-                k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte
-                batch.append(pfn)  # __tlb_remove_page: put after the flush
+                batch.append(_remove_rmap_pte(k, pfn))  # __tlb_remove_page: put after the flush
             elif kind in (PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE):
                 k.ptep_get_and_clear(mm, v)
-                k.mapcount_add(pfn, -1)
+                head = _remove_rmap_pte(k, pfn)
                 if (
                     "zap_device_keeps_entry" if kind == PTE_DEVICE_PRIVATE
                     else "zap_exclusive_keeps_entry"
                 ) in k.faults:
                     k.set_pte(mm, v, pte)
-                k.put_page(a, pfn, site + ":zap_nonpresent_ptes")
+                if head != pfn:
+                    fo.folio_put(k, a, head, site + ":zap_nonpresent_ptes")
+                else:
+                    k.put_page(a, pfn, site + ":zap_nonpresent_ptes")
             elif kind == PTE_MIGRATION:
                 k.ptep_get_and_clear(mm, v)
             elif kind == PTE_SWAP:
@@ -285,10 +296,52 @@ def _zap_pte_range(
         # tlb_finish_mmu(): free the batched pages.
         if "zap_no_put" not in k.faults:
             for pfn in batch:
-                k.put_page(a, pfn, site + ":tlb_finish_mmu")
+                if k.geo.thp and fo.folio_test_large(k, pfn):
+                    fo.folio_put(k, a, pfn, site + ":tlb_finish_mmu")
+                else:
+                    k.put_page(a, pfn, site + ":tlb_finish_mmu")
         k.count("zap_pages", len(cleared))
         yield
         vpn = tab_end
+
+
+def _remove_rmap_pte(k: Kernel, pfn: int) -> int:
+    """``folio_remove_rmap_pte(page_folio(page), page)``: one PTE mapping of ``pfn``
+    less; returns the folio to put (its head: a page of a large folio, v7, drops the
+    head's reference; an order-0 page is its own folio)."""
+    if k.geo.thp:
+        head = fo.page_folio(k, pfn)
+        if fo.folio_test_large(k, head):
+            fo.folio_remove_rmap_ptes(k, head, pfn, 1)
+            return head
+    k.mapcount_add(pfn, -1)
+    return pfn
+
+
+def _zap_pmd(
+    k: Kernel, a: Actor, mm: int, vpn: int, tab_end: int, site: str, keep_shadow: bool
+) -> Path:
+    """The PMD step of ``zap_pmd_range()`` (7.0 mm/memory.c 1883; v7): a huge leaf
+    (present, device-private or a migration entry) that the range covers whole is
+    zapped by :func:`~core.mm.huge_memory.zap_huge_pmd`; one it covers in part is split
+    first (``__split_huge_pmd``) and its PTEs zapped. A none PMD has nothing to zap.
+    Returns True when nothing is left for ``zap_pte_range`` in ``[vpn, tab_end)``."""
+    ppt = k.geo.ptes_per_table
+    idx = vpn // ppt
+    kind = pm.pmdp_get(k, mm, idx) & PTE_TYPE_MASK
+    if kind in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE):
+        if tab_end - vpn != ppt:
+            row = k.s.find_vma(mm, vpn)
+            yield from hm.split_huge_pmd(k, a, mm, row, vpn, False)
+        else:
+
+            def on_clear(v: int) -> None:
+                pins_unmapped(k, mm, v)
+                k.set_shadow(mm, v, k.shadow(mm, v) | SHADOW_REAPED if keep_shadow else 0)
+
+            if (yield from hm.zap_huge_pmd(k, a, mm, idx, site, on_clear)):
+                return True
+    return pm.pmd_none(pm.pmdp_get(k, mm, idx))
 
 
 def op_munmap(k: Kernel, a: Actor, mm: int, start: int, end: int) -> Path:

@@ -180,7 +180,7 @@ class _FakeDevice:
     def __init__(self) -> None:
         self.calls: list[tuple[int, bool, int, int]] = []
 
-    def migrate_to_ram(self, k, a, mm, vpn, pfn, locked):
+    def migrate_to_ram(self, k, a, mm, vpn, pfn, locked, pmd=False):
         head = fo.page_folio(k, pfn)
         self.calls.append((pfn, k.page_lock_owner(head) == a.id, fo.folio_ref_count(k, head), vpn))
         return 0
