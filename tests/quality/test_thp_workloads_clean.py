@@ -17,7 +17,7 @@ def test_the_thp_workloads_include_the_cpu_mirrors() -> None:
 
 
 def test_the_thp_workloads_include_the_range_fault_mirrors() -> None:
-    assert {"thp-compound", "anon_write_huge", "thp-mirror-read-vs-split"} <= set(THP)
+    assert {"thp-compound", "anon_write_huge", "thp-mirror-read-vs-split", "migrate_remap_fault"} <= set(THP)
 
 
 @pytest.mark.quality
