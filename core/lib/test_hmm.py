@@ -87,8 +87,10 @@ from ..mm.hmm import (
     HMM_PFN_VALID,
     HMM_PFN_WRITE,
     HmmRange,
+    hmm_pfn_to_map_order,
     hmm_pfn_to_page,
     hmm_range_fault,
+    pmd_order,
 )
 from ..mm.memory import VM_FAULT_OK, VM_FAULT_OOM, VM_FAULT_SIGBUS
 from ..mm.memremap import (
@@ -732,6 +734,7 @@ HMM_DMIRROR_PROT_ERROR = 0xFF
 HMM_DMIRROR_PROT_NONE = 0x00
 HMM_DMIRROR_PROT_READ = 0x01
 HMM_DMIRROR_PROT_WRITE = 0x02
+HMM_DMIRROR_PROT_PMD = 0x04
 HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20
 HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30
 
@@ -1035,7 +1038,12 @@ def dmirror_mkentry(k: Kernel, mi: int, hp: int) -> int:
     if k.is_device_private(page):
         local = k.device_of(page) == dmirror_dev(k, mi)
         perm = HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL if local else HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE
-    return perm | (HMM_DMIRROR_PROT_WRITE if hp & HMM_PFN_WRITE else HMM_DMIRROR_PROT_READ)
+    perm |= HMM_DMIRROR_PROT_WRITE if hp & HMM_PFN_WRITE else HMM_DMIRROR_PROT_READ
+    # 7.0: the page came from a PMD mapping (hmm_pfn_to_map_order == PMD_SHIFT -
+    # PAGE_SHIFT; only v7's walk reports an order). No PUDs in the model.
+    if k.geo.thp and hmm_pfn_to_map_order(hp) == pmd_order(k):
+        perm |= HMM_DMIRROR_PROT_PMD
+    return perm
 
 
 def dmirror_snapshot(k: Kernel, a: Actor, mi: int, start: int, npages: int) -> Path:

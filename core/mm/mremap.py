@@ -11,6 +11,10 @@ then the source range leaves its VMA (which may split). Entries of every kind mo
 they are: a migration entry moved while a migration's rmap walk runs is found at its
 old address or at its new one, never missed. The oracle's shadow moves with the entry.
 
+v7 (``geometry.thp``): ``move_page_tables`` reads each PMD first: a huge leaf of a
+whole aligned extent moves as one entry (``move_huge_pmd``), a partial one is split
+first (``split_huge_pmd``), and a none destination PMD gets its PTE table.
+
 Moving half of a range in one mm of a fork leaves the two mms mapping the same pages in
 opposite virtual order: the setup of the AB-BA migration deadlock of ``hmm-2017``.
 """
@@ -18,9 +22,18 @@ opposite virtual order: the setup of the AB-BA migration deadlock of ``hmm-2017`
 from __future__ import annotations
 
 from ..actors import register_op
+from ..machine import pmd as pm
 from ..machine.kernel import Actor, Kernel, Path
-from ..machine.layout import VM_LIVE
+from ..machine.layout import (
+    PTE_DEVICE_PRIVATE,
+    PTE_MIGRATION,
+    PTE_NONE,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    VM_LIVE,
+)
 from .gup import pins_unmapped
+from .huge_memory import split_huge_pmd
 from .mmu_notifier import (
     MMU_NOTIFY_UNMAP,
     MmuNotifierRange,
@@ -80,6 +93,102 @@ def move_ptes(
         yield
 
 
+_HUGE = (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE)
+
+
+def move_huge_pmd(
+    k: Kernel, a: Actor, mm: int, old_idx: int, new_idx: int, need_rmap_locks: bool
+) -> Path:
+    """``move_pgt_entry(HPAGE_PMD)`` → ``move_huge_pmd()`` (7.0 mm/mremap.c,
+    mm/huge_memory.c; v7): with ``need_rmap_locks`` the anon_vma rwsem for write; the
+    new PMD must be none (``WARN_ON``: not moved); ``__pmd_trans_huge_lock`` of the old
+    PMD (the PMD lock, and the PMD must still be a huge leaf: present, migration or
+    device-private), the new PMD lock if it is another; ``pmdp_huge_get_and_clear``,
+    ``set_pmd_at`` at the new address, the TLB flush of the old range when the PMD was
+    present. No PTE table deposit, soft-dirty or uffd-wp handling. Returns whether it
+    moved."""
+    site = "move_huge_pmd"
+    ppt = k.geo.ptes_per_table
+    if need_rmap_locks:
+        yield from anon_vma_lock_write(k, a, mm, site + ":take_rmap_locks")
+    moved = False
+    if pm.pmd_none(pm.pmdp_get(k, mm, new_idx)):
+        old_ptl = yield from pm.pmd_lock(k, a, mm, old_idx, site + ":old_ptl")
+        if pm.pmdp_get(k, mm, old_idx) & PTE_TYPE_MASK in _HUGE:
+            new_ptl = pm.pmd_lockptr(k, mm, new_idx)
+            if new_ptl != old_ptl:
+                yield from k.spin_lock(a, new_ptl, site + ":new_ptl")
+            pmd = pm.pmdp_huge_get_and_clear(k, mm, old_idx)
+            force_flush = pmd & PTE_TYPE_MASK == PTE_PRESENT
+            pm.set_pmd_at(k, mm, new_idx, pmd)
+            src, dst = old_idx * ppt, new_idx * ppt
+            if force_flush:  # flush_pmd_tlb_range(vma, old_addr, old_addr + PMD_SIZE)
+                pm.flush_pmd_tlb_range(k, mm, old_idx)
+                k.flush_tlb_range(mm, src, src + ppt)
+            for j in range(ppt):
+                k.set_shadow(mm, dst + j, k.shadow(mm, src + j))
+                k.set_shadow(mm, src + j, 0)
+                pins_unmapped(k, mm, src + j, moved_to=dst + j)
+            if new_ptl != old_ptl:
+                k.spin_unlock(a, new_ptl, site + ":new_ptl")
+            moved = True
+            k.count("move_huge_pmd")
+        k.spin_unlock(a, old_ptl, site + ":old_ptl")
+    else:
+        k.count("move_huge_pmd_new_not_none")
+    if need_rmap_locks:
+        anon_vma_unlock_write(k, a, mm, site + ":drop_rmap_locks")
+    return moved
+
+
+def move_page_tables_v7(
+    k: Kernel, a: Actor, mm: int, src: int, dst: int, n: int, need_rmap_locks: bool
+) -> Path:
+    """``move_page_tables()`` (7.0 mm/mremap.c) with the PMD level (v7): per extent
+    (``get_extent(NORMAL_PMD)``), a none old PMD has nothing to move (``get_old_pmd``);
+    a huge leaf of a whole, aligned extent moves as one entry (:func:`move_huge_pmd`),
+    otherwise it is split (``split_huge_pmd``) and its PTEs move; the new PMD gets a
+    PTE table if it has none (``pte_alloc``, under the PMD lock), then ``move_ptes``.
+
+    ``alloc_new_pmd``: the model's PTE tables are never freed, so an empty PTE table at
+    the destination (every entry none: the range left every VMA, where 7.0's
+    ``free_pgtables`` would have freed it) stands for the none PMD the kernel finds
+    there. ``move_normal_pmd`` (``CONFIG_HAVE_MOVE_PMD``, a whole PTE table moved at
+    once) is not modelled: its PTEs move one by one, as on the older generations."""
+    ppt = k.geo.ptes_per_table
+    i = 0
+    while i < n:
+        old, new = src + i, dst + i
+        extent = min(n - i, ppt - old % ppt, ppt - new % ppt)
+        oidx, nidx = old // ppt, new // ppt
+        kind = pm.pmdp_get(k, mm, oidx) & PTE_TYPE_MASK
+        if kind == PTE_NONE:
+            i += extent
+            continue
+        if kind in _HUGE:
+            if extent == ppt:
+                npmd = pm.pmdp_get(k, mm, nidx)
+                if pm.pmd_is_table(npmd) and all(
+                    k.pte_read(mm, new + j) & PTE_TYPE_MASK == PTE_NONE for j in range(ppt)
+                ):
+                    pm.set_pmd_at(k, mm, nidx, 0)  # see the docstring: no table there
+                if (yield from move_huge_pmd(k, a, mm, oidx, nidx, need_rmap_locks)):
+                    i += extent
+                    yield
+                    continue
+            yield from split_huge_pmd(k, a, mm, k.s.find_vma(mm, old), old, False)
+        if pm.pmd_none(pm.pmdp_get(k, mm, oidx)):
+            i += extent
+            continue
+        if pm.pmd_none(pm.pmdp_get(k, mm, nidx)):  # pte_alloc(new_pmd): pmd_install
+            ptl = yield from pm.pmd_lock(k, a, mm, nidx, "pte_alloc:pmd_lock")
+            if pm.pmd_none(pm.pmdp_get(k, mm, nidx)):
+                pm.set_pmd_at(k, mm, nidx, pm.PMD_TABLE)
+            k.spin_unlock(a, ptl, "pte_alloc:pmd_unlock")
+        yield from move_ptes(k, a, mm, old, new, extent, need_rmap_locks)
+        i += extent
+
+
 def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
     """``mremap(src, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, dst)`` → ``move_vma()``:
     ``copy_vma()`` (the new range merged into a neighbour whose pgoff it continues, or
@@ -117,7 +226,10 @@ def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
         # move_page_tables(): an MMU_NOTIFY_UNMAP invalidation of the old range.
         rng = MmuNotifierRange(MMU_NOTIFY_UNMAP, mm, src, src + n)
         yield from mmu_notifier_invalidate_range_start(k, a, rng)
-        yield from move_ptes(k, a, mm, src, dst, n, need_rmap_locks)
+        if k.geo.thp:  # v7: the PMD level (move_huge_pmd, split_huge_pmd, pte_alloc)
+            yield from move_page_tables_v7(k, a, mm, src, dst, n, need_rmap_locks)
+        else:
+            yield from move_ptes(k, a, mm, src, dst, n, need_rmap_locks)
         yield from mmu_notifier_invalidate_range_end(k, a, rng)
         # do_vmi_munmap() of the old range: its pages are gone, its VMA is split.
         yield from anon_vma_lock_write(k, a, mm, "mremap:unmap:anon_vma_lock_write")
@@ -131,4 +243,4 @@ def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
 
 register_op("mremap", op_mremap)
 
-__all__ = ["move_ptes", "op_mremap"]
+__all__ = ["move_huge_pmd", "move_page_tables_v7", "move_ptes", "op_mremap"]

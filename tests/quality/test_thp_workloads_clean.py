@@ -16,6 +16,10 @@ def test_the_thp_workloads_include_the_cpu_mirrors() -> None:
     assert {"migrate_anon_huge_fault", "migrate_partial_unmap_fault", "thp-fault-vs-split"} <= set(THP)
 
 
+def test_the_thp_workloads_include_the_range_fault_mirrors() -> None:
+    assert {"thp-compound", "anon_write_huge", "thp-mirror-read-vs-split", "migrate_remap_fault"} <= set(THP)
+
+
 @pytest.mark.quality
 @pytest.mark.parametrize("strategy", sorted(SEEDS))
 @pytest.mark.parametrize("name", THP)
