@@ -1499,6 +1499,24 @@ def migrate_device_pfn_lock_v7(k: Kernel, a: Actor, pfn: int) -> int:
     return migrate_device_pfn_lock(k, a, pfn)
 
 
+def _src_mark_compound(k: Kernel, a: Actor, src: list[int], i: int, nr: int, site: str) -> None:
+    """The compound step of 7.0's ``migrate_device_range`` / ``migrate_device_pfns`` loops:
+    ``src_pfns[i] |= MIGRATE_PFN_COMPOUND`` and the folio's following entries zeroed,
+    ``src_pfns[i + j] = 0``; past the array's end that is a KASAN slab-out-of-bounds
+    write, a kernel failure."""
+    src[i] |= MIGRATE_PFN_COMPOUND
+    for j in range(1, nr):
+        if i + j >= len(src):
+            raise k.fail(
+                FailureKind.BUG_ON,
+                f"{a.name} wrote src_pfns[{i + j}] in {site}, past the "
+                f"{len(src)} entries of the array (KASAN: slab-out-of-bounds)",
+                actors=[a],
+                sites=[site],
+            )
+        src[i + j] = 0
+
+
 def migrate_device_range_v7(k: Kernel, a: Actor, src: list[int], start: int, npages: int) -> Path:
     """``migrate_device_range()`` (7.0 mm/migrate_device.c 1393): lock each device folio
     of the pfn range; a large one gets ``MIGRATE_PFN_COMPOUND`` and its other pages'
@@ -1512,17 +1530,7 @@ def migrate_device_range_v7(k: Kernel, a: Actor, src: list[int], start: int, npa
         src[i] = migrate_device_pfn_lock_v7(k, a, pfn)
         nr = folio_nr_pages(k, folio)
         if nr > 1:
-            src[i] |= MIGRATE_PFN_COMPOUND
-            for j in range(1, nr):
-                if i + j >= len(src):
-                    raise k.fail(
-                        FailureKind.BUG_ON,
-                        f"{a.name} wrote src_pfns[{i + j}] in migrate_device_range, past the "
-                        f"{len(src)} entries of the array (KASAN: slab-out-of-bounds)",
-                        actors=[a],
-                        sites=["migrate_device_range"],
-                    )
-                src[i + j] = 0
+            _src_mark_compound(k, a, src, i, nr, "migrate_device_range")
             i += nr - 1
             pfn += nr - 1
         i += 1
@@ -1542,17 +1550,7 @@ def migrate_device_pfns_v7(k: Kernel, a: Actor, src: list[int]) -> Path:
         src[i] = migrate_device_pfn_lock_v7(k, a, src[i])
         nr = folio_nr_pages(k, folio)
         if nr > 1:
-            src[i] |= MIGRATE_PFN_COMPOUND
-            for j in range(1, nr):
-                if i + j >= len(src):
-                    raise k.fail(
-                        FailureKind.BUG_ON,
-                        f"{a.name} wrote src_pfns[{i + j}] in migrate_device_pfns, past the "
-                        f"{len(src)} entries of the array (KASAN: slab-out-of-bounds)",
-                        actors=[a],
-                        sites=["migrate_device_pfns"],
-                    )
-                src[i + j] = 0
+            _src_mark_compound(k, a, src, i, nr, "migrate_device_pfns")
             i += nr - 1
         i += 1
         yield

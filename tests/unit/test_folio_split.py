@@ -5,11 +5,8 @@ each new folio, the lock hand-over to the fault folio, and a CPU racing the spli
 
 from __future__ import annotations
 
-from typing import Any
-
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
-from pagerace.core.machine.kernel import Block
 from pagerace.core.machine.layout import (
     PMD_TABLE,
     PTE_DEVICE_PRIVATE,
@@ -31,20 +28,13 @@ from pagerace.core.machine.layout import (
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm.migrate_device import migrate_vma_split_folio
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True)
 N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
 BITS = PTE_WRITE | PTE_DIRTY | PTE_YOUNG
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT):
@@ -73,7 +63,7 @@ def _check_split(k, head: int, kind: int) -> None:
 
 def test_split_folio_of_a_pmd_mapped_thp() -> None:
     k, (a, _, _), _vma, head = _thp()
-    assert _run(migrate_vma_split_folio(k, a, head, -1)) == 0
+    assert run_unblocked(migrate_vma_split_folio(k, a, head, -1)) == 0
     _check_split(k, head, PTE_PRESENT)
     for i in range(N):
         assert fo.folio_ref_count(k, head + i) == 1  # its mapping's
@@ -84,16 +74,16 @@ def test_split_folio_of_a_pmd_mapped_thp() -> None:
 
 def test_split_folio_of_a_pte_mapped_thp() -> None:
     k, (a, _, _), vma, head = _thp()
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8))
     assert fo.folio_ref_count(k, head) == N
-    assert _run(migrate_vma_split_folio(k, a, head, -1)) == 0
+    assert run_unblocked(migrate_vma_split_folio(k, a, head, -1)) == 0
     _check_split(k, head, PTE_PRESENT)
     assert all(fo.folio_ref_count(k, head + i) == 1 for i in range(N))
 
 
 def test_split_of_a_device_private_thp() -> None:
     k, (a, _, _), _vma, head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE)
-    assert _run(migrate_vma_split_folio(k, a, head, -1)) == 0
+    assert run_unblocked(migrate_vma_split_folio(k, a, head, -1)) == 0
     _check_split(k, head, PTE_DEVICE_PRIVATE)
 
 
@@ -104,7 +94,7 @@ def test_split_keeps_the_fault_folio_locked() -> None:
     fault_page = head + 5
     k.get_page(a, head, "t:fault_ref")
     assert k.trylock_page(a, head, "t:fault_lock")
-    assert _run(migrate_vma_split_folio(k, a, head, fault_page)) == 0
+    assert run_unblocked(migrate_vma_split_folio(k, a, head, fault_page)) == 0
     assert k.page_lock_owner(fault_page) == a.id and k.fw(fault_page, 0) in a.held
     assert not k.page_locked(head) and k.fw(head, 0) not in a.held
     assert fo.folio_ref_count(k, fault_page) == 2  # mapping + the fault path's
@@ -118,7 +108,7 @@ def test_split_refused_with_an_extra_reference() -> None:
     k, (a, b, _), _vma, head = _thp()
     k.get_page(b, head, "t:pin")
     fo.folio_pincount_add(k, head, 1)
-    assert _run(migrate_vma_split_folio(k, a, head, -1)) == -hm.EAGAIN
+    assert run_unblocked(migrate_vma_split_folio(k, a, head, -1)) == -hm.EAGAIN
     assert fo.folio_order(k, head) == 3 and fo.folio_entire_mapcount(k, head) == 1
     assert pm.pmdp_get(k, 0, 1) & PTE_TYPE_MASK == PTE_PRESENT
     assert fo.folio_ref_count(k, head) == 2 and not a.held
@@ -129,7 +119,7 @@ def test_split_of_an_unmapped_folio_is_busy() -> None:
     pm.pmdp_huge_get_and_clear(k, 0, 1)
     fo.folio_remove_rmap_pmd(k, head)
     assert k.trylock_page(a, head, "t:lock")
-    assert _run(hm.split_folio(k, a, head)) == -hm.EBUSY
+    assert run_unblocked(hm.split_folio(k, a, head)) == -hm.EBUSY
     assert fo.folio_order(k, head) == 3
 
 
@@ -158,7 +148,7 @@ def test_pmd_migration_entry_and_back() -> None:
     restore): the PMD mapping and reference go into the entry and come back."""
     k, (a, _, _), _vma, head = _thp()
     k.get_page(a, head, "t:collect_ref")
-    ptl = _run(pm.pmd_lock(k, a, 0, 1, "t:pmd_lock"))
+    ptl = run_unblocked(pm.pmd_lock(k, a, 0, 1, "t:pmd_lock"))
     assert hm.set_pmd_migration_entry(k, a, 0, 1, head) == 0
     pmd = pm.pmdp_get(k, 0, 1)
     assert pmd & PTE_TYPE_MASK == PTE_MIGRATION and pmd & PTE_WRITE and pmd & PTE_DIRTY
@@ -174,7 +164,7 @@ def test_pmd_migration_entry_refused_for_a_pinned_folio() -> None:
     k, (a, _, _), _vma, head = _thp()
     fo.folio_pincount_add(k, head, 1)
     before = pm.pmdp_get(k, 0, 1)
-    ptl = _run(pm.pmd_lock(k, a, 0, 1, "t:pmd_lock"))
+    ptl = run_unblocked(pm.pmd_lock(k, a, 0, 1, "t:pmd_lock"))
     assert hm.set_pmd_migration_entry(k, a, 0, 1, head) == -hm.EBUSY
     k.spin_unlock(a, ptl, "t:pmd_unlock")
     assert pm.pmdp_get(k, 0, 1) == before and fo.folio_entire_mapcount(k, head) == 1

@@ -5,8 +5,6 @@ HMM_DMIRROR_PROT_PMD)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pagerace.core.lib.test_hmm import (
     HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL,
     HMM_DMIRROR_PROT_PMD,
@@ -48,20 +46,13 @@ from pagerace.core.mm.hmm import (
     hmm_pfn_to_page,
     hmm_range_fault,
 )
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=2, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True, dmirrors=((0, 0),))
 N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG):
@@ -90,7 +81,7 @@ def test_huge_present_pmd_is_reported_per_page_with_its_order() -> None:
     and the PMD's order; the snapshot byte says READ | PMD; no fault."""
     k, (a, _, _), head = _thp(bits=PTE_YOUNG)
     r = _rng()
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     for i, hp in enumerate(r.hmm_pfns):
         assert hp & HMM_PFN_VALID and not hp & (HMM_PFN_WRITE | HMM_PFN_ERROR)
         assert hmm_pfn_to_page(hp) == head + i and hmm_pfn_to_map_order(hp) == 3
@@ -103,7 +94,7 @@ def test_range_starting_inside_the_pmd_gets_the_right_pfns() -> None:
     """pmd_pfn + ((addr & ~PMD_MASK) >> PAGE_SHIFT): a range from the 4th page."""
     k, (a, _, _), head = _thp()
     r = _rng(BASE + 3, BASE + 6, flags=HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE)
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert [hmm_pfn_to_page(hp) for hp in r.hmm_pfns] == [head + 3, head + 4, head + 5]
     assert all(hp & HMM_PFN_WRITE for hp in r.hmm_pfns)
     assert dmirror_mkentry(k, 0, r.hmm_pfns[0]) == HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD
@@ -114,7 +105,7 @@ def test_write_request_on_a_readonly_pmd_faults_then_reports_writable() -> None:
     folio (the PMD made writable), the walk restarts (-EBUSY) and reports WRITE."""
     k, (a, _, _), head = _thp(bits=PTE_YOUNG)
     r = _rng(flags=HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE)
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert k.events["hmm_vma_fault"] == 1
     assert pm.pmdp_get(k, 0, 1) & PTE_WRITE and pm.pmdp_get(k, 0, 1) >> PTE_PFN_SHIFT == head
     assert all(hp & HMM_PFN_WRITE and hmm_pfn_to_map_order(hp) == 3 for hp in r.hmm_pfns)
@@ -127,13 +118,13 @@ def test_device_private_pmd_of_the_owner_and_of_another_device() -> None:
     k, (a, _, _), head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
     assert k.device_of(head) == 0
     r = _rng(owner=0)
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert [hmm_pfn_to_page(hp) for hp in r.hmm_pfns] == list(range(head, head + N))
     assert dmirror_mkentry(k, 0, r.hmm_pfns[5]) == (
         HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD
     )
     r = _rng(owner=1)
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert all(hp == HMM_PFN_ERROR for hp in r.hmm_pfns)
 
 
@@ -143,7 +134,7 @@ def test_migration_pmd_waits_and_restarts_or_reports_nothing() -> None:
     restores the PMD and unlocks, restarts and reports the huge PMD."""
     k, (a, b, _), head = _thp(kind=PTE_MIGRATION, bits=PTE_WRITE)
     r = _rng()
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert r.hmm_pfns == [0] * N
     assert k.trylock_page(b, head, "t:migrate")
     r = _rng(flags=HMM_PFN_REQ_FAULT)
@@ -164,9 +155,9 @@ def test_none_pmd_is_a_hole_or_faulted_at_the_pte_level() -> None:
     k, (a, _, _), _head = _thp()
     pm.set_pmd_at(k, 0, 2, 0)
     r = _rng(16, 24)
-    assert _run(hmm_range_fault(k, a, r)) == 0 and r.hmm_pfns == [0] * N
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0 and r.hmm_pfns == [0] * N
     r = _rng(16, 24, flags=HMM_PFN_REQ_FAULT)
-    assert _run(hmm_range_fault(k, a, r)) == 0
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0
     assert pm.pmdp_get(k, 0, 2) == PMD_TABLE
     for i, hp in enumerate(r.hmm_pfns):
         assert hp & HMM_PFN_VALID and hmm_pfn_to_map_order(hp) == 0
@@ -196,6 +187,6 @@ def test_unreadable_absent_pmd_with_a_fault_request_is_efault() -> None:
     word, which the model never writes) asked to fault is -EFAULT, else ERROR."""
     k, (a, _, _), head = _thp()
     pm.set_pmd_at(k, 0, 1, pte_encode(4, head, 0))  # PMD_TYPE_NAMES[4] == "swap"
-    assert _run(hmm_range_fault(k, a, _rng(flags=HMM_PFN_REQ_FAULT))) == EFAULT
+    assert run_unblocked(hmm_range_fault(k, a, _rng(flags=HMM_PFN_REQ_FAULT))) == EFAULT
     r = _rng()
-    assert _run(hmm_range_fault(k, a, r)) == 0 and all(hp == HMM_PFN_ERROR for hp in r.hmm_pfns)
+    assert run_unblocked(hmm_range_fault(k, a, r)) == 0 and all(hp == HMM_PFN_ERROR for hp in r.hmm_pfns)

@@ -5,8 +5,6 @@ do_huge_pmd_device_private, and the refcount freeze of folio_split_unmapped."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.kernel import Block
@@ -36,19 +34,12 @@ from pagerace.core.machine.layout import (
     pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True)
 N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG,
@@ -68,7 +59,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIR
 
 def test_split_present_pmd() -> None:
     k, (a, _, _), vma, head = _thp()
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8 + 3))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8 + 3))
     assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
     for i in range(N):
         pte = k.pte_read(0, 8 + i)
@@ -108,7 +99,7 @@ def test_split_freeze_installs_migration_entries() -> None:
     k, (a, _, _), vma, head = _thp()
     k.get_page(a, head, "t:caller_ref")  # try_to_migrate's caller holds a reference
     assert k.trylock_page(a, head, "t:lock")
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
     for i in range(N):
         pte = k.pte_read(0, 8 + i)
         assert pte & PTE_TYPE_MASK == PTE_MIGRATION and pte >> PTE_PFN_SHIFT == head + i
@@ -122,7 +113,7 @@ def test_split_freeze_of_a_pinned_exclusive_folio_only_splits() -> None:
     the PMD is split into present PTEs (try_to_migrate fails later)."""
     k, (a, _, _), vma, head = _thp()
     fo.folio_pincount_add(k, head, 1)
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
     assert all(k.pte_read(0, 8 + i) & PTE_TYPE_MASK == PTE_PRESENT for i in range(N))
     assert k.test_flag(head, PG_anon_exclusive) and fo.folio_ref_count(k, head) == N
 
@@ -130,7 +121,7 @@ def test_split_freeze_of_a_pinned_exclusive_folio_only_splits() -> None:
 def test_split_readonly_exclusive_freeze() -> None:
     k, (a, _, _), vma, head = _thp(bits=PTE_YOUNG)
     k.get_page(a, head, "t:ref")
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8, freeze=True))
     pte = k.pte_read(0, 9)
     # PageAnonExclusive moves from the page into the entries: readable-exclusive
     # migration entries, the page flag cleared (folio_try_share_anon_rmap_pmd)
@@ -141,7 +132,7 @@ def test_split_readonly_exclusive_freeze() -> None:
 def test_split_device_private_pmd() -> None:
     k, (a, _, _), vma, head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
     assert k.is_device_private(head)
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8))
     for i in range(N):
         assert k.pte_read(0, 8 + i) == pte_encode(PTE_DEVICE_PRIVATE, head + i, PTE_WRITE)
         assert fo.page_mapcount(k, head + i) == 1
@@ -152,7 +143,7 @@ def test_split_migration_pmd() -> None:
     k, (a, _, _), vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_EXCLUSIVE | PTE_YOUNG)
     # a PMD migration entry holds no mapcount (set_pmd_migration_entry removed it)
     fo.folio_remove_rmap_pmd(k, head)
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8))
     for i in range(N):
         assert k.pte_read(0, 8 + i) == pte_encode(PTE_MIGRATION, head + i, PTE_EXCLUSIVE | PTE_YOUNG)
     assert fo.folio_ref_count(k, head) == 1 and not fo.folio_mapped(k, head)
@@ -170,7 +161,7 @@ def test_pmd_migration_entry_wait() -> None:
     assert w.done
     # No longer a migration entry: return at once, lock released.
     pm.set_pmd_at(k, 0, 1, PMD_TABLE)
-    _run(hm.pmd_migration_entry_wait(k, b, 0, 1))
+    run_unblocked(hm.pmd_migration_entry_wait(k, b, 0, 1))
     assert not b.held
 
 
@@ -192,15 +183,15 @@ def test_do_huge_pmd_device_private() -> None:
     dev = _FakeDevice()
     k.devices = [dev]
     orig = pm.pmdp_get(k, 0, 1)
-    assert _run(hm.do_huge_pmd_device_private(k, a, 0, 13, orig)) == 0
+    assert run_unblocked(hm.do_huge_pmd_device_private(k, a, 0, 13, orig)) == 0
     # vmf->page is the entry's page (the head), locked and referenced by the faulter
     assert dev.calls == [(head, True, 2, 13)]
     assert not k.page_locked(head) and fo.folio_ref_count(k, head) == 1 and not a.held
     # The PMD changed since the fault read it: nothing happens.
-    assert _run(hm.do_huge_pmd_device_private(k, a, 0, 13, orig | PTE_DIRTY)) == 0
+    assert run_unblocked(hm.do_huge_pmd_device_private(k, a, 0, 13, orig | PTE_DIRTY)) == 0
     # The folio is locked by someone else: the trylock fails, the fault is retried.
     assert k.trylock_page(b, head, "t:other")
-    assert _run(hm.do_huge_pmd_device_private(k, a, 0, 13, orig)) == 0
+    assert run_unblocked(hm.do_huge_pmd_device_private(k, a, 0, 13, orig)) == 0
     assert len(dev.calls) == 1 and not a.held
 
 

@@ -6,8 +6,6 @@ PMD migration entry, and the KASAN check of a write past the src array."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
@@ -33,7 +31,7 @@ from pagerace.core.machine.layout import (
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm import migrate_device as md
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=32, devices=1, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True)
@@ -41,13 +39,6 @@ N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
 TO_DEV = md.MIGRATE_VMA_SELECT_SYSTEM | md.MIGRATE_VMA_SELECT_COMPOUND
 TO_RAM = md.MIGRATE_VMA_SELECT_DEVICE_PRIVATE | md.MIGRATE_VMA_SELECT_COMPOUND
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _kernel():
@@ -97,10 +88,10 @@ def _driver(k, a, m: md.MigrateVma, zone: int, large: bool = True) -> None:
 
 def _migrate(k, a, vma, start: int, end: int, flags: int, zone: int, large: bool = True):
     m = md.MigrateVma(0, vma, start, end, flags, pgmap_owner=0)
-    assert _run(md.migrate_vma_setup(k, a, m)) == 0
+    assert run_unblocked(md.migrate_vma_setup(k, a, m)) == 0
     _driver(k, a, m, zone, large)
-    _run(md.migrate_vma_pages(k, a, m))
-    _run(md.migrate_vma_finalize(k, a, m))
+    run_unblocked(md.migrate_vma_pages(k, a, m))
+    run_unblocked(md.migrate_vma_finalize(k, a, m))
     return m
 
 
@@ -174,7 +165,7 @@ def test_driver_refuses_the_thp() -> None:
 def test_pte_mapped_thp_is_split_during_collect() -> None:
     k, (a, _, _), vma = _kernel()
     head = _thp(k, a)
-    _run(hm.split_huge_pmd(k, a, 0, vma, 8))
+    run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8))
     m = _migrate(k, a, vma, 8, 16, TO_DEV, zone=1)
     for j in range(N):
         assert m.src[j] & md.MIGRATE_PFN_MIGRATE and not m.src[j] & md.MIGRATE_PFN_COMPOUND
@@ -191,15 +182,15 @@ def test_cpu_waits_on_the_pmd_migration_entry() -> None:
     k, (a, b, _), vma = _kernel()
     head = _thp(k, a)
     m = md.MigrateVma(0, vma, 8, 16, TO_DEV, pgmap_owner=0)
-    assert _run(md.migrate_vma_setup(k, a, m)) == 0
+    assert run_unblocked(md.migrate_vma_setup(k, a, m)) == 0
     assert pm.pmdp_get(k, 0, 1) & PTE_TYPE_MASK == PTE_MIGRATION
     assert pm.hw_translate(k, b, 0, 9, write=False) == -1
     w = Stepper(hm.pmd_migration_entry_wait(k, b, 0, 1))
     req = w.step()
     assert isinstance(req, Block) and req.target == head
     _driver(k, a, m, 1)
-    _run(md.migrate_vma_pages(k, a, m))
-    _run(md.migrate_vma_finalize(k, a, m))
+    run_unblocked(md.migrate_vma_pages(k, a, m))
+    run_unblocked(md.migrate_vma_finalize(k, a, m))
     w.step()
     assert w.done
     assert pm.pmdp_get(k, 0, 1) & PTE_TYPE_MASK == PTE_DEVICE_PRIVATE

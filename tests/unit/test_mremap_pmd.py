@@ -3,8 +3,6 @@ move_huge_pmd (7.0 mm/mremap.c, mm/huge_memory.c), hand-written."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.kernel import Block
@@ -28,20 +26,13 @@ from pagerace.core.machine.layout import (
 from pagerace.core.mm import memory as mem
 from pagerace.core.mm.mremap import op_mremap
 from pagerace.core.oracles.invariants import check_all
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True)
 N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15; the VMA is [0, 16)
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG):
@@ -61,15 +52,15 @@ def test_aligned_mremap_moves_the_huge_pmd_whole() -> None:
     """move_huge_pmd: the old PMD none, the new one the same leaf, the huge TLB entry of
     the old address flushed, the data read at the new address; the rmap finds it."""
     k, (a, b, _), head = _thp()
-    assert _run(mem.cpu_access(k, b, 0, BASE + 2, False)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, b, 0, BASE + 2, False)) == mem.ACCESS_OK
     assert pm.htlb_lookup(k, b, 0, 1) >= 0
     old = pm.pmdp_get(k, 0, 1)
-    assert _run(op_mremap(k, a, 0, BASE, N, 24)) == 0
+    assert run_unblocked(op_mremap(k, a, 0, BASE, N, 24)) == 0
     assert k.events["move_huge_pmd"] == 1
     assert pm.pmd_none(pm.pmdp_get(k, 0, 1)) and pm.pmdp_get(k, 0, 3) & ~0x3FF == old & ~0x3FF
     assert pm.htlb_lookup(k, b, 0, 1) < 0
     assert fo.folio_mapcount(k, head) == 1 and k.shadow(0, 24 + 5) == 1005
-    assert _run(mem.cpu_access(k, b, 0, 24 + 5, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, b, 0, 24 + 5, True)) == mem.ACCESS_OK
     assert k.events.get("thp_split_pmd", 0) == 0
     check_all(k, final=True)
 
@@ -77,7 +68,7 @@ def test_aligned_mremap_moves_the_huge_pmd_whole() -> None:
 def test_aligned_mremap_moves_a_device_private_pmd() -> None:
     """is_swap_pmd: a device-private PMD moves as it is (no flush needed)."""
     k, (a, _, _), head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
-    assert _run(op_mremap(k, a, 0, BASE, N, 24)) == 0
+    assert run_unblocked(op_mremap(k, a, 0, BASE, N, 24)) == 0
     assert pm.pmdp_get(k, 0, 3) & PTE_TYPE_MASK == PTE_DEVICE_PRIVATE
     assert pm.pmd_pfn(pm.pmdp_get(k, 0, 3)) == head and pm.pmd_none(pm.pmdp_get(k, 0, 1))
 
@@ -86,13 +77,13 @@ def test_unaligned_mremap_splits_then_moves_ptes() -> None:
     """Half a THP: split_huge_pmd, then move_ptes of the four PTEs into a table that
     pte_alloc installs; the other half stays mapped by PTEs at the old address."""
     k, (a, _, _), head = _thp()
-    assert _run(op_mremap(k, a, 0, BASE + 4, 4, 20)) == 0
+    assert run_unblocked(op_mremap(k, a, 0, BASE + 4, 4, 20)) == 0
     assert k.events.get("move_huge_pmd", 0) == 0 and pm.pmdp_get(k, 0, 1) == PMD_TABLE
     for i in range(4):
         assert k.pte_read(0, BASE + i) >> PTE_PFN_SHIFT == head + i
         assert k.pte_read(0, 20 + i) >> PTE_PFN_SHIFT == head + 4 + i
         assert k.pte_read(0, BASE + 4 + i) & PTE_TYPE_MASK == 0
-    assert _run(mem.cpu_access(k, a, 0, 21, False)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, 21, False)) == mem.ACCESS_OK
     check_all(k, final=True)
 
 
@@ -102,7 +93,7 @@ def test_move_rechecks_the_pmd_under_its_lock() -> None:
     lock and does not move it: the PTEs move one by one instead."""
     k, (a, b, _), head = _thp()
     ptl = pm.pmd_lockptr(k, 0, 1)
-    _run(k.spin_lock(b, ptl, "t:split"))
+    run_unblocked(k.spin_lock(b, ptl, "t:split"))
     mv = Stepper(op_mremap(k, a, 0, BASE, N, 24))
     req = mv.step()
     while not isinstance(req, Block):

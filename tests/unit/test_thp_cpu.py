@@ -4,8 +4,6 @@ do_huge_pmd_wp_page / huge_pmd_set_accessed), as 7.0's __handle_mm_fault writes 
 
 from __future__ import annotations
 
-from typing import Any
-
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.kernel import Block
@@ -31,20 +29,13 @@ from pagerace.core.machine.layout import (
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm import memory as mem
-from strategies import Stepper, kernel_with_actors
+from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
                actors=3, thp=True)
 N = GEO.hpage_pmd_nr
 ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15
-
-
-def _run(gen: Any) -> Any:
-    s = Stepper(gen)
-    while not s.done:
-        assert not isinstance(s.step(), Block), "unexpected wait"
-    return s.value
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG,
@@ -69,10 +60,10 @@ def test_read_and_write_through_a_huge_pmd() -> None:
     """The hardware walk uses the huge PMD (accessed, then dirty on a store) and fills
     the huge TLB; no fault."""
     k, (a, _, _), _vma, head = _thp(bits=PTE_WRITE)
-    assert _run(mem.cpu_access(k, a, 0, BASE + 3, False)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE + 3, False)) == mem.ACCESS_OK
     assert pm.pmdp_get(k, 0, 1) == pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_YOUNG)
     assert pm.htlb_lookup(k, a, 0, 1) == head << 1  # read-only translation cached
-    assert _run(mem.cpu_access(k, a, 0, BASE + 5, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE + 5, True)) == mem.ACCESS_OK
     assert pm.pmdp_get(k, 0, 1) & PTE_DIRTY
     assert k.data(head + 5) == k.shadow(0, BASE + 5)
     assert k.events.get("faults", 0) == 0
@@ -81,7 +72,7 @@ def test_read_and_write_through_a_huge_pmd() -> None:
 def test_write_to_readonly_exclusive_huge_pmd_reuses() -> None:
     """do_huge_pmd_wp_page: PageAnonExclusive under the PMD lock: reuse, no split."""
     k, (a, _, _), _vma, head = _thp(bits=PTE_YOUNG)
-    assert _run(mem.cpu_access(k, a, 0, BASE + 2, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE + 2, True)) == mem.ACCESS_OK
     pmd = pm.pmdp_get(k, 0, 1)
     assert pmd & PTE_TYPE_MASK == PTE_PRESENT and pmd & PTE_WRITE and pmd & PTE_DIRTY
     assert k.events["thp_wp_reuse"] == 1 and fo.folio_ref_count(k, head) == 1
@@ -92,7 +83,7 @@ def test_write_to_readonly_shared_huge_pmd_sole_reference_reuses() -> None:
     SetPageAnonExclusive and reuse."""
     k, (a, _, _), _vma, head = _thp(bits=PTE_YOUNG, exclusive=False)
     assert not k.test_flag(head, PG_anon_exclusive)
-    assert _run(mem.cpu_access(k, a, 0, BASE, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE, True)) == mem.ACCESS_OK
     assert k.test_flag(head, PG_anon_exclusive) and not k.page_locked(head)
     assert pm.pmdp_get(k, 0, 1) & PTE_WRITE
 
@@ -102,7 +93,7 @@ def test_write_to_readonly_referenced_huge_pmd_splits_and_copies() -> None:
     VM_FAULT_FALLBACK, and do_wp_page at the PTE level copies the one page."""
     k, (a, b, _), _vma, head = _thp(bits=PTE_YOUNG, exclusive=False)
     k.get_page(b, head, "t:extra")
-    assert _run(mem.cpu_access(k, a, 0, BASE + 4, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE + 4, True)) == mem.ACCESS_OK
     assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
     assert k.events["thp_wp_fallback"] == 1 and k.events["wp_copy"] == 1
     pte = k.pte_read(0, BASE + 4)
@@ -110,7 +101,7 @@ def test_write_to_readonly_referenced_huge_pmd_splits_and_copies() -> None:
     for i in (0, 1, 7):  # the other pages stay mapped, read-only, by PTEs
         assert k.pte_read(0, BASE + i) >> PTE_PFN_SHIFT == head + i
     assert fo.page_mapcount(k, head + 4) == 0 and not k.page_locked(head)
-    assert _run(mem.cpu_access(k, a, 0, BASE + 4, False)) == mem.ACCESS_OK  # reads its write
+    assert run_unblocked(mem.cpu_access(k, a, 0, BASE + 4, False)) == mem.ACCESS_OK  # reads its write
 
 
 def test_wp_waits_for_the_folio_lock_and_rechecks() -> None:
@@ -165,7 +156,7 @@ def test_fault_on_a_device_private_pmd_calls_the_driver() -> None:
     k, (a, _, _), _vma, head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
     dev = _FakeDevice()
     k.devices = [dev]
-    assert _run(mem.handle_mm_fault(k, a, 0, BASE + 3, False)) == mem.VM_FAULT_OK
+    assert run_unblocked(mem.handle_mm_fault(k, a, 0, BASE + 3, False)) == mem.VM_FAULT_OK
     assert dev.calls == [(head, True)] and not k.page_locked(head) and not a.held
 
 
@@ -193,7 +184,7 @@ def test_fault_on_pmd_none_installs_a_table() -> None:
     pte_alloc installs the table; do_anonymous_page maps a small page."""
     k, (a, _, _), _vma, _head = _thp()
     pm.set_pmd_at(k, 0, 2, 0)
-    assert _run(mem.cpu_access(k, a, 0, 2 * N + 1, True)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, a, 0, 2 * N + 1, True)) == mem.ACCESS_OK
     assert pm.pmdp_get(k, 0, 2) == PMD_TABLE
     assert k.pte_read(0, 2 * N + 1) & PTE_TYPE_MASK == PTE_PRESENT
 
@@ -205,9 +196,9 @@ def test_munmap_of_a_whole_huge_pmd_zaps_it() -> None:
     from pagerace.core.mm import vma as vm
 
     k, (a, b, _), _vma, head = _thp()
-    assert _run(mem.cpu_access(k, b, 0, BASE + 1, False)) == mem.ACCESS_OK
+    assert run_unblocked(mem.cpu_access(k, b, 0, BASE + 1, False)) == mem.ACCESS_OK
     assert pm.htlb_lookup(k, b, 0, 1) >= 0
-    assert _run(vm.op_munmap(k, a, 0, BASE, BASE + N)) == 0
+    assert run_unblocked(vm.op_munmap(k, a, 0, BASE, BASE + N)) == 0
     assert pm.pmdp_get(k, 0, 1) == 0 and pm.htlb_lookup(k, b, 0, 1) == -1
     assert fo.folio_ref_count(k, head) == 0 and not k.test_flag(head, PG_anon)
     assert k.events["thp_zap_pmd"] == 1 and k.shadow(0, BASE + 1) == 0
@@ -220,12 +211,12 @@ def test_zap_of_device_private_and_migration_pmds() -> None:
 
     k, (a, _, _), _vma, head = _thp(zone=1, kind=PTE_DEVICE_PRIVATE, bits=PTE_WRITE)
     k.get_page(a, head, "t:hold")  # keep it from being freed, to look at it
-    _run(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
+    run_unblocked(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
     assert pm.pmdp_get(k, 0, 1) == 0
     assert fo.folio_ref_count(k, head) == 1 and fo.folio_mapcount(k, head) == 0
     k, (a, _b, _), _vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_WRITE)
     fo.folio_remove_rmap_pmd(k, head)  # as set_pmd_migration_entry leaves it
-    _run(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
+    run_unblocked(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
     assert pm.pmdp_get(k, 0, 1) == 0 and fo.folio_ref_count(k, head) == 1
 
 
@@ -236,12 +227,12 @@ def test_munmap_of_half_a_thp_splits_then_zaps_ptes() -> None:
     from pagerace.core.mm import vma as vm
 
     k, (a, b, _), _vma, head = _thp()
-    assert _run(vm.op_munmap(k, a, 0, BASE, BASE + N // 2)) == 0
+    assert run_unblocked(vm.op_munmap(k, a, 0, BASE, BASE + N // 2)) == 0
     assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
     assert all(k.pte_read(0, BASE + i) == 0 for i in range(N // 2))
     assert fo.folio_ref_count(k, head) == N // 2 and fo.folio_large_mapcount(k, head) == N // 2
-    assert _run(mem.cpu_access(k, b, 0, BASE + N - 1, False)) == mem.ACCESS_OK
-    assert _run(vm.op_munmap(k, a, 0, BASE + N // 2, BASE + N)) == 0
+    assert run_unblocked(mem.cpu_access(k, b, 0, BASE + N - 1, False)) == mem.ACCESS_OK
+    assert run_unblocked(vm.op_munmap(k, a, 0, BASE + N // 2, BASE + N)) == 0
     assert fo.folio_ref_count(k, head) == 0
 
 
