@@ -283,6 +283,26 @@ def folio_remove_rmap_pmd(k: Kernel, head: int) -> int:
     return nr
 
 
+def folio_dup_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int) -> None:
+    """The mapcount part of ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PTE)`` /
+    ``folio_dup_file_rmap_ptes()`` (7.0 include/linux/rmap.h) of a large folio: each
+    page's ``_mapcount`` and ``folio_add_large_mapcount(folio, nr_pages)``. The pages
+    are mapped already (in the parent): ``_nr_pages_mapped`` does not change."""
+    words = k.words
+    for p in range(pfn, pfn + nr_pages):
+        words.fetch_add(k.fw(p, F_MAP), 1)
+    words.fetch_add(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), nr_pages)
+
+
+def folio_dup_rmap_pmd(k: Kernel, head: int) -> None:
+    """The mapcount part of ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PMD)`` (7.0):
+    ``atomic_inc(&folio->_entire_mapcount)`` and ``folio_inc_large_mapcount()``; the
+    folio is PMD-mapped already, ``_nr_pages_mapped`` does not change."""
+    words = k.words
+    words.fetch_add(fo_w(k, head + 1, FO_ENTIRE_MAPCOUNT), 1)
+    words.fetch_add(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), 1)
+
+
 def folio_add_new_anon_rmap(k: Kernel, head: int, mapping: int, exclusive: bool) -> None:
     """``folio_add_new_anon_rmap()`` (mm/rmap.c, 7.0) of a folio nobody maps yet:
     ``folio->mapping`` (the caller's :func:`~.layout.mapping_encode` word) and the first
@@ -469,6 +489,8 @@ __all__ = [
     "folio_add_rmap_ptes",
     "folio_alloc",
     "folio_alloc_fallback",
+    "folio_dup_rmap_pmd",
+    "folio_dup_rmap_ptes",
     "folio_entire_mapcount",
     "folio_large_mapcount",
     "folio_mapcount",
