@@ -102,7 +102,7 @@ EAGAIN = -11
 ENOMEM = -12
 
 
-def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
+def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int, child: int) -> bool:
     """``folio_try_dup_anon_rmap_pte()`` (seed 001; 7.0 ``__folio_try_dup_anon_rmap``
     at ``PGTABLE_LEVEL_PTE``): fail with -EBUSY when the page is anon-exclusive and its
     folio may be pinned; otherwise the page is no longer exclusive and has one more
@@ -121,7 +121,7 @@ def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
                 k.count("fork_dup_ebusy")
                 return False
             k.clear_flag(pfn, PG_anon_exclusive)
-            fo.folio_dup_rmap_ptes(k, head, pfn, 1)
+            fo.folio_dup_rmap_ptes(k, head, pfn, 1, child)
             return True
     if (
         k.test_flag(pfn, PG_anon_exclusive)
@@ -140,12 +140,12 @@ def _folio_of(k: Kernel, pfn: int) -> int:
     return fo.page_folio(k, pfn) if k.geo.thp else pfn
 
 
-def _dup_rmap_pte(k: Kernel, head: int, pfn: int) -> None:
+def _dup_rmap_pte(k: Kernel, head: int, pfn: int, child: int) -> None:
     """``folio_dup_file_rmap_pte()`` / the device-private ``folio_try_dup_anon_rmap_pte``
     that cannot fail: one more PTE mapping of ``pfn`` (per page and in the large folio's
     ``_large_mapcount``)."""
     if head != pfn or (k.geo.thp and fo.folio_test_large(k, head)):
-        fo.folio_dup_rmap_ptes(k, head, pfn, 1)
+        fo.folio_dup_rmap_ptes(k, head, pfn, 1, child)
     else:
         k.mapcount_add(pfn, 1)
 
@@ -205,7 +205,7 @@ def copy_pte_range(
             if kind == PTE_PRESENT:
                 head = _folio_of(k, pfn)
                 if k.test_flag(head, PG_anon) and cow:
-                    if folio_try_dup_anon_rmap_pte(k, a, pfn):
+                    if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
                         k.get_page(a, head, site + ":folio_get")
                         if pte & PTE_WRITE:
                             pte &= ~PTE_WRITE
@@ -214,7 +214,7 @@ def copy_pte_range(
                     else:
                         copied = copy_present_page(k, a, parent, child, v, pfn)
                 else:
-                    _dup_rmap_pte(k, head, pfn)
+                    _dup_rmap_pte(k, head, pfn, child)
                     k.get_page(a, head, site + ":folio_get")
                     k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
             elif kind == PTE_DEVICE_PRIVATE:
@@ -222,7 +222,7 @@ def copy_pte_range(
                 head = _folio_of(k, pfn)
                 k.get_page(a, head, site + ":device_private_get")
                 k.clear_flag(pfn, PG_anon_exclusive)
-                _dup_rmap_pte(k, head, pfn)
+                _dup_rmap_pte(k, head, pfn, child)
                 if pte & PTE_WRITE and cow:
                     pte &= ~PTE_WRITE  # make_readable_device_private_entry
                     k.set_pte(parent, v, pte)
@@ -265,7 +265,7 @@ def copy_pte_range(
 
 
 # -- the PMD level (7.0 mm/huge_memory.c, v7) ---------------------------------------
-def folio_try_dup_anon_rmap_pmd(k: Kernel, head: int) -> int:
+def folio_try_dup_anon_rmap_pmd(k: Kernel, head: int, child: int) -> int:
     """``folio_try_dup_anon_rmap_pmd()`` → ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PMD)``
     (7.0 include/linux/rmap.h 567): -EBUSY when the head page is anon-exclusive and the
     folio may be pinned (never a device-private one); otherwise the head page is no
@@ -276,7 +276,7 @@ def folio_try_dup_anon_rmap_pmd(k: Kernel, head: int) -> int:
             k.count("fork_dup_pmd_ebusy")
             return EBUSY
         k.clear_flag(head, PG_anon_exclusive)
-    fo.folio_dup_rmap_pmd(k, head)
+    fo.folio_dup_rmap_pmd(k, head, child)
     return 0
 
 
@@ -302,7 +302,7 @@ def copy_huge_non_present_pmd(
             pm.set_pmd_at(k, parent, idx, pmd)
         head = pm.pmd_pfn(pmd)
         k.get_page(a, head, "copy_huge_non_present_pmd:folio_get")
-        folio_try_dup_anon_rmap_pmd(k, head)  # does not fail for device-private folios
+        folio_try_dup_anon_rmap_pmd(k, head, child)  # does not fail for device-private folios
     pm.set_pmd_at(k, child, idx, pmd & ~PTE_UFFD_WP)  # pmd_swp_clear_uffd_wp
 
 
@@ -349,7 +349,7 @@ def copy_huge_pmd(
     elif pm.pmd_trans_huge(pmd):
         head = pm.pmd_pfn(pmd)
         k.get_page(a, head, site + ":folio_get")
-        if folio_try_dup_anon_rmap_pmd(k, head):
+        if folio_try_dup_anon_rmap_pmd(k, head, child):
             # "Page maybe pinned: split and retry the fault on PTEs."
             fo.folio_put(k, a, head, site + ":folio_put")
             k.spin_unlock(a, src_ptl, site + ":src_ptl")

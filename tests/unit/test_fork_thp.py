@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
+from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.kernel import Block
 from pagerace.core.machine.layout import (
     PMD_TABLE,
@@ -57,7 +59,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIR
     vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
     head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
     k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=exclusive)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=exclusive, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
         k.set_shadow(0, BASE + i, 1000 + i)
@@ -123,7 +125,7 @@ def test_fork_of_pmd_migration_entry_makes_it_readable() -> None:
     k, (_a, f, _), _vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_EXCLUSIVE | PTE_YOUNG)
     k.lock_page(f, head, "t:migration")  # the migration holds the folio lock
     # the migration entry replaced the PMD mapping (try_to_migrate): no mapping left
-    fo.folio_remove_rmap_pmd(k, head)
+    fo.folio_remove_rmap_pmd(k, head, 0)
     assert _run(op_fork(k, f, 0, 1)) == 0
     want = pte_encode(PTE_MIGRATION, head, PTE_YOUNG)
     assert pm.pmdp_get(k, 0, 1) == want and pm.pmdp_get(k, 1, 1) == want
@@ -169,3 +171,45 @@ def test_fork_waits_for_the_parent_pmd_lock() -> None:
     assert pm.pmdp_get(k, 1, 1) == PMD_TABLE
     assert _counts(k, head) == (2 * N, 2 * N, 0, N)
     check_pmds(k)
+
+
+def test_fork_marks_the_folio_maybe_mapped_shared() -> None:
+    """_mm_ids: slot 0 is the parent's mm; the child's dup takes slot 1 and sets
+    FOLIO_MM_IDS_SHARED; the child's exit frees its slot and clears the bit again."""
+    k, (_a, f, _), _vma, head = _thp()
+    assert fo.folio_mm_id(k, head, 0) == 1 and not fo.folio_maybe_mapped_shared(k, head)
+    assert _run(op_fork(k, f, 0, 1)) == 0
+    assert fo.folio_mm_id(k, head, 1) == 2 and fo.folio_maybe_mapped_shared(k, head)
+    fo.folio_remove_rmap_pmd(k, head, 1)  # the child unmaps (zap_huge_pmd's rmap part)
+    assert fo.folio_mm_id(k, head, 1) == 0 and not fo.folio_maybe_mapped_shared(k, head)
+
+
+def _write_after_fork(faults: frozenset[str]) -> tuple[Any, int]:
+    k, (a, f, _), _vma, head = _thp()
+    k.faults = faults
+    assert _run(op_fork(k, f, 0, 1)) == 0
+    # the parent's store: do_huge_pmd_wp_page finds a second reference, splits the
+    # PMD and falls back; do_wp_page on the large folio must copy, not reuse
+    assert _run(mem.cpu_access(k, a, 0, BASE + 2, True)) == mem.ACCESS_OK
+    return k, head
+
+
+def test_write_after_fork_copies_the_page_of_the_shared_large_folio() -> None:
+    k, head = _write_after_fork(frozenset())
+    assert k.events["thp_wp_fallback"] == 1 and k.events["wp_copy"] == 1
+    assert k.pte_read(0, BASE + 2) >> PTE_PFN_SHIFT != head + 2
+    assert k.data(head + 2) == 1002  # the child's page is untouched
+    assert _run(mem.cpu_access(k, k.actors[2], 1, BASE + 2, False)) == mem.ACCESS_OK
+    check_pmds(k)
+
+
+def test_ignoring_the_shared_bit_is_caught_by_the_data_oracle() -> None:
+    """Test-only fault mm_ids_ignore_shared: the parent reuses the folio in place; the
+    child's load of the page reads the parent's value (stale_read)."""
+    k, head = _write_after_fork(frozenset({"mm_ids_ignore_shared"}))
+    assert k.events.get("wp_copy", 0) == 0
+    assert k.pte_read(0, BASE + 2) >> PTE_PFN_SHIFT == head + 2
+    c = k.actors[2]
+    with pytest.raises(InvariantViolation) as exc:
+        _run(mem.cpu_access(k, c, 1, BASE + 2, False))
+    assert exc.value.failure.kind is FailureKind.STALE_READ
