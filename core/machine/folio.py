@@ -254,7 +254,8 @@ def folio_add_return_large_mapcount(k: Kernel, head: int, diff: int, mm: int) ->
     elif id1 == 0:
         ids = _set_mm_id(ids, 1, mm_id)
         words.store(fo_w(k, p1, FO_MM_MAP1), diff)
-        ids |= FOLIO_MM_IDS_SHARED  # "Slot 0 certainly has mappings as well."
+        if "mm_ids_no_shared" not in k.faults:
+            ids |= FOLIO_MM_IDS_SHARED  # "Slot 0 certainly has mappings as well."
     _unlock_large_mapcount(k, head, ids)
     return int(new)
 

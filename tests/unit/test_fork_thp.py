@@ -235,3 +235,18 @@ def test_fork_workloads_catch_the_ignored_shared_bit_and_are_clean_without(name:
     assert str(clean.result.outcome) == "clean", clean.result.failure
     ev = clean.kernel.events
     assert ev.get("fork_copy_huge_pmd", 0) + ev.get("fork_copy_pmd_device_private", 0) >= 1
+
+
+def test_the_shared_bit_oracle_fires_on_a_missing_bit_and_not_otherwise() -> None:
+    """check_pmds: a folio two mms map must be maybe-mapped-shared. The test-only fault
+    mm_ids_no_shared leaves the bit clear when the child takes slot 1."""
+    k, (_a, f, _), _vma, _head = _thp()
+    assert _run(op_fork(k, f, 0, 1)) == 0
+    check_pmds(k)  # silent without the fault
+    k, (_a, f, _), _vma, _head = _thp()
+    k.faults = frozenset({"mm_ids_no_shared"})
+    assert _run(op_fork(k, f, 0, 1)) == 0
+    with pytest.raises(InvariantViolation) as exc:
+        check_pmds(k)
+    assert exc.value.failure.kind is FailureKind.MAPCOUNT_MISMATCH
+    assert "maybe-mapped-shared" in str(exc.value)
