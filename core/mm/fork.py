@@ -358,9 +358,10 @@ def copy_huge_pmd(
             yield from split_huge_pmd(k, a, parent, src_vma, pm.pmd_addr_start(k, idx))
             return EAGAIN
         # pmdp_set_wrprotect(src_mm, addr, src_pmd)
-        pmd = k.words.fetch_and(pm.pmd_w(k, parent, idx), ~PTE_WRITE) & ~PTE_WRITE
+        k.words.fetch_and(pm.pmd_w(k, parent, idx), ~PTE_WRITE)
         pm.flush_pmd_tlb_range(k, parent, idx)
-        pm.set_pmd_at(k, child, idx, pmd & ~(PTE_UFFD_WP | PTE_YOUNG))  # mkold, wrprotect
+        # the child's copy is the value read under the lock: pmd_wrprotect, pmd_mkold
+        pm.set_pmd_at(k, child, idx, pmd & ~(PTE_WRITE | PTE_UFFD_WP | PTE_YOUNG))
         _copy_pmd_shadow(k, parent, child, idx)
         k.count("fork_copy_huge_pmd")
         ret = 0
