@@ -92,6 +92,21 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.PIN_COHERENCY,
         ),
         FaultEntry(
+            "mm_ids_no_shared",
+            "folio_add_return_large_mapcount",
+            "a second mm taking _mm_ids slot 1 does not set FOLIO_MM_IDS_SHARED_BIT: the "
+            "folio two mms map looks exclusive to folio_maybe_mapped_shared",
+            FailureKind.MAPCOUNT_MISMATCH,
+        ),
+        FaultEntry(
+            "mm_ids_ignore_shared",
+            "__wp_can_reuse_large_anon_folio",
+            "the write fault ignores FOLIO_MM_IDS_SHARED (folio_maybe_mapped_shared): a "
+            "large folio the parent shares with its child after fork is reused in place, "
+            "and the child sees the parent's store",
+            FailureKind.STALE_READ,
+        ),
+        FaultEntry(
             "zap_no_put",
             "zap_pte_range",
             "zap drops the mapcount of an unmapped page but not the mapping's reference",

@@ -14,7 +14,12 @@ What a large folio adds lives where 7.0 keeps it (``include/linux/mm_types.h``, 
 - every tail page's ``compound_head`` (``FO_HEAD``: head + 1) and refcount 0;
 - in ``page[1]``'s row: the order (``_flags_1``), ``_large_mapcount``,
   ``_entire_mapcount``, ``_nr_pages_mapped`` and ``_pincount``;
-- each page's own ``_mapcount`` (``F_MAP``) and content (``F_DATA``), per 4K page.
+- each page's own ``_mapcount`` (``F_MAP``) and content (``F_DATA``), per 4K page;
+- ``_mm_ids`` / ``_mm_id_mapcount[2]`` (``CONFIG_MM_ID``): which two mms hold the
+  mappings and ``FOLIO_MM_IDS_SHARED_BIT`` (``folio_maybe_mapped_shared``), updated with
+  ``_large_mapcount`` under ``folio_lock_large_mapcount`` (a bit lock in ``FO_MM_IDS``
+  that nothing holds across a preemption point: taken and dropped in one step; under the
+  parallel engine a real spin). Every rmap add / remove names its mm for it.
 
 Paths call :func:`page_folio` and the ``folio_*`` functions here explicitly, as the
 7.0 code does; nothing here yields (each is one kernel atomic or a short sequence of
@@ -43,12 +48,19 @@ from .layout import (
     FO_ENTIRE_MAPCOUNT,
     FO_HEAD,
     FO_LARGE_MAPCOUNT,
+    FO_MM_IDS,
+    FO_MM_MAP0,
+    FO_MM_MAP1,
     FO_NR_PAGES_MAPPED,
     FO_ORDER,
     FO_PINCOUNT,
+    FOLIO_MM_IDS_LOCK,
+    FOLIO_MM_IDS_SHARED,
     FOLIO_PAGES_MAPPED,
     FOLIO_WORDS,
     GUP_PIN_COUNTING_BIAS,
+    MM_ID_BITS,
+    MM_ID_MASK,
     STATIC_MASK,
     Z_DEVICE,
     Z_DEVID_MASK,
@@ -176,6 +188,106 @@ def folio_pincount_add(k: Kernel, head: int, n: int) -> int:
     return k.words.fetch_add(fo_w(k, head + 1, FO_PINCOUNT), n) + n
 
 
+# -- _mm_ids (include/linux/rmap.h of 7.0, CONFIG_MM_ID) ---------------------------------
+def folio_mm_id(k: Kernel, head: int, slot: int) -> int:
+    """``folio_mm_id(folio, slot)``: ``mm + 1`` of the slot's mm, 0 (``MM_ID_DUMMY``)."""
+    return (k.words.load(fo_w(k, head + 1, FO_MM_IDS)) >> (slot * MM_ID_BITS)) & MM_ID_MASK
+
+
+def folio_maybe_mapped_shared(k: Kernel, head: int) -> bool:
+    """``folio_maybe_mapped_shared()`` of a large folio: ``FOLIO_MM_IDS_SHARED_BIT``."""
+    return bool(k.words.load(fo_w(k, head + 1, FO_MM_IDS)) & FOLIO_MM_IDS_SHARED)
+
+
+def _lock_large_mapcount(k: Kernel, head: int) -> int:
+    """``folio_lock_large_mapcount()``: ``bit_spin_lock``; returns the ``_mm_ids`` word
+    (locked). Never held across a preemption point."""
+    w = fo_w(k, head + 1, FO_MM_IDS)
+    while True:
+        old = k.words.fetch_or(w, FOLIO_MM_IDS_LOCK)
+        if not old & FOLIO_MM_IDS_LOCK:
+            return int(old)
+
+
+def _unlock_large_mapcount(k: Kernel, head: int, ids: int) -> None:
+    k.words.store(fo_w(k, head + 1, FO_MM_IDS), ids & ~FOLIO_MM_IDS_LOCK)
+
+
+def _set_mm_id(ids: int, slot: int, mm_id: int) -> int:
+    shift = slot * MM_ID_BITS
+    return (ids & ~(MM_ID_MASK << shift)) | (mm_id << shift)
+
+
+def _set_large_mapcount(k: Kernel, head: int, mapcount: int, mm: int) -> None:
+    """``folio_set_large_mapcount(folio, mapcount, vma)`` (7.0 rmap.h): a folio nobody
+    maps; slot 0 is the mm with every mapping."""
+    p1 = head + 1
+    k.words.store(fo_w(k, p1, FO_LARGE_MAPCOUNT), mapcount)
+    k.words.store(fo_w(k, p1, FO_MM_MAP0), mapcount)
+    k.words.store(fo_w(k, p1, FO_MM_MAP1), 0)
+    k.words.store(fo_w(k, p1, FO_MM_IDS), mm + 1)
+
+
+def folio_add_return_large_mapcount(k: Kernel, head: int, diff: int, mm: int) -> int:
+    """``folio_add_return_large_mapcount(folio, diff, vma)`` (7.0 rmap.h 177, 64-bit):
+    under the large-mapcount lock, ``_large_mapcount`` += diff and the mm's slot: its
+    own count, or a free slot taken (slot 0: shared when other mappings exist; slot 1:
+    always shared); an mm with no slot free leaves the slots alone. Returns the new
+    count."""
+    words = k.words
+    p1 = head + 1
+    mm_id = mm + 1
+    ids = _lock_large_mapcount(k, head)
+    new = words.load(fo_w(k, p1, FO_LARGE_MAPCOUNT)) + diff
+    words.store(fo_w(k, p1, FO_LARGE_MAPCOUNT), new)
+    id0 = ids & MM_ID_MASK
+    id1 = (ids >> MM_ID_BITS) & MM_ID_MASK
+    if id0 == mm_id:
+        words.fetch_add(fo_w(k, p1, FO_MM_MAP0), diff)
+    elif id1 == mm_id:
+        words.fetch_add(fo_w(k, p1, FO_MM_MAP1), diff)
+    elif id0 == 0:
+        ids = _set_mm_id(ids, 0, mm_id)
+        words.store(fo_w(k, p1, FO_MM_MAP0), diff)
+        if new != diff:  # "We might have other mappings already."
+            ids |= FOLIO_MM_IDS_SHARED
+    elif id1 == 0:
+        ids = _set_mm_id(ids, 1, mm_id)
+        words.store(fo_w(k, p1, FO_MM_MAP1), diff)
+        if "mm_ids_no_shared" not in k.faults:
+            ids |= FOLIO_MM_IDS_SHARED  # "Slot 0 certainly has mappings as well."
+    _unlock_large_mapcount(k, head, ids)
+    return int(new)
+
+
+def folio_sub_return_large_mapcount(k: Kernel, head: int, diff: int, mm: int) -> int:
+    """``folio_sub_return_large_mapcount(folio, diff, vma)`` (7.0 rmap.h 228): the mm's
+    slot loses ``diff`` (freed when it goes negative); when one slot then owns every
+    mapping (or none is left), the folio is no longer "maybe mapped shared"."""
+    words = k.words
+    p1 = head + 1
+    mm_id = mm + 1
+    ids = _lock_large_mapcount(k, head)
+    new = words.load(fo_w(k, p1, FO_LARGE_MAPCOUNT)) - diff
+    words.store(fo_w(k, p1, FO_LARGE_MAPCOUNT), new)
+    done = False
+    for slot, field in ((0, FO_MM_MAP0), (1, FO_MM_MAP1)):
+        if (ids >> (slot * MM_ID_BITS)) & MM_ID_MASK == mm_id:
+            left = words.fetch_add(fo_w(k, p1, field), -diff) - diff
+            if left >= 1:
+                done = True
+            else:
+                words.store(fo_w(k, p1, field), 0)
+                ids = _set_mm_id(ids, slot, 0)
+            break
+    if not done and (
+        words.load(fo_w(k, p1, FO_MM_MAP0)) == new or words.load(fo_w(k, p1, FO_MM_MAP1)) == new
+    ):
+        ids &= ~FOLIO_MM_IDS_SHARED
+    _unlock_large_mapcount(k, head, ids)
+    return int(new)
+
+
 # -- mapcounts (include/linux/mm.h, rmap.h; mm/rmap.c __folio_add_rmap / _remove_rmap) --
 def folio_large_mapcount(k: Kernel, head: int) -> int:
     """``folio_large_mapcount()``: the mappings of the whole folio, each PTE and each PMD
@@ -216,7 +328,7 @@ def page_mapcount(k: Kernel, pfn: int) -> int:
     return n
 
 
-def folio_add_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int) -> int:
+def folio_add_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int, mm: int) -> int:
     """``folio_add_anon_rmap_ptes()`` / ``folio_add_file_rmap_ptes()`` →
     ``__folio_add_rmap(PGTABLE_LEVEL_PTE)``: ``nr_pages`` pages from ``pfn`` are mapped
     by one more PTE each. Returns the pages that became mapped (the stat delta)."""
@@ -229,11 +341,11 @@ def folio_add_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int) -> int:
     nr = 0
     if first and words.fetch_add(fo_w(k, head + 1, FO_NR_PAGES_MAPPED), first) + first < ENTIRELY_MAPPED:
         nr = first
-    words.fetch_add(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), nr_pages)
+    folio_add_return_large_mapcount(k, head, nr_pages, mm)
     return nr
 
 
-def folio_add_rmap_pmd(k: Kernel, head: int) -> int:
+def folio_add_rmap_pmd(k: Kernel, head: int, mm: int) -> int:
     """``folio_add_anon_rmap_pmd()`` → ``__folio_add_rmap(PGTABLE_LEVEL_PMD)``: one more
     PMD mapping of the whole folio. Returns the pages that became mapped."""
     words = k.words
@@ -246,18 +358,18 @@ def folio_add_rmap_pmd(k: Kernel, head: int) -> int:
             nr = max(folio_nr_pages(k, head) - (nr & FOLIO_PAGES_MAPPED), 0)
         else:
             nr = 0  # raced ahead of a remove of ENTIRELY_MAPPED
-    words.fetch_add(fo_w(k, p1, FO_LARGE_MAPCOUNT), 1)
+    folio_add_return_large_mapcount(k, head, 1, mm)
     return nr
 
 
-def folio_remove_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int) -> int:
+def folio_remove_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int, mm: int) -> int:
     """``folio_remove_rmap_ptes()`` → ``__folio_remove_rmap(PGTABLE_LEVEL_PTE)``. Returns
     the pages that became unmapped. (A partially mapped anonymous folio would be queued
     for deferred split: not modelled, device-private folios are never queued.)"""
     words = k.words
     if not words.load(k.fw(head, 0)) & PG_head:
         return int(words.fetch_add(k.fw(head, F_MAP), -1) == 1)
-    words.fetch_add(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), -nr_pages)
+    folio_sub_return_large_mapcount(k, head, nr_pages, mm)
     last = 0
     for p in range(pfn, pfn + nr_pages):
         last += words.fetch_add(k.fw(p, F_MAP), -1) == 1
@@ -267,11 +379,11 @@ def folio_remove_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int) -> int
     return nr
 
 
-def folio_remove_rmap_pmd(k: Kernel, head: int) -> int:
+def folio_remove_rmap_pmd(k: Kernel, head: int, mm: int) -> int:
     """``folio_remove_rmap_pmd()`` → ``__folio_remove_rmap(PGTABLE_LEVEL_PMD)``."""
     words = k.words
     p1 = head + 1
-    words.fetch_add(fo_w(k, p1, FO_LARGE_MAPCOUNT), -1)
+    folio_sub_return_large_mapcount(k, head, 1, mm)
     last = words.fetch_add(fo_w(k, p1, FO_ENTIRE_MAPCOUNT), -1) == 1
     nr = 0
     if last:
@@ -283,12 +395,35 @@ def folio_remove_rmap_pmd(k: Kernel, head: int) -> int:
     return nr
 
 
-def folio_add_new_anon_rmap(k: Kernel, head: int, mapping: int, exclusive: bool) -> None:
+def folio_dup_rmap_ptes(k: Kernel, head: int, pfn: int, nr_pages: int, mm: int) -> None:
+    """The mapcount part of ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PTE)`` /
+    ``folio_dup_file_rmap_ptes()`` (7.0 include/linux/rmap.h) of a large folio: each
+    page's ``_mapcount`` and ``folio_add_large_mapcount(folio, nr_pages)``. The pages
+    are mapped already (in the parent): ``_nr_pages_mapped`` does not change."""
+    words = k.words
+    for p in range(pfn, pfn + nr_pages):
+        words.fetch_add(k.fw(p, F_MAP), 1)
+    folio_add_return_large_mapcount(k, head, nr_pages, mm)  # the child's mm
+
+
+def folio_dup_rmap_pmd(k: Kernel, head: int, mm: int) -> None:
+    """The mapcount part of ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PMD)`` (7.0):
+    ``atomic_inc(&folio->_entire_mapcount)`` and ``folio_inc_large_mapcount()``; the
+    folio is PMD-mapped already, ``_nr_pages_mapped`` does not change."""
+    words = k.words
+    words.fetch_add(fo_w(k, head + 1, FO_ENTIRE_MAPCOUNT), 1)
+    folio_add_return_large_mapcount(k, head, 1, mm)  # the child's mm
+
+
+def folio_add_new_anon_rmap(
+    k: Kernel, head: int, mapping: int, exclusive: bool, mm: int
+) -> None:
     """``folio_add_new_anon_rmap()`` (mm/rmap.c, 7.0) of a folio nobody maps yet:
     ``folio->mapping`` (the caller's :func:`~.layout.mapping_encode` word) and the first
     mapping: one PTE for an order-0 folio, one PTE per page for a large folio that is
     not PMD-mappable, one PMD for a PMD-mappable one. ``PageAnonExclusive`` on the
-    head only, or on every page of a PTE-mapped large folio, as 7.0 sets it."""
+    head only, or on every page of a PTE-mapped large folio, as 7.0 sets it. A large
+    folio's ``_mm_ids`` slot 0 is ``mm`` with every mapping (``folio_set_large_mapcount``)."""
     words = k.words
     k.words.store(k.lay.MAPPING + head, mapping)
     nr = folio_nr_pages(k, head)
@@ -301,11 +436,11 @@ def folio_add_new_anon_rmap(k: Kernel, head: int, mapping: int, exclusive: bool)
             words.store(k.fw(p, F_MAP), 1)
             if exclusive:
                 k.set_flag(p, PG_anon_exclusive)
-        words.store(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), nr)
+        _set_large_mapcount(k, head, nr, mm)
         words.store(fo_w(k, head + 1, FO_NR_PAGES_MAPPED), nr)
     else:
         words.store(fo_w(k, head + 1, FO_ENTIRE_MAPCOUNT), 1)
-        words.store(fo_w(k, head + 1, FO_LARGE_MAPCOUNT), 1)
+        _set_large_mapcount(k, head, 1, mm)
         words.store(fo_w(k, head + 1, FO_NR_PAGES_MAPPED), ENTIRELY_MAPPED)
         if exclusive:
             k.set_flag(head, PG_anon_exclusive)
@@ -326,6 +461,9 @@ def prep_compound_page(k: Kernel, head: int, order: int) -> None:
     words.store(fo_w(k, p1, FO_ENTIRE_MAPCOUNT), 0)
     words.store(fo_w(k, p1, FO_NR_PAGES_MAPPED), 0)
     words.store(fo_w(k, p1, FO_PINCOUNT), 0)
+    words.store(fo_w(k, p1, FO_MM_IDS), 0)
+    words.store(fo_w(k, p1, FO_MM_MAP0), 0)
+    words.store(fo_w(k, p1, FO_MM_MAP1), 0)
     k.set_flag(head, PG_head)
 
 
@@ -465,15 +603,20 @@ def free_folio(k: Kernel, a: Actor, head: int, site: str) -> None:
 
 __all__ = [
     "folio_add_new_anon_rmap",
+    "folio_add_return_large_mapcount",
     "folio_add_rmap_pmd",
     "folio_add_rmap_ptes",
     "folio_alloc",
     "folio_alloc_fallback",
+    "folio_dup_rmap_pmd",
+    "folio_dup_rmap_ptes",
     "folio_entire_mapcount",
     "folio_large_mapcount",
     "folio_mapcount",
     "folio_mapped",
     "folio_maybe_dma_pinned",
+    "folio_maybe_mapped_shared",
+    "folio_mm_id",
     "folio_nr_pages",
     "folio_nr_pages_mapped",
     "folio_order",
@@ -483,6 +626,7 @@ __all__ = [
     "folio_ref_count",
     "folio_remove_rmap_pmd",
     "folio_remove_rmap_ptes",
+    "folio_sub_return_large_mapcount",
     "folio_test_large",
     "folio_test_pmd_mappable",
     "free_folio",

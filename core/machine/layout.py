@@ -303,11 +303,24 @@ DPT_PFN_SHIFT = 4
 # (head pfn + 1; 0 in a head or an order-0 frame), the rest in page[1]'s row (the head's
 # row holds nothing). Counts are stored as counts, not the kernel's count - 1 (the same
 # convention as F_MAP): a folio nobody maps has 0 in each.
-FO_HEAD, FO_ORDER, FO_LARGE_MAPCOUNT, FO_ENTIRE_MAPCOUNT, FO_NR_PAGES_MAPPED, FO_PINCOUNT = range(6)
-FOLIO_WORDS = 6
+#
+# ``_mm_ids`` and ``_mm_id_mapcount[2]`` (page[1], 7.0 ``CONFIG_MM_ID``): FO_MM_IDS packs
+# the two mm ids (``mm + 1``, 0 = MM_ID_DUMMY, MM_ID_BITS each), FOLIO_MM_IDS_SHARED and
+# the bit lock of ``folio_lock_large_mapcount``; FO_MM_MAP0/1 count each slot's mappings
+# (counts: 0 = the kernel's -1).
+(
+    FO_HEAD, FO_ORDER, FO_LARGE_MAPCOUNT, FO_ENTIRE_MAPCOUNT, FO_NR_PAGES_MAPPED, FO_PINCOUNT,
+    FO_MM_IDS, FO_MM_MAP0, FO_MM_MAP1,
+) = range(9)
+FOLIO_WORDS = 9
 FOLIO_FIELDS = (
     "compound_head", "order", "large_mapcount", "entire_mapcount", "nr_pages_mapped", "pincount",
+    "mm_ids", "mm_id_mapcount0", "mm_id_mapcount1",
 )
+MM_ID_BITS = 7
+MM_ID_MASK = (1 << MM_ID_BITS) - 1
+FOLIO_MM_IDS_SHARED = 1 << (2 * MM_ID_BITS)
+FOLIO_MM_IDS_LOCK = 1 << (2 * MM_ID_BITS + 1)
 # mm/internal.h: _nr_pages_mapped counts the pages mapped by PTEs, plus ENTIRELY_MAPPED
 # per PMD mapping of the whole folio (its first one only: _entire_mapcount counts them).
 ENTIRELY_MAPPED = 0x800000

@@ -33,6 +33,16 @@ writable translation after the write-protect would otherwise show in the child.
 off (the pin may land after the pin check of ``folio_try_dup_anon_rmap_pte`` but before
 the write-protect; its own B4 re-check alone would miss that).
 
+On ``v7`` (geometries with ``thp``) the copy goes through ``copy_pmd_range`` of 7.0: a
+huge PMD (present, device-private, migration entry) is ``copy_huge_pmd`` under the
+child's and the parent's PMD locks (a maybe-pinned exclusive folio: the parent's PMD is
+split and its PTEs copied instead), and a PTE that maps a page of a large folio is
+duplicated on the folio (its reference on the head, the page's ``_mapcount`` and the
+folio's ``_large_mapcount``: ``folio_try_dup_anon_rmap_ptes`` for one page). 7.0 batches
+the PTEs of one folio (``copy_present_ptes`` / ``folio_pte_batch_flags``) under the same
+PTL; the model copies them one by one, which ends in the same entries and counts (a
+failed batch falls back to the one-page path there too).
+
 The child is an mm slot of the workload geometry that is not live (no VMAs); the child
 exits through :func:`~pagerace.core.mm.vma.op_child_exit`.
 """
@@ -40,6 +50,8 @@ exits through :func:`~pagerace.core.mm.vma.op_child_exit`.
 from __future__ import annotations
 
 from ..actors import register_op
+from ..machine import folio as fo
+from ..machine import pmd as pm
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
     M_PARENT,
@@ -56,8 +68,10 @@ from ..machine.layout import (
     PTE_PRESENT,
     PTE_SWAP,
     PTE_TYPE_MASK,
+    PTE_UFFD_WP,
     PTE_WRITE,
     PTE_YOUNG,
+    VM_ANON,
     VM_LIVE,
     VM_SHARED,
     PG_anon,
@@ -66,6 +80,7 @@ from ..machine.layout import (
     PG_uptodate,
     pte_encode,
 )
+from .huge_memory import split_huge_pmd
 from .memory import restore_exclusive_pte
 from .mmu_notifier import (
     MMU_NOTIFY_PROTECTION_PAGE,
@@ -87,10 +102,27 @@ EAGAIN = -11
 ENOMEM = -12
 
 
-def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
-    """``folio_try_dup_anon_rmap_pte()`` (seed 001): fail with -EBUSY when the page is
-    anon-exclusive and may be pinned; otherwise the page is no longer exclusive and has
-    one more mapping (the caller takes the reference)."""
+def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int, child: int) -> bool:
+    """``folio_try_dup_anon_rmap_pte()`` (seed 001; 7.0 ``__folio_try_dup_anon_rmap``
+    at ``PGTABLE_LEVEL_PTE``): fail with -EBUSY when the page is anon-exclusive and its
+    folio may be pinned; otherwise the page is no longer exclusive and has one more
+    mapping (the caller takes the reference). A page of a large folio (``v7``): the
+    pins are the folio's (``_pincount``), a device-private folio is never "maybe
+    pinned", and the mapping is counted per page and in ``_large_mapcount``."""
+    if k.geo.thp:
+        head = fo.page_folio(k, pfn)
+        if fo.folio_test_large(k, head):
+            maybe_pinned = not k.is_device_private(head) and fo.folio_maybe_dma_pinned(k, head)
+            if (
+                maybe_pinned
+                and k.test_flag(pfn, PG_anon_exclusive)
+                and "fork_ignores_pins" not in k.faults
+            ):
+                k.count("fork_dup_ebusy")
+                return False
+            k.clear_flag(pfn, PG_anon_exclusive)
+            fo.folio_dup_rmap_ptes(k, head, pfn, 1, child)
+            return True
     if (
         k.test_flag(pfn, PG_anon_exclusive)
         and k.maybe_dma_pinned(pfn)
@@ -101,6 +133,21 @@ def folio_try_dup_anon_rmap_pte(k: Kernel, a: Actor, pfn: int) -> bool:
     k.clear_flag(pfn, PG_anon_exclusive)
     k.mapcount_add(pfn, 1)
     return True
+
+
+def _folio_of(k: Kernel, pfn: int) -> int:
+    """``page_folio()`` on ``v7`` (the head of a large folio); ``pfn`` itself elsewhere."""
+    return fo.page_folio(k, pfn) if k.geo.thp else pfn
+
+
+def _dup_rmap_pte(k: Kernel, head: int, pfn: int, child: int) -> None:
+    """``folio_dup_file_rmap_pte()`` / the device-private ``folio_try_dup_anon_rmap_pte``
+    that cannot fail: one more PTE mapping of ``pfn`` (per page and in the large folio's
+    ``_large_mapcount``)."""
+    if head != pfn or (k.geo.thp and fo.folio_test_large(k, head)):
+        fo.folio_dup_rmap_ptes(k, head, pfn, 1, child)
+    else:
+        k.mapcount_add(pfn, 1)
 
 
 def copy_present_page(k: Kernel, a: Actor, parent: int, child: int, vpn: int, pfn: int) -> bool:
@@ -156,9 +203,10 @@ def copy_pte_range(
                 pte = k.pte_read(parent, v)
                 kind = PTE_PRESENT
             if kind == PTE_PRESENT:
-                if k.test_flag(pfn, PG_anon) and cow:
-                    if folio_try_dup_anon_rmap_pte(k, a, pfn):
-                        k.get_page(a, pfn, site + ":folio_get")
+                head = _folio_of(k, pfn)
+                if k.test_flag(head, PG_anon) and cow:
+                    if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
+                        k.get_page(a, head, site + ":folio_get")
                         if pte & PTE_WRITE:
                             pte &= ~PTE_WRITE
                             k.set_pte(parent, v, pte)  # ptep_set_wrprotect
@@ -166,14 +214,15 @@ def copy_pte_range(
                     else:
                         copied = copy_present_page(k, a, parent, child, v, pfn)
                 else:
-                    k.mapcount_add(pfn, 1)
-                    k.get_page(a, pfn, site + ":folio_get")
+                    _dup_rmap_pte(k, head, pfn, child)
+                    k.get_page(a, head, site + ":folio_get")
                     k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
             elif kind == PTE_DEVICE_PRIVATE:
                 # copy_nonpresent_pte(): cannot fail for device-private folios.
-                k.get_page(a, pfn, site + ":device_private_get")
+                head = _folio_of(k, pfn)
+                k.get_page(a, head, site + ":device_private_get")
                 k.clear_flag(pfn, PG_anon_exclusive)
-                k.mapcount_add(pfn, 1)
+                _dup_rmap_pte(k, head, pfn, child)
                 if pte & PTE_WRITE and cow:
                     pte &= ~PTE_WRITE  # make_readable_device_private_entry
                     k.set_pte(parent, v, pte)
@@ -215,6 +264,148 @@ def copy_pte_range(
     return 0
 
 
+# -- the PMD level (7.0 mm/huge_memory.c, v7) ---------------------------------------
+def folio_try_dup_anon_rmap_pmd(k: Kernel, head: int, child: int) -> int:
+    """``folio_try_dup_anon_rmap_pmd()`` → ``__folio_try_dup_anon_rmap(PGTABLE_LEVEL_PMD)``
+    (7.0 include/linux/rmap.h 567): -EBUSY when the head page is anon-exclusive and the
+    folio may be pinned (never a device-private one); otherwise the head page is no
+    longer exclusive, ``_entire_mapcount`` and ``_large_mapcount`` one more."""
+    maybe_pinned = not k.is_device_private(head) and fo.folio_maybe_dma_pinned(k, head)
+    if k.test_flag(head, PG_anon_exclusive):
+        if maybe_pinned and "fork_ignores_pins" not in k.faults:
+            k.count("fork_dup_pmd_ebusy")
+            return EBUSY
+        k.clear_flag(head, PG_anon_exclusive)
+    fo.folio_dup_rmap_pmd(k, head, child)
+    return 0
+
+
+def copy_huge_non_present_pmd(
+    k: Kernel, a: Actor, parent: int, child: int, idx: int, pmd: int
+) -> None:
+    """``copy_huge_non_present_pmd()`` (7.0 mm/huge_memory.c 1793), both PMD locks held:
+    a writable or read-exclusive PMD migration entry becomes readable in the parent
+    (``make_readable_migration_entry``; soft-dirty / uffd-wp kept, young / dirty are
+    in the offset and kept); a writable device-private PMD becomes readable in the
+    parent, and the folio gets one more reference and PMD mapping (cannot fail). The
+    child's entry loses uffd-wp (no VMA of the model is ``userfaultfd_wp``)."""
+    kind = pmd & PTE_TYPE_MASK
+    if kind == PTE_MIGRATION:
+        k.count("fork_copy_pmd_migration_entry")
+        if pmd & (PTE_WRITE | PTE_EXCLUSIVE):
+            pmd &= ~(PTE_WRITE | PTE_EXCLUSIVE)
+            pm.set_pmd_at(k, parent, idx, pmd)
+    else:  # device-private
+        k.count("fork_copy_pmd_device_private")
+        if pmd & PTE_WRITE:
+            pmd &= ~PTE_WRITE  # make_readable_device_private_entry
+            pm.set_pmd_at(k, parent, idx, pmd)
+        head = pm.pmd_pfn(pmd)
+        k.get_page(a, head, "copy_huge_non_present_pmd:folio_get")
+        folio_try_dup_anon_rmap_pmd(k, head, child)  # does not fail for device-private folios
+    pm.set_pmd_at(k, child, idx, pmd & ~PTE_UFFD_WP)  # pmd_swp_clear_uffd_wp
+
+
+def _copy_pmd_shadow(k: Kernel, parent: int, child: int, idx: int) -> None:
+    """The oracle's side of a PMD copied to the child: each page's shadow, after the
+    flush (the parent's value at each address is final)."""
+    start = pm.pmd_addr_start(k, idx)
+    for v in range(start, start + k.geo.ptes_per_table):
+        k.set_shadow(child, v, k.shadow(parent, v))
+
+
+def copy_huge_pmd(
+    k: Kernel, a: Actor, parent: int, child: int, idx: int, src_vma: int, dst_flags: int
+) -> Path:
+    """``copy_huge_pmd()`` (7.0 mm/huge_memory.c 1849) for PMD ``idx``: 0 when the PMD
+    was copied (or need not be: a VMA that is not anonymous refaults), -EAGAIN when the
+    caller must copy PTEs (the PMD is no longer huge under the lock, or the folio may be
+    pinned: the parent's PMD is split first, ``__split_huge_pmd``).
+
+    Under the child's PMD lock, then the parent's (``spin_lock_nested``), the PMD is
+    read again: a PMD migration entry or a device-private PMD is
+    :func:`copy_huge_non_present_pmd`; a huge present PMD takes a folio reference and
+    :func:`folio_try_dup_anon_rmap_pmd` (on -EBUSY the reference is dropped, both locks
+    released, the parent's PMD split), then ``pmdp_set_wrprotect`` in the parent
+    (atomic: the hardware walk may set young / dirty meanwhile) and the old,
+    write-protected, uffd-wp-cleared copy in the child. No special or huge-zero PMDs
+    (the model has neither); ``pte_alloc_one`` of the deposited table cannot fail. The
+    model flushes the parent's huge translation before it drops the PMD lock, as its
+    ``copy_pte_range`` does (see the module docstring)."""
+    site = "copy_huge_pmd"
+    if not dst_flags & VM_ANON:
+        return 0  # "Skip if can be re-fill on fault"
+    dst_ptl = yield from pm.pmd_lock(k, a, child, idx, site + ":dst_ptl")
+    src_ptl = pm.pmd_lockptr(k, parent, idx)
+    yield from k.spin_lock(a, src_ptl, site + ":src_ptl")
+    ret = EAGAIN
+    pmd = pm.pmdp_get(k, parent, idx)
+    kind = pmd & PTE_TYPE_MASK
+    if kind in (PTE_MIGRATION, PTE_DEVICE_PRIVATE):
+        copy_huge_non_present_pmd(k, a, parent, child, idx, pmd)
+        pm.flush_pmd_tlb_range(k, parent, idx)
+        _copy_pmd_shadow(k, parent, child, idx)
+        ret = 0
+    elif pm.pmd_trans_huge(pmd):
+        head = pm.pmd_pfn(pmd)
+        k.get_page(a, head, site + ":folio_get")
+        if folio_try_dup_anon_rmap_pmd(k, head, child):
+            # "Page maybe pinned: split and retry the fault on PTEs."
+            fo.folio_put(k, a, head, site + ":folio_put")
+            k.spin_unlock(a, src_ptl, site + ":src_ptl")
+            k.spin_unlock(a, dst_ptl, site + ":dst_ptl")
+            yield
+            yield from split_huge_pmd(k, a, parent, src_vma, pm.pmd_addr_start(k, idx))
+            return EAGAIN
+        # pmdp_set_wrprotect(src_mm, addr, src_pmd)
+        k.words.fetch_and(pm.pmd_w(k, parent, idx), ~PTE_WRITE)
+        pm.flush_pmd_tlb_range(k, parent, idx)
+        # the child's copy is the value read under the lock: pmd_wrprotect, pmd_mkold
+        pm.set_pmd_at(k, child, idx, pmd & ~(PTE_WRITE | PTE_UFFD_WP | PTE_YOUNG))
+        _copy_pmd_shadow(k, parent, child, idx)
+        k.count("fork_copy_huge_pmd")
+        ret = 0
+    k.spin_unlock(a, src_ptl, site + ":src_ptl")
+    k.spin_unlock(a, dst_ptl, site + ":dst_ptl")
+    return ret
+
+
+def copy_pmd_range(
+    k: Kernel, a: Actor, parent: int, child: int, row: int, start: int, end: int,
+    vflags: int,
+) -> Path:
+    """``copy_pmd_range()`` (7.0 mm/memory.c): per PMD of ``[start, end)``, a huge PMD
+    (present, device-private or migration entry: ``pmd_is_huge``) goes to
+    :func:`copy_huge_pmd`; -ENOMEM ends the copy, 0 skips the PMD, -EAGAIN falls through
+    to the PTE copy. The generations without a PMD level (every geometry without
+    ``thp``) copy PTEs only. The child's PMD becomes a table where the parent's is one
+    (``pte_alloc_map_lock``). Returns 0 or :func:`copy_pte_range`'s error."""
+    if not k.geo.thp:
+        return (yield from copy_pte_range(k, a, parent, child, start, end, vflags))
+    ppt = k.geo.ptes_per_table
+    vpn = start
+    while vpn < end:
+        nxt = min((vpn // ppt + 1) * ppt, end)
+        idx = vpn // ppt
+        kind = pm.pmdp_get(k, parent, idx) & PTE_TYPE_MASK
+        if kind in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_MIGRATION):
+            err = yield from copy_huge_pmd(k, a, parent, child, idx, row, vflags)
+            if err == ENOMEM:
+                return ENOMEM
+            if not err:
+                yield
+                vpn = nxt
+                continue
+            kind = pm.pmdp_get(k, parent, idx) & PTE_TYPE_MASK
+        if kind == pm.PMD_TABLE and pm.pmd_none(pm.pmdp_get(k, child, idx)):
+            pm.set_pmd_at(k, child, idx, pm.PMD_TABLE)  # pte_alloc_map_lock(dst_mm)
+        ret = yield from copy_pte_range(k, a, parent, child, vpn, nxt, vflags)
+        if ret:
+            return ret
+        vpn = nxt
+    return 0
+
+
 def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
     """``fork()``: ``dup_mm()`` → ``dup_mmap()`` into the (unused) mm slot ``child``.
 
@@ -252,7 +443,7 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
             cow = not f & VM_SHARED
             if cow:
                 yield from mmu_notifier_invalidate_range_start(k, a, rng)
-            ret = yield from copy_pte_range(k, a, parent, child, vs, ve, f)
+            ret = yield from copy_pmd_range(k, a, parent, child, r, vs, ve, f)
             if cow:
                 yield from mmu_notifier_invalidate_range_end(k, a, rng)
             if ret:
@@ -275,4 +466,13 @@ def op_fork(k: Kernel, a: Actor, parent: int, child: int) -> Path:
 
 register_op("fork", op_fork)
 
-__all__ = ["copy_present_page", "copy_pte_range", "folio_try_dup_anon_rmap_pte", "op_fork"]
+__all__ = [
+    "copy_huge_non_present_pmd",
+    "copy_huge_pmd",
+    "copy_pmd_range",
+    "copy_present_page",
+    "copy_pte_range",
+    "folio_try_dup_anon_rmap_pmd",
+    "folio_try_dup_anon_rmap_pte",
+    "op_fork",
+]

@@ -157,11 +157,13 @@ def folio_try_share_anon_rmap_pmd(k: Kernel, head: int) -> int:
     return 0
 
 
-def _folio_add_anon_rmap_ptes(k: Kernel, head: int, page: int, nr: int, exclusive: bool) -> None:
+def _folio_add_anon_rmap_ptes(
+    k: Kernel, head: int, page: int, nr: int, exclusive: bool, mm: int
+) -> None:
     """``folio_add_anon_rmap_ptes(folio, page, nr, vma, addr, flags)`` of an anonymous
     folio already mapped: the PTE mapcounts, and PageAnonExclusive on each page for
     RMAP_EXCLUSIVE (``__folio_add_anon_rmap``)."""
-    fo.folio_add_rmap_ptes(k, head, page, nr)
+    fo.folio_add_rmap_ptes(k, head, page, nr, mm)
     if exclusive:
         for p in range(page, page + nr):
             k.set_flag(p, PG_anon_exclusive)
@@ -195,7 +197,7 @@ def __split_huge_pmd_locked(
         head = pm.pmd_pfn(old)
         if old & PTE_DIRTY:
             k.set_flag(head, PG_dirty)
-        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_remove_rmap_pmd(k, head, mm)
         fo.folio_put(k, a, head, "__split_huge_pmd_locked:file")
         return
     pmd = words.load(pw)
@@ -222,7 +224,7 @@ def __split_huge_pmd_locked(
             freeze = False
         if not freeze:
             words.fetch_add(k.fw(head, F_REF), n - 1)  # folio_ref_add(folio, HPAGE_PMD_NR - 1)
-            _folio_add_anon_rmap_ptes(k, head, page, n, anon_exclusive)
+            _folio_add_anon_rmap_ptes(k, head, page, n, anon_exclusive, mm)
     else:
         old = pm.pmdp_invalidate(k, mm, idx)
         yield  # the PMD is invalid for the hardware; other CPUs run and trap
@@ -239,7 +241,7 @@ def __split_huge_pmd_locked(
             freeze = False
         if not freeze:
             words.fetch_add(k.fw(head, F_REF), n - 1)  # folio_ref_add(folio, HPAGE_PMD_NR - 1)
-            _folio_add_anon_rmap_ptes(k, head, page, n, anon_exclusive)
+            _folio_add_anon_rmap_ptes(k, head, page, n, anon_exclusive, mm)
     # pgtable_trans_huge_withdraw + the PTEs of the new table (not visible yet).
     if freeze or kind == PTE_MIGRATION:
         bits = _migration_bits(write, anon_exclusive, young, dirty, soft_dirty, uffd_wp)
@@ -257,7 +259,7 @@ def __split_huge_pmd_locked(
         for i in range(n):
             k.set_pte(mm, haddr + i, pte_encode(PTE_PRESENT, page + i, bits))
     if words.load(pw) & PTE_TYPE_MASK != PTE_MIGRATION:
-        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_remove_rmap_pmd(k, head, mm)
     if freeze:
         fo.folio_put(k, a, head, "__split_huge_pmd_locked:freeze")
     pm.set_pmd_at(k, mm, idx, PMD_TABLE)  # smp_wmb(); pmd_populate()
@@ -426,9 +428,9 @@ def zap_huge_pmd(
     head = pm.pmd_pfn(orig)
     flush_needed = kind == PTE_PRESENT
     if flush_needed:
-        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_remove_rmap_pmd(k, head, mm)
     if kind == PTE_DEVICE_PRIVATE:  # folio_is_device_private()
-        fo.folio_remove_rmap_pmd(k, head)
+        fo.folio_remove_rmap_pmd(k, head, mm)
         fo.folio_put(k, a, head, site + ":zap_huge_pmd")
     start = pm.pmd_addr_start(k, idx)
     for v in range(start, start + k.geo.hpage_pmd_nr):
@@ -653,7 +655,7 @@ def set_pmd_migration_entry(k: Kernel, a: Actor, mm: int, idx: int, head: int) -
         bool(pmdval & PTE_DIRTY), bool(pmdval & PTE_SOFT_DIRTY), bool(pmdval & PTE_UFFD_WP),
     )
     pm.set_pmd_at(k, mm, idx, pte_encode(PTE_MIGRATION, head, bits))
-    fo.folio_remove_rmap_pmd(k, head)
+    fo.folio_remove_rmap_pmd(k, head, mm)
     fo.folio_put(k, a, head, "set_pmd_migration_entry:folio_put")
     return 0
 
@@ -677,7 +679,7 @@ def remove_migration_pmd(k: Kernel, a: Actor, mm: int, idx: int, new: int) -> No
     if k.test_flag(new, PG_anon):
         if old & (PTE_WRITE | PTE_EXCLUSIVE):  # !softleaf_is_migration_read(entry)
             k.set_flag(new, PG_anon_exclusive)
-        fo.folio_add_rmap_pmd(k, new)
+        fo.folio_add_rmap_pmd(k, new, mm)
     pm.set_pmd_at(k, mm, idx, pmde)
 
 
@@ -769,7 +771,7 @@ def try_to_migrate_large(
                         bool(old & PTE_DIRTY), bool(old & PTE_SOFT_DIRTY), bool(old & PTE_UFFD_WP),
                     )
                     k.set_pte(mm, v, pte_encode(PTE_MIGRATION, page, bits))
-                    fo.folio_remove_rmap_ptes(k, head, page, 1)
+                    fo.folio_remove_rmap_ptes(k, head, page, 1, mm)
                     fo.folio_put(k, a, head, site)
                     k.spin_unlock(a, ptl, site + ":ptl")
             return ret
@@ -830,7 +832,7 @@ def remove_migration_ptes_large(
                     new = pte_encode(PTE_PRESENT, page, bits)
                 if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
                     k.set_flag(page, PG_anon_exclusive)
-                fo.folio_add_rmap_ptes(k, dst, page, 1)
+                fo.folio_add_rmap_ptes(k, dst, page, 1, mm)
                 k.set_pte(mm, v, new)
             k.spin_unlock(a, ptl, site + ":ptl")
         return True

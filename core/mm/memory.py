@@ -519,12 +519,15 @@ def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) ->
 
 def _wp_can_reuse_large_anon_folio(k: Kernel, head: int) -> bool:
     """``__wp_can_reuse_large_anon_folio()`` (7.0 mm/memory.c 4013): reuse a PTE-mapped
-    page of a large anonymous folio only when more than one page is mapped and every
-    reference is a mapping (``folio_large_mapcount == folio_ref_count``, checked twice
-    around ``folio_lock_large_mapcount``: one step in the model). The
-    ``FOLIO_MM_IDS_SHARED`` bit (mapped by a second mm) is not modelled: the model forks
-    no large folio; no THP swap cache."""
+    page of a large anonymous folio only when more than one page is mapped, the folio is
+    not "maybe mapped shared" (``FOLIO_MM_IDS_SHARED_BIT`` of ``_mm_ids``: a second mm
+    maps it, e.g. after fork) and every reference is a mapping (``folio_large_mapcount
+    == folio_ref_count``), the last two checked again under
+    ``folio_lock_large_mapcount`` (one step in the model: nothing between yields). No
+    THP swap cache."""
     if fo.folio_large_mapcount(k, head) <= 1:
+        return False
+    if fo.folio_maybe_mapped_shared(k, head) and "mm_ids_ignore_shared" not in k.faults:
         return False
     return fo.folio_large_mapcount(k, head) == fo.folio_ref_count(k, head)
 
@@ -586,7 +589,7 @@ def do_wp_page_large_v7(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
     k.mapcount_add(new, 1)
     k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
-    fo.folio_remove_rmap_ptes(k, head, pfn, 1)  # folio_remove_rmap_pte on the old page
+    fo.folio_remove_rmap_ptes(k, head, pfn, 1, mm)  # folio_remove_rmap_pte on the old page
     fo.folio_put(k, a, head, "wp_page_copy:unmap")
     k.spin_unlock(a, ptl, "wp_page_copy:ptl")
     yield from mmu_notifier_invalidate_range_end(k, a, rng)

@@ -1268,7 +1268,7 @@ def migrate_vma_insert_huge_pmd_page(k: Kernel, a: Actor, m: MigrateVma, i: int,
         return 0
     k.set_flag(folio, PG_anon)
     av, index = linear_page_index(k, m.mm, addr)
-    folio_add_new_anon_rmap(k, folio, mapping_encode(av, index), exclusive=True)
+    folio_add_new_anon_rmap(k, folio, mapping_encode(av, index), exclusive=True, mm=m.mm)
     if not k.is_zone_device(folio):
         k.set_flag(folio, PG_lru)  # folio_add_lru_vma (as v6's insert_page: at once)
     k.get_page(a, folio, site + ":folio_get")

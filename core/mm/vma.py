@@ -267,10 +267,10 @@ def _zap_pte_range(
             pfn = pte >> PTE_PFN_SHIFT
             if kind == PTE_PRESENT:
                 k.ptep_get_and_clear(mm, v)  # ptep_get_and_clear_full
-                batch.append(_remove_rmap_pte(k, pfn))  # __tlb_remove_page: put after the flush
+                batch.append(_remove_rmap_pte(k, pfn, mm))  # __tlb_remove_page: put after the flush
             elif kind in (PTE_DEVICE_PRIVATE, PTE_DEVICE_EXCLUSIVE):
                 k.ptep_get_and_clear(mm, v)
-                head = _remove_rmap_pte(k, pfn)
+                head = _remove_rmap_pte(k, pfn, mm)
                 if (
                     "zap_device_keeps_entry" if kind == PTE_DEVICE_PRIVATE
                     else "zap_exclusive_keeps_entry"
@@ -305,14 +305,14 @@ def _zap_pte_range(
         vpn = tab_end
 
 
-def _remove_rmap_pte(k: Kernel, pfn: int) -> int:
+def _remove_rmap_pte(k: Kernel, pfn: int, mm: int) -> int:
     """``folio_remove_rmap_pte(page_folio(page), page)``: one PTE mapping of ``pfn``
     less; returns the folio to put (its head: a page of a large folio, v7, drops the
     head's reference; an order-0 page is its own folio)."""
     if k.geo.thp:
         head = fo.page_folio(k, pfn)
         if fo.folio_test_large(k, head):
-            fo.folio_remove_rmap_ptes(k, head, pfn, 1)
+            fo.folio_remove_rmap_ptes(k, head, pfn, 1, mm)
             return head
     k.mapcount_add(pfn, -1)
     return pfn

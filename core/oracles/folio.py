@@ -274,6 +274,25 @@ def check_pmds(k: Kernel) -> None:
                 f"nr_pages_mapped) = {got}, its entries say {want}",
                 pages=[h], sites=["global_invariants"],
             )
+    # _mm_ids (7.0 CONFIG_MM_ID): a folio two mms map must be "maybe mapped shared", or
+    # __wp_can_reuse_large_anon_folio may hand one mm's write to the other's page.
+    pte = s.pte
+    pfn = pte >> PTE_PFN_SHIFT
+    live = np.isin(pte & PTE_TYPE_MASK, _MAPPING_KINDS)
+    pmd_head = pmd >> PTE_PFN_SHIFT
+    for h in big.tolist():
+        nr = fo.folio_nr_pages(k, h)
+        by_mm = np.any(live & (pfn >= h) & (pfn < h + nr), axis=1) | np.any(
+            leaf & (pmd_head == h), axis=1
+        )
+        if np.count_nonzero(by_mm) >= 2 and not fo.folio_maybe_mapped_shared(k, h):
+            mms = [int(m) for m in np.flatnonzero(by_mm)]
+            raise k.fail(
+                FailureKind.MAPCOUNT_MISMATCH,
+                f"folio {h} (order {fo.folio_order(k, h)}) is mapped by mms {mms} but not "
+                "marked maybe-mapped-shared (_mm_ids)",
+                pages=[h], sites=["global_invariants"],
+            )
 
 
 def thp_expected_refs(k: Kernel, expected: np.ndarray, alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

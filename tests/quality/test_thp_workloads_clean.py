@@ -13,7 +13,8 @@ THP = [n for n in workload_names() if "thp" in load_workload(n).needs]
 
 
 def test_the_thp_workloads_include_the_cpu_mirrors() -> None:
-    assert {"migrate_anon_huge_fault", "migrate_partial_unmap_fault", "thp-fault-vs-split"} <= set(THP)
+    assert {"migrate_anon_huge_fault", "migrate_partial_unmap_fault", "thp-fault-vs-split",
+            "thp-fork-vs-collect", "anon_write_child_thp"} <= set(THP)
 
 
 def test_the_thp_workloads_include_the_range_fault_mirrors() -> None:

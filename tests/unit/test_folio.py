@@ -72,9 +72,9 @@ def test_tables_are_empty_without_thp() -> None:
 
 
 def test_bytes_per_frame() -> None:
-    """64 bytes per frame without thp, 64 + 48 with (docs/internals.md)."""
+    """64 bytes per frame without thp, 64 + 72 with (docs/internals.md)."""
     assert FRAME_WORDS * 8 == 64
-    assert (FRAME_WORDS + FOLIO_WORDS) * 8 == 112
+    assert (FRAME_WORDS + FOLIO_WORDS) * 8 == 136
 
 
 def test_pmd_lock_is_not_a_pte_lock() -> None:
@@ -194,7 +194,7 @@ def test_alloc_sys_fault_fails_large_too() -> None:
 def test_free_checks() -> None:
     k, (a,) = kernel_with_actors(GEO, 1)
     head = fo.folio_alloc(k, a, 0, 3, "t")
-    fo.folio_add_rmap_ptes(k, head, head + 2, 1)
+    fo.folio_add_rmap_ptes(k, head, head + 2, 1, 0)
     with pytest.raises(InvariantViolation) as info:
         fo.folio_put(k, a, head, "t:put")
     f = info.value.failure
@@ -222,14 +222,14 @@ def test_rmap_pmd_then_ptes_counts() -> None:
     not PTE-mapped."""
     k, (a,) = kernel_with_actors(GEO, 1)
     h = fo.folio_alloc(k, a, 0, 3, "t")
-    assert fo.folio_add_rmap_pmd(k, h) == 8
+    assert fo.folio_add_rmap_pmd(k, h, 0) == 8
     assert fo.folio_nr_pages_mapped(k, h) == ENTIRELY_MAPPED
-    assert fo.folio_add_rmap_ptes(k, h, h + 4, 2) == 0
+    assert fo.folio_add_rmap_ptes(k, h, h + 4, 2, 0) == 0
     assert fo.folio_nr_pages_mapped(k, h) == ENTIRELY_MAPPED + 2
     assert fo.folio_mapcount(k, h) == 3 and fo.folio_entire_mapcount(k, h) == 1
     assert fo.page_mapcount(k, h + 4) == 2 and fo.page_mapcount(k, h) == 1
-    assert fo.folio_remove_rmap_pmd(k, h) == 6
-    assert fo.folio_remove_rmap_ptes(k, h, h + 4, 2) == 2
+    assert fo.folio_remove_rmap_pmd(k, h, 0) == 6
+    assert fo.folio_remove_rmap_ptes(k, h, h + 4, 2, 0) == 2
     assert not fo.folio_mapped(k, h)
 
 
@@ -313,7 +313,7 @@ class FolioMachine(RuleBasedStateMachine):
         n = data.draw(st.integers(1, nr - i))
         first = sum(1 for j in range(i, i + n) if f["map"][j] == 0)
         mapped_before = self._mapped_pages(f)
-        got = fo.folio_add_rmap_ptes(self.k, h, h + i, n)
+        got = fo.folio_add_rmap_ptes(self.k, h, h + i, n, 0)
         for j in range(i, i + n):
             f["map"][j] += 1
         assert got == (len(self._mapped_pages(f)) - len(mapped_before) if nr > 1 else first)
@@ -325,7 +325,7 @@ class FolioMachine(RuleBasedStateMachine):
         f = self.sh[h]
         j = data.draw(st.sampled_from([j for j, m in enumerate(f["map"]) if m]))
         before = self._mapped_pages(f)
-        got = fo.folio_remove_rmap_ptes(self.k, h, h + j, 1)
+        got = fo.folio_remove_rmap_ptes(self.k, h, h + j, 1, 0)
         f["map"][j] -= 1
         assert got == len(before) - len(self._mapped_pages(f))
 
@@ -336,12 +336,12 @@ class FolioMachine(RuleBasedStateMachine):
         f = self.sh[h]
         before = self._mapped_pages(f)
         if add:
-            got = fo.folio_add_rmap_pmd(self.k, h)
+            got = fo.folio_add_rmap_pmd(self.k, h, 0)
             f["pmd"] += 1
             assert got == len(self._mapped_pages(f)) - len(before)
         else:
             assume(f["pmd"] > 0)
-            got = fo.folio_remove_rmap_pmd(self.k, h)
+            got = fo.folio_remove_rmap_pmd(self.k, h, 0)
             f["pmd"] -= 1
             assert got == len(before) - len(self._mapped_pages(f))
 

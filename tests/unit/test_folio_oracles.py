@@ -13,8 +13,8 @@ from pagerace.core.machine.layout import PG_anon, PG_isolated, mapping_encode
 from pagerace.core.mm import huge_memory as hm
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
-from strategies import kernel_with_actors
-from test_migrate_v7 import GEO, TO_DEV, TO_RAM, _kernel, _migrate, _run, _thp
+from strategies import kernel_with_actors, run_unblocked
+from test_migrate_v7 import GEO, TO_DEV, TO_RAM, _kernel, _migrate, _thp
 
 
 def _unmapped_locked(faults: frozenset[str]):
@@ -52,7 +52,7 @@ def test_split_oracle_on_a_mapped_split() -> None:
     k.get_page(a, head, "t:ref")
     assert k.trylock_page(a, head, "t:lock")
     with pytest.raises(InvariantViolation) as info:
-        _run(hm.split_folio(k, a, head))
+        run_unblocked(hm.split_folio(k, a, head))
     assert info.value.failure.kind is FailureKind.REFCOUNT_MISMATCH
 
 
@@ -109,9 +109,9 @@ def test_pmd_lock_held_at_the_end_of_an_operation(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(actors.OPS, "_t_leaky", leaky)
     monkeypatch.setitem(actors.OPS, "_t_tidy", tidy)
     k, (a, _, _), _vma = _kernel()
-    _run(actors.program(k, a, [("_t_tidy",)]))
+    run_unblocked(actors.program(k, a, [("_t_tidy",)]))
     with pytest.raises(InvariantViolation) as info:
-        _run(actors.program(k, a, [("_t_leaky",)]))
+        run_unblocked(actors.program(k, a, [("_t_leaky",)]))
     f = info.value.failure
     assert f.kind is FailureKind.LOCK_BALANCE and "pmd:0:0" in f.message + " ".join(f.locks)
 

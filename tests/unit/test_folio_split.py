@@ -42,7 +42,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT):
     vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
     head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
     k.set_flag(head, PG_anon | (PG_lru if zone == 0 else 0))
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, 8), exclusive=True)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, 8), exclusive=True, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
     pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, BITS if kind == PTE_PRESENT else PTE_WRITE))
@@ -117,7 +117,7 @@ def test_split_refused_with_an_extra_reference() -> None:
 def test_split_of_an_unmapped_folio_is_busy() -> None:
     k, (a, _, _), _vma, head = _thp()
     pm.pmdp_huge_get_and_clear(k, 0, 1)
-    fo.folio_remove_rmap_pmd(k, head)
+    fo.folio_remove_rmap_pmd(k, head, 0)
     assert k.trylock_page(a, head, "t:lock")
     assert run_unblocked(hm.split_folio(k, a, head)) == -hm.EBUSY
     assert fo.folio_order(k, head) == 3

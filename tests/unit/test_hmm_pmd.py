@@ -61,7 +61,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIR
     k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
     head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
     k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
         k.set_shadow(0, BASE + i, 1000 + i)

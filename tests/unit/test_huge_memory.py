@@ -50,7 +50,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIR
     vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
     head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
     k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
     pm.set_pmd_at(k, 0, idx, pte_encode(kind, head, bits))
@@ -142,7 +142,7 @@ def test_split_device_private_pmd() -> None:
 def test_split_migration_pmd() -> None:
     k, (a, _, _), vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_EXCLUSIVE | PTE_YOUNG)
     # a PMD migration entry holds no mapcount (set_pmd_migration_entry removed it)
-    fo.folio_remove_rmap_pmd(k, head)
+    fo.folio_remove_rmap_pmd(k, head, 0)
     run_unblocked(hm.split_huge_pmd(k, a, 0, vma, 8))
     for i in range(N):
         assert k.pte_read(0, 8 + i) == pte_encode(PTE_MIGRATION, head + i, PTE_EXCLUSIVE | PTE_YOUNG)
@@ -272,5 +272,5 @@ def test_non_uniform_split_and_driver_callback() -> None:
 def test_expected_ref_count() -> None:
     k, (_a, _, _), _vma, head = _thp()
     assert hm.folio_expected_ref_count(k, head) == 1  # one PMD mapping
-    fo.folio_add_rmap_ptes(k, head, head, 3)
+    fo.folio_add_rmap_ptes(k, head, head, 3, 0)
     assert hm.folio_expected_ref_count(k, head) == 4

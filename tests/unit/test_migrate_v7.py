@@ -50,7 +50,7 @@ def _kernel():
 def _thp(k, a, idx: int = 1) -> int:
     head = fo.folio_alloc(k, a, 0, 3, "t:alloc")
     k.set_flag(head, PG_anon | PG_lru)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
         k.set_shadow(0, idx * N + i, 1000 + i)

@@ -46,7 +46,7 @@ def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIR
     vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
     head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
     k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=exclusive)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=exclusive, mm=0)
     for i in range(N):
         k.set_data(head + i, 1000 + i)
         k.set_shadow(0, BASE + i, 1000 + i)
@@ -215,7 +215,7 @@ def test_zap_of_device_private_and_migration_pmds() -> None:
     assert pm.pmdp_get(k, 0, 1) == 0
     assert fo.folio_ref_count(k, head) == 1 and fo.folio_mapcount(k, head) == 0
     k, (a, _b, _), _vma, head = _thp(kind=PTE_MIGRATION, bits=PTE_WRITE)
-    fo.folio_remove_rmap_pmd(k, head)  # as set_pmd_migration_entry leaves it
+    fo.folio_remove_rmap_pmd(k, head, 0)  # as set_pmd_migration_entry leaves it
     run_unblocked(vm.zap_pte_range(k, a, 0, BASE, BASE + N, "unmap_region"))
     assert pm.pmdp_get(k, 0, 1) == 0 and fo.folio_ref_count(k, head) == 1
 
