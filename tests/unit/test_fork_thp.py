@@ -243,3 +243,20 @@ def test_the_shared_bit_oracle_fires_on_a_missing_bit_and_not_otherwise() -> Non
         check_pmds(k)
     assert exc.value.failure.kind is FailureKind.MAPCOUNT_MISMATCH
     assert "maybe-mapped-shared" in str(exc.value)
+
+
+def test_finding_013_replays() -> None:
+    """docs/findings/013: the shrunk artifact reproduces the child's PMD migration entry
+    left behind by migrate_vma_split_unmapped_folio (7.0 splits only the migrating VMA's
+    PMD)."""
+    from pathlib import Path
+
+    from pagerace.core.machine.errors import FailureKind
+    from pagerace.harness.artifacts import load_artifact, replay
+
+    p = Path(__file__).resolve().parents[2] / "docs/findings/013-thp-fork-vs-collect.shrunk.json"
+    rec, ok, _msg = replay(load_artifact(p))
+    assert ok
+    f = rec.result.failure
+    assert f is not None and f.kind is FailureKind.MIGRATION_ENTRY_LEFT
+    assert "PMD of mm 1" in f.message
