@@ -466,7 +466,9 @@ def do_wp_page_anon_414(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: 
     return (yield from wp_page_copy(k, a, mm, vpn, orig, pfn))
 
 
-def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) -> Path:
+def wp_page_copy(
+    k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int, head: int = -1
+) -> Path:
     """``wp_page_copy()``, entered with a reference on the old page and the PTL
     dropped: copy the page, and under an ``MMU_NOTIFY_CLEAR`` invalidation and the PTL
     switch the entry to the copy if it is still ``orig``.
@@ -482,12 +484,22 @@ def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) ->
     ``mmu_notifier_invalidate_range_only_end`` (4.15+; 4.14's ``_end``), and 4.14's
     range carries no event (5.2+). The new page is ``PG_anon_exclusive`` in every
     generation, as the model's other new anonymous pages (do_anonymous_page).
+
+    ``head`` (v7, :func:`do_wp_page_large_v7`): the old page's folio, whose references
+    and PTE mapping are dropped with the folio functions (``folio_put``,
+    ``folio_remove_rmap_pte``); -1: the old page is its own small folio.
     """
+    if head < 0:
+        def put(site: str) -> None:
+            k.put_page(a, pfn, site)
+    else:
+        def put(site: str) -> None:
+            fo.folio_put(k, a, head, site)
     ptl = k.ptl_word(mm, vpn)
     yield
     new = k.alloc_page(a, 0, "wp_page_copy")
     if new < 0:
-        k.put_page(a, pfn, "wp_page_copy:put")
+        put("wp_page_copy:put")
         return VM_FAULT_OOM
     k.set_data(new, k.data(pfn))  # __wp_page_copy_user
     yield
@@ -499,7 +511,7 @@ def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) ->
         k.spin_unlock(a, ptl, "wp_page_copy:ptl")
         yield from mmu_notifier_invalidate_range_end(k, a, rng)
         k.put_page(a, new, "wp_page_copy:release")
-        k.put_page(a, pfn, "wp_page_copy:put")
+        put("wp_page_copy:put")
         return VM_FAULT_OK
     k.ptep_get_and_clear(mm, vpn)
     k.flush_tlb_range(mm, vpn, vpn + 1)
@@ -508,11 +520,15 @@ def wp_page_copy(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: int) ->
     k.mapcount_add(new, 1)
     k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
     k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
-    k.mapcount_add(pfn, -1)  # folio_remove_rmap_pte on the old page
-    k.put_page(a, pfn, "wp_page_copy:unmap")
+    # folio_remove_rmap_pte on the old page
+    if head < 0:
+        k.mapcount_add(pfn, -1)
+    else:
+        fo.folio_remove_rmap_ptes(k, head, pfn, 1, mm)
+    put("wp_page_copy:unmap")
     k.spin_unlock(a, ptl, "wp_page_copy:ptl")
     yield from mmu_notifier_invalidate_range_end(k, a, rng)
-    k.put_page(a, pfn, "wp_page_copy:put")
+    put("wp_page_copy:put")
     k.count("wp_copy")
     return VM_FAULT_OK
 
@@ -566,36 +582,7 @@ def do_wp_page_large_v7(k: Kernel, a: Actor, mm: int, vpn: int, orig: int) -> Pa
         return VM_FAULT_OK
     k.get_page(a, head, "do_wp_page:folio_get")
     k.spin_unlock(a, ptl, "do_wp_page:ptl")
-    yield
-    new = k.alloc_page(a, 0, "wp_page_copy")
-    if new < 0:
-        fo.folio_put(k, a, head, "wp_page_copy:put")
-        return VM_FAULT_OOM
-    k.set_data(new, k.data(pfn))  # __wp_page_copy_user
-    yield
-    rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
-    yield from mmu_notifier_invalidate_range_start(k, a, rng)
-    yield from k.spin_lock(a, ptl, "wp_page_copy:ptl")
-    if k.pte_read(mm, vpn) != orig:
-        k.spin_unlock(a, ptl, "wp_page_copy:ptl")
-        yield from mmu_notifier_invalidate_range_end(k, a, rng)
-        k.put_page(a, new, "wp_page_copy:release")
-        fo.folio_put(k, a, head, "wp_page_copy:put")
-        return VM_FAULT_OK
-    k.ptep_get_and_clear(mm, vpn)
-    k.flush_tlb_range(mm, vpn, vpn + 1)
-    k.set_flag(new, PG_anon | PG_anon_exclusive | PG_uptodate)
-    folio_set_anon(k, new, mm, vpn)  # folio_add_new_anon_rmap
-    k.mapcount_add(new, 1)
-    k.folio_add_lru(a, new, "wp_page_copy:folio_add_lru_vma")
-    k.set_pte(mm, vpn, pte_encode(PTE_PRESENT, new, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
-    fo.folio_remove_rmap_ptes(k, head, pfn, 1, mm)  # folio_remove_rmap_pte on the old page
-    fo.folio_put(k, a, head, "wp_page_copy:unmap")
-    k.spin_unlock(a, ptl, "wp_page_copy:ptl")
-    yield from mmu_notifier_invalidate_range_end(k, a, rng)
-    fo.folio_put(k, a, head, "wp_page_copy:put")
-    k.count("wp_copy")
-    return VM_FAULT_OK
+    return (yield from wp_page_copy(k, a, mm, vpn, orig, pfn, head))
 
 
 def migration_entry_wait(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
