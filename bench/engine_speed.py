@@ -40,13 +40,16 @@ def generator_floor(n: int, rounds: int) -> float:
     return median(rates)
 
 
-def engine_rates(name: str, seeds: range) -> tuple[list[float], list[int]]:
-    """Per-seed (steps/s, steps) of the deterministic engine on workload ``name``."""
+def engine_rates(
+    name: str, seeds: range, variant: str | None = None
+) -> tuple[list[float], list[int]]:
+    """Per-seed (steps/s, steps) of the deterministic engine on workload ``name`` (on
+    ``variant``, or the first variant that has every path it needs, v6 first)."""
     from pagerace.harness.runner import run_deterministic
     from pagerace.workloads import load_workload
 
     w = load_workload(name)
-    variant = variant_for(w)
+    variant = variant or variant_for(w)
     rates: list[float] = []
     steps: list[int] = []
     for seed in seeds:
@@ -58,8 +61,9 @@ def engine_rates(name: str, seeds: range) -> tuple[list[float], list[int]]:
     return rates, steps
 
 
-def busiest_workload(probe_seeds: int = 3) -> tuple[str, float]:
-    """The workload with the most steps per run (median over a few seeds)."""
+def busiest_workload(probe_seeds: int = 3, thp: bool = False) -> tuple[str, float]:
+    """The workload with the most steps per run (median over a few seeds); with ``thp``,
+    among the workloads that need large folios (v7's own), run on v7."""
     from pagerace.workloads import load_workload, workload_names
 
     best, best_steps = "default", -1.0
@@ -68,10 +72,10 @@ def busiest_workload(probe_seeds: int = 3) -> tuple[str, float]:
             w = load_workload(name)
         except Exception:  # a half-written workload of another helper: skip it
             continue
-        if variant_for(w) is None:
+        if variant_for(w) is None or thp != ("thp" in w.needs):
             continue
         try:
-            _, steps = engine_rates(name, range(probe_seeds))
+            _, steps = engine_rates(name, range(probe_seeds), "v7" if thp else None)
         except Exception:
             continue
         if steps and median(steps) > best_steps:
@@ -130,6 +134,42 @@ def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
         f"busiest = most steps per run among workloads/*.toml ({busiest_steps:.0f} median on the "
         "probe seeds)"
     )
+    # v7 (issue 15): the same engine on Linux 7.0's generation, on default (v7's 4K paths)
+    # and on its busiest large-folio workload.
+    log("engine speed: busiest thp workload (v7)")
+    busiest_thp, thp_steps = busiest_workload(2 if quick else 3, thp=True)
+    for tag, name in (("v7_default", "default"), ("v7_busiest_thp", busiest_thp)):
+        log(f"engine speed: {name} (v7)")
+        engine_rates(name, range(10_000, 10_001), "v7")
+        rates, steps = engine_rates(name, range(n_seeds), "v7")
+        rate = median(rates) if rates else None
+        what = f"busiest thp workload ({name})" if tag == "v7_busiest_thp" else name
+        figs.append(
+            Figure(
+                f"engine.{tag}.points_per_s",
+                f"deterministic engine on {what}, v7",
+                rate,
+                "points/s",
+                how=f"as above on variant v7, median over {len(rates)} seeds (median "
+                f"{median(steps) if steps else 0:.0f} steps per run)",
+                extra={"workload": name, "median_steps_per_run": median(steps) if steps else 0},
+                note=(
+                    f"most steps per run among the workloads that need thp ({thp_steps:.0f} "
+                    "median on the probe seeds)"
+                    if tag == "v7_busiest_thp"
+                    else ""
+                ),
+            )
+        )
+        figs.append(
+            Figure(
+                f"engine.{tag}.vs_floor",
+                f"engine on {what}, v7 / generator floor",
+                (rate / floor) if rate else None,
+                "ratio",
+                how="the figure above divided by the generator floor of the same run",
+            )
+        )
     return figs
 
 

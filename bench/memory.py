@@ -88,6 +88,32 @@ def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
             how="Layout.nbytes of 1M frames + 1M-page mm (512 entries per table) / 1M",
         ),
     ]
+    # v7 (issue 15): geometries with ``thp`` add a folio row (FOLIO_WORDS per frame) and a
+    # PMD word per page table, a PMD lock per PMD table and a huge TLB per actor.
+    thp = Layout(Geometry(thp=True))
+    tt = thp.tables
+    tg = thp.geo
+    thp_frame = (tt["frames"].size + tt["folio"].size) * 8 / tg.frames
+    figs.append(
+        Figure(
+            "memory.bytes_per_frame_thp",
+            "state per page frame with large folios (v7, thp)",
+            thp_frame,
+            "bytes",
+            how="(Layout.tables['frames'] + ['folio']) size x 8 bytes / frames, Geometry(thp=True)",
+            note="the generations without thp keep the figure above",
+        )
+    )
+    figs.append(
+        Figure(
+            "memory.bytes_per_pte_thp",
+            "state per page-table entry with the PMD level (v7, thp)",
+            (tt["pte"].size + tt["pmd"].size + tt["pmd_ptl"].size) * 8 / (tg.mms * tg.pages_per_mm),
+            "bytes",
+            how="(pte + pmd + pmd_ptl tables) x 8 / virtual pages, Geometry(thp=True), "
+            f"{tg.ptes_per_table} entries per PMD",
+        )
+    )
     reps = 3
     log("memory: build one million pages")
     build_million()  # warm-up (imports)
