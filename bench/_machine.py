@@ -104,6 +104,14 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def quartiles(xs: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles (the spread around :func:`median`); one value: itself."""
+    if len(xs) < 2:
+        return float(xs[0]), float(xs[0])
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return float(q[0]), float(q[2])
+
+
 def cpu_model() -> str:
     """``model name`` from /proc/cpuinfo (the first CPU), or the platform's guess."""
     try:
