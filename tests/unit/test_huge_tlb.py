@@ -72,7 +72,7 @@ def test_split_without_flush_is_caught(faults: tuple[str, ...]) -> None:
     """__split_huge_pmd_locked → pmdp_invalidate flushes the huge translation: after the
     split the CPU walks the new PTE table. Without the flush it keeps hitting the 2M
     entry of a PMD that is now a table: stale_tlb."""
-    k, (a, b, _), vma, head = _thp(faults)
+    k, (a, b, _), vma, _head = _thp(faults)
     run_unblocked(hm.split_huge_pmd(k, a, 0, vma, BASE))
     assert pm.pmdp_get(k, 0, 1) == PMD_TABLE
     if faults:
