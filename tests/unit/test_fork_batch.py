@@ -29,6 +29,8 @@ from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm.fork import op_fork
 from pagerace.core.oracles.folio import check_pmds
 from pagerace.core.oracles.invariants import check_all
+from pagerace.harness.runner import build_model
+from pagerace.workloads import parse_workload
 from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=40, dev_frames=16, devices=1, mms=2, pages_per_mm=32,
@@ -163,3 +165,29 @@ def test_the_retry_drops_both_ptls_between_the_batch_and_the_copy() -> None:
     assert s.finish(k) == 0
     assert k.pte_read(1, BASE) >> PTE_PFN_SHIFT != head
     check_pmds(k)
+
+
+def test_the_thp_pte_setup_is_what_a_split_leaves() -> None:
+    """A workload's ``thp_pte`` range: the same entries and counts as split_huge_pmd of a
+    ``thp`` range, and the invariants (the folio's counts against its entries) hold."""
+    table = {
+        "name": "t", "geometry": {"sys_frames": 24, "dev_frames": 8, "pages_per_mm": 16,
+                                  "ptes_per_table": 8},
+        "mm": [{"id": 0, "thp_pte": [{"start": 8, "end": 16}]}],
+        "actor": [{"kind": "cpu", "count": 1}],
+    }
+    m = build_model(parse_workload(table, "t"), "v7", (), 0)
+    k = m.kernel
+    k.actors = m.actors
+    check_all(k, final=True)
+    check_pmds(k)
+    head = k.pte_read(0, 8) >> PTE_PFN_SHIFT
+    # the same from a PMD-mapped THP split by the kernel
+    k2, _acts, head2 = _pte_mapped_thp()
+    assert pm.pmdp_get(k, 0, 1) == pm.pmdp_get(k2, 0, 1) == PMD_TABLE
+    assert [k.pte_read(0, 8 + i) - (head << PTE_PFN_SHIFT) for i in range(N)] == [
+        k2.pte_read(0, BASE + i) - (head2 << PTE_PFN_SHIFT) for i in range(N)]
+    assert _counts(k, head) == _counts(k2, head2) == (N, N, N)
+    for i in range(N):
+        assert k.flags(head + i) & PG_anon_exclusive and fo.page_mapcount(k, head + i) == 1
+    assert fo.folio_entire_mapcount(k, head) == 0 and fo.folio_test_large(k, head)

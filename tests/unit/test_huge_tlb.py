@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pagerace.core.faults import FAULTS
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.errors import FailureKind, InvariantViolation
@@ -31,6 +32,8 @@ from pagerace.core.mm import memory as mem
 from pagerace.core.mm.mremap import op_mremap
 from pagerace.core.mm.vma import op_munmap
 from pagerace.core.world import install_mm
+from pagerace.harness.runner import run_deterministic
+from pagerace.workloads import load_workload
 from strategies import Stepper, kernel_with_actors, run_unblocked
 
 GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
@@ -132,3 +135,30 @@ def test_a_write_through_a_read_only_huge_entry_after_wrprotect() -> None:
     pm.set_pmd_at(k, 0, 1, pte_encode(PTE_PRESENT, head, PTE_DIRTY | PTE_YOUNG))
     assert run_unblocked(mem.cpu_access(k, b, 0, BASE, False)) == mem.ACCESS_OK
     _stale(k, b, BASE, write=True)
+
+
+# (workload, fault, seeds to try): each fault fires stale_tlb on a v7 workload within
+# the seeds, and the same seed is clean without it.
+WORKLOAD_CASES = [
+    ("thp-fault-vs-split", "no_pmd_tlb_flush", 10),
+    ("migrate_remap_fault", "no_pmd_tlb_flush", 10),
+    ("thp-remap-table-vs-collect", "move_pmd_no_flush", 40),
+]
+
+
+@pytest.mark.parametrize(("workload", "fault", "seeds"), WORKLOAD_CASES, ids=lambda x: str(x))
+def test_the_faults_fire_on_v7_workloads_and_the_unbroken_run_is_clean(
+    workload: str, fault: str, seeds: int
+) -> None:
+    assert FAULTS[fault].oracle is FailureKind.STALE_TLB
+    w = load_workload(workload)
+    found = None
+    for seed in range(seeds):
+        r = run_deterministic(w, variant="v7", seed=seed, faults=[fault])
+        if r.result.failure is not None and r.result.failure.kind is FailureKind.STALE_TLB:
+            found = seed
+            assert r.result.failure.sites
+            break
+    assert found is not None, f"{fault} on {workload}: stale_tlb not seen in {seeds} seeds"
+    clean = run_deterministic(w, variant="v7", seed=found)
+    assert str(clean.result.outcome) == "clean", clean.result.failure
