@@ -38,10 +38,11 @@ huge PMD (present, device-private, migration entry) is ``copy_huge_pmd`` under t
 child's and the parent's PMD locks (a maybe-pinned exclusive folio: the parent's PMD is
 split and its PTEs copied instead), and a PTE that maps a page of a large folio is
 duplicated on the folio (its reference on the head, the page's ``_mapcount`` and the
-folio's ``_large_mapcount``: ``folio_try_dup_anon_rmap_ptes`` for one page). 7.0 batches
-the PTEs of one folio (``copy_present_ptes`` / ``folio_pte_batch_flags``) under the same
-PTL; the model copies them one by one, which ends in the same entries and counts (a
-failed batch falls back to the one-page path there too).
+folio's ``_large_mapcount``), as 7.0's ``copy_present_ptes`` does: the PTEs of one
+large folio with the same bits are one batch (``folio_pte_batch_flags``,
+``folio_try_dup_anon_rmap_ptes`` with nr > 1, one reference add of nr), and a copy that
+needs a page (a failed batch of a maybe-pinned folio, a pinned exclusive page) drops
+the PTLs, preallocates and starts again from the same address (-EAGAIN).
 
 The child is an mm slot of the workload geometry that is not live (no VMAs); the child
 exits through :func:`~pagerace.core.mm.vma.op_child_exit`.
