@@ -78,6 +78,21 @@ FAULTS: dict[str, FaultEntry] = {
             FailureKind.STALE_TLB,
         ),
         FaultEntry(
+            "no_pmd_tlb_flush",
+            "flush_pmd_tlb_range",
+            "flush_pmd_tlb_range() does nothing (v7): CPUs keep a huge translation after "
+            "its PMD was split, zapped, moved or made a migration entry and the PMD lock "
+            "was released",
+            FailureKind.STALE_TLB,
+        ),
+        FaultEntry(
+            "move_pmd_no_flush",
+            "move_normal_pmd",
+            "move_normal_pmd() moves a PTE table without flush_tlb_range() of the old "
+            "range (v7): CPUs keep the old addresses' 4K translations",
+            FailureKind.STALE_TLB,
+        ),
+        FaultEntry(
             "gup_fast_no_recheck",
             "gup_fast_pte_range",
             "GUP-fast skips B4 (re-read the entry after the pin) and B5 (back off from a "

@@ -33,6 +33,7 @@ from .oracles.world import (
     check_no_pins_left,
     check_swap_counts,
     device_free_check,
+    htlb_hit_check,
     shared_shadow_write,
     tlb_hit_check,
 )
@@ -42,6 +43,8 @@ def install_mm(k: Kernel) -> None:
     """Plug the pin, TLB, dirty, swap and device-page oracles, ``do_swap_page`` and (when
     the workload has files) the page cache into ``k``."""
     k.hooks["tlb_hit"] = tlb_hit_check
+    if k.geo.thp:
+        k.hooks["htlb_hit"] = htlb_hit_check  # v7: hits in the huge TLB
     if ((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)).any():
         k.hooks["shadow_write"] = shared_shadow_write
     k.hooks["device_page_free"] = device_free_check

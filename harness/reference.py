@@ -88,6 +88,9 @@ MM_DOC: dict[str, tuple[str, str]] = {
     "thp": ("list of {start, end}", "PMD-mapped anonymous THPs in system RAM, writable: each "
             "range a multiple of `ptes_per_table` pages on a PMD boundary (adds `thp` to "
             "`needs`: v7 only)"),
+    "thp_pte": ("list of {start, end}", "PTE-mapped anonymous THPs: as `thp`, then split as "
+                "`__split_huge_pmd_locked` leaves them (the PMD a PTE table, one PTE per page "
+                "of the still large folio; v7 only)"),
 }
 DEVICE_DOC: dict[str, str] = {
     "id": "the device (default: its position in the array)",

@@ -105,6 +105,9 @@ def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
         for lo, hi in mm.thp:
             for vpn in range(lo, hi, s.geo.hpage_pmd_nr):
                 _setup.populate_thp(s, mm.id, vpn)
+        for lo, hi in mm.thp_pte:
+            for vpn in range(lo, hi, s.geo.hpage_pmd_nr):
+                _setup.populate_thp_pte(s, mm.id, vpn)
     for mm in w.mms:
         for src_mm, frm, to, count, reverse in mm.share:
             for j in range(count):

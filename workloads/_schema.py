@@ -44,7 +44,7 @@ TOP_KEYS = {
 }
 # The kernel's preemption models (CONFIG_PREEMPT_NONE / _VOLUNTARY / _PREEMPT).
 PREEMPTION_MODELS = ("full", "voluntary", "none")
-MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly", "thp"}
+MM_KEYS = {"id", "vmas", "populate", "device", "share", "readonly", "thp", "thp_pte"}
 DEVICE_KEYS = {
     "id", "coherent", "fail_alloc", "fault_range", "fault_work", "copy_work", "copy_error",
     "policy", "migrate_retries",
@@ -71,6 +71,8 @@ class MmSpec:
     share: tuple[tuple[int, int, int, int, int], ...] = ()  # (src_mm, from, to, count, reverse)
     # PMD-mapped anonymous THPs (v7: needs "thp"): PMD-aligned ranges of system RAM.
     thp: tuple[tuple[int, int], ...] = ()
+    # PTE-mapped anonymous THPs (v7): as ``thp``, then split (the PMD a PTE table).
+    thp_pte: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -613,13 +615,16 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
                 device=tuple(dev_list),
                 share=tuple(share),
                 thp=_pair_list(src, "mm.thp", mt.get("thp", []), ppm),
+                thp_pte=_pair_list(src, "mm.thp_pte", mt.get("thp_pte", []), ppm),
             )
         )
-        for lo, hi in mms[-1].thp:
+        for key, lo, hi in [("mm.thp", lo, hi) for lo, hi in mms[-1].thp] + [
+            ("mm.thp_pte", lo, hi) for lo, hi in mms[-1].thp_pte
+        ]:
             n = geo.ptes_per_table
             if lo % n or hi % n:
                 raise _bad(
-                    src, "mm.thp", {"start": lo, "end": hi},
+                    src, key, {"start": lo, "end": hi},
                     f"a THP range must start and end on a PMD boundary (a multiple of "
                     f"geometry.ptes_per_table = {n})",
                 )
@@ -635,7 +640,7 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     if not isinstance(needs_t, list) or not all(isinstance(x, str) for x in needs_t):
         raise _bad(src, "needs", needs_t, "expected a list of path names")
     needs = list(needs_t)
-    if any(mm.thp for mm in mms):
+    if any(mm.thp or mm.thp_pte for mm in mms):
         if "thp" not in needs:
             needs.append("thp")  # PMD-mapped THPs: v7 only
         geo = replace(geo, thp=True)  # the folio and PMD tables
@@ -697,6 +702,7 @@ def _check_memory(src: str, mms: list[MmSpec], geo: Geometry) -> None:
         ranges += [("mm.readonly", lo, hi) for lo, hi in mm.readonly]
         ranges += [("mm.device", lo, hi) for _dev, lo, hi in mm.device]
         ranges += [("mm.thp", lo, hi) for lo, hi in mm.thp]
+        ranges += [("mm.thp_pte", lo, hi) for lo, hi in mm.thp_pte]
         for key, lo, hi in ranges:
             for vpn in range(lo, hi):
                 if not any(v.start <= vpn < v.end for v in mm.vmas):
@@ -704,7 +710,7 @@ def _check_memory(src: str, mms: list[MmSpec], geo: Geometry) -> None:
                         src, key, {"start": lo, "end": hi},
                         f"page {vpn} of mm {mm.id} is outside every VMA",
                     )
-        sys_pages += sum(hi - lo for lo, hi in mm.populate + mm.readonly + mm.thp)
+        sys_pages += sum(hi - lo for lo, hi in mm.populate + mm.readonly + mm.thp + mm.thp_pte)
         for dev, lo, hi in mm.device:
             dev_pages[dev] += hi - lo
     if sys_pages > geo.sys_frames:

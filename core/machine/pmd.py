@@ -148,7 +148,7 @@ def flush_pmd_tlb_range(k: Kernel, mm: int, idx: int) -> None:
     Under the parallel engine it waits, page by page, for a hardware access in flight
     in the range (the IPI), as ``Kernel.flush_tlb_range`` does. The 4K translations of
     the range are ``Kernel.flush_tlb_range``'s (a PMD split flushes both)."""
-    if "no_tlb_flush" in k.faults:
+    if "no_tlb_flush" in k.faults or "no_pmd_tlb_flush" in k.faults:
         return
     words = k.words
     key = mm * k.geo.tables_per_mm + idx + 1

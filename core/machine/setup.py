@@ -18,9 +18,12 @@ from .layout import (
     FO_ENTIRE_MAPCOUNT,
     FO_HEAD,
     FO_LARGE_MAPCOUNT,
+    FO_MM_IDS,
+    FO_MM_MAP0,
     FO_NR_PAGES_MAPPED,
     FO_ORDER,
     M_USERS,
+    PMD_TABLE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
     PTE_PFN_SHIFT,
@@ -183,6 +186,30 @@ def populate_thp(s: State, mm: int, vpn: int) -> int:
     s.zones[0, Z_FREE] -= n
     _set_anon(s, head, mm, vpn)
     s.pmd[mm, vpn // n] = pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+    return head
+
+
+def populate_thp_pte(s: State, mm: int, vpn: int) -> int:
+    """A PTE-mapped anonymous THP at the PMD-aligned ``vpn`` (``geometry.thp`` only): the
+    THP of :func:`populate_thp` as ``__split_huge_pmd_locked`` (7.0, not frozen) leaves
+    it: the PMD a PTE table, one writable dirty young PTE per page, the folio still
+    large with a reference and a mapping per page (``_large_mapcount`` HPAGE_PMD_NR,
+    all in this mm's ``_mm_ids`` slot; no entire mapping), PageAnonExclusive on every
+    page. Returns the head pfn."""
+    head = populate_thp(s, mm, vpn)
+    n = s.geo.hpage_pmd_nr
+    for i in range(n):
+        p = head + i
+        s.frames[p, F_FLAGS] |= PG_anon_exclusive
+        s.frames[p, F_MAP] = 1
+        s.pte[mm, vpn + i] = pte_encode(PTE_PRESENT, p, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+    s.frames[head, F_REF] = n
+    s.folio[head + 1, FO_LARGE_MAPCOUNT] = n
+    s.folio[head + 1, FO_MM_IDS] = mm + 1
+    s.folio[head + 1, FO_MM_MAP0] = n
+    s.folio[head + 1, FO_ENTIRE_MAPCOUNT] = 0
+    s.folio[head + 1, FO_NR_PAGES_MAPPED] = n
+    s.pmd[mm, vpn // n] = PMD_TABLE
     return head
 
 

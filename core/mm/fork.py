@@ -38,10 +38,11 @@ huge PMD (present, device-private, migration entry) is ``copy_huge_pmd`` under t
 child's and the parent's PMD locks (a maybe-pinned exclusive folio: the parent's PMD is
 split and its PTEs copied instead), and a PTE that maps a page of a large folio is
 duplicated on the folio (its reference on the head, the page's ``_mapcount`` and the
-folio's ``_large_mapcount``: ``folio_try_dup_anon_rmap_ptes`` for one page). 7.0 batches
-the PTEs of one folio (``copy_present_ptes`` / ``folio_pte_batch_flags``) under the same
-PTL; the model copies them one by one, which ends in the same entries and counts (a
-failed batch falls back to the one-page path there too).
+folio's ``_large_mapcount``), as 7.0's ``copy_present_ptes`` does: the PTEs of one
+large folio with the same bits are one batch (``folio_pte_batch_flags``,
+``folio_try_dup_anon_rmap_ptes`` with nr > 1, one reference add of nr), and a copy that
+needs a page (a failed batch of a maybe-pinned folio, a pinned exclusive page) drops
+the PTLs, preallocates and starts again from the same address (-EAGAIN).
 
 The child is an mm slot of the workload geometry that is not live (no VMAs); the child
 exits through :func:`~pagerace.core.mm.vma.op_child_exit`.
@@ -54,6 +55,7 @@ from ..machine import folio as fo
 from ..machine import pmd as pm
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
+    F_REF,
     M_PARENT,
     M_USERS,
     M_WP_SEQ,
@@ -66,6 +68,7 @@ from ..machine.layout import (
     PTE_NONE,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
+    PTE_SOFT_DIRTY,
     PTE_SWAP,
     PTE_TYPE_MASK,
     PTE_UFFD_WP,
@@ -150,9 +153,22 @@ def _dup_rmap_pte(k: Kernel, head: int, pfn: int, child: int) -> None:
         k.mapcount_add(pfn, 1)
 
 
-def copy_present_page(k: Kernel, a: Actor, parent: int, child: int, vpn: int, pfn: int) -> bool:
-    """``copy_present_page()``: the child gets a private copy of a possibly pinned page."""
-    new = k.alloc_page(a, 0, "copy_present_page:alloc")
+def copy_present_page(
+    k: Kernel, a: Actor, parent: int, child: int, vpn: int, pfn: int,
+    prealloc: list[int] | None = None,
+) -> bool:
+    """``copy_present_page()``: the child gets a private copy of a possibly pinned page.
+    v7 (``prealloc``, 7.0 as written): the copy takes over the page
+    ``copy_pte_range`` allocated with the locks dropped (``*prealloc``); without one
+    the caller gets -EAGAIN (False, ``prealloc[0]`` still -1). The older generations
+    allocate here, under the PTL (seed 001's shape)."""
+    if prealloc is not None:
+        new = prealloc[0]
+        if new < 0:
+            return False  # -EAGAIN
+        prealloc[0] = -1
+    else:
+        new = k.alloc_page(a, 0, "copy_present_page:alloc")
     if new < 0:
         k.count("fork_copy_oom")
         return False
@@ -166,15 +182,117 @@ def copy_present_page(k: Kernel, a: Actor, parent: int, child: int, vpn: int, pf
     return True
 
 
+def folio_pte_batch_flags(
+    k: Kernel, head: int, mm: int, vpn: int, pte: int, max_nr: int, respect_dirty: bool
+) -> tuple[int, bool]:
+    """``folio_pte_batch_flags()`` (7.0 mm/internal.h) with ``FPB_MERGE_WRITE`` (and
+    ``FPB_RESPECT_DIRTY`` for a private mapping): how many PTEs from ``vpn`` map
+    consecutive pages of folio ``head`` with the same bits, young ignored, write merged
+    (returned: whether any is writable), dirty ignored unless respected, soft-dirty
+    ignored (``vma_soft_dirty_enabled`` is false: the model has no ``VM_SOFTDIRTY``
+    tracking). ``max_nr`` is first limited to the folio's end. ``pte_batch_hint`` is 1
+    (x86)."""
+    max_nr = min(max_nr, head + fo.folio_nr_pages(k, head) - (pte >> PTE_PFN_SHIFT))
+    ignore = PTE_YOUNG | PTE_WRITE | PTE_SOFT_DIRTY | (0 if respect_dirty else PTE_DIRTY)
+    expected = (pte + (1 << PTE_PFN_SHIFT)) & ~ignore  # pte_advance_pfn(pte, 1)
+    any_writable = False
+    nr = 1
+    while nr < max_nr:
+        cur = k.pte_read(mm, vpn + nr)
+        if cur & ~ignore != expected:
+            break
+        any_writable |= bool(cur & PTE_WRITE)
+        expected += 1 << PTE_PFN_SHIFT
+        nr += 1
+    return nr, any_writable
+
+
+def folio_try_dup_anon_rmap_ptes(
+    k: Kernel, head: int, pfn: int, nr: int, child: int
+) -> bool:
+    """``folio_try_dup_anon_rmap_ptes(folio, page, nr, ...)`` (7.0 include/linux/rmap.h
+    ``__folio_try_dup_anon_rmap``, ``PGTABLE_LEVEL_PTE``) of a large folio: when the
+    folio may be pinned (not device-private), -EBUSY if any of the ``nr`` pages is
+    anon-exclusive; otherwise each page loses the exclusive bit and gains a mapping,
+    and ``_large_mapcount`` gains ``nr`` (for the child's mm)."""
+    maybe_pinned = not k.is_device_private(head) and fo.folio_maybe_dma_pinned(k, head)
+    if maybe_pinned and "fork_ignores_pins" not in k.faults and any(
+        k.test_flag(p, PG_anon_exclusive) for p in range(pfn, pfn + nr)
+    ):
+        k.count("fork_dup_ebusy")
+        return False
+    for p in range(pfn, pfn + nr):
+        k.clear_flag(p, PG_anon_exclusive)
+    fo.folio_dup_rmap_ptes(k, head, pfn, nr, child)
+    return True
+
+
+def copy_present_ptes_batch(
+    k: Kernel, a: Actor, parent: int, child: int, vpn: int, pte: int, head: int,
+    max_nr: int, vflags: int, site: str,
+) -> int:
+    """The batched half of ``copy_present_ptes()`` (7.0 mm/memory.c 1126; v7), taken for
+    a large folio when no page is preallocated and ``max_nr != 1``: ``nr`` PTEs of the
+    folio (:func:`folio_pte_batch_flags`), ``folio_ref_add(folio, nr)`` in one add,
+    ``folio_try_dup_anon_rmap_ptes`` (on -EBUSY ``folio_ref_sub`` and -EAGAIN: the
+    caller drops the locks and preallocates), then ``__copy_present_ptes``: a COW
+    mapping with any writable PTE has the ``nr`` parent PTEs write-protected
+    (``wrprotect_ptes``), and the child gets ``set_ptes`` of the first PTE's bits
+    (write-protected, clean for a shared mapping, old) on consecutive pages. All under
+    the PTL the caller holds: no preemption point. Returns ``nr`` or -EAGAIN."""
+    shared = bool(vflags & VM_SHARED)
+    cow = not shared  # is_cow_mapping() for a writable private mapping
+    pfn = pte >> PTE_PFN_SHIFT
+    nr, any_writable = folio_pte_batch_flags(k, head, parent, vpn, pte, max_nr, not shared)
+    if any_writable:
+        pte |= PTE_WRITE  # pte_mkwrite(*ptentp)
+    k.touch(a, head, site + ":folio_ref_add")
+    k.words.fetch_add(k.fw(head, F_REF), nr)  # folio_ref_add(folio, nr)
+    if k.test_flag(head, PG_anon):
+        if not folio_try_dup_anon_rmap_ptes(k, head, pfn, nr, child):
+            k.words.fetch_add(k.fw(head, F_REF), -nr)  # folio_ref_sub(folio, nr)
+            k.count("fork_batch_eagain")
+            return EAGAIN
+    else:
+        fo.folio_dup_rmap_ptes(k, head, pfn, nr, child)  # folio_dup_file_rmap_ptes
+    if cow and pte & PTE_WRITE:  # wrprotect_ptes(src_mm, addr, src_pte, nr)
+        for j in range(nr):
+            cur = k.pte_read(parent, vpn + j)
+            if cur & PTE_WRITE:
+                k.set_pte(parent, vpn + j, cur & ~PTE_WRITE)
+        pte &= ~PTE_WRITE
+    if shared:
+        pte &= ~PTE_DIRTY  # pte_mkclean
+    pte &= ~PTE_YOUNG  # pte_mkold
+    for j in range(nr):  # set_ptes(dst_mm, addr, dst_pte, pte, nr)
+        k.set_pte(child, vpn + j, pte + (j << PTE_PFN_SHIFT))
+    k.count("fork_pte_batch")
+    if nr > 1:
+        k.count("fork_pte_batched")
+    return nr
+
+
 def copy_pte_range(
     k: Kernel, a: Actor, parent: int, child: int, start: int, end: int, vflags: int
 ) -> Path:
     """``copy_pte_range()`` for ``[start, end)``, one page table at a time. Returns 0,
     or -EBUSY when a device-exclusive entry's folio could not be trylocked (the copy
-    stops after that table, as the kernel's does)."""
+    stops after that table, as the kernel's does).
+
+    v7 (``geometry.thp``, 7.0 as written): a present PTE goes through
+    ``copy_present_ptes``: the PTEs of one large folio are copied as one batch
+    (:func:`copy_present_ptes_batch`) while no page is preallocated; a batch (or a
+    single page) that must be copied because the folio may be pinned returns -EAGAIN:
+    the copy stops there, drops both PTLs (a preemption point), preallocates a page
+    (``folio_prealloc``; -ENOMEM when that fails) and starts ``again`` at the same
+    address, where the page goes one by one and ``copy_present_page`` takes the
+    preallocated page; a preallocated page still unused after the next present PTE is
+    put. The older generations copy page by page and allocate under the PTL."""
     ppt = k.geo.ptes_per_table
     cow = not vflags & VM_SHARED  # is_cow_mapping() for a writable private mapping
     site = "copy_pte_range"
+    v7 = k.geo.thp
+    prealloc = [-1]  # v7: struct folio *prealloc
     vpn = start
     while vpn < end:
         tab_end = min((vpn // ppt + 1) * ppt, end)
@@ -184,7 +302,11 @@ def copy_pte_range(
         yield from k.spin_lock(a, src_ptl, site + ":src_ptl")
         done: list[int] = []
         ret = 0
-        for v in range(vpn, tab_end):
+        v = vpn - 1
+        nr = 1
+        while v + nr < tab_end:
+            v += nr
+            nr = 1
             pte = k.pte_read(parent, v)
             kind = pte & PTE_TYPE_MASK
             if kind == PTE_NONE:
@@ -202,7 +324,34 @@ def copy_pte_range(
                 k.unlock_page(a, pfn, site + ":try_restore_exclusive_pte")
                 pte = k.pte_read(parent, v)
                 kind = PTE_PRESENT
-            if kind == PTE_PRESENT:
+            if kind == PTE_PRESENT and v7:
+                head = _folio_of(k, pfn)
+                if prealloc[0] < 0 and fo.folio_test_large(k, head) and tab_end - v != 1:
+                    nr = copy_present_ptes_batch(
+                        k, a, parent, child, v, pte, head, tab_end - v, vflags, site
+                    )
+                    if nr == EAGAIN:
+                        nr = 1
+                        ret = EAGAIN
+                        break
+                elif k.test_flag(head, PG_anon) and cow:
+                    if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
+                        k.get_page(a, head, site + ":folio_get")
+                        if pte & PTE_WRITE:
+                            pte &= ~PTE_WRITE
+                            k.set_pte(parent, v, pte)  # ptep_set_wrprotect
+                        k.set_pte(child, v, pte & ~PTE_YOUNG)  # pte_mkold
+                    elif not copy_present_page(k, a, parent, child, v, pfn, prealloc):
+                        ret = EAGAIN  # no preallocated page yet
+                        break
+                else:
+                    _dup_rmap_pte(k, head, pfn, child)
+                    k.get_page(a, head, site + ":folio_get")
+                    k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
+                if prealloc[0] >= 0:  # not consumed: put it (mempolicy)
+                    k.put_page(a, prealloc[0], site + ":prealloc_put")
+                    prealloc[0] = -1
+            elif kind == PTE_PRESENT:
                 head = _folio_of(k, pfn)
                 if k.test_flag(head, PG_anon) and cow:
                     if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
@@ -249,18 +398,30 @@ def copy_pte_range(
             else:
                 copied = False
             if copied:
-                done.append(v)
+                done.extend(range(v, v + nr))
         # The flush waits for accesses in flight (the shootdown IPI): only then is the
         # parent's value at each address final for the child's copy of the shadow.
         k.flush_tlb_range(parent, vpn, tab_end)
-        for v in done:
-            k.set_shadow(child, v, k.shadow(parent, v))
+        for d in done:
+            k.set_shadow(child, d, k.shadow(parent, d))
         k.spin_unlock(a, src_ptl, site + ":src_ptl")
         k.spin_unlock(a, dst_ptl, site + ":dst_ptl")
         yield
+        if ret == EAGAIN:  # v7: folio_prealloc() with the locks dropped, then again
+            prealloc[0] = k.alloc_page(a, 0, site + ":folio_prealloc")
+            if prealloc[0] < 0:
+                k.count("fork_copy_oom")
+                return ENOMEM
+            k.count("fork_prealloc")
+            vpn = v
+            continue
         if ret:
+            if prealloc[0] >= 0:
+                k.put_page(a, prealloc[0], site + ":prealloc_put")
             return ret
         vpn = tab_end
+    if prealloc[0] >= 0:
+        k.put_page(a, prealloc[0], site + ":prealloc_put")
     return 0
 
 
@@ -471,8 +632,11 @@ __all__ = [
     "copy_huge_pmd",
     "copy_pmd_range",
     "copy_present_page",
+    "copy_present_ptes_batch",
     "copy_pte_range",
+    "folio_pte_batch_flags",
     "folio_try_dup_anon_rmap_pmd",
     "folio_try_dup_anon_rmap_pte",
+    "folio_try_dup_anon_rmap_ptes",
     "op_fork",
 ]

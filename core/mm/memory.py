@@ -125,7 +125,7 @@ def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) ->
 
 
 # What the PMD step of the hardware walk found (_hw_walk_pmd), besides a pfn.
-_WALK_TABLE = -1  # a PTE table hangs here (or none: the walk of the PTE finds none too)
+_WALK_TABLE = -1  # a PTE table hangs here
 _WALK_TRAP = -2  # a PMD leaf the access cannot use: the fault path
 _WALK_RETRY = -3  # the accessed/dirty compare-and-swap lost a race: walk again
 
@@ -134,7 +134,8 @@ def _hw_walk_pmd(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> int:
     """The PMD step of the hardware walk (``geometry.thp``, v7). A huge present PMD the
     access may use (valid, writable for a store) gets accessed (and dirty) by
     compare-and-swap and fills the huge TLB: returns the pfn of the page. A PMD table
-    (or none) goes on to the PTE (``_WALK_TABLE``); every other leaf (a PMD migration or
+    goes on to the PTE (``_WALK_TABLE``); a none PMD (no table: the PTE words under it
+    are not read, as ``move_normal_pmd`` relies on) and every other leaf (a PMD migration or
     device-private entry, a huge PMD invalidated by a split, a store through a
     read-only one) traps (``_WALK_TRAP``)."""
     n = k.geo.ptes_per_table
@@ -142,8 +143,10 @@ def _hw_walk_pmd(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> int:
     pw = pm.pmd_w(k, mm, idx)
     pmd = k.words.load(pw)
     kind = pmd & PTE_TYPE_MASK
-    if kind in (PTE_NONE, pm.PMD_TABLE):
+    if kind == pm.PMD_TABLE:
         return _WALK_TABLE
+    if kind == PTE_NONE:  # no table to walk: the fault path (pte_alloc)
+        return _WALK_TRAP
     if kind != PTE_PRESENT or pmd & PMD_INVALID or (write and not pmd & PTE_WRITE):
         return _WALK_TRAP
     new = pmd | PTE_YOUNG | (PTE_DIRTY if write else 0)
@@ -170,6 +173,9 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
                 n = k.geo.ptes_per_table
                 t = pm.htlb_lookup(k, a, mm, vpn // n)
                 if t >= 0 and (not write or t & 1):
+                    htlb_hit = k.hooks.get("htlb_hit")  # the huge stale-TLB oracle
+                    if htlb_hit is not None:
+                        htlb_hit(k, a, mm, vpn, t, write)
                     _hw_access(k, a, mm, vpn, (t >> 1) + vpn % n, write)
                     return ACCESS_OK
             # TLB hit: the translation is cached, no page walk (arch TLB).

@@ -13,7 +13,8 @@ old address or at its new one, never missed. The oracle's shadow moves with the 
 
 v7 (``geometry.thp``): ``move_page_tables`` reads each PMD first: a huge leaf of a
 whole aligned extent moves as one entry (``move_huge_pmd``), a partial one is split
-first (``split_huge_pmd``), and a none destination PMD gets its PTE table.
+first (``split_huge_pmd``), a PTE table of a whole aligned extent moves by its PMD
+(``move_normal_pmd``), and a none destination PMD gets its PTE table.
 
 Moving half of a range in one mm of a fork leaves the two mms mapping the same pages in
 opposite virtual order: the setup of the AB-BA migration deadlock of ``hmm-2017``.
@@ -141,6 +142,61 @@ def move_huge_pmd(
     return moved
 
 
+def move_normal_pmd(k: Kernel, a: Actor, mm: int, old_idx: int, new_idx: int) -> Path:
+    """``move_pgt_entry(NORMAL_PMD)`` → ``move_normal_pmd()`` (7.0 mm/mremap.c,
+    ``CONFIG_HAVE_MOVE_PMD``, x86; v7): a whole PTE table moved by moving its PMD.
+    ``should_take_rmap_locks(NORMAL_PMD)`` is always true: the anon_vma rwsem for write
+    (``take_rmap_locks``), so no rmap walk runs meanwhile. ``WARN_ON_ONCE(!pmd_none(
+    *new_pmd))`` → not moved; then ``pmd_lock`` of the old PMD, the new PMD lock if it
+    is another (``spin_lock_nested``; no PTE-table lock: ``mmap_lock`` for write
+    excludes every other page-table walker); ``pmd = *old_pmd``, not moved if it is no
+    longer a table ("Racing with collapse?": ``!pmd_present || pmd_leaf``);
+    ``pmd_clear(old_pmd)``, ``pmd_populate(new_pmd, pmd_pgtable(pmd))``,
+    ``flush_tlb_range`` of the old range, the unlocks. Returns whether it moved.
+
+    The model's PTE tables sit at fixed addresses (one per PMD, never freed), so the
+    table "moves" by its entries: each is taken from the old slot (``xchg``) and stored
+    at the new one between ``pmd_clear`` of the old PMD and ``pmd_populate`` of the new
+    one, in the same step (no preemption point inside, as the kernel's one PMD store).
+    The hardware walk does not look at a PTE under a none PMD, so no CPU sees an entry
+    in either slot while they are copied. ``vma_has_uffd_without_event_remap``: the
+    model has no userfaultfd VMAs. See docs/internals.md (Deliberate simplifications)
+    for what the fixed tables could hide."""
+    site = "move_normal_pmd"
+    ppt = k.geo.ptes_per_table
+    yield from anon_vma_lock_write(k, a, mm, site + ":take_rmap_locks")
+    moved = False
+    if pm.pmd_none(pm.pmdp_get(k, mm, new_idx)):
+        old_ptl = yield from pm.pmd_lock(k, a, mm, old_idx, site + ":old_ptl")
+        new_ptl = pm.pmd_lockptr(k, mm, new_idx)
+        if new_ptl != old_ptl:
+            yield from k.spin_lock(a, new_ptl, site + ":new_ptl")
+        pmd = pm.pmdp_get(k, mm, old_idx)
+        if pm.pmd_is_table(pmd):
+            pm.set_pmd_at(k, mm, old_idx, 0)  # pmd_clear(old_pmd)
+            src, dst = old_idx * ppt, new_idx * ppt
+            for j in range(ppt):  # the table itself: see the docstring
+                k.set_pte(mm, dst + j, k.ptep_get_and_clear(mm, src + j))
+            pm.set_pmd_at(k, mm, new_idx, pmd)  # pmd_populate(mm, new_pmd, ...)
+            if "move_pmd_no_flush" not in k.faults:  # test-only fault
+                k.flush_tlb_range(mm, src, src + ppt)
+            for j in range(ppt):
+                k.set_shadow(mm, dst + j, k.shadow(mm, src + j))
+                k.set_shadow(mm, src + j, 0)
+                pins_unmapped(k, mm, src + j, moved_to=dst + j)
+            moved = True
+            k.count("move_normal_pmd")
+        else:
+            k.count("move_normal_pmd_not_table")
+        if new_ptl != old_ptl:
+            k.spin_unlock(a, new_ptl, site + ":new_ptl")
+        k.spin_unlock(a, old_ptl, site + ":old_ptl")
+    else:
+        k.count("move_normal_pmd_new_not_none")
+    anon_vma_unlock_write(k, a, mm, site + ":drop_rmap_locks")
+    return moved
+
+
 def move_page_tables_v7(
     k: Kernel, a: Actor, mm: int, src: int, dst: int, n: int, need_rmap_locks: bool
 ) -> Path:
@@ -153,8 +209,10 @@ def move_page_tables_v7(
     ``alloc_new_pmd``: the model's PTE tables are never freed, so an empty PTE table at
     the destination (every entry none: the range left every VMA, where 7.0's
     ``free_pgtables`` would have freed it) stands for the none PMD the kernel finds
-    there. ``move_normal_pmd`` (``CONFIG_HAVE_MOVE_PMD``, a whole PTE table moved at
-    once) is not modelled: its PTEs move one by one, as on the older generations."""
+    there. A PTE table of a whole, aligned extent (``extent == PMD_SIZE``, x86's
+    ``CONFIG_HAVE_MOVE_PMD``) moves at once (:func:`move_normal_pmd`); when that fails
+    (the new PMD is not none, or the old one no longer a table) its PTEs move one by
+    one. A huge leaf that was split does not try ``move_normal_pmd`` (``else if``)."""
     ppt = k.geo.ptes_per_table
     i = 0
     while i < n:
@@ -165,18 +223,22 @@ def move_page_tables_v7(
         if kind == PTE_NONE:
             i += extent
             continue
+        if extent == ppt:
+            npmd = pm.pmdp_get(k, mm, nidx)
+            if pm.pmd_is_table(npmd) and all(
+                k.pte_read(mm, new + j) & PTE_TYPE_MASK == PTE_NONE for j in range(ppt)
+            ):
+                pm.set_pmd_at(k, mm, nidx, 0)  # see the docstring: no table there
         if kind in _HUGE:
-            if extent == ppt:
-                npmd = pm.pmdp_get(k, mm, nidx)
-                if pm.pmd_is_table(npmd) and all(
-                    k.pte_read(mm, new + j) & PTE_TYPE_MASK == PTE_NONE for j in range(ppt)
-                ):
-                    pm.set_pmd_at(k, mm, nidx, 0)  # see the docstring: no table there
-                if (yield from move_huge_pmd(k, a, mm, oidx, nidx, need_rmap_locks)):
-                    i += extent
-                    yield
-                    continue
+            if extent == ppt and (yield from move_huge_pmd(k, a, mm, oidx, nidx, need_rmap_locks)):
+                i += extent
+                yield
+                continue
             yield from split_huge_pmd(k, a, mm, k.s.find_vma(mm, old), old, False)
+        elif extent == ppt and (yield from move_normal_pmd(k, a, mm, oidx, nidx)):
+            i += extent
+            yield
+            continue
         if pm.pmd_none(pm.pmdp_get(k, mm, oidx)):
             i += extent
             continue
@@ -243,4 +305,4 @@ def op_mremap(k: Kernel, a: Actor, mm: int, src: int, n: int, dst: int) -> Path:
 
 register_op("mremap", op_mremap)
 
-__all__ = ["move_huge_pmd", "move_page_tables_v7", "move_ptes", "op_mremap"]
+__all__ = ["move_huge_pmd", "move_normal_pmd", "move_page_tables_v7", "move_ptes", "op_mremap"]

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..machine import pmd as pm
 from ..machine.errors import FailureKind, InvariantViolation
 from ..machine.kernel import Actor, Kernel
 from ..machine.layout import (
@@ -46,6 +47,7 @@ from ..machine.layout import (
     F_PIN,
     F_PRIV,
     F_REF,
+    PMD_INVALID,
     PTE_DEVICE_EXCLUSIVE,
     PTE_DEVICE_PRIVATE,
     PTE_DIRTY,
@@ -66,6 +68,7 @@ from ..machine.layout import (
     PG_dirty,
     PG_swapcache,
     PG_writeback,
+    pmd_describe,
     pte_describe,
 )
 
@@ -156,6 +159,8 @@ def tlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -
         return
     if k.words.load(k.ptl_word(mm, vpn)) != 0:
         return
+    if k.geo.thp and k.words.load(pm.pmd_lockptr(k, mm, vpn // k.geo.ptes_per_table)) != 0:
+        return  # v7: a change under the PMD lock (move_normal_pmd, a split) flushes before it unlocks
     k.count("stale_tlb_hit")
     raise k.fail(
         FailureKind.STALE_TLB,
@@ -166,6 +171,42 @@ def tlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -
         pages=[pfn],
         sites=["cpu_access:tlb_hit"],
         locks=[k.lock_name(k.ptl_word(mm, vpn))],
+        mm=mm,
+        vpn=vpn,
+    )
+
+
+def htlb_hit_check(k: Kernel, a: Actor, mm: int, vpn: int, t: int, write: bool) -> None:
+    """A hit of ``a`` in the huge TLB (v7, ``geometry.thp``) for page ``vpn`` with cached
+    ``(head << 1) | writable``: the PMD must still be a present huge leaf mapping that
+    folio (writably, for a write), unless its PMD lock is held (the change is in
+    progress and its ``flush_pmd_tlb_range`` / ``flush_tlb_range`` is still to come).
+    A PMD that was split, zapped, moved or turned into a migration entry without that
+    flush leaves the CPU using the old 2M translation: the 4K oracle above cannot see
+    it, the huge TLB is looked up first."""
+    idx = vpn // k.geo.ptes_per_table
+    pmd = pm.pmdp_get(k, mm, idx)
+    head = t >> 1
+    if (
+        pmd & PTE_TYPE_MASK == PTE_PRESENT
+        and not pmd & PMD_INVALID
+        and pm.pmd_pfn(pmd) == head
+        and (not write or pmd & PTE_WRITE)
+    ):
+        return
+    lock = pm.pmd_lockptr(k, mm, idx)
+    if k.words.load(lock) != 0:
+        return
+    k.count("stale_tlb_hit")
+    raise k.fail(
+        FailureKind.STALE_TLB,
+        f"{a.name} {'wrote' if write else 'read'} {_addr(mm, vpn)} through a stale huge TLB "
+        f"entry for the folio at frame {head}{' (writable)' if t & 1 else ''}; PMD {idx} is "
+        f"now {pmd_describe(pmd)} and its PMD lock was released without a flush",
+        actors=[a],
+        pages=[head + vpn % k.geo.ptes_per_table],
+        sites=["cpu_access:htlb_hit"],
+        locks=[k.lock_name(lock)],
         mm=mm,
         vpn=vpn,
     )
@@ -367,6 +408,7 @@ __all__ = [
     "check_swap_counts",
     "device_free_check",
     "dma_read_check",
+    "htlb_hit_check",
     "swapcache_page",
     "tlb_hit_check",
 ]
