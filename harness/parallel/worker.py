@@ -104,6 +104,7 @@ class WorkerSpec:
     block: BlockLayout
     parent: int
     deadline: float  # time.monotonic() after which the worker gives up on its own
+    exact_trace: bool = False  # each step and its ticket under the run's step lock
 
 
 class HwLock:
@@ -269,6 +270,35 @@ class Driver:
                 "only yield None or a Block"
             )
 
+    def _step_exact(self, aid: int) -> bool:
+        """``exact_trace``: one step under the run's step lock, which no other worker's
+        step can overlap, so the ticket order is the order in which the steps ran. A
+        blocked actor's wait is tested again under the lock (another worker's step may
+        have taken what it waits for since): the deterministic engine would not run it.
+
+        Returns:
+            whether the actor ran.
+        """
+        words = self.words
+        lock = self.spec.block.step_lock
+        n = 0
+        while not words.cas(lock, 0, self.spec.wid + 1):
+            n += 1
+            if n >= _SPIN_BEFORE_YIELD:
+                os.sched_yield()
+                if n & 1023 == 0 and words.load(self.glob + G_STOP) >= STOP_HARD:
+                    return False
+        try:
+            req = self.blocked.get(aid)
+            if req is not None:
+                if words.load(req.word) & req.mask:
+                    return False
+                del self.blocked[aid]
+            self._step(aid)
+            return True
+        finally:
+            words.store(lock, 0)
+
     def _pause(self, epoch: int) -> None:
         """Every actor is idle: acknowledge the quiet point and wait until it ends."""
         words = self.words
@@ -287,6 +317,7 @@ class Driver:
         blocked = self.blocked
         spins = 0
         ops = self.spec.ops
+        exact = self.spec.exact_trace
         words.store(self.cw + W_PID, os.getpid())
         words.store(self.cw + W_STATE, WS_RUNNING)
         while self.live:
@@ -307,8 +338,13 @@ class Driver:
                 if req is not None:
                     if load(req.word) & req.mask:
                         continue
-                    del blocked[aid]
-                self._step(aid)
+                    if not exact:
+                        del blocked[aid]
+                if exact:
+                    if not self._step_exact(aid):
+                        continue
+                else:
+                    self._step(aid)
                 ran = True
             if ran:
                 spins = 0
