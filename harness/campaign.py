@@ -693,7 +693,7 @@ def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
 
 
 # A parallel failure's guided reproduction in a campaign: fewer tries than `pagerace run`.
-CAMPAIGN_GUIDED_TRIES = 8
+CAMPAIGN_GUIDED_TRIES = 16
 CAMPAIGN_GUIDED_S = 20.0
 SHRINK_BUDGET_S = 5.0  # per failure: a campaign finds many, each gets a short shrink
 

@@ -142,7 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="guided tries to reproduce a failure on the deterministic engine after ticket "
-        "order and the lenient replay (default: 24; 0: the two replays only)",
+        "order and the lenient replay (default: 64, within 60 s; 0: the two replays only)",
     )
     par.add_argument(
         "--exact-trace",

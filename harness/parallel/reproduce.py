@@ -36,7 +36,7 @@ from typing import Any
 from .trace import TicketOrder, _Replayable, _replayable
 
 #: Guided tries after ticket order and the lenient replay (each runs the model once).
-GUIDED_TRIES = 24
+GUIDED_TRIES = 64
 #: Seconds the guided search may take in all (each try is also bounded in steps).
 GUIDED_BUDGET_S = 60.0
 #: Steps allowed past the end of the trace for the failure to show.
