@@ -256,7 +256,7 @@ class Driver:
         if req is None:
             if a.idle:
                 words.store(aw + A_STATE, ACTOR_IDLE)
-            elif self.spec.perturb:
+            elif self.spec.perturb and not self.spec.exact_trace:
                 self._perturb()
         elif type(req) is Block:
             self.blocked[aid] = req
@@ -280,14 +280,18 @@ class Driver:
             whether the actor ran.
         """
         words = self.words
-        lock = self.spec.block.step_lock
+        serving = self.spec.block.step_lock
+        # A ticket lock: first come, first served, so a worker whose actor spins on a
+        # trylock cannot keep the step lock from the worker whose actor holds the lock
+        # (an unfair lock made livelocks of that in thp-compound).
+        me = words.fetch_add(serving + 1, 1)
         n = 0
-        while not words.cas(lock, 0, self.spec.wid + 1):
+        while words.load(serving) != me:
             n += 1
             if n >= _SPIN_BEFORE_YIELD:
                 os.sched_yield()
                 if n & 1023 == 0 and words.load(self.glob + G_STOP) >= STOP_HARD:
-                    return False
+                    return False  # the run is over: nobody waits for this turn
         try:
             req = self.blocked.get(aid)
             if req is not None:
@@ -295,9 +299,11 @@ class Driver:
                     return False
                 del self.blocked[aid]
             self._step(aid)
-            return True
         finally:
-            words.store(lock, 0)
+            words.store(serving, me + 1)
+        if self.spec.perturb:
+            self._perturb()  # after the lock: a delay under it would only stall the others
+        return True
 
     def _pause(self, epoch: int) -> None:
         """Every actor is idle: acknowledge the quiet point and wait until it ends."""
