@@ -649,10 +649,10 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
 
             rep = reproduce(rec, guided_tries=CAMPAIGN_GUIDED_TRIES, budget_s=CAMPAIGN_GUIDED_S)
             reproduced = "yes" if rep.reproduced else "no"
-            from_parallel = {"engine": "parallel", "by": rep.how, "reason": rep.reason,
-                             "failure": failure.to_json()}
             if rep.record is not None:
                 art_rec = rep.record
+                from_parallel = {"engine": "parallel", "by": rep.how, "reason": rep.reason,
+                                 "failure": failure.to_json()}
         if t.shrink and art_rec.engine == "deterministic":
             art_rec, shrunk_steps = _shrink(art_rec)
     run_id = output.run_id(rec)

@@ -206,3 +206,33 @@ def test_reproduce_tries_is_for_the_parallel_engine_only(
     assert rc == 2 and "--reproduce-tries applies to --engine parallel only" in err
     rc = cli.main(["run", "--exact-trace", "--out", str(tmp_path / "o")])
     assert rc == 2 and "--exact-trace applies" in capsys.readouterr().err
+
+
+def test_campaign_keeps_the_deterministic_artifact_of_a_parallel_failure(
+    found: RunRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pagerace.harness import campaign
+    from pagerace.workloads import workload_to_json
+
+    par = _parallel(found)
+    monkeypatch.setattr(campaign, "check_parallel_engine", lambda: lambda w, **kw: par)
+    monkeypatch.setattr(campaign, "SHRINK_BUDGET_S", 0.5)
+    t = campaign.Task(workload_to_json(found.workload), "hmm-2017", (), "random", "parallel", (SEED,), "c",
+                      shrink=True)
+    res = campaign._run_one(found.workload, t, SEED)
+    (row,) = res.rows["failures.csv"]
+    assert row["reproduced"] == "yes" and row["engine"] == "parallel"
+    assert 0 < int(row["shrunk_steps"]) <= found.result.steps
+    assert res.artifact is not None
+    doc = res.artifact[1]
+    assert doc["engine"] == "deterministic" and doc["reproduced_from"]["by"] == "guided"
+    assert doc["reproduced_from"]["failure"]["kind"] == "deadlock"
+    # without a reproduction the unit keeps the raw trace, reproduced = no
+    dead = _parallel(found, kind=FailureKind.LIVELOCK)
+    monkeypatch.setattr(campaign, "check_parallel_engine", lambda: lambda w, **kw: dead)
+    monkeypatch.setattr(campaign, "CAMPAIGN_GUIDED_TRIES", 2)
+    res = campaign._run_one(found.workload, t, SEED)
+    (row,) = res.rows["failures.csv"]
+    assert row["reproduced"] == "no" and int(row["shrunk_steps"]) == -1
+    assert res.artifact is not None and res.artifact[1]["engine"] == "parallel"
+    assert "reproduced_from" not in res.artifact[1]
