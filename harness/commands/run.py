@@ -265,6 +265,12 @@ def summary(rec: RunRecord, written: WrittenRun | ParallelWritten, out: str, rep
                 lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
             else:
                 lines.append(f"did not reproduce on the deterministic engine: {rep.reason}")
+                if written.other_path is not None:
+                    lines.append(
+                        f"another failure, found by the {rep.other_by} try (not this run's; it "
+                        f"replays exactly): {rep.other.result.failure.headline()}: "
+                        f"pagerace {plug}replay {written.other_path}"
+                    )
                 lines.append(
                     f"what to do: run it again with --exact-trace (each step under one lock: the trace "
                     f"replays exactly), or hunt it: pagerace {plug}hunt {rec.workload.name} --variant "
@@ -302,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
         if rep is not None:
             doc["reproduction"] = rep.as_json()
             doc["trace_artifact"] = str(getattr(written, "trace_path", ""))
+            other_path = getattr(written, "other_path", None)
+            doc["other_artifact"] = str(other_path) if other_path is not None else None
             doc["exit_code"] = 1 if rep.reproduced else EXIT_NOT_REPRODUCED
         print(json.dumps(doc, indent=1))
     elif not args.quiet:
@@ -321,6 +329,7 @@ class ParallelWritten:
     run_id: str
     artifact_path: Path
     trace_path: Path
+    other_path: Path | None = None  # another failure a try found (nothing reproduced)
 
 
 def write_parallel_failure(args: argparse.Namespace, rec: RunRecord) -> tuple[ParallelWritten, Any]:
@@ -341,14 +350,18 @@ def write_parallel_failure(args: argparse.Namespace, rec: RunRecord) -> tuple[Pa
     trace_path = write_artifact(out / trace_rel, rec, rid)
     rel = trace_rel
     path = trace_path
+    other = None
     if rep.record is not None:
         rel = f"{ARTIFACT_DIR}/{rid}.json"
         path = write_json_atomic(out / rel, reproduction_artifact(rep, rec, rid, trace_rel))
+    elif rep.other is not None:
+        other = write_json_atomic(out / f"{ARTIFACT_DIR}/{rid}.other.json",
+                                  reproduction_artifact(rep, rec, rid, trace_rel, other=True))
     rows = rows_for(rec, rid, rel)
     for row in rows["failures.csv"]:
         row["reproduced"] = "yes" if rep.reproduced else "no"
     append_all(out, rows)
-    return ParallelWritten(rid, path, trace_path), rep
+    return ParallelWritten(rid, path, trace_path, other), rep
 
 
 def summary_json(rec: RunRecord, written: WrittenRun | ParallelWritten, out: str) -> dict[str, Any]:

@@ -94,6 +94,11 @@ class Reproduction:
         guided_tries: guided tries run (0 when an earlier try reproduced it).
         tries: one entry per try run: ``{"try", "outcome", "kind", "steps", ...}``.
         seconds: time taken.
+        other: when nothing reproduced the failure but a try failed otherwise (another
+            kernel-model failure, e.g. a ``use_after_free`` for a ``stale_read``): the
+            deterministic record of the first such try (its schedule replays strictly).
+            It is not the parallel run's failure, and is never called a reproduction.
+        other_by: the try that found ``other``.
     """
 
     reproduced: bool
@@ -104,12 +109,18 @@ class Reproduction:
     guided_tries: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    other: Any = None
+    other_by: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "reproduced": self.reproduced, "by": self.how or None, "reason": self.reason,
             "same_kind": self.same_kind, "guided_tries": self.guided_tries,
             "seconds": round(self.seconds, 3),
+            "other": (
+                {"kind": self.other.result.failure.kind.value, "by": self.other_by}
+                if self.other is not None else None
+            ),
         }
 
 
@@ -209,6 +220,12 @@ def reproduce(
     want_family, want_kind = failure.kind.family, failure.kind
     tries: list[dict[str, Any]] = []
     said: list[str] = []
+    other: list[Any] = []  # (try, schedule) of the first try that failed otherwise
+
+    def note_other(how: str, res: Any) -> None:
+        got = res.failure
+        if not other and got is not None and got.kind is not want_kind:
+            other.append((how, res.schedule))
 
     def accept(how: str, res: Any, strict_kind: bool) -> Reproduction | None:
         got = res.failure
@@ -240,6 +257,7 @@ def reproduce(
             done.seconds = time.monotonic() - t0
             return done
         said.append(f"ticket order: {_ended(res)}")
+        note_other("ticket-order", res)
     if "lenient" in only:
         rr = run_deterministic(
             rp.workload, variant=rp.variant, bugs=rp.bugs, seed=rp.seed, schedule=schedule,
@@ -254,6 +272,7 @@ def reproduce(
             done.seconds = time.monotonic() - t0
             return done
         said.append(f"lenient replay: {_ended(rr.result)}")
+        note_other("lenient", rr.result)
     ran = 0
     if "guided" in only and guided_tries > 0:
         seen: dict[str, int] = {}
@@ -269,6 +288,7 @@ def reproduce(
             got = res.failure
             key = got.kind.value if got is not None else res.outcome.value
             seen[key] = seen.get(key, 0) + 1
+            note_other("guided", res)
             done = accept("guided search", res, strict_kind=True)
             if done is not None:
                 done.how = "guided"
@@ -281,30 +301,48 @@ def reproduce(
             f"guided search: {ran} tries, none {want_kind.value} ("
             + ", ".join(f"{k} {v}" for k, v in sorted(seen.items())) + ")"
         )
-    return Reproduction(
+    rep = Reproduction(
         False, "", f"expected {want_kind.value}; " + "; ".join(said), guided_tries=ran,
-        tries=tries, seconds=time.monotonic() - t0,
+        tries=tries,
     )
+    if other:
+        how, sched_other = other[0]
+        exact = exact_record(rp, sched_other, len(sched_other) + 1)
+        if exact.result.failure is not None:
+            rep.other, rep.other_by = exact, how
+    rep.seconds = time.monotonic() - t0
+    return rep
 
 
-def reproduction_artifact(rep: Reproduction, parallel: Any, run_id: str, trace_path: str) -> dict[str, Any]:
+def reproduction_artifact(
+    rep: Reproduction, parallel: Any, run_id: str, trace_path: str, other: bool = False
+) -> dict[str, Any]:
     """The artifact document of a reproduction: the deterministic record's (it replays
     strictly and shrinks), plus ``reproduced_from``: the parallel run's failure, the try
-    that reproduced it and where the raw parallel trace was saved.
+    that reproduced it and where the raw parallel trace was saved. With ``other``: the
+    document of :attr:`Reproduction.other` instead (``reproduced_from.same_kind`` false:
+    another failure than the parallel run's).
 
     Raises:
-        ValueError: nothing was reproduced.
+        ValueError: there is no such record.
     """
     from ..artifacts import artifact_json
 
-    if rep.record is None:
-        raise ValueError("reproduction_artifact() needs a reproduced failure")
-    doc = artifact_json(rep.record, run_id)
+    record = rep.other if other else rep.record
+    if record is None:
+        raise ValueError("reproduction_artifact() needs a deterministic record")
+    doc = artifact_json(record, run_id)
     f = parallel.result.failure
     doc["reproduced_from"] = {
-        "engine": "parallel", "by": rep.how, "same_kind": rep.same_kind, "reason": rep.reason,
+        "engine": "parallel", "by": rep.other_by if other else rep.how,
+        "same_kind": False if other else rep.same_kind, "reason": rep.reason,
         "failure": f.to_json() if f is not None else None, "trace_artifact": trace_path,
         "workers": parallel.options.get("workers"),
         "exact_trace": bool(parallel.options.get("exact_trace", False)),
     }
+    if other:
+        doc["reproduced_from"]["note"] = (
+            "not the parallel run's failure: another failure a deterministic try found "
+            "while trying to reproduce it"
+        )
     return doc

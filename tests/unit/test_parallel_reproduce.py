@@ -97,6 +97,10 @@ def test_the_guided_search_accepts_only_the_same_kind(found: RunRecord) -> None:
     assert rep.reason.startswith("expected livelock; guided search: 24 tries, none livelock (")
     assert "deadlock" in rep.reason
     assert any(t["kind"] == "deadlock" for t in rep.tries)
+    # what it found instead is kept apart, as another failure, never as a reproduction
+    assert rep.other_by == "guided" and rep.other.result.failure.kind is FailureKind.DEADLOCK
+    assert rep.as_json()["other"] == {"kind": "deadlock", "by": "guided"}
+    assert reproduce(par, only=("guided",), guided_tries=0).other is None
 
 
 def test_the_reproduction_artifact_replays_exactly(found: RunRecord, tmp_path: Path) -> None:
@@ -180,22 +184,27 @@ def test_run_exits_4_with_the_trace_and_what_to_do_when_nothing_reproduces(
 ) -> None:
     out = tmp_path / "out"
     par = _parallel(found, kind=FailureKind.LIVELOCK)
-    rc, text, _ = _run_cli(capsys, monkeypatch, par, "--out", str(out), "--reproduce-tries", "3")
+    rc, text, _ = _run_cli(capsys, monkeypatch, par, "--out", str(out), "--reproduce-tries", "24")
     assert rc == 4, text
     assert "did not reproduce on the deterministic engine: expected livelock" in text
-    assert "guided search: 3 tries" in text
+    assert "guided search: 24 tries" in text
     assert "what to do: run it again with --exact-trace" in text
-    (art,) = (out / "artifacts").iterdir()
+    other, art = sorted((out / "artifacts").iterdir())
     assert art.name.endswith(".parallel.json") and f"parallel trace: {art}" in text
     (row,) = _failures(out)
     assert row["reproduced"] == "no" and row["artifact"] == f"artifacts/{art.name}"
+    # the guided tries found the deadlock instead: saved apart, and it replays
+    assert other.name.endswith(".other.json") and "another failure, found by the guided try" in text
+    assert json.loads(other.read_text())["reproduced_from"]["same_kind"] is False
+    assert cli.main(["replay", str(other)]) == 1
+    capsys.readouterr()
     out2 = tmp_path / "out2"
     rc, text, _ = _run_cli(capsys, monkeypatch, par, "--out", str(out2), "--reproduce-tries", "0",
                            "--format", "json")
     doc = json.loads(text)
     assert rc == 4 and doc["exit_code"] == 4
     assert doc["reproduction"]["reproduced"] is False and doc["reproduction"]["guided_tries"] == 0
-    assert doc["artifact"] == doc["trace_artifact"]
+    assert doc["artifact"] == doc["trace_artifact"] and doc["other_artifact"] is None
 
 
 def test_reproduce_tries_is_for_the_parallel_engine_only(
