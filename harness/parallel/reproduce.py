@@ -346,3 +346,26 @@ def reproduction_artifact(
             "while trying to reproduce it"
         )
     return doc
+
+
+def replay_parallel_failure(
+    record: Any, slack: int = 50_000, guided_tries: int | None = None
+) -> tuple[bool, str]:
+    """Replay a failed parallel run's merged trace on the deterministic engine.
+
+    Three tries (:func:`reproduce`): ticket order with blocked actors deferred
+    (:class:`TicketOrder`), the lenient replay ``pagerace replay`` does, then a search
+    guided by the trace that accepts only the same failure kind.
+
+    Args:
+        record: a :class:`~pagerace.harness.runner.RunRecord` of the parallel engine, or
+            a loaded failure artifact of one (``harness.artifacts.load_artifact``).
+        slack: steps allowed past the end of the trace for the failure to show.
+        guided_tries: at most this many guided tries (default ``reproduce.GUIDED_TRIES``;
+            0: only the two replays).
+
+    Returns:
+        (reproduced, a one-line reason naming the try that did it).
+    """
+    rep = reproduce(record, slack=slack, guided_tries=GUIDED_TRIES if guided_tries is None else guided_tries)
+    return rep.reproduced, rep.reason

@@ -6,7 +6,7 @@ counter ``glob[G_TICKET]`` (an atomic fetch-add) as the step ends and logs
 ``ticket << 16 | actor`` in its own ring in shared memory. The parent drains the rings
 while the run goes on (:class:`RingReader`); merged by ticket they are the order in
 which steps *finished* across all processes: a schedule, one actor id per step, that
-the deterministic engine can replay (:func:`replay_parallel_failure`). (Start order
+the deterministic engine can replay (``reproduce.py``). (Start order
 replayed the hmm-2017 deadlock in 10-12 of 20 runs, finish order in 14-16.)
 
 The replay is lenient: two steps that overlapped in real time are serialised in ticket
@@ -242,28 +242,3 @@ def replay_ticket_order(record: Any, slack: int = 50_000) -> Any:
         invariants=check_all,
     )
     return eng.run()
-
-
-def replay_parallel_failure(
-    record: Any, slack: int = 50_000, guided_tries: int | None = None
-) -> tuple[bool, str]:
-    """Replay a failed parallel run's merged trace on the deterministic engine.
-
-    Three tries (``reproduce.py``): ticket order with blocked actors deferred
-    (:class:`TicketOrder`), the lenient replay ``pagerace replay`` does, then a search
-    guided by the trace that accepts only the same failure kind.
-
-    Args:
-        record: a :class:`~pagerace.harness.runner.RunRecord` of the parallel engine, or
-            a loaded failure artifact of one (``harness.artifacts.load_artifact``).
-        slack: steps allowed past the end of the trace for the failure to show.
-        guided_tries: at most this many guided tries (default ``reproduce.GUIDED_TRIES``;
-            0: only the two replays).
-
-    Returns:
-        (reproduced, a one-line reason naming the try that did it).
-    """
-    from .reproduce import GUIDED_TRIES, reproduce
-
-    rep = reproduce(record, slack=slack, guided_tries=GUIDED_TRIES if guided_tries is None else guided_tries)
-    return rep.reproduced, rep.reason
