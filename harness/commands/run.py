@@ -336,18 +336,25 @@ def write_parallel_failure(args: argparse.Namespace, rec: RunRecord) -> tuple[Pa
     """A failed parallel run: reproduce it on the deterministic engine
     (``harness/parallel/reproduce.py``), save the raw parallel trace as
     ``artifacts/<id>.parallel.json`` and, when a try reproduced it, the deterministic
-    run as ``artifacts/<id>.json`` (it replays exactly and can be shrunk); then the rows,
-    the failure's ``reproduced`` column and its ``artifact`` naming the one to replay."""
+    run as ``artifacts/<id>.json`` (it replays exactly and can be shrunk), or another
+    failure a try found as ``artifacts/<id>.other.json``; then the rows, the failure's
+    ``reproduced`` column and its ``artifact`` naming the one to replay."""
     from ..artifacts import write_json_atomic
     from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
     from ..parallel.reproduce import GUIDED_TRIES, reproduce, reproduction_artifact
 
     tries = GUIDED_TRIES if args.reproduce_tries is None else args.reproduce_tries
-    rep = reproduce(rec, guided_tries=tries)
     rid = run_id(rec)
     out = Path(args.out)
+    # The raw trace first: a Ctrl-C during the reproduction (up to a minute) keeps it,
+    # and the run's rows (``reproduced`` empty: not tried to the end).
     trace_rel = f"{ARTIFACT_DIR}/{rid}.parallel.json"
     trace_path = write_artifact(out / trace_rel, rec, rid)
+    try:
+        rep = reproduce(rec, guided_tries=tries)
+    except KeyboardInterrupt:
+        append_all(out, rows_for(rec, rid, trace_rel))
+        raise
     rel = trace_rel
     path = trace_path
     other = None

@@ -245,3 +245,23 @@ def test_campaign_keeps_the_deterministic_artifact_of_a_parallel_failure(
     assert row["reproduced"] == "no" and int(row["shrunk_steps"]) == -1
     assert res.artifact is not None and res.artifact[1]["engine"] == "parallel"
     assert "reproduced_from" not in res.artifact[1]
+
+
+def test_ctrl_c_during_the_reproduction_keeps_the_trace_and_the_rows(
+    found: RunRecord, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    reproduce_mod = importlib.import_module("pagerace.harness.parallel.reproduce")
+
+    def interrupted(*a: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce_mod, "reproduce", interrupted)
+    out = tmp_path / "out"
+    rc, _, _ = _run_cli(capsys, monkeypatch, _parallel(found), "--out", str(out))
+    assert rc == 130
+    (art,) = (out / "artifacts").iterdir()
+    assert art.name.endswith(".parallel.json")
+    (row,) = _failures(out)
+    assert row["reproduced"] == "" and row["artifact"] == f"artifacts/{art.name}"
