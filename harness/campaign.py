@@ -635,14 +635,26 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
     res = UnitResult(key, outcome=str(rec.outcome), wall=rec.wall)
     failure = rec.result.failure
     reproduced = ""
+    from_parallel: dict[str, Any] | None = None
     shrunk_steps = -1
     art_rec = rec  # the run the artifact holds: the shrunk one when shrinking
     if failure is not None:
         res.kind = failure.kind.value
         if t.replay and t.engine == "deterministic":
             reproduced = "yes" if _replays(w, t, seed, rec) else "no"
-        if t.shrink and t.engine == "deterministic":
-            art_rec, shrunk_steps = _shrink(rec)
+        elif t.replay and not rec.options.get("watchdog_only"):
+            # a parallel failure: the deterministic run that reproduces it is the artifact
+            # (it replays exactly and shrinks); else the raw trace (docs/parallel.md)
+            from .parallel.reproduce import reproduce
+
+            rep = reproduce(rec, guided_tries=CAMPAIGN_GUIDED_TRIES, budget_s=CAMPAIGN_GUIDED_S)
+            reproduced = "yes" if rep.reproduced else "no"
+            if rep.record is not None:
+                art_rec = rep.record
+                from_parallel = {"engine": "parallel", "by": rep.how, "reason": rep.reason,
+                                 "failure": failure.to_json()}
+        if t.shrink and art_rec.engine == "deterministic":
+            art_rec, shrunk_steps = _shrink(art_rec)
     run_id = output.run_id(rec)
     rel = f"artifacts/{run_id}.json" if failure is not None else ""
     # rows describe the run as it ran; only the artifact is shrunk
@@ -651,7 +663,10 @@ def _run_one(w: Workload, t: Task, seed: int) -> UnitResult:
         row["reproduced"] = reproduced
         row["shrunk_steps"] = shrunk_steps
     if failure is not None:
-        res.artifact = (rel, artifact_json(art_rec, run_id))
+        doc = artifact_json(art_rec, run_id)
+        if from_parallel is not None:
+            doc["reproduced_from"] = from_parallel
+        res.artifact = (rel, doc)
     return res
 
 
@@ -677,6 +692,9 @@ def _replays(w: Workload, t: Task, seed: int, rec: Any) -> bool:
     return f is not None and same_failure(f, rec.result.failure)
 
 
+# A parallel failure's guided reproduction in a campaign: fewer tries than `pagerace run`.
+CAMPAIGN_GUIDED_TRIES = 16
+CAMPAIGN_GUIDED_S = 20.0
 SHRINK_BUDGET_S = 5.0  # per failure: a campaign finds many, each gets a short shrink
 
 

@@ -51,7 +51,7 @@ EXIT_CODES = (
     (1, "a failure was found (or a replay reproduced it)"),
     (2, "bad input: unknown workload, bad option, invalid TOML, corrupt artifact"),
     (3, "internal error (a bug in pagerace: please report it)"),
-    (4, "a replay did not reproduce the recorded failure"),
+    (4, "a replay did not reproduce the recorded failure (run --engine parallel: nor a deterministic try)"),
 )
 
 

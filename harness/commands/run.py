@@ -6,11 +6,13 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ...core.machine.errors import InvalidOption
 from ...workloads import Workload, load_workload
-from ..artifacts import MAX_STEPS, check_buildable, check_fits
+from ..artifacts import MAX_STEPS, check_buildable, check_fits, write_artifact
 from ..output import WrittenRun, write_run
 from ..runner import RunRecord, run_deterministic, validate_variant_bugs
 from ..schedulers import STRATEGIES
@@ -41,9 +43,10 @@ EXAMPLES = [
 ]
 
 EXIT_INTERRUPTED = 130
+EXIT_NOT_REPRODUCED = 4  # a parallel failure no deterministic try reproduced
 MAX_WORKERS = 256  # parallel-engine worker processes (at most one per actor is used)
 DETERMINISTIC_STRATEGIES = [s for s in STRATEGIES if s != "replay"]
-PARALLEL_ONLY = ("workers", "duration", "ops", "perturb")
+PARALLEL_ONLY = ("workers", "duration", "ops", "perturb", "reproduce_tries", "exact_trace")
 
 
 def _rate(text: str) -> float:
@@ -133,6 +136,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="RATE",
         help="probability of a random delay at a preemption point (0..1, default 0)",
     )
+    par.add_argument(
+        "--reproduce-tries",
+        type=at_least("--reproduce-tries", 0, 10_000),
+        default=None,
+        metavar="N",
+        help="guided tries to reproduce a failure on the deterministic engine after ticket "
+        "order and the lenient replay (default: 64, within 60 s; 0: the two replays only)",
+    )
+    par.add_argument(
+        "--exact-trace",
+        action="store_true",
+        help="run each step under one shared step lock: the trace is a total order and "
+        "replays exactly, at the price of parallel speed",
+    )
 
 
 def _parallel_entry(name: str) -> Any:
@@ -160,6 +177,8 @@ def execute(args: argparse.Namespace, w: Workload) -> RunRecord:
             kw["duration"] = args.duration
         if args.ops is not None:
             kw["ops"] = args.ops
+        if args.exact_trace:
+            kw["exact_trace"] = True
         return run_parallel(
             w,
             variant=args.variant,
@@ -200,7 +219,9 @@ def validate(args: argparse.Namespace) -> Workload:
     check_buildable(w, f"workload {args.workload!r}")
     validate_variant_bugs(args.variant, args.bug, w)
     if args.engine == "deterministic":
-        given = [f"--{o}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0)]
+        given = [
+            f"--{o.replace('_', '-')}" for o in PARALLEL_ONLY if getattr(args, o) not in (None, 0.0, False)
+        ]
         if given:
             raise InvalidOption(
                 f"{', '.join(given)} applies to --engine parallel only; the deterministic engine "
@@ -221,7 +242,7 @@ def validate(args: argparse.Namespace) -> Workload:
     return w
 
 
-def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
+def summary(rec: RunRecord, written: WrittenRun | ParallelWritten, out: str, rep: Any = None) -> str:
     r = rec.result
     rate = r.steps / r.elapsed if r.elapsed > 0 else 0.0
     bugs = f" +{'+'.join(rec.bugs)}" if rec.bugs else ""
@@ -232,12 +253,33 @@ def summary(rec: RunRecord, written: WrittenRun, out: str) -> str:
         f"actors: {len(rec.actors)}, operations done: {sum(a.progress for a in rec.actors)}",
     ]
     if r.failure is not None:
-        lines.append(f"failure: {r.failure.headline()}")
-        lines.append(f"artifact: {written.artifact_path}")
         from ..plugins import flags_for
 
         plug = flags_for(rec.variant, sorted({a.kind for a in rec.workload.actors}))
-        lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
+        lines.append(f"failure: {r.failure.headline()}")
+        if rep is not None and isinstance(written, ParallelWritten):
+            lines.append(f"parallel trace: {written.trace_path}")
+            if rep.reproduced:
+                lines.append(f"reproduced on the deterministic engine by {rep.how}: {rep.reason}")
+                lines.append(f"artifact: {written.artifact_path} (deterministic: replays exactly, shrinks)")
+                lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
+            else:
+                lines.append(f"did not reproduce on the deterministic engine: {rep.reason}")
+                if written.other_path is not None:
+                    lines.append(
+                        f"another failure, found by the {rep.other_by} try (not this run's; it "
+                        f"replays exactly): {rep.other.result.failure.headline()}: "
+                        f"pagerace {plug}replay {written.other_path}"
+                    )
+                lines.append(
+                    f"what to do: run it again with --exact-trace (each step under one lock: the trace "
+                    f"replays exactly), or hunt it: pagerace {plug}hunt {rec.workload.name} --variant "
+                    f"{rec.variant}; the raw trace replays leniently: "
+                    f"pagerace {plug}replay {written.trace_path}"
+                )
+        else:
+            lines.append(f"artifact: {written.artifact_path}")
+            lines.append(f"replay it: pagerace {plug}replay {written.artifact_path}")
     elif r.outcome.value == "budget":
         lines.append("the step budget ran out before the workload finished (not a failure; raise --steps)")
     elif r.outcome.value in ("interrupted", "killed"):
@@ -255,17 +297,81 @@ def run(args: argparse.Namespace) -> int:
     rec = execute(args, w)
     if args.engine == "parallel" and not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)  # end the progress line
-    written = write_run(args.out, rec)
+    rep = None
+    written: WrittenRun | ParallelWritten
+    if args.engine == "parallel" and rec.result.failure is not None and not rec.options.get("watchdog_only"):
+        written, rep = write_parallel_failure(args, rec)
+    else:
+        written = write_run(args.out, rec)
     if args.format == "json" and not args.quiet:
-        print(json.dumps(summary_json(rec, written, args.out), indent=1))
+        doc = summary_json(rec, written, args.out)
+        if rep is not None:
+            doc["reproduction"] = rep.as_json()
+            doc["trace_artifact"] = str(getattr(written, "trace_path", ""))
+            other_path = getattr(written, "other_path", None)
+            doc["other_artifact"] = str(other_path) if other_path is not None else None
+            doc["exit_code"] = 1 if rep.reproduced else EXIT_NOT_REPRODUCED
+        print(json.dumps(doc, indent=1))
     elif not args.quiet:
-        print(summary(rec, written, args.out))
+        print(summary(rec, written, args.out, rep))
     if rec.result.outcome.value in ("interrupted", "killed"):
         return EXIT_INTERRUPTED  # recorded in runs.csv as such (issue 10 items 4, 5)
+    if rep is not None and not rep.reproduced:
+        return EXIT_NOT_REPRODUCED
     return 1 if rec.result.failure is not None else 0
 
 
-def summary_json(rec: RunRecord, written: WrittenRun, out: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ParallelWritten:
+    """What :func:`write_parallel_failure` wrote: the run id, the artifact to replay
+    (the deterministic reproduction's, else the raw trace's) and the raw trace's."""
+
+    run_id: str
+    artifact_path: Path
+    trace_path: Path
+    other_path: Path | None = None  # another failure a try found (nothing reproduced)
+
+
+def write_parallel_failure(args: argparse.Namespace, rec: RunRecord) -> tuple[ParallelWritten, Any]:
+    """A failed parallel run: reproduce it on the deterministic engine
+    (``harness/parallel/reproduce.py``), save the raw parallel trace as
+    ``artifacts/<id>.parallel.json`` and, when a try reproduced it, the deterministic
+    run as ``artifacts/<id>.json`` (it replays exactly and can be shrunk), or another
+    failure a try found as ``artifacts/<id>.other.json``; then the rows, the failure's
+    ``reproduced`` column and its ``artifact`` naming the one to replay."""
+    from ..artifacts import write_json_atomic
+    from ..output import ARTIFACT_DIR, append_all, rows_for, run_id
+    from ..parallel.reproduce import GUIDED_TRIES, reproduce, reproduction_artifact
+
+    tries = GUIDED_TRIES if args.reproduce_tries is None else args.reproduce_tries
+    rid = run_id(rec)
+    out = Path(args.out)
+    # The raw trace first: a Ctrl-C during the reproduction (up to a minute) keeps it,
+    # and the run's rows (``reproduced`` empty: not tried to the end).
+    trace_rel = f"{ARTIFACT_DIR}/{rid}.parallel.json"
+    trace_path = write_artifact(out / trace_rel, rec, rid)
+    try:
+        rep = reproduce(rec, guided_tries=tries)
+    except KeyboardInterrupt:
+        append_all(out, rows_for(rec, rid, trace_rel))
+        raise
+    rel = trace_rel
+    path = trace_path
+    other = None
+    if rep.record is not None:
+        rel = f"{ARTIFACT_DIR}/{rid}.json"
+        path = write_json_atomic(out / rel, reproduction_artifact(rep, rec, rid, trace_rel))
+    elif rep.other is not None:
+        other = write_json_atomic(out / f"{ARTIFACT_DIR}/{rid}.other.json",
+                                  reproduction_artifact(rep, rec, rid, trace_rel, other=True))
+    rows = rows_for(rec, rid, rel)
+    for row in rows["failures.csv"]:
+        row["reproduced"] = "yes" if rep.reproduced else "no"
+    append_all(out, rows)
+    return ParallelWritten(rid, path, trace_path, other), rep
+
+
+def summary_json(rec: RunRecord, written: WrittenRun | ParallelWritten, out: str) -> dict[str, Any]:
     """``--format json``: the run as one object (what the text summary says)."""
     from ..plugins import flags_for
 

@@ -6,11 +6,20 @@ order of every step replays on the deterministic engine. See ``docs/parallel.md`
 """
 
 from ._engine import run_parallel as run_parallel
+from .reproduce import Reproduction as Reproduction
+from .reproduce import replay_parallel_failure as replay_parallel_failure
+from .reproduce import reproduce as reproduce
 from .shm import clean_leftovers as clean_leftovers
-from .trace import replay_parallel_failure as replay_parallel_failure
 from .watchdog import WatchdogConfig as WatchdogConfig
 
-__all__ = ["WatchdogConfig", "clean_leftovers", "replay_parallel_failure", "run_parallel"]
+__all__ = [
+    "Reproduction",
+    "WatchdogConfig",
+    "clean_leftovers",
+    "replay_parallel_failure",
+    "reproduce",
+    "run_parallel",
+]
 
 
 def __dir__() -> list[str]:

@@ -168,6 +168,7 @@ class Controller:
         watchdog: WatchdogConfig | None = None,
         stop_grace: float = 3.0,
         hard_grace: float = 1.5,
+        exact_trace: bool = False,
     ) -> None:
         self.w = variant_workload(w, variant)  # v7: the geometry's thp tables
         self.variant = variant
@@ -185,6 +186,7 @@ class Controller:
         self.wcfg = watchdog or WatchdogConfig(livelock_steps=limits.livelock_steps)
         self.stop_grace = stop_grace
         self.hard_grace = hard_grace
+        self.exact_trace = exact_trace
         self.assign = assign_actors(self.n_actors, self.nw)
         self.signals = _Signals()
         # Filled by the run:
@@ -295,6 +297,7 @@ class Controller:
                 block=self.blk,
                 parent=os.getpid(),
                 deadline=deadline,
+                exact_trace=self.exact_trace,
             )
             r, wconn = ctx.Pipe(duplex=False)
             p = ctx.Process(
@@ -703,6 +706,7 @@ class Controller:
                 "perturb": self.perturb,
                 "check_interval": self.check_interval,
                 "timeout": self.timeout,
+                "exact_trace": self.exact_trace,
                 "faults": list(self.w.faults),
                 "limits": {
                     "max_steps": max(limits.max_steps, tickets + 50_000),
@@ -740,6 +744,7 @@ def run_parallel(
     timeout: float | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     watchdog: WatchdogConfig | None = None,
+    exact_trace: bool = False,
 ) -> RunRecord:
     """One run on the parallel engine: worker processes over shared memory.
 
@@ -761,6 +766,10 @@ def run_parallel(
         progress: called about once a second with ``{"elapsed", "ops", "ops_per_s",
             "steps", "failures", "workers": [{"id", "pid", "state", "ops", "steps"}]}``.
         watchdog: watchdog thresholds (default: from the workload's limits).
+        exact_trace: run every step, and take its ticket, under one step lock shared by
+            all workers: steps never overlap, so the merged trace is the order in which
+            they ran and replays exactly (``docs/parallel.md``), at the price of parallel
+            speed.
 
     Returns:
         The run's :class:`~pagerace.harness.runner.RunRecord` (``engine="parallel"``,
@@ -782,5 +791,5 @@ def run_parallel(
     _check_options(workers, duration, ops, perturb, check_interval, timeout)
     return Controller(
         w, variant, bugs_t, seed, workers, float(duration), ops, float(perturb),
-        float(check_interval), timeout, progress, watchdog,
+        float(check_interval), timeout, progress, watchdog, exact_trace=bool(exact_trace),
     ).run()

@@ -6,6 +6,8 @@ One ``multiprocess.shared_memory.SharedMemory`` block holds, in int64 words:
   the parent with :func:`~pagerace.harness.runner.build_state`;
 - per worker, :data:`CTRL_WORDS` control words (its state, its quiet-point
   acknowledgement, how many ring entries it wrote, its steps, its pid);
+- the step lock's two words (``exact_trace``: a worker holds it across one whole step
+  and its ticket, so the trace is a total order);
 - one hardware-access lock word per virtual page (``Kernel.hw_lock``: a CPU's TLB
   lookup or page walk and its load or store are one atomic step, as in hardware, and a
   TLB shootdown waits for an access in flight);
@@ -75,9 +77,15 @@ class BlockLayout:
         return self.model_words
 
     @property
+    def step_lock(self) -> int:
+        """The run's step lock (``exact_trace``: one step at a time, any worker), a
+        ticket lock: this word is the ticket now served, the next one the next ticket."""
+        return self.model_words + self.workers * CTRL_WORDS
+
+    @property
     def hw(self) -> int:
         """First hardware-access lock word (one per virtual page of every mm)."""
-        return self.model_words + self.workers * CTRL_WORDS
+        return self.step_lock + 2
 
     @property
     def rings(self) -> int:

@@ -6,7 +6,7 @@ counter ``glob[G_TICKET]`` (an atomic fetch-add) as the step ends and logs
 ``ticket << 16 | actor`` in its own ring in shared memory. The parent drains the rings
 while the run goes on (:class:`RingReader`); merged by ticket they are the order in
 which steps *finished* across all processes: a schedule, one actor id per step, that
-the deterministic engine can replay (:func:`replay_parallel_failure`). (Start order
+the deterministic engine can replay (``reproduce.py``). (Start order
 replayed the hmm-2017 deadlock in 10-12 of 20 runs, finish order in 14-16.)
 
 The replay is lenient: two steps that overlapped in real time are serialised in ticket
@@ -137,6 +137,7 @@ class TicketOrder:
         self.queues: list[deque[int]] = []
         self.deferred = 0
         self.past_end = 0
+        self.first_deferred = -1  # the replay's first step that deferred an actor
         self._last = -1
 
     def start(self, n_actors: int, stream: Any) -> None:
@@ -146,6 +147,7 @@ class TicketOrder:
                 self.queues[aid].append(i)
         self.deferred = 0
         self.past_end = 0
+        self.first_deferred = -1
         self._last = -1
 
     def choose(self, runnable: list[int], step: int) -> int:
@@ -158,6 +160,8 @@ class TicketOrder:
         if best >= 0:
             queues[best].popleft()
             if any(q and q[0] < best_pos for q in queues):
+                if not self.deferred:
+                    self.first_deferred = step
                 self.deferred += 1
             self._last = best
             return best
@@ -170,7 +174,12 @@ class TicketOrder:
         return runnable[0]
 
     def describe(self) -> dict[str, object]:
-        return {"strategy": self.name, "deferred": self.deferred, "past_end": self.past_end}
+        return {
+            "strategy": self.name,
+            "deferred": self.deferred,
+            "first_deferred": self.first_deferred,
+            "past_end": self.past_end,
+        }
 
 
 @dataclass(frozen=True)
@@ -233,63 +242,3 @@ def replay_ticket_order(record: Any, slack: int = 50_000) -> Any:
         invariants=check_all,
     )
     return eng.run()
-
-
-def replay_parallel_failure(record: Any, slack: int = 50_000) -> tuple[bool, str]:
-    """Replay a failed parallel run's merged trace on the deterministic engine.
-
-    Two tries, over the operation lists the parallel run started: first in ticket order
-    with blocked actors deferred (:class:`TicketOrder`), then, if that does not show the
-    failure, the plain lenient replay ``pagerace replay`` does
-    (:func:`~pagerace.harness.runner.run_deterministic` with ``schedule=..., strict=False``).
-    Failures compare by family (``deadlock`` and ``livelock`` are one family, ``hang``).
-
-    Args:
-        record: a :class:`~pagerace.harness.runner.RunRecord` of the parallel engine, or
-            a loaded failure artifact of one (``harness.artifacts.load_artifact``).
-        slack: steps allowed past the end of the trace (round robin) for the failure to
-            show.
-
-    Returns:
-        (reproduced, a one-line reason naming the replay that did it).
-    """
-    from ..runner import run_deterministic
-
-    rp = _replayable(record)
-    failure = rp.failure
-    if failure is None:
-        return False, "the parallel run did not fail: nothing to reproduce"
-    if rp.watchdog_only:
-        return False, f"{failure.kind.value}: a harness verdict, not a kernel-model failure"
-    schedule = rp.schedule
-    want = failure.kind.family
-    res = replay_ticket_order(rp, slack)
-    got = res.failure
-    if got is not None and got.kind.family == want:
-        return True, (
-            f"reproduced {got.kind.value} at step {got.step} in ticket order "
-            f"({res.scheduler['deferred']} of {len(schedule)} recorded steps deferred)"
-        )
-    first = f"ticket order: {got.kind.value if got else res.outcome}"
-    rr = run_deterministic(
-        rp.workload,
-        variant=rp.variant,
-        bugs=rp.bugs,
-        seed=rp.seed,
-        schedule=schedule,
-        strict=False,
-        ops_override=rp.ops,
-        max_steps=len(schedule) + slack,
-    )
-    got = rr.result.failure
-    diverged = rr.result.scheduler.get("diverged", 0)
-    if got is not None and got.kind.family == want:
-        return True, (
-            f"reproduced {got.kind.value} at step {got.step} by lenient replay "
-            f"({diverged} of {len(schedule)} recorded steps diverged; {first})"
-        )
-    return False, (
-        f"expected {failure.kind.value}; {first}; lenient replay: "
-        f"{got.kind.value if got else rr.result.outcome} after {rr.result.steps} steps "
-        f"({diverged} of {len(schedule)} recorded steps diverged)"
-    )

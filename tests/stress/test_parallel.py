@@ -174,6 +174,26 @@ def test_hmm2017_opposite_order_deadlock_is_a_cycle_and_replays() -> None:
     assert any(ok for ok, _ in reproduced), reproduced
 
 
+def test_exact_trace_replays_in_ticket_order_with_nothing_deferred() -> None:
+    # One step at a time under the step lock: the trace is the order the steps ran in,
+    # so the ticket-order replay follows it without deferring anyone and fails the same
+    # way (docs/parallel.md "Trace and replay").
+    from pagerace.harness.parallel import reproduce
+
+    for name, variant, kind in (("opposite-order", "hmm-2017", FailureKind.DEADLOCK),
+                                ("thp-evict-pressure", "v7", FailureKind.BUG_ON)):
+        r = run_parallel(load_workload(name), variant=variant, seed=0, workers=2, duration=20.0,
+                         exact_trace=True)
+        f = r.result.failure
+        assert f is not None and f.kind is kind, (name, r.result.outcome)
+        assert r.options["exact_trace"] is True
+        rep = reproduce(r, guided_tries=0)
+        assert rep.reproduced and rep.how == "ticket-order", rep.reason
+        assert rep.tries[0]["deferred"] == 0
+        assert rep.record.engine == "deterministic" and rep.record.result.failure.kind is kind
+    assert _leftovers(os.getpid()) == ([], [])
+
+
 def test_clean_removes_a_dead_runs_segment_and_worker() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
