@@ -1,6 +1,7 @@
 """Hunting: run seeds until the first failure or the budget, then shrink it.
 
-:func:`hunt` runs ``base, base+1, ...`` with the chosen strategy (``random``, ``pct``;
+:func:`hunt` runs ``base, base+1, ...`` with the chosen strategy (``mix``, the default,
+gives each run its own: :func:`mix_turn`; ``random``, ``pct``...;
 ``exhaustive`` runs the bounded search of ``harness/explore.py`` instead, whose runs
 count against the same budget) until an oracle fires or the budget (a number of runs or
 seconds) is spent, then shrinks the failing run (``harness/shrink.py``).

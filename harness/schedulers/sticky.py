@@ -3,15 +3,16 @@
 At each preemption point the actor that ran last keeps the CPU with probability
 ``1 - 1/quantum`` (if it is still runnable); otherwise a uniformly random runnable actor
 runs (possibly the same one). A slice is thus about ``quantum`` steps long on average,
-geometrically distributed, and who runs next is random. ``quantum = 1`` is the plain
-random walk's distribution (not its stream: the walk draws once per choice either way).
+geometrically distributed, and who runs next is random. One draw per choice among two
+or more actors, as the random walk; with ``quantum = 1`` it makes the random walk's
+choices from the same draws.
 
 Between the random walk, which switches almost every step when many actors are runnable,
-and round robin, whose slices are fixed, it finds races that need one actor to run a
-stretch of several steps while another sits still at a random point: on
-``pagecache-vs-compaction`` (``move-mapping-no-freeze``) the speculative reference must
-land inside compaction's check-to-switch window, which a run of steps reaches more often
-than a step-by-step interleaving does.
+and round robin, whose slices are fixed and whose order is not random. Per run it finds
+``fault-without-ref`` (``evict-vs-fault``) about four times as often as the random walk
+and ``insert-no-stable-check`` a little more often, and the pin and page-cache races
+less often (docs/PERFORMANCE.md, "The default strategy ``mix``"), so ``mix`` gives it
+one turn in three.
 """
 
 from __future__ import annotations

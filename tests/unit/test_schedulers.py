@@ -202,7 +202,7 @@ def test_sticky_walk_keeps_the_last_actor_or_switches_with_one_draw() -> None:
     assert st.describe() == {"strategy": "sticky", "quantum": 4}
 
 
-def test_sticky_walk_quantum_one_is_the_random_walks_distribution() -> None:
+def test_sticky_walk_quantum_one_makes_the_random_walks_choices() -> None:
     draws = [0.0, 0.5, 0.99, 0.34, 0.67]
     rw, st = RandomWalk(), StickyWalk(quantum=1)
     rw.start(3, FakeStream(floats=list(draws)))
