@@ -20,7 +20,8 @@ STRATEGIES = {
     "pct": "PCT with a priority-change depth (--pct-depth, default 3)",
     "rr": "round robin with a quantum (--quantum, default 1)",
     "sticky": "sticky random walk: the running actor keeps the CPU with probability "
-    "1 - 1/quantum (--quantum), else a uniformly random runnable actor runs",
+    "1 - 1/quantum (--quantum: 1 is the random walk; hunt and mix use 3), else a uniformly "
+    "random runnable actor runs",
     "replay": "replay a recorded schedule (used by `pagerace replay`)",
     "pos": "partial order sampling (POS, CAV 2018): random priorities, redrawn for the "
     "actors whose next step races with the one that ran",
