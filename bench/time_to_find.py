@@ -293,9 +293,9 @@ def strategies(parallel_duration: float = 1.0) -> list[tuple[str, str, HuntFn | 
         ("pct2", "PCT d=2", det("pct", 2), ""),
         ("pct3", "PCT d=3", det("pct", 3), ""),
         ("rr", "round robin", det("rr", 3), ""),
-        ("mix", "mix: random / PCT d=3 / rr by seed", det("mix", 3), ""),
+        ("mix", "mix: rr, then sticky / rr / random by seed", det("mix", 3), ""),
     ]
-    for key, label in (("pos", "POS"), ("urw", "URW"), ("surw", "SURW")):
+    for key, label in (("sticky", "sticky walk"), ("pos", "POS"), ("urw", "URW"), ("surw", "SURW")):
         h = hunt_module_hunter(key) if via_hunt else None
         out.append((key, label, h, "" if h else f"no {label} in this build"))
     ex = hunt_module_hunter("exhaustive") if via_hunt else None
@@ -552,7 +552,18 @@ def table(figs: Sequence[Figure]) -> str:
 # Runs to find, per strategy (issue 13 item 6): hunts with a budget in runs, not seconds,
 # so the figure is the search's own and not the machine's.
 
-RUNS_STRATEGIES = ("random", "pct", "pct-k200", "rr", "mix", "pos", "urw", "surw")
+RUNS_STRATEGIES = ("random", "pct", "pct-k200", "rr", "sticky", "mix", "pos", "urw", "surw")
+
+# The mix before 2 December 2026: random walk / PCT d=3 / round robin (quantum 1) by turns.
+# ``mix-3`` measures it against today's ``mix``; ``mix-pos`` is it with POS in the random
+# walk's turn.
+MIX_3 = (("random", 3), ("pct", 3), ("rr", 3))
+
+
+def _rotation(turns: Sequence[tuple[str, int]]) -> Callable[[int], Any]:
+    from pagerace.harness.hunt import Turn
+
+    return lambda i: Turn(*turns[i % len(turns)])
 
 
 def runs_to_find(
@@ -562,20 +573,19 @@ def runs_to_find(
     (base seeds ``b * SEED_STRIDE``), each of at most ``max_runs`` runs; ``None`` for a
     hunt that did not find it. ``pct-k200`` is PCT d=3 with ``k`` fixed to 200 (the
     learned ``k`` is ``pct``'s default). A failure of another kind counts as a run and the
-    hunt goes on from the next seed. ``mix-pos``: ``mix`` with POS in the random walk's
-    turn."""
-    import pagerace.harness.hunt as hunt_mod
+    hunt goes on from the next seed. ``mix-3``: the mix before today's (random / PCT /
+    round robin by turns); ``mix-pos``: that with POS in the random walk's turn."""
     from pagerace.harness.hunt import Budget, hunt
 
-    strat, extra = (("pct", {"pct_k": 200}) if strategy == "pct-k200" else (strategy, {}))
-    saved = hunt_mod.MIX
-    if strategy == "mix-pos":  # the mix with POS in the random walk's turn
+    extra: dict[str, Any] = {}
+    strat = strategy
+    if strategy == "pct-k200":
+        strat, extra = "pct", {"pct_k": 200}
+    elif strategy in ("mix-3", "mix-pos"):
+        pos = strategy == "mix-pos"
         strat = "mix"
-        hunt_mod.MIX = tuple(("pos" if s == "random" else s, d) for s, d in saved)
-    try:
-        return _runs_to_find(entry, strat, extra, hunts, max_runs, hunt, Budget)
-    finally:
-        hunt_mod.MIX = saved
+        extra = {"turns": _rotation([("pos" if pos and s == "random" else s, d) for s, d in MIX_3])}
+    return _runs_to_find(entry, strat, extra, hunts, max_runs, hunt, Budget)
 
 
 def _runs_to_find(
@@ -602,6 +612,16 @@ def _runs_to_find(
     return out
 
 
+def quartiles(got: Sequence[int | None], max_runs: int) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile of runs to find, a hunt that did not find
+    it counted as ``max_runs`` (numpy's default linear interpolation)."""
+    import numpy as np
+
+    v = np.array([g if g is not None else max_runs for g in got], dtype=float)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return float(q1), float(med), float(q3)
+
+
 def runs_table(
     strategies: Sequence[str] = RUNS_STRATEGIES,
     entries: Sequence[str] = (),
@@ -610,8 +630,9 @@ def runs_table(
     log: Log = quiet,
 ) -> list[dict[str, Any]]:
     """One row per (catalog entry, strategy): median runs to find over ``hunts`` hunts
-    (a hunt that did not find it counts as ``max_runs`` and makes the median a lower
-    bound when it is half or more of them)."""
+    and the quartiles (a hunt that did not find it counts as ``max_runs`` and makes a
+    figure a lower bound when it reaches ``max_runs``), and every hunt's runs
+    (``runs``: ``None`` where it did not find it)."""
     rows = []
     for e in resolve_entries():
         if e.why_not or (entries and e.name not in entries):
@@ -620,21 +641,27 @@ def runs_table(
             t0 = time.perf_counter()
             got = runs_to_find(e, st, hunts, max_runs)
             found = [g for g in got if g is not None]
-            med = median([g if g is not None else max_runs for g in got])
+            q1, med, q3 = quartiles(got, max_runs)
             rows.append({
                 "bug": e.name, "workload": e.workload.name, "variant": e.variant,
                 "strategy": st, "hunts": hunts, "found": len(found), "median_runs": med,
+                "q1": q1, "q3": q3, "max_runs": max_runs, "runs": got,
                 "lower_bound": 2 * (hunts - len(found)) >= hunts,
                 "seconds": time.perf_counter() - t0,
             })
-            log(f"runs to find: {e.name} / {st}: {med}{'+' if rows[-1]['lower_bound'] else ''}"
-                f" ({len(found)}/{hunts} found, {rows[-1]['seconds']:.1f} s)")
+            log(f"runs to find: {e.name} / {st}: {med:g}{'+' if rows[-1]['lower_bound'] else ''}"
+                f" [{q1:g}-{q3:g}] ({len(found)}/{hunts} found, {rows[-1]['seconds']:.1f} s)")
     return rows
 
 
-def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
+def _fmt_runs(r: dict[str, Any], v: float) -> str:
+    return f"{v:g}{'+' if v >= r.get('max_runs', float('inf')) else ''}"
+
+
+def runs_markdown(rows: Sequence[dict[str, Any]], quart: bool = False) -> str:
     """The runs-to-find rows as a markdown table, one row per entry, one column per
-    strategy (``12+``: a lower bound, most hunts ran out of runs)."""
+    strategy: the median (``12+``: a lower bound, most hunts ran out of runs), with
+    ``quart`` the quartiles ``[q1-q3]``, and the hunts that found it."""
     strategies: list[str] = []
     bugs: list[str] = []
     cell: dict[tuple[str, str], str] = {}
@@ -644,8 +671,9 @@ def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
         if r["bug"] not in bugs:
             bugs.append(r["bug"])
         med = r["median_runs"]
+        q = f" [{_fmt_runs(r, r['q1'])}–{_fmt_runs(r, r['q3'])}]" if quart and "q1" in r else ""
         cell[(r["bug"], r["strategy"])] = (
-            f"{med:g}{'+' if r['lower_bound'] else ''} ({r['found']}/{r['hunts']})"
+            f"{med:g}{'+' if r['lower_bound'] else ''}{q} ({r['found']}/{r['hunts']})"
         )
     head = "| entry | " + " | ".join(strategies) + " |"
     sep = "|---|" + "---|" * len(strategies)
@@ -657,7 +685,8 @@ def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench.time_to_find [--hunts N] [--max-runs R] [--strategies a,b]
-    [--entries x,y]``: the runs-to-find table (markdown) of the catalog entries."""
+    [--entries x,y] [--quartiles] [--json FILE]``: the runs-to-find table (markdown) of
+    the catalog entries."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m bench.time_to_find")
@@ -665,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-runs", type=int, default=100)
     p.add_argument("--strategies", default=",".join(RUNS_STRATEGIES))
     p.add_argument("--entries", default="")
+    p.add_argument("--quartiles", action="store_true", help="show [q1-q3] in each cell")
+    p.add_argument("--json", default="", metavar="FILE", help="also write the rows (every hunt's runs)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     rows = runs_table(
@@ -673,7 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         hunts=args.hunts, max_runs=args.max_runs,
         log=(lambda m: print(m, flush=True)) if args.verbose else quiet,
     )
-    print(runs_markdown(rows))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(runs_markdown(rows, quart=args.quartiles))
     return 0
 
 

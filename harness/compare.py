@@ -29,7 +29,7 @@ from typing import Any
 
 from ..workloads import Workload
 from . import plugins
-from .hunt import MIX
+from .hunt import mix_turn
 from .output import contention_row, outcome_columns
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 
@@ -186,10 +186,12 @@ class Comparison:
         }
 
 
-def _strategy_of(strategy: str, i: int, pct_depth: int) -> tuple[str, int]:
+def _strategy_of(strategy: str, i: int, pct_depth: int) -> tuple[str, int, int]:
+    """(strategy, PCT depth, quantum) of the ``i``-th seed."""
     if strategy == "mix":
-        return MIX[i % len(MIX)]
-    return strategy, pct_depth
+        t = mix_turn(i)
+        return t.strategy, t.depth, t.quantum
+    return strategy, pct_depth, 1
 
 
 def compare(
@@ -228,11 +230,11 @@ def compare(
             continue
         wc = WorkloadComparison(w.name, strategy, Side(a), Side(b), alpha=alpha, pct_depth=pct_depth)
         for i, seed in enumerate(seeds):
-            strat, depth = _strategy_of(strategy, i, pct_depth)
+            strat, depth, quantum = _strategy_of(strategy, i, pct_depth)
             ra = run_deterministic(w, variant=a, bugs=bugs_a, seed=seed, strategy=strat,
-                                   pct_depth=depth, max_steps=max_steps)
+                                   pct_depth=depth, quantum=quantum, max_steps=max_steps)
             rb = run_deterministic(w, variant=b, bugs=bugs_b, seed=seed, strategy=strat,
-                                   pct_depth=depth, max_steps=max_steps)
+                                   pct_depth=depth, quantum=quantum, max_steps=max_steps)
             wc.a.add(seed, ra)
             wc.b.add(seed, rb)
             fa, fb = ra.result.failure, rb.result.failure
@@ -301,8 +303,9 @@ def format_text(c: Comparison, bugs_a: Sequence[str] = (), bugs_b: Sequence[str]
                 more = f" and {len(pairs) - 8} more" if len(pairs) > 8 else ""
                 lines.append(f"  only {label} failed on seeds: {shown}{more}")
                 s0, _k = pairs[0]
-                strat, depth = _strategy_of(w.strategy, c.seeds.index(s0), w.pct_depth)
+                strat, depth, quantum = _strategy_of(w.strategy, c.seeds.index(s0), w.pct_depth)
                 pd = f" --pct-depth {depth}" if strat == "pct" else ""
+                pd += f" --quantum {quantum}" if strat in ("rr", "sticky") and quantum != 1 else ""
                 bug = "".join(f" --bug {x}" for x in bugs)
                 owner = plugins.owner("variants", variant)
                 plug = f" --plugin {owner.spec}" if owner is not None else ""

@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-99", metavar="RANGE",
                    help="seeds, the same for both sides: 0-99, or 1,2,10-20 (default: 0-99)")
     p.add_argument("--strategy", choices=("mix", "random", "pct", "rr"), default="mix",
-                   help="scheduling strategy; mix rotates random, PCT and round robin over the seeds "
-                   "as hunt does (default: mix)")
+                   help="scheduling strategy; mix gives each seed the strategy hunt's mix gives "
+                   "that run (round robin, then sticky walk / round robin / random walk) "
+                   "(default: mix)")
     p.add_argument("--pct-depth", type=at_least("--pct-depth", 1), default=3, metavar="D",
                    help="PCT depth for --strategy pct (default 3)")
     p.add_argument("--bug-a", action="append", default=[], metavar="NAME",

@@ -50,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="N-runs (200-runs) or a time: seconds (45) or with units (500ms, 30s, 2m, "
                    "1h30m) (default: 100-runs)")
     p.add_argument("--strategy", choices=HUNT_STRATEGIES, default="mix",
-                   help="mix (random, PCT and round robin by turns over the seeds), random, pct, rr, "
-                   "pos, urw, surw or exhaustive (default: mix)")
+                   help="mix (round robin first, then a sticky random walk, round robin with "
+                   "quanta 2-8 and a random walk by turns over the seeds), random, pct, rr, "
+                   "sticky, pos, urw, surw or exhaustive (default: mix)")
     p.add_argument("--pct-depth", type=at_least("--pct-depth", 1), default=3, metavar="D",
                    help="PCT depth (default 3)")
     p.add_argument("--preemptions", type=at_least("--preemptions", 0), default=2, metavar="K",

@@ -12,12 +12,16 @@ from .protocol import Scheduler
 from .random_walk import RandomWalk
 from .replay import Replay, ScheduleDiverged
 from .round_robin import RoundRobin
+from .sticky import StickyWalk
 from .surw import SURW
 
 STRATEGIES = {
     "random": "seeded random walk: a uniformly random runnable actor at every step",
     "pct": "PCT with a priority-change depth (--pct-depth, default 3)",
     "rr": "round robin with a quantum (--quantum, default 1)",
+    "sticky": "sticky random walk: the running actor keeps the CPU with probability "
+    "1 - 1/quantum (--quantum: 1 is the random walk; hunt and mix use 3), else a uniformly "
+    "random runnable actor runs",
     "replay": "replay a recorded schedule (used by `pagerace replay`)",
     "pos": "partial order sampling (POS, CAV 2018): random priorities, redrawn for the "
     "actors whose next step races with the one that ran",
@@ -51,6 +55,8 @@ def make_scheduler(
         return PCT(depth=pct_depth, k=pct_k)
     if strategy == "rr":
         return RoundRobin(quantum=quantum)
+    if strategy == "sticky":
+        return StickyWalk(quantum=quantum)
     if strategy == "replay":
         return Replay(schedule, strict=strict)
     if strategy == "exhaustive":
@@ -75,5 +81,6 @@ __all__ = [
     "RoundRobin",
     "ScheduleDiverged",
     "Scheduler",
+    "StickyWalk",
     "make_scheduler",
 ]

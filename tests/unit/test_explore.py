@@ -83,29 +83,67 @@ def test_hunt_random_finds_and_shrinks_and_pct_reports_its_guarantee():
     clean = hunt(w, variant="v6", budget=Budget(runs=20), strategy="pct", pct_depth=2)
     assert clean.found is None and clean.runs == 20
     assert clean.guarantee is not None and 0 < clean.guarantee < 1
-    with pytest.raises(InvalidOption, match="valid: mix, random, pct, rr, pos, urw, surw, exhaustive"):
+    valid = "valid: mix, random, pct, rr, sticky, pos, urw, surw, exhaustive"
+    with pytest.raises(InvalidOption, match=valid):
         hunt(w, strategy="sideways")
 
 
-def test_mix_rotates_random_pct_and_round_robin_over_the_seeds():
+def test_mix_runs_round_robin_first_then_sticky_round_robin_and_random_by_turns():
     """``mix`` (the default) finds both a lockstep livelock that the random walk misses
-    and a race that needs a well-placed preemption, and says which strategy each run used."""
-    from pagerace.harness.hunt import MIX
+    and races that need one actor to sit still at a random point, and each run records
+    the strategy and quantum its turn gave it."""
+    from pagerace.harness.hunt import MIX_RR_QUANTA, Turn, mix_turn
 
-    assert [s for s, _ in MIX] == ["random", "pct", "rr"]
+    assert [mix_turn(i) for i in range(8)] == [
+        Turn("rr", 3, 1),
+        Turn("sticky", 3, 3), Turn("rr", 3, MIX_RR_QUANTA[0]), Turn("random"),
+        Turn("sticky", 3, 3), Turn("rr", 3, MIX_RR_QUANTA[1]), Turn("random"),
+        Turn("sticky", 3, 3),
+    ]
+    assert {mix_turn(2 + 3 * j).quantum for j in range(len(MIX_RR_QUANTA))} == set(MIX_RR_QUANTA)
+    assert mix_turn(2 + 3 * len(MIX_RR_QUANTA)) == mix_turn(2)  # the quanta come round again
     lockstep = hunt(
         load_workload("fault-storm-many"), bugs=["fault-ref-no-trylock"],
         budget=Budget(runs=6), shrink=False,
     )
     assert lockstep.strategy == "mix" and lockstep.found is not None
-    assert lockstep.found.strategy in ("pct", "rr")
+    assert lockstep.runs == 1 and lockstep.found.strategy == "rr"  # the first turn
     assert lockstep.found.result.failure.kind is FailureKind.LIVELOCK
+    seen: list[tuple[str, int]] = []
+    uaf = hunt(
+        load_workload("evict-vs-fault"), bugs=["fault-without-ref"], budget=Budget(runs=60),
+        shrink=False, on_run=lambda rec: seen.append((rec.strategy, rec.options["quantum"])),
+    )
+    assert uaf.found is not None and uaf.found.result.failure.kind is FailureKind.USE_AFTER_FREE
+    found = uaf.found
+    turns = [mix_turn(i) for i in range(uaf.runs)]
+    assert seen + [(found.strategy, found.options["quantum"])] == [
+        (t.strategy, t.quantum) for t in turns
+    ]
+    assert found.result.scheduler.get("quantum", 1) == turns[-1].quantum
     pins = hunt(
         load_workload("migrate-vs-pin"), bugs=["check-ignores-pins"],
         budget=Budget(runs=120), shrink=False,
     )
-    # The pin race needs a preemption between a fault's lockless read of the entry and
-    # its PTL (or a random one elsewhere): round robin has had that window since the
-    # fault path got its preemption point there (issue 14 item 5).
-    assert pins.found is not None and pins.found.strategy in ("random", "rr")
+    assert pins.found is not None and pins.found.strategy in ("random", "rr", "sticky")
     assert pins.found.result.failure is not None
+
+
+def test_mix_hunt_artifact_replays_with_its_turns_strategy(tmp_path, capsys) -> None:
+    """A failure a sticky or round-robin turn of ``mix`` found replays from its artifact,
+    shrunk or as found."""
+    import json
+
+    from pagerace.harness.cli import main
+
+    for shrink in ([], ["--no-shrink"]):
+        out = tmp_path / f"o{len(shrink)}"
+        rc = main(["hunt", "evict-vs-fault", "--bug", "fault-without-ref", "--budget", "60-runs",
+                   "--shrink-time", "2", "--out", str(out), *shrink])
+        assert rc == 1
+        (art,) = (out / "artifacts").glob("*.json")
+        sched = json.loads(art.read_text())["strategy_params"]["scheduler"]
+        found_by = sched.get("found_by", sched)
+        assert found_by["strategy"] in ("sticky", "rr", "random")
+        capsys.readouterr()
+        assert main(["replay", str(art)]) == 1  # reproduced

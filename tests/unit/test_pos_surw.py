@@ -102,15 +102,19 @@ def test_hunt_pct_learns_k_from_its_runs_and_reports_it() -> None:
 def test_bench_runs_to_find_and_search_reduction_tables() -> None:
     from bench.time_to_find import runs_markdown, runs_table, search_reduction
 
-    rows = runs_table(["random", "pct-k200", "mix-pos"], ["holes-src-zero"], hunts=2, max_runs=3)
-    assert [r["strategy"] for r in rows] == ["random", "pct-k200", "mix-pos"]
+    strategies = ["random", "pct-k200", "mix-pos", "mix-3", "sticky"]
+    rows = runs_table(strategies, ["holes-src-zero"], hunts=2, max_runs=3)
+    assert [r["strategy"] for r in rows] == strategies
     assert all(r["found"] == 2 and r["median_runs"] == 1 for r in rows)  # found at once
+    assert all(r["runs"] == [1, 1] and (r["q1"], r["q3"]) == (1, 1) for r in rows)
     md = runs_markdown(rows).splitlines()
-    assert md[0] == "| entry | random | pct-k200 | mix-pos |"
+    assert md[0] == "| entry | random | pct-k200 | mix-pos | mix-3 | sticky |"
     assert md[2].startswith("| holes-src-zero | 1 (2/2)")
-    import pagerace.harness.hunt as hunt_mod
-
-    assert [s for s, _ in hunt_mod.MIX] == ["random", "pct", "rr"]  # restored
+    assert runs_markdown(rows, quart=True).splitlines()[2].startswith("| holes-src-zero | 1 [1–1] (2/2)")
+    # a hunt that did not find it counts as the budget, and the quartiles say so
+    miss = runs_table(["pct-k200"], ["hmm-2017-blocking-prepare"], hunts=1, max_runs=1)
+    assert miss[0]["runs"] == [None] and miss[0]["lower_bound"]
+    assert "1+ [1+–1+] (0/1)" in runs_markdown(miss, quart=True)
     search = search_reduction(["holes-src-zero"], max_schedules=5)
     assert [r["reduction"] for r in search] == [False, True]
     assert all(r["found"] == "outcome" for r in search)

@@ -4,6 +4,8 @@ real engine drives, to check what the engine offers a scheduler at every step.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from pagerace.core.machine.errors import InvalidOption
@@ -17,6 +19,7 @@ from pagerace.harness.schedulers import (
     Replay,
     RoundRobin,
     ScheduleDiverged,
+    StickyWalk,
     make_scheduler,
 )
 from strategies import kernel_with_actors
@@ -178,10 +181,53 @@ def test_random_walk_maps_draws_onto_the_runnable_list() -> None:
     assert stream.drawn == 4
 
 
+# -- sticky walk -----------------------------------------------------------------------------------
+
+
+def test_sticky_walk_keeps_the_last_actor_or_switches_with_one_draw() -> None:
+    # quantum 4: keep the last actor when the draw is >= 1/4; below, the draw scaled by 4
+    # picks uniformly among the runnable ones (the last one included).
+    stream = FakeStream(floats=[0.5, 0.9, 0.3, 0.1, 0.2, 0.0, 0.7])
+    st = StickyWalk(quantum=4)
+    st.start(3, stream)
+    assert st.choose([0, 1, 2], 0) == 1  # no last actor yet: 0.5 picks the middle one
+    assert st.choose([0, 1, 2], 1) == 1  # 0.9 >= 0.25: keeps 1
+    assert st.choose([0, 1, 2], 2) == 1  # 0.3 >= 0.25: keeps 1
+    assert st.choose([0, 1, 2], 3) == 1  # 0.1 < 0.25 -> 0.4 of [0, 1, 2]: 1 again
+    assert st.choose([0, 1, 2], 4) == 2  # 0.2 -> 0.8: switches to 2
+    assert st.choose([7], 5) == 7  # a single candidate draws nothing and becomes the last
+    assert st.choose([0, 2], 6) == 0  # 7 is gone: the draw 0.0 itself picks
+    assert st.choose([0, 2], 7) == 0  # 0.7 >= 0.25: keeps 0
+    assert stream.drawn == 7
+    assert st.describe() == {"strategy": "sticky", "quantum": 4}
+
+
+def test_sticky_walk_quantum_one_makes_the_random_walks_choices() -> None:
+    draws = [0.0, 0.5, 0.99, 0.34, 0.67]
+    rw, st = RandomWalk(), StickyWalk(quantum=1)
+    rw.start(3, FakeStream(floats=list(draws)))
+    st.start(3, FakeStream(floats=list(draws)))
+    assert [st.choose([0, 1, 2], i) for i in range(5)] == [rw.choose([0, 1, 2], i) for i in range(5)]
+
+
+def test_sticky_walk_slices_are_about_quantum_steps_long() -> None:
+    from pagerace.harness._rng import Stream
+
+    for q in (1, 3, 8):
+        st = StickyWalk(quantum=q)
+        st.start(4, Stream([q]))
+        picks = [st.choose([0, 1, 2, 3], i) for i in range(40_000)]
+        switches = sum(a != b for a, b in itertools.pairwise(picks))
+        # a switch draw (1/q of the steps) lands on another actor 3 times in 4
+        assert switches / len(picks) == pytest.approx(0.75 / q, rel=0.05)
+    with pytest.raises(ValueError, match="quantum must be >= 1, got 0"):
+        StickyWalk(quantum=0)
+
+
 def test_make_scheduler_names_the_valid_strategies() -> None:
     for name in STRATEGIES:
         assert make_scheduler(name).name == name
-    with pytest.raises(InvalidOption, match=r"'fifo'.*pct, pos, random, replay, rr, surw, urw"):
+    with pytest.raises(InvalidOption, match=r"'fifo'.*pct, pos, random, replay, rr, sticky, surw, urw"):
         make_scheduler("fifo")
 
 
