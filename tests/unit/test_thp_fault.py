@@ -214,3 +214,18 @@ def test_a_new_thp_is_not_held_in_the_lru_batch() -> None:
     assert not any(k.flags(head + i) & PG_allocated for i in range(N))
     check_counts(k)
 
+
+def test_finding_018_replays() -> None:
+    """docs/findings/018: the shrunk artifact reproduces the reference migrate_vma_split_folio
+    takes on the fault page's new folio after MADV_DONTNEED freed it."""
+    from pathlib import Path
+
+    from pagerace.core.machine.errors import FailureKind
+    from pagerace.harness.artifacts import load_artifact, replay
+
+    p = Path(__file__).resolve().parents[2] / "docs/findings/018-thp-fault-vs-collect.shrunk.json"
+    rec, ok, _msg = replay(load_artifact(p))
+    assert ok
+    f = rec.result.failure
+    assert f is not None and f.kind is FailureKind.USE_AFTER_FREE
+    assert "migrate_vma_split_folio:new_fault_get" in f.message
