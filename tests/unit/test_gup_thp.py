@@ -255,3 +255,25 @@ def test_dma_through_a_pmd_pin_takes_the_pmd_lock() -> None:
     assert k.shadow(0, BASE + 6) == k.data(head + 6)
     assert fo.folio_pincount(k, head) == 0
     check_counts(k)
+
+
+def test_pin_vs_fork_workload_catches_fork_ignoring_pins_and_is_clean_without() -> None:
+    """thp-pin-vs-fork: with the test-only fault fork_ignores_pins (copy_huge_pmd and
+    the PTE copy share a pinned THP) a pin or data oracle fires within a few seeds; the
+    same seed without the fault is clean and has met the -EBUSY of a pinned THP."""
+    from pagerace.harness.runner import run_deterministic
+    from pagerace.workloads import load_workload
+
+    w = load_workload("thp-pin-vs-fork")
+    found = None
+    for seed in range(6):
+        r = run_deterministic(w, variant="v7", seed=seed, faults=["fork_ignores_pins"])
+        f = r.result.failure
+        if f is not None and f.kind in (FailureKind.PIN_COHERENCY, FailureKind.STALE_READ):
+            found = seed
+            break
+    assert found is not None
+    clean = run_deterministic(w, variant="v7", seed=found)
+    assert str(clean.result.outcome) == "clean", clean.result.failure
+    ev = clean.kernel.events
+    assert ev.get("gup_pmd_pinned", 0) + ev.get("gup_fast_pmd_pinned", 0) >= 1
