@@ -77,7 +77,9 @@ LIMIT_DOC: dict[str, str] = {
 MM_DOC: dict[str, tuple[str, str]] = {
     "id": ("integer", "the mm (default: its position in the array)"),
     "vmas": ("list of {start, end, flags}", "its VMAs, pages [start, end); flags from: "
-             + ", ".join(VMA_FLAG_NAMES) + " (default: one VMA over all pages, read/write/anon)"),
+             + ", ".join(VMA_FLAG_NAMES) + " (default: one VMA over all pages, read/write/anon; "
+             "hugepage: madvise(MADV_HUGEPAGE), THP-eligible: a fault on a PMD that maps "
+             "nothing maps a THP; adds `thp` to `needs`: v7 only)"),
     "populate": ("list of {start, end}", "pages present in system RAM, writable"),
     "readonly": ("list of {start, end}", "pages present in system RAM, mapped read-only"),
     "device": ("list of {dev, start, end}",

@@ -23,7 +23,7 @@ from ..core.lib.test_hmm import Dmirror, setup_devmem, setup_dmirrors
 from ..core.machine import setup as _setup
 from ..core.machine.errors import InvalidOption
 from ..core.machine.kernel import Actor, Kernel
-from ..core.machine.layout import Layout
+from ..core.machine.layout import VM_HUGEPAGE, Layout
 from ..core.machine.state import State
 from ..core.oracles.invariants import check_all
 from ..core.variants import VARIANTS, get_variant
@@ -113,6 +113,8 @@ def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
             for j in range(count):
                 sv = frm + (count - 1 - j if reverse else j)
                 _setup.share_cow(s, src_mm, sv, mm.id, to + j)
+    if s.geo.thp and any(v.flags & VM_HUGEPAGE for mm in w.mms for v in mm.vmas):
+        _setup.none_pmds(s)  # THP-eligible memory: a PMD that maps nothing is none
     setup_dmirrors(s)  # the workload's [[dmirror]] files, opened before the run
     setup_devmem(s)  # each device's memory chunk and its pagemap references
     return s

@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 
 from ..core.machine.errors import InvalidWorkload, PageraceError
-from ..core.machine.layout import VM_ANON, VM_HUGETLB, VM_READ, VM_SHARED, VM_SPECIAL, VM_WRITE, Geometry
+from ..core.machine.layout import (
+    VM_ANON,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_READ,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WRITE,
+    Geometry,
+)
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -31,6 +40,7 @@ VMA_FLAG_NAMES = {
     "shared": VM_SHARED,
     "special": VM_SPECIAL,
     "hugetlb": VM_HUGETLB,
+    "hugepage": VM_HUGEPAGE,  # madvise(MADV_HUGEPAGE): THP-eligible (v7 only)
 }
 
 GEOMETRY_KEYS = {
@@ -640,7 +650,9 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
     if not isinstance(needs_t, list) or not all(isinstance(x, str) for x in needs_t):
         raise _bad(src, "needs", needs_t, "expected a list of path names")
     needs = list(needs_t)
-    if any(mm.thp or mm.thp_pte for mm in mms):
+    if any(mm.thp or mm.thp_pte for mm in mms) or any(
+        v.flags & VM_HUGEPAGE for mm in mms for v in mm.vmas
+    ):
         if "thp" not in needs:
             needs.append("thp")  # PMD-mapped THPs: v7 only
         geo = replace(geo, thp=True)  # the folio and PMD tables

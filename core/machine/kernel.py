@@ -89,6 +89,7 @@ from .layout import (
     ZONE_WORDS,
     PG_allocated,
     PG_anon_exclusive,
+    PG_head,
     PG_locked,
     PG_lru,
     PG_waiters,
@@ -685,7 +686,9 @@ class Kernel:
         n = words.load(b)
         words.store(b + 1 + n, pfn)
         words.store(b, n + 1)
-        full = n + 1 >= FOLIO_BATCH_SIZE
+        # 7.0: !folio_may_be_lru_cached(folio) (a large folio, v7) moves the batch at
+        # once: a PMD-sized folio is never held in the per-CPU cache.
+        full = n + 1 >= FOLIO_BATCH_SIZE or bool(words.load(self._F + pfn * FRAME_WORDS) & PG_head)
         if full:
             pfns = self._folio_batch_take(a.cpu)
         self._wq_release()

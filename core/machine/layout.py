@@ -160,6 +160,7 @@ VM_SPECIAL = 1 << 4  # VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_HUGETLB = 1 << 5
 VM_STACK_INCOMPLETE_SETUP = 1 << 6  # exec's temporary stack (vma_is_temporary_stack)
 VM_LIVE = 1 << 7  # model only: the row is in use
+VM_HUGEPAGE = 1 << 8  # madvise(MADV_HUGEPAGE): THP-eligible (v7's do_huge_pmd_anonymous_page)
 
 # Per mm words. M_WP_SEQ is mm->write_protect_seq (fork bumps it around copy_page_range;
 # GUP-fast pins back off when it is odd or changed, core/mm/gup.py). M_SPARE holds the

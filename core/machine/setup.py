@@ -211,6 +211,20 @@ def populate_thp_pte(s: State, mm: int, vpn: int) -> int:
     s.folio[head + 1, FO_NR_PAGES_MAPPED] = n
     s.pmd[mm, vpn // n] = PMD_TABLE
     return head
+def none_pmds(s: State) -> None:
+    """``geometry.thp`` with THP-eligible VMAs (``VM_HUGEPAGE``): every PMD of every mm
+    that maps nothing (a PTE table with only none entries) is none, as a fresh mm's
+    PMDs are, so that a fault there can map a THP (``do_huge_pmd_anonymous_page``) and
+    fork leaves the child's none. Without such VMAs every PMD stays a PTE table (the
+    model's default: the paths that do not know PMDs and v7's agree on every entry)."""
+    g = s.geo
+    n = g.ptes_per_table
+    for mm in range(g.mms):
+        for idx in range(g.tables_per_mm):
+            if s.pmd[mm, idx] & PTE_TYPE_MASK != PMD_TABLE:
+                continue
+            if not (s.pte[mm, idx * n : (idx + 1) * n] & PTE_TYPE_MASK).any():
+                s.pmd[mm, idx] = 0
 
 
 def mm_live(s: State, mm: int) -> None:

@@ -12,8 +12,10 @@ Two ways in, two kinds of reference:
   ordering argument of ``__folio_try_share_anon_rmap`` in seed 001, rmap.h); a pin also
   backs off when ``mm->write_protect_seq`` is odd or changed (a fork is copying).
 
-``FOLL_PIN`` adds ``GUP_PIN_COUNTING_BIAS`` to the refcount (and 1 to the model's pin
-count), so ``folio_maybe_dma_pinned()`` sees it; a pin of an anonymous page requires the
+``FOLL_PIN`` adds ``GUP_PIN_COUNTING_BIAS`` to the refcount of an order-0 folio (and 1
+to the model's pin count ``F_PIN``), and one reference plus one ``_pincount`` to a large
+folio (7.0 ``try_grab_folio``: ``folio_has_pincount``), so ``folio_maybe_dma_pinned()``
+sees it; a pin of an anonymous page requires the
 page to be anon-exclusive (``gup_must_unshare``: fault with ``FAULT_FLAG_UNSHARE`` first).
 ``FOLL_GET`` adds a plain reference: migration's refcount check must refuse such a page
 (``migrate_vma_check_page``), but fork does not see it (which is why DMA uses FOLL_PIN).
@@ -27,6 +29,16 @@ the pinned page is still the page mapped at the pinned address.
 system memory first (``migrate_device_coherent_folio``, -EBUSY when it is pinned).
 XX: movable (ZONE_MOVABLE / CMA) pages are not modelled, so only device-coherent pages
 move for a long-term pin.
+
+``v7`` (``geometry.thp``): both ways in read the PMD first, as 7.0 does.
+GUP-fast's ``gup_fast_pmd_range`` falls back on a PMD that is not present (none, a PMD
+migration entry, a device-private PMD) and hands a huge present PMD to
+:func:`gup_fast_pmd_leaf`; the slow path's ``follow_pmd_mask`` faults for a PMD that is
+none or not present (``no_page_table``: ``handle_pmd_fault_v7`` waits for the migration
+or migrates the device folio back) and follows a huge PMD under the PMD lock
+(:func:`follow_huge_pmd`). A pin of a page of a large folio (PMD- or PTE-mapped) is the
+folio's: one reference on the head and one ``_pincount``; the pin record keeps the 4K
+page, so the oracle judges each pinned page of the folio at its own address.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..actors import register_op
+from ..machine import folio as fo
+from ..machine import pmd as pm
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel, Path
 from ..machine.layout import (
@@ -42,6 +56,10 @@ from ..machine.layout import (
     GUP_PIN_COUNTING_BIAS,
     M_WP_SEQ,
     MM_WORDS,
+    PMD_INVALID,
+    PMD_TABLE,
+    PTE_DEVICE_PRIVATE,
+    PTE_MIGRATION,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_TYPE_MASK,
@@ -52,6 +70,7 @@ from ..machine.layout import (
     PG_dirty,
 )
 from ..oracles.world import check_pin, dma_read_check
+from .huge_memory import huge_pmd_set_accessed
 from .memory import (
     VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
@@ -107,9 +126,28 @@ def pin_table(k: Kernel) -> dict[int, list[PinRecord]]:
     return t
 
 
+def _large_head(k: Kernel, pfn: int) -> int:
+    """The head of the large folio ``pfn`` belongs to (``v7``), or -1 for a page that is
+    its own order-0 folio (every page of the older generations)."""
+    if not k.geo.thp:
+        return -1
+    head = fo.page_folio(k, pfn)
+    return head if fo.folio_test_large(k, head) else -1
+
+
 def _grab(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
-    """``try_grab_folio()`` with the page mapped under the PTL (its refcount is held)."""
+    """``try_grab_folio(page_folio(page), 1, flags)`` with the page mapped under the
+    page-table (or PMD) lock, so its folio's refcount is held. 7.0: ``FOLL_GET`` adds a
+    reference to the folio; ``FOLL_PIN`` adds ``GUP_PIN_COUNTING_BIAS`` to an order-0
+    folio, and one reference plus one ``_pincount`` to a large one
+    (``folio_has_pincount``)."""
     k.touch(a, pfn, site)
+    head = _large_head(k, pfn)
+    if head >= 0:
+        k.get_page(a, head, site)  # folio_ref_add(folio, 1)
+        if pin:
+            fo.folio_pincount_add(k, head, 1)  # atomic_add(1, &folio->_pincount)
+        return
     if pin:
         k.words.fetch_add(k.fw(pfn, F_PIN), 1)
         k.words.fetch_add(k.fw(pfn, F_REF), GUP_PIN_COUNTING_BIAS)
@@ -118,11 +156,34 @@ def _grab(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
 
 
 def _grab_fast(k: Kernel, a: Actor, pfn: int, pin: bool) -> bool:
-    """``try_grab_folio_fast()``: ``folio_try_get`` (fails on a free or frozen page),
-    then the rest of the pin bias."""
+    """``try_grab_folio_fast()``: ``try_get_folio`` (``folio_ref_try_add`` on
+    ``page_folio(page)``, which fails on a free or frozen folio, then the check that the
+    page still belongs to that folio: a split between the two puts the reference and
+    retries), then the rest of the pin: the bias of an order-0 folio, one
+    ``_pincount`` of a large one."""
+    words = k.words
+    if k.geo.thp:
+        while True:
+            head = fo.page_folio(k, pfn)
+            w = k.fw(head, F_REF)
+            old = words.load(w)
+            if old <= 0:
+                return False
+            if not words.cas(w, old, old + 1):
+                continue
+            if fo.page_folio(k, pfn) != head:  # split meanwhile: folio_put_refs, retry
+                fo.folio_put(k, a, head, "try_get_folio:split")
+                continue
+            if fo.folio_test_large(k, head):
+                if pin:
+                    fo.folio_pincount_add(k, head, 1)
+                return True
+            if pin:  # folio_ref_add(folio, GUP_PIN_COUNTING_BIAS - 1)
+                words.fetch_add(w, GUP_PIN_COUNTING_BIAS - 1)
+                words.fetch_add(k.fw(pfn, F_PIN), 1)
+            return True
     w = k.fw(pfn, F_REF)
     add = GUP_PIN_COUNTING_BIAS if pin else 1
-    words = k.words
     while True:
         old = words.load(w)
         if old <= 0:
@@ -135,8 +196,23 @@ def _grab_fast(k: Kernel, a: Actor, pfn: int, pin: bool) -> bool:
 
 
 def gup_put_folio(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
-    """``gup_put_folio()`` / ``unpin_user_page()``: drop a pin (the bias) or a reference;
-    the page is freed when the count reaches zero."""
+    """``gup_put_folio(page_folio(page), 1, flags)`` / ``unpin_user_page()``: drop a pin
+    (the bias of an order-0 folio; one ``_pincount`` and one reference of a large one)
+    or a reference; the folio is freed when the count reaches zero."""
+    head = _large_head(k, pfn)
+    if head >= 0:
+        k.touch(a, head, site)
+        if pin and fo.folio_pincount_add(k, head, -1) < 0:
+            raise k.fail(
+                FailureKind.REFCOUNT_UNDERFLOW,
+                f"{a.name} unpinned page {pfn} of folio {head} at {site} with no pin held "
+                "(_pincount went negative)",
+                actors=[a],
+                pages=[pfn, head],
+                sites=[site],
+            )
+        fo.folio_put(k, a, head, site)
+        return
     if not pin:
         k.put_page(a, pfn, site)
         return
@@ -152,8 +228,52 @@ def gup_put_folio(k: Kernel, a: Actor, pfn: int, pin: bool, site: str) -> None:
     k.put_page(a, pfn, site, refs=GUP_PIN_COUNTING_BIAS)
 
 
+def _must_unshare(k: Kernel, page: int) -> bool:
+    """``gup_must_unshare(vma, FOLL_PIN, page)`` for an anonymous page: a pin of a
+    read-only mapping needs the page anon-exclusive (7.0 include/linux/mm.h)."""
+    return k.test_flag(page, PG_anon) and not k.test_flag(page, PG_anon_exclusive)
+
+
+def gup_fast_pmd_leaf(
+    k: Kernel, a: Actor, mm: int, vpn: int, orig: int, write: bool, pin: bool
+) -> Path:
+    """``gup_fast_pmd_leaf()`` (7.0 mm/gup.c 2924) for one page: lockless, on the PMD
+    ``orig`` that ``gup_fast_pmd_range`` read (``pmdp_get_lockless``). Back off when the
+    hardware could not use it (``pmd_access_permitted``: an invalidated PMD, or a
+    read-only one for a write); grab the folio of the page (``try_grab_folio_fast``: a
+    reference, and a ``_pincount`` for a pin); back off when the PMD changed
+    (``pmd_val(orig) != pmd_val(*pmdp)``) or, for a pin through a read-only PMD, when the
+    folio's head is not anon-exclusive (``gup_must_unshare(NULL, flags, &folio->page)``).
+    Returns the page's pfn, or -1 (the caller falls back to the slow path)."""
+    site = "gup_fast_pmd_leaf"
+    if orig & PMD_INVALID or (write and not orig & PTE_WRITE):
+        return -1
+    head = pm.pmd_pfn(orig)
+    page = head + vpn % k.geo.ptes_per_table
+    yield  # between the lockless read and the grab: the folio may be split, freed, reused
+    if not _grab_fast(k, a, page, pin):
+        k.count("gup_fast_grab_failed")
+        return -1
+    yield  # between the grab and the re-check: a split, zap or share may run here
+    if "gup_fast_no_recheck" not in k.faults:
+        idx = vpn // k.geo.ptes_per_table
+        if pm.pmdp_get(k, mm, idx) != orig:
+            gup_put_folio(k, a, page, pin, site + ":backoff_changed")
+            k.count("gup_fast_pmd_backoff_changed")
+            return -1
+        if pin and not orig & PTE_WRITE and _must_unshare(k, head):
+            gup_put_folio(k, a, page, pin, site + ":backoff_unshare")
+            k.count("gup_fast_pmd_backoff_unshare")
+            return -1
+    return page
+
+
 def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> Path:
-    """``gup_fast_pte_range()`` (mm/gup.c; seed 001 B1-B5): lockless, no mmap_lock.
+    """``gup_fast()`` → ``gup_fast_pmd_range()`` → ``gup_fast_pte_range()`` (mm/gup.c;
+    seed 001 B1-B5): lockless, no mmap_lock. On ``v7`` the PMD is read first
+    (``pmdp_get_lockless``): not present (none, a migration or device-private PMD) falls
+    back, a huge one goes to :func:`gup_fast_pmd_leaf`, a PTE table to the PTE loop,
+    whose re-check (B4) compares the PMD too.
 
     Returns the pinned pfn, or -1 to fall back to the slow path.
     """
@@ -162,6 +282,23 @@ def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
     seq = k.words.load(seq_w) if pin else 0
     if seq & 1:
         return -1  # raw_read_seqcount(&mm->write_protect_seq) odd: fork is copying
+    pmd = PMD_TABLE
+    if k.geo.thp:
+        pmd = pm.pmdp_get(k, mm, vpn // k.geo.ptes_per_table)
+        if pmd & PTE_TYPE_MASK != PMD_TABLE:
+            if pmd & PTE_TYPE_MASK != PTE_PRESENT:
+                return -1  # !pmd_present(pmd)
+            pfn = yield from gup_fast_pmd_leaf(k, a, mm, vpn, pmd, write, pin)
+            if pfn < 0:
+                return -1
+            if (
+                pin and "gup_fast_no_recheck" not in k.faults and k.words.load(seq_w) != seq
+            ):  # read_seqcount_retry(): a fork ran
+                gup_put_folio(k, a, pfn, pin, "gup_fast:backoff_fork")
+                k.count("gup_fast_backoff_fork")
+                return -1
+            k.count("gup_fast_pmd_pinned" if pin else "gup_fast_pmd_got")
+            return pfn
     pte = k.pte_read(mm, vpn)  # B1: ptep_get_lockless
     if pte & PTE_TYPE_MASK != PTE_PRESENT:
         return -1
@@ -176,16 +313,13 @@ def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
         return -1
     yield  # between the pin and the re-check: A1-A4 of a concurrent share may run here
     if "gup_fast_no_recheck" not in k.faults:
-        if k.pte_read(mm, vpn) != pte:  # B4
+        if k.pte_read(mm, vpn) != pte or (
+            k.geo.thp and pm.pmdp_get(k, mm, vpn // k.geo.ptes_per_table) != pmd
+        ):  # B4
             gup_put_folio(k, a, pfn, pin, site + ":backoff_changed")
             k.count("gup_fast_backoff_changed")
             return -1
-        if (
-            pin
-            and not pte & PTE_WRITE
-            and k.test_flag(pfn, PG_anon)
-            and not k.test_flag(pfn, PG_anon_exclusive)
-        ):  # B5: gup_must_unshare()
+        if pin and not pte & PTE_WRITE and _must_unshare(k, pfn):  # B5: gup_must_unshare()
             gup_put_folio(k, a, pfn, pin, site + ":backoff_unshare")
             k.count("gup_fast_backoff_unshare")
             return -1
@@ -197,9 +331,66 @@ def gup_fast(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
     return pfn
 
 
-def gup_slow(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> Path:
-    """``__get_user_pages()``: ``follow_page_pte()`` under ``mmap_read_lock`` and the
-    PTL; when the page is not there with the right access, ``faultin_page()``.
+def follow_huge_pmd(
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool, touch: bool
+) -> int:
+    """``follow_huge_pmd()`` (7.0 mm/gup.c 701) with the PMD lock held and the PMD a huge
+    present one: NULL (-1: fault it in) for a write through a read-only PMD
+    (``can_follow_write_pmd``: no FOLL_FORCE in the model); ``-EMLINK`` (-2: fault with
+    ``FAULT_FLAG_UNSHARE``) for a pin through a read-only PMD whose folio's head is not
+    anon-exclusive (``gup_must_unshare``); else ``try_grab_folio(folio, 1)`` (a pin: one
+    reference and one ``_pincount``), ``touch_pmd`` for ``FOLL_TOUCH`` (young, and dirty
+    for a write: :func:`~core.mm.huge_memory.huge_pmd_set_accessed`), and the page at
+    the address: ``pmd_page + (addr & ~HPAGE_PMD_MASK) >> PAGE_SHIFT``."""
+    n = k.geo.ptes_per_table
+    idx = vpn // n
+    pmd = pm.pmdp_get(k, mm, idx)
+    head = pm.pmd_pfn(pmd)
+    if write and not pmd & PTE_WRITE:
+        return -1
+    if not pmd & PTE_WRITE and pin and _must_unshare(k, head):
+        return -2
+    page = head + vpn % n
+    _grab(k, a, page, pin, "follow_huge_pmd:try_grab_folio")
+    if touch:
+        huge_pmd_set_accessed(k, mm, idx, pmd, write)  # touch_pmd()
+    return page
+
+
+def follow_pmd_mask(
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool, touch: bool
+) -> Path:
+    """The huge part of ``follow_pmd_mask()`` (7.0 mm/gup.c 898), under
+    ``mmap_read_lock``, for a PMD that the lockless read found not to be a PTE table.
+    None or not present (a PMD migration entry, a device-private PMD): ``no_page_table``
+    (-1: fault it in); a huge PMD: ``pmd_lock``, read again: not present → fault; a PTE
+    table by now → ``follow_page_pte`` (-3); else :func:`follow_huge_pmd` under the
+    lock. Returns the page, -1 (fault), -2 (fault to unshare) or -3 (PTE level)."""
+    idx = vpn // k.geo.ptes_per_table
+    if pm.pmdp_get(k, mm, idx) & PTE_TYPE_MASK != PTE_PRESENT:
+        return -1  # pmd_none / !pmd_present: no_page_table()
+    yield  # the lockless read and the PMD lock are apart
+    ptl = yield from pm.pmd_lock(k, a, mm, idx, "follow_pmd_mask:pmd_lock")
+    kind = pm.pmdp_get(k, mm, idx) & PTE_TYPE_MASK
+    if kind == PMD_TABLE:
+        k.spin_unlock(a, ptl, "follow_pmd_mask:pmd_unlock")
+        return -3
+    if kind != PTE_PRESENT:
+        k.spin_unlock(a, ptl, "follow_pmd_mask:pmd_unlock")
+        return -1
+    page = follow_huge_pmd(k, a, mm, vpn, write, pin, touch)
+    k.spin_unlock(a, ptl, "follow_pmd_mask:pmd_unlock")
+    return page
+
+
+def gup_slow(
+    k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool, touch: bool = False
+) -> Path:
+    """``__get_user_pages()``: ``follow_page_mask()`` under ``mmap_read_lock`` (on
+    ``v7`` the PMD first: :func:`follow_pmd_mask`; then ``follow_page_pte()`` under the
+    PTL); when the page is not there with the right access, ``faultin_page()``.
+    ``touch``: ``FOLL_TOUCH`` (``get_user_pages``, and the slow part of the ``_fast``
+    calls; not ``pin_user_pages``), which only a huge PMD's follow uses in the model.
 
     The model drops ``mmap_lock`` around the fault and retakes it (the ``FOLL_UNLOCKABLE``
     retry path), so the fault path takes the lock itself. A pin of an anonymous page that
@@ -215,32 +406,34 @@ def gup_slow(k: Kernel, a: Actor, mm: int, vpn: int, write: bool, pin: bool) -> 
         if row < 0 or (write and not k.s.vma_flags(mm, row) & VM_WRITE):
             k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
             return EFAULT
-        ptl = k.ptl_word(mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
-        pte = k.pte_read(mm, vpn)
-        ok = pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE)
-        pfn = pte >> PTE_PFN_SHIFT
-        unshare = False
-        if (
-            ok
-            and pin
-            and not pte & PTE_WRITE
-            and k.test_flag(pfn, PG_anon)
-            and not k.test_flag(pfn, PG_anon_exclusive)
-        ):
-            # 7.0 follow_page_pte (mm/gup.c 849): "!pte_write(pte) &&
-            # gup_must_unshare()". A writable entry of a page that is not exclusive
-            # exists only under 4.14-5.0's do_wp_page reuse (hmm-2017, v5.0): the
-            # unshare fault would find it writable and loop.
-            ok = False  # gup_must_unshare()
-            unshare = True
-        if ok:
-            _grab(k, a, pfn, pin, site + ":try_grab_folio")
-            k.spin_unlock(a, ptl, site + ":ptl")
+        huge = -3
+        if k.geo.thp and pm.pmdp_get(k, mm, vpn // k.geo.ptes_per_table) & PTE_TYPE_MASK != PMD_TABLE:
+            huge = yield from follow_pmd_mask(k, a, mm, vpn, write, pin, touch)
+        if huge >= 0:
             k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
-            k.count("gup_pinned" if pin else "gup_got")
-            return pfn
-        k.spin_unlock(a, ptl, site + ":ptl")
+            k.count("gup_pmd_pinned" if pin else "gup_pmd_got")
+            return huge
+        unshare = huge == -2
+        if huge == -3:  # follow_page_pte()
+            ptl = k.ptl_word(mm, vpn)
+            yield from k.spin_lock(a, ptl, site + ":ptl")
+            pte = k.pte_read(mm, vpn)
+            ok = pte & PTE_TYPE_MASK == PTE_PRESENT and (not write or pte & PTE_WRITE)
+            pfn = pte >> PTE_PFN_SHIFT
+            if ok and pin and not pte & PTE_WRITE and _must_unshare(k, pfn):
+                # 7.0 follow_page_pte (mm/gup.c 849): "!pte_write(pte) &&
+                # gup_must_unshare()". A writable entry of a page that is not exclusive
+                # exists only under 4.14-5.0's do_wp_page reuse (hmm-2017, v5.0): the
+                # unshare fault would find it writable and loop.
+                ok = False  # gup_must_unshare()
+                unshare = True
+            if ok:
+                _grab(k, a, pfn, pin, site + ":try_grab_folio")
+                k.spin_unlock(a, ptl, site + ":ptl")
+                k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
+                k.count("gup_pinned" if pin else "gup_got")
+                return pfn
+            k.spin_unlock(a, ptl, site + ":ptl")
         k.mmap_read_unlock(a, mm, "__get_user_pages:mmap_read_unlock")
         yield
         r = yield from handle_mm_fault(k, a, mm, vpn, write or unshare)
@@ -284,6 +477,34 @@ def get_user_page_vma_remote(k: Kernel, a: Actor, mm: int, vpn: int, site: str) 
         yield
 
 
+def _leaf_pmd(k: Kernel, mm: int, vpn: int) -> bool:
+    """``v7``: whether the PMD over (mm, vpn) is a huge leaf (present, migration or
+    device-private), which the PMD lock guards instead of the PTL."""
+    if not k.geo.thp:
+        return False
+    kind = pm.pmdp_get(k, mm, vpn // k.geo.ptes_per_table) & PTE_TYPE_MASK
+    return kind in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE)
+
+
+def _entry_lock_word(k: Kernel, mm: int, vpn: int) -> int:
+    """The lock under which the entry mapping (mm, vpn) cannot change: the PMD lock
+    while the PMD is a huge leaf, else the PTL (the oracle's bookkeeping only)."""
+    if _leaf_pmd(k, mm, vpn):
+        return pm.pmd_lockptr(k, mm, vpn // k.geo.ptes_per_table)
+    return k.ptl_word(mm, vpn)
+
+
+def _entry_lock(k: Kernel, a: Actor, mm: int, vpn: int, site: str) -> Path:
+    """Take :func:`_entry_lock_word`'s lock, again if the PMD turned from or into a leaf
+    while this actor waited for it; returns the lock word held."""
+    while True:
+        want = _entry_lock_word(k, mm, vpn)
+        yield from k.spin_lock(a, want, site)
+        if _entry_lock_word(k, mm, vpn) == want:
+            return want
+        k.spin_unlock(a, want, site)
+
+
 def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool) -> Path:
     """``pin_user_pages{,_fast}()`` / ``get_user_pages{,_fast}()`` for one page.
 
@@ -296,7 +517,10 @@ def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool
         if pfn < 0:
             yield
     if pfn < 0:
-        pfn = yield from gup_slow(k, a, mm, vpn, write, pin)
+        # FOLL_TOUCH: get_user_pages and the slow part of the _fast calls
+        # (gup_fast_fallback); pin_user_pages (and FOLL_LONGTERM's) has none.
+        touch = mode not in (MODE_PIN, MODE_LONGTERM)
+        pfn = yield from gup_slow(k, a, mm, vpn, write, pin, touch)
         if pfn < 0:
             k.count("gup_efault")
             return None
@@ -305,10 +529,11 @@ def pin_user_page(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, write: bool
     # Pin coherency as GUP returns, judged under the PTL so that a change in progress
     # (collect's clear-then-share) is not mistaken for a stale pin; when the PTL is busy
     # the next DMA access judges instead.
-    ptl = k.ptl_word(mm, vpn)
+    ptl = _entry_lock_word(k, mm, vpn)
     if k.words.cas(ptl, 0, a.id + 1):
         try:
-            check_pin(k, a, rec, "pin")
+            if _entry_lock_word(k, mm, vpn) == ptl:
+                check_pin(k, a, rec, "pin")
         finally:
             k.words.store(ptl, 0)
     return rec
@@ -367,8 +592,7 @@ def op_pin_dma(k: Kernel, a: Actor, mm: int, vpn: int, mode: int, hold: int, wri
         # bookkeeping (is the pinned page still the one mapped at the address, so the
         # program sees this value there?) is read under the PTL, where entries are
         # never half-changed, in both engines.
-        ptl = k.ptl_word(rec.mm, rec.vpn)
-        yield from k.spin_lock(a, ptl, "dma:ptl")
+        ptl = yield from _entry_lock(k, a, rec.mm, rec.vpn, "dma:ptl")
         if hw is not None:
             hw.acquire(rec.mm, rec.vpn)
         try:
@@ -406,8 +630,11 @@ __all__ = [
     "MODE_PIN",
     "MODE_PIN_FAST",
     "PinRecord",
+    "follow_huge_pmd",
+    "follow_pmd_mask",
     "get_user_page_vma_remote",
     "gup_fast",
+    "gup_fast_pmd_leaf",
     "gup_put_folio",
     "gup_slow",
     "op_pin_dma",

@@ -13,7 +13,10 @@ THP (issue 15, the ``v7`` generation; /work/shared/kernel-7.0/).
   ``folio_split`` for device-private folios (``zone_device_private_split_cb``);
 - :func:`folio_expected_ref_count` (include/linux/mm.h);
 - :func:`pmd_migration_entry_wait` (mm/migrate.c) and
-  :func:`do_huge_pmd_device_private`.
+  :func:`do_huge_pmd_device_private`;
+- :func:`thp_vma_allowable_order` and :func:`do_huge_pmd_anonymous_page` /
+  ``__do_huge_pmd_anonymous_page``: a fault on a none PMD of a THP-eligible
+  (``VM_HUGEPAGE``) anonymous VMA maps a fresh zeroed PMD-sized folio.
 
 Everything here runs with the geometry's ``thp``. Anonymous VMAs only: the model has no
 file THP (``__split_huge_pmd_locked``'s ``!vma_is_anonymous`` branch is transcribed,
@@ -49,7 +52,13 @@ from ..machine.layout import (
     PTE_WRITE,
     PTE_YOUNG,
     STATIC_MASK,
+    V_END,
+    V_START,
     VM_ANON,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_SHARED,
+    VM_SPECIAL,
     VM_WRITE,
     PG_allocated,
     PG_anon,
@@ -62,6 +71,7 @@ from ..machine.layout import (
     PG_pagecache,
     PG_swapcache,
     PG_uptodate,
+    mapping_encode,
     pte_encode,
 )
 from ..oracles.folio import check_split
@@ -81,6 +91,7 @@ from .rmap import (
     folio_anon_vma,
     folio_pgoff,
     invalid_migration_vma,
+    linear_page_index,
 )
 
 # The flags __split_folio_to_order() copies from the folio to each new folio (7.0:
@@ -404,6 +415,92 @@ def do_huge_pmd_wp_page(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, orig_p
     return VM_FAULT_FALLBACK
 
 
+# -- the THP fault (7.0 mm/huge_memory.c 1256-1511, include/linux/huge_mm.h) ------------
+def thp_vma_allowable_order(k: Kernel, mm: int, vma: int, vpn: int) -> bool:
+    """``thp_vma_allowable_order(vma, vm_flags, TVA_PAGEFAULT, PMD_ORDER)`` with
+    ``thp_vma_suitable_order``, as the model's sysfs is set (``enabled = madvise``):
+    an anonymous private VMA with ``VM_HUGEPAGE`` (``madvise(MADV_HUGEPAGE)``; never a
+    hugetlb or special one) that covers the whole PMD-aligned range around ``vpn``."""
+    flags = k.s.vma_flags(mm, vma)
+    if not flags & VM_HUGEPAGE or not flags & VM_ANON:
+        return False
+    if flags & (VM_HUGETLB | VM_SPECIAL | VM_SHARED):
+        return False
+    haddr = pm.pmd_addr_start(k, pm.pmd_index(k, vpn))
+    v = k.s.vma[mm, vma]
+    return int(v[V_START]) <= haddr and haddr + k.geo.hpage_pmd_nr <= int(v[V_END])
+
+
+def do_huge_pmd_anonymous_page(
+    k: Kernel, a: Actor, mm: int, vma: int, vpn: int, write: bool,
+    stable_check: Callable[[Kernel, int], int],
+) -> Path:
+    """``create_huge_pmd()`` → ``do_huge_pmd_anonymous_page()`` (7.0 mm/huge_memory.c
+    1461) for a fault on a none PMD of an anonymous VMA that
+    :func:`thp_vma_allowable_order` allows. ``thp_vma_suitable_order`` again (else
+    ``VM_FAULT_FALLBACK``); ``vmf_anon_prepare`` (the model's anon_vma is the mm's:
+    nothing to prepare); a read fault would map the huge zero folio, which the model's
+    sysfs disables (``transparent_hugepage/use_zero_page = 0``): read and write faults
+    both go to :func:`__do_huge_pmd_anonymous_page`. ``stable_check`` is
+    ``check_stable_address_space`` (core/mm/memory.py, which calls this)."""
+    if not thp_vma_allowable_order(k, mm, vma, vpn):
+        return VM_FAULT_FALLBACK
+    return (yield from __do_huge_pmd_anonymous_page(k, a, mm, vma, vpn, stable_check))
+
+
+def __do_huge_pmd_anonymous_page(
+    k: Kernel, a: Actor, mm: int, vma: int, vpn: int,
+    stable_check: Callable[[Kernel, int], int],
+) -> Path:
+    """``__do_huge_pmd_anonymous_page()`` (7.0 mm/huge_memory.c 1323).
+    ``vma_alloc_anon_folio_pmd``: an aligned order-``HPAGE_PMD_ORDER`` folio of system
+    RAM, else ``VM_FAULT_FALLBACK`` (``THP_FAULT_FALLBACK``: the PTE level maps a small
+    page); ``folio_zero_user`` and ``__folio_mark_uptodate``. Then (the allocations may
+    sleep: a preemption point) ``pmd_lock``: a PMD that is no longer none (another
+    fault, a migration's insert) releases the folio and returns 0; an OOM-reaped mm
+    (``check_stable_address_space``) returns ``VM_FAULT_SIGBUS``; else
+    ``map_anon_folio_pmd_pf``: a dirty, young PMD, writable when the VMA is
+    (``maybe_pmd_mkwrite``), ``folio_add_new_anon_rmap(RMAP_EXCLUSIVE)``,
+    ``folio_add_lru_vma``, ``set_pmd_at``. No memcg charge, no userfaultfd, no deposited
+    page table (the model's PTE tables always exist), no deferred split queue."""
+    site = "__do_huge_pmd_anonymous_page"
+    n = k.geo.hpage_pmd_nr
+    idx = pm.pmd_index(k, vpn)
+    haddr = pm.pmd_addr_start(k, idx)
+    head = fo.folio_alloc(k, a, 0, n.bit_length() - 1, site + ":vma_alloc_folio")
+    if head < 0:
+        k.count("thp_fault_fallback")
+        return VM_FAULT_FALLBACK
+    for p in range(head, head + n):
+        k.set_data(p, 0)  # folio_zero_user
+        k.set_flag(p, PG_anon)  # the model keeps the anon bit on every page of the folio
+    k.set_flag(head, PG_uptodate)  # __folio_mark_uptodate
+    yield  # pte_alloc_one (may sleep) before the PMD lock
+    ptl = yield from pm.pmd_lock(k, a, mm, idx, site + ":pmd_lock")
+    if not pm.pmd_none(pm.pmdp_get(k, mm, idx)):
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        fo.folio_put(k, a, head, site + ":release")
+        k.count("thp_fault_raced")
+        return 0
+    ret = stable_check(k, mm)
+    if ret:
+        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        fo.folio_put(k, a, head, site + ":release")
+        k.count("unstable_sigbus")
+        return ret
+    # map_anon_folio_pmd_pf() -> map_anon_folio_pmd_nopf()
+    bits = PTE_DIRTY | PTE_YOUNG
+    if k.s.vma_flags(mm, vma) & VM_WRITE:  # maybe_pmd_mkwrite
+        bits |= PTE_WRITE
+    av, index = linear_page_index(k, mm, haddr)
+    fo.folio_add_new_anon_rmap(k, head, mapping_encode(av, index), exclusive=True, mm=mm)
+    k.folio_add_lru(a, head, site + ":folio_add_lru_vma")
+    pm.set_pmd_at(k, mm, idx, pte_encode(PTE_PRESENT, head, bits))
+    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    k.count("thp_fault_alloc")
+    return 0
+
+
 # -- zap ---------------------------------------------------------------------------------
 def zap_huge_pmd(
     k: Kernel, a: Actor, mm: int, idx: int, site: str, on_clear: Callable[[int], None]
@@ -647,6 +744,7 @@ def set_pmd_migration_entry(k: Kernel, a: Actor, mm: int, idx: int, head: int) -
     anon_exclusive = k.test_flag(head, PG_anon) and k.test_flag(head, PG_anon_exclusive)
     if anon_exclusive and folio_try_share_anon_rmap_pmd(k, head):
         pm.set_pmd_at(k, mm, idx, pmdval)
+        k.count("thp_share_pmd_ebusy")  # a pinned THP stays where it is
         return -EBUSY
     if pmdval & PTE_DIRTY:
         k.set_flag(head, PG_dirty)

@@ -287,10 +287,12 @@ def handle_pmd_fault_v7(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, write:
     ``v7`` generation (``geometry.thp``). Returns ``VM_FAULT_FALLBACK`` when the fault
     goes on at the PTE level (``handle_pte_fault``), else the fault's result.
 
-    - PMD none: the model's VMAs are never THP-eligible (no ``VM_HUGEPAGE``, no
-      ``thp_vma_allowable_order``: its THPs come from the workload's setup and from
-      migration), so no ``create_huge_pmd``: the PTE level, whose ``do_anonymous_page``
-      begins with ``pte_alloc`` (``pmd_install`` under the PMD lock: done here);
+    - PMD none in a THP-eligible VMA (``VM_HUGEPAGE``:
+      :func:`~core.mm.huge_memory.thp_vma_allowable_order`): ``create_huge_pmd`` →
+      :func:`~core.mm.huge_memory.do_huge_pmd_anonymous_page`, unless it falls back
+      (no aligned folio free): then, as for any other none PMD, the PTE level, whose
+      ``do_anonymous_page`` begins with ``pte_alloc`` (``pmd_install`` under the PMD
+      lock: done here);
     - a device-private PMD: :func:`~core.mm.huge_memory.do_huge_pmd_device_private`;
     - a PMD migration entry: :func:`~core.mm.huge_memory.pmd_migration_entry_wait`,
       then 0 (the access retries);
@@ -302,10 +304,25 @@ def handle_pmd_fault_v7(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, write:
     idx = vpn // k.geo.ptes_per_table
     orig = pm.pmdp_get(k, mm, idx)  # vmf->orig_pmd = pmdp_get_lockless()
     kind = orig & PTE_TYPE_MASK
+    if kind == PTE_NONE and hm.thp_vma_allowable_order(k, mm, vma, vpn):
+        ret = yield from hm.do_huge_pmd_anonymous_page(
+            k, a, mm, vma, vpn, write, check_stable_address_space
+        )
+        if ret != VM_FAULT_FALLBACK:
+            return ret
+        yield  # fallback: handle_pte_fault → do_anonymous_page → pte_alloc
     if kind == PTE_NONE:
         ptl = yield from pm.pmd_lock(k, a, mm, idx, "pte_alloc:pmd_lock")  # pmd_install
-        if pm.pmd_none(pm.pmdp_get(k, mm, idx)):
+        cur = pm.pmdp_get(k, mm, idx)
+        if pm.pmd_none(cur):
             pm.set_pmd_at(k, mm, idx, pm.PMD_TABLE)
+        elif not pm.pmd_is_table(cur):
+            # A huge PMD got there first (a THP fault, a migration's insert):
+            # do_anonymous_page's pte_offset_map_lock() finds no PTE table and returns
+            # 0; the access retries through the PMD.
+            k.spin_unlock(a, ptl, "pte_alloc:pmd_unlock")
+            k.count("pte_alloc_raced_huge")
+            return VM_FAULT_OK
         k.spin_unlock(a, ptl, "pte_alloc:pmd_unlock")
         return VM_FAULT_FALLBACK
     if kind == pm.PMD_TABLE:

@@ -89,6 +89,19 @@ def swapcache_page(k: Kernel, slot: int) -> int:
     return int(hit[0]) if hit.size else -1
 
 
+def _entry_at(k: Kernel, mm: int, vpn: int) -> int:
+    """The entry that maps (mm, vpn): on ``v7``, a huge leaf PMD (present, migration or
+    device-private) read as the 4K entry of the page at ``vpn`` (the folio's head +
+    ``vpn``'s offset in the PMD; ``PMD_INVALID`` dropped: a split in progress still
+    maps the page), else the PTE."""
+    if k.geo.thp:
+        n = k.geo.ptes_per_table
+        pmd = k.words.load(k.lay.PMD + mm * k.geo.tables_per_mm + vpn // n)
+        if pmd & PTE_TYPE_MASK in (PTE_PRESENT, PTE_MIGRATION, PTE_DEVICE_PRIVATE):
+            return (pmd & ~PMD_INVALID) + ((vpn % n) << PTE_PFN_SHIFT)
+    return k.pte_read(mm, vpn)
+
+
 def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
     """Pin coherency at ``when`` (``pin``, ``dma``, ``unpin``) for a pin record.
 
@@ -97,7 +110,7 @@ def check_pin(k: Kernel, a: Actor, rec: Any, when: str) -> bool:
     """
     if rec.detached:
         return False  # the address was unmapped after the pin: nothing to compare
-    pte = k.pte_read(rec.mm, rec.vpn)
+    pte = _entry_at(k, rec.mm, rec.vpn)
     kind = pte & PTE_TYPE_MASK
     target = pte >> PTE_PFN_SHIFT
     if (
