@@ -295,11 +295,12 @@ class Dmirror:
         return pfn
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
+    # The two callbacks forward: plain methods returning the path (no frame of their own).
     def _to_device_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return (yield from k.variant.driver_alloc_and_copy(k, a, self, m))
+        return k.variant.driver_alloc_and_copy(k, a, self, m)
 
     def _to_ram_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return (yield from self.alloc_and_copy_to_ram(k, a, m))
+        return self.alloc_and_copy_to_ram(k, a, m)
 
     # -- HMM_DMIRROR_MIGRATE_TO_DEV -----------------------------------------------------
     def alloc_and_copy_to_device(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:

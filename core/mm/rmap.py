@@ -101,7 +101,7 @@ def _avw(k: Kernel, av: int, field: int) -> int:
 
 def anon_vma_root(k: Kernel, av: int) -> int:
     """``anon_vma->root``."""
-    r = k.words.load(_avw(k, av, AV_ROOT))
+    r = k.words.load(k.lay.ANON_VMA + av * AV_WORDS + AV_ROOT)  # _avw, inlined (hot)
     return r - 1 if r else av
 
 
@@ -113,7 +113,10 @@ def anon_vma_link_child(k: Kernel, child: int, parent: int) -> None:
 
 def anon_vma_rwsem_word(k: Kernel, av: int) -> int:
     """The word of ``anon_vma->root->rwsem``."""
-    return _avw(k, anon_vma_root(k, av), AV_RWSEM)
+    # _avw(k, anon_vma_root(k, av), AV_RWSEM), inlined (hot: every rmap walk)
+    base = k.lay.ANON_VMA
+    r = k.words.load(base + av * AV_WORDS + AV_ROOT)
+    return base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
 
 
 def anon_vma_trylock_read(k: Kernel, a: Actor, av: int, site: str) -> bool:
