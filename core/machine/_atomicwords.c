@@ -822,6 +822,84 @@ kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
         (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
 }
 
+/* folio_trylock's word operations (kernel.py: Kernel.trylock_page): None (nothing done)
+ * if the frame is not allocated (the caller reports the use after free); else set
+ * PG_locked and, if it was clear, store the owner (actor id + 1): True; False if the
+ * page was locked already. */
+static PyObject *
+kf_page_trylock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *own;
+    long long owner;
+    if (check_nargs("page_trylock", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
+        || kf_arg(args[1], &owner) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_allocated)) {
+        Py_RETURN_NONE;
+    }
+    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
+        Py_RETURN_FALSE;
+    }
+    __atomic_store_n(own, (int64_t)owner, __ATOMIC_SEQ_CST);
+    Py_RETURN_TRUE;
+}
+
+/* folio_unlock's word operations (kernel.py: Kernel.unlock_page): if the page is locked
+ * by owner (actor id + 1), clear the owner, then PG_locked, and return whether
+ * PG_waiters was set (0 or 1); else change nothing and return -1 (the caller reports
+ * the bad unlock). */
+static PyObject *
+kf_page_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *own;
+    long long owner;
+    if (check_nargs("page_unlock", nargs, 3) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
+        || kf_arg(args[1], &owner) < 0) {
+        return NULL;
+    }
+    {
+        long long waiters;
+        int64_t cur_owner = KF_LOAD(own);
+        if (!(KF_LOAD(fl) & self->pg_locked) || cur_owner != owner) {
+            return PyLong_FromLong(-1);
+        }
+        if (kf_arg(args[2], &waiters) < 0) {
+            return NULL;
+        }
+        __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
+        return PyLong_FromLong(
+            (__atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & waiters) != 0);
+    }
+}
+
+/* free_page's stores once its checks passed (kernel.py: Kernel.free_page, the same
+ * operations in the same order): the content and private words, page->mapping, the
+ * generation, then the flags word (f & STATIC_MASK: the frame is free from here), then
+ * the zone's free count. */
+static PyObject *
+kf_free_frame(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *map_p, *free_p;
+    long long f, mapping_word, zone_free_word;
+    if (check_nargs("free_frame", nargs, 4) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || kf_frame(self, args[0], self->frame_words - 1) == NULL || kf_arg(args[1], &f) < 0
+        || kf_arg(args[2], &mapping_word) < 0 || kf_arg(args[3], &zone_free_word) < 0
+        || (map_p = kf_ptr(self, mapping_word)) == NULL
+        || (free_p = kf_ptr(self, zone_free_word)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(fl + self->f_data, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(fl + self->f_priv, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(map_p, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)(fl + self->f_gen), (uint64_t)1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(fl, (int64_t)(f & self->static_mask), __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)free_p, (uint64_t)1, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
 /* The constants, by name, from a dict (kernel.py: _kernel_fields). */
 static const char *const kf_names[] = {
     "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
@@ -951,6 +1029,16 @@ static PyMethodDef KernelFields_methods[] = {
     KF_METHOD(alloc_frame,
               "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
               "alloc_page's search and claim in a zone; the pfn or -1."),
+    KF_METHOD(page_trylock,
+              "page_trylock($self, pfn, owner, /)\n--\n\n"
+              "folio_trylock's words: True, False, or None if the frame is not allocated."),
+    KF_METHOD(page_unlock,
+              "page_unlock($self, pfn, owner, waiters, /)\n--\n\n"
+              "folio_unlock's words: whether a waiters bit was set, or -1 (nothing done) "
+              "if owner does not hold the lock."),
+    KF_METHOD(free_frame,
+              "free_frame($self, pfn, flags, mapping_word, zone_free_word, /)\n--\n\n"
+              "free_page's stores after its checks."),
     {NULL, NULL, 0, NULL},
 };
 

@@ -659,13 +659,19 @@ class Kernel:
             dev = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT
             if dev < len(self.devices):
                 self.devices[dev].folio_free(self, a, pfn)
+        zone = self.lay.zone_of(pfn)
+        if self._fields is not None:  # the same stores in the same order, one C call
+            self._fields.free_frame(
+                pfn, f, self.lay.MAPPING + pfn, self.lay.ZONES + zone * ZONE_WORDS + Z_FREE
+            )
+            self.count(f"free_zone{zone}")
+            return
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
         words.store(self.lay.MAPPING + pfn, 0)  # free_pages_prepare: page->mapping = NULL
         words.fetch_add(fl + F_GEN, 1)
         # Publishing the frame as free comes last: from here alloc_page may claim it.
         words.store(fl, f & STATIC_MASK)
-        zone = self.lay.zone_of(pfn)
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
 
@@ -889,22 +895,33 @@ class Kernel:
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
         """``folio_trylock()``."""
-        words = self.words
         fl = self._F + pfn * FRAME_WORDS
-        if not words.load(fl) & PG_allocated:
-            self.touch(a, pfn, site)  # raises: use after free
+        fields = self._fields
+        if fields is not None:  # the check, the bit and the owner in one C call
+            got = fields.page_trylock(pfn, a.id + 1)
+            if got is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            got = not words.fetch_or(fl, PG_locked) & PG_locked
+            if got:
+                words.store(fl + F_OWNER, a.id + 1)
         try:
             st = self.stats[site]
         except KeyError:
             st = self._stat(site)
         st[S_TRY] += 1
-        if words.fetch_or(fl, PG_locked) & PG_locked:
+        if not got:
             st[S_TRY_FAIL] += 1
             st[S_CONTENDED] += 1
             return False
-        words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
-        self._acquired(a, fl, site)
+        # _acquired(a, fl, site), inlined (hot)
+        a.held[fl] = site
+        a.site = site
+        self._held_since[fl] = (site, self.clock())
         return True
 
     def lock_page(self, a: Actor, pfn: int, site: str) -> Path:
@@ -931,13 +948,24 @@ class Kernel:
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
-        self._acquired(a, fl, site)
+        # _acquired(a, fl, site), inlined (hot)
+        a.held[fl] = site
+        a.site = site
+        self._held_since[fl] = (site, self.clock())
 
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
         """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
         (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
         (``folio_wake_bit``)."""
         fl = self._F + pfn * FRAME_WORDS
+        fields = self._fields
+        if fields is not None:  # the check, the owner and the bit in one C call
+            waiters = fields.page_unlock(pfn, a.id + 1, PG_waiters)
+            if waiters >= 0:
+                self._released(a, fl)
+                if waiters:
+                    self._folio_wake_bit(fl)
+                return
         words = self.words
         owner = words.load(fl + F_OWNER)
         f = words.load(fl)
@@ -1143,7 +1171,10 @@ class Kernel:
                     break
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
-        self._acquired(a, word, site)
+        # _acquired(a, word, site), inlined (hot)
+        a.held[word] = site
+        a.site = site
+        self._held_since[word] = (site, self.clock())
 
     def spin_unlock(self, a: Actor, word: int, site: str) -> None:
         owner = self.words.xchg(word, 0)
