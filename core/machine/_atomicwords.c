@@ -416,6 +416,8 @@ typedef struct {
     long long z_device, z_device_private, pg_locked;
     long long tlb, tlb_slots, actors;
     long long z_free, z_cursor, static_mask, pg_allocated, f_owner, f_priv, f_gen;
+    long long vma, vma_rows, max_vmas, vma_words, v_start, v_end, v_flags, v_pgoff, v_avc,
+        v_seq, vm_live;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -900,12 +902,90 @@ kf_free_frame(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* anon_vma_interval_tree_foreach over the VMA rows (rmap.py: anon_vma_interval_tree,
+ * the same rows in the same order): (mm, address, vm_flags) of every live row linked to
+ * anon_vma av whose pgoff range covers pgoff, sorted by (vm_pgoff, insertion sequence,
+ * mm, address, flags). */
+#define KF_AVC_MAX 256
+static PyObject *
+kf_avc_walk(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long av, pgoff, bit, r, n = 0, i, j;
+    long long found[KF_AVC_MAX][5];  /* pg, seq, mm, vpn, flags */
+    int64_t *row;
+    PyObject *out;
+    if (check_nargs("avc_walk", nargs, 2) < 0 || kf_arg(args[0], &av) < 0
+        || kf_arg(args[1], &pgoff) < 0) {
+        return NULL;
+    }
+    if (av < 0 || av > 62) {
+        PyErr_Format(PyExc_ValueError, "anon_vma %lld out of range", av);
+        return NULL;
+    }
+    bit = 1LL << av;
+    if (self->vma_rows > 0
+        && (row = kf_ptr(self, self->vma + self->vma_rows * self->vma_words - 1)) == NULL) {
+        return NULL;
+    }
+    for (r = 0; r < self->vma_rows; r++) {
+        long long pg, fl;
+        if ((row = kf_ptr(self, self->vma + r * self->vma_words)) == NULL) {
+            return NULL;
+        }
+        pg = KF_LOAD(row + self->v_pgoff);
+        fl = KF_LOAD(row + self->v_flags);
+        if ((fl & self->vm_live) && (KF_LOAD(row + self->v_avc) & bit) && pg <= pgoff
+            && pgoff < pg + KF_LOAD(row + self->v_end) - KF_LOAD(row + self->v_start)) {
+            long long cand[5];
+            if (n == KF_AVC_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "avc_walk: too many VMAs");
+                return NULL;
+            }
+            cand[0] = pg;
+            cand[1] = KF_LOAD(row + self->v_seq);
+            cand[2] = r / self->max_vmas;
+            cand[3] = KF_LOAD(row + self->v_start) + pgoff - pg;
+            cand[4] = fl;
+            /* insertion sort by the tuple (stable, as Python's sort of the tuples) */
+            for (i = n; i > 0; i--) {
+                int less = 0;
+                for (j = 0; j < 5; j++) {
+                    if (cand[j] != found[i - 1][j]) {
+                        less = cand[j] < found[i - 1][j];
+                        break;
+                    }
+                }
+                if (!less) {
+                    break;
+                }
+                memcpy(found[i], found[i - 1], sizeof found[0]);
+            }
+            memcpy(found[i], cand, sizeof cand);
+            n++;
+        }
+    }
+    if ((out = PyList_New(n)) == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(LLL)", found[i][2], found[i][3], found[i][4]);
+        if (t == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
 /* The constants, by name, from a dict (kernel.py: _kernel_fields). */
 static const char *const kf_names[] = {
     "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
     "ptes_per_table", "F_REF", "F_MAP", "F_PIN", "F_DATA", "Z_DEVICE",
     "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
-    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", NULL,
+    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", "vma", "vma_rows",
+    "max_vmas", "VMA_WORDS", "V_START", "V_END", "V_FLAGS", "V_PGOFF", "V_AVC", "V_SEQ",
+    "VM_LIVE", NULL,
 };
 
 static PyObject *
@@ -913,7 +993,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
     PyObject *aw, *consts, *item;
-    long long v[24];
+    long long v[35];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
@@ -945,7 +1025,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    if (v[6] <= 0 || v[15] <= 0) {
+    if (v[6] <= 0 || v[15] <= 0 || v[26] <= 0) {
         PyErr_SetString(PyExc_ValueError, "ptes_per_table and tlb_slots must be positive");
         return NULL;
     }
@@ -979,6 +1059,17 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->f_owner = v[21];
     self->f_priv = v[22];
     self->f_gen = v[23];
+    self->vma = v[24];
+    self->vma_rows = v[25];
+    self->max_vmas = v[26];
+    self->vma_words = v[27];
+    self->v_start = v[28];
+    self->v_end = v[29];
+    self->v_flags = v[30];
+    self->v_pgoff = v[31];
+    self->v_avc = v[32];
+    self->v_seq = v[33];
+    self->vm_live = v[34];
     return (PyObject *)self;
 }
 
@@ -1039,6 +1130,9 @@ static PyMethodDef KernelFields_methods[] = {
     KF_METHOD(free_frame,
               "free_frame($self, pfn, flags, mapping_word, zone_free_word, /)\n--\n\n"
               "free_page's stores after its checks."),
+    KF_METHOD(avc_walk,
+              "avc_walk($self, anon_vma, pgoff, /)\n--\n\n"
+              "anon_vma_interval_tree's (mm, address, vm_flags) list, in the tree's order."),
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,14 @@ from .layout import (
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
+    V_AVC,
+    V_END,
+    V_FLAGS,
+    V_PGOFF,
+    V_SEQ,
+    V_START,
+    VM_LIVE,
+    VMA_WORDS,
     WORK_LRU_DRAIN,
     WQ_CUSTOM,
     WQ_DONE,
@@ -250,6 +258,9 @@ def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
         "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
         "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
         "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
+        "vma": lay.VMA, "vma_rows": geo.mms * geo.max_vmas, "max_vmas": geo.max_vmas,
+        "VMA_WORDS": VMA_WORDS, "V_START": V_START, "V_END": V_END, "V_FLAGS": V_FLAGS,
+        "V_PGOFF": V_PGOFF, "V_AVC": V_AVC, "V_SEQ": V_SEQ, "VM_LIVE": VM_LIVE,
     })
 
 

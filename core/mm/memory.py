@@ -96,21 +96,23 @@ def check_stable_address_space(k: Kernel, mm: int) -> int:
 
 def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) -> None:
     """The load or store itself, on frame ``pfn``, and the oracle's bookkeeping."""
-    check = k.hooks.get("cpu_access")  # device-exclusive access (core/oracles/device.py)
-    if check is not None:
-        check(k, a, mm, vpn, pfn, write)
+    # Hot (every access): the hooks by ``in`` and a subscript, k.count inlined; no
+    # call where nothing is hooked.
+    hooks = k.hooks
+    if "cpu_access" in hooks:  # device-exclusive access (core/oracles/device.py)
+        hooks["cpu_access"](k, a, mm, vpn, pfn, write)
+    ev = k.events
     if write:
         tok = k.new_token(a)
         k.set_data(pfn, tok)
         k.set_shadow(mm, vpn, tok)
-        alias = k.hooks.get("shadow_write")  # MAP_SHARED aliases (core/oracles/world.py)
-        if alias is not None:
-            alias(k, mm, vpn, pfn, tok)
-        k.count("cpu_writes")
+        if "shadow_write" in hooks:  # MAP_SHARED aliases (core/oracles/world.py)
+            hooks["shadow_write"](k, mm, vpn, pfn, tok)
+        ev["cpu_writes"] = ev["cpu_writes"] + 1 if "cpu_writes" in ev else 1
     else:
         got = k.data(pfn)
         want = k.shadow(mm, vpn)
-        k.count("cpu_reads")
+        ev["cpu_reads"] = ev["cpu_reads"] + 1 if "cpu_reads" in ev else 1
         if got != want:
             raise k.fail(
                 FailureKind.STALE_READ,
@@ -175,9 +177,8 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
-                tlb_hit = k.hooks.get("tlb_hit")  # the stale-TLB oracle (core/oracles/world.py)
-                if tlb_hit is not None:
-                    tlb_hit(k, a, mm, vpn, t, write)
+                if "tlb_hit" in k.hooks:  # the stale-TLB oracle (core/oracles/world.py)
+                    k.hooks["tlb_hit"](k, a, mm, vpn, t, write)
                 _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
             # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.

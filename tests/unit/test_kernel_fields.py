@@ -268,3 +268,48 @@ def test_page_lock_and_free_operations_match_the_python_ones() -> None:
     # every operation both succeeded and failed at least once
     assert {(n, ok) for n in ("trylock_page", "unlock_page", "free_page")
             for ok in (True, False)} <= seen
+
+
+def test_avc_walk_matches_the_python_interval_tree() -> None:
+    """``anon_vma_interval_tree`` with ``KernelFields.avc_walk`` and with the Python
+    loop: the same (mm, address, flags) in the same order, over random VMA rows (ties of
+    pgoff and sequence included)."""
+    from pagerace.core.machine.layout import (
+        V_AVC,
+        V_END,
+        V_FLAGS,
+        V_PGOFF,
+        V_SEQ,
+        V_START,
+        VM_LIVE,
+    )
+    from pagerace.core.mm.rmap import anon_vma_interval_tree
+
+    k = build_model(load_workload("anon_write_child"), "v6", (), 0).kernel  # two mms
+    assert k._fields is not None and k.s.vma.shape[0] == 2
+    rng = np.random.default_rng(3)
+    vma = k.s.vma
+    snap = vma.copy()
+    fields = k._fields
+    nonempty = 0
+    for _ in range(300):
+        for mm in range(vma.shape[0]):
+            for row in range(vma.shape[1]):
+                start = int(rng.integers(0, 8))
+                vma[mm, row, V_START] = start
+                vma[mm, row, V_END] = start + int(rng.integers(0, 6))
+                vma[mm, row, V_FLAGS] = VM_LIVE * int(rng.integers(0, 4) > 0) | 3
+                vma[mm, row, V_PGOFF] = int(rng.integers(0, 4))
+                vma[mm, row, V_AVC] = int(rng.integers(0, 1 << min(4, vma.shape[0] + 1)))
+                vma[mm, row, V_SEQ] = int(rng.integers(0, 3))
+        av = int(rng.integers(0, vma.shape[0]))
+        pgoff = int(rng.integers(0, 8))
+        fast = anon_vma_interval_tree(k, av, pgoff)
+        k._fields = None
+        slow = anon_vma_interval_tree(k, av, pgoff)
+        k._fields = fields
+        assert fast == slow
+        nonempty += len(fast) > 1
+    vma[:] = snap
+    assert nonempty > 10  # the order was compared, not only empty lists
+
