@@ -267,7 +267,7 @@ def anon_vma_interval_tree(k: Kernel, av: int, pgoff: int) -> list[tuple[int, in
     ``pgoff``, in the tree's order (``vm_pgoff``, then insertion order), the address
     being ``vma_address()``. Called with the rwsem held, so the rows do not change."""
     if k._fields is not None:  # the same rows, test and order in one C call
-        return k._fields.avc_walk(av, pgoff)  # type: ignore[no-any-return]
+        return k._fields.avc_walk(av, pgoff)
     # One tolist() and a loop: numpy calls on a handful of rows cost more than this.
     bit = 1 << av
     mv = k.geo.max_vmas
