@@ -613,7 +613,9 @@ class Kernel:
         if self._fields is not None:  # the same search and claim in one C call
             pfn = self._fields.alloc_frame(zw, lo, hi)
             if pfn >= 0:
-                self.count(f"alloc_zone{zone}")
+                # count(), inlined (hot)
+                ev, key = self.events, f"alloc_zone{zone}"
+                ev[key] = ev[key] + 1 if key in ev else 1
             return pfn
         if words.load(zw + Z_FREE) <= 0:
             return -1
@@ -675,7 +677,9 @@ class Kernel:
             self._fields.free_frame(
                 pfn, f, self.lay.MAPPING + pfn, self.lay.ZONES + zone * ZONE_WORDS + Z_FREE
             )
-            self.count(f"free_zone{zone}")
+            # count(), inlined (hot)
+            ev, key = self.events, f"free_zone{zone}"
+            ev[key] = ev[key] + 1 if key in ev else 1
             return
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
@@ -973,7 +977,25 @@ class Kernel:
         if fields is not None:  # the check, the owner and the bit in one C call
             waiters = fields.page_unlock(pfn, a.id + 1, PG_waiters)
             if waiters >= 0:
-                self._released(a, fl)
+                # _released(a, fl), inlined (hot: every page unlock and PTL release)
+                held = a.held
+                if fl in held:
+                    del held[fl]
+                hs = self._held_since
+                if fl in hs:
+                    hsite, t0 = hs[fl]
+                    del hs[fl]
+                    t = self.clock() - t0
+                    try:
+                        st = self.stats[hsite]
+                    except KeyError:
+                        st = self.stats[hsite] = _new_stat()
+                    st[S_HOLDS] += 1
+                    st[S_HOLD_TOTAL] += t
+                    if t < st[S_HOLD_MIN]:
+                        st[S_HOLD_MIN] = t
+                    if t > st[S_HOLD_MAX]:
+                        st[S_HOLD_MAX] = t
                 if waiters:
                     self._folio_wake_bit(fl)
                 return
@@ -1198,7 +1220,25 @@ class Kernel:
                 sites=[site],
                 locks=[self.lock_name(word)],
             )
-        self._released(a, word)
+        # _released(a, word), inlined (hot: every page unlock and PTL release)
+        held = a.held
+        if word in held:
+            del held[word]
+        hs = self._held_since
+        if word in hs:
+            hsite, t0 = hs[word]
+            del hs[word]
+            t = self.clock() - t0
+            try:
+                st = self.stats[hsite]
+            except KeyError:
+                st = self.stats[hsite] = _new_stat()
+            st[S_HOLDS] += 1
+            st[S_HOLD_TOTAL] += t
+            if t < st[S_HOLD_MIN]:
+                st[S_HOLD_MIN] = t
+            if t > st[S_HOLD_MAX]:
+                st[S_HOLD_MAX] = t
 
     # -- struct mutex (kernel/locking/mutex.c): a driver's sleeping lock ----------------
     def mutex_lock(self, a: Actor, word: int, site: str) -> Path:
@@ -1262,9 +1302,12 @@ class Kernel:
         lock and asks again behind a queued writer waits forever (a deadlock)."""
         if self.preemption == "voluntary":
             yield from self.might_sleep()
-        w = self.mmap_word(mm)
+        w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK  # mmap_word(mm), inlined (hot)
         words = self.words
-        st = self._stat(site)
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
         cur = words.load(w)
         if cur & (RWSEM_WRITER | RWSEM_FLAG_WAITERS) or not words.cas(w, cur, cur + 1):
             st[S_CONTENDED] += 1

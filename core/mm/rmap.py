@@ -121,12 +121,20 @@ def anon_vma_rwsem_word(k: Kernel, av: int) -> int:
 
 def anon_vma_trylock_read(k: Kernel, a: Actor, av: int, site: str) -> bool:
     """``anon_vma_trylock_read()``: ``down_read_trylock(&anon_vma->root->rwsem)``."""
-    w = anon_vma_rwsem_word(k, av)
-    cur = k.words.load(w)
-    if cur & RWSEM_WRITER or not k.words.cas(w, cur, cur + 1):
-        k._stat(site)[S_CONTENDED] += 1
+    # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every rmap walk)
+    words = k.words
+    base = k.lay.ANON_VMA
+    r = words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
+    try:
+        st = k.stats[site]
+    except KeyError:
+        st = k._stat(site)
+    cur = words.load(w)
+    if cur & RWSEM_WRITER or not words.cas(w, cur, cur + 1):
+        st[S_CONTENDED] += 1
         return False
-    k._stat(site)[S_ACQUIRED] += 1
+    st[S_ACQUIRED] += 1
     a.held[w] = site
     return True
 
@@ -159,7 +167,10 @@ def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
 
 def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
     """``anon_vma_unlock_read()``."""
-    w = anon_vma_rwsem_word(k, av)
+    # anon_vma_rwsem_word(k, av), inlined (hot: every rmap walk)
+    base = k.lay.ANON_VMA
+    r = k.words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
     old = k.words.fetch_add(w, -1)
     if old & (RWSEM_WRITER - 1) == 0 or w not in a.held:
         from ..machine.errors import FailureKind
@@ -172,7 +183,7 @@ def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
             sites=[site],
             locks=[k.lock_name(w)],
         )
-    a.held.pop(w, None)
+    del a.held[w]  # held: checked above
 
 
 def anon_vma_lock_write(k: Kernel, a: Actor, av: int, site: str) -> Path:
