@@ -218,6 +218,13 @@ class DeterministicEngine:
         blocked: dict[int, Block] = {}
         self._blocked = blocked  # the deadlock report names where each waiter waits
         load = k.words.load
+        # Over the C extension's AtomicWords, the blocked actors' words are tested in one
+        # call per step (any other backend, e.g. the dependency recorder, sees the loads).
+        blocked_mask = (
+            getattr(k.words, "blocked_mask", None)
+            if type(k.words).__name__ == "AtomicWords" and len(actors) <= 63
+            else None
+        )
         failure: Failure | None = None
         outcome = Outcome.CLEAN
         max_steps = limits.max_steps
@@ -239,11 +246,14 @@ class DeterministicEngine:
                     # Which blocked actors still wait (their lock word still has the
                     # bit): a bit mask; the runnable list is rebuilt only when the mask
                     # (or ``live``) changed since the last step.
-                    stuck = 0
-                    for b in blocked:
-                        rq = blocked[b]
-                        if load(rq.word) & rq.mask:
-                            stuck |= 1 << b
+                    if blocked_mask is not None:
+                        stuck = blocked_mask(blocked)  # the loop below in one C call
+                    else:
+                        stuck = 0
+                        for b in blocked:
+                            rq = blocked[b]
+                            if load(rq.word) & rq.mask:
+                                stuck |= 1 << b
                     if stuck != last_stuck:
                         last_stuck = stuck
                         last_runnable = [b for b in live if not stuck >> b & 1]

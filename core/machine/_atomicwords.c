@@ -204,6 +204,62 @@ AtomicWords_load(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromLongLong(__atomic_load_n(p, __ATOMIC_SEQ_CST));
 }
 
+/* The deterministic engine's blocked-actor test (harness/engine.py: Engine.run), one
+ * call per step instead of a load per blocked actor: blocked is a dict actor id ->
+ * request with .word and .mask; the result has bit id set for each actor whose word
+ * still has a bit of its mask (load(word) & mask != 0). Ids 0..62. */
+static PyObject *
+AtomicWords_blocked_mask(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *word_name = NULL, *mask_name = NULL;
+    PyObject *key, *req;
+    Py_ssize_t pos = 0;
+    long long out = 0;
+    if (check_nargs("blocked_mask", nargs, 1) < 0) {
+        return NULL;
+    }
+    if (!PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "blocked_mask() needs a dict");
+        return NULL;
+    }
+    if (word_name == NULL && (word_name = PyUnicode_InternFromString("word")) == NULL) {
+        return NULL;
+    }
+    if (mask_name == NULL && (mask_name = PyUnicode_InternFromString("mask")) == NULL) {
+        return NULL;
+    }
+    while (PyDict_Next(args[0], &pos, &key, &req)) {
+        long long aid;
+        int64_t *p, m;
+        PyObject *w, *mk;
+        aid = PyLong_AsLongLong(key);
+        if (aid == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (aid < 0 || aid > 62) {
+            PyErr_Format(PyExc_ValueError, "actor id %lld out of range (0..62)", aid);
+            return NULL;
+        }
+        if ((w = PyObject_GetAttr(req, word_name)) == NULL) {
+            return NULL;
+        }
+        p = word_ptr(self, w);
+        Py_DECREF(w);
+        if (p == NULL || (mk = PyObject_GetAttr(req, mask_name)) == NULL) {
+            return NULL;
+        }
+        if (get_value(mk, &m) < 0) {
+            Py_DECREF(mk);
+            return NULL;
+        }
+        Py_DECREF(mk);
+        if (__atomic_load_n(p, __ATOMIC_SEQ_CST) & m) {
+            out |= 1LL << aid;
+        }
+    }
+    return PyLong_FromLongLong(out);
+}
+
 static PyObject *
 AtomicWords_store(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -331,6 +387,9 @@ AtomicWords_get_released(AtomicWordsObject *self, void *Py_UNUSED(closure))
 static PyMethodDef AtomicWords_methods[] = {
     {"load", (PyCFunction)(void (*)(void))AtomicWords_load, METH_FASTCALL,
      "load($self, i, /)\n--\n\nAtomic (seq_cst) load of word i (READ_ONCE)."},
+    {"blocked_mask", (PyCFunction)(void (*)(void))AtomicWords_blocked_mask, METH_FASTCALL,
+     "blocked_mask($self, blocked, /)\n--\n\n"
+     "Bit id set for each id -> request of blocked whose load(word) & mask is not 0."},
     {"store", (PyCFunction)(void (*)(void))AtomicWords_store, METH_FASTCALL,
      "store($self, i, v, /)\n--\n\nAtomic (seq_cst) store of v into word i (WRITE_ONCE)."},
     {"cas", (PyCFunction)(void (*)(void))AtomicWords_cas, METH_FASTCALL,
@@ -418,6 +477,7 @@ typedef struct {
     long long z_free, z_cursor, static_mask, pg_allocated, f_owner, f_priv, f_gen;
     long long vma, vma_rows, max_vmas, vma_words, v_start, v_end, v_flags, v_pgoff, v_avc,
         v_seq, vm_live;
+    long long actor_base, actor_words, a_progress, g_progress;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -978,6 +1038,24 @@ kf_avc_walk(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* Kernel.progress's two word operations: the actor's progress count, then the global
+ * one (fetch_add 1 each). */
+static PyObject *
+kf_progress(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long aid;
+    int64_t *mine, *all;
+    if (check_nargs("progress", nargs, 1) < 0 || kf_arg(args[0], &aid) < 0
+        || (mine = kf_ptr(self, self->actor_base + aid * self->actor_words + self->a_progress))
+               == NULL
+        || (all = kf_ptr(self, self->g_progress)) == NULL) {
+        return NULL;
+    }
+    __atomic_fetch_add((uint64_t *)mine, (uint64_t)1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)all, (uint64_t)1, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
 /* The constants, by name, from a dict (kernel.py: _kernel_fields). */
 static const char *const kf_names[] = {
     "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
@@ -985,7 +1063,7 @@ static const char *const kf_names[] = {
     "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
     "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", "vma", "vma_rows",
     "max_vmas", "VMA_WORDS", "V_START", "V_END", "V_FLAGS", "V_PGOFF", "V_AVC", "V_SEQ",
-    "VM_LIVE", NULL,
+    "VM_LIVE", "actor_base", "ACTOR_WORDS", "A_PROGRESS", "g_progress", NULL,
 };
 
 static PyObject *
@@ -993,7 +1071,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
     PyObject *aw, *consts, *item;
-    long long v[35];
+    long long v[39];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
@@ -1070,6 +1148,10 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->v_avc = v[32];
     self->v_seq = v[33];
     self->vm_live = v[34];
+    self->actor_base = v[35];
+    self->actor_words = v[36];
+    self->a_progress = v[37];
+    self->g_progress = v[38];
     return (PyObject *)self;
 }
 
@@ -1133,6 +1215,9 @@ static PyMethodDef KernelFields_methods[] = {
     KF_METHOD(avc_walk,
               "avc_walk($self, anon_vma, pgoff, /)\n--\n\n"
               "anon_vma_interval_tree's (mm, address, vm_flags) list, in the tree's order."),
+    KF_METHOD(progress,
+              "progress($self, actor_id, /)\n--\n\n"
+              "Add 1 to the actor's and the global progress words."),
     {NULL, NULL, 0, NULL},
 };
 

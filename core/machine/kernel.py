@@ -261,6 +261,8 @@ def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
         "vma": lay.VMA, "vma_rows": geo.mms * geo.max_vmas, "max_vmas": geo.max_vmas,
         "VMA_WORDS": VMA_WORDS, "V_START": V_START, "V_END": V_END, "V_FLAGS": V_FLAGS,
         "V_PGOFF": V_PGOFF, "V_AVC": V_AVC, "V_SEQ": V_SEQ, "VM_LIVE": VM_LIVE,
+        "actor_base": lay.ACTOR, "ACTOR_WORDS": ACTOR_WORDS, "A_PROGRESS": A_PROGRESS,
+        "g_progress": lay.GLOB + G_PROGRESS,
     })
 
 
@@ -1560,6 +1562,9 @@ class Kernel:
         """The actor finished an operation: forward progress for the livelock oracle."""
         a.progress += 1
         a.steps_since_progress = 0
+        if self._fields is not None:  # the same two adds in one C call
+            self._fields.progress(a.id)
+            return
         self.words.fetch_add(self._A + a.id * ACTOR_WORDS + A_PROGRESS, 1)
         self.words.fetch_add(self.lay.GLOB + G_PROGRESS, 1)
 

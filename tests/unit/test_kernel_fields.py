@@ -313,3 +313,22 @@ def test_avc_walk_matches_the_python_interval_tree() -> None:
     vma[:] = snap
     assert nonempty > 10  # the order was compared, not only empty lists
 
+
+
+def test_progress_matches_the_python_adds() -> None:
+    """``Kernel.progress`` with ``KernelFields.progress`` and with the two Python
+    ``fetch_add``: the same words and the same actor counters."""
+    k = _model()
+    buf = k.s.arr
+    fields = k._fields
+    for i in range(k.geo.actors):
+        a, b = _actor_n(i), _actor_n(i)
+        before = buf.copy()
+        k.progress(a)
+        after = buf.copy()
+        buf[:] = before
+        k._fields = None
+        k.progress(b)
+        k._fields = fields
+        assert np.array_equal(after, buf) and not np.array_equal(after, before)
+        assert (a.progress, a.steps_since_progress) == (b.progress, b.steps_since_progress)
