@@ -233,9 +233,10 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
             and k.device_of(pfn) == m.pgmap_owner
         ):
             return 0
-        mpfn = migrate_pfn(pfn) | device_flag | MIGRATE_PFN_MIGRATE
+        # migrate_pfn(pfn), inlined here and below (hot: every page collected)
+        mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | device_flag | MIGRATE_PFN_MIGRATE
     elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
-        mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+        mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
     else:
         return 0
     if pte & PTE_WRITE:
