@@ -204,7 +204,16 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             if hw is not None:
                 hw.release(mm, vpn)
         yield  # the access traps
-        r = yield from handle_mm_fault(k, a, mm, vpn, write)
+        # handle_mm_fault(k, a, mm, vpn, write), inlined (hot: one frame fewer at every
+        # point of a fault): lock_mm_and_find_vma's mmap_read_lock, then the fault under
+        # it, which may drop it (FAULT_FLAG_ALLOW_RETRY).
+        yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
+        dropped = [False]
+        try:
+            r = yield from handle_mm_fault_locked(k, a, mm, vpn, write, retry=dropped)
+        finally:
+            if not dropped[0]:
+                k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
         if r & VM_FAULT_SIGBUS:
             a.sigbus += 1
             k.count("sigbus")
@@ -220,7 +229,8 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
 
 def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
     """``lock_mm_and_find_vma()`` + ``handle_mm_fault()`` → ``handle_pte_fault()``
-    under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock)."""
+    under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock).
+    ``cpu_access`` has these lines inlined: keep the two the same."""
     yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
     dropped = [False]  # FAULT_FLAG_ALLOW_RETRY: set once the path released the lock
     try:
