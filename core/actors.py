@@ -22,34 +22,39 @@ from .mm.memory import ACCESS_SIGBUS, cpu_access, mm_unstable
 Op = tuple[Any, ...]
 
 
+# The operations below only forward to the path that runs them: plain functions that
+# return the path's generator, so ``program``'s ``yield from`` resumes the path itself
+# (one frame fewer at every preemption point; the step list names the same innermost
+# functions).
+
+
 def op_read(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
-    """A CPU load from ``mm``'s page ``vpn``."""
-    r = yield from cpu_access(k, a, mm, vpn, False)
-    return r
+    """A CPU load from ``mm``'s page ``vpn``: ``cpu_access(write=False)``."""
+    return cpu_access(k, a, mm, vpn, False)
 
 
 def op_write(k: Kernel, a: Actor, mm: int, vpn: int) -> Path:
-    """A CPU store of a fresh content token to ``mm``'s page ``vpn``."""
-    r = yield from cpu_access(k, a, mm, vpn, True)
-    return r
+    """A CPU store of a fresh content token to ``mm``'s page ``vpn``:
+    ``cpu_access(write=True)``."""
+    return cpu_access(k, a, mm, vpn, True)
 
 
 def op_migrate_to_device(k: Kernel, a: Actor, dev: int, mm: int, start: int, end: int) -> Path:
-    """``HMM_DMIRROR_MIGRATE_TO_DEV`` over ``[start, end)``."""
-    r = yield from k.devices[dev].migrate_to_device(k, a, mm, start, end)
-    return r
+    """``HMM_DMIRROR_MIGRATE_TO_DEV`` over ``[start, end)``: the device's
+    ``migrate_to_device`` (``dmirror_migrate_to_device``)."""
+    return k.devices[dev].migrate_to_device(k, a, mm, start, end)
 
 
 def op_migrate_to_system(k: Kernel, a: Actor, dev: int, mm: int, start: int, end: int) -> Path:
-    """``HMM_DMIRROR_MIGRATE_TO_SYS`` over ``[start, end)``."""
-    r = yield from k.devices[dev].migrate_to_system(k, a, mm, start, end)
-    return r
+    """``HMM_DMIRROR_MIGRATE_TO_SYS`` over ``[start, end)``: the device's
+    ``migrate_to_system`` (``dmirror_migrate_to_system``)."""
+    return k.devices[dev].migrate_to_system(k, a, mm, start, end)
 
 
 def op_evict(k: Kernel, a: Actor, dev: int) -> Path:
-    """``HMM_DMIRROR_RELEASE``: evict all of the device's memory."""
-    r = yield from k.devices[dev].release(k, a)
-    return r
+    """``HMM_DMIRROR_RELEASE``: evict all of the device's memory (the device's
+    ``release``)."""
+    return k.devices[dev].release(k, a)
 
 
 def op_idle(k: Kernel, a: Actor, n: int) -> Path:

@@ -141,7 +141,7 @@ class Variant:
         """The driver's allocate-and-copy step to the device, between setup and pages (v6
         calls it directly; hmm-2017 and v5.0 pass it as the ``alloc_and_copy``
         callback of ``migrate_vma``)."""
-        yield from dev.alloc_and_copy_to_device(k, a, m)
+        return dev.alloc_and_copy_to_device(k, a, m)  # forwards: no frame of its own
 
     def migrate_range(
         self,
@@ -197,10 +197,10 @@ class V6(Variant):
     )
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        yield from migrate_vma_collect(k, a, m)
+        return migrate_vma_collect(k, a, m)  # forwards: no frame of its own
 
     def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        yield from migrate_vma_unmap(k, a, m)
+        return migrate_vma_unmap(k, a, m)  # forwards: no frame of its own
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         return migrate_vma_check_page(k, pfn, fault_page)
@@ -239,7 +239,7 @@ class V7(V6):
     large_folios = True
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        yield from migrate_vma_collect_v7(k, a, m)
+        return migrate_vma_collect_v7(k, a, m)  # forwards: no frame of its own
 
     def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         m.cpages = yield from migrate_device_unmap_v7(k, a, m.src, m.npages, m.fault_page, m.kind)
@@ -270,7 +270,7 @@ class _MigrateVmaOps(Variant):
 
     def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 400: try_to_unmap and restore; seed 002 line 2509 kept it.
-        yield from unmap_2017(k, a, m)
+        return unmap_2017(k, a, m)  # forwards: no frame of its own
 
     def migrate_range(
         self,
@@ -302,11 +302,11 @@ class V50(_MigrateVmaOps):
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 002 line 2252: trylock and a migration entry at once.
-        yield from collect_v50(k, a, m)
+        return collect_v50(k, a, m)  # forwards: no frame of its own
 
     def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 002 line 2421: trylock_page and back off ("best effort").
-        yield from prepare_v50(k, a, m)
+        return prepare_v50(k, a, m)  # forwards: no frame of its own
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         # seed 002 line 2368: device-private pages always pass.
@@ -330,11 +330,11 @@ class HMM2017(_MigrateVmaOps):
 
     def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 207/268: references only; holes src = 0.
-        yield from collect_2017(k, a, m)
+        return collect_2017(k, a, m)  # forwards: no frame of its own
 
     def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         # seed 004 line 362: lock_page(page), blocking.
-        yield from prepare_2017(k, a, m)
+        return prepare_2017(k, a, m)  # forwards: no frame of its own
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         # seed 004 line 315: refcount against mapcount for every page.
@@ -346,7 +346,7 @@ class HMM2017(_MigrateVmaOps):
 
     def driver_alloc_and_copy(self, k: Kernel, a: Actor, dev: Any, m: MigrateVma) -> Path:
         # seed 003: the sample driver allocates for src == 0 entries too.
-        yield from sample_driver_alloc_and_copy(k, a, dev, m)
+        return sample_driver_alloc_and_copy(k, a, dev, m)  # forwards: no frame of its own
 
 
 def _finalize_and_map(k: Kernel, a: Actor, m: MigrateVma) -> Path:

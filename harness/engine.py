@@ -46,6 +46,9 @@ from ..core.machine.kernel import RESCHED, Actor, Block, Kernel
 from ._rng import Stream
 from .schedulers import Scheduler
 
+# Steps the schedule buffer grows by (4 bytes each).
+_SCHEDULE_CHUNK = 1024
+
 
 class Outcome(str, enum.Enum):
     CLEAN = "clean"  # every actor finished, every check passed
@@ -189,8 +192,11 @@ class DeterministicEngine:
         # call): ``rbuf[ri]`` is the stream's next number.
         rbuf: list[float] = []
         ri = rn = 0
-        schedule = array("i")
-        rec = schedule.append
+        # The schedule is written by index into a buffer grown in chunks (no call per
+        # step) and cut to the steps taken at the end.
+        schedule = array("i", bytes(4 * _SCHEDULE_CHUNK))
+        cap = _SCHEDULE_CHUNK
+        nrec = 0
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
         n_live = len(live)
@@ -206,9 +212,19 @@ class DeterministicEngine:
         fair_until = -1  # steps before this run under a fair round robin
         fair_given: dict[int, int] = {}  # actor -> its progress count at its fair window
         fair_turns = 0
+        last_stuck = -1  # the blocked actors' mask last_runnable was built for
+        last_runnable: list[int] = live
+        last_n = n_live
         blocked: dict[int, Block] = {}
         self._blocked = blocked  # the deadlock report names where each waiter waits
         load = k.words.load
+        # Over the C extension's AtomicWords, the blocked actors' words are tested in one
+        # call per step (any other backend, e.g. the dependency recorder, sees the loads).
+        blocked_mask = (
+            getattr(k.words, "blocked_mask", None)
+            if type(k.words).__name__ == "AtomicWords" and len(actors) <= 63
+            else None
+        )
         failure: Failure | None = None
         outcome = Outcome.CLEAN
         max_steps = limits.max_steps
@@ -227,18 +243,28 @@ class DeterministicEngine:
                     outcome = Outcome.BUDGET
                     break
                 if blocked:
-                    runnable = [
-                        aid
-                        for aid in live
-                        if aid not in blocked
-                        or not load(blocked[aid].word) & blocked[aid].mask
-                    ]
-                    if not runnable:
+                    # Which blocked actors still wait (their lock word still has the
+                    # bit): a bit mask; the runnable list is rebuilt only when the mask
+                    # (or ``live``) changed since the last step.
+                    if blocked_mask is not None:
+                        stuck = blocked_mask(blocked)  # the loop below in one C call
+                    else:
+                        stuck = 0
+                        for b in blocked:
+                            rq = blocked[b]
+                            if load(rq.word) & rq.mask:
+                                stuck |= 1 << b
+                    if stuck != last_stuck:
+                        last_stuck = stuck
+                        last_runnable = [b for b in live if not stuck >> b & 1]
+                        last_n = len(last_runnable)
+                    runnable = last_runnable
+                    n = last_n
+                    if not n:
                         # An idle kworker waiting for work is not part of the report.
-                        stuck = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
-                        failure = self._deadlock(sorted(stuck), everyone=True)
+                        waiting = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
+                        failure = self._deadlock(sorted(waiting), everyone=True)
                         break
-                    n = len(runnable)
                 else:
                     runnable = live
                     n = n_live
@@ -263,7 +289,11 @@ class DeterministicEngine:
                         aid = runnable[0]
                 else:
                     aid = choose(runnable, step)
-                rec(aid)
+                if step == cap:
+                    schedule.frombytes(bytes(4 * _SCHEDULE_CHUNK))
+                    cap += _SCHEDULE_CHUNK
+                schedule[step] = aid
+                nrec = step + 1
                 if aid != prev:
                     if prev in runnable:
                         preemptions += 1
@@ -277,6 +307,7 @@ class DeterministicEngine:
                 except StopIteration:
                     live.remove(aid)
                     n_live -= 1
+                    last_stuck = -1  # the cached runnable list names it
                     if not a.daemon:
                         main_left -= 1
                         if main_left == 1:
@@ -340,6 +371,7 @@ class DeterministicEngine:
         if failure is not None:
             outcome = Outcome.FAILED
         elapsed = time.perf_counter() - t0
+        del schedule[nrec:]
         # Fingerprint the state as the run left it, before closing the programs: closing
         # runs their ``finally`` clauses (mmap_read_unlock...), which touch the state.
         fingerprint = self._fingerprint(schedule, failure)

@@ -105,6 +105,7 @@ from ..mm.migrate_device import (
     EINVAL,
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
     MIGRATE_VMA_SELECT_COMPOUND,
@@ -295,11 +296,12 @@ class Dmirror:
         return pfn
 
     # -- the callbacks each variant's migrate_range() calls (variants.py) ---------------
+    # The two callbacks forward: plain methods returning the path (no frame of their own).
     def _to_device_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return (yield from k.variant.driver_alloc_and_copy(k, a, self, m))
+        return k.variant.driver_alloc_and_copy(k, a, self, m)
 
     def _to_ram_cb(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return (yield from self.alloc_and_copy_to_ram(k, a, m))
+        return self.alloc_and_copy_to_ram(k, a, m)
 
     # -- HMM_DMIRROR_MIGRATE_TO_DEV -----------------------------------------------------
     def alloc_and_copy_to_device(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
@@ -329,7 +331,8 @@ class Dmirror:
         for a writable source, or for a hole of a writable VMA), or 0 when the
         allocation failed (outcome ``alloc_failed``). ``dma``: the copy engine's time
         (:meth:`_dma`) follows the copy; the 2017 sample driver's copy has none."""
-        spage = migrate_pfn_to_page(spfn)
+        # migrate_pfn_to_page(spfn) and migrate_pfn(dpage), inlined (hot)
+        spage = spfn >> MIGRATE_PFN_SHIFT if spfn & MIGRATE_PFN_VALID else -1
         mi = getattr(m, "mirror", -1)
         if mi >= 0 and dmirror_fail_alloc_once(k, mi):
             dpage = -1  # 7.0 dmirror_migrate_alloc_and_copy: the flag, then "goto next"
@@ -342,9 +345,9 @@ class Dmirror:
         if spage >= 0:
             k.touch(a, spage, "dmirror_migrate_alloc_and_copy:copy")
             k.set_data(dpage, k.data(spage))
-            if dma:
+            if dma and self.copy_work:  # no DMA time: no generator to run (hot)
                 yield from self._dma(k)
-        dst = migrate_pfn(dpage) | flags
+        dst = (dpage << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | flags
         if spfn & MIGRATE_PFN_WRITE or (spage < 0 and write_vma):
             dst |= MIGRATE_PFN_WRITE
         return dst
@@ -442,7 +445,8 @@ class Dmirror:
                 if spage >= 0:
                     k.touch(a, spage + j, site + ":copy")
                     k.set_data(dpage + j, k.data(spage + j))
-                yield from self._dma(k)
+                if self.copy_work:  # no DMA time: no generator to run (hot)
+                    yield from self._dma(k)
             m.dst[i] = migrate_pfn(dpage) | write | MIGRATE_PFN_COMPOUND
             i += n
             yield
@@ -495,7 +499,8 @@ class Dmirror:
                 dpt_erase(k, erase_mirror, m.start + i + j)
             k.touch(a, spage + j, site + ":copy")
             k.set_data(target, k.data(spage + j))
-        yield from self._dma(k)
+        if self.copy_work:  # no DMA time: no generator to run (hot)
+            yield from self._dma(k)
         return 0
 
     def _evict_large_v7(
@@ -513,7 +518,8 @@ class Dmirror:
         for j in range(1 << order):
             k.touch(a, spage + j, site + ":copy")
             k.set_data(dpage + j, k.data(spage + j))
-        yield from self._dma(k)
+        if self.copy_work:  # no DMA time: no generator to run (hot)
+            yield from self._dma(k)
         dst[i] = migrate_pfn(dpage) | (MIGRATE_PFN_COMPOUND if order else 0)
 
     # -- HMM_DMIRROR_MIGRATE_TO_SYS and the fault callback ------------------------------
@@ -538,7 +544,7 @@ class Dmirror:
         for i, spfn in enumerate(m.src):
             if not (spfn & MIGRATE_PFN_MIGRATE and spfn & MIGRATE_PFN_VALID):
                 continue
-            spage = migrate_pfn_to_page(spfn)
+            spage = spfn >> MIGRATE_PFN_SHIFT  # migrate_pfn_to_page (VALID tested above)
             if k.variant.large_folios and folio_test_large(k, page_folio(k, spage)):
                 # v7: a large device folio comes back as a large folio (7.0
                 # dmirror_devmem_fault_alloc_and_copy: vma_alloc_folio(order))
@@ -569,8 +575,9 @@ class Dmirror:
                 ret = VM_FAULT_SIGBUS
                 continue
             k.set_data(dpage, k.data(spage))
-            yield from self._dma(k)
-            m.dst[i] = migrate_pfn(dpage)
+            if self.copy_work:  # no DMA time: no generator to run (hot)
+                yield from self._dma(k)
+            m.dst[i] = (dpage << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID  # migrate_pfn, inlined
             if spfn & MIGRATE_PFN_WRITE:
                 m.dst[i] |= MIGRATE_PFN_WRITE
             yield
@@ -692,7 +699,8 @@ class Dmirror:
             yield from k.lock_page(a, dpage, "dmirror_device_evict_chunk:lock_dst")
             k.touch(a, spage, "dmirror_device_evict_chunk:copy")
             k.set_data(dpage, k.data(spage))
-            yield from self._dma(k)
+            if self.copy_work:  # no DMA time: no generator to run (hot)
+                yield from self._dma(k)
             dst[i] = migrate_pfn(dpage)
             yield
         yield from migrate_device_pages(k, a, src, dst, "evict")

@@ -204,6 +204,62 @@ AtomicWords_load(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromLongLong(__atomic_load_n(p, __ATOMIC_SEQ_CST));
 }
 
+/* The deterministic engine's blocked-actor test (harness/engine.py: Engine.run), one
+ * call per step instead of a load per blocked actor: blocked is a dict actor id ->
+ * request with .word and .mask; the result has bit id set for each actor whose word
+ * still has a bit of its mask (load(word) & mask != 0). Ids 0..62. */
+static PyObject *
+AtomicWords_blocked_mask(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *word_name = NULL, *mask_name = NULL;
+    PyObject *key, *req;
+    Py_ssize_t pos = 0;
+    long long out = 0;
+    if (check_nargs("blocked_mask", nargs, 1) < 0) {
+        return NULL;
+    }
+    if (!PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "blocked_mask() needs a dict");
+        return NULL;
+    }
+    if (word_name == NULL && (word_name = PyUnicode_InternFromString("word")) == NULL) {
+        return NULL;
+    }
+    if (mask_name == NULL && (mask_name = PyUnicode_InternFromString("mask")) == NULL) {
+        return NULL;
+    }
+    while (PyDict_Next(args[0], &pos, &key, &req)) {
+        long long aid;
+        int64_t *p, m;
+        PyObject *w, *mk;
+        aid = PyLong_AsLongLong(key);
+        if (aid == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (aid < 0 || aid > 62) {
+            PyErr_Format(PyExc_ValueError, "actor id %lld out of range (0..62)", aid);
+            return NULL;
+        }
+        if ((w = PyObject_GetAttr(req, word_name)) == NULL) {
+            return NULL;
+        }
+        p = word_ptr(self, w);
+        Py_DECREF(w);
+        if (p == NULL || (mk = PyObject_GetAttr(req, mask_name)) == NULL) {
+            return NULL;
+        }
+        if (get_value(mk, &m) < 0) {
+            Py_DECREF(mk);
+            return NULL;
+        }
+        Py_DECREF(mk);
+        if (__atomic_load_n(p, __ATOMIC_SEQ_CST) & m) {
+            out |= 1LL << aid;
+        }
+    }
+    return PyLong_FromLongLong(out);
+}
+
 static PyObject *
 AtomicWords_store(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -331,6 +387,9 @@ AtomicWords_get_released(AtomicWordsObject *self, void *Py_UNUSED(closure))
 static PyMethodDef AtomicWords_methods[] = {
     {"load", (PyCFunction)(void (*)(void))AtomicWords_load, METH_FASTCALL,
      "load($self, i, /)\n--\n\nAtomic (seq_cst) load of word i (READ_ONCE)."},
+    {"blocked_mask", (PyCFunction)(void (*)(void))AtomicWords_blocked_mask, METH_FASTCALL,
+     "blocked_mask($self, blocked, /)\n--\n\n"
+     "Bit id set for each id -> request of blocked whose load(word) & mask is not 0."},
     {"store", (PyCFunction)(void (*)(void))AtomicWords_store, METH_FASTCALL,
      "store($self, i, v, /)\n--\n\nAtomic (seq_cst) store of v into word i (WRITE_ONCE)."},
     {"cas", (PyCFunction)(void (*)(void))AtomicWords_cas, METH_FASTCALL,
@@ -416,6 +475,9 @@ typedef struct {
     long long z_device, z_device_private, pg_locked;
     long long tlb, tlb_slots, actors;
     long long z_free, z_cursor, static_mask, pg_allocated, f_owner, f_priv, f_gen;
+    long long vma, vma_rows, max_vmas, vma_words, v_start, v_end, v_flags, v_pgoff, v_avc,
+        v_seq, vm_live;
+    long long actor_base, actor_words, a_progress, g_progress;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -822,12 +884,186 @@ kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
         (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
 }
 
+/* folio_trylock's word operations (kernel.py: Kernel.trylock_page): None (nothing done)
+ * if the frame is not allocated (the caller reports the use after free); else set
+ * PG_locked and, if it was clear, store the owner (actor id + 1): True; False if the
+ * page was locked already. */
+static PyObject *
+kf_page_trylock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *own;
+    long long owner;
+    if (check_nargs("page_trylock", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
+        || kf_arg(args[1], &owner) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_allocated)) {
+        Py_RETURN_NONE;
+    }
+    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
+        Py_RETURN_FALSE;
+    }
+    __atomic_store_n(own, (int64_t)owner, __ATOMIC_SEQ_CST);
+    Py_RETURN_TRUE;
+}
+
+/* folio_unlock's word operations (kernel.py: Kernel.unlock_page): if the page is locked
+ * by owner (actor id + 1), clear the owner, then PG_locked, and return whether
+ * PG_waiters was set (0 or 1); else change nothing and return -1 (the caller reports
+ * the bad unlock). */
+static PyObject *
+kf_page_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *own;
+    long long owner;
+    if (check_nargs("page_unlock", nargs, 3) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
+        || kf_arg(args[1], &owner) < 0) {
+        return NULL;
+    }
+    {
+        long long waiters;
+        int64_t cur_owner = KF_LOAD(own);
+        if (!(KF_LOAD(fl) & self->pg_locked) || cur_owner != owner) {
+            return PyLong_FromLong(-1);
+        }
+        if (kf_arg(args[2], &waiters) < 0) {
+            return NULL;
+        }
+        __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
+        return PyLong_FromLong(
+            (__atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & waiters) != 0);
+    }
+}
+
+/* free_page's stores once its checks passed (kernel.py: Kernel.free_page, the same
+ * operations in the same order): the content and private words, page->mapping, the
+ * generation, then the flags word (f & STATIC_MASK: the frame is free from here), then
+ * the zone's free count. */
+static PyObject *
+kf_free_frame(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *map_p, *free_p;
+    long long f, mapping_word, zone_free_word;
+    if (check_nargs("free_frame", nargs, 4) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
+        || kf_frame(self, args[0], self->frame_words - 1) == NULL || kf_arg(args[1], &f) < 0
+        || kf_arg(args[2], &mapping_word) < 0 || kf_arg(args[3], &zone_free_word) < 0
+        || (map_p = kf_ptr(self, mapping_word)) == NULL
+        || (free_p = kf_ptr(self, zone_free_word)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(fl + self->f_data, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(fl + self->f_priv, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(map_p, (int64_t)0, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)(fl + self->f_gen), (uint64_t)1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(fl, (int64_t)(f & self->static_mask), __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)free_p, (uint64_t)1, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+/* anon_vma_interval_tree_foreach over the VMA rows (rmap.py: anon_vma_interval_tree,
+ * the same rows in the same order): (mm, address, vm_flags) of every live row linked to
+ * anon_vma av whose pgoff range covers pgoff, sorted by (vm_pgoff, insertion sequence,
+ * mm, address, flags). */
+#define KF_AVC_MAX 256
+static PyObject *
+kf_avc_walk(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long av, pgoff, bit, r, n = 0, i, j;
+    long long found[KF_AVC_MAX][5];  /* pg, seq, mm, vpn, flags */
+    int64_t *row;
+    PyObject *out;
+    if (check_nargs("avc_walk", nargs, 2) < 0 || kf_arg(args[0], &av) < 0
+        || kf_arg(args[1], &pgoff) < 0) {
+        return NULL;
+    }
+    if (av < 0 || av > 62) {
+        PyErr_Format(PyExc_ValueError, "anon_vma %lld out of range", av);
+        return NULL;
+    }
+    bit = 1LL << av;
+    if (self->vma_rows > 0
+        && (row = kf_ptr(self, self->vma + self->vma_rows * self->vma_words - 1)) == NULL) {
+        return NULL;
+    }
+    for (r = 0; r < self->vma_rows; r++) {
+        long long pg, fl;
+        if ((row = kf_ptr(self, self->vma + r * self->vma_words)) == NULL) {
+            return NULL;
+        }
+        pg = KF_LOAD(row + self->v_pgoff);
+        fl = KF_LOAD(row + self->v_flags);
+        if ((fl & self->vm_live) && (KF_LOAD(row + self->v_avc) & bit) && pg <= pgoff
+            && pgoff < pg + KF_LOAD(row + self->v_end) - KF_LOAD(row + self->v_start)) {
+            long long cand[5];
+            if (n == KF_AVC_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "avc_walk: too many VMAs");
+                return NULL;
+            }
+            cand[0] = pg;
+            cand[1] = KF_LOAD(row + self->v_seq);
+            cand[2] = r / self->max_vmas;
+            cand[3] = KF_LOAD(row + self->v_start) + pgoff - pg;
+            cand[4] = fl;
+            /* insertion sort by the tuple (stable, as Python's sort of the tuples) */
+            for (i = n; i > 0; i--) {
+                int less = 0;
+                for (j = 0; j < 5; j++) {
+                    if (cand[j] != found[i - 1][j]) {
+                        less = cand[j] < found[i - 1][j];
+                        break;
+                    }
+                }
+                if (!less) {
+                    break;
+                }
+                memcpy(found[i], found[i - 1], sizeof found[0]);
+            }
+            memcpy(found[i], cand, sizeof cand);
+            n++;
+        }
+    }
+    if ((out = PyList_New(n)) == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(LLL)", found[i][2], found[i][3], found[i][4]);
+        if (t == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+/* Kernel.progress's two word operations: the actor's progress count, then the global
+ * one (fetch_add 1 each). */
+static PyObject *
+kf_progress(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long aid;
+    int64_t *mine, *all;
+    if (check_nargs("progress", nargs, 1) < 0 || kf_arg(args[0], &aid) < 0
+        || (mine = kf_ptr(self, self->actor_base + aid * self->actor_words + self->a_progress))
+               == NULL
+        || (all = kf_ptr(self, self->g_progress)) == NULL) {
+        return NULL;
+    }
+    __atomic_fetch_add((uint64_t *)mine, (uint64_t)1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add((uint64_t *)all, (uint64_t)1, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
 /* The constants, by name, from a dict (kernel.py: _kernel_fields). */
 static const char *const kf_names[] = {
     "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
     "ptes_per_table", "F_REF", "F_MAP", "F_PIN", "F_DATA", "Z_DEVICE",
     "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
-    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", NULL,
+    "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", "vma", "vma_rows",
+    "max_vmas", "VMA_WORDS", "V_START", "V_END", "V_FLAGS", "V_PGOFF", "V_AVC", "V_SEQ",
+    "VM_LIVE", "actor_base", "ACTOR_WORDS", "A_PROGRESS", "g_progress", NULL,
 };
 
 static PyObject *
@@ -835,7 +1071,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
     PyObject *aw, *consts, *item;
-    long long v[24];
+    long long v[39];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
@@ -867,7 +1103,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    if (v[6] <= 0 || v[15] <= 0) {
+    if (v[6] <= 0 || v[15] <= 0 || v[26] <= 0) {
         PyErr_SetString(PyExc_ValueError, "ptes_per_table and tlb_slots must be positive");
         return NULL;
     }
@@ -901,6 +1137,21 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->f_owner = v[21];
     self->f_priv = v[22];
     self->f_gen = v[23];
+    self->vma = v[24];
+    self->vma_rows = v[25];
+    self->max_vmas = v[26];
+    self->vma_words = v[27];
+    self->v_start = v[28];
+    self->v_end = v[29];
+    self->v_flags = v[30];
+    self->v_pgoff = v[31];
+    self->v_avc = v[32];
+    self->v_seq = v[33];
+    self->vm_live = v[34];
+    self->actor_base = v[35];
+    self->actor_words = v[36];
+    self->a_progress = v[37];
+    self->g_progress = v[38];
     return (PyObject *)self;
 }
 
@@ -951,6 +1202,22 @@ static PyMethodDef KernelFields_methods[] = {
     KF_METHOD(alloc_frame,
               "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
               "alloc_page's search and claim in a zone; the pfn or -1."),
+    KF_METHOD(page_trylock,
+              "page_trylock($self, pfn, owner, /)\n--\n\n"
+              "folio_trylock's words: True, False, or None if the frame is not allocated."),
+    KF_METHOD(page_unlock,
+              "page_unlock($self, pfn, owner, waiters, /)\n--\n\n"
+              "folio_unlock's words: whether a waiters bit was set, or -1 (nothing done) "
+              "if owner does not hold the lock."),
+    KF_METHOD(free_frame,
+              "free_frame($self, pfn, flags, mapping_word, zone_free_word, /)\n--\n\n"
+              "free_page's stores after its checks."),
+    KF_METHOD(avc_walk,
+              "avc_walk($self, anon_vma, pgoff, /)\n--\n\n"
+              "anon_vma_interval_tree's (mm, address, vm_flags) list, in the tree's order."),
+    KF_METHOD(progress,
+              "progress($self, actor_id, /)\n--\n\n"
+              "Add 1 to the actor's and the global progress words."),
     {NULL, NULL, 0, NULL},
 };
 

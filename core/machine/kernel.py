@@ -71,6 +71,14 @@ from .layout import (
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
+    V_AVC,
+    V_END,
+    V_FLAGS,
+    V_PGOFF,
+    V_SEQ,
+    V_START,
+    VM_LIVE,
+    VMA_WORDS,
     WORK_LRU_DRAIN,
     WQ_CUSTOM,
     WQ_DONE,
@@ -234,6 +242,12 @@ PREEMPTION_MODELS = ("full", "voluntary", "none")
 Path = Generator[Any, Any, Any]
 
 
+# The instance attributes that replace _acquired / _released when a caller wraps them
+# (harness/steps.py logs lock events so): the hot paths that inline the two test for them.
+_HOOK_ACQUIRED = "_acquired"
+_HOOK_RELEASED = "_released"
+
+
 def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
     """The C extension's ``KernelFields`` over ``words`` when it is an ``AtomicWords``
     (the extension is built), else None."""
@@ -251,6 +265,11 @@ def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
         "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
         "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
         "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
+        "vma": lay.VMA, "vma_rows": geo.mms * geo.max_vmas, "max_vmas": geo.max_vmas,
+        "VMA_WORDS": VMA_WORDS, "V_START": V_START, "V_END": V_END, "V_FLAGS": V_FLAGS,
+        "V_PGOFF": V_PGOFF, "V_AVC": V_AVC, "V_SEQ": V_SEQ, "VM_LIVE": VM_LIVE,
+        "actor_base": lay.ACTOR, "ACTOR_WORDS": ACTOR_WORDS, "A_PROGRESS": A_PROGRESS,
+        "g_progress": lay.GLOB + G_PROGRESS,
     })
 
 
@@ -603,7 +622,9 @@ class Kernel:
         if self._fields is not None:  # the same search and claim in one C call
             pfn = self._fields.alloc_frame(zw, lo, hi)
             if pfn >= 0:
-                self.count(f"alloc_zone{zone}")
+                # count(), inlined (hot)
+                ev, key = self.events, f"alloc_zone{zone}"
+                ev[key] = ev[key] + 1 if key in ev else 1
             return pfn
         if words.load(zw + Z_FREE) <= 0:
             return -1
@@ -660,13 +681,21 @@ class Kernel:
             dev = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT
             if dev < len(self.devices):
                 self.devices[dev].folio_free(self, a, pfn)
+        zone = self.lay.zone_of(pfn)
+        if self._fields is not None:  # the same stores in the same order, one C call
+            self._fields.free_frame(
+                pfn, f, self.lay.MAPPING + pfn, self.lay.ZONES + zone * ZONE_WORDS + Z_FREE
+            )
+            # count(), inlined (hot)
+            ev, key = self.events, f"free_zone{zone}"
+            ev[key] = ev[key] + 1 if key in ev else 1
+            return
         words.store(fl + F_DATA, 0)
         words.store(fl + F_PRIV, 0)
         words.store(self.lay.MAPPING + pfn, 0)  # free_pages_prepare: page->mapping = NULL
         words.fetch_add(fl + F_GEN, 1)
         # Publishing the frame as free comes last: from here alloc_page may claim it.
         words.store(fl, f & STATIC_MASK)
-        zone = self.lay.zone_of(pfn)
         words.fetch_add(self.lay.ZONES + zone * ZONE_WORDS + Z_FREE, 1)
         self.count(f"free_zone{zone}")
 
@@ -892,22 +921,35 @@ class Kernel:
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
         """``folio_trylock()``."""
-        words = self.words
         fl = self._F + pfn * FRAME_WORDS
-        if not words.load(fl) & PG_allocated:
-            self.touch(a, pfn, site)  # raises: use after free
+        fields = self._fields
+        if fields is not None:  # the check, the bit and the owner in one C call
+            got = fields.page_trylock(pfn, a.id + 1)
+            if got is None:
+                self.touch(a, pfn, site)  # raises: use after free
+        else:
+            words = self.words
+            if not words.load(fl) & PG_allocated:
+                self.touch(a, pfn, site)  # raises: use after free
+            got = not words.fetch_or(fl, PG_locked) & PG_locked
+            if got:
+                words.store(fl + F_OWNER, a.id + 1)
         try:
             st = self.stats[site]
         except KeyError:
             st = self._stat(site)
         st[S_TRY] += 1
-        if words.fetch_or(fl, PG_locked) & PG_locked:
+        if not got:
             st[S_TRY_FAIL] += 1
             st[S_CONTENDED] += 1
             return False
-        words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
-        self._acquired(a, fl, site)
+        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
+            self._acquired(a, fl, site)
+        else:  # _acquired(a, fl, site), inlined (hot)
+            a.held[fl] = site
+            a.site = site
+            self._held_since[fl] = (site, self.clock())
         return True
 
     def lock_page(self, a: Actor, pfn: int, site: str) -> Path:
@@ -934,13 +976,46 @@ class Kernel:
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
-        self._acquired(a, fl, site)
+        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
+            self._acquired(a, fl, site)
+        else:  # _acquired(a, fl, site), inlined (hot)
+            a.held[fl] = site
+            a.site = site
+            self._held_since[fl] = (site, self.clock())
 
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
         """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
         (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
         (``folio_wake_bit``)."""
         fl = self._F + pfn * FRAME_WORDS
+        fields = self._fields
+        if fields is not None:  # the check, the owner and the bit in one C call
+            waiters = fields.page_unlock(pfn, a.id + 1, PG_waiters)
+            if waiters >= 0:
+                if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
+                    self._released(a, fl)
+                else:  # _released(a, fl), inlined (hot: every page unlock and PTL release)
+                    held = a.held
+                    if fl in held:
+                        del held[fl]
+                    hs = self._held_since
+                    if fl in hs:
+                        hsite, t0 = hs[fl]
+                        del hs[fl]
+                        t = self.clock() - t0
+                        try:
+                            st = self.stats[hsite]
+                        except KeyError:
+                            st = self.stats[hsite] = _new_stat()
+                        st[S_HOLDS] += 1
+                        st[S_HOLD_TOTAL] += t
+                        if t < st[S_HOLD_MIN]:
+                            st[S_HOLD_MIN] = t
+                        if t > st[S_HOLD_MAX]:
+                            st[S_HOLD_MAX] = t
+                if waiters:
+                    self._folio_wake_bit(fl)
+                return
         words = self.words
         owner = words.load(fl + F_OWNER)
         f = words.load(fl)
@@ -1146,7 +1221,12 @@ class Kernel:
                     break
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
-        self._acquired(a, word, site)
+        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
+            self._acquired(a, word, site)
+        else:  # _acquired(a, word, site), inlined (hot)
+            a.held[word] = site
+            a.site = site
+            self._held_since[word] = (site, self.clock())
 
     def spin_unlock(self, a: Actor, word: int, site: str) -> None:
         owner = self.words.xchg(word, 0)
@@ -1159,7 +1239,27 @@ class Kernel:
                 sites=[site],
                 locks=[self.lock_name(word)],
             )
-        self._released(a, word)
+        if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
+            self._released(a, word)
+        else:  # _released(a, word), inlined (hot: every page unlock and PTL release)
+            held = a.held
+            if word in held:
+                del held[word]
+            hs = self._held_since
+            if word in hs:
+                hsite, t0 = hs[word]
+                del hs[word]
+                t = self.clock() - t0
+                try:
+                    st = self.stats[hsite]
+                except KeyError:
+                    st = self.stats[hsite] = _new_stat()
+                st[S_HOLDS] += 1
+                st[S_HOLD_TOTAL] += t
+                if t < st[S_HOLD_MIN]:
+                    st[S_HOLD_MIN] = t
+                if t > st[S_HOLD_MAX]:
+                    st[S_HOLD_MAX] = t
 
     # -- struct mutex (kernel/locking/mutex.c): a driver's sleeping lock ----------------
     def mutex_lock(self, a: Actor, word: int, site: str) -> Path:
@@ -1223,9 +1323,12 @@ class Kernel:
         lock and asks again behind a queued writer waits forever (a deadlock)."""
         if self.preemption == "voluntary":
             yield from self.might_sleep()
-        w = self.mmap_word(mm)
+        w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK  # mmap_word(mm), inlined (hot)
         words = self.words
-        st = self._stat(site)
+        try:
+            st = self.stats[site]
+        except KeyError:
+            st = self._stat(site)
         cur = words.load(w)
         if cur & (RWSEM_WRITER | RWSEM_FLAG_WAITERS) or not words.cas(w, cur, cur + 1):
             st[S_CONTENDED] += 1
@@ -1478,6 +1581,9 @@ class Kernel:
         """The actor finished an operation: forward progress for the livelock oracle."""
         a.progress += 1
         a.steps_since_progress = 0
+        if self._fields is not None:  # the same two adds in one C call
+            self._fields.progress(a.id)
+            return
         self.words.fetch_add(self._A + a.id * ACTOR_WORDS + A_PROGRESS, 1)
         self.words.fetch_add(self.lay.GLOB + G_PROGRESS, 1)
 

@@ -96,21 +96,23 @@ def check_stable_address_space(k: Kernel, mm: int) -> int:
 
 def _hw_access(k: Kernel, a: Actor, mm: int, vpn: int, pfn: int, write: bool) -> None:
     """The load or store itself, on frame ``pfn``, and the oracle's bookkeeping."""
-    check = k.hooks.get("cpu_access")  # device-exclusive access (core/oracles/device.py)
-    if check is not None:
-        check(k, a, mm, vpn, pfn, write)
+    # Hot (every access): the hooks by ``in`` and a subscript, k.count inlined; no
+    # call where nothing is hooked.
+    hooks = k.hooks
+    if "cpu_access" in hooks:  # device-exclusive access (core/oracles/device.py)
+        hooks["cpu_access"](k, a, mm, vpn, pfn, write)
+    ev = k.events
     if write:
         tok = k.new_token(a)
         k.set_data(pfn, tok)
         k.set_shadow(mm, vpn, tok)
-        alias = k.hooks.get("shadow_write")  # MAP_SHARED aliases (core/oracles/world.py)
-        if alias is not None:
-            alias(k, mm, vpn, pfn, tok)
-        k.count("cpu_writes")
+        if "shadow_write" in hooks:  # MAP_SHARED aliases (core/oracles/world.py)
+            hooks["shadow_write"](k, mm, vpn, pfn, tok)
+        ev["cpu_writes"] = ev["cpu_writes"] + 1 if "cpu_writes" in ev else 1
     else:
         got = k.data(pfn)
         want = k.shadow(mm, vpn)
-        k.count("cpu_reads")
+        ev["cpu_reads"] = ev["cpu_reads"] + 1 if "cpu_reads" in ev else 1
         if got != want:
             raise k.fail(
                 FailureKind.STALE_READ,
@@ -181,9 +183,8 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
-                tlb_hit = k.hooks.get("tlb_hit")  # the stale-TLB oracle (core/oracles/world.py)
-                if tlb_hit is not None:
-                    tlb_hit(k, a, mm, vpn, t, write)
+                if "tlb_hit" in k.hooks:  # the stale-TLB oracle (core/oracles/world.py)
+                    k.hooks["tlb_hit"](k, a, mm, vpn, t, write)
                 _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
             # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
@@ -209,7 +210,16 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             if hw is not None:
                 hw.release(mm, vpn)
         yield  # the access traps
-        r = yield from handle_mm_fault(k, a, mm, vpn, write)
+        # handle_mm_fault(k, a, mm, vpn, write), inlined (hot: one frame fewer at every
+        # point of a fault): lock_mm_and_find_vma's mmap_read_lock, then the fault under
+        # it, which may drop it (FAULT_FLAG_ALLOW_RETRY).
+        yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
+        dropped = [False]
+        try:
+            r = yield from handle_mm_fault_locked(k, a, mm, vpn, write, retry=dropped)
+        finally:
+            if not dropped[0]:
+                k.mmap_read_unlock(a, mm, "handle_mm_fault:mmap_read_unlock")
         if r & VM_FAULT_SIGBUS:
             a.sigbus += 1
             k.count("sigbus")
@@ -225,7 +235,8 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
 
 def handle_mm_fault(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
     """``lock_mm_and_find_vma()`` + ``handle_mm_fault()`` → ``handle_pte_fault()``
-    under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock)."""
+    under ``mmap_read_lock`` (the user fault: the model's CPU takes the lock).
+    ``cpu_access`` has these lines inlined: keep the two the same."""
     yield from k.mmap_read_lock(a, mm, "handle_mm_fault:mmap_read_lock")
     dropped = [False]  # FAULT_FLAG_ALLOW_RETRY: set once the path released the lock
     try:

@@ -233,9 +233,10 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
             and k.device_of(pfn) == m.pgmap_owner
         ):
             return 0
-        mpfn = migrate_pfn(pfn) | device_flag | MIGRATE_PFN_MIGRATE
+        # migrate_pfn(pfn), inlined here and below (hot: every page collected)
+        mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | device_flag | MIGRATE_PFN_MIGRATE
     elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
-        mpfn = migrate_pfn(pfn) | MIGRATE_PFN_MIGRATE
+        mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
     else:
         return 0
     if pte & PTE_WRITE:
@@ -402,7 +403,8 @@ def migrate_device_unmap(
     allow_drain = True
     k.lru_add_drain(a, site + ":lru_add_drain")
     for i, mpfn in enumerate(src):
-        pfn = migrate_pfn_to_page(mpfn)
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = mpfn >> MIGRATE_PFN_SHIFT if mpfn & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             if mpfn & MIGRATE_PFN_MIGRATE:
                 unmapped += 1
@@ -460,7 +462,8 @@ def restore_unmoved(
     for i in range(npages):
         if not restore:
             break
-        pfn = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if pfn < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         yield from remove_migration_ptes(k, a, pfn, pfn)
@@ -561,13 +564,13 @@ def folio_migrate_mapping(k: Kernel, a: Actor, new: int, old: int, extra: int) -
 def folio_migrate_flags(k: Kernel, new: int, old: int) -> None:
     """``folio_migrate_flags()``: the new page takes over the old page's state."""
     f = k.flags(old)
-    k.set_flag(new, PG_uptodate)
-    if f & PG_anon:
-        k.set_flag(new, PG_anon)
-    if f & PG_dirty:
-        k.set_flag(new, PG_dirty)
+    # folio_mark_uptodate, folio_set_anon (the mapping), folio_set_dirty and (with the
+    # test-only fault) the swap-cache bit: no preemption point between them, one fetch_or
+    # of their union (hot: every page migrated).
+    new_flags = PG_uptodate | (f & (PG_anon | PG_dirty))
     if f & PG_swapcache and "swapcache_moves" in k.faults:
-        k.set_flag(new, PG_swapcache)
+        new_flags |= PG_swapcache
+    k.set_flag(new, new_flags)
 
 
 def migrate_device_pages_common(
@@ -577,8 +580,9 @@ def migrate_device_pages_common(
     fault_page = m.fault_page if m is not None else -1
     notified: MmuNotifierRange | None = None
     for i in range(len(src)):
-        new = migrate_pfn_to_page(dst[i])
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        new = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if new < 0:
             if src[i] & MIGRATE_PFN_MIGRATE:
                 k.outcome(kind, "no_destination")
@@ -635,18 +639,18 @@ def migrate_device_pages_common(
 
 def migrate_vma_pages(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_pages()``."""
+    # Forwards (a plain function returning the path: no frame of its own).
     if k.variant.large_folios:  # v7
-        yield from migrate_device_pages_v7(k, a, m.src, m.dst, m.npages, m, m.kind)
-        return
-    yield from migrate_device_pages_common(k, a, m.src, m.dst, m, m.kind)
+        return migrate_device_pages_v7(k, a, m.src, m.dst, m.npages, m, m.kind)
+    return migrate_device_pages_common(k, a, m.src, m.dst, m, m.kind)
 
 
 def migrate_device_pages(k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str) -> Path:
     """``migrate_device_pages()``: the same without a VMA (eviction)."""
+    # Forwards (a plain function returning the path: no frame of its own).
     if k.variant.large_folios:  # v7
-        yield from migrate_device_pages_v7(k, a, src, dst, len(src), None, kind)
-        return
-    yield from migrate_device_pages_common(k, a, src, dst, None, kind)
+        return migrate_device_pages_v7(k, a, src, dst, len(src), None, kind)
+    return migrate_device_pages_common(k, a, src, dst, None, kind)
 
 
 # ------------------------------------------------------------------------------------
@@ -660,8 +664,9 @@ def migrate_device_finalize_common(
     the old ones), unlock both, put the old page back on the LRU or drop it."""
     site = "migrate_device_finalize"
     for i in range(len(src)):
-        dpage = migrate_pfn_to_page(dst[i])
-        spage = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        dpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        spage = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if spage < 0:
             if dpage >= 0:
                 k.unlock_page(a, dpage, site + ":unlock_dst")
@@ -694,20 +699,20 @@ def migrate_device_finalize_common(
 
 def migrate_vma_finalize(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_finalize()``."""
+    # Forwards (a plain function returning the path: no frame of its own).
     if k.variant.large_folios:  # v7
-        yield from migrate_device_finalize_v7(k, a, m.src, m.dst, m.npages, m.fault_page, m.kind)
-        return
-    yield from migrate_device_finalize_common(k, a, m.src, m.dst, m.fault_folio, m.kind)
+        return migrate_device_finalize_v7(k, a, m.src, m.dst, m.npages, m.fault_page, m.kind)
+    return migrate_device_finalize_common(k, a, m.src, m.dst, m.fault_folio, m.kind)
 
 
 def migrate_device_finalize(
     k: Kernel, a: Actor, src: list[int], dst: list[int], kind: str
 ) -> Path:
     """``migrate_device_finalize()``."""
+    # Forwards (a plain function returning the path: no frame of its own).
     if k.variant.large_folios:  # v7
-        yield from migrate_device_finalize_v7(k, a, src, dst, len(src), -1, kind)
-        return
-    yield from migrate_device_finalize_common(k, a, src, dst, -1, kind)
+        return migrate_device_finalize_v7(k, a, src, dst, len(src), -1, kind)
+    return migrate_device_finalize_common(k, a, src, dst, -1, kind)
 
 
 # ------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def _avw(k: Kernel, av: int, field: int) -> int:
 
 def anon_vma_root(k: Kernel, av: int) -> int:
     """``anon_vma->root``."""
-    r = k.words.load(_avw(k, av, AV_ROOT))
+    r = k.words.load(k.lay.ANON_VMA + av * AV_WORDS + AV_ROOT)  # _avw, inlined (hot)
     return r - 1 if r else av
 
 
@@ -113,17 +113,28 @@ def anon_vma_link_child(k: Kernel, child: int, parent: int) -> None:
 
 def anon_vma_rwsem_word(k: Kernel, av: int) -> int:
     """The word of ``anon_vma->root->rwsem``."""
-    return _avw(k, anon_vma_root(k, av), AV_RWSEM)
+    # _avw(k, anon_vma_root(k, av), AV_RWSEM), inlined (hot: every rmap walk)
+    base = k.lay.ANON_VMA
+    r = k.words.load(base + av * AV_WORDS + AV_ROOT)
+    return base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
 
 
 def anon_vma_trylock_read(k: Kernel, a: Actor, av: int, site: str) -> bool:
     """``anon_vma_trylock_read()``: ``down_read_trylock(&anon_vma->root->rwsem)``."""
-    w = anon_vma_rwsem_word(k, av)
-    cur = k.words.load(w)
-    if cur & RWSEM_WRITER or not k.words.cas(w, cur, cur + 1):
-        k._stat(site)[S_CONTENDED] += 1
+    # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every rmap walk)
+    words = k.words
+    base = k.lay.ANON_VMA
+    r = words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
+    try:
+        st = k.stats[site]
+    except KeyError:
+        st = k._stat(site)
+    cur = words.load(w)
+    if cur & RWSEM_WRITER or not words.cas(w, cur, cur + 1):
+        st[S_CONTENDED] += 1
         return False
-    k._stat(site)[S_ACQUIRED] += 1
+    st[S_ACQUIRED] += 1
     a.held[w] = site
     return True
 
@@ -156,7 +167,10 @@ def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
 
 def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
     """``anon_vma_unlock_read()``."""
-    w = anon_vma_rwsem_word(k, av)
+    # anon_vma_rwsem_word(k, av), inlined (hot: every rmap walk)
+    base = k.lay.ANON_VMA
+    r = k.words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
     old = k.words.fetch_add(w, -1)
     if old & (RWSEM_WRITER - 1) == 0 or w not in a.held:
         from ..machine.errors import FailureKind
@@ -169,7 +183,7 @@ def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
             sites=[site],
             locks=[k.lock_name(w)],
         )
-    a.held.pop(w, None)
+    del a.held[w]  # held: checked above
 
 
 def anon_vma_lock_write(k: Kernel, a: Actor, av: int, site: str) -> Path:
@@ -263,6 +277,8 @@ def anon_vma_interval_tree(k: Kernel, av: int, pgoff: int) -> list[tuple[int, in
     (mm, address, vm_flags) of every VMA linked to ``av`` whose pgoff range covers
     ``pgoff``, in the tree's order (``vm_pgoff``, then insertion order), the address
     being ``vma_address()``. Called with the rwsem held, so the rows do not change."""
+    if k._fields is not None:  # the same rows, test and order in one C call
+        return k._fields.avc_walk(av, pgoff)
     # One tolist() and a loop: numpy calls on a handful of rows cost more than this.
     bit = 1 << av
     mv = k.geo.max_vmas

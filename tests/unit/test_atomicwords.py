@@ -401,3 +401,33 @@ def test_two_processes_fetch_add_exact() -> None:
                 p.join()
         shm.close()
         shm.unlink()
+
+
+def test_blocked_mask_is_the_engines_load_loop() -> None:
+    """``blocked_mask`` (the deterministic engine's blocked-actor test in one call)
+    against the Python loop it replaces, over random words, masks and waiters."""
+    from pagerace.core.machine.kernel import Block
+
+    rng = np.random.default_rng(2)
+    arr = np.zeros(16, dtype=np.int64)
+    aw = AtomicWords(arr)
+    hits = 0
+    for _ in range(300):
+        arr[:] = rng.integers(-(2**62), 2**62, size=16) & rng.integers(0, 2, size=16) * -1
+        blocked = {
+            int(aid): Block(int(rng.integers(0, 16)), int(rng.choice([-1, 1, 6, 1 << 40])),
+                            "t", 0, "t")
+            for aid in rng.choice(63, size=int(rng.integers(0, 5)), replace=False)
+        }
+        want = 0
+        for b, rq in blocked.items():
+            if int(arr[rq.word]) & rq.mask:
+                want |= 1 << b
+        assert aw.blocked_mask(blocked) == want
+        hits += want != 0
+    assert hits > 50
+    with pytest.raises(ValueError, match="out of range"):
+        aw.blocked_mask({63: Block(0, 1, "t", 0, "t")})
+    with pytest.raises(IndexError):
+        aw.blocked_mask({0: Block(99, 1, "t", 0, "t")})
+    aw.release()

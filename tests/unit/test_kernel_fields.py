@@ -220,3 +220,115 @@ def _actor_n(i: int):  # type: ignore[no-untyped-def]
     from pagerace.core.machine.kernel import Actor
 
     return Actor(i, f"t{i}", "cpu")
+
+
+def test_page_lock_and_free_operations_match_the_python_ones() -> None:
+    """``trylock_page``, ``unlock_page`` and ``free_page`` with the C word operations
+    (``page_trylock``, ``page_unlock``, ``free_frame``) and without: the same words
+    changed, the same result, the same failure, over random frames and owners."""
+    k = _model()
+    rng = np.random.default_rng(11)
+    buf = k.s.arr
+    snap = buf.copy()
+    fields = k._fields
+    actors = [_actor_n(i) for i in range(k.geo.actors)]
+    from pagerace.core.machine.layout import FRAME_WORDS, Z_DEVICE, PG_allocated, PG_locked
+
+    seen = set()
+    for _ in range(300):
+        a = actors[int(rng.integers(0, len(actors)))]
+        pfn = int(rng.integers(0, k.geo.frames))
+        fl = k.lay.FRAMES + pfn * FRAME_WORDS
+        # flags: allocated or not, locked or not, never a device page (its folio_free
+        # is driver state outside the words); owner: this actor, another, nobody
+        buf[fl] = (int(rng.integers(0, 2)) * PG_allocated) | (
+            int(rng.integers(0, 2)) * PG_locked
+        ) | (int(rng.integers(0, 2**20)) << 24 & ~Z_DEVICE)
+        buf[fl] &= ~Z_DEVICE
+        buf[fl + 1 : fl + FRAME_WORDS] = rng.integers(0, 3, size=FRAME_WORDS - 1)
+        for name in ("trylock_page", "unlock_page", "free_page"):
+            before = buf.copy()
+            held = dict(a.held)
+            results = []
+            for use_c in (True, False):
+                buf[:] = before
+                a.held = dict(held)
+                k._fields = fields if use_c else None
+                try:
+                    got = getattr(k, name)(a, pfn, "t")
+                    results.append((got, None, buf.copy(), sorted(a.held)))
+                except Exception as exc:  # the oracles raise for some random states
+                    results.append((None, str(exc), buf.copy(), sorted(a.held)))
+            k._fields = fields
+            (r1, e1, b1, h1), (r2, e2, b2, h2) = results
+            assert (r1, e1, h1) == (r2, e2, h2), name
+            assert np.array_equal(b1, b2), name
+            seen.add((name, e1 is None))
+    buf[:] = snap
+    # every operation both succeeded and failed at least once
+    assert {(n, ok) for n in ("trylock_page", "unlock_page", "free_page")
+            for ok in (True, False)} <= seen
+
+
+def test_avc_walk_matches_the_python_interval_tree() -> None:
+    """``anon_vma_interval_tree`` with ``KernelFields.avc_walk`` and with the Python
+    loop: the same (mm, address, flags) in the same order, over random VMA rows (ties of
+    pgoff and sequence included)."""
+    from pagerace.core.machine.layout import (
+        V_AVC,
+        V_END,
+        V_FLAGS,
+        V_PGOFF,
+        V_SEQ,
+        V_START,
+        VM_LIVE,
+    )
+    from pagerace.core.mm.rmap import anon_vma_interval_tree
+
+    k = build_model(load_workload("anon_write_child"), "v6", (), 0).kernel  # two mms
+    assert k._fields is not None and k.s.vma.shape[0] == 2
+    rng = np.random.default_rng(3)
+    vma = k.s.vma
+    snap = vma.copy()
+    fields = k._fields
+    nonempty = 0
+    for _ in range(300):
+        for mm in range(vma.shape[0]):
+            for row in range(vma.shape[1]):
+                start = int(rng.integers(0, 8))
+                vma[mm, row, V_START] = start
+                vma[mm, row, V_END] = start + int(rng.integers(0, 6))
+                vma[mm, row, V_FLAGS] = VM_LIVE * int(rng.integers(0, 4) > 0) | 3
+                vma[mm, row, V_PGOFF] = int(rng.integers(0, 4))
+                vma[mm, row, V_AVC] = int(rng.integers(0, 1 << min(4, vma.shape[0] + 1)))
+                vma[mm, row, V_SEQ] = int(rng.integers(0, 3))
+        av = int(rng.integers(0, vma.shape[0]))
+        pgoff = int(rng.integers(0, 8))
+        fast = anon_vma_interval_tree(k, av, pgoff)
+        k._fields = None
+        slow = anon_vma_interval_tree(k, av, pgoff)
+        k._fields = fields
+        assert fast == slow
+        nonempty += len(fast) > 1
+    vma[:] = snap
+    assert nonempty > 10  # the order was compared, not only empty lists
+
+
+
+def test_progress_matches_the_python_adds() -> None:
+    """``Kernel.progress`` with ``KernelFields.progress`` and with the two Python
+    ``fetch_add``: the same words and the same actor counters."""
+    k = _model()
+    buf = k.s.arr
+    fields = k._fields
+    for i in range(k.geo.actors):
+        a, b = _actor_n(i), _actor_n(i)
+        before = buf.copy()
+        k.progress(a)
+        after = buf.copy()
+        buf[:] = before
+        k._fields = None
+        k.progress(b)
+        k._fields = fields
+        assert np.array_equal(after, buf) and not np.array_equal(after, before)
+        assert (a.progress, a.steps_since_progress) == (b.progress, b.steps_since_progress)
