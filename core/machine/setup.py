@@ -153,7 +153,8 @@ def populate_thp(s: State, mm: int, vpn: int) -> int:
     ``do_huge_pmd_anonymous_page`` leaves it after a write fault: the lowest free
     aligned run of HPAGE_PMD_NR frames, one folio (refcount 1, ``_entire_mapcount`` 1,
     ``_nr_pages_mapped`` ENTIRELY_MAPPED), a writable dirty huge PMD, initial content
-    per page; returns the head pfn."""
+    per page, this mm in ``_mm_ids`` slot 0 with the one mapping (7.0's
+    ``folio_add_new_anon_rmap`` → ``folio_set_large_mapcount``); returns the head pfn."""
     g = s.geo
     n = g.hpage_pmd_nr
     if not g.thp or vpn % n:
@@ -181,6 +182,8 @@ def populate_thp(s: State, mm: int, vpn: int) -> int:
     s.frames[head, F_REF] = 1
     s.folio[head + 1, FO_ORDER] = n.bit_length() - 1
     s.folio[head + 1, FO_LARGE_MAPCOUNT] = 1
+    s.folio[head + 1, FO_MM_IDS] = mm + 1  # folio_set_large_mapcount(folio, 1, vma): slot 0
+    s.folio[head + 1, FO_MM_MAP0] = 1
     s.folio[head + 1, FO_ENTIRE_MAPCOUNT] = 1
     s.folio[head + 1, FO_NR_PAGES_MAPPED] = ENTIRELY_MAPPED
     s.zones[0, Z_FREE] -= n
@@ -205,7 +208,6 @@ def populate_thp_pte(s: State, mm: int, vpn: int) -> int:
         s.pte[mm, vpn + i] = pte_encode(PTE_PRESENT, p, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
     s.frames[head, F_REF] = n
     s.folio[head + 1, FO_LARGE_MAPCOUNT] = n
-    s.folio[head + 1, FO_MM_IDS] = mm + 1
     s.folio[head + 1, FO_MM_MAP0] = n
     s.folio[head + 1, FO_ENTIRE_MAPCOUNT] = 0
     s.folio[head + 1, FO_NR_PAGES_MAPPED] = n

@@ -10,6 +10,7 @@ from typing import Any
 from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.layout import (
+    FO_MM_MAP0,
     PMD_TABLE,
     PTE_DIRTY,
     PTE_PFN_SHIFT,
@@ -191,3 +192,25 @@ def test_the_thp_pte_setup_is_what_a_split_leaves() -> None:
     for i in range(N):
         assert k.flags(head + i) & PG_anon_exclusive and fo.page_mapcount(k, head + i) == 1
     assert fo.folio_entire_mapcount(k, head) == 0 and fo.folio_test_large(k, head)
+
+
+def test_a_setup_thp_has_its_mm_in_the_mm_ids_slot() -> None:
+    """``thp`` (do_huge_pmd_anonymous_page → folio_add_new_anon_rmap →
+    folio_set_large_mapcount(folio, 1, vma)): slot 0 is the mm with the one mapping, so
+    a split by the same mm does not mark the folio maybe-mapped-shared (which would stop
+    a later write fault from reusing it) and the slot keeps every mapping."""
+    table = {
+        "name": "t", "geometry": {"sys_frames": 24, "dev_frames": 8, "pages_per_mm": 16,
+                                  "ptes_per_table": 8},
+        "mm": [{"id": 0, "thp": [{"start": 8, "end": 16}]}],
+        "actor": [{"kind": "cpu", "count": 1}],
+    }
+    m = build_model(parse_workload(table, "t"), "v7", (), 0)
+    k = m.kernel
+    k.actors = m.actors
+    head = pm.pmd_pfn(pm.pmdp_get(k, 0, 1))
+    assert fo.folio_mm_id(k, head, 0) == 1 and not fo.folio_maybe_mapped_shared(k, head)
+    run_unblocked(hm.split_huge_pmd(k, m.actors[0], 0, k.s.find_vma(0, 8), 8))
+    assert not fo.folio_maybe_mapped_shared(k, head)
+    assert k.words.load(fo.fo_w(k, head + 1, FO_MM_MAP0)) == fo.folio_large_mapcount(k, head) == N
+    check_all(k, final=True)
