@@ -548,6 +548,8 @@ def _parse_workload(data: Mapping[str, Any], src: str) -> Workload:
         gkw.update(KIND_GEOMETRY.get(at.kind, {}))
     n_actors = sum(a.count for a in actors)
     ndev = max([d.id + 1 for d in devs] + [gkw.get("devices", 1)])
+    if any(d.fail_alloc or d.copy_error for d in devs):
+        gkw["dev_counters"] = True  # the failure counters in words (core/lib/test_hmm.py)
     gkw.setdefault("devices", ndev)
     gkw["actors"] = n_actors + cpus  # one kworker per CPU
     coherent = tuple(sorted(set(gkw.get("coherent", ())) | {d.id for d in devs if d.coherent}))

@@ -31,7 +31,8 @@ Device accesses run on ``v6`` only: ``test_hmm.c`` (5.7+) has had this code sinc
 
 Allocation failures: the device's ``fail_alloc`` makes every n-th allocation of the
 driver fail (0: never), deterministically: the model's memory pressure, in every
-generation (no generation's driver had such a knob: the seeds have none). 7.0's own
+generation (no generation's driver had such a knob: the seeds have none). The count is
+the device's, in the ``dev_counters`` words, so the parallel engine's workers share it. 7.0's own
 injection, ``HMM_DMIRROR_FLAGS`` with ``HMM_DMIRROR_FLAG_FAIL_ALLOC``, is per mirror and
 one-shot (``dmirror->flags``, the op ``dmirror_flags``): the next allocation attempt
 through that mirror fails and clears the flag (:func:`dmirror_fail_alloc_once`).
@@ -59,6 +60,9 @@ from ..machine.layout import (
     DPT_PFN_SHIFT,
     DPT_TAG_ATOMIC,
     DPT_TAG_WRITE,
+    DVC_ALLOCS,
+    DVC_COPIES,
+    DVC_WORDS,
     F_GEN,
     FRAME_WORDS,
     MN_HAS_ITREE,
@@ -200,13 +204,29 @@ class Dmirror:
         self.copy_work = max(0, copy_work)
         self.policy = policy
         self.migrate_retries = max(1, migrate_retries)
-        self.allocs = 0
+        self.allocs = 0  # the counts of :meth:`_tick` when there are no dev_counters words
+        self.copies = 0
         self.freed = 0
 
     # -- allocation -------------------------------------------------------------------
+    def _tick(self, k: Kernel, which: int) -> int:
+        """The device's allocation (``DVC_ALLOCS``) or copy back (``DVC_COPIES``) count,
+        this one included: a ``fetch_add`` on the device's ``dev_counters`` word, shared by
+        the parallel engine's workers (the count is the device's, as its memory pressure
+        is); a Python count only when the geometry has no such words (no ``fail_alloc`` /
+        ``copy_error`` in the workload: the test-only ``copy_error`` fault, deterministic
+        engine)."""
+        if k.lay.tables["dev_counters"].size:
+            return k.words.fetch_add(k.lay.DEV_COUNTERS + self.dev * DVC_WORDS + which, 1) + 1
+        if which == DVC_ALLOCS:
+            self.allocs += 1
+            return self.allocs
+        self.copies += 1
+        return self.copies
+
     def _alloc(self, k: Kernel, a: Actor, zone: int, site: str) -> int:
-        self.allocs += 1
-        if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+        allocs = self._tick(k, DVC_ALLOCS)
+        if self.fail_alloc and allocs % self.fail_alloc == 0:
             k.count("dmirror_fail_alloc")
             return -1
         return k.alloc_page(a, zone, site)
@@ -217,8 +237,7 @@ class Dmirror:
         every = getattr(self, "copy_error", 0) or (2 if "copy_error" in k.faults else 0)
         if not every:
             return False
-        self.copies = getattr(self, "copies", 0) + 1
-        return self.copies % every == 0
+        return self._tick(k, DVC_COPIES) % every == 0
 
     def _dma(self, k: Kernel) -> Path:
         """The copy engine's time for one page (``copy_work`` preemption points)."""
@@ -412,11 +431,11 @@ class Dmirror:
                 spage < 0 and write_vma) else 0
             n = k.geo.hpage_pmd_nr
             order = n.bit_length() - 1
-            self.allocs += 1
+            allocs = self._tick(k, DVC_ALLOCS)
             mi = getattr(m, "mirror", -1)
             if mi >= 0 and dmirror_fail_alloc_once(k, mi):
                 dpage = -1  # 7.0: HMM_DMIRROR_FLAG_FAIL_ALLOC, then the small-page loop
-            elif self.fail_alloc and self.allocs % self.fail_alloc == 0:
+            elif self.fail_alloc and allocs % self.fail_alloc == 0:
                 k.count("dmirror_fail_alloc")
                 dpage = -1
             else:
@@ -466,8 +485,8 @@ class Dmirror:
         dst = MIGRATE_PFN_COMPOUND if order else 0
         if m.src[i] & MIGRATE_PFN_WRITE:
             dst |= MIGRATE_PFN_WRITE
-        self.allocs += 1
-        if self.fail_alloc and self.allocs % self.fail_alloc == 0:
+        allocs = self._tick(k, DVC_ALLOCS)
+        if self.fail_alloc and allocs % self.fail_alloc == 0:
             k.count("dmirror_fail_alloc")
             dst &= ~MIGRATE_PFN_COMPOUND
             dpage = -1

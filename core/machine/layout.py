@@ -275,6 +275,13 @@ MNI_FREE, MNI_IN_TREE, MNI_DEFERRED_ADD, MNI_DEFERRED_REMOVE = range(4)
 # dmirror->flags (HMM_DMIRROR_FLAG_FAIL_ALLOC).
 DM_DEV, DM_MM, DM_MUTEX, DM_FLAGS = range(4)
 DM_WORDS = 4
+# Per device, the model's deterministic failure counters (``[[device]] fail_alloc`` /
+# ``copy_error``: every n-th allocation / copy back of the device fails): the device's
+# allocations and copies so far, in words so that the parallel engine's workers count
+# the device's, not each its own (the ``dev_counters`` table; empty unless a device sets
+# one of the two).
+DVC_ALLOCS, DVC_COPIES = range(2)
+DVC_WORDS = 2
 # Per device, its device memory as one chunk (struct dmirror_chunk and its dev_pagemap,
 # lib/test_hmm.c / mm/memremap.c 7.0; empty unless the geometry has ``chunks``):
 # DC_REF pgmap->ref (the initial reference + one per allocated device page),
@@ -403,6 +410,7 @@ class Geometry:
     pages_per_file: int = 0
     dmirrors: tuple[tuple[int, int], ...] = field(default_factory=tuple)
     chunks: bool = False
+    dev_counters: bool = False  # the per-device failure counters (``dev_counters`` table)
     mm_flags: bool = False  # a flags word per mm (the ``mm_flags`` table): the OOM reaper's
     # Large folios and the PMD level (the v7 generation): the ``folio``, ``pmd``,
     # ``pmd_ptl`` and ``htlb`` tables exist only when set, so the other generations'
@@ -519,6 +527,7 @@ class Layout:
             ("mapping", (g.frames,)),
             ("devmem", (g.devices if g.chunks else 0, DC_WORDS)),
             ("mm_flags", (g.mms if g.mm_flags else 0,)),
+            ("dev_counters", (g.devices if g.dev_counters else 0, DVC_WORDS)),
             # Large folios and the PMD level: empty unless g.thp (folio.py, pmd.py).
             ("folio", (g.frames if g.thp else 0, FOLIO_WORDS)),
             ("pmd", (g.mms if g.thp else 0, g.tables_per_mm)),
@@ -553,6 +562,7 @@ class Layout:
         self.MN = tb["mn"].offset
         self.MNI = tb["mni"].offset
         self.DMIRROR = tb["dmirror"].offset
+        self.DEV_COUNTERS = tb["dev_counters"].offset
         self.DPT = tb["dpt"].offset
         self.DPT_GEN = tb["dpt_gen"].offset
         self.DPAGE_MIRROR = tb["dpage_mirror"].offset
