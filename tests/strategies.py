@@ -159,21 +159,12 @@ def thp(
     variant: str = "v7",
     faults: tuple[str, ...] = (),
     vma_end: int | None = None,
-    idx: int = 1,
-    zone: int = 0,
-    kind: int = PTE_PRESENT,
-    bits: int = THP_BITS,
-    exclusive: bool = True,
-    flags: int = 0,
-    anon_every_page: bool = False,
-    shadow: bool = True,
+    **folio: Any,
 ) -> tuple[Kernel, list[Actor], int, int]:
-    """:func:`thp_kernel` with one THP of :func:`map_thp` (allocated by actor 0):
-    ``(kernel, actors, vma, head)``."""
+    """:func:`thp_kernel` with one THP of :func:`map_thp` (allocated by actor 0, its
+    keywords in ``folio``): ``(kernel, actors, vma, head)``."""
     k, acts, vma = thp_kernel(geo, variant=variant, faults=faults, vma_end=vma_end)
-    head = map_thp(k, acts[0], idx=idx, zone=zone, kind=kind, bits=bits, exclusive=exclusive,
-                   flags=flags, anon_every_page=anon_every_page, shadow=shadow)
-    return k, acts, vma, head
+    return k, acts, vma, map_thp(k, acts[0], **folio)
 
 
 Path = Generator[Any, Any, Any]
