@@ -109,16 +109,22 @@ def thp_geometry(**fields: Any) -> Geometry:
 
 
 def thp_kernel(
-    geo: Geometry, *, variant: str = "v7", faults: tuple[str, ...] = (), vma_end: int | None = None
+    geo: Geometry,
+    *,
+    variant: str = "v7",
+    faults: tuple[str, ...] = (),
+    vma_start: int = 0,
+    vma_end: int | None = None,
+    vma_flags: int = VM_READ | VM_WRITE | VM_ANON,
 ) -> tuple[Kernel, list[Actor], int]:
-    """A bare kernel with three actors, the test-only ``faults`` on, and one anonymous
-    read-write VMA of mm 0 over ``[0, vma_end)`` (all of it by default). Every PMD is a
-    PTE table, as :meth:`State.build` leaves a ``thp`` model."""
+    """A bare kernel with three actors, the test-only ``faults`` on, and one VMA of mm 0
+    over ``[vma_start, vma_end)`` (all of it by default; anonymous read-write by
+    default). Every PMD is a PTE table, as :meth:`State.build` leaves a ``thp`` model."""
     k, acts = kernel_with_actors(geo, 3, variant=variant)
     if faults:
         k.faults = frozenset(faults)
     end = geo.pages_per_mm if vma_end is None else vma_end
-    vma = k.s.add_vma(0, 0, end, VM_READ | VM_WRITE | VM_ANON)
+    vma = k.s.add_vma(0, vma_start, end, vma_flags)
     return k, acts, vma
 
 
