@@ -3,6 +3,11 @@
 Strategies stay small on purpose: the stateful tests explore interleavings of a few
 actors over a few pages, where every rule is meaningful, rather than big states where
 most rules do nothing.
+
+The THP builders (``thp_geometry``, ``thp_kernel``, ``map_thp``, ``thp``) are the v7
+tests' one scaffolding for a kernel with a PMD-mapped large folio: a test file keeps a
+thin ``_thp`` that names only what it needs differently (geometry fields, variant,
+faults, the VMA, the entry, flags, shadow) and adds its own steps after.
 """
 
 from __future__ import annotations
