@@ -83,6 +83,49 @@ def busiest_workload(probe_seeds: int = 3, thp: bool = False) -> tuple[str, floa
     return best, best_steps
 
 
+def _engine_figures(
+    tag: str,
+    name: str,
+    what: str,
+    floor: float,
+    n_seeds: int,
+    log: Log,
+    variant: str | None = None,
+    how: str = "RunResult.steps/RunResult.elapsed, random strategy",
+    target: Target | None = None,
+    note: str = "",
+) -> list[Figure]:
+    """``engine.{tag}.points_per_s`` (the median over ``n_seeds`` seeds of the engine on
+    workload ``name``, after one warm-up run; on ``variant`` when given, named in the
+    labels) and ``engine.{tag}.vs_floor`` (that figure over the generator floor)."""
+    on = f", {variant}" if variant else ""
+    log(f"engine speed: {name}" + (f" ({variant})" if variant else ""))
+    # warm-up run (imports, caches) not counted
+    engine_rates(name, range(10_000, 10_001), variant)
+    rates, steps = engine_rates(name, range(n_seeds), variant)
+    rate = median(rates) if rates else None
+    per_run = median(steps) if steps else 0
+    return [
+        Figure(
+            f"engine.{tag}.points_per_s",
+            f"deterministic engine on {what}{on}",
+            rate,
+            "points/s",
+            how=f"{how}, median over {len(rates)} seeds (median {per_run:.0f} steps per run)",
+            note=note,
+            target=target,
+            extra={"workload": name, "median_steps_per_run": per_run},
+        ),
+        Figure(
+            f"engine.{tag}.vs_floor",
+            f"engine on {what}{on} / generator floor",
+            (rate / floor) if rate else None,
+            "ratio",
+            how="the figure above divided by the generator floor of the same run",
+        ),
+    ]
+
+
 def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
     n_seeds = 8 if quick else 40
     floor_n = 200_000 if quick else 2_000_000
@@ -102,74 +145,25 @@ def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
             f"rounds of {floor_n:,}",
         )
     ]
-    for tag, name in (("default", "default"), ("busiest", busiest)):
-        log(f"engine speed: {name}")
-        # warm-up run (imports, caches) not counted
-        engine_rates(name, range(10_000, 10_001))
-        rates, steps = engine_rates(name, range(n_seeds))
-        rate = median(rates) if rates else None
-        what = f"busiest workload ({name})" if tag == "busiest" else name
-        figs.append(
-            Figure(
-                f"engine.{tag}.points_per_s",
-                f"deterministic engine on {what}",
-                rate,
-                "points/s",
-                how=f"RunResult.steps/RunResult.elapsed, random strategy, median over {len(rates)} "
-                f"seeds (median {median(steps) if steps else 0:.0f} steps per run)",
-                target=POINTS_TARGET if tag == "default" else None,
-                extra={"workload": name, "median_steps_per_run": median(steps) if steps else 0},
-            )
-        )
-        figs.append(
-            Figure(
-                f"engine.{tag}.vs_floor",
-                f"engine on {what} / generator floor",
-                (rate / floor) if rate else None,
-                "ratio",
-                how="the figure above divided by the generator floor of the same run",
-            )
-        )
-    figs[-2].note = (
-        f"busiest = most steps per run among workloads/*.toml ({busiest_steps:.0f} median on the "
-        "probe seeds)"
+    figs += _engine_figures("default", "default", "default", floor, n_seeds, log,
+                            target=POINTS_TARGET)
+    figs += _engine_figures(
+        "busiest", busiest, f"busiest workload ({busiest})", floor, n_seeds, log,
+        note=f"busiest = most steps per run among workloads/*.toml ({busiest_steps:.0f} median on "
+        "the probe seeds)",
     )
     # v7 (issue 15): the same engine on Linux 7.0's generation, on default (v7's 4K paths)
     # and on its busiest large-folio workload.
     log("engine speed: busiest thp workload (v7)")
     busiest_thp, thp_steps = busiest_workload(2 if quick else 3, thp=True)
-    for tag, name in (("v7_default", "default"), ("v7_busiest_thp", busiest_thp)):
-        log(f"engine speed: {name} (v7)")
-        engine_rates(name, range(10_000, 10_001), "v7")
-        rates, steps = engine_rates(name, range(n_seeds), "v7")
-        rate = median(rates) if rates else None
-        what = f"busiest thp workload ({name})" if tag == "v7_busiest_thp" else name
-        figs.append(
-            Figure(
-                f"engine.{tag}.points_per_s",
-                f"deterministic engine on {what}, v7",
-                rate,
-                "points/s",
-                how=f"as above on variant v7, median over {len(rates)} seeds (median "
-                f"{median(steps) if steps else 0:.0f} steps per run)",
-                extra={"workload": name, "median_steps_per_run": median(steps) if steps else 0},
-                note=(
-                    f"most steps per run among the workloads that need thp ({thp_steps:.0f} "
-                    "median on the probe seeds)"
-                    if tag == "v7_busiest_thp"
-                    else ""
-                ),
-            )
-        )
-        figs.append(
-            Figure(
-                f"engine.{tag}.vs_floor",
-                f"engine on {what}, v7 / generator floor",
-                (rate / floor) if rate else None,
-                "ratio",
-                how="the figure above divided by the generator floor of the same run",
-            )
-        )
+    figs += _engine_figures("v7_default", "default", "default", floor, n_seeds, log,
+                            variant="v7", how="as above on variant v7")
+    figs += _engine_figures(
+        "v7_busiest_thp", busiest_thp, f"busiest thp workload ({busiest_thp})", floor, n_seeds,
+        log, variant="v7", how="as above on variant v7",
+        note=f"most steps per run among the workloads that need thp ({thp_steps:.0f} median on "
+        "the probe seeds)",
+    )
     return figs
 
 

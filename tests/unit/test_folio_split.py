@@ -15,38 +15,25 @@ from pagerace.core.machine.layout import (
     PTE_PRESENT,
     PTE_TYPE_MASK,
     PTE_WRITE,
-    PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
     PG_anon_exclusive,
     PG_lru,
     mapping_encode,
-    pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm.migrate_device import migrate_vma_split_folio
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
-BITS = PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+BITS = THP_BITS
 
 
 def _thp(zone: int = 0, kind: int = PTE_PRESENT):
-    k, acts = kernel_with_actors(GEO, 3)
-    vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
-    k.set_flag(head, PG_anon | (PG_lru if zone == 0 else 0))
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, 8), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-    pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, BITS if kind == PTE_PRESENT else PTE_WRITE))
-    return k, acts, vma, head
+    """A PMD-mapped THP at PMD 1 of mm 0 (a v6 kernel, no shadow), on the LRU when in
+    system memory; a non-present entry keeps only PTE_WRITE."""
+    return thp(GEO, variant="v6", zone=zone, kind=kind,
+               bits=BITS if kind == PTE_PRESENT else PTE_WRITE,
+               flags=PG_lru if zone == 0 else 0, shadow=False)
 
 
 def _check_split(k, head: int, kind: int) -> None:

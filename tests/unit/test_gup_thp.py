@@ -15,7 +15,6 @@ from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.kernel import Block
 from pagerace.core.machine.layout import (
-    PMD_TABLE,
     PTE_DIRTY,
     PTE_MIGRATION,
     PTE_PFN_SHIFT,
@@ -23,13 +22,7 @@ from pagerace.core.machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
     PG_anon_exclusive,
-    mapping_encode,
     pte_encode,
 )
 from pagerace.core.mm import gup
@@ -38,30 +31,17 @@ from pagerace.core.mm import memory as mem
 from pagerace.core.mm.fork import op_fork
 from pagerace.core.oracles.folio import check_pmds
 from pagerace.core.oracles.invariants import check_counts
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, mms=2, pages_per_mm=32,
-               ptes_per_table=8, actors=3, thp=True)
+GEO = thp_geometry(mms=2)
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15
 
 
-def _thp(kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG):
-    """A PMD-mapped anonymous THP at PMD 1 of mm 0, content and shadow agreeing."""
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    head = fo.folio_alloc(k, acts[0], 0, 3, "t:alloc")
-    for i in range(N):
-        k.set_flag(head + i, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    for p in range(GEO.pages_per_mm // N):
-        pm.set_pmd_at(k, 0, p, PMD_TABLE)
-    pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, bits))
-    return k, acts, vma, head
+def _thp(kind: int = PTE_PRESENT, bits: int = THP_BITS):
+    """A PMD-mapped anonymous THP at PMD 1 of mm 0, content and shadow agreeing; PG_anon
+    on every page."""
+    return thp(GEO, kind=kind, bits=bits, anon_every_page=True)
 
 
 def _pin(k: Any, a: Any, vpn: int, mode: int, write: bool = True) -> Any:

@@ -19,19 +19,12 @@ from pagerace.core.machine.layout import (
     F_GEN,
     PMD_TABLE,
     PTE_DEVICE_PRIVATE,
-    PTE_DIRTY,
     PTE_MIGRATION,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_TYPE_MASK,
     PTE_WRITE,
     PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
-    mapping_encode,
     pte_encode,
 )
 from pagerace.core.mm.hmm import (
@@ -46,28 +39,16 @@ from pagerace.core.mm.hmm import (
     hmm_pfn_to_page,
     hmm_range_fault,
 )
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=2, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True, dmirrors=((0, 0),))
+GEO = thp_geometry(devices=2, dmirrors=((0, 0),))
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15
 
 
-def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG):
+def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = THP_BITS):
     """A PMD-mapped anonymous THP at PMD 1 of mm 0 (as test_thp_cpu's)."""
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    for p in range(GEO.pages_per_mm // N):
-        pm.set_pmd_at(k, 0, p, PMD_TABLE)
-    pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, bits))
+    k, acts, _vma, head = thp(GEO, zone=zone, kind=kind, bits=bits)
     return k, acts, head
 
 

@@ -20,10 +20,6 @@ from pagerace.core.machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
     PG_anon,
     PG_anon_exclusive,
     PG_head,
@@ -34,27 +30,17 @@ from pagerace.core.machine.layout import (
     pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, kernel_with_actors, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 
 
-def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG,
-         idx: int = 1):
-    """A PMD-mapped anonymous THP at PMD ``idx`` of mm 0, as do_huge_pmd_anonymous_page
-    (or a migration to the device) leaves it: refcount 1, entire mapcount 1."""
-    k, acts = kernel_with_actors(GEO, 3)
-    vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-    pm.set_pmd_at(k, 0, idx, pte_encode(kind, head, bits))
-    return k, acts, vma, head
+def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = THP_BITS, idx: int = 1):
+    """A PMD-mapped anonymous THP at PMD ``idx`` of mm 0 (a v6 kernel, no shadow), as
+    do_huge_pmd_anonymous_page (or a migration to the device) leaves it: refcount 1,
+    entire mapcount 1."""
+    return thp(GEO, variant="v6", idx=idx, zone=zone, kind=kind, bits=bits, shadow=False)
 
 
 def test_split_present_pmd() -> None:

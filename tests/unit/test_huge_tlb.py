@@ -10,21 +10,13 @@ from typing import Any
 
 import pytest
 from pagerace.core.faults import FAULTS
-from pagerace.core.machine import folio as fo
 from pagerace.core.machine import pmd as pm
 from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.layout import (
     PMD_TABLE,
     PTE_DIRTY,
     PTE_PRESENT,
-    PTE_WRITE,
     PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
-    mapping_encode,
     pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
@@ -34,28 +26,17 @@ from pagerace.core.mm.vma import op_munmap
 from pagerace.core.world import install_mm
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15; the VMA is [0, 16)
 
 
 def _thp(faults: tuple[str, ...] = ()) -> tuple[Any, list[Any], int, int]:
     """A PMD-mapped THP at PMD 1 of mm 0 with the mm oracles installed; CPU ``b`` (actor
     1) has read it, so its huge TLB holds the translation."""
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    k.faults = frozenset(faults)
-    vma = k.s.add_vma(0, 0, 16, ANON)
-    head = fo.folio_alloc(k, acts[0], 0, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    pm.set_pmd_at(k, 0, 1, pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
+    k, acts, vma, head = thp(GEO, faults=faults, vma_end=16)
     install_mm(k)
     assert run_unblocked(mem.cpu_access(k, acts[1], 0, BASE + 2, True)) == mem.ACCESS_OK
     assert pm.htlb_lookup(k, acts[1], 0, 1) >= 0

@@ -14,48 +14,30 @@ from pagerace.core.machine.kernel import Block
 from pagerace.core.machine.layout import (
     PMD_TABLE,
     PTE_DEVICE_PRIVATE,
-    PTE_DIRTY,
     PTE_MIGRATION,
     PTE_PRESENT,
     PTE_TYPE_MASK,
     PTE_WRITE,
-    PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
     PG_lru,
     mapping_encode,
-    pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm import migrate_device as md
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import Stepper, map_thp, run_unblocked, thp_geometry, thp_kernel
 
-GEO = Geometry(sys_frames=32, dev_frames=32, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry(dev_frames=32)
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 TO_DEV = md.MIGRATE_VMA_SELECT_SYSTEM | md.MIGRATE_VMA_SELECT_COMPOUND
 TO_RAM = md.MIGRATE_VMA_SELECT_DEVICE_PRIVATE | md.MIGRATE_VMA_SELECT_COMPOUND
 
 
 def _kernel():
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    return k, acts, vma
+    return thp_kernel(GEO)
 
 
 def _thp(k, a, idx: int = 1) -> int:
-    head = fo.folio_alloc(k, a, 0, 3, "t:alloc")
-    k.set_flag(head, PG_anon | PG_lru)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, idx * N), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, idx * N + i, 1000 + i)
-    pm.set_pmd_at(k, 0, idx, pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
-    return head
+    """A PMD-mapped THP on the LRU at PMD ``idx`` of mm 0, content and shadow agreeing."""
+    return map_thp(k, a, idx=idx, flags=PG_lru)
 
 
 def _driver(k, a, m: md.MigrateVma, zone: int, large: bool = True) -> None:

@@ -14,19 +14,8 @@ from pagerace.core.machine.errors import FailureKind, InvariantViolation
 from pagerace.core.machine.kernel import S_ACQUIRED
 from pagerace.core.machine.layout import (
     PMD_TABLE,
-    PTE_DIRTY,
     PTE_PFN_SHIFT,
-    PTE_PRESENT,
     PTE_TYPE_MASK,
-    PTE_WRITE,
-    PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
-    mapping_encode,
-    pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm import memory as mem
@@ -35,12 +24,10 @@ from pagerace.core.mm.mremap import op_mremap
 from pagerace.core.mm.rmap import anon_vma_lock_read, anon_vma_unlock_read
 from pagerace.core.oracles.invariants import check_all
 from pagerace.core.world import install_mm
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # PMD 1: pages 8..15; the VMA is [0, 16); the destination PMD 3: pages 24..31
 
 
@@ -48,16 +35,7 @@ def _pte_mapped_thp(faults: tuple[str, ...] = ()) -> tuple[Any, list[Any], int, 
     """A THP at PMD 1 of mm 0, split to PTEs (a PTE table mapping the large folio), the
     mm oracles installed; CPU ``b`` (actor 1) has written page BASE + 2 (a 4K TLB
     entry)."""
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    k.faults = frozenset(faults)
-    vma = k.s.add_vma(0, 0, 16, ANON)
-    head = fo.folio_alloc(k, acts[0], 0, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    pm.set_pmd_at(k, 0, 1, pte_encode(PTE_PRESENT, head, PTE_WRITE | PTE_DIRTY | PTE_YOUNG))
+    k, acts, vma, head = thp(GEO, faults=faults, vma_end=16)
     run_unblocked(hm.split_huge_pmd(k, acts[0], 0, vma, BASE))
     install_mm(k)
     assert run_unblocked(mem.cpu_access(k, acts[1], 0, BASE + 2, True)) == mem.ACCESS_OK

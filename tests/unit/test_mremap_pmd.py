@@ -9,42 +9,24 @@ from pagerace.core.machine.kernel import Block
 from pagerace.core.machine.layout import (
     PMD_TABLE,
     PTE_DEVICE_PRIVATE,
-    PTE_DIRTY,
     PTE_PFN_SHIFT,
     PTE_PRESENT,
     PTE_TYPE_MASK,
     PTE_WRITE,
-    PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
-    PG_anon,
-    mapping_encode,
     pte_encode,
 )
 from pagerace.core.mm import memory as mem
 from pagerace.core.mm.mremap import op_mremap
 from pagerace.core.oracles.invariants import check_all
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15; the VMA is [0, 16)
 
 
-def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG):
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    k.s.add_vma(0, 0, 16, ANON)
-    head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=True, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, bits))
+def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = THP_BITS):
+    k, acts, _vma, head = thp(GEO, zone=zone, kind=kind, bits=bits, vma_end=16)
     return k, acts, head
 
 

@@ -18,42 +18,23 @@ from pagerace.core.machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     PTE_YOUNG,
-    VM_ANON,
-    VM_READ,
-    VM_WRITE,
-    Geometry,
     PG_anon,
     PG_anon_exclusive,
-    mapping_encode,
     pte_encode,
 )
 from pagerace.core.mm import huge_memory as hm
 from pagerace.core.mm import memory as mem
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import THP_BITS, Stepper, run_unblocked, thp, thp_geometry
 
-GEO = Geometry(sys_frames=32, dev_frames=16, devices=1, pages_per_mm=32, ptes_per_table=8,
-               actors=3, thp=True)
+GEO = thp_geometry()
 N = GEO.hpage_pmd_nr
-ANON = VM_READ | VM_WRITE | VM_ANON
 BASE = 8  # the THP is PMD 1: pages 8..15
 
 
-def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = PTE_WRITE | PTE_DIRTY | PTE_YOUNG,
-         exclusive: bool = True):
+def _thp(zone: int = 0, kind: int = PTE_PRESENT, bits: int = THP_BITS, exclusive: bool = True):
     """A PMD-mapped anonymous THP at PMD 1 of mm 0 with per-page content the shadow
     agrees with (the stale-read oracle checks every load)."""
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    vma = k.s.add_vma(0, 0, GEO.pages_per_mm, ANON)
-    head = fo.folio_alloc(k, acts[0], zone, 3, "t:alloc")
-    k.set_flag(head, PG_anon)
-    fo.folio_add_new_anon_rmap(k, head, mapping_encode(0, BASE), exclusive=exclusive, mm=0)
-    for i in range(N):
-        k.set_data(head + i, 1000 + i)
-        k.set_shadow(0, BASE + i, 1000 + i)
-    for p in range(GEO.pages_per_mm // N):
-        pm.set_pmd_at(k, 0, p, PMD_TABLE)
-    pm.set_pmd_at(k, 0, 1, pte_encode(kind, head, bits))
-    return k, acts, vma, head
+    return thp(GEO, zone=zone, kind=kind, bits=bits, exclusive=exclusive)
 
 
 def test_read_and_write_through_a_huge_pmd() -> None:

@@ -22,7 +22,6 @@ from pagerace.core.machine.layout import (
     VM_HUGEPAGE,
     VM_READ,
     VM_WRITE,
-    Geometry,
     PG_allocated,
     PG_anon_exclusive,
     PG_lru,
@@ -34,18 +33,16 @@ from pagerace.core.oracles.folio import check_pmds
 from pagerace.core.oracles.invariants import check_counts
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
-from strategies import Stepper, kernel_with_actors, run_unblocked
+from strategies import Stepper, run_unblocked, thp_geometry, thp_kernel
 
-GEO = Geometry(sys_frames=32, dev_frames=8, devices=1, mms=2, pages_per_mm=32,
-               ptes_per_table=8, actors=3, thp=True, mm_flags=True)
+GEO = thp_geometry(dev_frames=8, mms=2, mm_flags=True)
 N = GEO.hpage_pmd_nr
 BASE = 8  # PMD 1: pages 8..15
 
 
 def _mm(flags: int = VM_READ | VM_WRITE | VM_ANON | VM_HUGEPAGE, start: int = 0,
         end: int = GEO.pages_per_mm) -> tuple[Any, list[Any], int]:
-    k, acts = kernel_with_actors(GEO, 3, variant="v7")
-    vma = k.s.add_vma(0, start, end, flags)
+    k, acts, vma = thp_kernel(GEO, vma_start=start, vma_end=end, vma_flags=flags)
     for idx in range(GEO.pages_per_mm // N):
         pm.set_pmd_at(k, 0, idx, 0)  # a fresh mm: every PMD none
     return k, acts, vma
