@@ -153,6 +153,30 @@ def _dup_rmap_pte(k: Kernel, head: int, pfn: int, child: int) -> None:
         k.mapcount_add(pfn, 1)
 
 
+def _share_cow_pte(
+    k: Kernel, a: Actor, parent: int, child: int, v: int, pte: int, head: int, site: str
+) -> None:
+    """``__copy_present_ptes()`` of one anonymous page in a COW mapping whose rmap dup
+    succeeded: ``folio_get``, ``ptep_set_wrprotect`` of a writable parent entry, the
+    child's entry old (``pte_mkold``). Under both PTLs: no preemption point."""
+    k.get_page(a, head, site + ":folio_get")
+    if pte & PTE_WRITE:
+        pte &= ~PTE_WRITE
+        k.set_pte(parent, v, pte)  # ptep_set_wrprotect
+    k.set_pte(child, v, pte & ~PTE_YOUNG)  # pte_mkold
+
+
+def _share_pte(
+    k: Kernel, a: Actor, child: int, v: int, pte: int, head: int, pfn: int, site: str
+) -> None:
+    """``__copy_present_ptes()`` of a page that is not copied on write (shared or not
+    anonymous): ``folio_dup_file_rmap_pte``, ``folio_get``, the child's entry old and
+    clean (``pte_mkold``, ``pte_mkclean`` of a shared mapping)."""
+    _dup_rmap_pte(k, head, pfn, child)
+    k.get_page(a, head, site + ":folio_get")
+    k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
+
+
 def copy_present_page(
     k: Kernel, a: Actor, parent: int, child: int, vpn: int, pfn: int,
     prealloc: list[int] | None = None,
@@ -336,18 +360,12 @@ def copy_pte_range(
                         break
                 elif k.test_flag(head, PG_anon) and cow:
                     if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
-                        k.get_page(a, head, site + ":folio_get")
-                        if pte & PTE_WRITE:
-                            pte &= ~PTE_WRITE
-                            k.set_pte(parent, v, pte)  # ptep_set_wrprotect
-                        k.set_pte(child, v, pte & ~PTE_YOUNG)  # pte_mkold
+                        _share_cow_pte(k, a, parent, child, v, pte, head, site)
                     elif not copy_present_page(k, a, parent, child, v, pfn, prealloc):
                         ret = EAGAIN  # no preallocated page yet
                         break
                 else:
-                    _dup_rmap_pte(k, head, pfn, child)
-                    k.get_page(a, head, site + ":folio_get")
-                    k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
+                    _share_pte(k, a, child, v, pte, head, pfn, site)
                 if prealloc[0] >= 0:  # not consumed: put it (mempolicy)
                     k.put_page(a, prealloc[0], site + ":prealloc_put")
                     prealloc[0] = -1
@@ -355,17 +373,11 @@ def copy_pte_range(
                 head = _folio_of(k, pfn)
                 if k.test_flag(head, PG_anon) and cow:
                     if folio_try_dup_anon_rmap_pte(k, a, pfn, child):
-                        k.get_page(a, head, site + ":folio_get")
-                        if pte & PTE_WRITE:
-                            pte &= ~PTE_WRITE
-                            k.set_pte(parent, v, pte)  # ptep_set_wrprotect
-                        k.set_pte(child, v, pte & ~PTE_YOUNG)  # pte_mkold
+                        _share_cow_pte(k, a, parent, child, v, pte, head, site)
                     else:
                         copied = copy_present_page(k, a, parent, child, v, pfn)
                 else:
-                    _dup_rmap_pte(k, head, pfn, child)
-                    k.get_page(a, head, site + ":folio_get")
-                    k.set_pte(child, v, pte & ~(PTE_YOUNG | PTE_DIRTY))
+                    _share_pte(k, a, child, v, pte, head, pfn, site)
             elif kind == PTE_DEVICE_PRIVATE:
                 # copy_nonpresent_pte(): cannot fail for device-private folios.
                 head = _folio_of(k, pfn)
