@@ -31,6 +31,8 @@ tests/unit/test_mirror_thp.py, and silent without it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
 
 from ..machine import folio as fo
@@ -80,10 +82,28 @@ def _pmd_maps(k: Kernel, head: int) -> int:
     return int(np.count_nonzero(live & ((pmd >> PTE_PFN_SHIFT) == head)))
 
 
+def stopped_world(k: Kernel) -> AbstractContextManager[bool]:
+    """Where an in-step check that reads other actors' state runs: in the deterministic
+    engine nothing else runs during a step, so right here (yields True); the parallel
+    engine installs ``k.hooks["stop_machine"]`` (``harness/parallel/worker.py``
+    ``StopMachine``), which waits until every other worker is between steps and keeps
+    them there while the check runs (yields False, and the check is skipped, only when
+    the run is stopping hard meanwhile)."""
+    stop = k.hooks.get("stop_machine")
+    return stop() if stop is not None else nullcontext(True)
+
+
 def check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
     """The folios of [head, head + nr) right after a split's unfreeze (see the module
     docstring). ``locked_by``: the lock owner word (actor + 1) the original folio had,
-    0 if it was unlocked."""
+    0 if it was unlocked. It reads every mm's entries and the new folios' counts, which
+    other actors may change once the folios are unfrozen: run with the world stopped."""
+    with stopped_world(k) as ok:
+        if ok:
+            _check_split(k, a, head, nr, locked_by, site)
+
+
+def _check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
     words = k.words
     maps = _pte_maps(k, head, head + nr)
     p = head
@@ -157,7 +177,15 @@ def check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: s
 def check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> None:
     """No PTE or PMD of any mm is a migration entry naming a page of the folio at
     ``head`` once finalize has removed its migration entries. Called while the folio is
-    still locked: nobody else can have made a migration entry for it since collect."""
+    still locked: nobody else can have made a migration entry for it since collect.
+    It reads every mm's tables, which other actors change meanwhile (in the parallel
+    engine even between numpy's two reads of one entry): run with the world stopped."""
+    with stopped_world(k) as ok:
+        if ok:
+            _check_no_migration_entries(k, a, head, site)
+
+
+def _check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> None:
     s = k.s
     n = fo.folio_nr_pages(k, head) if k.flags(head) & PG_head else 1
     tables = [(s.pte, "PTE", 1)]
