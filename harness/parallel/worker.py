@@ -41,7 +41,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,14 +185,22 @@ class StopMachine:
     run's outcome is no longer this check's.
     """
 
-    def __init__(self, words: Any, block: BlockLayout, wid: int, glob: int) -> None:
+    def __init__(
+        self, words: Any, block: BlockLayout, wid: int, glob: int,
+        count: Callable[[str], None] | None = None,
+    ) -> None:
         self.words = words
+        self.count = count  # Kernel.count: the run's events say how many checks ran so
         self.lock = block.stop_lock
         self.me = wid + 1
         self.mine = block.cw(wid, W_INSTEP)
         self.others = [block.cw(w, W_INSTEP) for w in range(block.workers) if w != wid]
         self.glob = glob
         self.stops = 0  # checks run with the world stopped (for the tests)
+
+    def _counted(self, event: str) -> None:
+        if self.count is not None:
+            self.count(event)
 
     def _ending(self) -> bool:
         load = self.words.load
@@ -210,6 +218,7 @@ class StopMachine:
                 if n >= _SPIN_BEFORE_YIELD:
                     os.sched_yield()
                     if self._ending():
+                        self._counted("stop_machine_skipped")
                         yield False
                         return
             words.store(self.mine, 1)
@@ -222,9 +231,11 @@ class StopMachine:
                     if n >= _SPIN_BEFORE_YIELD:
                         os.sched_yield()
                         if self._ending():
+                            self._counted("stop_machine_skipped")
                             yield False
                             return
             self.stops += 1
+            self._counted("stop_machine_checks")
             yield True
         finally:
             words.store(self.lock, 0)
@@ -288,7 +299,9 @@ class Driver:
         self.k.step_hook = lambda: self.ticket
         self.k.hw_lock = HwLock(self.words, spec.block.hw, geo.pages_per_mm, spec.wid + 1)
         self.k.wq_lock = WqLock(self.words, self.state.layout.GLOB + G_WQ_LOCK, spec.wid + 1)
-        self.stop_machine = StopMachine(self.words, spec.block, spec.wid, self.state.layout.GLOB)
+        self.stop_machine = StopMachine(
+            self.words, spec.block, spec.wid, self.state.layout.GLOB, count=self.k.count
+        )
         self.k.hooks["stop_machine"] = self.stop_machine
         self.gens = {aid: program(self.k, m.actors[aid], _cycle(m.ops[aid], spec.ops)) for aid in spec.actors}
         self.live = list(spec.actors)
