@@ -31,12 +31,13 @@ tests/unit/test_mirror_thp.py, and silent without it.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..machine import folio as fo
-from ..machine.errors import FailureKind
+from ..machine.errors import FailureKind, InvariantViolation
 from ..machine.kernel import Actor, Kernel
 from ..machine.layout import (
     ENTIRELY_MAPPED,
@@ -82,25 +83,41 @@ def _pmd_maps(k: Kernel, head: int) -> int:
     return int(np.count_nonzero(live & ((pmd >> PTE_PFN_SHIFT) == head)))
 
 
-def stopped_world(k: Kernel) -> AbstractContextManager[bool]:
-    """Where an in-step check that reads other actors' state runs: in the deterministic
-    engine nothing else runs during a step, so right here (yields True); the parallel
-    engine installs ``k.hooks["stop_machine"]`` (``harness/parallel/worker.py``
-    ``StopMachine``), which waits until every other worker is between steps and keeps
-    them there while the check runs (yields False, and the check is skipped, only when
-    the run is stopping hard meanwhile)."""
+def in_stopped_world(k: Kernel, check: Callable[..., None], *args: Any) -> None:
+    """Run an in-step ``check`` that reads other actors' state where it is valid.
+
+    In the deterministic engine nothing else runs during a step: the check runs here,
+    as it always did. The parallel engine installs ``k.hooks["stop_machine"]``
+    (``harness/parallel/worker.py`` ``StopMachine``: every other worker waits between
+    steps while it is held). The check first runs while the others run on; if it
+    passes, that is the answer (most calls: a stop costs the other workers a wait). If
+    it fails, it runs again with the world stopped, where it sees every other actor at
+    a preemption point as the deterministic engine does, and only that verdict counts
+    (the first may have read another worker's step half done). A real failure is state
+    the check finds again; one it saw only mid-step is counted as
+    ``in_step_check_unconfirmed``. If the run stops hard while waiting, the check is
+    skipped: the run's outcome is no longer its."""
     stop = k.hooks.get("stop_machine")
-    return stop() if stop is not None else nullcontext(True)
+    if stop is None:
+        check(k, *args)
+        return
+    try:
+        check(k, *args)
+        return
+    except InvariantViolation:
+        pass
+    with stop() as ok:
+        if ok:
+            check(k, *args)
+            k.count("in_step_check_unconfirmed")
 
 
 def check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
     """The folios of [head, head + nr) right after a split's unfreeze (see the module
     docstring). ``locked_by``: the lock owner word (actor + 1) the original folio had,
     0 if it was unlocked. It reads every mm's entries and the new folios' counts, which
-    other actors may change once the folios are unfrozen: run with the world stopped."""
-    with stopped_world(k) as ok:
-        if ok:
-            _check_split(k, a, head, nr, locked_by, site)
+    other actors may change once the folios are unfrozen (:func:`in_stopped_world`)."""
+    in_stopped_world(k, _check_split, a, head, nr, locked_by, site)
 
 
 def _check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
@@ -179,10 +196,8 @@ def check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> Non
     ``head`` once finalize has removed its migration entries. Called while the folio is
     still locked: nobody else can have made a migration entry for it since collect.
     It reads every mm's tables, which other actors change meanwhile (in the parallel
-    engine even between numpy's two reads of one entry): run with the world stopped."""
-    with stopped_world(k) as ok:
-        if ok:
-            _check_no_migration_entries(k, a, head, site)
+    engine even between numpy's two reads of one entry): :func:`in_stopped_world`."""
+    in_stopped_world(k, _check_no_migration_entries, a, head, site)
 
 
 def _check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> None:
