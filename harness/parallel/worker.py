@@ -170,6 +170,8 @@ class StopMachine:
     In the deterministic engine an oracle called inside a step (the split check, the
     "no migration entry left after finalize" check, ``core/oracles/folio.py``) sees every
     other actor at a preemption point, because nothing else runs during the step.
+    ``folio.in_stopped_world`` runs such a check first as it is and, only when it
+    fails, again under this stop, whose verdict counts.
     Across processes it would read words other workers are changing under locks the
     check does not take, and even one entry read twice by numpy could differ between
     the reads. So the checking worker takes the stop word (``BlockLayout.stop_lock``)
@@ -190,7 +192,7 @@ class StopMachine:
         count: Callable[[str], None] | None = None,
     ) -> None:
         self.words = words
-        self.count = count  # Kernel.count: the run's events say how many checks ran so
+        self.count = count  # Kernel.count: stop_machine_checks / _skipped in the events
         self.lock = block.stop_lock
         self.me = wid + 1
         self.mine = block.cw(wid, W_INSTEP)
