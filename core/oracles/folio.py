@@ -23,6 +23,10 @@
   and each entry's ``MIGRATE_PFN_COMPOUND`` span equals its folio's pages, lies inside
   the range and covers only empty entries (a per-4K recount): ``driver_contract``.
 
+In the parallel engine the split and finalize checks run through
+:func:`in_stopped_world`: a failure counts only if it is still there with every other
+worker between steps (docs/parallel.md, "Which checks run where").
+
 Each is proven by a test-only fault (``core/faults.py``: ``split_unfreeze_extra_ref``,
 ``split_drops_lock``, ``finalize_skips_pmd_restore``, ``collect_pushes_extra_entry``,
 ``unmap_counts_pages``) in tests/unit/test_folio_oracles.py and
