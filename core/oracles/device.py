@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..machine import folio as fo
 from ..machine.errors import FailureKind
 from ..machine.kernel import Actor, Kernel
 from ..machine.layout import (
@@ -52,6 +53,7 @@ from ..machine.layout import (
     F_FLAGS,
     F_GEN,
     F_MAP,
+    F_REF,
     FRAME_WORDS,
     PTE_DEVICE_EXCLUSIVE,
     PTE_PFN_SHIFT,
@@ -124,12 +126,34 @@ def device_access(
         return
     hw.acquire(mm, vpn)
     try:
-        _copy(k, a, mi, mm, vpn, pfn, write, site)
+        _copy(k, a, mi, mm, vpn, pfn, write, site, gen)
     finally:
         hw.release(mm, vpn)
 
 
-def _copy(k: Kernel, a: Actor, mi: int, mm: int, vpn: int, pfn: int, write: bool, site: str) -> None:
+def _freed_meanwhile(k: Kernel, pfn: int, gen: int) -> str:
+    """The parallel engine only: why frame ``pfn`` is no longer the live page the
+    device's entry (stored at generation ``gen``) named, or "" if it still is. Its
+    folio's refcount at zero with the frame still allocated is a free in progress
+    (``free_folio`` clears the data, then the generation, then the flags, in one step
+    of another worker)."""
+    base = k.lay.FRAMES + pfn * FRAME_WORDS
+    words = k.words
+    now = words.load(base + F_GEN)
+    if not words.load(base + F_FLAGS) & PG_allocated:
+        return f"freed (generation {gen} when stored, {now} now)"
+    if now != gen:
+        return f"freed and reused (generation {gen} when stored, {now} now)"
+    head = fo.page_folio(k, pfn)
+    if not words.load(k.lay.FRAMES + head * FRAME_WORDS + F_REF):
+        return f"being freed (its folio {head} has refcount 0)"
+    return ""
+
+
+def _copy(
+    k: Kernel, a: Actor, mi: int, mm: int, vpn: int, pfn: int, write: bool, site: str,
+    gen: int = -1,
+) -> None:
     if write:
         tok = k.new_token(a)
         k.set_data(pfn, tok)
@@ -144,6 +168,25 @@ def _copy(k: Kernel, a: Actor, mi: int, mm: int, vpn: int, pfn: int, write: bool
         got ^= 1  # test-only: the device returns something else than the page holds
     want = k.shadow(mm, vpn)
     k.count("device_reads")
+    if got != want and gen >= 0:
+        # The parallel engine: the liveness check above and this copy are not one step
+        # there, so a CPU fault in another worker (finding 006: its xa_erase without
+        # the mutex) can free the page in between, and the copy reads the cleared frame.
+        # In the deterministic engine that free comes before the check, which reports
+        # it as use_after_free; report the same here instead of a stale read.
+        why = _freed_meanwhile(k, pfn, gen)
+        if why:
+            raise k.fail(
+                FailureKind.USE_AFTER_FREE,
+                f"dmirror {mi}'s device page table maps page {vpn} to frame {pfn}, {why} "
+                f"while the device copied from it: the notifier did not clear it before "
+                f"the page was freed ({site})",
+                actors=[a],
+                pages=[pfn],
+                sites=[site],
+                mirror=mi,
+                vpn=vpn,
+            )
     if got != want:
         raise k.fail(
             FailureKind.STALE_READ,

@@ -23,6 +23,10 @@
   and each entry's ``MIGRATE_PFN_COMPOUND`` span equals its folio's pages, lies inside
   the range and covers only empty entries (a per-4K recount): ``driver_contract``.
 
+In the parallel engine the split and finalize checks run through
+:func:`in_stopped_world`: a failure counts only if it is still there with every other
+worker between steps (docs/parallel.md, "Which checks run where").
+
 Each is proven by a test-only fault (``core/faults.py``: ``split_unfreeze_extra_ref``,
 ``split_drops_lock``, ``finalize_skips_pmd_restore``, ``collect_pushes_extra_entry``,
 ``unmap_counts_pages``) in tests/unit/test_folio_oracles.py and
@@ -31,10 +35,13 @@ tests/unit/test_mirror_thp.py, and silent without it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ..machine import folio as fo
-from ..machine.errors import FailureKind
+from ..machine.errors import FailureKind, InvariantViolation
 from ..machine.kernel import Actor, Kernel
 from ..machine.layout import (
     ENTIRELY_MAPPED,
@@ -80,10 +87,44 @@ def _pmd_maps(k: Kernel, head: int) -> int:
     return int(np.count_nonzero(live & ((pmd >> PTE_PFN_SHIFT) == head)))
 
 
+def in_stopped_world(k: Kernel, check: Callable[..., None], *args: Any) -> None:
+    """Run an in-step ``check`` that reads other actors' state where it is valid.
+
+    In the deterministic engine nothing else runs during a step: the check runs here,
+    as it always did. The parallel engine installs ``k.hooks["stop_machine"]``
+    (``harness/parallel/worker.py`` ``StopMachine``: every other worker waits between
+    steps while it is held). The check first runs while the others run on; if it
+    passes, that is the answer (most calls: a stop costs the other workers a wait). If
+    it fails, it runs again with the world stopped, where it sees every other actor at
+    a preemption point as the deterministic engine does, and only that verdict counts
+    (the first may have read another worker's step half done). A real failure is state
+    the check finds again; one it saw only mid-step is counted as
+    ``in_step_check_unconfirmed``. If the run stops hard while waiting, the check is
+    skipped: the run's outcome is no longer its."""
+    stop = k.hooks.get("stop_machine")
+    if stop is None:
+        check(k, *args)
+        return
+    try:
+        check(k, *args)
+        return
+    except InvariantViolation:
+        pass
+    with stop() as ok:
+        if ok:
+            check(k, *args)
+            k.count("in_step_check_unconfirmed")
+
+
 def check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
     """The folios of [head, head + nr) right after a split's unfreeze (see the module
     docstring). ``locked_by``: the lock owner word (actor + 1) the original folio had,
-    0 if it was unlocked."""
+    0 if it was unlocked. It reads every mm's entries and the new folios' counts, which
+    other actors may change once the folios are unfrozen (:func:`in_stopped_world`)."""
+    in_stopped_world(k, _check_split, a, head, nr, locked_by, site)
+
+
+def _check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: str) -> None:
     words = k.words
     maps = _pte_maps(k, head, head + nr)
     p = head
@@ -157,7 +198,13 @@ def check_split(k: Kernel, a: Actor, head: int, nr: int, locked_by: int, site: s
 def check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> None:
     """No PTE or PMD of any mm is a migration entry naming a page of the folio at
     ``head`` once finalize has removed its migration entries. Called while the folio is
-    still locked: nobody else can have made a migration entry for it since collect."""
+    still locked: nobody else can have made a migration entry for it since collect.
+    It reads every mm's tables, which other actors change meanwhile (in the parallel
+    engine even between numpy's two reads of one entry): :func:`in_stopped_world`."""
+    in_stopped_world(k, _check_no_migration_entries, a, head, site)
+
+
+def _check_no_migration_entries(k: Kernel, a: Actor, head: int, site: str) -> None:
     s = k.s
     n = fo.folio_nr_pages(k, head) if k.flags(head) & PG_head else 1
     tables = [(s.pte, "PTE", 1)]

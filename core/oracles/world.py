@@ -301,15 +301,19 @@ def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
     pte = k.s.pte
     hit = None
     for mm_, vpn_ in zip(*np.nonzero((pte >> PTE_PFN_SHIFT) == pfn)):
-        if int(pte[mm_, vpn_]) & PTE_TYPE_MASK in _NAMES_A_PAGE:
-            hit = (int(mm_), int(vpn_))
+        # One read of the entry for both tests: in the parallel engine another worker
+        # may replace it between numpy's pass and this one (a fault mapping a new page
+        # there), and the two reads would describe two different entries.
+        w = int(pte[mm_, vpn_])
+        if w >> PTE_PFN_SHIFT == pfn and w & PTE_TYPE_MASK in _NAMES_A_PAGE:
+            hit = (int(mm_), int(vpn_), w)
             break
     if hit is not None:
-        mm, vpn = hit
+        mm, vpn, entry = hit
         raise k.fail(
             FailureKind.DEVICE_PAGE_LIFETIME,
             f"device page {pfn} was freed by {a.name} (refcount reached zero, at {a.site or a.op}) "
-            f"while {_addr(mm, vpn)} still holds {pte_describe(int(pte[mm, vpn]))}",
+            f"while {_addr(mm, vpn)} still holds {pte_describe(entry)}",
             actors=[a],
             pages=[pfn],
             sites=["folio_free", a.site],

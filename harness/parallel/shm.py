@@ -53,7 +53,8 @@ _PROC_RE = re.compile(r"^pr[wc]-(\d+)(?:-\d+)?$")
     W_STEPS,  # preemption points passed (tickets taken)
     W_PID,
     W_SPIN,  # backoff rounds with nothing runnable (blocked-spinning)
-) = range(6)
+    W_INSTEP,  # 1 while the worker is inside a step (StopMachine waits for 0)
+) = range(7)
 CTRL_WORDS = 8
 WS_STARTING, WS_RUNNING, WS_PAUSED, WS_DONE, WS_FAILED, WS_ERROR = range(6)
 WS_NAMES = ("starting", "running", "paused", "done", "failed", "error")
@@ -83,9 +84,16 @@ class BlockLayout:
         return self.model_words + self.workers * CTRL_WORDS
 
     @property
+    def stop_lock(self) -> int:
+        """The stop-machine word (``StopMachine`` in worker.py): 0, or the worker id + 1
+        of the worker running an in-step check while every other worker is between
+        steps."""
+        return self.step_lock + 2
+
+    @property
     def hw(self) -> int:
         """First hardware-access lock word (one per virtual page of every mm)."""
-        return self.step_lock + 2
+        return self.step_lock + 3
 
     @property
     def rings(self) -> int:

@@ -41,7 +41,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ from .._rng import Stream
 from .shm import (
     W_ACK,
     W_COUNT,
+    W_INSTEP,
     W_PID,
     W_SPIN,
     W_STATE,
@@ -162,6 +163,111 @@ class WqLock:
         self.words.store(self.w, 0)
 
 
+class StopMachine:
+    """``Kernel.hooks["stop_machine"]`` for the parallel engine: run an in-step check
+    while every other worker is between steps (the kernel's ``stop_machine`` idea).
+
+    In the deterministic engine an oracle called inside a step (the split check, the
+    "no migration entry left after finalize" check, ``core/oracles/folio.py``) sees every
+    other actor at a preemption point, because nothing else runs during the step.
+    ``folio.in_stopped_world`` runs such a check first as it is and, only when it
+    fails, again under this stop, whose verdict counts.
+    Across processes it would read words other workers are changing under locks the
+    check does not take, and even one entry read twice by numpy could differ between
+    the reads. So the checking worker takes the stop word (``BlockLayout.stop_lock``)
+    and waits until no other worker is inside a step (each worker's ``W_INSTEP``); a
+    worker about to start a step sets its ``W_INSTEP`` first and then reads the stop
+    word, and if it is taken, clears ``W_INSTEP`` and waits for it to clear (seq_cst
+    stores and loads: one of the two always sees the other). A worker that waits for
+    the stop word inside its own check counts as between steps meanwhile (it has done
+    nothing since its check began), so two checks cannot wait for each other.
+
+    Never held across a preemption point. When the run is stopping hard (a verdict, a
+    failure elsewhere, a dead worker) the wait gives up and the check is skipped: the
+    run's outcome is no longer this check's.
+    """
+
+    def __init__(
+        self, words: Any, block: BlockLayout, wid: int, glob: int,
+        count: Callable[[str], None] | None = None,
+    ) -> None:
+        self.words = words
+        self.count = count  # Kernel.count: stop_machine_checks / _skipped in the events
+        self.lock = block.stop_lock
+        self.me = wid + 1
+        self.mine = block.cw(wid, W_INSTEP)
+        self.others = [block.cw(w, W_INSTEP) for w in range(block.workers) if w != wid]
+        self.glob = glob
+        self.stops = 0  # checks run with the world stopped (for the tests)
+
+    def _counted(self, event: str) -> None:
+        if self.count is not None:
+            self.count(event)
+
+    def _ending(self) -> bool:
+        load = self.words.load
+        return bool(load(self.glob + G_STOP) >= STOP_HARD or load(self.glob + G_FAILED))
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[bool]:
+        words = self.words
+        cas = words.cas
+        if not cas(self.lock, 0, self.me):
+            words.store(self.mine, 0)  # parked at this check while another check runs
+            n = 0
+            while not cas(self.lock, 0, self.me):
+                n += 1
+                if n >= _SPIN_BEFORE_YIELD:
+                    os.sched_yield()
+                    if self._ending():
+                        self._counted("stop_machine_skipped")
+                        yield False
+                        return
+            words.store(self.mine, 1)
+        try:
+            load = words.load
+            for w in self.others:
+                n = 0
+                while load(w):
+                    n += 1
+                    if n >= _SPIN_BEFORE_YIELD:
+                        os.sched_yield()
+                        if self._ending():
+                            self._counted("stop_machine_skipped")
+                            yield False
+                            return
+            self.stops += 1
+            self._counted("stop_machine_checks")
+            yield True
+        finally:
+            words.store(self.lock, 0)
+
+    def wait_to_step(self) -> bool:
+        """Called before each step: mark this worker inside a step, unless a check of
+        another worker has the world stopped (then wait for it). False: the run is
+        stopping hard, take no step."""
+        words = self.words
+        words.store(self.mine, 1)
+        if not words.load(self.lock):
+            return True
+        words.store(self.mine, 0)
+        n = 0
+        while True:
+            if not words.load(self.lock):
+                words.store(self.mine, 1)
+                if not words.load(self.lock):
+                    return True
+                words.store(self.mine, 0)
+            n += 1
+            if n >= _SPIN_BEFORE_YIELD:
+                os.sched_yield()
+                if self._ending():
+                    return False
+
+    def step_done(self) -> None:
+        self.words.store(self.mine, 0)
+
+
 def _cycle(oplist: Sequence[tuple[Any, ...]], limit: int | None) -> Iterator[tuple[Any, ...]]:
     """The actor's operation list, repeated; at most ``limit`` operations."""
     n = 0
@@ -195,6 +301,10 @@ class Driver:
         self.k.step_hook = lambda: self.ticket
         self.k.hw_lock = HwLock(self.words, spec.block.hw, geo.pages_per_mm, spec.wid + 1)
         self.k.wq_lock = WqLock(self.words, self.state.layout.GLOB + G_WQ_LOCK, spec.wid + 1)
+        self.stop_machine = StopMachine(
+            self.words, spec.block, spec.wid, self.state.layout.GLOB, count=self.k.count
+        )
+        self.k.hooks["stop_machine"] = self.stop_machine
         self.gens = {aid: program(self.k, m.actors[aid], _cycle(m.ops[aid], spec.ops)) for aid in spec.actors}
         self.live = list(spec.actors)
         self.blocked: dict[int, Block] = {}
@@ -238,6 +348,11 @@ class Driver:
         words = self.words
         a = self.actors[aid]
         aw = self.abase + aid * ACTOR_WORDS
+        sm = self.stop_machine
+        # StopMachine.wait_to_step's fast path, inlined (hot): in a step, then no check
+        words.store(sm.mine, 1)
+        if words.load(sm.lock) and not sm.wait_to_step():
+            return  # the run is stopping hard while another worker's check runs
         if a.idle:
             words.store(aw + A_STATE, ACTOR_RUNNING)
         try:
@@ -251,6 +366,7 @@ class Driver:
             words.store(self.ring + self.count % self.cap, (t << 16) | aid)
             self.count += 1
             words.store(self.cw + W_COUNT, self.count)
+            words.store(sm.mine, 0)  # StopMachine.step_done, inlined (hot)
         self.steps += 1
         words.store(aw + A_STEPS, words.load(aw + A_STEPS) + 1)
         words.store(self.cw + W_STEPS, self.steps)

@@ -264,3 +264,41 @@ def test_device_exclusive_across_processes() -> None:
     r = run_parallel(w, workers=3, duration=10.0, seed=3)
     f = r.result.failure
     assert f is None or str(f.kind) in w.finding_kinds, f.headline()
+
+
+@pytest.mark.parametrize(
+    ("workload", "fault", "kind", "site"),
+    [
+        ("anon_write_child_thp", "finalize_skips_pmd_restore", FailureKind.MIGRATION_ENTRY_LEFT,
+         "migrate_device_finalize"),
+        ("thp-fork-vs-collect", "split_unfreeze_extra_ref", FailureKind.REFCOUNT_MISMATCH,
+         "__folio_freeze_and_split_unmapped"),
+        ("thp-compound", "dmirror_stale_token", FailureKind.STALE_READ, "dmirror_do_read"),
+    ],
+)
+def test_in_step_checks_fire_in_the_parallel_engine_under_their_fault(
+    workload: str, fault: str, kind: FailureKind, site: str
+) -> None:
+    """The checks that run with the world stopped (split, finalize) and the device read,
+    which re-checks a page freed during its copy, still fire on their test-only fault
+    in the parallel engine, at their own site, with the stop-machine taken (the split
+    and finalize checks) rather than skipped (docs/parallel.md, "Which checks run
+    where")."""
+    import dataclasses
+
+    w = dataclasses.replace(load_workload(workload), faults=(fault,))
+    r = run_parallel(w, variant="v7", workers=2, duration=4.0, seed=0)
+    f = r.result.failure
+    assert f is not None and f.kind is kind and f.sites[0] == site, f and f.headline()
+    if kind is not FailureKind.STALE_READ:
+        assert r.kernel.events.get("stop_machine_checks", 0) >= 1
+
+
+def test_in_step_checks_are_silent_without_their_fault() -> None:
+    """anon_write_child_thp on v7 (seed 3 reported a false migration_entry_left before
+    the finalize check was confirmed with the world stopped: one PTE read twice, a
+    migration entry the first time, empty the second, "page 0 of folio 0"): clean."""
+    r = run_parallel(load_workload("anon_write_child_thp"), variant="v7", workers=2,
+                     duration=4.0, seed=3)
+    assert r.result.outcome is Outcome.CLEAN, r.result.failure and r.result.failure.headline()
+    assert r.options["ops_total"] > 0
