@@ -38,11 +38,10 @@ from __future__ import annotations
 
 from ..actors import register_op
 from ..machine.kernel import Actor, Kernel, Path
-from ..machine.layout import Z_FREE, ZONE_WORDS, PG_anon, PG_lru, PG_pagecache, PG_uptodate
+from ..machine.layout import Z_FREE, ZONE_WORDS, PG_anon, PG_isolated, PG_lru, PG_pagecache, PG_uptodate
 from .migrate_device import (
     EAGAIN,
     ENOMEM,
-    folio_isolate_lru,
     folio_migrate_flags,
     folio_migrate_mapping,
     folio_putback_lru,
@@ -186,8 +185,14 @@ def migrate_pages(k: Kernel, a: Actor, pages: list[int], mode: int, direct: bool
 
 
 def isolate_migratepages(k: Kernel, a: Actor, limit: int) -> Path:
-    """``isolate_migratepages()``: the anonymous and page-cache LRU pages of system
-    memory, lowest pfn first, up to ``limit``, each taken off the LRU with a reference."""
+    """``isolate_migratepages()`` / ``isolate_migratepages_block()`` (7.0
+    mm/compaction.c): the anonymous and page-cache LRU pages of system memory, lowest pfn
+    first, up to ``limit``. Compaction holds no reference on the pages it scans, so it
+    takes one first (``folio_get_nontail_page``: ``get_page_unless_zero``, which fails
+    on a page whose last reference is being dropped), then ``folio_test_clear_lru``
+    (``isolate_fail_put`` when another isolation won); the reference it took is the
+    isolation's. (``folio_isolate_lru``, which takes a reference after the flag, is for
+    callers that hold one already.)"""
     lo, hi = k.lay.zone_range(0)
     out: list[int] = []
     for pfn in range(lo, hi):
@@ -196,8 +201,13 @@ def isolate_migratepages(k: Kernel, a: Actor, limit: int) -> Path:
         f = k.flags(pfn)
         if not (f & PG_lru and f & (PG_anon | PG_pagecache)):
             continue
-        if folio_isolate_lru(k, a, pfn):
+        if not k.get_page_unless_zero(a, pfn):  # folio_get_nontail_page
+            k.count("compact_isolate_ref_zero")
+        elif k.test_clear_flag(pfn, PG_lru):  # folio_test_clear_lru
+            k.set_flag(pfn, PG_isolated)
             out.append(pfn)
+        else:
+            k.put_page(a, pfn, "isolate_migratepages_block:isolate_fail_put")
         yield
     return out
 
