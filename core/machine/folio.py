@@ -155,14 +155,8 @@ def folio_put(k: Kernel, a: Actor, head: int, site: str, refs: int = 1) -> None:
     k.touch(a, head, site)
     old = k.words.fetch_add(k.fw(head, F_REF), -refs)
     if old < refs:
-        raise k.fail(
-            FailureKind.REFCOUNT_UNDERFLOW,
-            f"{a.name} dropped {refs} reference{'s' if refs > 1 else ''} on folio {head} "
-            f"(order {folio_order(k, head)}) at {site} and the refcount went to {old - refs}",
-            actors=[a],
-            pages=[head],
-            sites=[site],
-        )
+        what = f"folio {head} (order {folio_order(k, head)})"
+        raise k.refcount_underflow(a, what, head, refs, old, site)
     if old == refs:
         free_folio(k, a, head, site)
 

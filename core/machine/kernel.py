@@ -577,16 +577,23 @@ class Kernel:
                 self.touch(a, pfn, site)  # raises: use after free
             old = words.fetch_add(fl + F_REF, -refs)
         if old < refs:
-            raise self.fail(
-                FailureKind.REFCOUNT_UNDERFLOW,
-                f"{a.name} dropped {refs} reference{'s' if refs > 1 else ''} on page {pfn} "
-                f"at {site} and the refcount went to {old - refs}",
-                actors=[a],
-                pages=[pfn],
-                sites=[site],
-            )
+            raise self.refcount_underflow(a, f"page {pfn}", pfn, refs, old, site)
         if old == refs:
             self.free_page(a, pfn, site)
+
+    def refcount_underflow(
+        self, a: Actor, what: str, pfn: int, refs: int, old: int, site: str
+    ) -> InvariantViolation:
+        """The failure of a put that took the refcount of ``what`` (a page, or a folio
+        at its head ``pfn``) from ``old`` below zero: ``put_page`` and ``folio_put``."""
+        return self.fail(
+            FailureKind.REFCOUNT_UNDERFLOW,
+            f"{a.name} dropped {refs} reference{'s' if refs > 1 else ''} on {what} "
+            f"at {site} and the refcount went to {old - refs}",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+        )
 
     def page_ref_freeze(self, pfn: int, count: int) -> bool:
         """``page_ref_freeze()``: refcount ``count`` → 0 atomically, or fail."""
