@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -208,34 +209,38 @@ class StopMachine:
         load = self.words.load
         return bool(load(self.glob + G_STOP) >= STOP_HARD or load(self.glob + G_FAILED))
 
+    def _clear(self, w: int) -> bool:
+        return not self.words.load(w)
+
+    def _spin_until(self, done: Callable[[], bool]) -> bool:
+        """Spin (yielding the CPU after a while) until ``done()``; False when the run
+        is stopping hard meanwhile (the wait gives up)."""
+        n = 0
+        while not done():
+            n += 1
+            if n >= _SPIN_BEFORE_YIELD:
+                os.sched_yield()
+                if self._ending():
+                    return False
+        return True
+
     @contextlib.contextmanager
     def __call__(self) -> Iterator[bool]:
         words = self.words
         cas = words.cas
         if not cas(self.lock, 0, self.me):
             words.store(self.mine, 0)  # parked at this check while another check runs
-            n = 0
-            while not cas(self.lock, 0, self.me):
-                n += 1
-                if n >= _SPIN_BEFORE_YIELD:
-                    os.sched_yield()
-                    if self._ending():
-                        self._counted("stop_machine_skipped")
-                        yield False
-                        return
+            if not self._spin_until(lambda: cas(self.lock, 0, self.me)):
+                self._counted("stop_machine_skipped")
+                yield False
+                return
             words.store(self.mine, 1)
         try:
-            load = words.load
             for w in self.others:
-                n = 0
-                while load(w):
-                    n += 1
-                    if n >= _SPIN_BEFORE_YIELD:
-                        os.sched_yield()
-                        if self._ending():
-                            self._counted("stop_machine_skipped")
-                            yield False
-                            return
+                if not self._spin_until(functools.partial(self._clear, w)):
+                    self._counted("stop_machine_skipped")
+                    yield False
+                    return
             self.stops += 1
             self._counted("stop_machine_checks")
             yield True
