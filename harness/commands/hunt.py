@@ -78,7 +78,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_status_every(p)
 
 
+def _term_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    """A job scheduler's SIGTERM stops the hunt the way Ctrl-C does: the rows of the runs
+    taken are written, the workers end, exit 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)
+    old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
