@@ -560,7 +560,7 @@ PCT_PROBE_SEEDS = (0, 1, 2)
 
 def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan) -> int | None:
     """PCT's step estimate for one configuration of a campaign: the median length in
-    shared steps (``hunt.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
+    shared steps (``pct_k.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
     static estimate; ``None`` when the workload sets its own ``pct_k``.
 
     A function of the configuration and the plan's step budgets only, so every unit of
@@ -571,7 +571,7 @@ def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan)
     costs three runs per PCT configuration, in the parent, before its first task."""
     if w.pct_k:
         return None
-    from .hunt import learned_k
+    from .pct_k import learned_k
 
     steps = [
         run_deterministic(

@@ -43,7 +43,6 @@ this process from the chunk that holds it).
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from ..core.machine.errors import HarnessInternalError, InvalidOption
 from ..workloads import Workload
 from .explore import explore
 from .output import FormattedRows, format_rows, rows_for, run_id
+from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
 
@@ -107,15 +107,6 @@ def mix_turn(i: int) -> Turn:
     if slot == 1:
         return Turn("rr", quantum=MIX_RR_QUANTA[rnd % len(MIX_RR_QUANTA)])
     return Turn("random")
-
-
-def learned_k(steps: Sequence[int]) -> int | None:
-    """PCT's step estimate from the lengths (shared steps) of the runs made so far:
-    their median (the median, not the maximum: a PCT run that starved an actor runs a
-    whole fair window more); ``None`` before the first run."""
-    if not steps:
-        return None
-    return max(1, int(statistics.median_low(steps)))
 
 
 @dataclass(frozen=True)
