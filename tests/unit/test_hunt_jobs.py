@@ -147,6 +147,12 @@ def test_history_strategies_stay_in_one_process_and_fixed_k_pct_does_not() -> No
     one = hunt(w, variant="v5.0", budget=Budget(runs=6), strategy="pct", pct_k=150, shrink=False)
     two = hunt(w, variant="v5.0", budget=Budget(runs=6), strategy="pct", pct_k=150, shrink=False, jobs=2)
     assert two.jobs == 2 and (two.runs, two.pct_k, two.guarantee) == (one.runs, 150, one.guarantee)
+    # a workload that sets pct_k fixes k too: over workers
+    aon = load_workload("aon-coherent")
+    assert aon.pct_k
+    one = hunt(aon, budget=Budget(runs=12), strategy="pct", shrink=False)
+    two = hunt(aon, budget=Budget(runs=12), strategy="pct", shrink=False, jobs=2)
+    assert two.jobs == 2 and (two.runs, two.pct_k, two.guarantee) == (one.runs, aon.pct_k, one.guarantee)
 
 
 def test_a_mix_turn_that_needs_earlier_runs_goes_on_in_this_process() -> None:
