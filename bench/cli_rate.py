@@ -12,12 +12,21 @@ no failure expected) runs
 
 - through the CLI: ``python -m pagerace hunt W --variant V --budget N-runs --out TMP`` in
   a fresh process; the figure is N / the process's wall time, start-up and every CSV row
-  included (what a nightly job pays);
+  included (what a nightly job pays). Twice: as a user types it (``--jobs`` left at its
+  default, one worker process per CPU since session 5: ``cli_per_s``) and with
+  ``--jobs 1`` (one process, as before session 5: ``cli_jobs1_per_s``);
 - through the API: ``hunt(w, variant=V, budget=Budget(runs=N))`` in this process, no rows
-  written; the figure is N / ``HuntResult.seconds``.
+  written; the figure is N / ``HuntResult.seconds``. Twice: with its default ``jobs=1``
+  (``api_per_s``, the figure of every earlier session) and with ``jobs=os.cpu_count()``
+  (``api_cpus_per_s``).
 
-Each figure is the median of the repeats; the two alternate so that load on the machine
-hits both alike. ``cli_rate.start_s`` is the wall time of ``python -m pagerace list``
+The targets stay on the CLI as typed (``cli_per_s``). The ratio target compares like with
+like: ``api_vs_cli`` is API / CLI with the same number of worker processes, the CLI's
+default (``api_cpus_per_s / cli_per_s``); ``api_vs_cli_jobs1`` is the one-process pair
+(``api_per_s / cli_jobs1_per_s``, what ``api_vs_cli`` was before session 5).
+
+Each figure is the median of the repeats; the four alternate so that load on the machine
+hits them alike. ``cli_rate.start_s`` is the wall time of ``python -m pagerace list``
 (start-up and one command's imports), median of the repeats.
 """
 
@@ -40,13 +49,17 @@ CLI_TARGET = Target(
     f"hunt through the CLI on opposite-order (v5.0) >= 5x the {CLI_BEFORE:g} schedules/s before",
 )
 RATIO_TARGET = Target("<=", 1.5, "hunt through the CLI within 1.5x of the API's rate (opposite-order)")
+CPUS = os.cpu_count() or 1  # the CLI's default --jobs
 
 
-def cli_rate(workload: str, variant: str, runs: int) -> float:
-    """Runs/s of ``pagerace hunt`` in a fresh process (wall time, start-up included)."""
+def cli_rate(workload: str, variant: str, runs: int, jobs: int | None = None) -> float:
+    """Runs/s of ``pagerace hunt`` in a fresh process (wall time, start-up included);
+    ``jobs``: its ``--jobs`` (``None``: the default, one worker per CPU)."""
     with tempfile.TemporaryDirectory(prefix="pagerace-bench-cli-") as d:
         cmd = [sys.executable, "-m", "pagerace", "hunt", workload, "--variant", variant,
                "--budget", f"{runs}-runs", "--no-shrink", "--out", d]
+        if jobs is not None:
+            cmd += ["--jobs", str(jobs)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -57,12 +70,13 @@ def cli_rate(workload: str, variant: str, runs: int) -> float:
     return runs / wall
 
 
-def api_rate(workload: str, variant: str, runs: int) -> float:
-    """Runs/s of :func:`hunt` in this process (``HuntResult.seconds``, no rows)."""
+def api_rate(workload: str, variant: str, runs: int, jobs: int = 1) -> float:
+    """Runs/s of :func:`hunt` called from this process (``HuntResult.seconds``, no rows),
+    with ``jobs`` worker processes (1: in this process)."""
     from pagerace.harness.hunt import Budget, hunt
     from pagerace.workloads import load_workload
 
-    res = hunt(load_workload(workload), variant=variant, budget=Budget(runs=runs), shrink=False)
+    res = hunt(load_workload(workload), variant=variant, budget=Budget(runs=runs), shrink=False, jobs=jobs)
     if res.found is not None or res.runs != runs:
         raise RuntimeError(f"hunt {workload} ({variant}) found a failure or stopped at {res.runs} runs")
     return res.runs / res.seconds
@@ -117,27 +131,45 @@ def run(quick: bool = False, log: Log = quiet) -> list[Figure]:
         runs = max(10, int(n * scale))
         api_rate(name, variant, max(3, runs // 20))  # warm-up: imports, caches
         cli: list[float] = []
+        cli1: list[float] = []
         api: list[float] = []
+        apin: list[float] = []
         for _ in range(repeats):
-            log(f"cli rate: {name} through the CLI")
+            log(f"cli rate: {name} through the CLI (default --jobs, {CPUS})")
             cli.append(cli_rate(name, variant, runs))
-            log(f"cli rate: {name} through the API")
+            log(f"cli rate: {name} through the CLI, --jobs 1")
+            cli1.append(cli_rate(name, variant, runs, jobs=1))
+            log(f"cli rate: {name} through the API, jobs=1")
             api.append(api_rate(name, variant, runs))
-        c, a = median(cli), median(api)
+            log(f"cli rate: {name} through the API, jobs={CPUS}")
+            apin.append(api_rate(name, variant, runs, jobs=CPUS))
+        c, c1, a, an = median(cli), median(cli1), median(api), median(apin)
         how = f"{variant}, mix, {runs} runs from seed 0, median of {repeats}"
         if tag in steps:
             how += f" ({steps[tag]:.0f} median steps per run: the {tag} of workloads/*.toml)"
+        wall = "runs / wall time of the process (start-up and CSV rows included)"
+        cfg = {"workload": name, "variant": variant, "runs": runs}
         figs += [
-            Figure(f"cli_rate.{tag}.cli_per_s", f"hunt through the CLI, {what}", c, "runs/s",
-                   how=f"{how}; runs / wall time of the process (start-up and CSV rows included)",
+            Figure(f"cli_rate.{tag}.cli_per_s", f"hunt through the CLI, default --jobs ({CPUS}), {what}", c,
+                   "runs/s", how=f"{how}; {wall}",
                    target=CLI_TARGET if tag == "opposite_order" else None,
-                   extra={"workload": name, "variant": variant, "runs": runs, "values": cli}),
-            Figure(f"cli_rate.{tag}.api_per_s", f"hunt() through the API, {what}", a, "runs/s",
+                   note=f"--jobs defaults to the CPUs ({CPUS} worker processes) since session 5",
+                   extra={**cfg, "jobs": CPUS, "values": cli}),
+            Figure(f"cli_rate.{tag}.cli_jobs1_per_s", f"hunt through the CLI, --jobs 1, {what}", c1, "runs/s",
+                   how=f"{how}; {wall}", extra={**cfg, "jobs": 1, "values": cli1}),
+            Figure(f"cli_rate.{tag}.api_per_s", f"hunt() through the API, jobs=1, {what}", a, "runs/s",
                    how=f"{how}; runs / HuntResult.seconds (no rows)",
-                   extra={"workload": name, "variant": variant, "runs": runs, "values": api}),
-            Figure(f"cli_rate.{tag}.api_vs_cli", f"API / CLI rate, {what}", a / c if c else None,
-                   "ratio", how="the two figures above, same run",
+                   extra={**cfg, "jobs": 1, "values": api}),
+            Figure(f"cli_rate.{tag}.api_cpus_per_s", f"hunt() through the API, jobs={CPUS}, {what}", an,
+                   "runs/s", how=f"{how}; runs / HuntResult.seconds (no rows, pool start included)",
+                   extra={**cfg, "jobs": CPUS, "values": apin}),
+            Figure(f"cli_rate.{tag}.api_vs_cli", f"API / CLI rate, both {CPUS} jobs, {what}",
+                   an / c if c else None, "ratio",
+                   how=f"api_cpus_per_s / cli_per_s: like with like ({CPUS} worker processes each)",
+                   note="before session 5 this was the one-process pair: now api_vs_cli_jobs1",
                    target=RATIO_TARGET if tag == "opposite_order" else None),
+            Figure(f"cli_rate.{tag}.api_vs_cli_jobs1", f"API / CLI rate, both 1 job, {what}",
+                   a / c1 if c1 else None, "ratio", how="api_per_s / cli_jobs1_per_s (one process each)"),
         ]
     starts = [start_seconds() for _ in range(max(3, repeats))]
     figs.append(Figure("cli_rate.start_s", "pagerace list: start-up + command", median(starts), "s",

@@ -560,7 +560,7 @@ PCT_PROBE_SEEDS = (0, 1, 2)
 
 def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan) -> int | None:
     """PCT's step estimate for one configuration of a campaign: the median length in
-    shared steps (``hunt.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
+    shared steps (``pct_k.learned_k``) of PCT runs of it on the probe seeds 0-2 with the
     static estimate; ``None`` when the workload sets its own ``pct_k``.
 
     A function of the configuration and the plan's step budgets only, so every unit of
@@ -571,7 +571,7 @@ def campaign_pct_k(w: Workload, variant: str, bugs: tuple[str, ...], plan: Plan)
     costs three runs per PCT configuration, in the parent, before its first task."""
     if w.pct_k:
         return None
-    from .hunt import learned_k
+    from .pct_k import learned_k
 
     steps = [
         run_deterministic(
@@ -752,15 +752,19 @@ def run_task(t: Task) -> list[UnitResult]:
     return out
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> None:
     """A pool worker's start: Ctrl-C goes to the whole process group and only the parent
     decides what to do with it (SIGINT ignored); SIGTERM ends the worker (the default
     action, not the parent's handler inherited through fork, which turned the first
     SIGTERM into a KeyboardInterrupt the pool swallowed); the worker is named
     ``prc-<parent>`` for ``pagerace clean`` and dies with its parent (PR_SET_PDEATHSIG),
-    as the parallel engine's workers do (issue 10 item 3)."""
+    as the parallel engine's workers do (issue 10 item 3). ``setup``: ``(function,
+    args)`` called then (a hunt's workers keep their hunt's settings; inherited through
+    fork, never pickled)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if setup is not None:
+        setup[0](*setup[1])
     try:
         from .parallel.shm import die_with_parent
     except ImportError:  # pragma: no cover - a build without the parallel engine
@@ -811,9 +815,10 @@ class InlineBackend:
 
 class PoolBackend:
     """A local process pool (fork context); workers ignore SIGINT and die with the
-    parent (:func:`_worker_init`)."""
+    parent (:func:`_worker_init`, which calls ``setup``'s function with its arguments in
+    each worker)."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> None:
         import multiprocessing
 
         self.jobs = jobs
@@ -821,12 +826,12 @@ class PoolBackend:
             max_workers=jobs,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_worker_init,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), setup),
         )
         self._seen: dict[int, Any] = {}  # every worker process started, by pid
 
-    def submit(self, t: Task) -> Future[list[UnitResult]]:
-        f = self.pool.submit(run_task, t)
+    def submit(self, t: Any, fn: Callable[..., Any] = run_task) -> Future[Any]:
+        f = self.pool.submit(fn, t)
         self._seen.update(getattr(self.pool, "_processes", None) or {})
         return f
 

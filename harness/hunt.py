@@ -21,22 +21,44 @@ with nothing to learn from, uses the static estimate of ``run_deterministic``. T
 ``k`` a run used is in its scheduler record (``describe()``, hence the artifact's
 ``strategy_params``) and in the reported guarantee ``1/(n k^(d-1))``; the hunt's runs
 are a function of its arguments, so the same hunt learns the same ``k`` again.
+
+A hunt over worker processes (``jobs > 1``) gives the result of ``jobs=1``, run for run.
+Run ``i`` uses seed ``base + i`` and its turn ``turns(i)``, a function of ``i`` alone, so
+runs can be made out of order: the parent hands chunks of consecutive run indices
+(:data:`CHUNK` at most) to a pool of forked workers (``campaign.PoolBackend``: SIGINT
+ignored, they die with the parent), a few chunks ahead, and takes their results strictly
+in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
+PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
+(``output.format_rows``), which the parent only appends. The hunt ends at the first
+failing run index; the parent makes that run again in-process (same seed, same turn:
+the same run, which it checks by fingerprint) for the shrinker and the artifact, and
+drops whatever the workers made after it. A budget of N runs makes exactly N; a budget
+in seconds stops handing out chunks at the deadline and takes the chunks already out.
+What depends on earlier runs cannot be made ahead: PCT's learned ``k`` (unless the caller
+or the workload fixes it), URW / SURW's counts and the exhaustive search run in this
+process whatever ``jobs`` says (a ``mix`` whose ``turns`` give such a turn goes on in
+this process from the chunk that holds it).
 """
 
 from __future__ import annotations
 
 import re
-import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.machine.errors import InvalidOption
+from ..core.machine.errors import HarnessInternalError, InvalidOption
 from ..workloads import Workload
 from .explore import explore
+from .output import FormattedRows, format_rows, rows_for, run_id
+from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 HUNT_STRATEGIES = ("mix", "random", "pct", "rr", "sticky", "pos", "urw", "surw", "exhaustive")
 
@@ -87,15 +109,6 @@ def mix_turn(i: int) -> Turn:
     return Turn("random")
 
 
-def learned_k(steps: Sequence[int]) -> int | None:
-    """PCT's step estimate from the lengths (shared steps) of the runs made so far:
-    their median (the median, not the maximum: a PCT run that starved an actor runs a
-    whole fair window more); ``None`` before the first run."""
-    if not steps:
-        return None
-    return max(1, int(statistics.median_low(steps)))
-
-
 @dataclass(frozen=True)
 class Budget:
     runs: int | None = None
@@ -143,10 +156,240 @@ class HuntResult:
     search: dict[str, Any] = field(default_factory=dict)
     guarantee: float | None = None
     pct_k: int | None = None  # the step estimate of the last PCT run
+    jobs: int = 1  # worker processes the hunt used (1: it ran in this process)
 
     @property
     def seeds_to_find(self) -> int:
         return self.runs if self.found is not None else -1
+
+
+@dataclass(frozen=True)
+class RunDone:
+    """One run of a hunt as the hunt keeps it, made in this process or in a worker (a
+    small picklable record: no model, no generator).
+
+    Attributes:
+        index: the run's index in the hunt (0-based); its seed is ``base + index``.
+        failed: an oracle fired.
+        shared_steps: ``RunResult.shared_steps`` (what PCT's learned ``k`` is made of).
+        counts: steps per actor (URW / SURW's weights for the next run).
+        pct_k, guarantee: a PCT run's step estimate and guarantee (``None`` otherwise).
+        fingerprint, kind: the run's fingerprint and failure kind ("" when clean).
+        rows: a clean run's CSV rows, checked and formatted (``output.format_rows``),
+            when the hunt was asked for them (``on_clean``); ``None`` otherwise.
+    """
+
+    index: int
+    seed: int
+    failed: bool
+    shared_steps: int
+    counts: tuple[int, ...]
+    pct_k: int | None
+    guarantee: float | None
+    fingerprint: str
+    kind: str
+    rows: FormattedRows | None = None
+
+
+# Run indices per chunk a worker makes at a time: small, so the first failure is never
+# far behind the parent, large enough that the pool's per-chunk cost (a few hundred
+# microseconds) stays far below the runs' (about 3 ms a run on opposite-order).
+CHUNK = 16
+# Chunks handed out per worker ahead of the one the parent waits for.
+AHEAD = 2
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every run of one hunt shares; each worker gets it once, when the pool forks
+    it (never pickled), and keeps it in :data:`_SETTINGS`."""
+
+    w: Workload
+    variant: str
+    bugs: tuple[str, ...]
+    pct_k: int | None
+    rows: bool
+
+
+_SETTINGS: _Settings | None = None  # set in a hunt's worker processes only
+
+
+def _keep_settings(settings: _Settings) -> None:
+    global _SETTINGS
+    _SETTINGS = settings
+
+
+def _needs_history(turn: Turn, pct_k: int | None, w: Workload) -> bool:
+    """Does the run depend on earlier runs of the hunt (URW / SURW's counts, PCT's
+    learned ``k``)? Such a run cannot be made ahead by a worker."""
+    return turn.strategy in ("urw", "surw") or (turn.strategy == "pct" and not pct_k and not w.pct_k)
+
+
+def _run(s: _Settings, seed: int, turn: Turn, k: int | None, counts: Sequence[int]) -> RunRecord:
+    strat = turn.strategy
+    return run_deterministic(
+        s.w, variant=s.variant, bugs=s.bugs, seed=seed, strategy=strat, pct_depth=turn.depth,
+        quantum=turn.quantum, pct_k=k, counts=counts if strat in ("urw", "surw") else (),
+    )
+
+
+def _done(rec: RunRecord, index: int, rows: bool) -> RunDone:
+    r = rec.result
+    observed = r.scheduler.get("observed")
+    if isinstance(observed, list):
+        counts = tuple(int(c) for c in observed)
+    else:
+        counts = tuple(r.schedule.count(a) for a in range(len(rec.actors)))
+    pct = rec.strategy == "pct"
+    g = r.scheduler.get("guarantee") if pct else None
+    failed = r.failure is not None
+    return RunDone(
+        index=index, seed=rec.seed, failed=failed, shared_steps=r.shared_steps, counts=counts,
+        pct_k=int(r.scheduler["k"]) if pct else None, guarantee=float(g) if g is not None else None,
+        fingerprint=r.fingerprint, kind=r.failure.kind.value if r.failure is not None else "",
+        rows=format_rows(rows_for(rec, run_id(rec), "")) if rows and not failed else None,
+    )
+
+
+def _run_chunk(chunk: tuple[int, int, tuple[Turn, ...]]) -> list[RunDone]:
+    """A worker's task: runs ``start, start+1, ...`` (seeds from ``seed``), one per turn,
+    up to the first that fails."""
+    start, seed, turns = chunk
+    s = _SETTINGS
+    if s is None:  # pragma: no cover - only a pool made by _pooled calls this
+        raise HarnessInternalError("a hunt chunk ran in a process without the hunt's settings")
+    out = []
+    for j, turn in enumerate(turns):
+        done = _done(_run(s, seed + j, turn, s.pct_k, ()), start + j, s.rows)
+        out.append(done)
+        if done.failed:
+            break
+    return out
+
+
+class _Hunt:
+    """One hunt's loops: :meth:`sequential` in this process, :meth:`pooled` over worker
+    processes; both take runs strictly in run order into ``res`` (:meth:`take`)."""
+
+    def __init__(
+        self, s: _Settings, res: HuntResult, base_seed: int, budget: Budget, t0: float,
+        turn_of: Callable[[int], Turn],
+        on_run: Callable[[RunRecord], None] | None, on_clean: Callable[[RunDone], None] | None,
+    ) -> None:
+        self.s, self.res, self.base, self.budget, self.t0 = s, res, base_seed, budget, t0
+        self.turn_of, self.on_run, self.on_clean = turn_of, on_run, on_clean
+        self.lengths: list[int] = []  # shared steps of every run taken (PCT's learned k)
+        self.counts: list[int] = []  # steps per actor of the last run (URW / SURW weights)
+
+    def budget_left(self, made: int) -> bool:
+        b = self.budget
+        if b.runs is not None and made >= b.runs:
+            return False
+        return b.seconds is None or time.perf_counter() - self.t0 < b.seconds
+
+    def take(self, d: RunDone) -> None:
+        res = self.res
+        if d.index != res.runs:
+            raise HarnessInternalError(f"hunt: run {d.index} came back where run {res.runs} was due")
+        self.lengths.append(d.shared_steps)
+        self.counts = list(d.counts)
+        res.runs += 1
+        res.seeds.append(d.seed)
+        if d.pct_k is not None:
+            res.guarantee = d.guarantee
+            res.pct_k = d.pct_k
+
+    def sequential(self) -> RunRecord | None:
+        """Run in this process from run ``res.runs`` on; the failing run's record."""
+        s, res = self.s, self.res
+        while self.budget_left(res.runs):
+            turn = self.turn_of(res.runs)
+            k = None
+            if turn.strategy == "pct":
+                k = s.pct_k or (None if s.w.pct_k else learned_k(self.lengths))
+            rec = _run(s, self.base + res.runs, turn, k, self.counts)
+            d = _done(rec, res.runs, self.on_clean is not None)
+            self.take(d)
+            if d.failed:
+                return rec
+            if self.on_run is not None:
+                self.on_run(rec)
+            if self.on_clean is not None:
+                self.on_clean(d)
+        return None
+
+    def pooled(self, jobs: int) -> RunDone | None:
+        """Run over ``jobs`` worker processes from run ``res.runs`` on, until the first
+        failure (returned), the budget, or a turn that needs earlier runs (the caller
+        goes on with :meth:`sequential`).
+
+        Raises:
+            HarnessInternalError: a worker died.
+        """
+        # imported here: the pool's modules (multiprocessing...) stay out of start-up
+        from concurrent.futures import wait as futures_wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        from .campaign import PoolBackend
+
+        s, res, budget = self.s, self.res, self.budget
+        made = res.runs  # runs handed out so far
+        chunk = CHUNK if budget.runs is None else max(1, min(CHUNK, -(-budget.runs // (4 * jobs))))
+        backend = PoolBackend(jobs, setup=(_keep_settings, (s,)))
+        pending: deque[Future[Any]] = deque()
+        history = False  # a turn that needs earlier runs is next: stop handing out
+        failed: RunDone | None = None
+        try:
+            while True:
+                while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
+                    n = chunk if budget.runs is None else min(chunk, budget.runs - made)
+                    turns = tuple(self.turn_of(i) for i in range(made, made + n))
+                    if any(_needs_history(t, s.pct_k, s.w) for t in turns):
+                        history = True
+                        break
+                    pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
+                    made += n
+                if not pending:
+                    break
+                f = pending[0]
+                futures_wait([f], timeout=0.5)
+                if not f.done():
+                    continue
+                pending.popleft()
+                try:
+                    results: list[RunDone] = f.result()
+                except BrokenProcessPool:
+                    why = _death(backend)
+                    raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
+                for d in results:
+                    self.take(d)
+                    if d.failed:
+                        failed = d
+                        break
+                    if self.on_clean is not None:
+                        self.on_clean(d)
+                if failed is not None:
+                    break
+        finally:
+            backend.close(cancel=bool(pending))
+        return failed
+
+
+def _death(backend: Any) -> str:
+    """Which worker died and how, for the one-line internal error."""
+    import signal
+
+    pid, code = backend.dead_worker()
+    who = f"worker {pid}" if pid > 0 else "a worker"
+    if code is None:
+        return f"{who} died"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{who} was killed by {name}"
+    return f"{who} exited with code {code}"
 
 
 def hunt(
@@ -164,25 +407,51 @@ def hunt(
     on_run: Callable[[RunRecord], None] | None = None,
     pct_k: int | None = None,
     turns: Callable[[int], Turn] = mix_turn,
+    jobs: int = 1,
+    on_clean: Callable[[RunDone], None] | None = None,
 ) -> HuntResult:
     """Run seeds until the first failure or ``budget``; shrink what was found.
-    ``on_run(record)`` sees every run that did not fail (for its CSV rows).
-    ``pct_k``: PCT's step estimate; ``None`` learns it from the hunt's runs
+    ``on_run(record)`` sees every run that did not fail (for its CSV rows; in this
+    process only: not with ``jobs > 1``). ``on_clean(done)`` sees them too, in run
+    order, as :class:`RunDone` with their CSV rows formatted (``done.rows``), wherever
+    they ran. ``pct_k``: PCT's step estimate; ``None`` learns it from the hunt's runs
     (:func:`learned_k`) unless the workload sets one. ``turns``: the strategy of each run
-    of a ``mix`` hunt (default :func:`mix_turn`; the benchmark measures others)."""
+    of a ``mix`` hunt (default :func:`mix_turn`; the benchmark measures others).
+    ``jobs``: worker processes (1: this process); the result is the same whatever it is
+    (module docstring); the strategies whose runs depend on earlier runs ignore it.
 
-    def clean(rec: RunRecord) -> None:
-        if on_run is not None and rec.result.failure is None:
-            on_run(rec)
-
+    Raises:
+        InvalidOption: bad strategy, variant, bug or ``jobs``; ``on_run`` with ``jobs > 1``.
+        HarnessInternalError: a worker died, or the failing run made again did not fail
+            the same way.
+    """
     if strategy not in HUNT_STRATEGIES:
         raise InvalidOption(
             f"unknown hunt strategy {strategy!r}; valid: {', '.join(HUNT_STRATEGIES)}"
+        )
+    if jobs < 1:
+        raise InvalidOption(f"jobs={jobs}: a hunt needs at least 1 job")
+    if on_run is not None and jobs > 1:
+        raise InvalidOption(
+            "hunt(on_run=...) needs each run's record, which stays in its worker: "
+            "with jobs > 1 pass on_clean (each clean run's CSV rows) instead"
         )
     validate_variant_bugs(variant, bugs, w)
     t0 = time.perf_counter()
     res = HuntResult(found=None, runs=0, seconds=0.0, strategy=strategy)
     if strategy == "exhaustive":
+
+        made = [0]  # schedules explored so far
+
+        def clean(rec: RunRecord) -> None:
+            made[0] += 1
+            if rec.result.failure is not None:
+                return
+            if on_run is not None:
+                on_run(rec)
+            if on_clean is not None:
+                on_clean(_done(rec, made[0] - 1, True))
+
         ex = explore(
             w, variant=variant, bugs=bugs, seed=base_seed, preemption_bound=preemption_bound,
             max_schedules=budget.runs if budget.runs is not None else 1 << 30,
@@ -193,46 +462,24 @@ def hunt(
         res.search = ex.describe()
         res.seeds = [base_seed]
     else:
-        seed = base_seed
-        lengths: list[int] = []
-        counts: list[int] = []  # steps per actor of the last run (URW / SURW weights)
-        while True:
-            if budget.runs is not None and res.runs >= budget.runs:
-                break
-            if budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds:
-                break
-            if strategy == "mix":
-                turn = turns(res.runs)
+        if strategy == "mix":
+            turn_of = turns
+        else:
+            fixed = Turn(strategy, pct_depth, STICKY_QUANTUM if strategy == "sticky" else 1)
+
+            def turn_of(i: int) -> Turn:
+                return fixed
+        s = _Settings(w, variant, tuple(bugs), pct_k, on_clean is not None)
+        h = _Hunt(s, res, base_seed, budget, t0, turn_of, on_run, on_clean)
+        if jobs > 1 and not _needs_history(turn_of(0), pct_k, w):
+            res.jobs = jobs
+            failed = h.pooled(jobs)
+            if failed is not None:
+                res.found = _again(h, failed)
             else:
-                quantum = STICKY_QUANTUM if strategy == "sticky" else 1
-                turn = Turn(strategy, pct_depth, quantum)
-            strat, depth = turn.strategy, turn.depth
-            k = None
-            if strat == "pct":
-                k = pct_k or (None if w.pct_k else learned_k(lengths))
-            rec = run_deterministic(
-                w, variant=variant, bugs=bugs, seed=seed, strategy=strat, pct_depth=depth,
-                quantum=turn.quantum, pct_k=k, counts=counts if strat in ("urw", "surw") else (),
-            )
-            lengths.append(rec.result.shared_steps)
-            observed = rec.result.scheduler.get("observed")
-            if isinstance(observed, list):
-                counts = [int(c) for c in observed]
-            else:
-                counts = [0] * len(rec.actors)
-                for aid in rec.result.schedule:
-                    counts[aid] += 1
-            res.runs += 1
-            res.seeds.append(seed)
-            if strat == "pct":
-                g = rec.result.scheduler.get("guarantee")
-                res.guarantee = float(g) if g is not None else None
-                res.pct_k = int(rec.result.scheduler["k"])
-            if rec.result.failure is not None:
-                res.found = rec
-                break
-            clean(rec)
-            seed += 1
+                res.found = h.sequential()  # a turn that needs earlier runs, or nothing left
+        else:
+            res.found = h.sequential()
     res.seconds = time.perf_counter() - t0
     if res.found is not None and shrink:
         res.shrunk = shrink_record(res.found, shrink_budget)
@@ -243,13 +490,33 @@ def hunt(
     return res
 
 
+def _again(h: _Hunt, d: RunDone) -> RunRecord:
+    """The failing run a worker found, made again in this process (same seed, same turn,
+    same fixed ``k``: the same run) for the shrinker and the artifact.
+
+    Raises:
+        HarnessInternalError: it did not fail the same way (same fingerprint and kind).
+    """
+    rec = _run(h.s, d.seed, h.turn_of(d.index), h.s.pct_k, ())
+    r = rec.result
+    kind = r.failure.kind.value if r.failure is not None else "no failure"
+    if r.fingerprint != d.fingerprint or kind != d.kind:
+        raise HarnessInternalError(
+            f"hunt: run {d.index} (seed {d.seed}) failed with {d.kind} (fingerprint {d.fingerprint}) "
+            f"in a worker but gave {kind} (fingerprint {r.fingerprint}) made again in this process"
+        )
+    return rec
+
+
 __all__ = [
+    "CHUNK",
     "HUNT_STRATEGIES",
     "MIX_HEAD",
     "MIX_RR_QUANTA",
     "STICKY_QUANTUM",
     "Budget",
     "HuntResult",
+    "RunDone",
     "Turn",
     "hunt",
     "learned_k",

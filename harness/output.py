@@ -273,6 +273,41 @@ def rows_for(
     return out
 
 
+@dataclass(frozen=True)
+class FormattedRows:
+    """One run's rows as :meth:`RowWriter.add` buffers them (:func:`format_rows`): the
+    cells of each file but ``contention.csv``, in column order, and the contention rows,
+    checked (the writer sums them per batch, so they stay rows). Picklable: a hunt's
+    workers format their runs' rows and the parent only appends them
+    (``harness/hunt.py``)."""
+
+    cells: dict[str, list[list[str]]]
+    contention: list[dict[str, Any]]
+
+
+def format_rows(rows: Mapping[str, list[dict[str, Any]]]) -> FormattedRows:
+    """Check one run's rows (keyed by file name, as :func:`rows_for` returns them)
+    against their schemas and format them, as :meth:`RowWriter.add` does.
+
+    Raises:
+        KeyError: a row has a column its schema does not, or a contention row lacks one
+            that names it.
+    """
+    cont = list(rows.get(CONTENTION.file, ()))
+    for row in cont:  # checked here, formatted once per batch (RowWriter.flush)
+        if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
+            extra = sorted(set(row) - CONTENTION.name_set)
+            missing = sorted(_NEEDED - set(row))
+            raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
+                           f"{CONTENTION.file}: row without {', '.join(missing)}")
+    cells = {
+        file: [format_row(SCHEMAS[file], row) for row in lst]
+        for file, lst in rows.items()
+        if file != CONTENTION.file
+    }
+    return FormattedRows(cells, cont)
+
+
 # The order a batch is written in: runs.csv LAST, so a run that is in runs.csv has every
 # other row on disk too (the rule campaigns resume by; harness/campaign.py).
 WRITE_ORDER = (FAILURES, CONTENTION, OUTCOMES, RUNS)
@@ -360,8 +395,9 @@ class RowWriter:
         self._upgraded = False
         self._writers = {f: csv.writer(b, lineterminator="\n") for f, b in self._bufs.items()}
 
-    def add(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
-        """Buffer one run's rows (keyed by file name, as :func:`rows_for` returns them);
+    def add(self, rows: Mapping[str, list[dict[str, Any]]] | FormattedRows) -> None:
+        """Buffer one run's rows (keyed by file name, as :func:`rows_for` returns them, or
+        already checked and formatted by :func:`format_rows`, maybe in another process);
         write the batch if it is due. Its contention rows are added to the batch's sums
         per configuration and site (:class:`ContentionSums`).
 
@@ -369,23 +405,12 @@ class RowWriter:
             KeyError: a row has a column its schema does not, or a contention row lacks
                 one that names it (nothing of the run buffered).
         """
-        cont = rows.get(CONTENTION.file, ())
-        for row in cont:  # checked here, formatted once per batch (flush)
-            if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
-                extra = sorted(set(row) - CONTENTION.name_set)
-                missing = sorted(_NEEDED - set(row))
-                raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
-                               f"{CONTENTION.file}: row without {', '.join(missing)}")
-        cells = {
-            file: [format_row(SCHEMAS[file], row) for row in lst]
-            for file, lst in rows.items()
-            if file != CONTENTION.file
-        }
+        f = rows if isinstance(rows, FormattedRows) else format_rows(rows)
         if not self.pending:
             self._oldest = self.clock()
-        for file, lines in cells.items():
+        for file, lines in f.cells.items():
             self._writers[file].writerows(lines)
-        for row in cont:
+        for row in f.contention:
             self._contention.add(row)
         self.pending += 1
         if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:

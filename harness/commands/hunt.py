@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from ...workloads import load_workload
 from ..artifacts import write_artifact
-from ..hunt import HUNT_STRATEGIES, hunt, parse_budget
+from ..hunt import HUNT_STRATEGIES, RunDone, hunt, parse_budget
 from ..output import ARTIFACT_DIR, RowWriter, rows_for, run_id
-from ..runner import RunRecord, validate_variant_bugs
+from ..runner import validate_variant_bugs
 from ..steps import readable_steps
 from ._options import (
     StatusLine,
@@ -20,6 +21,7 @@ from ._options import (
     add_variant_and_bugs,
     at_least,
     check_out_dir,
+    interruptible,
     seconds,
 )
 
@@ -40,6 +42,8 @@ EXAMPLES = [
     ),
     ("pagerace hunt holes --variant hmm-2017 --bug holes-src-zero --strategy exhaustive",
      "bounded exhaustive search (preemption bound 2)"),
+    ("pagerace hunt opposite-order --variant v5.0 --budget 5000-runs --jobs 1",
+     "the same hunt in one process (the result is the same with any --jobs)"),
 ]
 
 
@@ -58,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preemptions", type=at_least("--preemptions", 0), default=2, metavar="K",
                    help="preemption bound of the exhaustive search (default 2)")
     add_seed(p, "first seed (default 0)", metavar="BASE")
+    p.add_argument("--jobs", type=at_least("--jobs", 1), default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes; the runs, rows and failure found are the same with "
+                   "any N; pct (unless the workload sets pct_k), urw, surw and exhaustive "
+                   f"depend on earlier runs and run in one process (default: {os.cpu_count() or 1}, "
+                   "the CPUs)")
     p.add_argument("--shrink-time", type=seconds, default=10.0, metavar="S",
                    help="time budget of the shrinker in seconds (default 10)")
     p.add_argument("--no-shrink", action="store_true", help="keep the failing run as found")
@@ -69,22 +78,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_status_every(p)
 
 
+def _term_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    """A job scheduler's SIGTERM stops the hunt the way Ctrl-C does: the rows of the runs
+    taken are written, the workers end, exit 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)
+    old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     budget = parse_budget(args.budget)
     validate_variant_bugs(args.variant, args.bug, w)
     check_out_dir(args.out, artifacts=True)
+    interruptible()
     import time
 
     status = StatusLine(args.status_every, quiet=args.quiet)
     t0 = time.monotonic()
     count = [0]
 
-    def on_run(rec: RunRecord) -> None:
-        writer.add(rows_for(rec, run_id(rec), ""))
+    def on_clean(done: RunDone) -> None:
+        assert done.rows is not None  # formatted where the run was made (a worker)
+        writer.add(done.rows)
         count[0] += 1
         status(lambda: f"hunt {w.name} · {args.variant}: {count[0]} runs, nothing found yet "
-                       f"({time.monotonic() - t0:.0f} s, seed {rec.seed}, budget {budget})")
+                       f"({time.monotonic() - t0:.0f} s, seed {done.seed}, budget {budget})")
 
     # Rows go out in batches (RowWriter); everything printed below comes after the writer
     # closed, so no run is reported before its rows are on disk.
@@ -93,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             w, variant=args.variant, bugs=args.bug, budget=budget, strategy=args.strategy,
             pct_depth=args.pct_depth, base_seed=args.seed, shrink=not args.no_shrink,
             shrink_budget=args.shrink_time, preemption_bound=args.preemptions,
-            on_run=on_run,
+            jobs=args.jobs, on_clean=on_clean,
         )
         status.close()
         if res.found is not None:
@@ -146,7 +176,7 @@ def _print_json(args: argparse.Namespace, workload: str, res: Any, budget: Any, 
 
     doc: dict[str, Any] = {
         "workload": workload, "variant": args.variant, "bugs": sorted(args.bug), "strategy": args.strategy,
-        "budget": str(budget), "runs": res.runs, "seconds": round(res.seconds, 3),
+        "budget": str(budget), "runs": res.runs, "seconds": round(res.seconds, 3), "jobs": res.jobs,
         "found": res.found is not None,
     }
     if res.found is not None:
