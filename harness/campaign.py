@@ -1310,18 +1310,29 @@ def _pool_death(backend: Backend) -> str | None:
     """Why a pool worker died, when a signal from outside killed it (the OOM killer's
     SIGKILL, an operator's kill): a harness event to report and resume from, not a bug
     in pagerace. None when it crashed by its own fault (a crash signal or an exit)."""
+    outside, why = worker_death(backend, "campaign worker")
+    return why if outside else None
+
+
+def worker_death(backend: Any, role: str) -> tuple[bool, str]:
+    """(killed from outside, how) of the pool worker that died (``backend.dead_worker``),
+    for a one-line report naming ``role`` and its pid: from outside when a signal other
+    than a crash signal ended it; a crash signal, an exit or an unknown end is the
+    worker's own fault."""
     find = getattr(backend, "dead_worker", None)
-    if find is None:
-        return None
-    pid, code = find()
-    if code is None or code >= 0 or -code in _CRASH_SIGNALS:
-        return None
+    pid, code = find() if find is not None else (0, None)
+    who = f"{role} {pid}" if pid > 0 else f"a {role}"
+    if code is None:
+        return False, f"{who} died"
+    if code >= 0:
+        return False, f"{who} exited with code {code}"
     try:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    who = f"campaign worker {pid}" if pid > 0 else "a campaign worker"
-    return f"{who} was killed by {name} from outside"
+    if -code in _CRASH_SIGNALS:
+        return False, f"{who} was killed by {name}"
+    return True, f"{who} was killed by {name} from outside"
 
 
 _CRASH_SIGNALS = frozenset(

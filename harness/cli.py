@@ -43,6 +43,7 @@ from ..core.machine.errors import (
     HarnessInternalError,
     InvalidOption,
     PageraceError,
+    StoppedFromOutside,
 )
 from .commands import load_commands
 
@@ -249,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show_tb:
             traceback.print_exc()
         _report(f"{cmd}: internal error: ", _hint(_one_line(exc), show_tb))
+        return exc.exit_code
+    except StoppedFromOutside as exc:
+        _report(f"{cmd}: ", _one_line(exc))
         return exc.exit_code
     except PageraceError as exc:
         _report(f"{cmd}: error: ", _one_line(exc))

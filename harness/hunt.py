@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.machine.errors import HarnessInternalError, InvalidOption
+from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
 from .explore import explore
 from .output import FormattedRows, format_rows, rows_for, run_id
@@ -324,13 +324,14 @@ class _Hunt:
         goes on with :meth:`sequential`).
 
         Raises:
-            HarnessInternalError: a worker died.
+            StoppedFromOutside: a worker was killed from outside (exit 130).
+            HarnessInternalError: a worker crashed or exited.
         """
         # imported here: the pool's modules (multiprocessing...) stay out of start-up
         from concurrent.futures import wait as futures_wait
         from concurrent.futures.process import BrokenProcessPool
 
-        from .campaign import PoolBackend
+        from .campaign import PoolBackend, worker_death
 
         s, res, budget = self.s, self.res, self.budget
         made = res.runs  # runs handed out so far
@@ -359,7 +360,12 @@ class _Hunt:
                 try:
                     results: list[RunDone] = f.result()
                 except BrokenProcessPool:
-                    why = _death(backend)
+                    outside, why = worker_death(backend, "hunt worker")
+                    if outside:  # the OOM killer, an operator: exit 130, as campaign
+                        raise StoppedFromOutside(
+                            f"{why} (not a kernel failure); the rows of the {res.runs} runs "
+                            "taken are written"
+                        ) from None
                     raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
                 for d in results:
                     self.take(d)
@@ -373,23 +379,6 @@ class _Hunt:
         finally:
             backend.close(cancel=bool(pending))
         return failed
-
-
-def _death(backend: Any) -> str:
-    """Which worker died and how, for the one-line internal error."""
-    import signal
-
-    pid, code = backend.dead_worker()
-    who = f"worker {pid}" if pid > 0 else "a worker"
-    if code is None:
-        return f"{who} died"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"{who} was killed by {name}"
-    return f"{who} exited with code {code}"
 
 
 def hunt(

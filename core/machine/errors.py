@@ -158,6 +158,14 @@ class HarnessInternalError(PageraceError, RuntimeError):
     exit_code = 3
 
 
+# -- exit code 130: stopped from outside ----------------------------------------------------
+class StoppedFromOutside(PageraceError):
+    """A worker process was killed from outside (the OOM killer's SIGKILL, an operator's
+    kill): not a kernel failure and not a bug in pagerace; what finished is kept."""
+
+    exit_code = 130
+
+
 # -- exit code 4: a replay that did not reproduce ------------------------------------------
 class DidNotReproduce(PageraceError, AssertionError):
     """A recorded failure did not happen again on replay."""

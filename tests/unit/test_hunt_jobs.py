@@ -201,7 +201,7 @@ def test_a_worker_that_dies_is_an_internal_error(
     err = capsys.readouterr().err
     assert code == 3
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "internal error: hunt: worker" in err
+    assert "internal error: hunt: hunt worker" in err
 
 
 def _lying_chunk(chunk: Any) -> Any:  # a test-only fault: a failure with another fingerprint
