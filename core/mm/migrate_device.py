@@ -187,10 +187,20 @@ def bad_migrate_range(k: Kernel, m: MigrateVma) -> bool:
 def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_setup()``: check the arguments, then collect and unmap.
 
-    Returns 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
+    Returns (the path's result) 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
+    Forwards: a plain function returning the generation's path (v6:
+    :func:`migrate_vma_setup_v6`; v7: :func:`migrate_vma_setup_v7`), no frame of its own
+    at each point of collect and unmap.
     """
-    if k.variant.large_folios:  # v7: 7.0's setup (migrate_vma_setup_v7)
-        return (yield from migrate_vma_setup_v7(k, a, m))
+    if k.variant.large_folios:  # v7: 7.0's setup
+        return migrate_vma_setup_v7(k, a, m)
+    return migrate_vma_setup_v6(k, a, m)
+
+
+def migrate_vma_setup_v6(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_setup()`` of v6 (seed 000, single pages): the argument checks, then
+    the variant's collect and unmap. (No preemption point of its own: never the
+    innermost function of a step.)"""
     if bad_migrate_range(k, m):
         return EINVAL
     if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
@@ -209,6 +219,9 @@ def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
 
 def _selected_present(k: Kernel, m: MigrateVma, pfn: int) -> bool:
+    """Whether a present page is one ``m``'s ``flags`` select (system RAM, or a
+    device-coherent page of our owner). :func:`collected_mpfn` has it inlined: keep the
+    two the same."""
     if k.is_zone_device(pfn):
         return bool(
             m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
@@ -235,7 +248,17 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
             return 0
         # migrate_pfn(pfn), inlined here and below (hot: every page collected)
         mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | device_flag | MIGRATE_PFN_MIGRATE
-    elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
+    elif kind == PTE_PRESENT:
+        # _selected_present(k, m, pfn), inlined (hot: every present page collected)
+        if k.is_zone_device(pfn):
+            if not (
+                m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
+                and k.is_device_coherent(pfn)
+                and k.device_of(pfn) == m.pgmap_owner
+            ):
+                return 0
+        elif not m.flags & MIGRATE_VMA_SELECT_SYSTEM:
+            return 0
         mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
     else:
         return 0
@@ -1107,11 +1130,11 @@ def migrate_vma_check_page_v7(k: Kernel, page: int, fault_page: int) -> bool:
 
 
 def _remove_migration_ptes_v7(k: Kernel, a: Actor, src: int, dst: int) -> Path:
-    """``remove_migration_ptes(src, dst, 0)`` for a folio of any order."""
+    """``remove_migration_ptes(src, dst, 0)`` for a folio of any order. Forwards: a
+    plain function returning the walk's generator (no frame of its own)."""
     if folio_test_large(k, src) or folio_test_large(k, dst):
-        yield from remove_migration_ptes_large(k, a, src, dst, locked=False)
-    else:
-        yield from remove_migration_ptes(k, a, src, dst)
+        return remove_migration_ptes_large(k, a, src, dst, locked=False)
+    return remove_migration_ptes(k, a, src, dst)
 
 
 def migrate_device_unmap_v7(
@@ -1131,7 +1154,8 @@ def migrate_device_unmap_v7(
     k.lru_add_drain(a, site + ":lru_add_drain")
     i = 0
     while i < npages:
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         nr = 1
         if page < 0:
             if src[i] & MIGRATE_PFN_MIGRATE:
@@ -1173,7 +1197,7 @@ def migrate_device_unmap_v7(
     for i in range(npages):
         if not restore:
             break
-        page = migrate_pfn_to_page(src[i])
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if page < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         folio = page_folio(k, page)
@@ -1352,8 +1376,9 @@ def migrate_device_pages_v7(
     notified: MmuNotifierRange | None = None
     i = 0
     while i < npages:
-        newpage = migrate_pfn_to_page(dst[i])
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        newpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         nr = 1
         if newpage < 0:
             if src[i] & MIGRATE_PFN_MIGRATE:
@@ -1431,8 +1456,8 @@ def migrate_device_pages_v7(
         extra = 1 if (m is not None and fault_page == page) else 0
         j = 0
         while j < nr and i + j < npages:
-            sp = migrate_pfn_to_page(src[i + j])
-            dp = migrate_pfn_to_page(dst[i + j])
+            sp = src[i + j] >> MIGRATE_PFN_SHIFT if src[i + j] & MIGRATE_PFN_VALID else -1
+            dp = dst[i + j] >> MIGRATE_PFN_SHIFT if dst[i + j] & MIGRATE_PFN_VALID else -1
             if sp < 0 or dp < 0:
                 j += 1
                 continue
@@ -1464,8 +1489,9 @@ def migrate_device_finalize_v7(
     fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
     site = "migrate_device_finalize"
     for i in range(npages):
-        newpage = migrate_pfn_to_page(dst[i])
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        newpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         d = page_folio(k, newpage) if newpage >= 0 else -1
         if page < 0:
             if d >= 0:
@@ -1573,5 +1599,6 @@ __all__ = [
     "migrate_vma_finalize",
     "migrate_vma_pages",
     "migrate_vma_setup",
+    "migrate_vma_setup_v6",
     "migrate_vma_split_folio",
 ]
