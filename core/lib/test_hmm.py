@@ -682,7 +682,8 @@ class Dmirror:
         if owner >= 0:
 
             def cb(k: Kernel, a: Actor, m: MigrateVma) -> Path:
-                return (yield from self.alloc_and_copy_to_ram(k, a, m, owner))
+                # forwards: returns the copy's generator (no frame of its own)
+                return self.alloc_and_copy_to_ram(k, a, m, owner)
 
             rc = yield from k.variant.migrate_range(k, a, m, cb, **oom)
         else:
@@ -707,7 +708,8 @@ class Dmirror:
             if skip:
                 skip = False
                 continue
-            spage = migrate_pfn_to_page(spfn)
+            # migrate_pfn_to_page(), inlined (every page evicted)
+            spage = spfn >> MIGRATE_PFN_SHIFT if spfn & MIGRATE_PFN_VALID else -1
             if spfn & MIGRATE_PFN_COMPOUND:  # v7: 7.0 evicts a large folio whole
                 yield from self._evict_large_v7(k, a, src, dst, i, spage)
                 continue
@@ -720,7 +722,7 @@ class Dmirror:
             k.set_data(dpage, k.data(spage))
             if self.copy_work:  # no DMA time: no generator to run (hot)
                 yield from self._dma(k)
-            dst[i] = migrate_pfn(dpage)
+            dst[i] = (dpage << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID  # migrate_pfn, inlined
             yield
         yield from migrate_device_pages(k, a, src, dst, "evict")
         yield from migrate_device_finalize(k, a, src, dst, "evict")
@@ -1132,7 +1134,8 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
     for i, spfn in enumerate(m.src):
         if not spfn & MIGRATE_PFN_MIGRATE:
             continue
-        dpage = migrate_pfn_to_page(m.dst[i])
+        # migrate_pfn_to_page(), inlined (every page migrated)
+        dpage = m.dst[i] >> MIGRATE_PFN_SHIFT if m.dst[i] & MIGRATE_PFN_VALID else -1
         if dpage < 0:
             continue
         tags = DPT_BACKING if k.is_device_private(dpage) else 0
@@ -1177,7 +1180,8 @@ def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int
                 return rc
             yield from dev.alloc_and_copy_to_device(k, a, m)
             for d in m.dst:
-                dpage = migrate_pfn_to_page(d)
+                # migrate_pfn_to_page(), inlined (every page migrated)
+                dpage = d >> MIGRATE_PFN_SHIFT if d & MIGRATE_PFN_VALID else -1
                 if dpage >= 0:
                     k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
             yield from migrate_vma_pages(k, a, m)

@@ -69,6 +69,7 @@ from .migrate_device import (
     MIGRATE_PFN_DEVICE,
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
     MigrateVma,
     bad_migrate_range,
@@ -182,8 +183,10 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     site = "migrate_vma_prepare"
     allow_drain = True
     k.lru_add_drain(a, site + ":lru_add_drain")
+    src = m.src
     for i in range(m.npages):
-        pfn = migrate_pfn_to_page(m.src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             continue
         if pfn != m.fault_folio:
@@ -251,6 +254,9 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
 
     then ``page_remove_rmap`` and ``put_page``. Returns nothing: the caller looks at
     ``page_mapped()``.
+
+    Forwards: a plain function returning the walk's generator (``try_to_unmap()`` is
+    ``rmap_walk()`` with this callback; no frame of its own at each point of the walk).
     """
 
     def try_to_unmap_one(mm: int, vpn: int) -> Generator[Any, Any, bool]:
@@ -276,7 +282,7 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
     # 5.0 try_to_unmap(): rmap_walk() with rwc.done = page_mapcount_is_zero and
     # invalid_vma = invalid_migration_vma for TTU_MIGRATION, the anon_vma read-locked
     # (the walk machinery is 7.0's: rmap.py).
-    yield from rmap_walk(
+    return rmap_walk(
         k, a, pfn, try_to_unmap_one, "try_to_unmap",
         done=lambda: k.mapcount(pfn) <= 0,
         invalid_vma=invalid_migration_vma,
@@ -291,13 +297,16 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     move."""
     site = "migrate_vma_unmap"
     restore = 0
+    src = m.src
+    check_page = k.variant.check_page
     for i in range(m.npages):
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or not m.src[i] & MIGRATE_PFN_MIGRATE:
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or not src[i] & MIGRATE_PFN_MIGRATE:
             continue
         if k.mapcount(pfn) > 0:
             yield from try_to_unmap_migration(k, a, pfn)
-        if k.mapcount(pfn) > 0 or not k.variant.check_page(k, pfn, m.fault_page):
+        if k.mapcount(pfn) > 0 or not check_page(k, pfn, m.fault_page):
             m.src[i] &= ~MIGRATE_PFN_MIGRATE
             m.cpages -= 1
             restore += 1
@@ -334,7 +343,8 @@ def sample_driver_alloc_and_copy(k: Kernel, a: Actor, dev: Any, m: MigrateVma) -
     movable = [i for i, s in enumerate(m.src) if s & MIGRATE_PFN_VALID and s & MIGRATE_PFN_MIGRATE]
     room = len(movable) - 1 if "callback-modifies-src" in k.bugs else len(movable)
     for i, spfn in enumerate(m.src):
-        spage = migrate_pfn_to_page(spfn)
+        # migrate_pfn_to_page(), inlined (every entry of every migration)
+        spage = spfn >> MIGRATE_PFN_SHIFT if spfn & MIGRATE_PFN_VALID else -1
         if spage >= 0:
             if not spfn & MIGRATE_PFN_MIGRATE:
                 continue
@@ -358,7 +368,8 @@ def populate_empty_entries_2017(m: MigrateVma) -> None:
     gets ``MIGRATE`` so the shared pages step tries the insertion, which refuses it
     unless the entry is still empty."""
     for i in range(m.npages):
-        if m.src[i] == 0 and migrate_pfn_to_page(m.dst[i]) >= 0:
+        # migrate_pfn_to_page(dst[i]) >= 0, inlined (every entry of every migration)
+        if m.src[i] == 0 and m.dst[i] & MIGRATE_PFN_VALID:
             m.src[i] = MIGRATE_PFN_MIGRATE
 
 

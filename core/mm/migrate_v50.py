@@ -44,11 +44,12 @@ from .migrate_device import (
     MIGRATE_PFN_DEVICE,
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
+    MIGRATE_PFN_VALID,
     MigrateVma,
     collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
-    migrate_pfn_to_page,
     migrate_vma_check_page,
 )
 from .migrate_hmm2017 import prepare_back_out
@@ -162,10 +163,12 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     restore = 0
     allow_drain = True
     k.lru_add_drain(a, site + ":lru_add_drain")  # 5.0 mm/migrate.c, before the loop
+    src = m.src
     for i in range(m.npages):
         if not m.cpages:
             break
-        pfn = migrate_pfn_to_page(m.src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             continue
         remap = True
@@ -212,8 +215,8 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     for i in range(m.npages):
         if not restore:
             break
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         yield from remove_migration_pte_v50(k, a, m.mm, m.vma, m.start + i, pfn)
         m.src[i] = 0
