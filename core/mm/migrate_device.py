@@ -55,6 +55,11 @@ from ..machine.layout import (
     VM_SHARED,
     VM_SPECIAL,
     VM_WRITE,
+    Z_DEVICE,
+    Z_DEVICE_COHERENT,
+    Z_DEVICE_PRIVATE,
+    Z_DEVID_MASK,
+    Z_DEVID_SHIFT,
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
@@ -240,21 +245,25 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
     ours to migrate."""
     kind = pte & PTE_TYPE_MASK
     pfn = pte >> PTE_PFN_SHIFT
+    # Hot (every page collected): is_zone_device / is_device_coherent / device_of are
+    # inlined as one read of the frame's flags word (its zone bits never change).
     if kind == PTE_DEVICE_PRIVATE:
-        if not (
-            m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-            and k.device_of(pfn) == m.pgmap_owner
-        ):
+        if not m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE:
+            return 0
+        f = k.flags(pfn)
+        owner = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT if f & Z_DEVICE else -1  # device_of
+        if owner != m.pgmap_owner:
             return 0
         # migrate_pfn(pfn), inlined here and below (hot: every page collected)
         mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | device_flag | MIGRATE_PFN_MIGRATE
     elif kind == PTE_PRESENT:
-        # _selected_present(k, m, pfn), inlined (hot: every present page collected)
-        if k.is_zone_device(pfn):
+        # _selected_present(k, m, pfn), inlined
+        f = k.flags(pfn)
+        if f & Z_DEVICE:
             if not (
                 m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
-                and k.is_device_coherent(pfn)
-                and k.device_of(pfn) == m.pgmap_owner
+                and f & Z_DEVICE_COHERENT
+                and (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT == m.pgmap_owner
             ):
                 return 0
         elif not m.flags & MIGRATE_VMA_SELECT_SYSTEM:
@@ -632,16 +641,15 @@ def migrate_device_pages_common(
             if src[i] & MIGRATE_PFN_MIGRATE:
                 k.outcome(kind, "migrated_hole")
             continue
-        if k.is_zone_device(new) and not (
-            k.is_device_private(new) or k.is_device_coherent(new)
-        ):
+        # is_zone_device / is_device_private / is_device_coherent (new), inlined: one
+        # read of the frame's flags word (hot: every page migrated; its zone bits never
+        # change)
+        zf = k.flags(new)
+        devmem = zf & (Z_DEVICE_PRIVATE | Z_DEVICE_COHERENT)
+        if zf & Z_DEVICE and not devmem:
             src[i] &= ~MIGRATE_PFN_MIGRATE
             continue
-        if (
-            m is not None
-            and (k.is_device_private(new) or k.is_device_coherent(new))
-            and k.s.vma_flags(m.mm, m.vma) & VM_SHARED
-        ):
+        if m is not None and devmem and k.s.vma_flags(m.mm, m.vma) & VM_SHARED:
             # 7.0: "if (mapping) { /* For now only support anonymous memory migrating to
             # device private or coherent memory. */ if (!folio_test_anon(folio) || ...)"
             # A VM_SHARED page is shmem in the kernel (folio_mapping set, not anon).

@@ -37,6 +37,9 @@ from ..machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     VM_WRITE,
+    Z_DEVICE,
+    Z_DEVICE_COHERENT,
+    Z_DEVICE_PRIVATE,
     PG_lru,
     pte_encode,
 )
@@ -68,31 +71,30 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     (``V50.fault_entry``), so the faulting page is trylocked like any other: there is
     no ``fault_folio`` exception (that is 6.15's)."""
     ppt = k.geo.ptes_per_table
+    mm, src, dst = m.mm, m.src, m.dst
     i = 0
     vpn = m.start
     while vpn < m.end:
         tab_end = min((vpn // ppt + 1) * ppt, m.end)
-        ptl = k.ptl_word(m.mm, vpn)
+        ptl = k.ptl_word(mm, vpn)
         yield from k.spin_lock(a, ptl, "migrate_vma_collect_pmd:ptl")
         lo = vpn
         unmapped = 0
         while vpn < tab_end:
-            pte = k.pte_read(m.mm, vpn)
+            pte = k.pte_read(mm, vpn)
             kind = pte & PTE_TYPE_MASK
             pfn = pte >> PTE_PFN_SHIFT
-            mpfn = 0
             if kind == PTE_NONE:
-                mpfn = MIGRATE_PFN_MIGRATE  # line 2197
                 m.cpages += 1
                 k.outcome(m.kind, "hole_collected")
-                m.src[i] = mpfn
-                m.dst[i] = 0
+                src[i] = MIGRATE_PFN_MIGRATE  # line 2197
+                dst[i] = 0
                 i += 1
                 vpn += 1
                 continue
             mpfn = collected_mpfn(k, m, pte, MIGRATE_PFN_DEVICE)
             if not mpfn:
-                m.src[i] = 0
+                src[i] = 0
                 i += 1
                 vpn += 1
                 continue
@@ -100,17 +102,17 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             m.cpages += 1
             if k.trylock_page(a, pfn, "migrate_vma_collect_pmd:trylock_page"):  # line 2256
                 mpfn |= MIGRATE_PFN_LOCKED
-                k.ptep_get_and_clear(m.mm, vpn)
+                k.ptep_get_and_clear(mm, vpn)
                 collect_migration_entry_v50(k, a, m, vpn, pfn, pte, "migrate_vma_collect_pmd:put_page")
                 if kind == PTE_PRESENT:  # line 2278: if (pte_present(pte)) unmapped++;
                     unmapped += 1
-            m.src[i] = mpfn
-            m.dst[i] = 0
+            src[i] = mpfn
+            dst[i] = 0
             i += 1
             vpn += 1
             yield
         if unmapped:  # line 2290
-            k.flush_tlb_range(m.mm, lo, tab_end)
+            k.flush_tlb_range(mm, lo, tab_end)
         k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
         yield
     m.npages = i
@@ -143,10 +145,14 @@ def check_page_v50(k: Kernel, pfn: int, fault_page: int) -> bool:
     device-coherent frames) count their ZONE_DEVICE reference; other device pages are
     refused. The rest is v6's check (:func:`migrate_vma_check_page`, with the catalog
     toggle ``check-ignores-pins`` that drops the refcount test)."""
-    if k.is_zone_device(pfn):
-        if k.is_device_private(pfn):
+    # is_zone_device / is_device_private / is_device_coherent, inlined: one read of the
+    # frame's flags word (its zone bits never change; hot: every page prepare and unmap
+    # check)
+    f = k.flags(pfn)
+    if f & Z_DEVICE:
+        if f & Z_DEVICE_PRIVATE:
             return True  # seed 002 line 2368
-        if not k.is_device_coherent(pfn):
+        if not f & Z_DEVICE_COHERENT:
             return False
     return migrate_vma_check_page(k, pfn, fault_page)
 
@@ -162,6 +168,7 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     allow_drain = True
     k.lru_add_drain(a, "migrate_vma_prepare:lru_add_drain")  # 5.0 mm/migrate.c, before the loop
     src = m.src
+    check_page = k.variant.check_page
     for i in range(m.npages):
         if not m.cpages:
             break
@@ -197,7 +204,7 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 continue
             # "Drop the reference we took in collect"
             k.put_page(a, pfn, "migrate_vma_prepare:put_collect_ref")
-        if not k.variant.check_page(k, pfn, m.fault_page):
+        if not check_page(k, pfn, m.fault_page):
             m.cpages -= 1
             if remap:
                 m.src[i] &= ~MIGRATE_PFN_MIGRATE
