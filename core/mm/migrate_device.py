@@ -63,6 +63,7 @@ from ..machine.layout import (
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
+    PG_head,
     PG_isolated,
     PG_lru,
     PG_pagecache,
@@ -1042,7 +1043,7 @@ def migrate_vma_collect_pmd_v7(
                 addr += 1
                 continue
             folio = page_folio(k, page)
-            if folio_test_large(k, folio):
+            if k.flags(folio) & PG_head:  # folio_test_large(), inlined (hot: every page)
                 split = folio
                 break
             mpfn = migrate_pfn(page) | MIGRATE_PFN_MIGRATE
@@ -1141,7 +1142,8 @@ def migrate_vma_check_page_v7(k: Kernel, page: int, fault_page: int) -> bool:
 def _remove_migration_ptes_v7(k: Kernel, a: Actor, src: int, dst: int) -> Path:
     """``remove_migration_ptes(src, dst, 0)`` for a folio of any order. Forwards: a
     plain function returning the walk's generator (no frame of its own)."""
-    if folio_test_large(k, src) or folio_test_large(k, dst):
+    # folio_test_large() twice, inlined (hot: every page finalize restores or moves)
+    if k.flags(src) & PG_head or k.flags(dst) & PG_head:
         return remove_migration_ptes_large(k, a, src, dst, locked=False)
     return remove_migration_ptes(k, a, src, dst)
 
