@@ -196,14 +196,11 @@ class V6(Variant):
         }
     )
 
-    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return migrate_vma_collect(k, a, m)  # forwards: no frame of its own
-
-    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return migrate_vma_unmap(k, a, m)  # forwards: no frame of its own
-
-    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
-        return migrate_vma_check_page(k, pfn, fault_page)
+    # The hooks are the paths themselves (static: no forwarding call of their own; a
+    # subclass may still override them with methods, as docs/examples/my_patch.py does).
+    collect = staticmethod(migrate_vma_collect)
+    unmap = staticmethod(migrate_vma_unmap)
+    check_page = staticmethod(migrate_vma_check_page)
 
     def fault_entry(self, k: Kernel) -> str:
         # 6.15+ (1afaeb8293c9, seed 000 era): trylock the device page under the PTL. The
@@ -238,14 +235,19 @@ class V7(V6):
     provides = V6.provides | frozenset({"thp"})
     large_folios = True
 
-    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        return migrate_vma_collect_v7(k, a, m)  # forwards: no frame of its own
+    collect = staticmethod(migrate_vma_collect_v7)  # the path itself: no call of its own
 
     def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
         m.cpages = yield from migrate_device_unmap_v7(k, a, m.src, m.npages, m.fault_page, m.kind)
 
     def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
         return migrate_vma_check_page_v7(k, pfn, fault_page)
+
+    def driver_alloc_and_copy(self, k: Kernel, a: Actor, dev: Any, m: MigrateVma) -> Path:
+        # 7.0's dmirror_migrate_alloc_and_copy with large device folios, called directly:
+        # dmirror's alloc_and_copy_to_device would only forward there (a frame at each
+        # point of the copy).
+        return dev.alloc_and_copy_to_device_v7(k, a, m)  # forwards: no frame of its own
 
 
 class _MigrateVmaOps(Variant):
@@ -268,9 +270,10 @@ class _MigrateVmaOps(Variant):
         # locked (hmm-2017 prepare) or trylocked (v5.0 collect) like any other.
         return FAULT_ENTRY_NO_REF
 
-    def unmap(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 004 line 400: try_to_unmap and restore; seed 002 line 2509 kept it.
-        return unmap_2017(k, a, m)  # forwards: no frame of its own
+    # seed 004 line 400: try_to_unmap and restore; seed 002 line 2509 kept it. (The
+    # hooks of the older generations are the paths themselves: static, no call of their
+    # own.)
+    unmap = staticmethod(unmap_2017)
 
     def migrate_range(
         self,
@@ -282,8 +285,9 @@ class _MigrateVmaOps(Variant):
         oom_skips_finalize: bool = False,
     ) -> Path:
         # seed 004 line 564, seed 002 line 2880: one migrate_vma(ops, ...) call with
-        # driver callbacks.
-        return (yield from migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map))
+        # driver callbacks. Forwards: returns migrate_vma's generator (a plain method,
+        # no frame of its own at each point of the migration).
+        return migrate_vma(k, a, m, alloc_and_copy, _finalize_and_map)
 
 
 class V50(_MigrateVmaOps):
@@ -300,17 +304,12 @@ class V50(_MigrateVmaOps):
     # folios; device-public pages are its CPU-addressable device memory.
     provides = frozenset({"migrate_vma", "migrate_to_ram", "device_public"})
 
-    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 002 line 2252: trylock and a migration entry at once.
-        return collect_v50(k, a, m)  # forwards: no frame of its own
-
-    def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 002 line 2421: trylock_page and back off ("best effort").
-        return prepare_v50(k, a, m)  # forwards: no frame of its own
-
-    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
-        # seed 002 line 2368: device-private pages always pass.
-        return check_page_v50(k, pfn, fault_page)
+    # seed 002 line 2252: trylock and a migration entry at once.
+    collect = staticmethod(collect_v50)
+    # seed 002 line 2421: trylock_page and back off ("best effort").
+    prepare = staticmethod(prepare_v50)
+    # seed 002 line 2368: device-private pages always pass.
+    check_page = staticmethod(check_page_v50)
 
 
 class HMM2017(_MigrateVmaOps):
@@ -328,17 +327,12 @@ class HMM2017(_MigrateVmaOps):
     provides = frozenset({"migrate_vma", "migrate_to_ram"})
     stable_check_fault = False  # 4.14: check_stable_address_space() arrived in 4.15
 
-    def collect(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 004 line 207/268: references only; holes src = 0.
-        return collect_2017(k, a, m)  # forwards: no frame of its own
-
-    def prepare(self, k: Kernel, a: Actor, m: MigrateVma) -> Path:
-        # seed 004 line 362: lock_page(page), blocking.
-        return prepare_2017(k, a, m)  # forwards: no frame of its own
-
-    def check_page(self, k: Kernel, pfn: int, fault_page: int) -> bool:
-        # seed 004 line 315: refcount against mapcount for every page.
-        return check_page_2017(k, pfn, fault_page)
+    # seed 004 line 207/268: references only; holes src = 0.
+    collect = staticmethod(collect_2017)
+    # seed 004 line 362: lock_page(page), blocking.
+    prepare = staticmethod(prepare_2017)
+    # seed 004 line 315: refcount against mapcount for every page.
+    check_page = staticmethod(check_page_2017)
 
     def before_pages(self, m: MigrateVma) -> None:
         # 4.14's migrate_vma_insert_page for entries the driver gave a page.

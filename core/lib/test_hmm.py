@@ -412,7 +412,6 @@ class Dmirror:
         (an exhausted device is a NULL dereference, reported as a kernel failure); a
         small entry is v6's."""
         write_vma = bool(k.s.vma_flags(m.mm, m.vma) & VM_WRITE)
-        site = "dmirror_migrate_alloc_and_copy"
         i = 0
         while i < m.npages:
             spfn = m.src[i]
@@ -439,30 +438,32 @@ class Dmirror:
                 k.count("dmirror_fail_alloc")
                 dpage = -1
             else:
-                dpage = yield from self.alloc_device_page(k, a, site + ":alloc_large", order)
+                dpage = yield from self.alloc_device_page(
+                    k, a, "dmirror_migrate_alloc_and_copy:alloc_large", order
+                )
             if dpage < 0:
                 k.outcome(m.kind, "large_alloc_failed")
                 nr = n if spage < 0 else folio_nr_pages(k, page_folio(k, spage))
                 for j in range(nr):
                     if i + j >= m.npages:
                         break
-                    d = k.alloc_page(a, self.zone, site + ":alloc_small")
+                    d = k.alloc_page(a, self.zone, "dmirror_migrate_alloc_and_copy:alloc_small")
                     if d < 0:
-                        raise self._null_deref(k, a, site + ":BACKING_PAGE(dpage)")
+                        raise self._null_deref(k, a, "dmirror_migrate_alloc_and_copy:BACKING_PAGE(dpage)")
                     if has_chunks(k):
                         pgmap_get(k, self.dev)  # zone_device_page_init
-                    yield from k.lock_page(a, d, site + ":lock_dst")
+                    yield from k.lock_page(a, d, "dmirror_migrate_alloc_and_copy:lock_dst")
                     if spage >= 0:
-                        k.touch(a, spage + j, site + ":copy")
+                        k.touch(a, spage + j, "dmirror_migrate_alloc_and_copy:copy")
                         k.set_data(d, k.data(spage + j))
                     m.dst[i + j] = migrate_pfn(d) | write
                 i += nr
                 yield
                 continue
-            yield from k.lock_page(a, dpage, site + ":lock_dst")
+            yield from k.lock_page(a, dpage, "dmirror_migrate_alloc_and_copy:lock_dst")
             for j in range(n):
                 if spage >= 0:
-                    k.touch(a, spage + j, site + ":copy")
+                    k.touch(a, spage + j, "dmirror_migrate_alloc_and_copy:copy")
                     k.set_data(dpage + j, k.data(spage + j))
                 if self.copy_work:  # no DMA time: no generator to run (hot)
                     yield from self._dma(k)
@@ -491,9 +492,9 @@ class Dmirror:
             dst &= ~MIGRATE_PFN_COMPOUND
             dpage = -1
         else:
-            dpage = folio_alloc(k, a, 0, order, site + ":vma_alloc_folio")
+            dpage = folio_alloc(k, a, 0, order, "dmirror_devmem_fault_alloc_and_copy:vma_alloc_folio")
         if dpage >= 0:
-            yield from k.lock_page(a, dpage, site + ":lock_dst")
+            yield from k.lock_page(a, dpage, "dmirror_devmem_fault_alloc_and_copy:lock_dst")
             m.dst[i] = dst | migrate_pfn(dpage)
         else:
             k.outcome(m.kind, "large_alloc_failed")
@@ -506,17 +507,17 @@ class Dmirror:
                         "entries of the migration's arrays (KASAN: slab-out-of-bounds)",
                         actors=[a], sites=[site],
                     )
-                d = k.alloc_page(a, 0, site + ":alloc_page_vma")
+                d = k.alloc_page(a, 0, "dmirror_devmem_fault_alloc_and_copy:alloc_page_vma")
                 if d < 0:
-                    raise self._null_deref(k, a, site + ":lock_page")
-                yield from k.lock_page(a, d, site + ":lock_dst")
+                    raise self._null_deref(k, a, "dmirror_devmem_fault_alloc_and_copy:lock_page")
+                yield from k.lock_page(a, d, "dmirror_devmem_fault_alloc_and_copy:lock_dst")
                 m.dst[i + j] = migrate_pfn(d)
                 target = d
             else:
                 target = dpage + j
             if erase_mirror >= 0:
                 dpt_erase(k, erase_mirror, m.start + i + j)
-            k.touch(a, spage + j, site + ":copy")
+            k.touch(a, spage + j, "dmirror_devmem_fault_alloc_and_copy:copy")
             k.set_data(target, k.data(spage + j))
         if self.copy_work:  # no DMA time: no generator to run (hot)
             yield from self._dma(k)
@@ -528,14 +529,13 @@ class Dmirror:
         """``dmirror_device_evict_chunk()`` of 7.0 for a compound entry: a large system
         folio of the same order (``folio_alloc``, unchecked: a failure is a NULL
         dereference in ``lock_page``), locked, the whole folio copied."""
-        site = "dmirror_device_evict_chunk"
         order = folio_order(k, page_folio(k, spage))
-        dpage = folio_alloc(k, a, 0, order, site + ":folio_alloc")
+        dpage = folio_alloc(k, a, 0, order, "dmirror_device_evict_chunk:folio_alloc")
         if dpage < 0:
-            raise self._null_deref(k, a, site + ":lock_page")
-        yield from k.lock_page(a, dpage, site + ":lock_dst")
+            raise self._null_deref(k, a, "dmirror_device_evict_chunk:lock_page")
+        yield from k.lock_page(a, dpage, "dmirror_device_evict_chunk:lock_dst")
         for j in range(1 << order):
-            k.touch(a, spage + j, site + ":copy")
+            k.touch(a, spage + j, "dmirror_device_evict_chunk:copy")
             k.set_data(dpage + j, k.data(spage + j))
         if self.copy_work:  # no DMA time: no generator to run (hot)
             yield from self._dma(k)
@@ -682,7 +682,8 @@ class Dmirror:
         if owner >= 0:
 
             def cb(k: Kernel, a: Actor, m: MigrateVma) -> Path:
-                return (yield from self.alloc_and_copy_to_ram(k, a, m, owner))
+                # forwards: returns the copy's generator (no frame of its own)
+                return self.alloc_and_copy_to_ram(k, a, m, owner)
 
             rc = yield from k.variant.migrate_range(k, a, m, cb, **oom)
         else:
@@ -707,7 +708,8 @@ class Dmirror:
             if skip:
                 skip = False
                 continue
-            spage = migrate_pfn_to_page(spfn)
+            # migrate_pfn_to_page(), inlined (every page evicted)
+            spage = spfn >> MIGRATE_PFN_SHIFT if spfn & MIGRATE_PFN_VALID else -1
             if spfn & MIGRATE_PFN_COMPOUND:  # v7: 7.0 evicts a large folio whole
                 yield from self._evict_large_v7(k, a, src, dst, i, spage)
                 continue
@@ -720,7 +722,7 @@ class Dmirror:
             k.set_data(dpage, k.data(spage))
             if self.copy_work:  # no DMA time: no generator to run (hot)
                 yield from self._dma(k)
-            dst[i] = migrate_pfn(dpage)
+            dst[i] = (dpage << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID  # migrate_pfn, inlined
             yield
         yield from migrate_device_pages(k, a, src, dst, "evict")
         yield from migrate_device_finalize(k, a, src, dst, "evict")
@@ -1132,7 +1134,8 @@ def dmirror_migrate_finalize_and_map(k: Kernel, a: Actor, mi: int, m: MigrateVma
     for i, spfn in enumerate(m.src):
         if not spfn & MIGRATE_PFN_MIGRATE:
             continue
-        dpage = migrate_pfn_to_page(m.dst[i])
+        # migrate_pfn_to_page(), inlined (every page migrated)
+        dpage = m.dst[i] >> MIGRATE_PFN_SHIFT if m.dst[i] & MIGRATE_PFN_VALID else -1
         if dpage < 0:
             continue
         tags = DPT_BACKING if k.is_device_private(dpage) else 0
@@ -1177,7 +1180,8 @@ def dmirror_migrate_to_device(k: Kernel, a: Actor, mi: int, start: int, end: int
                 return rc
             yield from dev.alloc_and_copy_to_device(k, a, m)
             for d in m.dst:
-                dpage = migrate_pfn_to_page(d)
+                # migrate_pfn_to_page(), inlined (every page migrated)
+                dpage = d >> MIGRATE_PFN_SHIFT if d & MIGRATE_PFN_VALID else -1
                 if dpage >= 0:
                     k.words.store(k.lay.DPAGE_MIRROR + dpage, mi + 1)
             yield from migrate_vma_pages(k, a, m)

@@ -167,15 +167,17 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
     """
     retries = 0
     hw = k.hw_lock  # the parallel engine's: a hardware access is one atomic step
+    thp = k.geo.thp  # v7 (the geometry's: fixed for the run)
+    hooks = k.hooks
     while True:
         if hw is not None:
             hw.acquire(mm, vpn)
         try:
-            if k.geo.thp:  # v7: a hit in the huge TLB (2M translations, cached apart)
+            if thp:  # v7: a hit in the huge TLB (2M translations, cached apart)
                 n = k.geo.ptes_per_table
                 t = pm.htlb_lookup(k, a, mm, vpn // n)
                 if t >= 0 and (not write or t & 1):
-                    htlb_hit = k.hooks.get("htlb_hit")  # the huge stale-TLB oracle
+                    htlb_hit = hooks.get("htlb_hit")  # the huge stale-TLB oracle
                     if htlb_hit is not None:
                         htlb_hit(k, a, mm, vpn, t, write)
                     _hw_access(k, a, mm, vpn, (t >> 1) + vpn % n, write)
@@ -183,13 +185,13 @@ def cpu_access(k: Kernel, a: Actor, mm: int, vpn: int, write: bool) -> Path:
             # TLB hit: the translation is cached, no page walk (arch TLB).
             t = k.tlb_lookup(a, mm, vpn)
             if t >= 0 and (not write or t & 1):
-                if "tlb_hit" in k.hooks:  # the stale-TLB oracle (core/oracles/world.py)
-                    k.hooks["tlb_hit"](k, a, mm, vpn, t, write)
+                if "tlb_hit" in hooks:  # the stale-TLB oracle (core/oracles/world.py)
+                    hooks["tlb_hit"](k, a, mm, vpn, t, write)
                 _hw_access(k, a, mm, vpn, t >> 1, write)
                 return ACCESS_OK
             # Hardware page walk: read the entry, set accessed/dirty, fill the TLB.
             trap = False
-            if k.geo.thp:  # v7: the walk reads the PMD first
+            if thp:  # v7: the walk reads the PMD first
                 got = _hw_walk_pmd(k, a, mm, vpn, write)
                 if got == _WALK_RETRY:
                     continue
@@ -460,20 +462,19 @@ def do_wp_page_anon_414(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: 
     these generations).
     """
     ptl = k.ptl_word(mm, vpn)
-    site = "do_wp_page"
-    if not k.trylock_page(a, pfn, site + ":trylock_page"):
-        k.get_page(a, pfn, site + ":get_page")
-        k.spin_unlock(a, ptl, site + ":ptl")
+    if not k.trylock_page(a, pfn, "do_wp_page:trylock_page"):
+        k.get_page(a, pfn, "do_wp_page:get_page")
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
         yield  # between pte_unmap_unlock and lock_page
-        yield from k.lock_page(a, pfn, site + ":lock_page")
-        yield from k.spin_lock(a, ptl, site + ":ptl")
+        yield from k.lock_page(a, pfn, "do_wp_page:lock_page")
+        yield from k.spin_lock(a, ptl, "do_wp_page:ptl")
         if k.pte_read(mm, vpn) != orig:  # !pte_same(): back out
-            k.unlock_page(a, pfn, site + ":unlock_page")
-            k.spin_unlock(a, ptl, site + ":ptl")
-            k.put_page(a, pfn, site + ":put_page")
+            k.unlock_page(a, pfn, "do_wp_page:unlock_page")
+            k.spin_unlock(a, ptl, "do_wp_page:ptl")
+            k.put_page(a, pfn, "do_wp_page:put_page")
             k.count("wp_old_backout")
             return VM_FAULT_OK
-        k.put_page(a, pfn, site + ":put_page")
+        k.put_page(a, pfn, "do_wp_page:put_page")
     reuse = k.hooks.get("reuse_swap_page")
     if reuse is not None:
         ok, total_map_swapcount = reuse(k, a, pfn)
@@ -486,17 +487,17 @@ def do_wp_page_anon_414(k: Kernel, a: Actor, mm: int, vpn: int, orig: int, pfn: 
             # the page was first mapped at (folio_set_anon); a page this mm maps alone
             # keeps it (the anon_vma of the model is the mm's).
             k.count("wp_old_move_anon_rmap")
-        k.unlock_page(a, pfn, site + ":unlock_page")
+        k.unlock_page(a, pfn, "do_wp_page:unlock_page")
         # wp_page_reuse(): pte_mkyoung, maybe_mkwrite(pte_mkdirty()),
         # ptep_set_access_flags (the model flushes, as its 7.0 reuse does), unlock.
         k.set_pte(mm, vpn, orig | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
         k.flush_tlb_range(mm, vpn, vpn + 1)
-        k.spin_unlock(a, ptl, site + ":ptl")
+        k.spin_unlock(a, ptl, "do_wp_page:ptl")
         k.count("wp_reuse")
         return VM_FAULT_OK
-    k.unlock_page(a, pfn, site + ":unlock_page")
-    k.get_page(a, pfn, site + ":get")
-    k.spin_unlock(a, ptl, site + ":ptl")
+    k.unlock_page(a, pfn, "do_wp_page:unlock_page")
+    k.get_page(a, pfn, "do_wp_page:get")
+    k.spin_unlock(a, ptl, "do_wp_page:ptl")
     return (yield from wp_page_copy(k, a, mm, vpn, orig, pfn))
 
 
@@ -785,18 +786,18 @@ def remove_device_exclusive_entry(
     yield  # between the reference and the lock: the entry may change
     ret = yield from folio_lock_or_retry(k, a, mm, pfn, retry, site)
     if ret:
-        k.put_page(a, pfn, site + ":folio_put")
+        k.put_page(a, pfn, "remove_device_exclusive_entry:folio_put")
         return ret
     rng = MmuNotifierRange(MMU_NOTIFY_CLEAR, mm, vpn, vpn + 1)
     if "exclusive_restore_skips_notifier" not in k.faults:
         yield from mmu_notifier_invalidate_range_start(k, a, rng)
     ptl = k.ptl_word(mm, vpn)
-    yield from k.spin_lock(a, ptl, site + ":ptl")
+    yield from k.spin_lock(a, ptl, "remove_device_exclusive_entry:ptl")
     if k.pte_read(mm, vpn) == orig:  # pte_same()
         restore_exclusive_pte(k, mm, vpn, pfn, orig)
-    k.spin_unlock(a, ptl, site + ":ptl")
-    k.unlock_page(a, pfn, site + ":folio_unlock")
-    k.put_page(a, pfn, site + ":folio_put")
+    k.spin_unlock(a, ptl, "remove_device_exclusive_entry:ptl")
+    k.unlock_page(a, pfn, "remove_device_exclusive_entry:folio_unlock")
+    k.put_page(a, pfn, "remove_device_exclusive_entry:folio_put")
     if "exclusive_restore_skips_notifier" not in k.faults:
         yield from mmu_notifier_invalidate_range_end(k, a, rng)
     return VM_FAULT_OK

@@ -88,8 +88,7 @@ def __unmap_and_move(
     k: Kernel, a: Actor, page: int, new: int, force: bool, mode: int, direct: bool
 ) -> Path:
     """``__unmap_and_move()`` (seed 002 line 981). Returns 0 or ``-EAGAIN``."""
-    site = "__unmap_and_move"
-    if not k.trylock_page(a, page, site + ":trylock_page"):
+    if not k.trylock_page(a, page, "__unmap_and_move:trylock_page"):
         if "async-blocking-lock" not in k.bugs:
             # seed 002 line 990: "if (!force || mode == MIGRATE_ASYNC) goto out;"
             if not force or mode == MIGRATE_ASYNC:
@@ -101,10 +100,10 @@ def __unmap_and_move(
                 return EAGAIN
         # catalog async-blocking-lock: the page lock is taken blocking, even in async
         # (direct) compaction, which may be waiting on a lock its own caller holds.
-        yield from k.lock_page(a, page, site + ":lock_page")
+        yield from k.lock_page(a, page, "__unmap_and_move:lock_page")
     rc = EAGAIN
-    if not k.trylock_page(a, new, site + ":trylock_newpage"):
-        k.unlock_page(a, page, site + ":unlock_page")
+    if not k.trylock_page(a, new, "__unmap_and_move:trylock_newpage"):
+        k.unlock_page(a, page, "__unmap_and_move:unlock_page")
         return EAGAIN
     was_mapped = False
     if k.mapcount(page) > 0:
@@ -117,8 +116,8 @@ def __unmap_and_move(
         rc = yield from move_to_new_page(k, a, new, page, mode)
     if was_mapped:
         yield from remove_migration_ptes(k, a, page, new if rc == MIGRATEPAGE_SUCCESS else page)
-    k.unlock_page(a, new, site + ":unlock_newpage")
-    k.unlock_page(a, page, site + ":unlock_page")
+    k.unlock_page(a, new, "__unmap_and_move:unlock_newpage")
+    k.unlock_page(a, page, "__unmap_and_move:unlock_page")
     yield
     return rc
 
@@ -130,26 +129,25 @@ def unmap_and_move(
     page freed from under us (only the isolation reference left, nothing maps it) is
     done; afterwards the migrated page's isolation reference is dropped (it is freed),
     a failed one is put back unless it will be retried (``-EAGAIN``)."""
-    site = "unmap_and_move"
     new = k.alloc_page(a, 0, "compaction_alloc")
     if new < 0:
         return ENOMEM
     if k.ref_count(page) == 1 and k.mapcount(page) == 0 and k.test_flag(page, PG_anon):
         # "page was freed from under us. So we are done."
-        folio_putback_lru(k, a, page, site + ":put_page")
-        k.put_page(a, new, site + ":put_new_page")
+        folio_putback_lru(k, a, page, "unmap_and_move:put_page")
+        k.put_page(a, new, "unmap_and_move:put_new_page")
         k.outcome("compact", "freed_under_us")
         return MIGRATEPAGE_SUCCESS
     rc = yield from __unmap_and_move(k, a, page, new, force, mode, direct)
     if rc == MIGRATEPAGE_SUCCESS:
         k.clear_flag(page, PG_lru)
-        k.put_page(a, page, site + ":put_page")  # frees the old page
-        folio_putback_lru(k, a, new, site + ":putback_newpage")
+        k.put_page(a, page, "unmap_and_move:put_page")  # frees the old page
+        folio_putback_lru(k, a, new, "unmap_and_move:putback_newpage")
         k.outcome("compact", "migrated")
     else:
         if rc != EAGAIN:
-            folio_putback_lru(k, a, page, site + ":putback_lru_page")
-        k.put_page(a, new, site + ":put_new_page")
+            folio_putback_lru(k, a, page, "unmap_and_move:putback_lru_page")
+        k.put_page(a, new, "unmap_and_move:put_new_page")
     return rc
 
 
@@ -243,26 +241,25 @@ def op_readahead(k: Kernel, a: Actor, npages: int, watermark: int, limit: int) -
     The model's page-cache pages are unmapped anonymous frames: compaction isolates them
     like any LRU page, and its refcount check refuses to move one the cache still holds.
     """
-    site = "readahead"
     held: list[int] = []
     for i in range(npages):
         if i and _free_frames(k) < watermark:
             yield from compact_zone(k, a, MIGRATE_ASYNC, True, limit)
             k.count("direct_compact")
-        pfn = k.alloc_page(a, 0, site + ":alloc")
+        pfn = k.alloc_page(a, 0, "readahead:alloc")
         if pfn < 0:
             k.outcome("readahead", "alloc_failed")
             break
-        k.trylock_page(a, pfn, site + ":lock_new")  # __SetPageLocked on a fresh page
+        k.trylock_page(a, pfn, "readahead:lock_new")  # __SetPageLocked on a fresh page
         k.set_flag(pfn, PG_anon | PG_lru | PG_uptodate)
         held.append(pfn)
         yield
     for pfn in held:
-        k.unlock_page(a, pfn, site + ":io_done_unlock")
+        k.unlock_page(a, pfn, "readahead:io_done_unlock")
         yield
     for pfn in held:
         k.clear_flag(pfn, PG_lru)  # delete_from_page_cache + lru removal
-        k.put_page(a, pfn, site + ":drop")
+        k.put_page(a, pfn, "readahead:drop")
         yield
     return 0
 

@@ -55,9 +55,15 @@ from ..machine.layout import (
     VM_SHARED,
     VM_SPECIAL,
     VM_WRITE,
+    Z_DEVICE,
+    Z_DEVICE_COHERENT,
+    Z_DEVICE_PRIVATE,
+    Z_DEVID_MASK,
+    Z_DEVID_SHIFT,
     PG_anon,
     PG_anon_exclusive,
     PG_dirty,
+    PG_head,
     PG_isolated,
     PG_lru,
     PG_pagecache,
@@ -187,10 +193,20 @@ def bad_migrate_range(k: Kernel, m: MigrateVma) -> bool:
 def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     """``migrate_vma_setup()``: check the arguments, then collect and unmap.
 
-    Returns 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
+    Returns (the path's result) 0 or ``-EINVAL``. The caller holds ``mmap_read_lock``.
+    Forwards: a plain function returning the generation's path (v6:
+    :func:`migrate_vma_setup_v6`; v7: :func:`migrate_vma_setup_v7`), no frame of its own
+    at each point of collect and unmap.
     """
-    if k.variant.large_folios:  # v7: 7.0's setup (migrate_vma_setup_v7)
-        return (yield from migrate_vma_setup_v7(k, a, m))
+    if k.variant.large_folios:  # v7: 7.0's setup
+        return migrate_vma_setup_v7(k, a, m)
+    return migrate_vma_setup_v6(k, a, m)
+
+
+def migrate_vma_setup_v6(k: Kernel, a: Actor, m: MigrateVma) -> Path:
+    """``migrate_vma_setup()`` of v6 (seed 000, single pages): the argument checks, then
+    the variant's collect and unmap. (No preemption point of its own: never the
+    innermost function of a step.)"""
     if bad_migrate_range(k, m):
         return EINVAL
     if m.fault_page >= 0 and not k.is_device_private(m.fault_page):
@@ -209,6 +225,9 @@ def migrate_vma_setup(k: Kernel, a: Actor, m: MigrateVma) -> Path:
 
 
 def _selected_present(k: Kernel, m: MigrateVma, pfn: int) -> bool:
+    """Whether a present page is one ``m``'s ``flags`` select (system RAM, or a
+    device-coherent page of our owner). :func:`collected_mpfn` has it inlined: keep the
+    two the same."""
     if k.is_zone_device(pfn):
         return bool(
             m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
@@ -227,15 +246,29 @@ def collected_mpfn(k: Kernel, m: MigrateVma, pte: int, device_flag: int) -> int:
     ours to migrate."""
     kind = pte & PTE_TYPE_MASK
     pfn = pte >> PTE_PFN_SHIFT
+    # Hot (every page collected): is_zone_device / is_device_coherent / device_of are
+    # inlined as one read of the frame's flags word (its zone bits never change).
     if kind == PTE_DEVICE_PRIVATE:
-        if not (
-            m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
-            and k.device_of(pfn) == m.pgmap_owner
-        ):
+        if not m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE:
+            return 0
+        f = k.flags(pfn)
+        owner = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT if f & Z_DEVICE else -1  # device_of
+        if owner != m.pgmap_owner:
             return 0
         # migrate_pfn(pfn), inlined here and below (hot: every page collected)
         mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | device_flag | MIGRATE_PFN_MIGRATE
-    elif kind == PTE_PRESENT and _selected_present(k, m, pfn):
+    elif kind == PTE_PRESENT:
+        # _selected_present(k, m, pfn), inlined
+        f = k.flags(pfn)
+        if f & Z_DEVICE:
+            if not (
+                m.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT
+                and f & Z_DEVICE_COHERENT
+                and (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT == m.pgmap_owner
+            ):
+                return 0
+        elif not m.flags & MIGRATE_VMA_SELECT_SYSTEM:
+            return 0
         mpfn = (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
     else:
         return 0
@@ -277,7 +310,6 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     fault_folio = m.fault_folio
     if "no-fault-folio-exception" in k.bugs:
         fault_folio = -1
-    site = "migrate_vma_collect_pmd"
     # 7.0: the walk is bracketed by an MMU_NOTIFY_MIGRATE invalidation with the
     # migration's pgmap_owner (a driver skips its own device's pages).
     rng = MmuNotifierRange(MMU_NOTIFY_MIGRATE, m.mm, m.start, m.end, m.pgmap_owner)
@@ -287,7 +319,7 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     while vpn < m.end:
         tab_end = min((vpn // ppt + 1) * ppt, m.end)
         ptl = k.ptl_word(m.mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
+        yield from k.spin_lock(a, ptl, "migrate_vma_collect_pmd:ptl")
         lo = vpn
         while vpn < tab_end:
             pte = k.pte_read(m.mm, vpn)
@@ -310,8 +342,8 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 i += 1
                 vpn += 1
                 continue
-            k.get_page(a, pfn, site + ":folio_get")
-            if fault_folio == pfn or k.trylock_page(a, pfn, site + ":folio_trylock"):
+            k.get_page(a, pfn, "migrate_vma_collect_pmd:folio_get")
+            if fault_folio == pfn or k.trylock_page(a, pfn, "migrate_vma_collect_pmd:folio_trylock"):
                 # 7.0: "anon_exclusive = folio_test_anon(folio) && PageAnonExclusive(page)"
                 # for a device-private page too; folio_try_share_anon_rmap_pte() clears
                 # it (a device-private folio cannot be pinned) and the migration entry of
@@ -326,8 +358,8 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                     if not folio_try_share_anon_rmap_pte(k, a, pfn):
                         k.set_pte(m.mm, vpn, old)
                         if fault_folio != pfn:
-                            k.unlock_page(a, pfn, site + ":folio_unlock")
-                        k.put_page(a, pfn, site + ":folio_put")
+                            k.unlock_page(a, pfn, "migrate_vma_collect_pmd:folio_unlock")
+                        k.put_page(a, pfn, "migrate_vma_collect_pmd:folio_put")
                         k.outcome(m.kind, "pinned")
                         m.src[i] = 0
                         i += 1
@@ -336,10 +368,12 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                         continue
                 else:
                     old = k.ptep_get_and_clear(m.mm, vpn)
-                set_migration_entry(k, a, m, vpn, pfn, old, anon_exclusive, site + ":folio_put")
+                set_migration_entry(
+                    k, a, m, vpn, pfn, old, anon_exclusive, "migrate_vma_collect_pmd:folio_put"
+                )
                 m.cpages += 1
             else:
-                k.put_page(a, pfn, site + ":folio_put")
+                k.put_page(a, pfn, "migrate_vma_collect_pmd:folio_put")
                 k.outcome(m.kind, "lock_contended")
                 mpfn = 0
             m.src[i] = mpfn
@@ -348,7 +382,7 @@ def migrate_vma_collect(k: Kernel, a: Actor, m: MigrateVma) -> Path:
             vpn += 1
             yield
         k.flush_tlb_range(m.mm, lo, tab_end)
-        k.spin_unlock(a, ptl, site + ":ptl")
+        k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
         yield
     yield from mmu_notifier_invalidate_range_end(k, a, rng)
     m.npages = i
@@ -399,9 +433,8 @@ def migrate_device_unmap(
     cannot move. Returns the number of entries still marked ``MIGRATE``."""
     restore = 0
     unmapped = 0
-    site = "migrate_device_unmap"
     allow_drain = True
-    k.lru_add_drain(a, site + ":lru_add_drain")
+    k.lru_add_drain(a, "migrate_device_unmap:lru_add_drain")
     for i, mpfn in enumerate(src):
         # migrate_pfn_to_page(), inlined (hot: every page of every step)
         pfn = mpfn >> MIGRATE_PFN_SHIFT if mpfn & MIGRATE_PFN_VALID else -1
@@ -412,20 +445,20 @@ def migrate_device_unmap(
         if not k.is_zone_device(pfn):
             if not k.test_flag(pfn, PG_lru) and allow_drain:
                 # Drain CPU's lru cache, with every collected folio locked.
-                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                yield from k.lru_add_drain_all(a, "migrate_device_unmap:lru_add_drain_all")
                 allow_drain = False
             if not folio_isolate_lru(k, a, pfn):
                 src[i] &= ~MIGRATE_PFN_MIGRATE
                 restore += 1
                 k.outcome(kind, "not_isolated")
                 continue
-            k.put_page(a, pfn, site + ":folio_put")  # the reference collect took
+            k.put_page(a, pfn, "migrate_device_unmap:folio_put")  # the reference collect took
         if k.mapcount(pfn) > 0:
             yield from try_to_migrate(k, a, pfn)
         if k.mapcount(pfn) > 0 or not k.variant.check_page(k, pfn, fault_page):
             if not k.is_zone_device(pfn):
-                k.get_page(a, pfn, site + ":folio_get")
-                folio_putback_lru(k, a, pfn, site + ":putback")
+                k.get_page(a, pfn, "migrate_device_unmap:folio_get")
+                folio_putback_lru(k, a, pfn, "migrate_device_unmap:putback")
             src[i] &= ~MIGRATE_PFN_MIGRATE
             restore += 1
             k.outcome(kind, "pinned")
@@ -434,7 +467,7 @@ def migrate_device_unmap(
         yield
     yield from restore_unmoved(
         k, a, src, len(src), restore, fault_folio, kind,
-        unlock=site + ":folio_unlock", put=site + ":restore_put",
+        unlock="migrate_device_unmap:folio_unlock", put="migrate_device_unmap:restore_put",
     )
     return unmapped
 
@@ -609,16 +642,15 @@ def migrate_device_pages_common(
             if src[i] & MIGRATE_PFN_MIGRATE:
                 k.outcome(kind, "migrated_hole")
             continue
-        if k.is_zone_device(new) and not (
-            k.is_device_private(new) or k.is_device_coherent(new)
-        ):
+        # is_zone_device / is_device_private / is_device_coherent (new), inlined: one
+        # read of the frame's flags word (hot: every page migrated; its zone bits never
+        # change)
+        zf = k.flags(new)
+        devmem = zf & (Z_DEVICE_PRIVATE | Z_DEVICE_COHERENT)
+        if zf & Z_DEVICE and not devmem:
             src[i] &= ~MIGRATE_PFN_MIGRATE
             continue
-        if (
-            m is not None
-            and (k.is_device_private(new) or k.is_device_coherent(new))
-            and k.s.vma_flags(m.mm, m.vma) & VM_SHARED
-        ):
+        if m is not None and devmem and k.s.vma_flags(m.mm, m.vma) & VM_SHARED:
             # 7.0: "if (mapping) { /* For now only support anonymous memory migrating to
             # device private or coherent memory. */ if (!folio_test_anon(folio) || ...)"
             # A VM_SHARED page is shmem in the kernel (folio_mapping set, not anon).
@@ -662,38 +694,37 @@ def migrate_device_finalize_common(
 ) -> Path:
     """``__migrate_device_finalize()``: point the entries at the new pages (or back at
     the old ones), unlock both, put the old page back on the LRU or drop it."""
-    site = "migrate_device_finalize"
     for i in range(len(src)):
         # migrate_pfn_to_page(), inlined (hot: every page of every step)
         dpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
         spage = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if spage < 0:
             if dpage >= 0:
-                k.unlock_page(a, dpage, site + ":unlock_dst")
-                k.put_page(a, dpage, site + ":put_dst")
+                k.unlock_page(a, dpage, "migrate_device_finalize:unlock_dst")
+                k.put_page(a, dpage, "migrate_device_finalize:put_dst")
             continue
         if not src[i] & MIGRATE_PFN_MIGRATE or dpage < 0:
             if dpage >= 0:
-                k.unlock_page(a, dpage, site + ":unlock_dst")
-                k.put_page(a, dpage, site + ":put_dst")
+                k.unlock_page(a, dpage, "migrate_device_finalize:unlock_dst")
+                k.put_page(a, dpage, "migrate_device_finalize:put_dst")
                 k.outcome(kind, "restored")
             dpage = spage
         else:
             k.outcome(kind, "migrated")
         yield from remove_migration_ptes(k, a, spage, dpage)
         if spage != fault_folio:
-            k.unlock_page(a, spage, site + ":unlock_src")
+            k.unlock_page(a, spage, "migrate_device_finalize:unlock_src")
         if k.is_zone_device(spage):
-            k.put_page(a, spage, site + ":put_src")
+            k.put_page(a, spage, "migrate_device_finalize:put_src")
         else:
-            folio_putback_lru(k, a, spage, site + ":putback_src")
+            folio_putback_lru(k, a, spage, "migrate_device_finalize:putback_src")
         if dpage != spage:
-            k.unlock_page(a, dpage, site + ":unlock_dst")
+            k.unlock_page(a, dpage, "migrate_device_finalize:unlock_dst")
             if k.is_zone_device(dpage):
-                k.put_page(a, dpage, site + ":put_dst")
+                k.put_page(a, dpage, "migrate_device_finalize:put_dst")
             else:
                 k.set_flag(dpage, PG_isolated)
-                folio_putback_lru(k, a, dpage, site + ":putback_dst")
+                folio_putback_lru(k, a, dpage, "migrate_device_finalize:putback_dst")
         yield
 
 
@@ -872,17 +903,17 @@ def migrate_vma_collect_huge_pmd(
     (-ENOENT). Any other PMD (another owner's, a migration entry) is skipped; a PMD
     that became a table since the caller looked: -EAGAIN. Returns 0, -EAGAIN or -ENOENT."""
     site = "migrate_vma_collect_huge_pmd"
-    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, site + ":pmd_lock")
+    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, "migrate_vma_collect_huge_pmd:pmd_lock")
     pmd = pm.pmdp_get(k, m.mm, idx)
     kind = pmd & PTE_TYPE_MASK
     if kind == PTE_NONE:
-        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
         migrate_vma_collect_hole_v7(k, a, m, start, end)
         return 0
     write = 0
     if kind == PTE_PRESENT:
         if not m.flags & MIGRATE_VMA_SELECT_SYSTEM:
-            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
             migrate_vma_collect_skip_v7(k, a, m, start, end)
             return 0
         folio = page_folio(k, pm.pmd_pfn(pmd))
@@ -895,23 +926,23 @@ def migrate_vma_collect_huge_pmd(
             or not m.flags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE
             or k.device_of(folio) != m.pgmap_owner
         ):
-            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
             migrate_vma_collect_skip_v7(k, a, m, start, end)
             return 0
         if kind == PTE_MIGRATION:  # 7.0's branch, after the device-private test above
             yield from k.migration_entry_wait_on_locked(
-                a, folio, ptl, site + ":wait", site + ":pmd_unlock"
+                a, folio, ptl, "migrate_vma_collect_huge_pmd:wait", "migrate_vma_collect_huge_pmd:pmd_unlock"
             )
             return EAGAIN
         if pmd & PTE_WRITE:
             write = MIGRATE_PFN_WRITE
     else:
-        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
         return EAGAIN
-    k.get_page(a, folio, site + ":folio_get")
-    if folio != fault_folio and not k.trylock_page(a, folio, site + ":folio_trylock"):
-        k.spin_unlock(a, ptl, site + ":pmd_unlock")
-        folio_put(k, a, folio, site + ":folio_put")
+    k.get_page(a, folio, "migrate_vma_collect_huge_pmd:folio_get")
+    if folio != fault_folio and not k.trylock_page(a, folio, "migrate_vma_collect_huge_pmd:folio_trylock"):
+        k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
+        folio_put(k, a, folio, "migrate_vma_collect_huge_pmd:folio_put")
         k.outcome(m.kind, "lock_contended")
         migrate_vma_collect_skip_v7(k, a, m, start, end)
         return 0
@@ -930,17 +961,17 @@ def migrate_vma_collect_huge_pmd(
             k.outcome(m.kind, "pinned")
         else:
             migrate_vma_collect_skip_v7(k, a, m, start + 1, end)
-            k.spin_unlock(a, ptl, site + ":pmd_unlock")
+            k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
             return 0
     # fallback:
-    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    k.spin_unlock(a, ptl, "migrate_vma_collect_huge_pmd:pmd_unlock")
     if not folio_test_large(k, folio):
         return ENOENT  # done: (7.0 leaves the folio referenced and locked here)
     yield
     ret = yield from split_folio(k, a, folio)
     if fault_folio != folio:
-        k.unlock_page(a, folio, site + ":folio_unlock")
-    folio_put(k, a, folio, site + ":folio_put")
+        k.unlock_page(a, folio, "migrate_vma_collect_huge_pmd:folio_unlock")
+    folio_put(k, a, folio, "migrate_vma_collect_huge_pmd:folio_put")
     if ret:
         k.outcome(m.kind, "split_failed")
         migrate_vma_collect_skip_v7(k, a, m, start, end)
@@ -979,9 +1010,9 @@ def migrate_vma_collect_pmd_v7(
             if ret == 0:
                 return
         ptl = k.ptl_word(m.mm, addr)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
+        yield from k.spin_lock(a, ptl, "migrate_vma_collect_pmd:ptl")
         if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK != pm.PMD_TABLE:
-            k.spin_unlock(a, ptl, site + ":ptl")  # pte_offset_map_lock() failed
+            k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")  # pte_offset_map_lock() failed
             yield
             continue
         split = -1
@@ -1012,7 +1043,7 @@ def migrate_vma_collect_pmd_v7(
                 addr += 1
                 continue
             folio = page_folio(k, page)
-            if folio_test_large(k, folio):
+            if k.flags(folio) & PG_head:  # folio_test_large(), inlined (hot: every page)
                 split = folio
                 break
             mpfn = migrate_pfn(page) | MIGRATE_PFN_MIGRATE
@@ -1022,8 +1053,8 @@ def migrate_vma_collect_pmd_v7(
                 _src_push(k, a, m, 0, site)  # !page->mapping
                 addr += 1
                 continue
-            k.get_page(a, folio, site + ":folio_get")
-            if fault_folio == folio or k.trylock_page(a, folio, site + ":folio_trylock"):
+            k.get_page(a, folio, "migrate_vma_collect_pmd:folio_get")
+            if fault_folio == folio or k.trylock_page(a, folio, "migrate_vma_collect_pmd:folio_trylock"):
                 anon_exclusive = k.test_flag(folio, PG_anon) and k.test_flag(page, PG_anon_exclusive)
                 if anon_exclusive:
                     old = k.ptep_get_and_clear(m.mm, vpn)  # ptep_clear_flush
@@ -1031,8 +1062,8 @@ def migrate_vma_collect_pmd_v7(
                     if not folio_try_share_anon_rmap_pte(k, a, page):
                         k.set_pte(m.mm, vpn, old)
                         if fault_folio != folio:
-                            k.unlock_page(a, folio, site + ":folio_unlock")
-                        k.put_page(a, folio, site + ":folio_put")
+                            k.unlock_page(a, folio, "migrate_vma_collect_pmd:folio_unlock")
+                        k.put_page(a, folio, "migrate_vma_collect_pmd:folio_put")
                         k.outcome(m.kind, "pinned")
                         _src_push(k, a, m, 0, site)
                         addr += 1
@@ -1041,18 +1072,20 @@ def migrate_vma_collect_pmd_v7(
                 else:
                     old = k.ptep_get_and_clear(m.mm, vpn)
                 m.cpages += 1
-                set_migration_entry(k, a, m, vpn, page, old, anon_exclusive, site + ":folio_put")
+                set_migration_entry(
+                    k, a, m, vpn, page, old, anon_exclusive, "migrate_vma_collect_pmd:folio_put"
+                )
                 if old & PTE_TYPE_MASK == PTE_PRESENT:
                     unmapped += 1
             else:
-                k.put_page(a, folio, site + ":folio_put")
+                k.put_page(a, folio, "migrate_vma_collect_pmd:folio_put")
                 k.outcome(m.kind, "lock_contended")
                 mpfn = 0
             _src_push(k, a, m, mpfn, site)
             addr += 1
             yield
         if split >= 0:
-            k.spin_unlock(a, ptl, site + ":ptl")
+            k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
             yield
             ret = yield from migrate_vma_split_folio(k, a, split, m.fault_page)
             if ret:
@@ -1064,7 +1097,7 @@ def migrate_vma_collect_pmd_v7(
             continue  # goto again
         if unmapped:
             k.flush_tlb_range(m.mm, start, end)
-        k.spin_unlock(a, ptl, site + ":ptl")
+        k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
         return
 
 
@@ -1107,11 +1140,12 @@ def migrate_vma_check_page_v7(k: Kernel, page: int, fault_page: int) -> bool:
 
 
 def _remove_migration_ptes_v7(k: Kernel, a: Actor, src: int, dst: int) -> Path:
-    """``remove_migration_ptes(src, dst, 0)`` for a folio of any order."""
-    if folio_test_large(k, src) or folio_test_large(k, dst):
-        yield from remove_migration_ptes_large(k, a, src, dst, locked=False)
-    else:
-        yield from remove_migration_ptes(k, a, src, dst)
+    """``remove_migration_ptes(src, dst, 0)`` for a folio of any order. Forwards: a
+    plain function returning the walk's generator (no frame of its own)."""
+    # folio_test_large() twice, inlined (hot: every page finalize restores or moves)
+    if k.flags(src) & PG_head or k.flags(dst) & PG_head:
+        return remove_migration_ptes_large(k, a, src, dst, locked=False)
+    return remove_migration_ptes(k, a, src, dst)
 
 
 def migrate_device_unmap_v7(
@@ -1126,12 +1160,12 @@ def migrate_device_unmap_v7(
     fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
     restore = 0
     unmapped = 0
-    site = "migrate_device_unmap"
     allow_drain = True
-    k.lru_add_drain(a, site + ":lru_add_drain")
+    k.lru_add_drain(a, "migrate_device_unmap:lru_add_drain")
     i = 0
     while i < npages:
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         nr = 1
         if page < 0:
             if src[i] & MIGRATE_PFN_MIGRATE:
@@ -1144,7 +1178,7 @@ def migrate_device_unmap_v7(
             src[i] |= MIGRATE_PFN_COMPOUND
         if not k.is_zone_device(folio):
             if not k.test_flag(folio, PG_lru) and allow_drain:
-                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                yield from k.lru_add_drain_all(a, "migrate_device_unmap:lru_add_drain_all")
                 allow_drain = False
             if not folio_isolate_lru(k, a, folio):
                 src[i] &= ~MIGRATE_PFN_MIGRATE
@@ -1152,7 +1186,7 @@ def migrate_device_unmap_v7(
                 k.outcome(kind, "not_isolated")
                 i += nr
                 continue
-            folio_put(k, a, folio, site + ":folio_put")  # the reference collect took
+            folio_put(k, a, folio, "migrate_device_unmap:folio_put")  # the reference collect took
         if folio_mapped(k, folio):
             if nr > 1:
                 yield from try_to_migrate_large(k, a, folio, False, locked=False)
@@ -1160,8 +1194,8 @@ def migrate_device_unmap_v7(
                 yield from try_to_migrate(k, a, folio)
         if folio_mapped(k, folio) or not migrate_vma_check_page_v7(k, page, fault_page):
             if not k.is_zone_device(folio):
-                k.get_page(a, folio, site + ":folio_get")
-                folio_putback_lru(k, a, folio, site + ":putback")
+                k.get_page(a, folio, "migrate_device_unmap:folio_get")
+                folio_putback_lru(k, a, folio, "migrate_device_unmap:putback")
             src[i] &= ~MIGRATE_PFN_MIGRATE
             restore += 1
             k.outcome(kind, "pinned")
@@ -1173,15 +1207,15 @@ def migrate_device_unmap_v7(
     for i in range(npages):
         if not restore:
             break
-        page = migrate_pfn_to_page(src[i])
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if page < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         folio = page_folio(k, page)
         yield from _remove_migration_ptes_v7(k, a, folio, folio)
         src[i] = 0
         if fault_folio != folio:
-            k.unlock_page(a, folio, site + ":folio_unlock")
-        folio_put(k, a, folio, site + ":restore_put")
+            k.unlock_page(a, folio, "migrate_device_unmap:folio_unlock")
+        folio_put(k, a, folio, "migrate_device_unmap:restore_put")
         k.outcome(kind, "restored")
         restore -= 1
         yield
@@ -1242,7 +1276,6 @@ def migrate_vma_insert_huge_pmd_page(k: Kernel, a: Actor, m: MigrateVma, i: int,
     the PMD lock the PMD must still be none (no huge zero page in the model), else every
     entry of the range loses ``MIGRATE``. (``check_stable_address_space`` is the OOM
     reaper's, not modelled here.)"""
-    site = "migrate_vma_insert_huge_pmd_page"
     n = k.geo.hpage_pmd_nr
     addr = m.start + i
     folio = page_folio(k, page)
@@ -1265,9 +1298,9 @@ def migrate_vma_insert_huge_pmd_page(k: Kernel, a: Actor, m: MigrateVma, i: int,
             PTE_PRESENT, folio, (PTE_WRITE | PTE_DIRTY | PTE_YOUNG) if write else PTE_YOUNG
         )
     idx = addr // n
-    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, site + ":pmd_lock")
+    ptl = yield from pm.pmd_lock(k, a, m.mm, idx, "migrate_vma_insert_huge_pmd_page:pmd_lock")
     if pm.pmdp_get(k, m.mm, idx) & PTE_TYPE_MASK != PTE_NONE:
-        k.spin_unlock(a, ptl, site + ":pmd_unlock")
+        k.spin_unlock(a, ptl, "migrate_vma_insert_huge_pmd_page:pmd_unlock")
         k.outcome(m.kind, "hole_populated")
         _abort_compound(k, a, m, i)
         return 0
@@ -1276,9 +1309,9 @@ def migrate_vma_insert_huge_pmd_page(k: Kernel, a: Actor, m: MigrateVma, i: int,
     folio_add_new_anon_rmap(k, folio, mapping_encode(av, index), exclusive=True, mm=m.mm)
     if not k.is_zone_device(folio):
         k.set_flag(folio, PG_lru)  # folio_add_lru_vma (as v6's insert_page: at once)
-    k.get_page(a, folio, site + ":folio_get")
+    k.get_page(a, folio, "migrate_vma_insert_huge_pmd_page:folio_get")
     pm.set_pmd_at(k, m.mm, idx, entry)
-    k.spin_unlock(a, ptl, site + ":pmd_unlock")
+    k.spin_unlock(a, ptl, "migrate_vma_insert_huge_pmd_page:pmd_unlock")
     return 0
 
 
@@ -1352,8 +1385,9 @@ def migrate_device_pages_v7(
     notified: MmuNotifierRange | None = None
     i = 0
     while i < npages:
-        newpage = migrate_pfn_to_page(dst[i])
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        newpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         nr = 1
         if newpage < 0:
             if src[i] & MIGRATE_PFN_MIGRATE:
@@ -1431,8 +1465,8 @@ def migrate_device_pages_v7(
         extra = 1 if (m is not None and fault_page == page) else 0
         j = 0
         while j < nr and i + j < npages:
-            sp = migrate_pfn_to_page(src[i + j])
-            dp = migrate_pfn_to_page(dst[i + j])
+            sp = src[i + j] >> MIGRATE_PFN_SHIFT if src[i + j] & MIGRATE_PFN_VALID else -1
+            dp = dst[i + j] >> MIGRATE_PFN_SHIFT if dst[i + j] & MIGRATE_PFN_VALID else -1
             if sp < 0 or dp < 0:
                 j += 1
                 continue
@@ -1462,21 +1496,21 @@ def migrate_device_finalize_v7(
     put; a system-RAM destination goes on the LRU (``folio_add_lru``; set at once as
     v6's finalize does)."""
     fault_folio = page_folio(k, fault_page) if fault_page >= 0 else -1
-    site = "migrate_device_finalize"
     for i in range(npages):
-        newpage = migrate_pfn_to_page(dst[i])
-        page = migrate_pfn_to_page(src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        newpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
+        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         d = page_folio(k, newpage) if newpage >= 0 else -1
         if page < 0:
             if d >= 0:
-                k.unlock_page(a, d, site + ":unlock_dst")
-                folio_put(k, a, d, site + ":put_dst")
+                k.unlock_page(a, d, "migrate_device_finalize:unlock_dst")
+                folio_put(k, a, d, "migrate_device_finalize:put_dst")
             continue
         s = page_folio(k, page)
         if not src[i] & MIGRATE_PFN_MIGRATE or d < 0:
             if d >= 0:
-                k.unlock_page(a, d, site + ":unlock_dst")
-                folio_put(k, a, d, site + ":put_dst")
+                k.unlock_page(a, d, "migrate_device_finalize:unlock_dst")
+                folio_put(k, a, d, "migrate_device_finalize:put_dst")
                 k.outcome(kind, "restored")
             d = s
         else:
@@ -1487,11 +1521,11 @@ def migrate_device_finalize_v7(
         yield from _remove_migration_ptes_v7(k, a, s, d)
         check_no_migration_entries(k, a, s, "migrate_device_finalize")
         if fault_folio != s:
-            k.unlock_page(a, s, site + ":unlock_src")
-        folio_put(k, a, s, site + ":put_src")
+            k.unlock_page(a, s, "migrate_device_finalize:unlock_src")
+        folio_put(k, a, s, "migrate_device_finalize:put_src")
         if d != s:
-            k.unlock_page(a, d, site + ":unlock_dst")
-            folio_put(k, a, d, site + ":put_dst")
+            k.unlock_page(a, d, "migrate_device_finalize:unlock_dst")
+            folio_put(k, a, d, "migrate_device_finalize:put_dst")
         yield
 
 
@@ -1573,5 +1607,6 @@ __all__ = [
     "migrate_vma_finalize",
     "migrate_vma_pages",
     "migrate_vma_setup",
+    "migrate_vma_setup_v6",
     "migrate_vma_split_folio",
 ]

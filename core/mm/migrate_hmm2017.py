@@ -69,6 +69,7 @@ from .migrate_device import (
     MIGRATE_PFN_DEVICE,
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
     MigrateVma,
     bad_migrate_range,
@@ -103,14 +104,13 @@ def collect_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     s = k.s
     anon = bool(s.vma_flags(m.mm, m.vma) & VM_ANON)
     ppt = k.geo.ptes_per_table
-    site = "migrate_vma_collect_pmd"
     holes: list[int] = []
     i = 0
     vpn = m.start
     while vpn < m.end:
         tab_end = min((vpn // ppt + 1) * ppt, m.end)
         ptl = k.ptl_word(m.mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
+        yield from k.spin_lock(a, ptl, "migrate_vma_collect_pmd:ptl")
         while vpn < tab_end:
             pte = k.pte_read(m.mm, vpn)
             kind = pte & PTE_TYPE_MASK
@@ -124,13 +124,13 @@ def collect_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 mpfn = collected_mpfn(k, m, pte, MIGRATE_PFN_DEVICE)
             if mpfn:
                 # "By getting a reference on the page we pin it" (seed 004 line 260)
-                k.get_page(a, pfn, site + ":get_page")
+                k.get_page(a, pfn, "migrate_vma_collect_pmd:get_page")
                 m.cpages += 1
             m.src[i] = mpfn
             m.dst[i] = 0
             i += 1
             vpn += 1
-        k.spin_unlock(a, ptl, site + ":ptl")
+        k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
         yield
     m.npages = i
     m.holes = holes  # type: ignore[attr-defined]
@@ -179,20 +179,21 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     migrations over shared pages in opposite order each hold one page and sleep on the
     other's. v5.0 replaced it by ``trylock_page`` and back-off (``core/mm/migrate_v50.py``).
     """
-    site = "migrate_vma_prepare"
     allow_drain = True
-    k.lru_add_drain(a, site + ":lru_add_drain")
+    k.lru_add_drain(a, "migrate_vma_prepare:lru_add_drain")
+    src = m.src
     for i in range(m.npages):
-        pfn = migrate_pfn_to_page(m.src[i])
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             continue
         if pfn != m.fault_folio:
-            yield from k.lock_page(a, pfn, site + ":lock_page")
+            yield from k.lock_page(a, pfn, "migrate_vma_prepare:lock_page")
         m.src[i] |= MIGRATE_PFN_LOCKED
         if not k.test_flag(pfn, PG_lru) and allow_drain:
             # Drain CPU's pagevec: seed 004 has no ZONE_DEVICE test here, so a device page
             # drains too, with every page before it locked.
-            yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+            yield from k.lru_add_drain_all(a, "migrate_vma_prepare:lru_add_drain_all")
             allow_drain = False
         if not k.is_zone_device(pfn):
             if not folio_isolate_lru(k, a, pfn):
@@ -202,7 +203,7 @@ def prepare_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 yield
                 continue
             if "prepare-keeps-collect-ref" not in k.bugs:  # seed 004 as posted lacks it
-                k.put_page(a, pfn, site + ":put_collect_ref")
+                k.put_page(a, pfn, "migrate_vma_prepare:put_collect_ref")
         if not k.variant.check_page(k, pfn, m.fault_page):
             prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             m.cpages -= 1
@@ -216,14 +217,13 @@ def prepare_back_out(k: Kernel, a: Actor, m: MigrateVma, i: int, pfn: int, putba
     migration entry to remove yet, so ``src[i] = 0``, unlock (not the caller's
     ``fault_folio``) and drop the reference, back onto the LRU when ``putback`` (an
     isolated system page)."""
-    site = "migrate_vma_prepare"
     m.src[i] = 0
     if pfn != m.fault_folio:
-        k.unlock_page(a, pfn, site + ":unlock_page")
+        k.unlock_page(a, pfn, "migrate_vma_prepare:unlock_page")
     if putback:
-        folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+        folio_putback_lru(k, a, pfn, "migrate_vma_prepare:putback_lru_page")
     else:
-        k.put_page(a, pfn, site + ":put_page")
+        k.put_page(a, pfn, "migrate_vma_prepare:put_page")
 
 
 # ------------------------------------------------------------------------------------
@@ -251,7 +251,11 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
 
     then ``page_remove_rmap`` and ``put_page``. Returns nothing: the caller looks at
     ``page_mapped()``.
+
+    Forwards: a plain function returning the walk's generator (``try_to_unmap()`` is
+    ``rmap_walk()`` with this callback; no frame of its own at each point of the walk).
     """
+    ptl_site = site + ":ptl"  # once per walk, not per mapping
 
     def try_to_unmap_one(mm: int, vpn: int) -> Generator[Any, Any, bool]:
         old = yield from map_pte(k, a, mm, vpn, pfn, site)
@@ -270,13 +274,13 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
         k.set_pte(mm, vpn, pte_encode(PTE_MIGRATION, pfn, bits))
         k.mapcount_add(pfn, -1)
         k.put_page(a, pfn, site)
-        k.spin_unlock(a, ptl, site + ":ptl")
+        k.spin_unlock(a, ptl, ptl_site)
         return True
 
     # 5.0 try_to_unmap(): rmap_walk() with rwc.done = page_mapcount_is_zero and
     # invalid_vma = invalid_migration_vma for TTU_MIGRATION, the anon_vma read-locked
     # (the walk machinery is 7.0's: rmap.py).
-    yield from rmap_walk(
+    return rmap_walk(
         k, a, pfn, try_to_unmap_one, "try_to_unmap",
         done=lambda: k.mapcount(pfn) <= 0,
         invalid_vma=invalid_migration_vma,
@@ -289,15 +293,17 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     4.14-5.0's) on each locked page still mapped, check it again for pins, and restore
     (``remove_migration_ptes(page, page)``, unlock, put back) every page that cannot
     move."""
-    site = "migrate_vma_unmap"
     restore = 0
+    src = m.src
+    check_page = k.variant.check_page
     for i in range(m.npages):
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or not m.src[i] & MIGRATE_PFN_MIGRATE:
+        # migrate_pfn_to_page(), inlined (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or not src[i] & MIGRATE_PFN_MIGRATE:
             continue
         if k.mapcount(pfn) > 0:
             yield from try_to_unmap_migration(k, a, pfn)
-        if k.mapcount(pfn) > 0 or not k.variant.check_page(k, pfn, m.fault_page):
+        if k.mapcount(pfn) > 0 or not check_page(k, pfn, m.fault_page):
             m.src[i] &= ~MIGRATE_PFN_MIGRATE
             m.cpages -= 1
             restore += 1
@@ -305,8 +311,8 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         yield
     yield from restore_unmoved(
         k, a, m.src, m.npages, restore, m.fault_folio, m.kind,
-        unlock=site + ":unlock_page", put=site + ":put_page",
-        putback=site + ":putback_lru_page",
+        unlock="migrate_vma_unmap:unlock_page", put="migrate_vma_unmap:put_page",
+        putback="migrate_vma_unmap:putback_lru_page",
     )
 
 
@@ -334,7 +340,8 @@ def sample_driver_alloc_and_copy(k: Kernel, a: Actor, dev: Any, m: MigrateVma) -
     movable = [i for i, s in enumerate(m.src) if s & MIGRATE_PFN_VALID and s & MIGRATE_PFN_MIGRATE]
     room = len(movable) - 1 if "callback-modifies-src" in k.bugs else len(movable)
     for i, spfn in enumerate(m.src):
-        spage = migrate_pfn_to_page(spfn)
+        # migrate_pfn_to_page(), inlined (every entry of every migration)
+        spage = spfn >> MIGRATE_PFN_SHIFT if spfn & MIGRATE_PFN_VALID else -1
         if spage >= 0:
             if not spfn & MIGRATE_PFN_MIGRATE:
                 continue
@@ -358,7 +365,8 @@ def populate_empty_entries_2017(m: MigrateVma) -> None:
     gets ``MIGRATE`` so the shared pages step tries the insertion, which refuses it
     unless the entry is still empty."""
     for i in range(m.npages):
-        if m.src[i] == 0 and migrate_pfn_to_page(m.dst[i]) >= 0:
+        # migrate_pfn_to_page(dst[i]) >= 0, inlined (every entry of every migration)
+        if m.src[i] == 0 and m.dst[i] & MIGRATE_PFN_VALID:
             m.src[i] = MIGRATE_PFN_MIGRATE
 
 
@@ -369,6 +377,8 @@ def populate_empty_entries_2017(m: MigrateVma) -> None:
 def check_src_unchanged(k: Kernel, a: Actor, m: MigrateVma, before: list[int], cb: str) -> None:
     """The driver contract of seed 004: "THE alloc_and_copy() CALLBACK MUST NOT CHANGE
     ANY OF THE SRC ARRAY ENTRIES OR BAD THINGS WILL HAPPEN !"."""
+    if m.src == before:  # the common case: one list compare, no per-entry loop
+        return
     changed = [i for i in range(len(before)) if m.src[i] != before[i]]
     if changed:
         i = changed[0]
@@ -391,6 +401,8 @@ def hole_indexes(m: MigrateVma) -> list[int]:
     holes = getattr(m, "holes", None)
     if holes is not None:
         return list(holes)
+    if MIGRATE_PFN_MIGRATE not in m.src:  # the common case: no hole, no per-entry loop
+        return []
     return [i for i in range(m.npages) if m.src[i] == MIGRATE_PFN_MIGRATE]
 
 

@@ -37,6 +37,9 @@ from ..machine.layout import (
     PTE_TYPE_MASK,
     PTE_WRITE,
     VM_WRITE,
+    Z_DEVICE,
+    Z_DEVICE_COHERENT,
+    Z_DEVICE_PRIVATE,
     PG_lru,
     pte_encode,
 )
@@ -44,11 +47,12 @@ from .migrate_device import (
     MIGRATE_PFN_DEVICE,
     MIGRATE_PFN_LOCKED,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
+    MIGRATE_PFN_VALID,
     MigrateVma,
     collected_mpfn,
     folio_isolate_lru,
     folio_putback_lru,
-    migrate_pfn_to_page,
     migrate_vma_check_page,
 )
 from .migrate_hmm2017 import prepare_back_out
@@ -67,51 +71,49 @@ def collect_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     (``V50.fault_entry``), so the faulting page is trylocked like any other: there is
     no ``fault_folio`` exception (that is 6.15's)."""
     ppt = k.geo.ptes_per_table
-    site = "migrate_vma_collect_pmd"
+    mm, src, dst = m.mm, m.src, m.dst
     i = 0
     vpn = m.start
     while vpn < m.end:
         tab_end = min((vpn // ppt + 1) * ppt, m.end)
-        ptl = k.ptl_word(m.mm, vpn)
-        yield from k.spin_lock(a, ptl, site + ":ptl")
+        ptl = k.ptl_word(mm, vpn)
+        yield from k.spin_lock(a, ptl, "migrate_vma_collect_pmd:ptl")
         lo = vpn
         unmapped = 0
         while vpn < tab_end:
-            pte = k.pte_read(m.mm, vpn)
+            pte = k.pte_read(mm, vpn)
             kind = pte & PTE_TYPE_MASK
             pfn = pte >> PTE_PFN_SHIFT
-            mpfn = 0
             if kind == PTE_NONE:
-                mpfn = MIGRATE_PFN_MIGRATE  # line 2197
                 m.cpages += 1
                 k.outcome(m.kind, "hole_collected")
-                m.src[i] = mpfn
-                m.dst[i] = 0
+                src[i] = MIGRATE_PFN_MIGRATE  # line 2197
+                dst[i] = 0
                 i += 1
                 vpn += 1
                 continue
             mpfn = collected_mpfn(k, m, pte, MIGRATE_PFN_DEVICE)
             if not mpfn:
-                m.src[i] = 0
+                src[i] = 0
                 i += 1
                 vpn += 1
                 continue
-            k.get_page(a, pfn, site + ":get_page")
+            k.get_page(a, pfn, "migrate_vma_collect_pmd:get_page")
             m.cpages += 1
-            if k.trylock_page(a, pfn, site + ":trylock_page"):  # line 2256
+            if k.trylock_page(a, pfn, "migrate_vma_collect_pmd:trylock_page"):  # line 2256
                 mpfn |= MIGRATE_PFN_LOCKED
-                k.ptep_get_and_clear(m.mm, vpn)
-                collect_migration_entry_v50(k, a, m, vpn, pfn, pte, site + ":put_page")
+                k.ptep_get_and_clear(mm, vpn)
+                collect_migration_entry_v50(k, a, m, vpn, pfn, pte, "migrate_vma_collect_pmd:put_page")
                 if kind == PTE_PRESENT:  # line 2278: if (pte_present(pte)) unmapped++;
                     unmapped += 1
-            m.src[i] = mpfn
-            m.dst[i] = 0
+            src[i] = mpfn
+            dst[i] = 0
             i += 1
             vpn += 1
             yield
         if unmapped:  # line 2290
-            k.flush_tlb_range(m.mm, lo, tab_end)
-        k.spin_unlock(a, ptl, site + ":ptl")
+            k.flush_tlb_range(mm, lo, tab_end)
+        k.spin_unlock(a, ptl, "migrate_vma_collect_pmd:ptl")
         yield
     m.npages = i
 
@@ -143,10 +145,14 @@ def check_page_v50(k: Kernel, pfn: int, fault_page: int) -> bool:
     device-coherent frames) count their ZONE_DEVICE reference; other device pages are
     refused. The rest is v6's check (:func:`migrate_vma_check_page`, with the catalog
     toggle ``check-ignores-pins`` that drops the refcount test)."""
-    if k.is_zone_device(pfn):
-        if k.is_device_private(pfn):
+    # is_zone_device / is_device_private / is_device_coherent, inlined: one read of the
+    # frame's flags word (its zone bits never change; hot: every page prepare and unmap
+    # check)
+    f = k.flags(pfn)
+    if f & Z_DEVICE:
+        if f & Z_DEVICE_PRIVATE:
             return True  # seed 002 line 2368
-        if not k.is_device_coherent(pfn):
+        if not f & Z_DEVICE_COHERENT:
             return False
     return migrate_vma_check_page(k, pfn, fault_page)
 
@@ -158,23 +164,25 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     reference, and the pin check. A page locked in collect already has its migration
     entry (``remap``): when it cannot move it is restored at its one address
     (:func:`remove_migration_pte_v50`, line 2489)."""
-    site = "migrate_vma_prepare"
     restore = 0
     allow_drain = True
-    k.lru_add_drain(a, site + ":lru_add_drain")  # 5.0 mm/migrate.c, before the loop
+    k.lru_add_drain(a, "migrate_vma_prepare:lru_add_drain")  # 5.0 mm/migrate.c, before the loop
+    src = m.src
+    check_page = k.variant.check_page
     for i in range(m.npages):
         if not m.cpages:
             break
-        pfn = migrate_pfn_to_page(m.src[i])
+        # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             continue
         remap = True
         if not m.src[i] & MIGRATE_PFN_LOCKED:
             remap = False
-            if not k.trylock_page(a, pfn, site + ":trylock_page"):
+            if not k.trylock_page(a, pfn, "migrate_vma_prepare:trylock_page"):
                 m.src[i] = 0
                 m.cpages -= 1
-                k.put_page(a, pfn, site + ":put_page")
+                k.put_page(a, pfn, "migrate_vma_prepare:put_page")
                 k.outcome(m.kind, "lock_contended")
                 yield
                 continue
@@ -182,7 +190,7 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         if not k.is_zone_device(pfn):
             if not k.test_flag(pfn, PG_lru) and allow_drain:
                 # Drain CPU's pagevec (seed 002 line 2436)
-                yield from k.lru_add_drain_all(a, site + ":lru_add_drain_all")
+                yield from k.lru_add_drain_all(a, "migrate_vma_prepare:lru_add_drain_all")
                 allow_drain = False
             if not folio_isolate_lru(k, a, pfn):
                 m.cpages -= 1
@@ -194,15 +202,16 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
                 k.outcome(m.kind, "not_isolated")
                 yield
                 continue
-            k.put_page(a, pfn, site + ":put_collect_ref")  # "Drop the reference we took in collect"
-        if not k.variant.check_page(k, pfn, m.fault_page):
+            # "Drop the reference we took in collect"
+            k.put_page(a, pfn, "migrate_vma_prepare:put_collect_ref")
+        if not check_page(k, pfn, m.fault_page):
             m.cpages -= 1
             if remap:
                 m.src[i] &= ~MIGRATE_PFN_MIGRATE
                 restore += 1
                 if not k.is_zone_device(pfn):
-                    k.get_page(a, pfn, site + ":get_page")
-                    folio_putback_lru(k, a, pfn, site + ":putback_lru_page")
+                    k.get_page(a, pfn, "migrate_vma_prepare:get_page")
+                    folio_putback_lru(k, a, pfn, "migrate_vma_prepare:putback_lru_page")
             else:
                 prepare_back_out(k, a, m, i, pfn, not k.is_zone_device(pfn))
             k.outcome(m.kind, "pinned")
@@ -212,13 +221,13 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     for i in range(m.npages):
         if not restore:
             break
-        pfn = migrate_pfn_to_page(m.src[i])
-        if pfn < 0 or m.src[i] & MIGRATE_PFN_MIGRATE:
+        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or src[i] & MIGRATE_PFN_MIGRATE:
             continue
         yield from remove_migration_pte_v50(k, a, m.mm, m.vma, m.start + i, pfn)
         m.src[i] = 0
-        k.unlock_page(a, pfn, site + ":unlock_page")
-        k.put_page(a, pfn, site + ":put_page")
+        k.unlock_page(a, pfn, "migrate_vma_prepare:unlock_page")
+        k.put_page(a, pfn, "migrate_vma_prepare:put_page")
         k.outcome(m.kind, "restored")
         restore -= 1
         yield
@@ -236,7 +245,7 @@ def remove_migration_pte_v50(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, p
     left as it was (collect did not clear it)."""
     site = "remove_migration_pte"
     ptl = k.ptl_word(mm, vpn)
-    yield from k.spin_lock(a, ptl, site + ":ptl")
+    yield from k.spin_lock(a, ptl, "remove_migration_pte:ptl")
     old = k.pte_read(mm, vpn)
     if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == pfn:
         k.get_page(a, pfn, site)
@@ -246,7 +255,7 @@ def remove_migration_pte_v50(k: Kernel, a: Actor, mm: int, vma: int, vpn: int, p
         kind = PTE_DEVICE_PRIVATE if k.is_device_private(pfn) else PTE_PRESENT
         k.mapcount_add(pfn, 1)
         k.set_pte(mm, vpn, pte_encode(kind, pfn, bits))
-    k.spin_unlock(a, ptl, site + ":ptl")
+    k.spin_unlock(a, ptl, "remove_migration_pte:ptl")
     yield
 
 
