@@ -36,7 +36,7 @@ from .layout import (
     Geometry,
     Layout,
 )
-from .words import RecordingWords, Words, fast_words
+from .words import RecordingWords, Words, fast_words, kernel_fields
 
 
 class State:
@@ -216,8 +216,22 @@ class State:
                 return r
         raise ValueError(f"mm {mm} has no free VMA row (max_vmas={self.geo.max_vmas})")
 
+    # find_vma's C lookup: (the words it was built over, their KernelFields or None).
+    _vma_lookup: tuple[Any, Any] | None = None
+
     def find_vma(self, mm: int, vpn: int) -> int:
-        """The VMA row of ``mm`` that covers ``vpn``, or -1 (``find_vma`` + bounds check)."""
+        """The VMA row of ``mm`` that covers ``vpn``, or -1 (``find_vma`` + bounds check).
+
+        Over the C extension's words, ``KernelFields.find_vma`` reads the same rows in
+        the same order in one call (built at the first lookup, again if the words
+        backend changed); the numpy loop below otherwise."""
+        look = self._vma_lookup
+        if look is None or look[0] is not self.words:
+            look = self._vma_lookup = (
+                self.words, kernel_fields(self.words, self.layout, self.geo)
+            )
+        if look[1] is not None:
+            return look[1].find_vma(mm, vpn)  # type: ignore[no-any-return,unused-ignore]
         rows = self.vma[mm]
         for r in range(rows.shape[0]):
             f = int(rows[r, V_FLAGS])

@@ -372,6 +372,21 @@ def rmap_walk(
         anon_vma_unlock_read(k, a, av, site + ":anon_vma_unlock_read")
 
 
+def ksm_rmap_items(k: Kernel, pfn: int) -> list[tuple[int, int]]:
+    """The rmap_items :func:`rmap_walk_ksm` visits: (mm, vpn) of every entry that names
+    ``pfn`` and is present, device-private or migration, in (mm, vpn) order."""
+    if k._fields is not None:  # the same scan, filter and order in one C call
+        return k._fields.ksm_items(pfn)  # type: ignore[no-any-return,unused-ignore]
+    flat = k.s.pte.reshape(-1)
+    hits = np.flatnonzero((flat >> PTE_PFN_SHIFT) == pfn).tolist()
+    ppm = k.geo.pages_per_mm
+    return [
+        (i // ppm, i % ppm)
+        for i in hits
+        if int(flat[i]) & PTE_TYPE_MASK in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_MIGRATION)
+    ]
+
+
 def rmap_walk_ksm(
     k: Kernel,
     a: Actor,
@@ -387,15 +402,7 @@ def rmap_walk_ksm(
     entries that name ``pfn`` (the folio, or for remove_migration_ptes the source its
     migration entries name) when the walk starts (present, device-private or
     migration), in (mm, address) order."""
-    flat = k.s.pte.reshape(-1)
-    hits = np.flatnonzero((flat >> PTE_PFN_SHIFT) == pfn).tolist()
-    ppm = k.geo.pages_per_mm
-    items = [
-        (i // ppm, i % ppm)
-        for i in hits
-        if int(flat[i]) & PTE_TYPE_MASK in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_MIGRATION)
-    ]
-    for mm, vpn in items:
+    for mm, vpn in ksm_rmap_items(k, pfn):
         yield  # cond_resched()
         row = k.s.find_vma(mm, vpn)
         if row < 0 or (invalid_vma is not None and invalid_vma(k.s.vma_flags(mm, row))):
