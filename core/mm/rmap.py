@@ -144,9 +144,15 @@ def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
 
     The same reader/writer word as ``mmap_lock`` (``kernel/locking/rwsem.c``), without
     writer preference, as the model's mmap_lock had it when this was written."""
-    w = anon_vma_rwsem_word(k, av)
+    # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every KSM rmap item)
     words = k.words
-    st = k._stat(site)
+    base = k.lay.ANON_VMA
+    r = words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
+    try:
+        st = k.stats[site]
+    except KeyError:
+        st = k._stat(site)
     t0 = -1
     while True:
         cur = words.load(w)

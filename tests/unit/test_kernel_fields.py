@@ -538,10 +538,8 @@ def test_find_vma_matches_the_numpy_loop() -> None:
         mm = int(rng.integers(-vma.shape[0], vma.shape[0]))
         vpn = int(rng.integers(-1, 12))
         fast = s.find_vma(mm, vpn)
-        assert s._vma_lookup is not None and s._vma_lookup[1] is not None
-        look, s._vma_lookup = s._vma_lookup, (s.words, None)
+        assert type(s.find_vma).__name__ == "builtin_function_or_method"
         slow = State.find_vma(s, mm, vpn)
-        s._vma_lookup = look
         assert fast == slow
         found += fast >= 0
     vma[:] = snap
@@ -549,7 +547,22 @@ def test_find_vma_matches_the_numpy_loop() -> None:
     for mm in (vma.shape[0], -vma.shape[0] - 1):
         with pytest.raises(IndexError):
             s.find_vma(mm, 0)
-        look, s._vma_lookup = s._vma_lookup, (s.words, None)
         with pytest.raises(IndexError):
-            s.find_vma(mm, 0)
-        s._vma_lookup = look
+            State.find_vma(s, mm, 0)
+
+
+def test_a_recording_state_gets_the_python_find_vma_back() -> None:
+    """The dependency relation's recorder must see the VMA rows a lookup reads: after
+    ``start_recording`` the C lookup is gone and the recording one runs."""
+    from pagerace.core.machine.state import _RecordingState
+
+    k = build_model(load_workload("default"), "v6", (), 0).kernel
+    s = k.s
+    s.find_vma(0, 0)
+    assert "find_vma" in s.__dict__
+    rec = install_recorder(k)
+    assert "find_vma" not in s.__dict__ and type(s) is _RecordingState
+    rec.take()
+    s.find_vma(0, 0)
+    reads, _ = rec.take()
+    assert k.lay.VMA in reads
