@@ -484,7 +484,8 @@ typedef struct {
      * the exhausted generator a lock taken at once returns, and the Python methods the
      * slow paths hand over to (Kernel's class functions, called with the kernel). */
     PyObject *kref, *done, *py_spin_lock, *py_spin_unlock_bad, *py_get_page,
-        *py_get_page_bug, *py_put_page, *py_put_page_tail;
+        *py_get_page_bug, *py_put_page, *py_put_page_tail, *py_trylock_page, *py_unlock_page;
+    long long pg_waiters;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -872,78 +873,6 @@ kf_tlb_fill(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* get_page / put_page's two word operations: if the frame is allocated, add delta to
- * its refcount and return the old count; else change nothing and return None (the
- * caller reports the use after free). */
-static PyObject *
-kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *ref;
-    long long d;
-    if (check_nargs("ref_add", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (ref = kf_frame(self, args[0], self->f_ref)) == NULL || kf_arg(args[1], &d) < 0) {
-        return NULL;
-    }
-    if (!(KF_LOAD(fl) & self->pg_allocated)) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLongLong(
-        (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
-}
-
-/* folio_trylock's word operations (kernel.py: Kernel.trylock_page): None (nothing done)
- * if the frame is not allocated (the caller reports the use after free); else set
- * PG_locked and, if it was clear, store the owner (actor id + 1): True; False if the
- * page was locked already. */
-static PyObject *
-kf_page_trylock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *own;
-    long long owner;
-    if (check_nargs("page_trylock", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
-        || kf_arg(args[1], &owner) < 0) {
-        return NULL;
-    }
-    if (!(KF_LOAD(fl) & self->pg_allocated)) {
-        Py_RETURN_NONE;
-    }
-    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
-        Py_RETURN_FALSE;
-    }
-    __atomic_store_n(own, (int64_t)owner, __ATOMIC_SEQ_CST);
-    Py_RETURN_TRUE;
-}
-
-/* folio_unlock's word operations (kernel.py: Kernel.unlock_page): if the page is locked
- * by owner (actor id + 1), clear the owner, then PG_locked, and return whether
- * PG_waiters was set (0 or 1); else change nothing and return -1 (the caller reports
- * the bad unlock). */
-static PyObject *
-kf_page_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *own;
-    long long owner;
-    if (check_nargs("page_unlock", nargs, 3) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
-        || kf_arg(args[1], &owner) < 0) {
-        return NULL;
-    }
-    {
-        long long waiters;
-        int64_t cur_owner = KF_LOAD(own);
-        if (!(KF_LOAD(fl) & self->pg_locked) || cur_owner != owner) {
-            return PyLong_FromLong(-1);
-        }
-        if (kf_arg(args[2], &waiters) < 0) {
-            return NULL;
-        }
-        __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
-        return PyLong_FromLong(
-            (__atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & waiters) != 0);
-    }
-}
-
 /* free_page's stores once its checks passed (kernel.py: Kernel.free_page, the same
  * operations in the same order): the content and private words, page->mapping, the
  * generation, then the flags word (f & STATIC_MASK: the frame is free from here), then
@@ -1152,7 +1081,7 @@ kf_find_vma(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 #define KF_S_HOLDS 8
 
 static PyObject *kf_str_held, *kf_str_site, *kf_str_id, *kf_str_stats, *kf_str_held_since,
-    *kf_str_clock, *kf_str_acquired, *kf_str_released, *kf_str_free_page;
+    *kf_str_clock, *kf_str_acquired, *kf_str_released;
 
 static int
 kf_intern_names(void)
@@ -1167,25 +1096,25 @@ kf_intern_names(void)
     KF_INTERN(kf_str_clock, "clock")
     KF_INTERN(kf_str_acquired, "_acquired")
     KF_INTERN(kf_str_released, "_released")
-    KF_INTERN(kf_str_free_page, "free_page")
 #undef KF_INTERN
     return 0;
 }
 
 /* bind(kernel, done, spin_lock, spin_unlock_bad, get_page, get_page_bug, put_page,
- * put_page_tail): see KernelFieldsObject. */
+ * put_page_tail, trylock_page, unlock_page): see KernelFieldsObject. */
 static PyObject *
 kf_bind(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *ref;
     PyObject **slots[] = {&self->done, &self->py_spin_lock, &self->py_spin_unlock_bad,
                           &self->py_get_page, &self->py_get_page_bug, &self->py_put_page,
-                          &self->py_put_page_tail};
+                          &self->py_put_page_tail, &self->py_trylock_page,
+                          &self->py_unlock_page};
     Py_ssize_t i;
-    if (check_nargs("bind", nargs, 8) < 0 || kf_intern_names() < 0) {
+    if (check_nargs("bind", nargs, 10) < 0 || kf_intern_names() < 0) {
         return NULL;
     }
-    for (i = 2; i < 8; i++) {
+    for (i = 2; i < 10; i++) {
         if (!PyCallable_Check(args[i])) {
             PyErr_Format(PyExc_TypeError, "bind(): argument %zd is not callable", i + 1);
             return NULL;
@@ -1195,7 +1124,7 @@ kf_bind(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(self->kref, ref);
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 9; i++) {
         Py_INCREF(args[i + 1]);
         Py_XSETREF(*slots[i], args[i + 1]);
     }
@@ -1278,89 +1207,184 @@ kf_me(PyObject *actor, long long *me)
     return r;
 }
 
+/* _acquired's bookkeeping (kernel.py, inlined in spin_lock and trylock_page):
+ * a.held[word] = site, a.site = site, _held_since[word] = (site, clock()). */
+static int
+kf_acquired(PyObject *kdict, PyObject *a, PyObject *word, PyObject *site)
+{
+    PyObject *held, *hs, *clock, *t, *pair;
+    int r;
+    if ((held = PyObject_GetAttr(a, kf_str_held)) == NULL) {
+        return -1;
+    }
+    r = PyDict_SetItem(held, word, site);
+    Py_DECREF(held);
+    if (r < 0 || PyObject_SetAttr(a, kf_str_site, site) < 0
+        || (hs = kf_kattr(kdict, kf_str_held_since)) == NULL
+        || (clock = kf_kattr(kdict, kf_str_clock)) == NULL) {
+        return -1;
+    }
+    Py_INCREF(hs);
+    if ((t = PyObject_CallNoArgs(clock)) == NULL) {
+        Py_DECREF(hs);
+        return -1;
+    }
+    pair = PyTuple_Pack(2, site, t);
+    Py_DECREF(t);
+    if (pair == NULL) {
+        Py_DECREF(hs);
+        return -1;
+    }
+    r = PyDict_SetItem(hs, word, pair);
+    Py_DECREF(pair);
+    Py_DECREF(hs);
+    return r;
+}
+
+/* _released (kernel.py, inlined in spin_unlock and unlock_page): the kernel's own
+ * _released when a caller wrapped it; else drop word from a.held and, if _held_since
+ * has it, the hold time into the row of the site that took the lock (_add_time at
+ * S_HOLDS: count, total, min, max; the row made by _stat if it is gone). */
+static int
+kf_released(PyObject *kernel, PyObject *kdict, PyObject *a, PyObject *word)
+{
+    PyObject *held, *hs, *v, *hsite, *stats, *st, *clock, *now;
+    long long t0, t, cur;
+    int c, r = -1;
+    if ((v = PyDict_GetItemWithError(kdict, kf_str_released)) != NULL) {
+        PyObject *res = PyObject_CallFunctionObjArgs(v, a, word, NULL);  /* wrapped */
+        if (res == NULL) {
+            return -1;
+        }
+        Py_DECREF(res);
+        return 0;
+    }
+    if (PyErr_Occurred() || (held = PyObject_GetAttr(a, kf_str_held)) == NULL) {
+        return -1;
+    }
+    c = PyDict_Contains(held, word);  /* if word in held: del held[word] */
+    if (c < 0 || (c && PyDict_DelItem(held, word) < 0)) {
+        Py_DECREF(held);
+        return -1;
+    }
+    Py_DECREF(held);
+    if ((hs = kf_kattr(kdict, kf_str_held_since)) == NULL) {
+        return -1;
+    }
+    if ((v = PyDict_GetItemWithError(hs, word)) == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(hs);
+    Py_INCREF(v);
+    st = NULL;
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2) {
+        PyErr_SetString(PyExc_TypeError, "_held_since entries are (site, time)");
+        goto out;
+    }
+    hsite = PyTuple_GET_ITEM(v, 0);
+    if (PyDict_DelItem(hs, word) < 0 || kf_arg(PyTuple_GET_ITEM(v, 1), &t0) < 0
+        || (clock = kf_kattr(kdict, kf_str_clock)) == NULL
+        || (now = PyObject_CallNoArgs(clock)) == NULL) {
+        goto out;
+    }
+    c = kf_arg(now, &t);
+    Py_DECREF(now);
+    if (c < 0 || (stats = kf_kattr(kdict, kf_str_stats)) == NULL) {
+        goto out;
+    }
+    t -= t0;
+    if ((st = PyDict_GetItemWithError(stats, hsite)) != NULL) {
+        Py_INCREF(st);
+    } else if (PyErr_Occurred()
+               || (st = PyObject_CallMethod(kernel, "_stat", "O", hsite)) == NULL) {
+        goto out;  /* the row is gone (a caller reset the statistics): _stat makes it */
+    }
+    if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
+        PyErr_SetString(PyExc_TypeError, "a lock statistics row is a list of 12 ints");
+        goto out;
+    }
+    if (kf_stat_add(st, KF_S_HOLDS, 1) < 0 || kf_stat_add(st, KF_S_HOLDS + 1, t) < 0
+        || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 2), &cur) < 0
+        || (t < cur && kf_stat_add(st, KF_S_HOLDS + 2, t - cur) < 0)
+        || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 3), &cur) < 0
+        || (t > cur && kf_stat_add(st, KF_S_HOLDS + 3, t - cur) < 0)) {
+        goto out;
+    }
+    r = 0;
+out:
+    Py_XDECREF(st);
+    Py_DECREF(v);
+    Py_DECREF(hs);
+    return r;
+}
+
+/* The statistics row of site (borrowed) when the C may take the lock itself: no
+ * caller wrapped _acquired and the row exists; NULL otherwise (with an exception set
+ * only on an error). */
+static PyObject *
+kf_fast_row(PyObject *kdict, PyObject *site)
+{
+    PyObject *stats, *st;
+    if (PyDict_GetItemWithError(kdict, kf_str_acquired) != NULL || PyErr_Occurred()
+        || (stats = kf_kattr(kdict, kf_str_stats)) == NULL || !PyDict_CheckExact(stats)
+        || (st = PyDict_GetItemWithError(stats, site)) == NULL || !PyList_CheckExact(st)
+        || PyList_GET_SIZE(st) < 12) {
+        return NULL;
+    }
+    return st;
+}
+
 /* Kernel.spin_lock(a, word, site) over this object's words: the uncontended take in one
  * call. The lock statistics row of site must exist and no caller may have wrapped
  * _acquired (harness/steps.py); then cas(word, 0, id + 1), and on success
- * st[S_ACQUIRED] += 1, a.held[word] = site, a.site = site, _held_since[word] = (site,
- * clock()), as kernel.py's spin_lock does, returning the exhausted generator `done`.
- * Otherwise nothing is changed and the Python generator does the rest:
- * Kernel.spin_lock(kernel, a, word, site), or with the row when the cas failed
- * (contended: it sleeps and retries). */
+ * st[S_ACQUIRED] += 1 and _acquired's bookkeeping, as kernel.py's spin_lock does,
+ * returning the exhausted generator `done`. Otherwise nothing is changed and the
+ * Python generator does the rest: Kernel.spin_lock(kernel, a, word, site), or with the
+ * row when the cas failed (contended: it sleeps and retries). */
 static PyObject *
 kf_spin_lock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *kernel, *kdict, *stats, *st, *held, *hs, *clock, *t = NULL, *pair, *out = NULL;
+    PyObject *kernel, *kdict, *st, *out = NULL;
     long long word, me;
     int64_t *p, expected = 0;
     if (check_nargs("spin_lock", nargs, 3) < 0 || kf_arg(args[1], &word) < 0
         || kf_kernel(self, &kernel, &kdict) < 0) {
         return NULL;
     }
-    if (PyDict_GetItemWithError(kdict, kf_str_acquired) != NULL || PyErr_Occurred()
-        || (stats = kf_kattr(kdict, kf_str_stats)) == NULL || !PyDict_CheckExact(stats)
-        || (st = PyDict_GetItemWithError(stats, args[2])) == NULL || !PyList_CheckExact(st)
-        || PyList_GET_SIZE(st) < 12) {
+    if ((st = kf_fast_row(kdict, args[2])) == NULL) {
         if (!PyErr_Occurred()) {
             out = kf_call(self->py_spin_lock, kernel, args, 3);
         }
         goto done;
     }
+    Py_INCREF(st);
     if (kf_me(args[0], &me) < 0 || (p = kf_ptr(self, word)) == NULL) {
-        goto done;
+        goto done_st;
     }
     if (!__atomic_compare_exchange_n(p, &expected, (int64_t)me, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST)) {
         PyObject *stack[5] = {kernel, args[0], args[1], args[2], st};
-        Py_INCREF(st);
         out = PyObject_Vectorcall(self->py_spin_lock, stack, 5, NULL);
-        Py_DECREF(st);
-        goto done;
+        goto done_st;
     }
-    Py_INCREF(st);
-    if (kf_stat_add(st, KF_S_ACQUIRED, 1) < 0) {
-        Py_DECREF(st);
-        goto done;
-    }
-    Py_DECREF(st);
-    if ((held = PyObject_GetAttr(args[0], kf_str_held)) == NULL) {
-        goto done;
-    }
-    if (PyDict_SetItem(held, args[1], args[2]) < 0) {
-        Py_DECREF(held);
-        goto done;
-    }
-    Py_DECREF(held);
-    if (PyObject_SetAttr(args[0], kf_str_site, args[2]) < 0
-        || (hs = kf_kattr(kdict, kf_str_held_since)) == NULL
-        || (clock = kf_kattr(kdict, kf_str_clock)) == NULL) {
-        goto done;
-    }
-    Py_INCREF(hs);
-    if ((t = PyObject_CallNoArgs(clock)) == NULL || (pair = PyTuple_Pack(2, args[2], t)) == NULL) {
-        Py_DECREF(hs);
-        goto done;
-    }
-    if (PyDict_SetItem(hs, args[1], pair) == 0) {
+    if (kf_stat_add(st, KF_S_ACQUIRED, 1) == 0 && kf_acquired(kdict, args[0], args[1], args[2]) == 0) {
         Py_INCREF(self->done);
         out = self->done;
     }
-    Py_DECREF(pair);
-    Py_DECREF(hs);
+done_st:
+    Py_DECREF(st);
 done:
-    Py_XDECREF(t);
     Py_DECREF(kdict);
     Py_DECREF(kernel);
     return out;
 }
 
 /* Kernel.spin_unlock(a, word, site) in one call: xchg(word, 0); an owner other than the
- * actor goes to Kernel._spin_unlock_bad (which raises BAD_UNLOCK); then _released's
- * bookkeeping (a.held, _held_since and the hold time into the row of the site that
- * took the lock), or the kernel's own _released when a caller wrapped it. */
+ * actor goes to Kernel._spin_unlock_bad (which raises BAD_UNLOCK); then _released. */
 static PyObject *
 kf_spin_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *kernel, *kdict, *held, *hs, *v, *out = NULL;
+    PyObject *kernel, *kdict, *out = NULL;
     long long word, me, owner;
     int64_t *p;
     if (check_nargs("spin_unlock", nargs, 3) < 0 || kf_arg(args[1], &word) < 0
@@ -1376,93 +1400,107 @@ kf_spin_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs
             out = PyObject_Vectorcall(self->py_spin_unlock_bad, stack, 5, NULL);
             Py_DECREF(o);
         }
+    } else if (kf_released(kernel, kdict, args[0], args[1]) == 0) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+    }
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.trylock_page(a, pfn, site) in one call (folio_trylock): with the statistics
+ * row of site and no wrapped _acquired, on an allocated frame: set PG_locked; if it was
+ * clear, store the owner (id + 1), st[S_TRY] and st[S_ACQUIRED] += 1 and _acquired's
+ * bookkeeping: True; else st[S_TRY], st[S_TRY_FAIL] and st[S_CONTENDED] += 1: False.
+ * Anything else changes nothing here: Kernel.trylock_page's Python path runs (a frame
+ * not allocated raises there: use after free). */
+static PyObject *
+kf_trylock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *st, *w, *out = NULL;
+    int64_t *fl, *own;
+    long long me;
+    if (check_nargs("trylock_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
+        || (own = kf_frame(self, args[1], self->f_owner)) == NULL
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    if ((st = kf_fast_row(kdict, args[2])) == NULL || !(KF_LOAD(fl) & self->pg_allocated)) {
+        if (!PyErr_Occurred()) {
+            out = kf_call(self->py_trylock_page, kernel, args, 3);
+        }
         goto done;
     }
-    if ((v = PyDict_GetItemWithError(kdict, kf_str_released)) != NULL) {
-        out = PyObject_CallFunctionObjArgs(v, args[0], args[1], NULL);  /* wrapped */
+    Py_INCREF(st);
+    if (kf_me(args[0], &me) < 0) {
+        goto done_st;
+    }
+    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
+        if (kf_stat_add(st, 2, 1) == 0 && kf_stat_add(st, 3, 1) == 0
+            && kf_stat_add(st, 1, 1) == 0) {  /* S_TRY, S_TRY_FAIL, S_CONTENDED */
+            Py_INCREF(Py_False);
+            out = Py_False;
+        }
+        goto done_st;
+    }
+    __atomic_store_n(own, (int64_t)me, __ATOMIC_SEQ_CST);
+    if (kf_stat_add(st, 2, 1) < 0 || kf_stat_add(st, KF_S_ACQUIRED, 1) < 0
+        || (w = PyLong_FromLongLong((long long)(fl - self->aw->words))) == NULL) {
+        goto done_st;
+    }
+    if (kf_acquired(kdict, args[0], w, args[2]) == 0) {
+        Py_INCREF(Py_True);
+        out = Py_True;
+    }
+    Py_DECREF(w);
+done_st:
+    Py_DECREF(st);
+done:
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.unlock_page(a, pfn, site) in one call (folio_unlock): if the actor holds the
+ * page lock, clear the owner and PG_locked, _released, and if PG_waiters was set call
+ * Kernel._folio_wake_bit(flags word); else change nothing: Kernel.unlock_page's Python
+ * path runs (and raises BAD_UNLOCK). */
+static PyObject *
+kf_unlock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *w = NULL, *out = NULL;
+    int64_t *fl, *own;
+    long long me;
+    int64_t old;
+    if (check_nargs("unlock_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
+        || (own = kf_frame(self, args[1], self->f_owner)) == NULL || kf_me(args[0], &me) < 0
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_locked) || KF_LOAD(own) != me) {
+        out = kf_call(self->py_unlock_page, kernel, args, 3);
         goto done;
     }
-    if (PyErr_Occurred() || (held = PyObject_GetAttr(args[0], kf_str_held)) == NULL) {
+    __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
+    if ((w = PyLong_FromLongLong((long long)(fl - self->aw->words))) == NULL
+        || kf_released(kernel, kdict, args[0], w) < 0) {
         goto done;
     }
-    {
-        int c = PyDict_Contains(held, args[1]);  /* if word in held: del held[word] */
-        if (c < 0 || (c && PyDict_DelItem(held, args[1]) < 0)) {
-            Py_DECREF(held);
-            goto done;
-        }
-    }
-    Py_DECREF(held);
-    if ((hs = kf_kattr(kdict, kf_str_held_since)) == NULL) {
-        goto done;
-    }
-    Py_INCREF(hs);
-    if ((v = PyDict_GetItemWithError(hs, args[1])) != NULL) {
-        PyObject *hsite, *stats, *st, *clock, *now;
-        long long t0, t, cur;
-        Py_INCREF(v);
-        if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2 || PyDict_DelItem(hs, args[1]) < 0
-            || kf_arg(PyTuple_GET_ITEM(v, 1), &t0) < 0
-            || (clock = kf_kattr(kdict, kf_str_clock)) == NULL
-            || (now = PyObject_CallNoArgs(clock)) == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "_held_since entries are (site, time)");
-            }
-            Py_DECREF(v);
-            Py_DECREF(hs);
-            goto done;
-        }
-        if (kf_arg(now, &t) < 0) {
-            Py_DECREF(now);
-            Py_DECREF(v);
-            Py_DECREF(hs);
-            goto done;
-        }
-        Py_DECREF(now);
-        t -= t0;
-        hsite = PyTuple_GET_ITEM(v, 0);
-        if ((stats = kf_kattr(kdict, kf_str_stats)) == NULL) {
-            Py_DECREF(v);
-            Py_DECREF(hs);
-            goto done;
-        }
-        if ((st = PyDict_GetItemWithError(stats, hsite)) == NULL) {
-            /* the row is gone (a caller reset the statistics): _stat makes it */
-            if (PyErr_Occurred() || (st = PyObject_CallMethod(kernel, "_stat", "O", hsite))
-                                        == NULL) {
-                Py_DECREF(v);
-                Py_DECREF(hs);
-                goto done;
-            }
+    old = __atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST);
+    if (old & self->pg_waiters) {
+        out = PyObject_CallMethod(kernel, "_folio_wake_bit", "O", w);
+        if (out != NULL) {
+            Py_DECREF(out);
+            out = NULL;
         } else {
-            Py_INCREF(st);
-        }
-        Py_DECREF(v);
-        if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
-            PyErr_SetString(PyExc_TypeError, "a lock statistics row is a list of 12 ints");
-            Py_DECREF(st);
-            Py_DECREF(hs);
             goto done;
         }
-        /* _add_time(st, S_HOLDS, t): count, total, min, max */
-        if (kf_stat_add(st, KF_S_HOLDS, 1) < 0 || kf_stat_add(st, KF_S_HOLDS + 1, t) < 0
-            || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 2), &cur) < 0
-            || (t < cur && kf_stat_add(st, KF_S_HOLDS + 2, t - cur) < 0)
-            || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 3), &cur) < 0
-            || (t > cur && kf_stat_add(st, KF_S_HOLDS + 3, t - cur) < 0)) {
-            Py_DECREF(st);
-            Py_DECREF(hs);
-            goto done;
-        }
-        Py_DECREF(st);
-    } else if (PyErr_Occurred()) {
-        Py_DECREF(hs);
-        goto done;
     }
-    Py_DECREF(hs);
     Py_INCREF(Py_None);
     out = Py_None;
 done:
+    Py_XDECREF(w);
     Py_DECREF(kdict);
     Py_DECREF(kernel);
     return out;
@@ -1584,7 +1622,7 @@ static const char *const kf_names[] = {
     "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", "vma", "vma_rows",
     "max_vmas", "VMA_WORDS", "V_START", "V_END", "V_FLAGS", "V_PGOFF", "V_AVC", "V_SEQ",
     "VM_LIVE", "actor_base", "ACTOR_WORDS", "A_PROGRESS", "g_progress", "PTE_PFN_SHIFT",
-    "PTE_TYPE_MASK", "PTE_PRESENT", "PTE_DEVICE_PRIVATE", "PTE_MIGRATION", NULL,
+    "PTE_TYPE_MASK", "PTE_PRESENT", "PTE_DEVICE_PRIVATE", "PTE_MIGRATION", "PG_waiters", NULL,
 };
 
 static PyObject *
@@ -1592,7 +1630,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
     PyObject *aw, *consts, *item;
-    long long v[44];
+    long long v[45];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
@@ -1678,6 +1716,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->pte_present = v[41];
     self->pte_device_private = v[42];
     self->pte_migration = v[43];
+    self->pg_waiters = v[44];
     return (PyObject *)self;
 }
 
@@ -1692,6 +1731,8 @@ KernelFields_dealloc(KernelFieldsObject *self)
     Py_XDECREF(self->py_get_page_bug);
     Py_XDECREF(self->py_put_page);
     Py_XDECREF(self->py_put_page_tail);
+    Py_XDECREF(self->py_trylock_page);
+    Py_XDECREF(self->py_unlock_page);
     Py_XDECREF(self->aw);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1727,22 +1768,12 @@ static PyMethodDef KernelFields_methods[] = {
               "The actor's cached translation (pfn << 1) | writable, or -1 on a miss."),
     KF_METHOD(tlb_fill,
               "tlb_fill($self, a, mm, vpn, pfn, writable, /)\n--\n\nCache a translation."),
-    KF_METHOD(ref_add,
-              "ref_add($self, pfn, delta, /)\n--\n\n"
-              "The old refcount after adding delta, or None (nothing done) if not allocated."),
     KF_METHOD(flush_tlb_range,
               "flush_tlb_range($self, mm, lo, hi, /)\n--\n\n"
               "Drop every actor's cached translation of [lo, hi) of mm."),
     KF_METHOD(alloc_frame,
               "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
               "alloc_page's search and claim in a zone; the pfn or -1."),
-    KF_METHOD(page_trylock,
-              "page_trylock($self, pfn, owner, /)\n--\n\n"
-              "folio_trylock's words: True, False, or None if the frame is not allocated."),
-    KF_METHOD(page_unlock,
-              "page_unlock($self, pfn, owner, waiters, /)\n--\n\n"
-              "folio_unlock's words: whether a waiters bit was set, or -1 (nothing done) "
-              "if owner does not hold the lock."),
     KF_METHOD(free_frame,
               "free_frame($self, pfn, flags, mapping_word, zone_free_word, /)\n--\n\n"
               "free_page's stores after its checks."),
@@ -1757,7 +1788,7 @@ static PyMethodDef KernelFields_methods[] = {
               "find_vma($self, mm, vpn, /)\n--\n\nThe live VMA row of mm covering vpn, or -1."),
     KF_METHOD(bind,
               "bind($self, kernel, done, spin_lock, spin_unlock_bad, get_page, get_page_bug, "
-              "put_page, put_page_tail, /)\n--\n\n"
+              "put_page, put_page_tail, trylock_page, unlock_page, /)\n--\n\n"
               "Bind the lock and reference primitives to a Kernel (kernel.py: use_words)."),
     KF_METHOD(spin_lock,
               "spin_lock($self, a, word, site, /)\n--\n\n"
@@ -1765,6 +1796,12 @@ static PyMethodDef KernelFields_methods[] = {
               "else the Python generator."),
     KF_METHOD(spin_unlock,
               "spin_unlock($self, a, word, site, /)\n--\n\nKernel.spin_unlock in one call."),
+    KF_METHOD(trylock_page,
+              "trylock_page($self, a, pfn, site, /)\n--\n\n"
+              "Kernel.trylock_page (folio_trylock) in one call."),
+    KF_METHOD(unlock_page,
+              "unlock_page($self, a, pfn, site, /)\n--\n\n"
+              "Kernel.unlock_page (folio_unlock) in one call."),
     KF_METHOD(get_page,
               "get_page($self, a, pfn, site, /)\n--\n\nKernel.get_page's fast path in one call."),
     {"put_page", (PyCFunction)(void (*)(void))kf_put_page, METH_FASTCALL | METH_KEYWORDS,

@@ -334,7 +334,9 @@ class Kernel:
     )
     # The lock and reference primitives :meth:`use_words` replaces by the C extension's
     # (``KernelFields.bind``): the fast path in one call, the rest in the Python methods.
-    _FAST_BOUND = ("spin_lock", "spin_unlock", "get_page", "put_page")
+    _FAST_BOUND = (
+        "spin_lock", "spin_unlock", "get_page", "put_page", "trylock_page", "unlock_page",
+    )
 
     def use_words(self, words: Any) -> None:
         """Run the primitives over ``words`` from now on (the state's backend, or the
@@ -354,15 +356,17 @@ class Kernel:
         if fields is not None:
             for name in self._FAST:
                 setattr(self, name, getattr(fields, name))
-            # spin_lock / spin_unlock / get_page / put_page: the word operation, the
-            # checks that cannot fire and the bookkeeping of the common case in one C
-            # call; anything else (a wait, a wrapped _acquired / _released, a missing
-            # statistics row, a failure, the free of a last put) in the Python methods
-            # below, which the C hands over to (KernelFields holds the kernel weakly).
+            # spin_lock / spin_unlock / get_page / put_page / trylock_page /
+            # unlock_page: the word operation, the checks that cannot fire and the
+            # bookkeeping of the common case in one C call; anything else (a wait, a
+            # wrapped _acquired / _released, a missing statistics row, a failure, the
+            # free of a last put, a wake) in the Python methods below, which the C
+            # hands over to (KernelFields holds the kernel weakly).
             cls = type(self)
             fields.bind(
                 self, _DONE, cls.spin_lock, cls._spin_unlock_bad, cls.get_page,
-                cls._get_page_bug, cls.put_page, cls._put_page_tail,
+                cls._get_page_bug, cls.put_page, cls._put_page_tail, cls.trylock_page,
+                cls.unlock_page,
             )
             for name in self._FAST_BOUND:
                 setattr(self, name, getattr(fields, name))
@@ -931,20 +935,20 @@ class Kernel:
 
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
-        """``folio_trylock()``."""
+        """``folio_trylock()``.
+
+        Over the C extension the instance's ``trylock_page`` is
+        ``KernelFields.trylock_page`` (:meth:`use_words`): the same check, bit, owner,
+        statistics and ``_acquired`` bookkeeping in one call; this method when the frame
+        is not allocated, ``site`` has no statistics row yet or ``_acquired`` is
+        wrapped."""
         fl = self._F + pfn * FRAME_WORDS
-        fields = self._fields
-        if fields is not None:  # the check, the bit and the owner in one C call
-            got = fields.page_trylock(pfn, a.id + 1)
-            if got is None:
-                self.touch(a, pfn, site)  # raises: use after free
-        else:
-            words = self.words
-            if not words.load(fl) & PG_allocated:
-                self.touch(a, pfn, site)  # raises: use after free
-            got = not words.fetch_or(fl, PG_locked) & PG_locked
-            if got:
-                words.store(fl + F_OWNER, a.id + 1)
+        words = self.words
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        got = not words.fetch_or(fl, PG_locked) & PG_locked
+        if got:
+            words.store(fl + F_OWNER, a.id + 1)
         try:
             st = self.stats[site]
         except KeyError:
@@ -997,36 +1001,12 @@ class Kernel:
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
         """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
         (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
-        (``folio_wake_bit``)."""
+        (``folio_wake_bit``).
+
+        Over the C extension the instance's ``unlock_page`` is
+        ``KernelFields.unlock_page`` (:meth:`use_words`): the same check, stores,
+        ``_released`` and wake in one call; this method for a bad unlock."""
         fl = self._F + pfn * FRAME_WORDS
-        fields = self._fields
-        if fields is not None:  # the check, the owner and the bit in one C call
-            waiters = fields.page_unlock(pfn, a.id + 1, PG_waiters)
-            if waiters >= 0:
-                if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-                    self._released(a, fl)
-                else:  # _released(a, fl), inlined (hot: every page unlock and PTL release)
-                    held = a.held
-                    if fl in held:
-                        del held[fl]
-                    hs = self._held_since
-                    if fl in hs:
-                        hsite, t0 = hs[fl]
-                        del hs[fl]
-                        t = self.clock() - t0
-                        try:
-                            st = self.stats[hsite]
-                        except KeyError:
-                            st = self.stats[hsite] = _new_stat()
-                        st[S_HOLDS] += 1
-                        st[S_HOLD_TOTAL] += t
-                        if t < st[S_HOLD_MIN]:
-                            st[S_HOLD_MIN] = t
-                        if t > st[S_HOLD_MAX]:
-                            st[S_HOLD_MAX] = t
-                if waiters:
-                    self._folio_wake_bit(fl)
-                return
         words = self.words
         owner = words.load(fl + F_OWNER)
         f = words.load(fl)

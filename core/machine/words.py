@@ -57,6 +57,7 @@ from .layout import (
     Z_FREE,
     PG_allocated,
     PG_locked,
+    PG_waiters,
 )
 
 
@@ -177,6 +178,7 @@ def kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
         "g_progress": lay.GLOB + G_PROGRESS, "PTE_PFN_SHIFT": PTE_PFN_SHIFT,
         "PTE_TYPE_MASK": PTE_TYPE_MASK, "PTE_PRESENT": PTE_PRESENT,
         "PTE_DEVICE_PRIVATE": PTE_DEVICE_PRIVATE, "PTE_MIGRATION": PTE_MIGRATION,
+        "PG_waiters": PG_waiters,
     })
 
 

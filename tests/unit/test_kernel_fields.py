@@ -326,7 +326,8 @@ def test_spin_lock_and_unlock_match_the_python_ones() -> None:
 
 def test_wrapped_lock_hooks_see_every_c_take_and_release() -> None:
     """A caller that wraps ``_acquired`` / ``_released`` (harness/steps.py logs lock
-    events so) sees the takes and releases of the C ``spin_lock`` / ``spin_unlock``."""
+    events so) sees the takes and releases of the C ``spin_lock`` / ``spin_unlock`` and
+    ``trylock_page`` / ``unlock_page``."""
     k = _model()
     a = _actor_n(0)
     log = []
@@ -350,6 +351,11 @@ def test_wrapped_lock_hooks_see_every_c_take_and_release() -> None:
     k.spin_unlock(a, w, "t")
     assert log == [("takes", w, "t"), ("releases", w)] and a.held == {}
     assert k.stats["t"][0] == 1 and k.stats["t"][8] == 1
+    pfn = k.alloc_page(a, 0, "t")
+    fl = k.fw(pfn, 0)
+    assert k.trylock_page(a, pfn, "t")
+    k.unlock_page(a, pfn, "t")
+    assert log[2:] == [("takes", fl, "t"), ("releases", fl)] and a.held == {}
 
 
 def test_the_kernel_is_not_kept_alive_by_its_c_primitives() -> None:
@@ -377,47 +383,60 @@ def _actor_n(i: int):  # type: ignore[no-untyped-def]
 
 
 def test_page_lock_and_free_operations_match_the_python_ones() -> None:
-    """``trylock_page``, ``unlock_page`` and ``free_page`` with the C word operations
-    (``page_trylock``, ``page_unlock``, ``free_frame``) and without: the same words
-    changed, the same result, the same failure, over random frames and owners."""
+    """``trylock_page`` and ``unlock_page`` bound to ``KernelFields`` (one C call), and
+    ``free_page`` with its C stores (``free_frame``), against the Python methods alone:
+    the same words changed (wakes of PG_waiters included), the same result, the same
+    failure, the same statistics, held locks and hold times, over random frames, owners
+    and statistics rows present or not."""
     k = _model()
     rng = np.random.default_rng(11)
     buf = k.s.arr
     snap = buf.copy()
     fields = k._fields
     actors = [_actor_n(i) for i in range(k.geo.actors)]
-    from pagerace.core.machine.layout import FRAME_WORDS, Z_DEVICE, PG_allocated, PG_locked
+    from pagerace.core.machine.layout import (
+        FRAME_WORDS,
+        Z_DEVICE,
+        PG_allocated,
+        PG_locked,
+        PG_waiters,
+    )
 
     seen = set()
-    for _ in range(300):
+    for i in range(300):
         a = actors[int(rng.integers(0, len(actors)))]
         pfn = int(rng.integers(0, k.geo.frames))
         fl = k.lay.FRAMES + pfn * FRAME_WORDS
-        # flags: allocated or not, locked or not, never a device page (its folio_free
-        # is driver state outside the words); owner: this actor, another, nobody
+        # flags: allocated or not, locked or not, waiters or not, never a device page
+        # (its folio_free is driver state outside the words); owner: this actor,
+        # another, nobody
         buf[fl] = (int(rng.integers(0, 2)) * PG_allocated) | (
             int(rng.integers(0, 2)) * PG_locked
-        ) | (int(rng.integers(0, 2**20)) << 24 & ~Z_DEVICE)
+        ) | (int(rng.integers(0, 2)) * PG_waiters) | (
+            int(rng.integers(0, 2**20)) << 24 & ~Z_DEVICE)
         buf[fl] &= ~Z_DEVICE
         buf[fl + 1 : fl + FRAME_WORDS] = rng.integers(0, 3, size=FRAME_WORDS - 1)
+        k.stats = {"t": [0] * 12} if rng.integers(0, 2) else {}
+        k._held_since = {fl: ("u", 3)} if rng.integers(0, 2) else {}
+        a.held = {fl: "u"} if rng.integers(0, 2) else {}
+        k.clock = (lambda t: lambda: t)(int(rng.integers(0, 100)))
         for name in ("trylock_page", "unlock_page", "free_page"):
-            before = buf.copy()
-            held = dict(a.held)
+            start = _lock_state(k, a)
             results = []
             for use_c in (True, False):
-                buf[:] = before
-                a.held = dict(held)
+                _set_lock_state(k, a, start)
                 k._fields = fields if use_c else None
+                fn = getattr(k, name) if use_c else _python(k, name)
                 try:
-                    got = getattr(k, name)(a, pfn, "t")
-                    results.append((got, None, buf.copy(), sorted(a.held)))
+                    got = fn(a, pfn, "t")
+                    results.append((got, None, _lock_state(k, a)))
                 except Exception as exc:  # the oracles raise for some random states
-                    results.append((None, str(exc), buf.copy(), sorted(a.held)))
+                    results.append((None, str(exc), _lock_state(k, a)))
             k._fields = fields
-            (r1, e1, b1, h1), (r2, e2, b2, h2) = results
-            assert (r1, e1, h1) == (r2, e2, h2), name
-            assert np.array_equal(b1, b2), name
+            (r1, e1, s1), (r2, e2, s2) = results
+            assert (r1, e1) == (r2, e2) and _same_lock_state(s1, s2), (i, name)
             seen.add((name, e1 is None))
+            _set_lock_state(k, a, start)
     buf[:] = snap
     # every operation both succeeded and failed at least once
     assert {(n, ok) for n in ("trylock_page", "unlock_page", "free_page")
