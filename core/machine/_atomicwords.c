@@ -1081,7 +1081,7 @@ kf_find_vma(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 #define KF_S_HOLDS 8
 
 static PyObject *kf_str_held, *kf_str_site, *kf_str_id, *kf_str_stats, *kf_str_held_since,
-    *kf_str_clock, *kf_str_acquired, *kf_str_released;
+    *kf_str_clock, *kf_str_acquired, *kf_str_released, *kf_str_stat;
 
 static int
 kf_intern_names(void)
@@ -1096,6 +1096,7 @@ kf_intern_names(void)
     KF_INTERN(kf_str_clock, "clock")
     KF_INTERN(kf_str_acquired, "_acquired")
     KF_INTERN(kf_str_released, "_released")
+    KF_INTERN(kf_str_stat, "_stat")
 #undef KF_INTERN
     return 0;
 }
@@ -1296,7 +1297,7 @@ kf_released(PyObject *kernel, PyObject *kdict, PyObject *a, PyObject *word)
     if ((st = PyDict_GetItemWithError(stats, hsite)) != NULL) {
         Py_INCREF(st);
     } else if (PyErr_Occurred()
-               || (st = PyObject_CallMethod(kernel, "_stat", "O", hsite)) == NULL) {
+               || (st = PyObject_CallMethodOneArg(kernel, kf_str_stat, hsite)) == NULL) {
         goto out;  /* the row is gone (a caller reset the statistics): _stat makes it */
     }
     if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
@@ -1318,46 +1319,68 @@ out:
     return r;
 }
 
-/* The statistics row of site (borrowed) when the C may take the lock itself: no
- * caller wrapped _acquired and the row exists; NULL otherwise (with an exception set
- * only on an error). */
+/* Whether the C may do the lock bookkeeping itself: no caller wrapped _acquired
+ * (harness/steps.py); 1 yes, 0 no, -1 with an exception set. */
+static int
+kf_unhooked(PyObject *kdict)
+{
+    if (PyDict_GetItemWithError(kdict, kf_str_acquired) != NULL) {
+        return 0;
+    }
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* The statistics row of site (a new reference), made by Kernel._stat when it is missing
+ * (as kernel.py's `try: self.stats[site] except KeyError: self._stat(site)`); NULL
+ * with an exception set on an error. */
 static PyObject *
-kf_fast_row(PyObject *kdict, PyObject *site)
+kf_row(PyObject *kernel, PyObject *kdict, PyObject *site)
 {
     PyObject *stats, *st;
-    if (PyDict_GetItemWithError(kdict, kf_str_acquired) != NULL || PyErr_Occurred()
-        || (stats = kf_kattr(kdict, kf_str_stats)) == NULL || !PyDict_CheckExact(stats)
-        || (st = PyDict_GetItemWithError(stats, site)) == NULL || !PyList_CheckExact(st)
-        || PyList_GET_SIZE(st) < 12) {
+    if ((stats = kf_kattr(kdict, kf_str_stats)) == NULL) {
+        return NULL;
+    }
+    if ((st = PyDict_GetItemWithError(stats, site)) != NULL) {
+        Py_INCREF(st);
+    } else if (PyErr_Occurred() || (st = PyObject_CallMethodOneArg(kernel, kf_str_stat, site))
+                                       == NULL) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
+        PyErr_SetString(PyExc_TypeError, "a lock statistics row is a list of 12 ints");
+        Py_DECREF(st);
         return NULL;
     }
     return st;
 }
 
 /* Kernel.spin_lock(a, word, site) over this object's words: the uncontended take in one
- * call. The lock statistics row of site must exist and no caller may have wrapped
- * _acquired (harness/steps.py); then cas(word, 0, id + 1), and on success
- * st[S_ACQUIRED] += 1 and _acquired's bookkeeping, as kernel.py's spin_lock does,
- * returning the exhausted generator `done`. Otherwise nothing is changed and the
- * Python generator does the rest: Kernel.spin_lock(kernel, a, word, site), or with the
- * row when the cas failed (contended: it sleeps and retries). */
+ * call. When no caller wrapped _acquired (harness/steps.py): the statistics row of
+ * site (made if missing), cas(word, 0, id + 1), and on success st[S_ACQUIRED] += 1
+ * and _acquired's bookkeeping, as kernel.py's spin_lock does, returning the exhausted
+ * generator `done`. Otherwise the Python generator does the rest:
+ * Kernel.spin_lock(kernel, a, word, site) when wrapped, or with the row when the cas
+ * failed (contended: it sleeps and retries). */
 static PyObject *
 kf_spin_lock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *kernel, *kdict, *st, *out = NULL;
     long long word, me;
     int64_t *p, expected = 0;
+    int c;
     if (check_nargs("spin_lock", nargs, 3) < 0 || kf_arg(args[1], &word) < 0
         || kf_kernel(self, &kernel, &kdict) < 0) {
         return NULL;
     }
-    if ((st = kf_fast_row(kdict, args[2])) == NULL) {
-        if (!PyErr_Occurred()) {
+    if ((c = kf_unhooked(kdict)) <= 0) {
+        if (c == 0) {
             out = kf_call(self->py_spin_lock, kernel, args, 3);
         }
         goto done;
     }
-    Py_INCREF(st);
+    if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+        goto done;
+    }
     if (kf_me(args[0], &me) < 0 || (p = kf_ptr(self, word)) == NULL) {
         goto done_st;
     }
@@ -1409,34 +1432,38 @@ kf_spin_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs
     return out;
 }
 
-/* Kernel.trylock_page(a, pfn, site) in one call (folio_trylock): with the statistics
- * row of site and no wrapped _acquired, on an allocated frame: set PG_locked; if it was
- * clear, store the owner (id + 1), st[S_TRY] and st[S_ACQUIRED] += 1 and _acquired's
- * bookkeeping: True; else st[S_TRY], st[S_TRY_FAIL] and st[S_CONTENDED] += 1: False.
- * Anything else changes nothing here: Kernel.trylock_page's Python path runs (a frame
- * not allocated raises there: use after free). */
+/* Kernel.trylock_page(a, pfn, site) in one call (folio_trylock): with no wrapped
+ * _acquired, on an allocated frame: set PG_locked; if it was clear, store the owner
+ * (id + 1); the statistics row of site (made if missing); st[S_TRY] and
+ * st[S_ACQUIRED] += 1 and _acquired's bookkeeping: True; or st[S_TRY],
+ * st[S_TRY_FAIL] and st[S_CONTENDED] += 1: False. A wrapped _acquired or a frame not
+ * allocated changes nothing here: Kernel.trylock_page's Python path runs (the latter
+ * raises there: use after free). */
 static PyObject *
 kf_trylock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *kernel, *kdict, *st, *w, *out = NULL;
     int64_t *fl, *own;
     long long me;
+    int c;
     if (check_nargs("trylock_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
         || (own = kf_frame(self, args[1], self->f_owner)) == NULL
         || kf_kernel(self, &kernel, &kdict) < 0) {
         return NULL;
     }
-    if ((st = kf_fast_row(kdict, args[2])) == NULL || !(KF_LOAD(fl) & self->pg_allocated)) {
-        if (!PyErr_Occurred()) {
+    if ((c = kf_unhooked(kdict)) <= 0 || !(KF_LOAD(fl) & self->pg_allocated)) {
+        if (c >= 0) {
             out = kf_call(self->py_trylock_page, kernel, args, 3);
         }
         goto done;
     }
-    Py_INCREF(st);
     if (kf_me(args[0], &me) < 0) {
-        goto done_st;
+        goto done;
     }
     if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
+        if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+            goto done;
+        }
         if (kf_stat_add(st, 2, 1) == 0 && kf_stat_add(st, 3, 1) == 0
             && kf_stat_add(st, 1, 1) == 0) {  /* S_TRY, S_TRY_FAIL, S_CONTENDED */
             Py_INCREF(Py_False);
@@ -1445,6 +1472,9 @@ kf_trylock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t narg
         goto done_st;
     }
     __atomic_store_n(own, (int64_t)me, __ATOMIC_SEQ_CST);
+    if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+        goto done;
+    }
     if (kf_stat_add(st, 2, 1) < 0 || kf_stat_add(st, KF_S_ACQUIRED, 1) < 0
         || (w = PyLong_FromLongLong((long long)(fl - self->aw->words))) == NULL) {
         goto done_st;

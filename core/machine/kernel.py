@@ -358,10 +358,10 @@ class Kernel:
                 setattr(self, name, getattr(fields, name))
             # spin_lock / spin_unlock / get_page / put_page / trylock_page /
             # unlock_page: the word operation, the checks that cannot fire and the
-            # bookkeeping of the common case in one C call; anything else (a wait, a
-            # wrapped _acquired / _released, a missing statistics row, a failure, the
-            # free of a last put, a wake) in the Python methods below, which the C
-            # hands over to (KernelFields holds the kernel weakly).
+            # bookkeeping of the common case in one C call (a missing statistics row
+            # made by _stat); anything else (a wait, a wrapped _acquired / _released, a
+            # failure, the free of a last put, a wake) in the Python methods below,
+            # which the C hands over to (KernelFields holds the kernel weakly).
             cls = type(self)
             fields.bind(
                 self, _DONE, cls.spin_lock, cls._spin_unlock_bad, cls.get_page,
@@ -940,8 +940,7 @@ class Kernel:
         Over the C extension the instance's ``trylock_page`` is
         ``KernelFields.trylock_page`` (:meth:`use_words`): the same check, bit, owner,
         statistics and ``_acquired`` bookkeeping in one call; this method when the frame
-        is not allocated, ``site`` has no statistics row yet or ``_acquired`` is
-        wrapped."""
+        is not allocated or ``_acquired`` is wrapped."""
         fl = self._F + pfn * FRAME_WORDS
         words = self.words
         if not words.load(fl) & PG_allocated:
@@ -1200,9 +1199,9 @@ class Kernel:
         Over the C extension the instance's ``spin_lock`` is ``KernelFields.spin_lock``
         (:meth:`use_words`): an uncontended take, its statistics and ``_acquired``'s
         bookkeeping in one call, which returns an ended generator. It hands over to this
-        generator when a caller wrapped ``_acquired``, when ``site`` has no statistics
-        row yet, and on contention, with ``st`` (the row) when its ``cas`` failed: then
-        the wait starts at once, as it would here after the same failed ``cas``."""
+        generator when a caller wrapped ``_acquired``, and on contention with ``st``
+        (the row) after its ``cas`` failed: then the wait starts at once, as it would
+        here after the same failed ``cas``."""
         words = self.words
         me = a.id + 1
         if st is None:
