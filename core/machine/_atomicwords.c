@@ -1390,7 +1390,8 @@ kf_spin_lock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
         out = PyObject_Vectorcall(self->py_spin_lock, stack, 5, NULL);
         goto done_st;
     }
-    if (kf_stat_add(st, KF_S_ACQUIRED, 1) == 0 && kf_acquired(kdict, args[0], args[1], args[2]) == 0) {
+    if (kf_stat_add(st, KF_S_ACQUIRED, 1) == 0
+        && kf_acquired(kdict, args[0], args[1], args[2]) == 0) {
         Py_INCREF(self->done);
         out = self->done;
     }
