@@ -547,13 +547,13 @@ class Kernel:
         """get_page's ``VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow)``: the
         reference was taken on a page whose count was ``old`` <= 0."""
         raise self.fail(
-                FailureKind.BUG_ON,
-                f"{a.name} took a reference on page {pfn} at {site} with refcount {old} "
-                "(VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow))",
-                actors=[a],
-                pages=[pfn],
-                sites=[site],
-            )
+            FailureKind.BUG_ON,
+            f"{a.name} took a reference on page {pfn} at {site} with refcount {old} "
+            "(VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow))",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+        )
 
     def get_page_unless_zero(self, a: Actor, pfn: int) -> bool:
         """``get_page_unless_zero()``: take a reference unless the page is free or frozen."""
