@@ -478,6 +478,14 @@ typedef struct {
     long long vma, vma_rows, max_vmas, vma_words, v_start, v_end, v_flags, v_pgoff, v_avc,
         v_seq, vm_live;
     long long actor_base, actor_words, a_progress, g_progress;
+    long long pte_pfn_shift, pte_type_mask, pte_present, pte_device_private, pte_migration;
+    /* Kernel.use_words's bind(): the kernel (a weak reference: the kernel's __dict__
+     * holds this object, so a strong one would make a cycle this type cannot collect),
+     * the exhausted generator a lock taken at once returns, and the Python methods the
+     * slow paths hand over to (Kernel's class functions, called with the kernel). */
+    PyObject *kref, *done, *py_spin_lock, *py_spin_unlock_bad, *py_get_page,
+        *py_get_page_bug, *py_put_page, *py_put_page_tail, *py_trylock_page, *py_unlock_page;
+    long long pg_waiters;
 } KernelFieldsObject;
 
 static PyTypeObject KernelFields_Type;
@@ -865,78 +873,6 @@ kf_tlb_fill(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* get_page / put_page's two word operations: if the frame is allocated, add delta to
- * its refcount and return the old count; else change nothing and return None (the
- * caller reports the use after free). */
-static PyObject *
-kf_ref_add(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *ref;
-    long long d;
-    if (check_nargs("ref_add", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (ref = kf_frame(self, args[0], self->f_ref)) == NULL || kf_arg(args[1], &d) < 0) {
-        return NULL;
-    }
-    if (!(KF_LOAD(fl) & self->pg_allocated)) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLongLong(
-        (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)d, __ATOMIC_SEQ_CST));
-}
-
-/* folio_trylock's word operations (kernel.py: Kernel.trylock_page): None (nothing done)
- * if the frame is not allocated (the caller reports the use after free); else set
- * PG_locked and, if it was clear, store the owner (actor id + 1): True; False if the
- * page was locked already. */
-static PyObject *
-kf_page_trylock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *own;
-    long long owner;
-    if (check_nargs("page_trylock", nargs, 2) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
-        || kf_arg(args[1], &owner) < 0) {
-        return NULL;
-    }
-    if (!(KF_LOAD(fl) & self->pg_allocated)) {
-        Py_RETURN_NONE;
-    }
-    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
-        Py_RETURN_FALSE;
-    }
-    __atomic_store_n(own, (int64_t)owner, __ATOMIC_SEQ_CST);
-    Py_RETURN_TRUE;
-}
-
-/* folio_unlock's word operations (kernel.py: Kernel.unlock_page): if the page is locked
- * by owner (actor id + 1), clear the owner, then PG_locked, and return whether
- * PG_waiters was set (0 or 1); else change nothing and return -1 (the caller reports
- * the bad unlock). */
-static PyObject *
-kf_page_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int64_t *fl, *own;
-    long long owner;
-    if (check_nargs("page_unlock", nargs, 3) < 0 || (fl = kf_frame(self, args[0], 0)) == NULL
-        || (own = kf_frame(self, args[0], self->f_owner)) == NULL
-        || kf_arg(args[1], &owner) < 0) {
-        return NULL;
-    }
-    {
-        long long waiters;
-        int64_t cur_owner = KF_LOAD(own);
-        if (!(KF_LOAD(fl) & self->pg_locked) || cur_owner != owner) {
-            return PyLong_FromLong(-1);
-        }
-        if (kf_arg(args[2], &waiters) < 0) {
-            return NULL;
-        }
-        __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
-        return PyLong_FromLong(
-            (__atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & waiters) != 0);
-    }
-}
-
 /* free_page's stores once its checks passed (kernel.py: Kernel.free_page, the same
  * operations in the same order): the content and private words, page->mapping, the
  * generation, then the flags word (f & STATIC_MASK: the frame is free from here), then
@@ -1056,6 +992,659 @@ kf_progress(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* rmap_walk_ksm's rmap_items (rmap.py: rmap_walk_ksm, the same entries in the same
+ * order): (mm, vpn) of every page-table entry, in (mm, vpn) order, whose pfn field is
+ * pfn and whose type is present, device-private or migration. */
+static PyObject *
+kf_ksm_items(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long pfn, mms, i, n;
+    int64_t *base;
+    PyObject *out;
+    if (check_nargs("ksm_items", nargs, 1) < 0 || kf_arg(args[0], &pfn) < 0) {
+        return NULL;
+    }
+    mms = self->vma_rows / self->max_vmas;
+    n = mms * self->ppm;
+    if ((out = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    if (n <= 0) {
+        return out;
+    }
+    if (kf_ptr(self, self->pte + n - 1) == NULL || (base = kf_ptr(self, self->pte)) == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        int64_t e = KF_LOAD(base + i);
+        long long kind;
+        PyObject *t;
+        if ((e >> self->pte_pfn_shift) != pfn) {
+            continue;
+        }
+        kind = e & self->pte_type_mask;
+        if (kind != self->pte_present && kind != self->pte_device_private
+            && kind != self->pte_migration) {
+            continue;
+        }
+        if ((t = Py_BuildValue("(LL)", i / self->ppm, i % self->ppm)) == NULL
+            || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+}
+
+/* State.find_vma (state.py, the same rows in the same order): the first live VMA row
+ * of mm whose [start, end) covers vpn, or -1. mm counts from the end when negative, as
+ * a numpy index does. */
+static PyObject *
+kf_find_vma(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long mm, vpn, mms, r;
+    int64_t *row;
+    if (check_nargs("find_vma", nargs, 2) < 0 || kf_arg(args[0], &mm) < 0
+        || kf_arg(args[1], &vpn) < 0) {
+        return NULL;
+    }
+    mms = self->vma_rows / self->max_vmas;
+    if (mm < 0) {
+        mm += mms;
+    }
+    if (mm < 0 || mm >= mms) {
+        PyErr_Format(PyExc_IndexError, "mm %lld out of range (%lld mms)", mm, mms);
+        return NULL;
+    }
+    for (r = 0; r < self->max_vmas; r++) {
+        if ((row = kf_ptr(self, self->vma + (mm * self->max_vmas + r) * self->vma_words))
+                == NULL
+            || kf_ptr(self, self->vma + (mm * self->max_vmas + r + 1) * self->vma_words - 1)
+                   == NULL) {
+            return NULL;
+        }
+        if ((KF_LOAD(row + self->v_flags) & self->vm_live) && KF_LOAD(row + self->v_start) <= vpn
+            && vpn < KF_LOAD(row + self->v_end)) {
+            return PyLong_FromLongLong(r);
+        }
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* ---- the lock and reference primitives bound on a Kernel (kernel.py: use_words) ---- */
+
+/* Indexes into a call site's statistics row (kernel.py: S_ACQUIRED ... S_HOLD_MAX). */
+#define KF_S_ACQUIRED 0
+#define KF_S_HOLDS 8
+
+static PyObject *kf_str_held, *kf_str_site, *kf_str_id, *kf_str_stats, *kf_str_held_since,
+    *kf_str_clock, *kf_str_acquired, *kf_str_released, *kf_str_stat;
+
+static int
+kf_intern_names(void)
+{
+#define KF_INTERN(var, text) \
+    if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL) return -1;
+    KF_INTERN(kf_str_held, "held")
+    KF_INTERN(kf_str_site, "site")
+    KF_INTERN(kf_str_id, "id")
+    KF_INTERN(kf_str_stats, "stats")
+    KF_INTERN(kf_str_held_since, "_held_since")
+    KF_INTERN(kf_str_clock, "clock")
+    KF_INTERN(kf_str_acquired, "_acquired")
+    KF_INTERN(kf_str_released, "_released")
+    KF_INTERN(kf_str_stat, "_stat")
+#undef KF_INTERN
+    return 0;
+}
+
+/* bind(kernel, done, spin_lock, spin_unlock_bad, get_page, get_page_bug, put_page,
+ * put_page_tail, trylock_page, unlock_page): see KernelFieldsObject. */
+static PyObject *
+kf_bind(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *ref;
+    PyObject **slots[] = {&self->done, &self->py_spin_lock, &self->py_spin_unlock_bad,
+                          &self->py_get_page, &self->py_get_page_bug, &self->py_put_page,
+                          &self->py_put_page_tail, &self->py_trylock_page,
+                          &self->py_unlock_page};
+    Py_ssize_t i;
+    if (check_nargs("bind", nargs, 10) < 0 || kf_intern_names() < 0) {
+        return NULL;
+    }
+    for (i = 2; i < 10; i++) {
+        if (!PyCallable_Check(args[i])) {
+            PyErr_Format(PyExc_TypeError, "bind(): argument %zd is not callable", i + 1);
+            return NULL;
+        }
+    }
+    if ((ref = PyWeakref_NewRef(args[0], NULL)) == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(self->kref, ref);
+    for (i = 0; i < 9; i++) {
+        Py_INCREF(args[i + 1]);
+        Py_XSETREF(*slots[i], args[i + 1]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The bound kernel (a new reference) and its instance dict (a new reference). */
+static int
+kf_kernel(KernelFieldsObject *self, PyObject **kernel, PyObject **kdict)
+{
+    PyObject *k;
+    if (self->kref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "KernelFields is not bound to a kernel");
+        return -1;
+    }
+    k = PyWeakref_GetObject(self->kref);  /* borrowed */
+    if (k == NULL) {
+        return -1;
+    }
+    if (k == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "the kernel of this KernelFields is gone");
+        return -1;
+    }
+    if ((*kdict = PyObject_GenericGetDict(k, NULL)) == NULL) {
+        return -1;
+    }
+    Py_INCREF(k);
+    *kernel = k;
+    return 0;
+}
+
+/* An item of the kernel's instance dict (borrowed), with an error if it is missing. */
+static PyObject *
+kf_kattr(PyObject *kdict, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(kdict, name);
+    if (v == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_AttributeError, "kernel has no attribute %R", name);
+    }
+    return v;
+}
+
+/* st[i] += d for a statistics row (a list of ints); -1 with an exception set. */
+static int
+kf_stat_add(PyObject *st, Py_ssize_t i, long long d)
+{
+    long long v;
+    PyObject *n;
+    if (kf_arg(PyList_GET_ITEM(st, i), &v) < 0 || (n = PyLong_FromLongLong(v + d)) == NULL) {
+        return -1;
+    }
+    return PyList_SetItem(st, i, n);  /* steals n */
+}
+
+/* f(kernel, *args): a Python method of Kernel called on the bound kernel. */
+static PyObject *
+kf_call(PyObject *f, PyObject *kernel, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *stack[6];
+    Py_ssize_t i;
+    stack[0] = kernel;
+    for (i = 0; i < nargs && i < 5; i++) {
+        stack[i + 1] = args[i];
+    }
+    return PyObject_Vectorcall(f, stack, nargs + 1, NULL);
+}
+
+/* The actor's id + 1 (the lock words' owner value); -1 with an exception set. */
+static int
+kf_me(PyObject *actor, long long *me)
+{
+    PyObject *v = PyObject_GetAttr(actor, kf_str_id);
+    int r;
+    if (v == NULL) {
+        return -1;
+    }
+    r = kf_arg(v, me);
+    Py_DECREF(v);
+    *me += 1;
+    return r;
+}
+
+/* _acquired's bookkeeping (kernel.py, inlined in spin_lock and trylock_page):
+ * a.held[word] = site, a.site = site, _held_since[word] = (site, clock()). */
+static int
+kf_acquired(PyObject *kdict, PyObject *a, PyObject *word, PyObject *site)
+{
+    PyObject *held, *hs, *clock, *t, *pair;
+    int r;
+    if ((held = PyObject_GetAttr(a, kf_str_held)) == NULL) {
+        return -1;
+    }
+    r = PyDict_SetItem(held, word, site);
+    Py_DECREF(held);
+    if (r < 0 || PyObject_SetAttr(a, kf_str_site, site) < 0
+        || (hs = kf_kattr(kdict, kf_str_held_since)) == NULL
+        || (clock = kf_kattr(kdict, kf_str_clock)) == NULL) {
+        return -1;
+    }
+    Py_INCREF(hs);
+    if ((t = PyObject_CallNoArgs(clock)) == NULL) {
+        Py_DECREF(hs);
+        return -1;
+    }
+    pair = PyTuple_Pack(2, site, t);
+    Py_DECREF(t);
+    if (pair == NULL) {
+        Py_DECREF(hs);
+        return -1;
+    }
+    r = PyDict_SetItem(hs, word, pair);
+    Py_DECREF(pair);
+    Py_DECREF(hs);
+    return r;
+}
+
+/* _released (kernel.py, inlined in spin_unlock and unlock_page): the kernel's own
+ * _released when a caller wrapped it; else drop word from a.held and, if _held_since
+ * has it, the hold time into the row of the site that took the lock (_add_time at
+ * S_HOLDS: count, total, min, max; the row made by _stat if it is gone). */
+static int
+kf_released(PyObject *kernel, PyObject *kdict, PyObject *a, PyObject *word)
+{
+    PyObject *held, *hs, *v, *hsite, *stats, *st, *clock, *now;
+    long long t0, t, cur;
+    int c, r = -1;
+    if ((v = PyDict_GetItemWithError(kdict, kf_str_released)) != NULL) {
+        PyObject *res = PyObject_CallFunctionObjArgs(v, a, word, NULL);  /* wrapped */
+        if (res == NULL) {
+            return -1;
+        }
+        Py_DECREF(res);
+        return 0;
+    }
+    if (PyErr_Occurred() || (held = PyObject_GetAttr(a, kf_str_held)) == NULL) {
+        return -1;
+    }
+    c = PyDict_Contains(held, word);  /* if word in held: del held[word] */
+    if (c < 0 || (c && PyDict_DelItem(held, word) < 0)) {
+        Py_DECREF(held);
+        return -1;
+    }
+    Py_DECREF(held);
+    if ((hs = kf_kattr(kdict, kf_str_held_since)) == NULL) {
+        return -1;
+    }
+    if ((v = PyDict_GetItemWithError(hs, word)) == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(hs);
+    Py_INCREF(v);
+    st = NULL;
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2) {
+        PyErr_SetString(PyExc_TypeError, "_held_since entries are (site, time)");
+        goto out;
+    }
+    hsite = PyTuple_GET_ITEM(v, 0);
+    if (PyDict_DelItem(hs, word) < 0 || kf_arg(PyTuple_GET_ITEM(v, 1), &t0) < 0
+        || (clock = kf_kattr(kdict, kf_str_clock)) == NULL
+        || (now = PyObject_CallNoArgs(clock)) == NULL) {
+        goto out;
+    }
+    c = kf_arg(now, &t);
+    Py_DECREF(now);
+    if (c < 0 || (stats = kf_kattr(kdict, kf_str_stats)) == NULL) {
+        goto out;
+    }
+    t -= t0;
+    if ((st = PyDict_GetItemWithError(stats, hsite)) != NULL) {
+        Py_INCREF(st);
+    } else if (PyErr_Occurred()
+               || (st = PyObject_CallMethodOneArg(kernel, kf_str_stat, hsite)) == NULL) {
+        goto out;  /* the row is gone (a caller reset the statistics): _stat makes it */
+    }
+    if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
+        PyErr_SetString(PyExc_TypeError, "a lock statistics row is a list of 12 ints");
+        goto out;
+    }
+    if (kf_stat_add(st, KF_S_HOLDS, 1) < 0 || kf_stat_add(st, KF_S_HOLDS + 1, t) < 0
+        || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 2), &cur) < 0
+        || (t < cur && kf_stat_add(st, KF_S_HOLDS + 2, t - cur) < 0)
+        || kf_arg(PyList_GET_ITEM(st, KF_S_HOLDS + 3), &cur) < 0
+        || (t > cur && kf_stat_add(st, KF_S_HOLDS + 3, t - cur) < 0)) {
+        goto out;
+    }
+    r = 0;
+out:
+    Py_XDECREF(st);
+    Py_DECREF(v);
+    Py_DECREF(hs);
+    return r;
+}
+
+/* Whether the C may do the lock bookkeeping itself: no caller wrapped _acquired
+ * (harness/steps.py); 1 yes, 0 no, -1 with an exception set. */
+static int
+kf_unhooked(PyObject *kdict)
+{
+    if (PyDict_GetItemWithError(kdict, kf_str_acquired) != NULL) {
+        return 0;
+    }
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* The statistics row of site (a new reference), made by Kernel._stat when it is missing
+ * (as kernel.py's `try: self.stats[site] except KeyError: self._stat(site)`); NULL
+ * with an exception set on an error. */
+static PyObject *
+kf_row(PyObject *kernel, PyObject *kdict, PyObject *site)
+{
+    PyObject *stats, *st;
+    if ((stats = kf_kattr(kdict, kf_str_stats)) == NULL) {
+        return NULL;
+    }
+    if ((st = PyDict_GetItemWithError(stats, site)) != NULL) {
+        Py_INCREF(st);
+    } else if (PyErr_Occurred() || (st = PyObject_CallMethodOneArg(kernel, kf_str_stat, site))
+                                       == NULL) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(st) || PyList_GET_SIZE(st) < 12) {
+        PyErr_SetString(PyExc_TypeError, "a lock statistics row is a list of 12 ints");
+        Py_DECREF(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Kernel.spin_lock(a, word, site) over this object's words: the uncontended take in one
+ * call. When no caller wrapped _acquired (harness/steps.py): the statistics row of
+ * site (made if missing), cas(word, 0, id + 1), and on success st[S_ACQUIRED] += 1
+ * and _acquired's bookkeeping, as kernel.py's spin_lock does, returning the exhausted
+ * generator `done`. Otherwise the Python generator does the rest:
+ * Kernel.spin_lock(kernel, a, word, site) when wrapped, or with the row when the cas
+ * failed (contended: it sleeps and retries). */
+static PyObject *
+kf_spin_lock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *st, *out = NULL;
+    long long word, me;
+    int64_t *p, expected = 0;
+    int c;
+    if (check_nargs("spin_lock", nargs, 3) < 0 || kf_arg(args[1], &word) < 0
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    if ((c = kf_unhooked(kdict)) <= 0) {
+        if (c == 0) {
+            out = kf_call(self->py_spin_lock, kernel, args, 3);
+        }
+        goto done;
+    }
+    if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+        goto done;
+    }
+    if (kf_me(args[0], &me) < 0 || (p = kf_ptr(self, word)) == NULL) {
+        goto done_st;
+    }
+    if (!__atomic_compare_exchange_n(p, &expected, (int64_t)me, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
+        PyObject *stack[5] = {kernel, args[0], args[1], args[2], st};
+        out = PyObject_Vectorcall(self->py_spin_lock, stack, 5, NULL);
+        goto done_st;
+    }
+    if (kf_stat_add(st, KF_S_ACQUIRED, 1) == 0
+        && kf_acquired(kdict, args[0], args[1], args[2]) == 0) {
+        Py_INCREF(self->done);
+        out = self->done;
+    }
+done_st:
+    Py_DECREF(st);
+done:
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.spin_unlock(a, word, site) in one call: xchg(word, 0); an owner other than the
+ * actor goes to Kernel._spin_unlock_bad (which raises BAD_UNLOCK); then _released. */
+static PyObject *
+kf_spin_unlock(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *out = NULL;
+    long long word, me, owner;
+    int64_t *p;
+    if (check_nargs("spin_unlock", nargs, 3) < 0 || kf_arg(args[1], &word) < 0
+        || kf_me(args[0], &me) < 0 || (p = kf_ptr(self, word)) == NULL
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    owner = __atomic_exchange_n(p, (int64_t)0, __ATOMIC_SEQ_CST);
+    if (owner != me) {
+        PyObject *o = PyLong_FromLongLong(owner);
+        if (o != NULL) {
+            PyObject *stack[5] = {kernel, args[0], args[1], args[2], o};
+            out = PyObject_Vectorcall(self->py_spin_unlock_bad, stack, 5, NULL);
+            Py_DECREF(o);
+        }
+    } else if (kf_released(kernel, kdict, args[0], args[1]) == 0) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+    }
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.trylock_page(a, pfn, site) in one call (folio_trylock): with no wrapped
+ * _acquired, on an allocated frame: set PG_locked; if it was clear, store the owner
+ * (id + 1); the statistics row of site (made if missing); st[S_TRY] and
+ * st[S_ACQUIRED] += 1 and _acquired's bookkeeping: True; or st[S_TRY],
+ * st[S_TRY_FAIL] and st[S_CONTENDED] += 1: False. A wrapped _acquired or a frame not
+ * allocated changes nothing here: Kernel.trylock_page's Python path runs (the latter
+ * raises there: use after free). */
+static PyObject *
+kf_trylock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *st, *w, *out = NULL;
+    int64_t *fl, *own;
+    long long me;
+    int c;
+    if (check_nargs("trylock_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
+        || (own = kf_frame(self, args[1], self->f_owner)) == NULL
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    if ((c = kf_unhooked(kdict)) <= 0 || !(KF_LOAD(fl) & self->pg_allocated)) {
+        if (c >= 0) {
+            out = kf_call(self->py_trylock_page, kernel, args, 3);
+        }
+        goto done;
+    }
+    if (kf_me(args[0], &me) < 0) {
+        goto done;
+    }
+    if (__atomic_fetch_or(fl, (int64_t)self->pg_locked, __ATOMIC_SEQ_CST) & self->pg_locked) {
+        if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+            goto done;
+        }
+        if (kf_stat_add(st, 2, 1) == 0 && kf_stat_add(st, 3, 1) == 0
+            && kf_stat_add(st, 1, 1) == 0) {  /* S_TRY, S_TRY_FAIL, S_CONTENDED */
+            Py_INCREF(Py_False);
+            out = Py_False;
+        }
+        goto done_st;
+    }
+    __atomic_store_n(own, (int64_t)me, __ATOMIC_SEQ_CST);
+    if ((st = kf_row(kernel, kdict, args[2])) == NULL) {
+        goto done;
+    }
+    if (kf_stat_add(st, 2, 1) < 0 || kf_stat_add(st, KF_S_ACQUIRED, 1) < 0
+        || (w = PyLong_FromLongLong((long long)(fl - self->aw->words))) == NULL) {
+        goto done_st;
+    }
+    if (kf_acquired(kdict, args[0], w, args[2]) == 0) {
+        Py_INCREF(Py_True);
+        out = Py_True;
+    }
+    Py_DECREF(w);
+done_st:
+    Py_DECREF(st);
+done:
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.unlock_page(a, pfn, site) in one call (folio_unlock): if the actor holds the
+ * page lock, clear the owner and PG_locked, _released, and if PG_waiters was set call
+ * Kernel._folio_wake_bit(flags word); else change nothing: Kernel.unlock_page's Python
+ * path runs (and raises BAD_UNLOCK). */
+static PyObject *
+kf_unlock_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kernel, *kdict, *w = NULL, *out = NULL;
+    int64_t *fl, *own;
+    long long me;
+    int64_t old;
+    if (check_nargs("unlock_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
+        || (own = kf_frame(self, args[1], self->f_owner)) == NULL || kf_me(args[0], &me) < 0
+        || kf_kernel(self, &kernel, &kdict) < 0) {
+        return NULL;
+    }
+    if (!(KF_LOAD(fl) & self->pg_locked) || KF_LOAD(own) != me) {
+        out = kf_call(self->py_unlock_page, kernel, args, 3);
+        goto done;
+    }
+    __atomic_store_n(own, (int64_t)0, __ATOMIC_SEQ_CST);
+    if ((w = PyLong_FromLongLong((long long)(fl - self->aw->words))) == NULL
+        || kf_released(kernel, kdict, args[0], w) < 0) {
+        goto done;
+    }
+    old = __atomic_fetch_and(fl, ~(int64_t)self->pg_locked, __ATOMIC_SEQ_CST);
+    if (old & self->pg_waiters) {
+        out = PyObject_CallMethod(kernel, "_folio_wake_bit", "O", w);
+        if (out != NULL) {
+            Py_DECREF(out);
+            out = NULL;
+        } else {
+            goto done;
+        }
+    }
+    Py_INCREF(Py_None);
+    out = Py_None;
+done:
+    Py_XDECREF(w);
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.get_page(a, pfn, site) in one call: if the frame is allocated, add the
+ * reference; an old count <= 0 goes to Kernel._get_page_bug (which raises BUG_ON). A
+ * frame not allocated changes nothing here: Kernel.get_page's Python words path runs
+ * (its use-after-free check raises). */
+static PyObject *
+kf_get_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *fl, *ref;
+    int64_t old;
+    PyObject *kernel, *kdict, *out = NULL;
+    if (check_nargs("get_page", nargs, 3) < 0 || (fl = kf_frame(self, args[1], 0)) == NULL
+        || (ref = kf_frame(self, args[1], self->f_ref)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(fl) & self->pg_allocated) {
+        old = (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)1, __ATOMIC_SEQ_CST);
+        if (old > 0) {
+            Py_RETURN_NONE;
+        }
+        if (kf_kernel(self, &kernel, &kdict) < 0) {
+            return NULL;
+        }
+        {
+            PyObject *o = PyLong_FromLongLong(old);
+            if (o != NULL) {
+                PyObject *stack[5] = {kernel, args[0], args[1], args[2], o};
+                out = PyObject_Vectorcall(self->py_get_page_bug, stack, 5, NULL);
+                Py_DECREF(o);
+            }
+        }
+    } else {
+        if (kf_kernel(self, &kernel, &kdict) < 0) {
+            return NULL;
+        }
+        out = kf_call(self->py_get_page, kernel, args, 3);
+    }
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
+/* Kernel.put_page(a, pfn, site, refs=1) in one call: if the frame is allocated, drop
+ * refs references; an old count <= refs (the last put, or an underflow) goes to
+ * Kernel._put_page_tail (the free, or REFCOUNT_UNDERFLOW). A frame not allocated
+ * changes nothing here: Kernel.put_page's Python words path runs. */
+static PyObject *
+kf_put_page(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    int64_t *fl, *ref;
+    int64_t old;
+    long long refs = 1;
+    PyObject *kernel, *kdict, *out = NULL, *refs_obj = NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nkw > 1 || (nkw == 1 && (nargs != 3
+                                 || !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0))
+                                 || PyUnicode_CompareWithASCIIString(
+                                        PyTuple_GET_ITEM(kwnames, 0), "refs") != 0))) {
+        PyErr_SetString(PyExc_TypeError, "put_page() takes a, pfn, site and refs");
+        return NULL;
+    }
+    if (nkw == 0 && (nargs < 3 || nargs > 4)) {
+        PyErr_Format(PyExc_TypeError, "put_page() takes 3 or 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (nkw == 1 || nargs == 4) {
+        refs_obj = args[3];
+        if (kf_arg(refs_obj, &refs) < 0) {
+            return NULL;
+        }
+    }
+    if ((fl = kf_frame(self, args[1], 0)) == NULL
+        || (ref = kf_frame(self, args[1], self->f_ref)) == NULL) {
+        return NULL;
+    }
+    if (KF_LOAD(fl) & self->pg_allocated) {
+        old = (int64_t)__atomic_fetch_add((uint64_t *)ref, (uint64_t)-refs, __ATOMIC_SEQ_CST);
+        if (old > refs) {
+            Py_RETURN_NONE;
+        }
+        if (kf_kernel(self, &kernel, &kdict) < 0) {
+            return NULL;
+        }
+        {
+            PyObject *o = PyLong_FromLongLong(old), *r = PyLong_FromLongLong(refs);
+            if (o != NULL && r != NULL) {
+                PyObject *stack[6] = {kernel, args[0], args[1], args[2], r, o};
+                out = PyObject_Vectorcall(self->py_put_page_tail, stack, 6, NULL);
+            }
+            Py_XDECREF(o);
+            Py_XDECREF(r);
+        }
+    } else {
+        PyObject *r;
+        if (kf_kernel(self, &kernel, &kdict) < 0) {
+            return NULL;
+        }
+        if ((r = PyLong_FromLongLong(refs)) != NULL) {
+            PyObject *stack[5] = {kernel, args[0], args[1], args[2], r};
+            out = PyObject_Vectorcall(self->py_put_page, stack, 5, NULL);
+            Py_DECREF(r);
+        }
+    }
+    Py_DECREF(kdict);
+    Py_DECREF(kernel);
+    return out;
+}
+
 /* The constants, by name, from a dict (kernel.py: _kernel_fields). */
 static const char *const kf_names[] = {
     "frames", "frame_words", "pte", "pages_per_mm", "ptl", "tables_per_mm",
@@ -1063,7 +1652,8 @@ static const char *const kf_names[] = {
     "Z_DEVICE_PRIVATE", "PG_locked", "tlb", "tlb_slots", "actors", "Z_FREE", "Z_CURSOR",
     "STATIC_MASK", "PG_allocated", "F_OWNER", "F_PRIV", "F_GEN", "vma", "vma_rows",
     "max_vmas", "VMA_WORDS", "V_START", "V_END", "V_FLAGS", "V_PGOFF", "V_AVC", "V_SEQ",
-    "VM_LIVE", "actor_base", "ACTOR_WORDS", "A_PROGRESS", "g_progress", NULL,
+    "VM_LIVE", "actor_base", "ACTOR_WORDS", "A_PROGRESS", "g_progress", "PTE_PFN_SHIFT",
+    "PTE_TYPE_MASK", "PTE_PRESENT", "PTE_DEVICE_PRIVATE", "PTE_MIGRATION", "PG_waiters", NULL,
 };
 
 static PyObject *
@@ -1071,7 +1661,7 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     KernelFieldsObject *self;
     PyObject *aw, *consts, *item;
-    long long v[39];
+    long long v[45];
     Py_ssize_t i;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
@@ -1152,12 +1742,28 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->actor_words = v[36];
     self->a_progress = v[37];
     self->g_progress = v[38];
+    self->pte_pfn_shift = v[39];
+    self->pte_type_mask = v[40];
+    self->pte_present = v[41];
+    self->pte_device_private = v[42];
+    self->pte_migration = v[43];
+    self->pg_waiters = v[44];
     return (PyObject *)self;
 }
 
 static void
 KernelFields_dealloc(KernelFieldsObject *self)
 {
+    Py_XDECREF(self->kref);
+    Py_XDECREF(self->done);
+    Py_XDECREF(self->py_spin_lock);
+    Py_XDECREF(self->py_spin_unlock_bad);
+    Py_XDECREF(self->py_get_page);
+    Py_XDECREF(self->py_get_page_bug);
+    Py_XDECREF(self->py_put_page);
+    Py_XDECREF(self->py_put_page_tail);
+    Py_XDECREF(self->py_trylock_page);
+    Py_XDECREF(self->py_unlock_page);
     Py_XDECREF(self->aw);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1193,28 +1799,44 @@ static PyMethodDef KernelFields_methods[] = {
               "The actor's cached translation (pfn << 1) | writable, or -1 on a miss."),
     KF_METHOD(tlb_fill,
               "tlb_fill($self, a, mm, vpn, pfn, writable, /)\n--\n\nCache a translation."),
-    KF_METHOD(ref_add,
-              "ref_add($self, pfn, delta, /)\n--\n\n"
-              "The old refcount after adding delta, or None (nothing done) if not allocated."),
     KF_METHOD(flush_tlb_range,
               "flush_tlb_range($self, mm, lo, hi, /)\n--\n\n"
               "Drop every actor's cached translation of [lo, hi) of mm."),
     KF_METHOD(alloc_frame,
               "alloc_frame($self, zone_word, lo, hi, /)\n--\n\n"
               "alloc_page's search and claim in a zone; the pfn or -1."),
-    KF_METHOD(page_trylock,
-              "page_trylock($self, pfn, owner, /)\n--\n\n"
-              "folio_trylock's words: True, False, or None if the frame is not allocated."),
-    KF_METHOD(page_unlock,
-              "page_unlock($self, pfn, owner, waiters, /)\n--\n\n"
-              "folio_unlock's words: whether a waiters bit was set, or -1 (nothing done) "
-              "if owner does not hold the lock."),
     KF_METHOD(free_frame,
               "free_frame($self, pfn, flags, mapping_word, zone_free_word, /)\n--\n\n"
               "free_page's stores after its checks."),
     KF_METHOD(avc_walk,
               "avc_walk($self, anon_vma, pgoff, /)\n--\n\n"
               "anon_vma_interval_tree's (mm, address, vm_flags) list, in the tree's order."),
+    KF_METHOD(ksm_items,
+              "ksm_items($self, pfn, /)\n--\n\n"
+              "rmap_walk_ksm's (mm, vpn) of every present, device-private or migration "
+              "entry naming pfn, in (mm, vpn) order."),
+    KF_METHOD(find_vma,
+              "find_vma($self, mm, vpn, /)\n--\n\nThe live VMA row of mm covering vpn, or -1."),
+    KF_METHOD(bind,
+              "bind($self, kernel, done, spin_lock, spin_unlock_bad, get_page, get_page_bug, "
+              "put_page, put_page_tail, trylock_page, unlock_page, /)\n--\n\n"
+              "Bind the lock and reference primitives to a Kernel (kernel.py: use_words)."),
+    KF_METHOD(spin_lock,
+              "spin_lock($self, a, word, site, /)\n--\n\n"
+              "Kernel.spin_lock: an uncontended take in one call (an exhausted generator), "
+              "else the Python generator."),
+    KF_METHOD(spin_unlock,
+              "spin_unlock($self, a, word, site, /)\n--\n\nKernel.spin_unlock in one call."),
+    KF_METHOD(trylock_page,
+              "trylock_page($self, a, pfn, site, /)\n--\n\n"
+              "Kernel.trylock_page (folio_trylock) in one call."),
+    KF_METHOD(unlock_page,
+              "unlock_page($self, a, pfn, site, /)\n--\n\n"
+              "Kernel.unlock_page (folio_unlock) in one call."),
+    KF_METHOD(get_page,
+              "get_page($self, a, pfn, site, /)\n--\n\nKernel.get_page's fast path in one call."),
+    {"put_page", (PyCFunction)(void (*)(void))kf_put_page, METH_FASTCALL | METH_KEYWORDS,
+     "put_page($self, a, pfn, site, refs=1)\n--\n\nKernel.put_page's fast path in one call."},
     KF_METHOD(progress,
               "progress($self, actor_id, /)\n--\n\n"
               "Add 1 to the actor's and the global progress words."),

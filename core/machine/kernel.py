@@ -71,14 +71,6 @@ from .layout import (
     RWSEM_WRITER,
     STATIC_MASK,
     TLB_SLOTS,
-    V_AVC,
-    V_END,
-    V_FLAGS,
-    V_PGOFF,
-    V_SEQ,
-    V_START,
-    VM_LIVE,
-    VMA_WORDS,
     WORK_LRU_DRAIN,
     WQ_CUSTOM,
     WQ_DONE,
@@ -103,6 +95,7 @@ from .layout import (
     PG_waiters,
 )
 from .state import State
+from .words import kernel_fields as _kernel_fields
 
 # Indexes into a call site's statistics row (the columns of /proc/lock_stat).
 (
@@ -248,29 +241,16 @@ _HOOK_ACQUIRED = "_acquired"
 _HOOK_RELEASED = "_released"
 
 
-def _kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
-    """The C extension's ``KernelFields`` over ``words`` when it is an ``AtomicWords``
-    (the extension is built), else None."""
-    try:
-        from pagerace.core.machine._atomicwords import AtomicWords, KernelFields
-    except ImportError:  # pragma: no cover - depends on the install
-        return None
-    if type(words) is not AtomicWords:
-        return None
-    return KernelFields(words, {
-        "frames": lay.FRAMES, "frame_words": FRAME_WORDS, "pte": lay.PTE,
-        "pages_per_mm": geo.pages_per_mm, "ptl": lay.PTL, "tables_per_mm": geo.tables_per_mm,
-        "ptes_per_table": geo.ptes_per_table, "F_REF": F_REF, "F_MAP": F_MAP, "F_PIN": F_PIN,
-        "F_DATA": F_DATA, "Z_DEVICE": Z_DEVICE, "Z_DEVICE_PRIVATE": Z_DEVICE_PRIVATE,
-        "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
-        "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
-        "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
-        "vma": lay.VMA, "vma_rows": geo.mms * geo.max_vmas, "max_vmas": geo.max_vmas,
-        "VMA_WORDS": VMA_WORDS, "V_START": V_START, "V_END": V_END, "V_FLAGS": V_FLAGS,
-        "V_PGOFF": V_PGOFF, "V_AVC": V_AVC, "V_SEQ": V_SEQ, "VM_LIVE": VM_LIVE,
-        "actor_base": lay.ACTOR, "ACTOR_WORDS": ACTOR_WORDS, "A_PROGRESS": A_PROGRESS,
-        "g_progress": lay.GLOB + G_PROGRESS,
-    })
+def _done() -> Path:
+    """A path that has ended: what the C ``spin_lock`` returns for a lock it took at
+    once, so that ``yield from k.spin_lock(...)`` costs no generator of its own."""
+    return
+    yield  # pragma: no cover - never reached: makes this a generator function
+
+
+_DONE = _done()
+for _ in _DONE:  # pragma: no cover - exhausts it
+    pass
 
 
 class Kernel:
@@ -352,6 +332,11 @@ class Kernel:
         "set_data", "mapcount_add", "pte_read", "set_pte", "ptep_get_and_clear", "ptl_word",
         "tlb_lookup", "tlb_fill",
     )
+    # The lock and reference primitives :meth:`use_words` replaces by the C extension's
+    # (``KernelFields.bind``): the fast path in one call, the rest in the Python methods.
+    _FAST_BOUND = (
+        "spin_lock", "spin_unlock", "get_page", "put_page", "trylock_page", "unlock_page",
+    )
 
     def use_words(self, words: Any) -> None:
         """Run the primitives over ``words`` from now on (the state's backend, or the
@@ -365,11 +350,25 @@ class Kernel:
         must see every access; ``PlainWords`` where the extension is not built) the
         Python methods below stay."""
         self.words = words
-        for name in self._FAST:
+        for name in self._FAST + self._FAST_BOUND:
             self.__dict__.pop(name, None)
         fields = self._fields = _kernel_fields(words, self.lay, self.geo)
         if fields is not None:
             for name in self._FAST:
+                setattr(self, name, getattr(fields, name))
+            # spin_lock / spin_unlock / get_page / put_page / trylock_page /
+            # unlock_page: the word operation, the checks that cannot fire and the
+            # bookkeeping of the common case in one C call (a missing statistics row
+            # made by _stat); anything else (a wait, a wrapped _acquired / _released, a
+            # failure, the free of a last put, a wake) in the Python methods below,
+            # which the C hands over to (KernelFields holds the kernel weakly).
+            cls = type(self)
+            fields.bind(
+                self, _DONE, cls.spin_lock, cls._spin_unlock_bad, cls.get_page,
+                cls._get_page_bug, cls.put_page, cls._put_page_tail, cls.trylock_page,
+                cls.unlock_page,
+            )
+            for name in self._FAST_BOUND:
                 setattr(self, name, getattr(fields, name))
 
     # ------------------------------------------------------------------------------
@@ -531,26 +530,30 @@ class Kernel:
         return self.words.load(self._F + pfn * FRAME_WORDS + F_MAP)
 
     def get_page(self, a: Actor, pfn: int, site: str) -> None:
-        """``get_page()`` / ``folio_get()``: the caller must already hold a reference."""
-        if self._fields is not None:  # the check and the add in one C call
-            old = self._fields.ref_add(pfn, 1)
-            if old is None:
-                self.touch(a, pfn, site)  # raises: use after free
-        else:
-            words = self.words
-            fl = self._F + pfn * FRAME_WORDS
-            if not words.load(fl) & PG_allocated:
-                self.touch(a, pfn, site)  # raises: use after free
-            old = words.fetch_add(fl + F_REF, 1)
+        """``get_page()`` / ``folio_get()``: the caller must already hold a reference.
+
+        Over the C extension the instance's ``get_page`` is ``KernelFields.get_page``
+        (:meth:`use_words`): the same check and add in one call, this method for a frame
+        that is not allocated, :meth:`_get_page_bug` for a count that was not positive."""
+        words = self.words
+        fl = self._F + pfn * FRAME_WORDS
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        old = words.fetch_add(fl + F_REF, 1)
         if old <= 0:
-            raise self.fail(
-                FailureKind.BUG_ON,
-                f"{a.name} took a reference on page {pfn} at {site} with refcount {old} "
-                "(VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow))",
-                actors=[a],
-                pages=[pfn],
-                sites=[site],
-            )
+            self._get_page_bug(a, pfn, site, old)
+
+    def _get_page_bug(self, a: Actor, pfn: int, site: str, old: int) -> None:
+        """get_page's ``VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow)``: the
+        reference was taken on a page whose count was ``old`` <= 0."""
+        raise self.fail(
+            FailureKind.BUG_ON,
+            f"{a.name} took a reference on page {pfn} at {site} with refcount {old} "
+            "(VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow))",
+            actors=[a],
+            pages=[pfn],
+            sites=[site],
+        )
 
     def get_page_unless_zero(self, a: Actor, pfn: int) -> bool:
         """``get_page_unless_zero()``: take a reference unless the page is free or frozen."""
@@ -565,17 +568,22 @@ class Kernel:
 
     def put_page(self, a: Actor, pfn: int, site: str, refs: int = 1) -> None:
         """``put_page()`` / ``folio_put_refs()``: drop ``refs`` references (a pin's
-        GUP_PIN_COUNTING_BIAS for ``unpin_user_page``), free the page at zero."""
-        if self._fields is not None:  # the check and the add in one C call
-            old = self._fields.ref_add(pfn, -refs)
-            if old is None:
-                self.touch(a, pfn, site)  # raises: use after free
-        else:
-            words = self.words
-            fl = self._F + pfn * FRAME_WORDS
-            if not words.load(fl) & PG_allocated:
-                self.touch(a, pfn, site)  # raises: use after free
-            old = words.fetch_add(fl + F_REF, -refs)
+        GUP_PIN_COUNTING_BIAS for ``unpin_user_page``), free the page at zero.
+
+        Over the C extension the instance's ``put_page`` is ``KernelFields.put_page``
+        (:meth:`use_words`): the same check and add in one call, this method for a frame
+        that is not allocated, :meth:`_put_page_tail` when the count reached ``refs``."""
+        words = self.words
+        fl = self._F + pfn * FRAME_WORDS
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        old = words.fetch_add(fl + F_REF, -refs)
+        if old <= refs:
+            self._put_page_tail(a, pfn, site, refs, old)
+
+    def _put_page_tail(self, a: Actor, pfn: int, site: str, refs: int, old: int) -> None:
+        """The end of a put that took the count from ``old`` <= ``refs``: below zero is
+        an underflow, zero frees the page."""
         if old < refs:
             raise self.refcount_underflow(a, f"page {pfn}", pfn, refs, old, site)
         if old == refs:
@@ -927,20 +935,19 @@ class Kernel:
 
     # -- page lock (include/linux/pagemap.h, mm/filemap.c) ------------------------------
     def trylock_page(self, a: Actor, pfn: int, site: str) -> bool:
-        """``folio_trylock()``."""
+        """``folio_trylock()``.
+
+        Over the C extension the instance's ``trylock_page`` is
+        ``KernelFields.trylock_page`` (:meth:`use_words`): the same check, bit, owner,
+        statistics and ``_acquired`` bookkeeping in one call; this method when the frame
+        is not allocated or ``_acquired`` is wrapped."""
         fl = self._F + pfn * FRAME_WORDS
-        fields = self._fields
-        if fields is not None:  # the check, the bit and the owner in one C call
-            got = fields.page_trylock(pfn, a.id + 1)
-            if got is None:
-                self.touch(a, pfn, site)  # raises: use after free
-        else:
-            words = self.words
-            if not words.load(fl) & PG_allocated:
-                self.touch(a, pfn, site)  # raises: use after free
-            got = not words.fetch_or(fl, PG_locked) & PG_locked
-            if got:
-                words.store(fl + F_OWNER, a.id + 1)
+        words = self.words
+        if not words.load(fl) & PG_allocated:
+            self.touch(a, pfn, site)  # raises: use after free
+        got = not words.fetch_or(fl, PG_locked) & PG_locked
+        if got:
+            words.store(fl + F_OWNER, a.id + 1)
         try:
             st = self.stats[site]
         except KeyError:
@@ -993,36 +1000,12 @@ class Kernel:
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
         """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
         (``folio_xor_flags_has_waiters``) and, if PG_waiters was set, wake the queue
-        (``folio_wake_bit``)."""
+        (``folio_wake_bit``).
+
+        Over the C extension the instance's ``unlock_page`` is
+        ``KernelFields.unlock_page`` (:meth:`use_words`): the same check, stores,
+        ``_released`` and wake in one call; this method for a bad unlock."""
         fl = self._F + pfn * FRAME_WORDS
-        fields = self._fields
-        if fields is not None:  # the check, the owner and the bit in one C call
-            waiters = fields.page_unlock(pfn, a.id + 1, PG_waiters)
-            if waiters >= 0:
-                if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-                    self._released(a, fl)
-                else:  # _released(a, fl), inlined (hot: every page unlock and PTL release)
-                    held = a.held
-                    if fl in held:
-                        del held[fl]
-                    hs = self._held_since
-                    if fl in hs:
-                        hsite, t0 = hs[fl]
-                        del hs[fl]
-                        t = self.clock() - t0
-                        try:
-                            st = self.stats[hsite]
-                        except KeyError:
-                            st = self.stats[hsite] = _new_stat()
-                        st[S_HOLDS] += 1
-                        st[S_HOLD_TOTAL] += t
-                        if t < st[S_HOLD_MIN]:
-                            st[S_HOLD_MIN] = t
-                        if t > st[S_HOLD_MAX]:
-                            st[S_HOLD_MAX] = t
-                if waiters:
-                    self._folio_wake_bit(fl)
-                return
         words = self.words
         owner = words.load(fl + F_OWNER)
         f = words.load(fl)
@@ -1208,15 +1191,28 @@ class Kernel:
     def ptl_word(self, mm: int, vpn: int) -> int:
         return self.s.ptl_word(mm, vpn)
 
-    def spin_lock(self, a: Actor, word: int, site: str) -> Path:
-        """``spin_lock()`` on a page-table lock word (0 free, owner + 1 held)."""
-        try:
-            st = self.stats[site]
-        except KeyError:
-            st = self._stat(site)
+    def spin_lock(
+        self, a: Actor, word: int, site: str, st: list[int] | None = None
+    ) -> Path:
+        """``spin_lock()`` on a page-table lock word (0 free, owner + 1 held).
+
+        Over the C extension the instance's ``spin_lock`` is ``KernelFields.spin_lock``
+        (:meth:`use_words`): an uncontended take, its statistics and ``_acquired``'s
+        bookkeeping in one call, which returns an ended generator. It hands over to this
+        generator when a caller wrapped ``_acquired``, and on contention with ``st``
+        (the row) after its ``cas`` failed: then the wait starts at once, as it would
+        here after the same failed ``cas``."""
         words = self.words
         me = a.id + 1
-        if not words.cas(word, 0, me):
+        if st is None:
+            try:
+                st = self.stats[site]
+            except KeyError:
+                st = self._stat(site)
+            contended = not words.cas(word, 0, me)
+        else:
+            contended = True
+        if contended:
             st[S_CONTENDED] += 1
             t0 = self.clock()
             req = Block(word, -1, "ptl", word, site)
@@ -1236,16 +1232,14 @@ class Kernel:
             self._held_since[word] = (site, self.clock())
 
     def spin_unlock(self, a: Actor, word: int, site: str) -> None:
+        """``spin_unlock()``, with the owner check the model adds.
+
+        Over the C extension the instance's ``spin_unlock`` is
+        ``KernelFields.spin_unlock`` (:meth:`use_words`): the same ``xchg``, check and
+        ``_released`` bookkeeping in one call."""
         owner = self.words.xchg(word, 0)
         if owner != a.id + 1:
-            raise self.fail(
-                FailureKind.BAD_UNLOCK,
-                f"{a.name} released page-table lock word {word} at {site} held by "
-                f"{'nobody' if owner == 0 else f'actor {owner - 1}'}",
-                actors=[a],
-                sites=[site],
-                locks=[self.lock_name(word)],
-            )
+            self._spin_unlock_bad(a, word, site, owner)
         if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
             self._released(a, word)
         else:  # _released(a, word), inlined (hot: every page unlock and PTL release)
@@ -1267,6 +1261,17 @@ class Kernel:
                     st[S_HOLD_MIN] = t
                 if t > st[S_HOLD_MAX]:
                     st[S_HOLD_MAX] = t
+
+    def _spin_unlock_bad(self, a: Actor, word: int, site: str, owner: int) -> None:
+        """The failure of a ``spin_unlock`` of a lock word ``owner`` held (0: nobody)."""
+        raise self.fail(
+            FailureKind.BAD_UNLOCK,
+            f"{a.name} released page-table lock word {word} at {site} held by "
+            f"{'nobody' if owner == 0 else f'actor {owner - 1}'}",
+            actors=[a],
+            sites=[site],
+            locks=[self.lock_name(word)],
+        )
 
     # -- struct mutex (kernel/locking/mutex.c): a driver's sleeping lock ----------------
     def mutex_lock(self, a: Actor, word: int, site: str) -> Path:

@@ -36,7 +36,7 @@ from .layout import (
     Geometry,
     Layout,
 )
-from .words import RecordingWords, Words, fast_words
+from .words import RecordingWords, Words, fast_words, kernel_fields
 
 
 class State:
@@ -216,8 +216,22 @@ class State:
                 return r
         raise ValueError(f"mm {mm} has no free VMA row (max_vmas={self.geo.max_vmas})")
 
+    # find_vma has tried to bind the C lookup (once per state).
+    _vma_tried: bool = False
+
     def find_vma(self, mm: int, vpn: int) -> int:
-        """The VMA row of ``mm`` that covers ``vpn``, or -1 (``find_vma`` + bounds check)."""
+        """The VMA row of ``mm`` that covers ``vpn``, or -1 (``find_vma`` + bounds check).
+
+        Over the C extension's words, the first lookup binds ``KernelFields.find_vma``
+        on the instance in place of this method: the same rows read in the same order,
+        in one C call (:meth:`start_recording` takes it back). Over any other backend,
+        the numpy loop below."""
+        if not self._vma_tried and type(self) is State:
+            self._vma_tried = True
+            kf = kernel_fields(self.words, self.layout, self.geo)
+            if kf is not None:
+                self.find_vma = kf.find_vma  # type: ignore[method-assign]
+                return self.find_vma(mm, vpn)
         rows = self.vma[mm]
         for r in range(rows.shape[0]):
             f = int(rows[r, V_FLAGS])
@@ -250,6 +264,7 @@ class State:
         kernel) must take the returned object instead. Costs nothing until called."""
         rec = RecordingWords(self.words)
         self.words = rec
+        self.__dict__.pop("find_vma", None)  # the C lookup (find_vma) reads unrecorded
         self.__class__ = _RecordingState
         return rec
 

@@ -24,6 +24,42 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .layout import (
+    A_PROGRESS,
+    ACTOR_WORDS,
+    F_DATA,
+    F_GEN,
+    F_MAP,
+    F_OWNER,
+    F_PIN,
+    F_PRIV,
+    F_REF,
+    FRAME_WORDS,
+    G_PROGRESS,
+    PTE_DEVICE_PRIVATE,
+    PTE_MIGRATION,
+    PTE_PFN_SHIFT,
+    PTE_PRESENT,
+    PTE_TYPE_MASK,
+    STATIC_MASK,
+    TLB_SLOTS,
+    V_AVC,
+    V_END,
+    V_FLAGS,
+    V_PGOFF,
+    V_SEQ,
+    V_START,
+    VM_LIVE,
+    VMA_WORDS,
+    Z_CURSOR,
+    Z_DEVICE,
+    Z_DEVICE_PRIVATE,
+    Z_FREE,
+    PG_allocated,
+    PG_locked,
+    PG_waiters,
+)
+
 
 class Words(Protocol):
     """The atomic word operations both backends provide."""
@@ -115,6 +151,46 @@ def atomic_words(buf: Any) -> Words:
             "pagerace.core.machine._atomicwords is not built; reinstall with `pip install -e .`"
         ) from exc
     return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
+
+
+# kernel_fields's constants of the last layout (runs of one workload share theirs).
+_consts_cache: tuple[Any, Any, dict[str, int]] | None = None
+
+
+def kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
+    """The C extension's ``KernelFields`` over ``words`` (the model kernel's accessors
+    over a layout ``lay`` of geometry ``geo``: core/machine/kernel.py, State.find_vma)
+    when ``words`` is an ``AtomicWords`` (the extension is built), else None."""
+    try:
+        from pagerace.core.machine._atomicwords import AtomicWords, KernelFields
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    if type(words) is not AtomicWords:
+        return None
+    global _consts_cache
+    cached = _consts_cache
+    if cached is not None and cached[0] is lay and cached[1] is geo:
+        consts = cached[2]
+    else:
+        consts = {
+            "frames": lay.FRAMES, "frame_words": FRAME_WORDS, "pte": lay.PTE,
+            "pages_per_mm": geo.pages_per_mm, "ptl": lay.PTL, "tables_per_mm": geo.tables_per_mm,
+            "ptes_per_table": geo.ptes_per_table, "F_REF": F_REF, "F_MAP": F_MAP, "F_PIN": F_PIN,
+            "F_DATA": F_DATA, "Z_DEVICE": Z_DEVICE, "Z_DEVICE_PRIVATE": Z_DEVICE_PRIVATE,
+            "PG_locked": PG_locked, "tlb": lay.TLB, "tlb_slots": TLB_SLOTS, "actors": geo.actors,
+            "Z_FREE": Z_FREE, "Z_CURSOR": Z_CURSOR, "STATIC_MASK": STATIC_MASK,
+            "PG_allocated": PG_allocated, "F_OWNER": F_OWNER, "F_PRIV": F_PRIV, "F_GEN": F_GEN,
+            "vma": lay.VMA, "vma_rows": geo.mms * geo.max_vmas, "max_vmas": geo.max_vmas,
+            "VMA_WORDS": VMA_WORDS, "V_START": V_START, "V_END": V_END, "V_FLAGS": V_FLAGS,
+            "V_PGOFF": V_PGOFF, "V_AVC": V_AVC, "V_SEQ": V_SEQ, "VM_LIVE": VM_LIVE,
+            "actor_base": lay.ACTOR, "ACTOR_WORDS": ACTOR_WORDS, "A_PROGRESS": A_PROGRESS,
+            "g_progress": lay.GLOB + G_PROGRESS, "PTE_PFN_SHIFT": PTE_PFN_SHIFT,
+            "PTE_TYPE_MASK": PTE_TYPE_MASK, "PTE_PRESENT": PTE_PRESENT,
+            "PTE_DEVICE_PRIVATE": PTE_DEVICE_PRIVATE, "PTE_MIGRATION": PTE_MIGRATION,
+            "PG_waiters": PG_waiters,
+        }
+        _consts_cache = (lay, geo, consts)
+    return KernelFields(words, consts)  # type: ignore[no-any-return,unused-ignore]
 
 
 def fast_words(buf: Any) -> Words:

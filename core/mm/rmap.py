@@ -144,9 +144,15 @@ def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
 
     The same reader/writer word as ``mmap_lock`` (``kernel/locking/rwsem.c``), without
     writer preference, as the model's mmap_lock had it when this was written."""
-    w = anon_vma_rwsem_word(k, av)
+    # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every KSM rmap item)
     words = k.words
-    st = k._stat(site)
+    base = k.lay.ANON_VMA
+    r = words.load(base + av * AV_WORDS + AV_ROOT)
+    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
+    try:
+        st = k.stats[site]
+    except KeyError:
+        st = k._stat(site)
     t0 = -1
     while True:
         cur = words.load(w)
@@ -372,6 +378,21 @@ def rmap_walk(
         anon_vma_unlock_read(k, a, av, site + ":anon_vma_unlock_read")
 
 
+def ksm_rmap_items(k: Kernel, pfn: int) -> list[tuple[int, int]]:
+    """The rmap_items :func:`rmap_walk_ksm` visits: (mm, vpn) of every entry that names
+    ``pfn`` and is present, device-private or migration, in (mm, vpn) order."""
+    if k._fields is not None:  # the same scan, filter and order in one C call
+        return k._fields.ksm_items(pfn)  # type: ignore[no-any-return,unused-ignore]
+    flat = k.s.pte.reshape(-1)
+    hits = np.flatnonzero((flat >> PTE_PFN_SHIFT) == pfn).tolist()
+    ppm = k.geo.pages_per_mm
+    return [
+        (i // ppm, i % ppm)
+        for i in hits
+        if int(flat[i]) & PTE_TYPE_MASK in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_MIGRATION)
+    ]
+
+
 def rmap_walk_ksm(
     k: Kernel,
     a: Actor,
@@ -387,15 +408,7 @@ def rmap_walk_ksm(
     entries that name ``pfn`` (the folio, or for remove_migration_ptes the source its
     migration entries name) when the walk starts (present, device-private or
     migration), in (mm, address) order."""
-    flat = k.s.pte.reshape(-1)
-    hits = np.flatnonzero((flat >> PTE_PFN_SHIFT) == pfn).tolist()
-    ppm = k.geo.pages_per_mm
-    items = [
-        (i // ppm, i % ppm)
-        for i in hits
-        if int(flat[i]) & PTE_TYPE_MASK in (PTE_PRESENT, PTE_DEVICE_PRIVATE, PTE_MIGRATION)
-    ]
-    for mm, vpn in items:
+    for mm, vpn in ksm_rmap_items(k, pfn):
         yield  # cond_resched()
         row = k.s.find_vma(mm, vpn)
         if row < 0 or (invalid_vma is not None and invalid_vma(k.s.vma_flags(mm, row))):

@@ -33,7 +33,7 @@ def _python(k: Kernel, name: str):  # type: ignore[no-untyped-def]
 def test_the_fast_accessors_are_installed_over_atomic_words() -> None:
     k = _model()
     assert type(k.words) is aw.AtomicWords
-    for name in Kernel._FAST:
+    for name in Kernel._FAST + Kernel._FAST_BOUND:
         assert type(getattr(k, name)).__name__ == "builtin_function_or_method", name
 
 
@@ -114,7 +114,7 @@ def test_the_recorder_gets_the_python_accessors_back() -> None:
     k = _model()
     rec = install_recorder(k)
     assert isinstance(k.words, RecordingWords)
-    for name in Kernel._FAST:
+    for name in Kernel._FAST + Kernel._FAST_BOUND:
         assert getattr(k, name).__func__ is getattr(Kernel, name), name
     rec.take()
     pfn = 3
@@ -128,7 +128,7 @@ def test_the_recorder_gets_the_python_accessors_back() -> None:
 def test_plain_words_keep_the_python_accessors() -> None:
     k = _model()
     k.use_words(PlainWords(k.s.arr))
-    for name in Kernel._FAST:
+    for name in Kernel._FAST + Kernel._FAST_BOUND:
         assert getattr(k, name).__func__ is getattr(Kernel, name), name
 
 
@@ -175,12 +175,11 @@ def _actor():  # type: ignore[no-untyped-def]
     return Actor(0, "t0", "cpu")
 
 
-def test_tlb_and_refcount_operations_match_the_python_ones() -> None:
+def test_tlb_operations_match_the_python_ones() -> None:
     k = _model()
     rng = np.random.default_rng(5)
     buf = k.s.arr
     snap = buf.copy()
-    fields = k._fields
     actors = [_actor_n(i) for i in range(k.geo.actors)]
     for _ in range(200):
         a = actors[int(rng.integers(0, len(actors)))]
@@ -196,24 +195,185 @@ def test_tlb_and_refcount_operations_match_the_python_ones() -> None:
             after = buf.copy()
             buf[:] = before
             assert fast == _python(k, name)(*args) and np.array_equal(after, buf), name
-        for name in ("get_page", "put_page"):
-            before = buf.copy()
-            try:
-                getattr(k, name)(a, pfn, "t")
-                fast_exc = None
-            except Exception as exc:  # the oracles raise for some random states
-                fast_exc = str(exc)
-            after = buf.copy()
-            buf[:] = before
-            k._fields = None
-            try:
-                getattr(k, name)(a, pfn, "t")
-                slow_exc = None
-            except Exception as exc:
-                slow_exc = str(exc)
-            k._fields = fields
-            assert fast_exc == slow_exc and np.array_equal(after, buf), name
     buf[:] = snap
+
+
+def test_get_page_and_put_page_match_the_python_ones() -> None:
+    """``get_page`` / ``put_page`` bound to ``KernelFields`` (one C call on the fast
+    path, the Python methods for the rest) against the Python methods alone, over random
+    frames: allocated or free, counts 0-3, 1 or 2 references dropped (positionally and
+    as ``refs=``): the same words, the same failure (use after free, get on a zero
+    count, refcount underflow), the same free at zero."""
+    k = _model()
+    rng = np.random.default_rng(17)
+    buf = k.s.arr
+    snap = buf.copy()
+    actors = [_actor_n(i) for i in range(k.geo.actors)]
+    from pagerace.core.machine.layout import F_REF, FRAME_WORDS, Z_DEVICE, PG_allocated
+
+    assert type(k.get_page).__name__ == "builtin_function_or_method"
+    seen = set()
+    for _ in range(400):
+        a = actors[int(rng.integers(0, len(actors)))]
+        pfn = int(rng.integers(0, k.geo.frames))
+        fl = k.lay.FRAMES + pfn * FRAME_WORDS
+        if buf[fl] & Z_DEVICE:
+            continue  # a device page's free calls its driver (state outside the words)
+        buf[fl] = (buf[fl] & ~PG_allocated) | int(rng.integers(0, 2)) * PG_allocated
+        buf[fl + F_REF] = int(rng.integers(0, 4))
+        refs = int(rng.integers(1, 3))
+        for name, args, kw in (("get_page", (a, pfn, "t"), {}),
+                               ("put_page", (a, pfn, "t"), {}),
+                               ("put_page", (a, pfn, "t", refs), {}),
+                               ("put_page", (a, pfn, "t"), {"refs": refs})):
+            before = buf.copy()
+            events = dict(k.events)
+            results = []
+            for fn in (getattr(k, name), _python(k, name)):
+                buf[:] = before
+                k.events = dict(events)
+                try:
+                    fn(*args, **kw)
+                    results.append((None, buf.copy(), k.events))
+                except Exception as exc:  # the oracles raise for some random states
+                    results.append((str(exc), buf.copy(), k.events))
+            (e1, b1, ev1), (e2, b2, ev2) = results
+            assert e1 == e2 and ev1 == ev2 and np.array_equal(b1, b2), (name, args, kw)
+            freed = any(key.startswith("free_zone") for key in ev1) and ev1 != events
+            seen.add((name, e1 is None, freed))
+            buf[:] = before
+            k.events = events
+    buf[:] = snap
+    assert {("get_page", True, False), ("get_page", False, False),
+            ("put_page", True, False), ("put_page", True, True),
+            ("put_page", False, False)} <= seen
+
+
+def _lock_state(k: Kernel, a) -> tuple:  # type: ignore[no-untyped-def]
+    import copy
+
+    return (k.s.arr.copy(), copy.deepcopy(k.stats), dict(k._held_since), dict(a.held), a.site)
+
+
+def _set_lock_state(k: Kernel, a, state) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    k.s.arr[:] = state[0]
+    k.stats = copy.deepcopy(state[1])
+    k._held_since = dict(state[2])
+    a.held = dict(state[3])
+    a.site = state[4]
+
+
+def _same_lock_state(s1: tuple, s2: tuple) -> bool:
+    return bool(np.array_equal(s1[0], s2[0])) and s1[1:] == s2[1:]
+
+
+def test_spin_lock_and_unlock_match_the_python_ones() -> None:
+    """``spin_lock`` / ``spin_unlock`` bound to ``KernelFields`` against the Python
+    methods alone, over random lock words (free, held by the actor, by another), with
+    and without the site's statistics row and a held-since record: the same words,
+    statistics, held locks and hold times, the same Block on contention and the same
+    bad-unlock failure. The C take returns an ended generator; a contended one the
+    Python generator, whose first step is the wait."""
+    from pagerace.core.machine.kernel import _DONE, Block
+
+    k = _model()
+    rng = np.random.default_rng(23)
+    actors = [_actor_n(i) for i in range(k.geo.actors)]
+    snap = k.s.arr.copy()
+    words = [k.ptl_word(mm, vpn) for mm in range(k.geo.mms) for vpn in (0, k.geo.pages_per_mm - 1)]
+    seen = set()
+    for i in range(400):
+        a = actors[int(rng.integers(0, len(actors)))]
+        other = actors[(a.id + 1) % len(actors)]
+        w = words[int(rng.integers(0, len(words)))]
+        k.s.arr[w] = (0, a.id + 1, other.id + 1)[int(rng.integers(0, 3))]
+        site = f"s{int(rng.integers(0, 3))}"
+        if rng.integers(0, 2):
+            k._stat(site)
+        if rng.integers(0, 2):
+            k._held_since[w] = (f"s{int(rng.integers(0, 4))}", int(rng.integers(0, 50)))
+        k.clock = (lambda t: lambda: t)(int(rng.integers(0, 100)))
+        start = _lock_state(k, a)
+        out = []
+        for fast in (True, False):
+            _set_lock_state(k, a, start)
+            gen = k.spin_lock(a, w, site) if fast else Kernel.spin_lock(k, a, w, site)
+            first = next(gen, None)
+            if fast and first is None:  # taken at once: in C (the row made if missing)
+                assert gen is _DONE
+            req = (first.word, first.mask, first.kind, first.target, first.site, first.lock) \
+                if isinstance(first, Block) else first
+            out.append((req, _lock_state(k, a)))
+        assert out[0][0] == out[1][0] and _same_lock_state(out[0][1], out[1][1]), i
+        seen.add(("lock", out[0][0] is None))
+        out = []
+        for fast in (True, False):
+            _set_lock_state(k, a, start)
+            try:
+                (k.spin_unlock if fast else _python(k, "spin_unlock"))(a, w, site)
+                exc = None
+            except Exception as e:  # a bad unlock raises
+                exc = str(e)
+            out.append((exc, _lock_state(k, a)))
+        assert out[0][0] == out[1][0] and _same_lock_state(out[0][1], out[1][1]), i
+        seen.add(("unlock", out[0][0] is None))
+        k.s.arr[:] = snap
+        k.stats, k._held_since, a.held = {}, {}, {}
+    assert seen == {("lock", True), ("lock", False), ("unlock", True), ("unlock", False)}
+
+
+def test_wrapped_lock_hooks_see_every_c_take_and_release() -> None:
+    """A caller that wraps ``_acquired`` / ``_released`` (harness/steps.py logs lock
+    events so) sees the takes and releases of the C ``spin_lock`` / ``spin_unlock`` and
+    ``trylock_page`` / ``unlock_page``."""
+    k = _model()
+    a = _actor_n(0)
+    log = []
+    acq, rel = k._acquired, k._released
+
+    def acquired(a, word, site):  # type: ignore[no-untyped-def]
+        log.append(("takes", word, site))
+        acq(a, word, site)
+
+    def released(a, word):  # type: ignore[no-untyped-def]
+        log.append(("releases", word))
+        rel(a, word)
+
+    k._acquired = acquired  # type: ignore[method-assign]
+    k._released = released  # type: ignore[method-assign]
+    w = k.ptl_word(0, 0)
+    k._stat("t")
+    for _ in k.spin_lock(a, w, "t"):
+        raise AssertionError("an uncontended take does not wait")
+    assert a.held == {w: "t"}
+    k.spin_unlock(a, w, "t")
+    assert log == [("takes", w, "t"), ("releases", w)] and a.held == {}
+    assert k.stats["t"][0] == 1 and k.stats["t"][8] == 1
+    pfn = k.alloc_page(a, 0, "t")
+    fl = k.fw(pfn, 0)
+    assert k.trylock_page(a, pfn, "t")
+    k.unlock_page(a, pfn, "t")
+    assert log[2:] == [("takes", fl, "t"), ("releases", fl)] and a.held == {}
+
+
+def test_the_kernel_is_not_kept_alive_by_its_c_primitives() -> None:
+    """``KernelFields`` holds its kernel weakly: the kernel's dict holds it, and a
+    strong reference back would make a cycle the collector cannot see through (the type
+    is not GC-tracked), so a dropped kernel and its state would never be freed. The
+    bound methods of a dropped kernel refuse."""
+    import gc
+    import weakref
+
+    k = _model()
+    spin_lock = k.spin_lock
+    ref = weakref.ref(k)
+    del k
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(RuntimeError, match="kernel of this KernelFields is gone"):
+        spin_lock(_actor_n(0), 0, "t")
 
 
 def _actor_n(i: int):  # type: ignore[no-untyped-def]
@@ -223,47 +383,60 @@ def _actor_n(i: int):  # type: ignore[no-untyped-def]
 
 
 def test_page_lock_and_free_operations_match_the_python_ones() -> None:
-    """``trylock_page``, ``unlock_page`` and ``free_page`` with the C word operations
-    (``page_trylock``, ``page_unlock``, ``free_frame``) and without: the same words
-    changed, the same result, the same failure, over random frames and owners."""
+    """``trylock_page`` and ``unlock_page`` bound to ``KernelFields`` (one C call), and
+    ``free_page`` with its C stores (``free_frame``), against the Python methods alone:
+    the same words changed (wakes of PG_waiters included), the same result, the same
+    failure, the same statistics, held locks and hold times, over random frames, owners
+    and statistics rows present or not."""
     k = _model()
     rng = np.random.default_rng(11)
     buf = k.s.arr
     snap = buf.copy()
     fields = k._fields
     actors = [_actor_n(i) for i in range(k.geo.actors)]
-    from pagerace.core.machine.layout import FRAME_WORDS, Z_DEVICE, PG_allocated, PG_locked
+    from pagerace.core.machine.layout import (
+        FRAME_WORDS,
+        Z_DEVICE,
+        PG_allocated,
+        PG_locked,
+        PG_waiters,
+    )
 
     seen = set()
-    for _ in range(300):
+    for i in range(300):
         a = actors[int(rng.integers(0, len(actors)))]
         pfn = int(rng.integers(0, k.geo.frames))
         fl = k.lay.FRAMES + pfn * FRAME_WORDS
-        # flags: allocated or not, locked or not, never a device page (its folio_free
-        # is driver state outside the words); owner: this actor, another, nobody
+        # flags: allocated or not, locked or not, waiters or not, never a device page
+        # (its folio_free is driver state outside the words); owner: this actor,
+        # another, nobody
         buf[fl] = (int(rng.integers(0, 2)) * PG_allocated) | (
             int(rng.integers(0, 2)) * PG_locked
-        ) | (int(rng.integers(0, 2**20)) << 24 & ~Z_DEVICE)
+        ) | (int(rng.integers(0, 2)) * PG_waiters) | (
+            int(rng.integers(0, 2**20)) << 24 & ~Z_DEVICE)
         buf[fl] &= ~Z_DEVICE
         buf[fl + 1 : fl + FRAME_WORDS] = rng.integers(0, 3, size=FRAME_WORDS - 1)
+        k.stats = {"t": [0] * 12} if rng.integers(0, 2) else {}
+        k._held_since = {fl: ("u", 3)} if rng.integers(0, 2) else {}
+        a.held = {fl: "u"} if rng.integers(0, 2) else {}
+        k.clock = (lambda t: lambda: t)(int(rng.integers(0, 100)))
         for name in ("trylock_page", "unlock_page", "free_page"):
-            before = buf.copy()
-            held = dict(a.held)
+            start = _lock_state(k, a)
             results = []
             for use_c in (True, False):
-                buf[:] = before
-                a.held = dict(held)
+                _set_lock_state(k, a, start)
                 k._fields = fields if use_c else None
+                fn = getattr(k, name) if use_c else _python(k, name)
                 try:
-                    got = getattr(k, name)(a, pfn, "t")
-                    results.append((got, None, buf.copy(), sorted(a.held)))
+                    got = fn(a, pfn, "t")
+                    results.append((got, None, _lock_state(k, a)))
                 except Exception as exc:  # the oracles raise for some random states
-                    results.append((None, str(exc), buf.copy(), sorted(a.held)))
+                    results.append((None, str(exc), _lock_state(k, a)))
             k._fields = fields
-            (r1, e1, b1, h1), (r2, e2, b2, h2) = results
-            assert (r1, e1, h1) == (r2, e2, h2), name
-            assert np.array_equal(b1, b2), name
+            (r1, e1, s1), (r2, e2, s2) = results
+            assert (r1, e1) == (r2, e2) and _same_lock_state(s1, s2), (i, name)
             seen.add((name, e1 is None))
+            _set_lock_state(k, a, start)
     buf[:] = snap
     # every operation both succeeded and failed at least once
     assert {(n, ok) for n in ("trylock_page", "unlock_page", "free_page")
@@ -332,3 +505,83 @@ def test_progress_matches_the_python_adds() -> None:
         k._fields = fields
         assert np.array_equal(after, buf) and not np.array_equal(after, before)
         assert (a.progress, a.steps_since_progress) == (b.progress, b.steps_since_progress)
+
+
+def test_ksm_items_match_the_numpy_scan() -> None:
+    """``rmap_walk_ksm``'s rmap_items with ``KernelFields.ksm_items`` and with the numpy
+    scan: the same (mm, vpn) in the same order, over random entries of every type
+    naming a few pfns."""
+    from pagerace.core.machine.layout import PTE_PFN_SHIFT
+    from pagerace.core.mm.rmap import ksm_rmap_items
+
+    k = build_model(load_workload("anon_write_child"), "v6", (), 0).kernel  # two mms
+    rng = np.random.default_rng(29)
+    pte = k.s.pte
+    snap = pte.copy()
+    fields = k._fields
+    nonempty = 0
+    for _ in range(200):
+        pte[:] = (rng.integers(0, 4, size=pte.shape) << PTE_PFN_SHIFT) | rng.integers(
+            0, 8, size=pte.shape
+        )
+        pfn = int(rng.integers(0, 4))
+        fast = ksm_rmap_items(k, pfn)
+        k._fields = None
+        slow = ksm_rmap_items(k, pfn)
+        k._fields = fields
+        assert fast == slow
+        nonempty += len(fast) > 1
+    pte[:] = snap
+    assert nonempty > 50  # the order was compared, not only empty lists
+
+
+def test_find_vma_matches_the_numpy_loop() -> None:
+    """``State.find_vma`` with ``KernelFields.find_vma`` and with the numpy loop: the
+    same row (the first live one covering the address) or -1, over random rows; an mm
+    out of range is an IndexError either way."""
+    from pagerace.core.machine.layout import V_END, V_FLAGS, V_START, VM_LIVE
+    from pagerace.core.machine.state import State
+
+    s = build_model(load_workload("anon_write_child"), "v6", (), 0).kernel.s
+    rng = np.random.default_rng(31)
+    vma = s.vma
+    snap = vma.copy()
+    found = 0
+    for _ in range(300):
+        for mm in range(vma.shape[0]):
+            for row in range(vma.shape[1]):
+                start = int(rng.integers(0, 8))
+                vma[mm, row, V_START] = start
+                vma[mm, row, V_END] = start + int(rng.integers(0, 6))
+                vma[mm, row, V_FLAGS] = VM_LIVE * int(rng.integers(0, 3) > 0) | 3
+        mm = int(rng.integers(-vma.shape[0], vma.shape[0]))
+        vpn = int(rng.integers(-1, 12))
+        fast = s.find_vma(mm, vpn)
+        assert type(s.find_vma).__name__ == "builtin_function_or_method"
+        slow = State.find_vma(s, mm, vpn)
+        assert fast == slow
+        found += fast >= 0
+    vma[:] = snap
+    assert found > 50
+    for mm in (vma.shape[0], -vma.shape[0] - 1):
+        with pytest.raises(IndexError):
+            s.find_vma(mm, 0)
+        with pytest.raises(IndexError):
+            State.find_vma(s, mm, 0)
+
+
+def test_a_recording_state_gets_the_python_find_vma_back() -> None:
+    """The dependency relation's recorder must see the VMA rows a lookup reads: after
+    ``start_recording`` the C lookup is gone and the recording one runs."""
+    from pagerace.core.machine.state import _RecordingState
+
+    k = build_model(load_workload("default"), "v6", (), 0).kernel
+    s = k.s
+    s.find_vma(0, 0)
+    assert "find_vma" in s.__dict__
+    rec = install_recorder(k)
+    assert "find_vma" not in s.__dict__ and type(s) is _RecordingState
+    rec.take()
+    s.find_vma(0, 0)
+    reads, _ = rec.take()
+    assert k.lay.VMA in reads
