@@ -285,7 +285,7 @@ class State:
         """A hash of the whole state (for trace fingerprints): of its words' bytes, read
         in place (a contiguous buffer) rather than copied out first."""
         arr = self.arr
-        data = arr if arr.flags.c_contiguous else arr.tobytes()
+        data = arr.data if arr.flags.c_contiguous else arr.tobytes()
         return hashlib.blake2b(data, digest_size=16).digest()
 
     # ----------------------------------------------------------------------------------
