@@ -12,6 +12,8 @@ both the paths and the oracles, so that neither imports the other's plumbing.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
@@ -45,7 +47,7 @@ def install_mm(k: Kernel) -> None:
     k.hooks["tlb_hit"] = tlb_hit_check
     if k.geo.thp:
         k.hooks["htlb_hit"] = htlb_hit_check  # v7: hits in the huge TLB
-    if ((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)).any():
+    if np.count_nonzero((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)):
         k.hooks["shadow_write"] = shared_shadow_write
     k.hooks["device_page_free"] = device_free_check
     k.hooks.setdefault("do_swap_page", do_swap_page)

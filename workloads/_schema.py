@@ -8,7 +8,10 @@ unknown key, a wrong type or an out-of-range value is an :class:`InvalidWorkload
 names the file, the key and the value, and lists the valid choices.
 
 Each actor's operation list is drawn from its own stream, ``default_rng([seed, actor])``,
-so it does not depend on scheduling and the parallel engine draws the same lists.
+so it does not depend on scheduling and the parallel engine draws the same lists. The
+stream is built only when the kind draws from it (a kind that draws nothing has the same
+list for every seed, kept after the first run), and the CPU kind draws its numbers in one
+batch of raw bits (the same numbers).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -179,6 +182,67 @@ class Workload:
 # ----------------------------------------------------------------------------------------
 # Actor kinds: each turns its params and a stream into an operation list.
 
+_M32 = 0xFFFFFFFF
+
+
+class _Raw32:
+    """``Generator.integers(low, low + span)`` (int64, ``span`` in [1, 2**32 - 1]) and
+    ``Generator.random()`` computed from a bit generator's raw 64-bit outputs, drawn in
+    batches: numpy 2's algorithms, so the same numbers as the calls themselves (a test
+    compares them, tests/unit/test_actor_streams.py).
+
+    - ``integers``: Lemire's bounded draw on 32-bit words (numpy's
+      ``buffered_bounded_lemire_uint32``), a span of 1 draws nothing;
+    - a 32-bit word is the low half of a 64-bit output, the next one its high half (the
+      bit generator's own buffer, ``has_uint32`` / ``uinteger``);
+    - ``random``: the top 53 bits of the next 64-bit output (``next_double``), which
+      leaves the 32-bit buffer alone.
+
+    The bit generator is used only through this object from then on (an actor's
+    private stream): what it draws beyond the last number is never read.
+    """
+
+    __slots__ = ("_bg", "_half", "_i", "_raw")
+
+    def __init__(self, bg: Any, n: int) -> None:
+        self._bg = bg
+        self._raw: list[int] = bg.random_raw(n).tolist()
+        self._i = 0
+        self._half = -1  # the buffered high half of an output, or -1
+
+    def _next64(self) -> int:
+        i = self._i
+        if i >= len(self._raw):
+            self._raw = self._bg.random_raw(16).tolist()
+            i = 0
+        self._i = i + 1
+        return self._raw[i]
+
+    def _next32(self) -> int:
+        h = self._half
+        if h >= 0:
+            self._half = -1
+            return h
+        x = self._next64()
+        self._half = x >> 32
+        return x & _M32
+
+    def bounded(self, span: int) -> int:
+        """``integers(0, span)``."""
+        if span == 1:
+            return 0
+        m = self._next32() * span
+        if m & _M32 < span:
+            threshold = (_M32 - span + 1) % span
+            while m & _M32 < threshold:
+                m = self._next32() * span
+        return m >> 32
+
+    def double(self) -> float:
+        """``random()``."""
+        return (self._next64() >> 11) * (1.0 / 9007199254740992.0)
+
+
 OpList = list[tuple[Any, ...]]
 OpsFn = Callable[[Mapping[str, Any], np.random.Generator], OpList]
 ACTOR_KINDS: dict[str, tuple[OpsFn, dict[str, Any], str]] = {}
@@ -205,12 +269,27 @@ def _range(p: Mapping[str, Any]) -> tuple[int, int]:
 def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
     lo, hi = _range(p)
     hot = [int(x) for x in p["hot"]]
-    ops: OpList = []
-    for _ in range(int(p["ops"])):
-        vpn = hot[int(rng.integers(len(hot)))] if hot else int(rng.integers(lo, hi))
-        kind = "write" if rng.random() < float(p["write_ratio"]) else "read"
-        ops.append((kind, int(p["mm"]), vpn))
-    return ops
+    n = int(p["ops"])
+    wr = float(p["write_ratio"])
+    mm = int(p["mm"])
+    span = len(hot) if hot else hi - lo
+    if not 0 < span < _M32:  # a draw numpy makes some other way (or refuses): draw each
+        ops: OpList = []
+        for _ in range(n):
+            vpn = hot[int(rng.integers(len(hot)))] if hot else int(rng.integers(lo, hi))
+            kind = "write" if rng.random() < wr else "read"
+            ops.append((kind, mm, vpn))
+        return ops
+    # Each operation draws ``rng.integers(0 or lo, span + lo)`` then ``rng.random()``:
+    # the same numbers, reproduced from the bit generator's raw 64-bit outputs in one
+    # batch instead of two numpy calls an operation (see _Raw32).
+    draws = _Raw32(rng.bit_generator, n + (n + 1) // 2 + 1)
+    off = 0 if hot else lo
+    out: OpList = []
+    for _ in range(n):
+        i = draws.bounded(span) + off
+        out.append(("write" if draws.double() < wr else "read", mm, hot[i] if hot else i))
+    return out
 
 
 @actor_kind(
@@ -285,6 +364,42 @@ def register_actor_kind(
     ACTOR_KINDS[name] = (fn, defaults, doc)
 
 
+class _ActorStream:
+    """An actor's stream, ``default_rng([seed, actor, 0xAC7])``, built on first use.
+
+    Seeding a generator costs more than most kinds' whole draw (numpy's ``SeedSequence``
+    and an ``np.errstate`` around it): a kind whose operations draw nothing (a driver
+    migrating its whole range) never builds one. Any attribute of the generator
+    (``integers``, ``random``, ``bit_generator``...) builds it first, so a kind sees the
+    same numbers as from the generator itself."""
+
+    __slots__ = ("_entropy", "_gen")
+
+    def __init__(self, entropy: list[int]) -> None:
+        self._entropy = entropy
+        self._gen: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = np.random.default_rng(self._entropy)
+        return getattr(gen, name)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the kind used its stream at all."""
+        return self._gen is not None
+
+
+# The operation list of each actor table whose kind drew nothing from its stream: the
+# same for every seed and every actor of the table (kinds are pure functions of their
+# params and stream), so later runs copy it instead of calling the kind again. Keyed
+# by the ActorSpec's id; the entry holds the spec itself, so the id stays its own for
+# as long as the entry lives. Bounded.
+_SEEDLESS: dict[int, tuple[ActorSpec, OpList]] = {}
+_SEEDLESS_MAX = 256
+
+
 def actor_programs(w: Workload, seed: int) -> list[tuple[str, str, dict[str, Any], OpList]]:
     """(name, kind, params, ops) for every actor of ``w``, ids in order."""
     out = []
@@ -294,11 +409,20 @@ def actor_programs(w: Workload, seed: int) -> list[tuple[str, str, dict[str, Any
         fn, defaults, _doc = ACTOR_KINDS[spec.kind]
         params = dict(defaults)
         params.update(spec.params)
+        hit = _SEEDLESS.get(id(spec))
         for _ in range(spec.count):
-            rng = np.random.default_rng([seed, aid, 0xAC7])
             i = per_kind.get(spec.kind, 0)
             per_kind[spec.kind] = i + 1
-            out.append((f"{spec.kind}{i}", spec.kind, params, fn(params, rng)))
+            if hit is not None and hit[0] is spec:
+                ops = list(hit[1])
+            else:
+                rng = _ActorStream([seed, aid, 0xAC7])
+                ops = fn(params, cast(np.random.Generator, rng))
+                if not rng.drawn:
+                    if len(_SEEDLESS) >= _SEEDLESS_MAX:
+                        del _SEEDLESS[next(iter(_SEEDLESS))]
+                    hit = _SEEDLESS[id(spec)] = (spec, list(ops))
+            out.append((f"{spec.kind}{i}", spec.kind, params, ops))
             aid += 1
     return out
 

@@ -9,7 +9,8 @@ invariants and reports use the numpy views.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, overload
 
 import numpy as np
 
@@ -39,6 +40,54 @@ from .layout import (
 from .words import RecordingWords, Words, fast_words, kernel_fields
 
 
+class _Views(dict[str, np.ndarray]):
+    """``State.views``: each table's view of the words (its slice, in its shape), made the
+    first time it is asked for; an unknown name is a ``KeyError`` as in a plain dict."""
+
+    __slots__ = ("_arr", "_layout")
+
+    def __init__(self, arr: np.ndarray, layout: Layout) -> None:
+        super().__init__()
+        self._arr: np.ndarray | None = arr
+        self._layout = layout
+
+    def __missing__(self, name: str) -> np.ndarray:
+        t = self._layout.tables[name]
+        if self._arr is None:  # released (State.close): no new view of the buffer
+            raise KeyError(name)
+        v = self._arr[t.offset : t.offset + t.size].reshape(t.shape)
+        self[name] = v
+        return v
+
+    def release(self) -> None:
+        """Drop the buffer (the shared block is closing)."""
+        self._arr = None
+
+
+class _View:
+    """A :class:`State` attribute naming a table (``s.frames``, ``s.pte``...): its view,
+    made on first use; the instance attribute it then sets answers every later lookup
+    (a non-data descriptor), so a view costs nothing until a run uses it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: Any = None) -> _View: ...
+
+    @overload
+    def __get__(self, obj: State, owner: Any = None) -> np.ndarray: ...
+
+    def __get__(self, obj: State | None, owner: Any = None) -> np.ndarray | _View:
+        if obj is None:
+            return self
+        v = obj.views[self.name]
+        obj.__dict__[self.name] = v
+        return v
+
+
 class State:
     """All model state over one flat int64 buffer.
 
@@ -65,35 +114,35 @@ class State:
         else:
             self.arr = np.frombuffer(buf, dtype=np.int64, count=layout.words)
         self.words: Words = words if words is not None else fast_words(self.arr)
-        self.views: dict[str, np.ndarray] = {}
-        for name, t in layout.tables.items():
-            self.views[name] = self.arr[t.offset : t.offset + t.size].reshape(t.shape)
-        v = self.views
-        self.glob = v["glob"]
-        self.frames = v["frames"]
-        self.zones = v["zones"]
-        self.pte = v["pte"]
-        self.ptl = v["ptl"]
-        self.mm = v["mm"]
-        self.vma = v["vma"]
-        self.actor = v["actor"]
-        self.tlb = v["tlb"]
-        self.shadow = v["shadow"]
-        self.swap = v["swap"]
-        self.pcache = v["pcache"]
-        self.pcache_lock = v["pcache_lock"]
-        self.fshadow = v["fshadow"]
-        self.lru_batch = v["lru_batch"]
-        self.cpu = v["cpu"]
-        self.anon_vma = v["anon_vma"]
-        self.mapping = v["mapping"]
-        # Large folios and the PMD level (empty unless the geometry has thp).
-        self.folio = v["folio"]
-        self.pmd = v["pmd"]
-        self.pmd_ptl = v["pmd_ptl"]
-        self.htlb = v["htlb"]
+        # The named views of the tables (``views["frames"]``, also ``self.frames``...),
+        # each made the first time it is used: a run uses a dozen of the ~30.
+        self.views: dict[str, np.ndarray] = _Views(self.arr, layout)
         if init:
             self._init_static()
+
+    glob = _View("glob")
+    frames = _View("frames")
+    zones = _View("zones")
+    pte = _View("pte")
+    ptl = _View("ptl")
+    mm = _View("mm")
+    vma = _View("vma")
+    actor = _View("actor")
+    tlb = _View("tlb")
+    shadow = _View("shadow")
+    swap = _View("swap")
+    pcache = _View("pcache")
+    pcache_lock = _View("pcache_lock")
+    fshadow = _View("fshadow")
+    lru_batch = _View("lru_batch")
+    cpu = _View("cpu")
+    anon_vma = _View("anon_vma")
+    mapping = _View("mapping")
+    # Large folios and the PMD level (empty unless the geometry has thp).
+    folio = _View("folio")
+    pmd = _View("pmd")
+    pmd_ptl = _View("pmd_ptl")
+    htlb = _View("htlb")
 
     @classmethod
     def build(cls, geo: Geometry) -> State:
@@ -153,15 +202,12 @@ class State:
     def close(self) -> None:
         """Drop the words backend and every view (needed before a shared block closes)."""
         self.words.release()
-        for name in list(self.views):
-            del self.views[name]
-        for name in (
-            "glob", "frames", "zones", "pte", "ptl", "mm", "vma", "actor", "tlb", "shadow", "swap",
-            "pcache", "pcache_lock", "fshadow", "lru_batch", "cpu", "anon_vma", "mapping",
-            "folio", "pmd", "pmd_ptl", "htlb",
-        ):
-            if hasattr(self, name):
-                delattr(self, name)
+        views = self.views
+        if isinstance(views, _Views):
+            views.release()
+        views.clear()
+        for name in _VIEW_NAMES:
+            self.__dict__.pop(name, None)
         del self.arr
 
     # ----------------------------------------------------------------------------------
@@ -250,10 +296,11 @@ class State:
         return self.pte >> PTE_PFN_SHIFT
 
     def digest(self) -> bytes:
-        """A hash of the whole state (for trace fingerprints)."""
-        import hashlib
-
-        return hashlib.blake2b(self.arr.tobytes(), digest_size=16).digest()
+        """A hash of the whole state (for trace fingerprints): of its words' bytes, read
+        in place (a contiguous buffer) rather than copied out first."""
+        arr = self.arr
+        data = arr.data if arr.flags.c_contiguous else arr.tobytes()
+        return hashlib.blake2b(data, digest_size=16).digest()
 
     # ----------------------------------------------------------------------------------
     def start_recording(self) -> RecordingWords:
@@ -267,6 +314,9 @@ class State:
         self.__dict__.pop("find_vma", None)  # the C lookup (find_vma) reads unrecorded
         self.__class__ = _RecordingState
         return rec
+
+
+_VIEW_NAMES = tuple(n for n, v in vars(State).items() if isinstance(v, _View))
 
 
 class _RecordingState(State):

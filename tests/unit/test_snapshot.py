@@ -70,3 +70,28 @@ def test_a_workload_that_cannot_be_keyed_is_built() -> None:
     odd = replace(w, mms=list(w.mms))  # type: ignore[arg-type]
     s = runner.initial_state(odd)
     assert np.array_equal(s.arr, runner.build_state(w).arr)
+
+
+def test_views_are_made_on_first_use_over_the_words() -> None:
+    """A state's named views (``s.frames``, ``s.views["pte"]``...) are made when first
+    used: each is its table's slice of the words in its shape, the attribute and the
+    ``views`` entry are one array, and a name no table has is a KeyError."""
+    lay = Layout(Geometry())
+    s = State.from_snapshot(lay, State(lay).snapshot())
+    assert len(s.views) == 0  # nothing made yet
+    frames = s.frames
+    assert s.views["frames"] is frames and s.frames is frames and len(s.views) == 1
+    for name, t in lay.tables.items():
+        v = s.views[name]
+        assert (v.shape == t.shape and np.shares_memory(v, s.arr)) or t.size == 0
+        if t.size:
+            assert v.reshape(-1)[:1].ctypes.data == s.arr[t.offset :].ctypes.data
+    assert s.pte is s.views["pte"] and s.htlb is s.views["htlb"]
+    s.pte[0, 2] = 77
+    assert s.words.load(s.pte_word(0, 2)) == 77
+    with pytest.raises(KeyError):
+        s.views["no_such_table"]
+    s.close()
+    assert "frames" not in vars(s) and len(s.views) == 0
+    with pytest.raises(KeyError):  # a closed state makes no new view of its buffer
+        s.views["frames"]
