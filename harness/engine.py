@@ -34,7 +34,10 @@ import time
 from array import array
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from math import floor
 from typing import Any
+
+import numpy as np
 
 from ..core.machine.errors import (
     Failure,
@@ -44,7 +47,7 @@ from ..core.machine.errors import (
 )
 from ..core.machine.kernel import RESCHED, Actor, Block, Kernel
 from ._rng import Stream
-from .schedulers import Scheduler
+from .schedulers import RandomWalk, RoundRobin, Scheduler, StickyWalk
 
 # Steps the schedule buffer grows by (4 bytes each).
 _SCHEDULE_CHUNK = 1024
@@ -104,6 +107,32 @@ def innermost(gen: Generator[Any, Any, Any]) -> tuple[str, str, int]:
     frame = g.gi_frame
     line = frame.f_lineno if frame is not None else -1
     return g.gi_code.co_name, g.gi_code.co_filename, line
+
+
+def _schedule_array(ids: list[int]) -> array:
+    """``array("i", ids)`` (the schedule), made through ``bytes`` when every id fits in
+    one (a C loop of a few instructions an entry, not ``PyArg_Parse`` per entry)."""
+    try:
+        small = bytes(ids)
+    except ValueError:  # an actor id of 256 or more
+        return array("i", ids)
+    return array("i", np.frombuffer(small, dtype=np.uint8).astype(np.int32).tobytes())
+
+
+def _switches(schedule: array) -> int:
+    """Steps at which another actor ran than at the step before."""
+    s = np.frombuffer(schedule, dtype=np.int32) if schedule.itemsize == 4 else np.array(schedule)
+    return int(np.count_nonzero(s[1:] != s[:-1]))
+
+
+def _kept_off(hold: list[int], on_cpu: list[int]) -> int:
+    """The actors a held CPU keeps off it (a mask): every other actor of each CPU whose
+    ``hold`` is an actor."""
+    m = 0
+    for cpu, h in enumerate(hold):
+        if h >= 0:
+            m |= on_cpu[cpu] & ~(1 << h)
+    return m
 
 
 def cycle_through(start: int, owner_awaited: Callable[[int], int]) -> list[int]:
@@ -185,21 +214,42 @@ class DeterministicEngine:
         stream = Stream([self.seed, 0x5EED])
         sched.start(len(actors), stream)
         choose = sched.choose
-        # The random walk is the default strategy and the hot loop's biggest single cost
-        # after the model itself: draw inline from the same stream (same choices).
-        inline_random = type(sched).__name__ == "RandomWalk"
-        # Its draws come straight from the stream's batch (Stream.random without the
+        # Who runs: ``mode`` 1 the random walk (the default strategy), 2 the sticky walk,
+        # 3 round robin (the other two of ``mix``), made here inline with the same
+        # choices as their ``choose`` from the same stream (a call per step is a large
+        # part of a step); 0 any other strategy's ``choose``; 4 the livelock oracle's
+        # fair round robin (for ``fair_until`` steps, then ``inline`` again).
+        kind = type(sched)
+        inline = (
+            1 if kind is RandomWalk else 2 if kind is StickyWalk else 3 if kind is RoundRobin
+            else 0
+        )
+        mode = inline
+        # The sticky walk's and round robin's state (StickyWalk._last / _switch,
+        # RoundRobin._cur / _left / quantum).
+        s_last = -1
+        s_switch = sched._switch if inline == 2 else 1.0  # type: ignore[attr-defined]
+        rr_cur = -1
+        rr_left = 0
+        rr_quantum = sched.quantum if inline == 3 else 1  # type: ignore[attr-defined]
+        # Their draws come straight from the stream's batch (Stream.random without the
         # call): ``rbuf[ri]`` is the stream's next number.
         rbuf: list[float] = []
         ri = rn = 0
-        # The schedule is written by index into a buffer grown in chunks (no call per
-        # step) and cut to the steps taken at the end.
-        schedule = array("i", bytes(4 * _SCHEDULE_CHUNK))
+        # The schedule is written by index into a list grown in chunks (no call per
+        # step) and made the array of the steps taken at the end.
+        sched_buf = [0] * _SCHEDULE_CHUNK
         cap = _SCHEDULE_CHUNK
-        nrec = 0
+        tracing = self.tracing
         trace: list[tuple[int, int, str, str]] = []
         live = list(range(len(actors)))
         n_live = len(live)
+        # Sets of actors are bit masks (bit ``aid``): the live ones, the blocked ones
+        # whose lock word still has the bit (``stuck``), those a held CPU keeps off it
+        # (``excl``), the runnable ones (``m``).
+        live_mask = (1 << n_live) - 1
+        stuck = 0
+        excl = 0
         # kworkers (daemons) never finish: the run ends when every other actor has.
         main_left = sum(1 for a in actors if not a.daemon)
         # Under PREEMPT_NONE / _VOLUNTARY an actor in the middle of an operation keeps
@@ -209,12 +259,12 @@ class DeterministicEngine:
         hold_cpus = k.cpus > 0 and k.preemption != "full"
         hold = [-1] * (max(a.cpu for a in actors) + 1 if actors else 0)
         cpu_of = [a.cpu for a in actors]
+        on_cpu = [0] * len(hold)  # the actors of each CPU (a mask)
+        for a in actors:
+            on_cpu[a.cpu] |= 1 << a.id
         fair_until = -1  # steps before this run under a fair round robin
         fair_given: dict[int, int] = {}  # actor -> its progress count at its fair window
         fair_turns = 0
-        last_stuck = -1  # the blocked actors' mask last_runnable was built for
-        last_runnable: list[int] = live
-        last_n = n_live
         blocked: dict[int, Block] = {}
         self._blocked = blocked  # the deadlock report names where each waiter waits
         load = k.words.load
@@ -225,122 +275,193 @@ class DeterministicEngine:
             if type(k.words).__name__ == "AtomicWords" and len(actors) <= 63
             else None
         )
+        resched = RESCHED
         failure: Failure | None = None
+        step_failed = False
         outcome = Outcome.CLEAN
         max_steps = limits.max_steps
+        # The next step at which the budget, the schedule buffer or the fair window
+        # needs a look.
+        mark = min(cap, max_steps)
         livelock = limits.livelock_steps
-        check_every = limits.check_every
-        last_check = 0
+        invariants = self.invariants
+        check_every = limits.check_every if invariants is not None else 0
+        # The first step after which a quiet point runs the invariants (never without).
+        next_check = check_every if check_every else max_steps + 1
         quiet_checks = 0
-        preemptions = 0
-        prev = -1
+        checking = False  # a quiet-point check runs (an exception then is not a step's)
+        # Preemptions (a switch away from an actor that could have gone on) are the
+        # switches of the schedule (counted at the end) but those away from an actor that
+        # could not: ``not_preempted`` counts them as they happen.
+        not_preempted = 0
         shared = -1
         t0 = time.perf_counter()
         step = 0
         try:
-            while live and main_left:
-                if step >= max_steps:
-                    outcome = Outcome.BUDGET
-                    break
-                if blocked:
-                    # Which blocked actors still wait (their lock word still has the
-                    # bit): a bit mask; the runnable list is rebuilt only when the mask
-                    # (or ``live``) changed since the last step.
-                    if blocked_mask is not None:
-                        stuck = blocked_mask(blocked)  # the loop below in one C call
+            # ``running``: some actor other than a kworker is live. ``slow``: the
+            # runnable set may not be ``live`` (some actor blocked or kept off its CPU,
+            # or one finished): the next step works it out and clears ``slow`` when it
+            # is ``live`` again. Until then ``runnable``, ``n``, ``m`` stay ``live``'s.
+            # (Plain booleans: tested in a step without a call.)
+            running = main_left > 0 and n_live > 0
+            slow = False
+            runnable = live
+            n = n_live
+            m = live_mask
+            last_m = -1  # the mask last_runnable was built for
+            last_runnable = live
+            while running:
+                if step >= mark:
+                    if step >= max_steps:
+                        outcome = Outcome.BUDGET
+                        break
+                    if step >= cap:
+                        sched_buf += [0] * _SCHEDULE_CHUNK
+                        cap += _SCHEDULE_CHUNK
+                    if mode == 4 and step >= fair_until:
+                        mode = inline
+                    mark = min(cap, max_steps, fair_until if mode == 4 else max_steps)
+                if slow:
+                    if blocked:
+                        # Which blocked actors still wait (their lock word still has the
+                        # bit).
+                        if blocked_mask is not None:
+                            stuck = blocked_mask(blocked)  # the loop below in one C call
+                        else:
+                            stuck = 0
+                            for b in blocked:
+                                rq = blocked[b]
+                                if load(rq.word) & rq.mask:
+                                    stuck |= 1 << b
                     else:
                         stuck = 0
-                        for b in blocked:
-                            rq = blocked[b]
-                            if load(rq.word) & rq.mask:
-                                stuck |= 1 << b
-                    if stuck != last_stuck:
-                        last_stuck = stuck
-                        last_runnable = [b for b in live if not stuck >> b & 1]
-                        last_n = len(last_runnable)
-                    runnable = last_runnable
-                    n = last_n
-                    if not n:
-                        # An idle kworker waiting for work is not part of the report.
-                        waiting = [b for b in blocked if not (actors[b].daemon and actors[b].idle)]
-                        failure = self._deadlock(sorted(waiting), everyone=True)
-                        break
-                else:
-                    runnable = live
-                    n = n_live
-                if hold_cpus:
-                    runnable = [b for b in runnable if hold[cpu_of[b]] in (-1, b)]
-                    n = len(runnable)
-                if step < fair_until:
+                    m = live_mask & ~(stuck | excl)
+                    if m == live_mask:
+                        runnable = live
+                        n = n_live
+                        if not blocked and not excl:
+                            slow = False
+                    else:
+                        if m != last_m:
+                            last_m = m
+                            last_runnable = [b for b in live if m >> b & 1]
+                        runnable = last_runnable
+                        n = len(runnable)
+                        if not n:
+                            # (A CPU's holder is never blocked: it lets the CPU go when
+                            # it sleeps. So only blocked actors empty the list.) An idle
+                            # kworker waiting for work is not part of the report.
+                            waiting = [
+                                b for b in blocked if not (actors[b].daemon and actors[b].idle)
+                            ]
+                            failure = self._deadlock(sorted(waiting), everyone=True)
+                            break
+                    if step and not m >> sched_buf[step - 1] & 1:
+                        not_preempted += 1  # the last to run cannot go on
+                if mode == 1:  # RandomWalk.choose
+                    if n > 1:
+                        if ri == rn:
+                            rbuf = stream.next_batch()
+                            ri, rn = 0, len(rbuf)
+                        aid = runnable[floor(rbuf[ri] * n)]  # int(): the same for >= 0
+                        ri += 1
+                    else:
+                        aid = runnable[0]
+                elif mode == 2:  # StickyWalk.choose
+                    if n > 1:
+                        if ri == rn:
+                            rbuf = stream.next_batch()
+                            ri, rn = 0, len(rbuf)
+                        r = rbuf[ri]
+                        ri += 1
+                        if s_last >= 0 and m >> s_last & 1:
+                            if r >= s_switch:
+                                aid = s_last
+                            else:
+                                r /= s_switch  # uniform in [0, 1) again, for the pick
+                                j = floor(r * n)
+                                aid = s_last = runnable[j if j < n else n - 1]
+                        else:
+                            j = floor(r * n)
+                            aid = s_last = runnable[j if j < n else n - 1]
+                    else:
+                        aid = s_last = runnable[0]
+                elif mode == 3:  # RoundRobin.choose
+                    if rr_left > 0 and rr_cur >= 0 and m >> rr_cur & 1:
+                        rr_left -= 1
+                        aid = rr_cur
+                    else:
+                        aid = runnable[0]
+                        for b in runnable:
+                            if b > rr_cur:
+                                aid = b
+                                break
+                        rr_cur = aid
+                        rr_left = rr_quantum - 1
+                elif mode == 4:  # the fair window: the next actor after the last
                     fair_turns += 1
+                    prev = sched_buf[step - 1] if step else -1
                     aid = runnable[0]
                     for b in runnable:
                         if b > prev:
                             aid = b
                             break
-                elif inline_random:
-                    if n > 1:
-                        if ri == rn:
-                            rbuf = stream.next_batch()
-                            ri, rn = 0, len(rbuf)
-                        aid = runnable[int(rbuf[ri] * n)]
-                        ri += 1
-                    else:
-                        aid = runnable[0]
                 else:
                     aid = choose(runnable, step)
-                if step == cap:
-                    schedule.frombytes(bytes(4 * _SCHEDULE_CHUNK))
-                    cap += _SCHEDULE_CHUNK
-                schedule[step] = aid
-                nrec = step + 1
-                if aid != prev:
-                    if prev in runnable:
-                        preemptions += 1
-                    prev = aid
+                sched_buf[step] = aid
                 a = actors[aid]
-                if aid in blocked:  # a test and a del: no call on the hot path
-                    del blocked[aid]  # noqa: RUF051
+                if slow and aid in blocked:  # (blocked is empty unless slow)
+                    del blocked[aid]
                 self.step = step
-                try:
-                    req = progs[aid].send(None)
-                except StopIteration:
+                # One step: resume the program to its next preemption point. ``for``
+                # rather than ``send``: no method call, and the end is the ``else``.
+                for req in progs[aid]:  # noqa: B007 (req is the step's yield)
+                    break
+                else:
                     live.remove(aid)
+                    live_mask &= ~(1 << aid)
                     n_live -= 1
-                    last_stuck = -1  # the cached runnable list names it
+                    slow = True
                     if not a.daemon:
                         main_left -= 1
                         if main_left == 1:
                             shared = step + 1
+                    running = main_left > 0 and n_live > 0
                     req = None
-                    if hold_cpus:
+                    if hold_cpus and hold[cpu_of[aid]] != -1:
                         hold[cpu_of[aid]] = -1
+                        excl = _kept_off(hold, on_cpu)
                 step += 1
-                if self.tracing:
+                if tracing:
                     trace.append(self._trace_entry(step - 1, a, progs[aid], req))
-                if hold_cpus and aid in live:
+                if hold_cpus and live_mask >> aid & 1:
                     # schedule() at a sleep or a voluntary point, or back to user space.
-                    free = req is not None or a.idle
-                    hold[cpu_of[aid]] = -1 if free else aid
-                if req is RESCHED:
-                    req = None
+                    h = -1 if req is not None or a.idle else aid
+                    if hold[cpu_of[aid]] != h:
+                        hold[cpu_of[aid]] = h
+                        excl = _kept_off(hold, on_cpu)
+                        slow = True
                 if req is not None:
-                    if type(req) is Block:
+                    if req is resched:
+                        pass
+                    elif type(req) is Block:
                         if load(req.word) & req.mask:
                             blocked[aid] = req
+                            slow = True
                             cyc = self._cycle_from(aid, blocked)
                             if cyc:
                                 failure = self._deadlock(cyc, everyone=False)
                                 break
+                        continue
                     else:
                         fn, path, line = innermost(progs[aid])
                         raise HarnessInternalError(
                             f"{a.name} yielded {req!r} from {fn} ({path}:{line}); kernel "
                             "paths may only yield None or a Block"
                         )
-                    continue
-                a.steps_since_progress += 1
-                if a.steps_since_progress > livelock:
+                s = a.steps_since_progress + 1
+                a.steps_since_progress = s
+                if s > livelock:
                     # Only a fair schedule can show a livelock: an actor that spins while
                     # one it waits for never gets the CPU (PCT's strict priorities do
                     # that) is starved, not livelocked. On suspicion, run one more window
@@ -349,29 +470,36 @@ class DeterministicEngine:
                     if fair_given.get(aid) != a.progress:
                         fair_given[aid] = a.progress
                         fair_until = step + livelock
+                        mode = 4
+                        mark = min(cap, max_steps, fair_until)
                         a.steps_since_progress = 0
                         continue
                     failure = self._livelock(a)
                     break
-                if (
-                    self.invariants is not None
-                    and check_every
-                    and step - last_check >= check_every
-                    and all(actors[i].idle for i in live)
-                ):
-                    last_check = step
-                    quiet_checks += 1
-                    self.invariants(k, final=False)
+                if step >= next_check:
+                    for i in live:
+                        if not actors[i].idle:
+                            break
+                    else:  # every live actor is idle: a quiet point
+                        next_check = step + check_every
+                        quiet_checks += 1
+                        checking = True
+                        invariants(k, final=False)  # type: ignore[misc]
+                        checking = False
             self.step = step
-            if failure is None and outcome is Outcome.CLEAN and self.invariants is not None:
+            if failure is None and outcome is Outcome.CLEAN and invariants is not None:
                 quiet_checks += 1
-                self.invariants(k, final=True)
+                checking = True
+                invariants(k, final=True)
         except InvariantViolation as exc:
             failure = exc.failure
+            # A step's program raised it (its schedule entry is written), or a check.
+            if not checking:
+                step_failed = True
         if failure is not None:
             outcome = Outcome.FAILED
         elapsed = time.perf_counter() - t0
-        del schedule[nrec:]
+        schedule = _schedule_array(sched_buf[: step + 1 if step_failed else step])
         # Fingerprint the state as the run left it, before closing the programs: closing
         # runs their ``finally`` clauses (mmap_read_unlock...), which touch the state.
         fingerprint = self._fingerprint(schedule, failure)
@@ -387,7 +515,7 @@ class DeterministicEngine:
             fingerprint=fingerprint,
             elapsed=elapsed,
             scheduler=sched.describe(),
-            preemptions=preemptions,
+            preemptions=_switches(schedule) - not_preempted,
             quiet_checks=quiet_checks,
             fair_turns=fair_turns,
             trace=trace,

@@ -291,3 +291,72 @@ def test_engine_offers_sorted_runnable_actors_and_never_a_blocked_one() -> None:
         assert offered[step] == [0], (step, offered[step])
     assert offered[release + 1] == [0, 1]  # the unlock woke the first waiter only
     assert k.stats["waiter:lock"][0] == 2  # both waiters got the lock in the end
+
+
+# -- the engine's inline strategies and its stream ---------------------------------------
+
+
+def test_stream_batches_do_not_change_its_numbers() -> None:
+    """The stream draws in growing batches; its numbers are one ``Generator.random``
+    sequence whatever mix of ``random`` / ``next_batch`` / ``below`` reads them."""
+    from pagerace.harness._rng import Stream
+
+    want = np.random.default_rng([5, 0x5EED]).random(20_000).tolist()
+    s = Stream([5, 0x5EED])
+    got: list[float] = []
+    rng = np.random.default_rng(0)
+    while len(got) < len(want):
+        how = rng.integers(3)
+        if how == 0:
+            got.append(s.random())
+        elif how == 1:
+            got.extend(s.next_batch())
+        else:
+            n = int(rng.integers(1, 9))
+            assert s.below(n) == int(want[len(got)] * n)
+            got.append(want[len(got)])
+    assert got[: len(want)] == want
+
+
+class _Called:
+    """Wraps a strategy so the engine calls its ``choose`` (a subclass is not inlined)."""
+
+    @staticmethod
+    def of(sched):  # a subclass of the strategy's own class: the same methods
+        return type("Called" + type(sched).__name__, (type(sched),), {})(
+            **({"quantum": sched.quantum} if hasattr(sched, "quantum") else {})
+        )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "quantum"), [("random", 1), ("sticky", 3), ("sticky", 1), ("rr", 1), ("rr", 4)]
+)
+@pytest.mark.parametrize(("name", "variant"), [("default", "v6"), ("opposite-order", "hmm-2017")])
+def test_inline_strategies_choose_as_their_choose(
+    strategy: str, quantum: int, name: str, variant: str
+) -> None:
+    """The engine makes the random walk's, the sticky walk's and round robin's choices
+    itself (no call per step): the same schedules, preemptions and outcomes as their
+    ``choose`` called at every step, over seeds with blocked actors and deadlocks."""
+    from pagerace.core.actors import program
+    from pagerace.core.oracles.invariants import check_all
+    from pagerace.harness.runner import build_model, limits_for
+    from pagerace.workloads import load_workload
+
+    w = load_workload(name)
+    for seed in range(4):
+        got = []
+        for wrap in (False, True):
+            sched = make_scheduler(strategy, quantum=quantum)
+            if wrap:
+                sched = _Called.of(sched)
+                assert type(sched) is not type(make_scheduler(strategy, quantum=quantum))
+            m = build_model(w, variant, (), seed)
+            progs = [program(m.kernel, a, o) for a, o in zip(m.actors, m.ops)]
+            r = DeterministicEngine(
+                m.kernel, m.actors, progs, sched, seed=seed, limits=limits_for(w),
+                invariants=check_all,
+            ).run()
+            got.append((list(r.schedule), r.preemptions, r.outcome, r.fingerprint, r.fair_turns))
+        assert got[0] == got[1]
+        assert got[0][1] > 0
