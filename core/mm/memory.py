@@ -535,6 +535,7 @@ def wp_page_copy(
     new = k.alloc_page(a, 0, "wp_page_copy")
     if new < 0:
         put("wp_page_copy:put")
+        k.count("oom")  # as do_anonymous_page and do_swap_page count theirs
         return VM_FAULT_OOM
     k.set_data(new, k.data(pfn))  # __wp_page_copy_user
     yield

@@ -62,3 +62,23 @@ def test_writable_swap_entries_become_readable() -> None:
     assert not k.pte_read(0, 0) & PTE_WRITE
     mig = k.pte_read(0, 2)
     assert pte_type(mig) == PTE_MIGRATION and not mig & PTE_WRITE and mig & PTE_EXCLUSIVE
+
+
+def test_wp_page_copy_out_of_memory_drops_its_reference_and_counts_oom() -> None:
+    """wp_page_copy (7.0 mm/memory.c): no page for the copy: the reference do_wp_page
+    took is put back, VM_FAULT_OOM, and the run's ``oom`` event counts it as the other
+    failed fault allocations do."""
+    from pagerace.core.mm.memory import VM_FAULT_OOM, wp_page_copy
+
+    m = model(TABLE)
+    k, (a0, a1) = m.kernel, m.actors
+    orig = k.pte_read(0, 0)
+    pfn = pte_pfn(orig)
+    refs = k.ref_count(pfn)
+    k.get_page(a0, pfn, "test:do_wp_page:get")  # what do_wp_page holds when it copies
+    while k.alloc_page(a1, 0, "test:fill") >= 0:
+        pass
+    before = k.events.get("oom", 0)
+    assert _run(k, wp_page_copy(k, a0, 0, 0, orig, pfn)) == VM_FAULT_OOM
+    assert k.events.get("oom", 0) == before + 1
+    assert k.ref_count(pfn) == refs and k.pte_read(0, 0) == orig
