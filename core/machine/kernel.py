@@ -235,11 +235,6 @@ PREEMPTION_MODELS = ("full", "voluntary", "none")
 Path = Generator[Any, Any, Any]
 
 
-# The instance attributes that replace _acquired / _released when a caller wraps them
-# (harness/steps.py logs lock events so): the hot paths that inline the two test for them.
-_HOOK_ACQUIRED = "_acquired"
-_HOOK_RELEASED = "_released"
-
 
 def _done() -> Path:
     """A path that has ended: what the C ``spin_lock`` returns for a lock it took at
@@ -958,12 +953,7 @@ class Kernel:
             st[S_CONTENDED] += 1
             return False
         st[S_ACQUIRED] += 1
-        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-            self._acquired(a, fl, site)
-        else:  # _acquired(a, fl, site), inlined (hot)
-            a.held[fl] = site
-            a.site = site
-            self._held_since[fl] = (site, self.clock())
+        self._acquired(a, fl, site)
         return True
 
     def lock_page(self, a: Actor, pfn: int, site: str) -> Path:
@@ -990,12 +980,7 @@ class Kernel:
             self._waited(st, t0)
         words.store(fl + F_OWNER, a.id + 1)
         st[S_ACQUIRED] += 1
-        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-            self._acquired(a, fl, site)
-        else:  # _acquired(a, fl, site), inlined (hot)
-            a.held[fl] = site
-            a.site = site
-            self._held_since[fl] = (site, self.clock())
+        self._acquired(a, fl, site)
 
     def unlock_page(self, a: Actor, pfn: int, site: str) -> None:
         """``folio_unlock()``, with the ownership check the model adds: clear PG_locked
@@ -1224,12 +1209,7 @@ class Kernel:
                     break
             self._waited(st, t0)
         st[S_ACQUIRED] += 1
-        if _HOOK_ACQUIRED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-            self._acquired(a, word, site)
-        else:  # _acquired(a, word, site), inlined (hot)
-            a.held[word] = site
-            a.site = site
-            self._held_since[word] = (site, self.clock())
+        self._acquired(a, word, site)
 
     def spin_unlock(self, a: Actor, word: int, site: str) -> None:
         """``spin_unlock()``, with the owner check the model adds.
@@ -1240,27 +1220,7 @@ class Kernel:
         owner = self.words.xchg(word, 0)
         if owner != a.id + 1:
             self._spin_unlock_bad(a, word, site, owner)
-        if _HOOK_RELEASED in self.__dict__:  # wrapped (harness/steps.py logs lock events)
-            self._released(a, word)
-        else:  # _released(a, word), inlined (hot: every page unlock and PTL release)
-            held = a.held
-            if word in held:
-                del held[word]
-            hs = self._held_since
-            if word in hs:
-                hsite, t0 = hs[word]
-                del hs[word]
-                t = self.clock() - t0
-                try:
-                    st = self.stats[hsite]
-                except KeyError:
-                    st = self.stats[hsite] = _new_stat()
-                st[S_HOLDS] += 1
-                st[S_HOLD_TOTAL] += t
-                if t < st[S_HOLD_MIN]:
-                    st[S_HOLD_MIN] = t
-                if t > st[S_HOLD_MAX]:
-                    st[S_HOLD_MAX] = t
+        self._released(a, word)
 
     def _spin_unlock_bad(self, a: Actor, word: int, site: str, owner: int) -> None:
         """The failure of a ``spin_unlock`` of a lock word ``owner`` held (0: nobody)."""
