@@ -855,14 +855,15 @@ class PoolBackend:
             with contextlib.suppress(Exception):
                 p.join(timeout=5)
             codes[pid] = p.exitcode
-        order = dead_now + sorted(pid for pid, c in codes.items() if c not in (None, 0, -signal.SIGTERM))
-        order += sorted(pid for pid, c in codes.items() if c not in (None, 0))
-        for pid in order:
-            code = codes.get(pid)
-            if code not in (None, 0):
-                if code == -signal.SIGTERM and sum(c == code for c in codes.values()) > 1:
-                    return -1, code  # the pool SIGTERMs the others: which one went first is unknown
-                return pid, code
+        # The cause first: an end other than SIGTERM (the pool SIGTERMs the others, maybe
+        # before this call saw the first one dead), then one dead when the pool broke.
+        ended = [pid for pid, c in codes.items() if c not in (None, 0)]
+        ended.sort(key=lambda pid: (codes[pid] == -signal.SIGTERM, pid not in dead_now, pid))
+        for pid in ended:
+            code = codes[pid]
+            if code == -signal.SIGTERM and sum(c == code for c in codes.values()) > 1:
+                return -1, code  # the pool SIGTERMs the others: which one went first is unknown
+            return pid, code
         return -1, None
 
     def cancel(self, f: Future[list[UnitResult]]) -> bool:

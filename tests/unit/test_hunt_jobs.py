@@ -260,3 +260,41 @@ def test_status_lines_with_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("hunt opposite-order")]
     assert lines and all("nothing found yet" in ln for ln in lines)
+
+
+class _Ended:
+    def __init__(self, code: int) -> None:
+        self.exitcode = code
+
+    def join(self, timeout: float) -> None:
+        pass
+
+
+class _Pool:
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        pass
+
+
+@pytest.mark.parametrize("first", ["lower pid", "higher pid"])
+def test_the_worker_that_broke_the_pool_is_named_not_one_the_pool_ended(
+    first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker exits 7; the pool SIGTERMs the other, which may already be gone when the
+    # parent looks (both dead then, in any pid order): the exit 7 is the cause, not an
+    # operator's SIGTERM (it was once reported as "killed by SIGTERM from outside").
+    import psutil
+    from pagerace.harness import campaign
+
+    def gone(pid: int) -> Any:
+        raise psutil.NoSuchProcess(pid)
+
+    monkeypatch.setattr(campaign.psutil, "Process", gone)
+    backend = object.__new__(campaign.PoolBackend)
+    crashed, termed = (200, 100) if first == "lower pid" else (100, 200)
+    backend._seen = {crashed: _Ended(7), termed: _Ended(-15)}  # type: ignore[assignment]
+    backend.pool = _Pool()  # type: ignore[assignment]
+    assert backend.dead_worker() == (crashed, 7)
+    assert campaign.worker_death(backend, "hunt worker") == (False, f"hunt worker {crashed} exited with code 7")
+    # an operator's SIGTERM of one worker alone is from outside
+    backend._seen = {100: _Ended(-15), 200: _Ended(0)}  # type: ignore[assignment]
+    assert campaign.worker_death(backend, "hunt worker") == (True, "hunt worker 100 was killed by SIGTERM from outside")
