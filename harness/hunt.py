@@ -29,7 +29,9 @@ runs can be made out of order: the parent hands chunks of consecutive run indice
 ignored, they die with the parent), a few chunks ahead, and takes their results strictly
 in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
 PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
-(``output.format_rows``), which the parent only appends. The hunt ends at the first
+(``output.format_rows``), which the parent only appends; the contention of a chunk's
+clean runs is summed in the worker and comes with the chunk's first clean run, and the
+parent's writer takes a chunk whole or not at all (``output.FormattedRows.hold``). The hunt ends at the first
 failing run index; the parent makes that run again in-process (same seed, same turn:
 the same run, which it checks by fingerprint) for the shrinker and the artifact, and
 drops whatever the workers made after it. A budget of N runs makes exactly N; a budget
@@ -46,13 +48,13 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
 from .explore import explore
-from .output import FormattedRows, format_rows, rows_for, run_id
+from .output import ContentionSums, FormattedRows, format_rows, rows_for, run_id
 from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
@@ -233,7 +235,8 @@ def _run(s: _Settings, seed: int, turn: Turn, k: int | None, counts: Sequence[in
     )
 
 
-def _done(rec: RunRecord, index: int, rows: bool) -> RunDone:
+def _done(rec: RunRecord, index: int, rows: bool, sums: ContentionSums | None = None) -> RunDone:
+    """``rows``: format a clean run's rows; its contention into ``sums`` when given."""
     r = rec.result
     observed = r.scheduler.get("observed")
     if isinstance(observed, list):
@@ -247,7 +250,7 @@ def _done(rec: RunRecord, index: int, rows: bool) -> RunDone:
         index=index, seed=rec.seed, failed=failed, shared_steps=r.shared_steps, counts=counts,
         pct_k=int(r.scheduler["k"]) if pct else None, guarantee=float(g) if g is not None else None,
         fingerprint=r.fingerprint, kind=r.failure.kind.value if r.failure is not None else "",
-        rows=format_rows(rows_for(rec, run_id(rec), "")) if rows and not failed else None,
+        rows=format_rows(rows_for(rec, run_id(rec), "", sums=sums)) if rows and not failed else None,
     )
 
 
@@ -259,11 +262,19 @@ def _run_chunk(chunk: tuple[int, int, tuple[Turn, ...]]) -> list[RunDone]:
     if s is None:  # pragma: no cover - only a pool made by _pooled calls this
         raise HarnessInternalError("a hunt chunk ran in a process without the hunt's settings")
     out = []
+    sums = ContentionSums() if s.rows else None
     for j, turn in enumerate(turns):
-        done = _done(_run(s, seed + j, turn, s.pct_k, ()), start + j, s.rows)
+        done = _done(_run(s, seed + j, turn, s.pct_k, ()), start + j, s.rows, sums)
         out.append(done)
         if done.failed:
             break
+    if sums is not None:  # the chunk's contention, summed here (FormattedRows.hold)
+        clean = [i for i, d in enumerate(out) if d.rows is not None]
+        for n, i in enumerate(clean):
+            f = out[i].rows
+            assert f is not None
+            out[i] = replace(out[i], rows=FormattedRows(
+                f.cells, sums.rows() if n == 0 else [], hold=n < len(clean) - 1))
     return out
 
 

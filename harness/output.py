@@ -40,13 +40,13 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core.machine.errors import Failure
+from ..core.machine.errors import Failure, HarnessInternalError
 from ..core.machine.kernel import STAT_FIELDS
 from ..reports.schema import (
     CONTENTION,
@@ -154,8 +154,31 @@ _CONFIG = 5  # CONTENTION_KEY[:5]: the configuration
 _SUMMED = ("runs", "acquired", "contended", "trylock_attempts", "trylock_failures", "waits",
            "wait_total", "holds", "hold_total")
 _MAXED = ("wait_max", "hold_max")
-_MINNED = (("wait_min", "waits"), ("hold_min", "holds"))  # (minimum, the count it is over)
 _NEEDED = frozenset((*CONTENTION_KEY, *_SUMMED, *_MAXED, "wait_min", "hold_min", "run_id"))
+
+
+def _combine(acc: list[int], st: Sequence[int]) -> None:
+    """Add one site's kernel statistics ``st`` (``Kernel.stats`` order, STAT_FIELDS, no
+    wait / hold: minimum ``_NO_MIN``) into ``acc`` = ``[runs, *STAT_FIELDS]``: counts
+    and totals add up, maxima take the larger, minima the smaller (``_NO_MIN`` loses to
+    any real one). Unrolled (a hunt's workers call it for every site of every run);
+    tests/unit/test_output.py checks it field by field against STAT_FIELDS' names."""
+    acc[1] += st[0]  # acquired
+    acc[2] += st[1]  # contended
+    acc[3] += st[2]  # trylock_attempts
+    acc[4] += st[3]  # trylock_failures
+    acc[5] += st[4]  # waits
+    acc[6] += st[5]  # wait_total
+    if st[6] < acc[7]:  # wait_min
+        acc[7] = st[6]
+    if st[7] > acc[8]:  # wait_max
+        acc[8] = st[7]
+    acc[9] += st[8]  # holds
+    acc[10] += st[9]  # hold_total
+    if st[10] < acc[11]:  # hold_min
+        acc[11] = st[10]
+    if st[11] > acc[12]:  # hold_max
+        acc[12] = st[11]
 
 
 class ContentionSums:
@@ -165,46 +188,81 @@ class ContentionSums:
     (held) at all, 0 when none did. Every row of a configuration carries the same
     ``run_id``: the last run of that configuration added (whichever sites it reached),
     so the rows of one configuration and batch are kept or dropped together
-    (:func:`pagerace.reports.schema.uncovered_runs`). Rows come out sorted by key."""
+    (:func:`pagerace.reports.schema.uncovered_runs`). Rows come out sorted by key.
+
+    Runs come in as their kernel statistics (:meth:`add_stats`: one run, straight from
+    ``Kernel.stats``) or as contention.csv rows already summed (:meth:`add`); both are
+    kept as ``[runs, *STAT_FIELDS]`` per configuration and site, a minimum with no wait
+    (hold) behind it as the kernel's ``_NO_MIN``, and become rows in :meth:`rows`."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._last: dict[tuple[Any, ...], str] = {}  # configuration -> its last run
+        # (workload, variant, bugs, engine, strategy, time_unit) -> site -> [runs, *stats]
+        self._sums: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._last: dict[tuple[str, ...], str] = {}  # configuration -> its last run
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return sum(len(d) for d in self._sums.values())
+
+    def add_stats(self, config: tuple[str, ...], run: str, stats: Mapping[str, Sequence[int]]) -> None:
+        """One run's ``Kernel.stats`` (site -> STAT_FIELDS values); ``config`` is
+        (workload, variant, bugs, engine, strategy, time_unit), ``run`` its run id."""
+        self._last[config[:_CONFIG]] = run
+        d = self._sums.get(config)
+        if d is None:
+            d = self._sums[config] = {}
+        for site, st in stats.items():
+            acc = d.get(site)
+            if acc is None:
+                d[site] = [1, *st]
+            else:
+                acc[0] += 1
+                _combine(acc, st)
 
     def add(self, row: Mapping[str, Any]) -> None:
-        key = tuple(row[k] for k in CONTENTION_KEY)
-        self._last[key[:_CONFIG]] = row["run_id"]
-        acc = self._rows.get(key)
+        """A contention.csv row (the sum of ``row["runs"]`` runs)."""
+        config = (row["workload"], row["variant"], row["bugs"], row["engine"], row["strategy"],
+                  row["time_unit"])
+        self._last[config[:_CONFIG]] = row["run_id"]
+        st = [row[k] for k in STAT_FIELDS]
+        if not row["waits"]:
+            st[6] = _NO_MIN
+        if not row["holds"]:
+            st[10] = _NO_MIN
+        d = self._sums.get(config)
+        if d is None:
+            d = self._sums[config] = {}
+        acc = d.get(row["site"])
         if acc is None:
-            self._rows[key] = dict(row)
-            return
-        for k in _SUMMED:
-            acc[k] += row[k]
-        for k in _MAXED:
-            if row[k] > acc[k]:
-                acc[k] = row[k]
-        for k, count in _MINNED:
-            if row[count] and (not acc[count] - row[count] or row[k] < acc[k]):
-                acc[k] = row[k]  # the first run that waited, or a shorter wait
+            d[row["site"]] = [row["runs"], *st]
+        else:
+            acc[0] += row["runs"]
+            _combine(acc, st)
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
-        for k in sorted(self._rows):
-            row = self._rows[k]
-            row["run_id"] = self._last[k[:_CONFIG]]
-            out.append(row)
+        for config, d in self._sums.items():
+            head = dict(zip(("workload", "variant", "bugs", "engine", "strategy"), config))
+            head["run_id"] = self._last[config[:_CONFIG]]
+            head["time_unit"] = config[_CONFIG]
+            for site, acc in d.items():
+                row: dict[str, Any] = {**head, "site": site, "runs": int(acc[0])}
+                row.update(zip(STAT_FIELDS, (int(x) for x in acc[1:])))
+                if row["wait_min"] >= _NO_MIN:
+                    row["wait_min"] = 0
+                if row["hold_min"] >= _NO_MIN:
+                    row["hold_min"] = 0
+                out.append(row)
+        out.sort(key=lambda r: tuple(r[k] for k in CONTENTION_KEY))
         return out
 
     def clear(self) -> None:
-        self._rows.clear()
+        self._sums.clear()
         self._last.clear()
 
 
 def rows_for(
-    record: RunRecord, run_id: str, artifact_rel: str, campaign: str = ""
+    record: RunRecord, run_id: str, artifact_rel: str, campaign: str = "",
+    sums: ContentionSums | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every CSV row of one run, keyed by schema file name (``runs.csv``...).
 
@@ -213,6 +271,9 @@ def rows_for(
         run_id: its id (:func:`run_id`).
         artifact_rel: the artifact's path relative to the output directory, "" if none.
         campaign: the campaign id, "" for a single run.
+        sums: where the run's contention goes instead of its own ``contention.csv`` rows
+            (a hunt worker sums a chunk of runs there, see ``harness/hunt.py``); ``None``:
+            the run's rows, one per site.
     """
     r = record.result
     f = r.failure
@@ -244,12 +305,15 @@ def rows_for(
         "started": f"{record.started:.3f}",  # full precision (floats are written with 6 digits)
         "pagerace_version": __version__,
     }
-    unit = "steps" if record.engine == "deterministic" else "us"
-    config = {k: v for k, v in common.items() if k != "seed"}
-    contention = [
-        {**config, "strategy": record.strategy, **contention_row(site, st), "time_unit": unit}
-        for site, st in sorted(record.kernel.stats.items())
-    ]
+    config = (common["workload"], common["variant"], common["bugs"], record.engine, record.strategy,
+              "steps" if record.engine == "deterministic" else "us")
+    contention: list[dict[str, Any]] = []
+    if sums is not None:
+        sums.add_stats(config, run_id, record.kernel.stats)
+    else:
+        one = ContentionSums()
+        one.add_stats(config, run_id, record.kernel.stats)
+        contention = one.rows()
     outcomes = [
         {**common, "attempt": attempt, **cols}
         for attempt, cols in outcome_columns(record.kernel.outcomes).items()
@@ -279,10 +343,21 @@ class FormattedRows:
     cells of each file but ``contention.csv``, in column order, and the contention rows,
     checked (the writer sums them per batch, so they stay rows). Picklable: a hunt's
     workers format their runs' rows and the parent only appends them
-    (``harness/hunt.py``)."""
+    (``harness/hunt.py``).
+
+    A hunt worker sums the contention of a chunk of consecutive runs itself: the chunk's
+    first clean run carries the chunk's contention rows (``runs`` = the chunk's clean
+    runs, ``run_id`` its last clean run) and the others none. Every run of the chunk but
+    its last clean one has ``hold`` set: the chunk is written whole or not at all.
+    :class:`RowWriter` ends no batch inside a chunk, sums the chunk's contention into the
+    batch when its last run arrives, and drops the runs of a chunk left open when it
+    closes (the parent interrupted while it took the chunk: at most ``CHUNK - 1`` runs
+    made and taken but in no file), so a contention row never names a run that is not
+    in ``runs.csv`` beside it."""
 
     cells: dict[str, list[list[str]]]
     contention: list[dict[str, Any]]
+    hold: bool = False
 
 
 def format_rows(rows: Mapping[str, list[dict[str, Any]]]) -> FormattedRows:
@@ -341,10 +416,14 @@ class RowWriter:
     What a crash costs:
 
     - a Python exception or Ctrl-C in the code inside ``with RowWriter(...)`` loses no row:
-      the exit flushes every run added;
+      the exit flushes every run added, but those of a hunt chunk still open
+      (:attr:`FormattedRows.hold`: fewer than ``harness.hunt.CHUNK``, dropped whole);
     - a SIGKILL, a crash of the interpreter or of the machine loses exactly the runs
       added since the last flush that completed: fewer than ``batch_runs`` runs, all
-      added within ``batch_seconds`` of the oldest of them. Their rows are in no file, or
+      added within ``batch_seconds`` of the oldest of them (a hunt over worker
+      processes ends a batch between two chunks of runs, :attr:`FormattedRows.hold`:
+      up to ``harness.hunt.CHUNK - 1`` runs more, added within the same time plus the
+      parent's taking of one chunk's results, microseconds). Their rows are in no file, or
       (killed in the middle of a flush) in some of the files written before ``runs.csv``
       but not in ``runs.csv``: a run is on disk when its ``runs.csv`` row is, and the
       others are orphans, which ``pagerace campaign`` removes when it resumes
@@ -392,6 +471,11 @@ class RowWriter:
         self._oldest = 0.0
         self._bufs: dict[str, io.StringIO] = {s.file: io.StringIO() for s in WRITE_ORDER}
         self._contention = ContentionSums()  # the batch's contention rows, summed
+        # An open hunt chunk (FormattedRows.hold): where its first run's lines start in each
+        # buffer and the runs pending before it, and its contention rows, summed into the
+        # batch only when the chunk's last run arrives.
+        self._mark: tuple[list[int], int] | None = None
+        self._chunk_contention: list[dict[str, Any]] = []
         self._upgraded = False
         self._writers = {f: csv.writer(b, lineterminator="\n") for f, b in self._bufs.items()}
 
@@ -406,13 +490,25 @@ class RowWriter:
                 one that names it (nothing of the run buffered).
         """
         f = rows if isinstance(rows, FormattedRows) else format_rows(rows)
+        if f.hold and self._mark is None:
+            self._mark = ([b.tell() for b in self._bufs.values()], self.pending)
         if not self.pending:
             self._oldest = self.clock()
         for file, lines in f.cells.items():
             self._writers[file].writerows(lines)
-        for row in f.contention:
-            self._contention.add(row)
+        if self._mark is not None:
+            self._chunk_contention.extend(f.contention)
+        else:
+            for row in f.contention:
+                self._contention.add(row)
         self.pending += 1
+        if f.hold:
+            return
+        if self._mark is not None:  # the chunk's last run: the chunk is whole
+            for row in self._chunk_contention:
+                self._contention.add(row)
+            self._chunk_contention.clear()
+            self._mark = None
         if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:
             self.flush()
 
@@ -422,6 +518,8 @@ class RowWriter:
         The batch leaves the writer before the first byte is written: if a write fails
         (disk full), the exception propagates and those rows are dropped, never written
         twice by a later flush."""
+        if self._mark is not None:
+            raise HarnessInternalError("RowWriter.flush inside an open hunt chunk (FormattedRows.hold)")
         n = self.pending
         if not n:
             return 0
@@ -450,12 +548,20 @@ class RowWriter:
         """Write the batch if it is due (its oldest run was added ``batch_seconds`` or
         more ago): for a caller between two adds that may be far apart (a campaign of
         long units). Returns the runs written."""
-        if self.pending and self.clock() - self._oldest >= self.batch_seconds:
+        if self.pending and self._mark is None and self.clock() - self._oldest >= self.batch_seconds:
             return self.flush()
         return 0
 
     def close(self) -> None:
-        """Write what is left."""
+        """Write what is left, but the runs of a hunt chunk still open (the parent was
+        interrupted while it took the chunk's runs): those are dropped, as if not made."""
+        if self._mark is not None:
+            positions, self.pending = self._mark
+            for buf, pos in zip(self._bufs.values(), positions):
+                buf.seek(pos)
+                buf.truncate()
+            self._chunk_contention.clear()
+            self._mark = None
         self.flush()
 
     def __enter__(self) -> RowWriter:

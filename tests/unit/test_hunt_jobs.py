@@ -228,8 +228,9 @@ def test_an_interrupt_in_the_parent_ends_the_workers_and_keeps_the_rows_taken(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C while the parent takes runs: exit 130, runs.csv holds seeds 0..n-1 once
-    each with every other file naming only those runs; the conftest guard fails the
-    test if a worker is left."""
+    each with every other file naming only those runs, n the runs of the chunks taken
+    whole (the runs of the chunk being taken are dropped: output.FormattedRows.hold);
+    the conftest guard fails the test if a worker is left."""
     from pagerace.harness import output
 
     real_add = output.RowWriter.add
@@ -248,10 +249,21 @@ def test_an_interrupt_in_the_parent_ends_the_workers_and_keeps_the_rows_taken(
     assert code == 130
     assert capsys.readouterr().err.strip() == "pagerace hunt: interrupted"
     runs = _read(out / "runs.csv")
-    assert [int(r["seed"]) for r in runs] == list(range(37))
+    whole = 37 // hunt_mod.CHUNK * hunt_mod.CHUNK  # chunks of CHUNK runs (a budget this large)
+    assert 0 < whole < 37
+    assert [int(r["seed"]) for r in runs] == list(range(whole))
     ids = {r["run_id"] for r in runs}
     for name in ("outcomes.csv", "contention.csv"):
         assert {r["run_id"] for r in _read(out / name)} <= ids
+    cont = _read(out / "contention.csv")
+    # every run written is summed: per configuration, its runs in runs.csv reach each site
+    # at most that often, and the busiest site of each configuration is reached by all
+    per_config: dict[tuple[str, ...], int] = {}
+    for r in runs:
+        per_config[(r["variant"], r["strategy"])] = per_config.get((r["variant"], r["strategy"]), 0) + 1
+    for cfg, n in per_config.items():
+        reached = [int(c["runs"]) for c in cont if (c["variant"], c["strategy"]) == cfg]
+        assert reached and max(reached) <= n
 
 
 def test_status_lines_with_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,7 +306,9 @@ def test_the_worker_that_broke_the_pool_is_named_not_one_the_pool_ended(
     backend._seen = {crashed: _Ended(7), termed: _Ended(-15)}  # type: ignore[assignment]
     backend.pool = _Pool()  # type: ignore[assignment]
     assert backend.dead_worker() == (crashed, 7)
-    assert campaign.worker_death(backend, "hunt worker") == (False, f"hunt worker {crashed} exited with code 7")
+    assert campaign.worker_death(backend, "hunt worker") == (
+        False, f"hunt worker {crashed} exited with code 7")
     # an operator's SIGTERM of one worker alone is from outside
     backend._seen = {100: _Ended(-15), 200: _Ended(0)}  # type: ignore[assignment]
-    assert campaign.worker_death(backend, "hunt worker") == (True, "hunt worker 100 was killed by SIGTERM from outside")
+    assert campaign.worker_death(backend, "hunt worker") == (
+        True, "hunt worker 100 was killed by SIGTERM from outside")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 import pytest
-from pagerace.core.machine.kernel import _new_stat
+from pagerace.core.machine.kernel import STAT_FIELDS, _new_stat
 from pagerace.harness import output
 from pagerace.harness.output import (
     append_all,
@@ -390,3 +391,97 @@ def test_row_writer_tick_writes_a_batch_that_is_due(clean: RunRecord, tmp_path: 
     clock.t = 1.0
     assert w.tick() == 1 and _runs_in(tmp_path / "runs.csv") == ["r0"]
     assert w.tick() == 0
+
+
+def _stat(rng: random.Random) -> list[int]:
+    """Kernel statistics of one site in one run: maybe no wait and no hold (minimum
+    _NO_MIN, as Kernel.stats keeps it)."""
+    st = _new_stat()
+    names = STAT_FIELDS
+    for i, name in enumerate(names):
+        if name.endswith(("_min", "_max", "_total")):
+            continue
+        st[i] = rng.randrange(0, 4)
+    for count in ("waits", "holds"):
+        stem = count[:-1]
+        n = st[names.index(count)]
+        times = [rng.randrange(0, 50) for _ in range(n)]
+        if times:
+            st[names.index(f"{stem}_total")] = sum(times)
+            st[names.index(f"{stem}_min")] = min(times)
+            st[names.index(f"{stem}_max")] = max(times)
+    return st
+
+
+def test_contention_sums_combine_each_field_by_its_name() -> None:
+    """ContentionSums.add_stats (the unrolled combine a hunt worker runs for each site of
+    each run) against a reference written from STAT_FIELDS' names: counts and totals
+    add up, maxima are the largest, minima the smallest over the runs that waited (held),
+    0 when none did; rows named by the configuration's last run; summed rows added to
+    another ContentionSums (RowWriter's batch) give the same rows."""
+    rng = random.Random(7)
+    configs = [("w", "v6", "", "deterministic", strategy, "steps") for strategy in ("random", "pct")]
+    runs = []
+    for i in range(40):
+        cfg = configs[i % 2]
+        stats = {site: _stat(rng) for site in rng.sample(["a:l", "b:l", "c:l"], rng.randrange(0, 4))}
+        runs.append((cfg, f"r{i}", stats))
+    sums = output.ContentionSums()
+    halves = [output.ContentionSums(), output.ContentionSums()]
+    for n, (cfg, rid, stats) in enumerate(runs):
+        sums.add_stats(cfg, rid, stats)
+        halves[n >= 25].add_stats(cfg, rid, stats)
+    expect = []
+    for cfg in configs:
+        mine = [(rid, stats) for c, rid, stats in runs if c == cfg]
+        for site in sorted({s for _, stats in mine for s in stats}):
+            sts = [stats[site] for _, stats in mine if site in stats]
+            col = {name: [st[i] for st in sts] for i, name in enumerate(STAT_FIELDS)}
+            row = {"run_id": mine[-1][0], "workload": cfg[0], "variant": cfg[1], "bugs": cfg[2],
+                   "engine": cfg[3], "strategy": cfg[4], "time_unit": cfg[5], "site": site, "runs": len(sts)}
+            for name, vals in col.items():
+                if name.endswith("_max"):
+                    row[name] = max(vals)
+                elif name.endswith("_min"):
+                    real = [v for v, c in zip(vals, col[name[:-4] + "s"]) if c]
+                    row[name] = min(real) if real else 0
+                else:
+                    row[name] = sum(vals)
+            expect.append(row)
+    expect.sort(key=lambda r: tuple(r[k] for k in output.CONTENTION_KEY))
+    assert sums.rows() == expect
+    assert len(sums) == len(expect)
+    merged = output.ContentionSums()
+    for half in halves:
+        for row in half.rows():
+            merged.add(row)
+    assert merged.rows() == expect
+    sums.clear()
+    assert sums.rows() == [] and len(sums) == 0
+
+
+def test_row_writer_writes_no_batch_inside_a_held_chunk(clean: RunRecord, tmp_path: Path) -> None:
+    """A run whose FormattedRows holds (more runs of its hunt chunk follow) ends no batch:
+    not when the batch is full, not by age, not by tick; the chunk's last run does."""
+    clock = FakeClock()
+    w = output.RowWriter(tmp_path, batch_runs=2, batch_seconds=1.0, clock=clock)
+    one = output.format_rows(rows_for(clean, "c0", ""))
+    held = [output.FormattedRows(one.cells, one.contention if i == 0 else [], hold=i < 2) for i in range(3)]
+    for f in held[:2]:
+        w.add(f)
+    clock.t = 5.0
+    assert w.tick() == 0 and w.pending == 2 and not (tmp_path / "runs.csv").exists()
+    w.add(held[2])
+    assert w.written == 3 and w.pending == 0
+    assert len(_runs_in(tmp_path / "runs.csv")) == 3
+    # a chunk left open when the writer closes (the parent was interrupted) is dropped
+    # whole: no line of it in any file, its contention not summed
+    with pytest.raises(KeyboardInterrupt), output.RowWriter(tmp_path / "b", batch_runs=100) as w2:
+        w2.add(rows_for(clean, "before", ""))
+        w2.add(held[0])
+        w2.add(held[1])
+        raise KeyboardInterrupt
+    assert _runs_in(tmp_path / "b" / "runs.csv") == ["before"]
+    for name in ("contention.csv", "outcomes.csv"):
+        assert {r["run_id"] for r in _read(tmp_path / "b" / name)} == {"before"}
+    assert {int(r["runs"]) for r in _read(tmp_path / "b" / "contention.csv")} == {1}
