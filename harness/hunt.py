@@ -354,7 +354,9 @@ class _Hunt:
         try:
             while True:
                 while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
-                    n = chunk if budget.runs is None else min(chunk, budget.runs - made)
+                    n = chunk
+                    if budget.runs is not None:  # the last chunks shrink: the workers end together
+                        n = min(n, max(1, -(-(budget.runs - made) // (AHEAD * jobs))))
                     turns = tuple(self.turn_of(i) for i in range(made, made + n))
                     if any(_needs_history(t, s.pct_k, s.w) for t in turns):
                         history = True
