@@ -1,3 +1,3 @@
-from pagerace.harness.cli import main
+from pagerace.harness.program import run
 
-raise SystemExit(main())
+run()
