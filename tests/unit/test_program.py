@@ -25,7 +25,9 @@ run()
 """
 
 
-def _program(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _program(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if k != "PAGERACE_FULL_EXIT"}
     e.update(env or {})
     return subprocess.run([sys.executable, "-c", PROGRAM, *args], capture_output=True, text=True,
