@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
 from .explore import explore
-from .output import ContentionSums, FormattedRows, format_rows, rows_for, run_id
+from .output import ContentionSums, FormattedRows, chunk_rows, format_rows, rows_for, run_id
 from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 from .shrink import ShrinkResult, shrink_record
@@ -268,13 +268,11 @@ def _run_chunk(chunk: tuple[int, int, tuple[Turn, ...]]) -> list[RunDone]:
         out.append(done)
         if done.failed:
             break
-    if sums is not None:  # the chunk's contention, summed here (FormattedRows.hold)
+    if sums is not None:  # the chunk's rows, taken whole by the parent's writer
         clean = [i for i, d in enumerate(out) if d.rows is not None]
-        for n, i in enumerate(clean):
-            f = out[i].rows
-            assert f is not None
-            out[i] = replace(out[i], rows=FormattedRows(
-                f.cells, sums.rows() if n == 0 else [], hold=n < len(clean) - 1))
+        whole = chunk_rows([f for f in (out[i].rows for i in clean) if f is not None], sums)
+        for i, f in zip(clean, whole):
+            out[i] = replace(out[i], rows=f)
     return out
 
 

@@ -41,7 +41,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +358,27 @@ class FormattedRows:
     cells: dict[str, list[list[str]]]
     contention: list[dict[str, Any]]
     hold: bool = False
+    text: dict[str, str] = field(default_factory=dict)  # whole CSV lines per file (a chunk's)
+
+
+def chunk_rows(runs: Sequence[FormattedRows], sums: ContentionSums) -> list[FormattedRows]:
+    """The rows of a chunk of consecutive clean runs as :class:`RowWriter` takes them whole
+    (see :class:`FormattedRows`): the first carries every run's lines, rendered as CSV text
+    (one string per file: the parent only appends it), and the chunk's contention
+    (``sums``, which summed their kernel statistics); every run but the last holds."""
+    if not runs:
+        return []
+    text = {}
+    for file in sorted({file for r in runs for file in r.cells}):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        for r in runs:
+            w.writerows(r.cells.get(file, ()))
+        text[file] = buf.getvalue()
+    last = len(runs) - 1
+    return [FormattedRows({}, sums.rows(), hold=last > 0, text=text)] + [
+        FormattedRows({}, [], hold=n < last) for n in range(1, len(runs))
+    ]
 
 
 def format_rows(rows: Mapping[str, list[dict[str, Any]]]) -> FormattedRows:
@@ -496,6 +517,8 @@ class RowWriter:
             self._oldest = self.clock()
         for file, lines in f.cells.items():
             self._writers[file].writerows(lines)
+        for file, text in f.text.items():
+            self._bufs[file].write(text)
         if self._mark is not None:
             self._chunk_contention.extend(f.contention)
         else:

@@ -485,3 +485,25 @@ def test_row_writer_writes_no_batch_inside_a_held_chunk(clean: RunRecord, tmp_pa
     for name in ("contention.csv", "outcomes.csv"):
         assert {r["run_id"] for r in _read(tmp_path / "b" / name)} == {"before"}
     assert {int(r["runs"]) for r in _read(tmp_path / "b" / "contention.csv")} == {1}
+
+
+def test_a_chunk_taken_whole_writes_what_its_runs_write_one_by_one(tmp_path: Path) -> None:
+    """chunk_rows (a hunt worker's chunk: lines as one text, contention summed from the
+    kernel statistics) through RowWriter: the same files as the runs added one by one."""
+    w = load_workload("opposite-order")
+    recs = [run_deterministic(w, variant="v5.0", seed=s) for s in range(3)]
+    with output.RowWriter(tmp_path / "one") as one:
+        for i, rec in enumerate(recs):
+            one.add(rows_for(rec, f"r{i}", ""))
+    sums = output.ContentionSums()
+    formatted = [output.format_rows(rows_for(rec, f"r{i}", "", sums=sums)) for i, rec in enumerate(recs)]
+    assert all(not f.contention for f in formatted)
+    chunk = output.chunk_rows(formatted, sums)
+    assert [f.hold for f in chunk] == [True, True, False]
+    assert [bool(f.text) for f in chunk] == [True, False, False]
+    with output.RowWriter(tmp_path / "whole") as whole:
+        for f in chunk:
+            whole.add(f)
+    for name in ("runs.csv", "outcomes.csv", "contention.csv"):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    assert output.chunk_rows([], sums) == []
