@@ -161,24 +161,19 @@ def _combine(acc: list[int], st: Sequence[int]) -> None:
     """Add one site's kernel statistics ``st`` (``Kernel.stats`` order, STAT_FIELDS, no
     wait / hold: minimum ``_NO_MIN``) into ``acc`` = ``[runs, *STAT_FIELDS]``: counts
     and totals add up, maxima take the larger, minima the smaller (``_NO_MIN`` loses to
-    any real one). Unrolled (a hunt's workers call it for every site of every run);
+    any real one). A hunt's workers call it for every site of every run;
     tests/unit/test_output.py checks it field by field against STAT_FIELDS' names."""
     acc[1] += st[0]  # acquired
     acc[2] += st[1]  # contended
     acc[3] += st[2]  # trylock_attempts
     acc[4] += st[3]  # trylock_failures
-    acc[5] += st[4]  # waits
-    acc[6] += st[5]  # wait_total
-    if st[6] < acc[7]:  # wait_min
-        acc[7] = st[6]
-    if st[7] > acc[8]:  # wait_max
-        acc[8] = st[7]
-    acc[9] += st[8]  # holds
-    acc[10] += st[9]  # hold_total
-    if st[10] < acc[11]:  # hold_min
-        acc[11] = st[10]
-    if st[11] > acc[12]:  # hold_max
-        acc[12] = st[11]
+    for i in (4, 8):  # waits, then holds: count, total, min, max (kernel._add_time)
+        acc[i + 1] += st[i]
+        acc[i + 2] += st[i + 1]
+        if st[i + 2] < acc[i + 3]:
+            acc[i + 3] = st[i + 2]
+        if st[i + 3] > acc[i + 4]:
+            acc[i + 4] = st[i + 3]
 
 
 class ContentionSums:
