@@ -25,7 +25,7 @@ are a function of its arguments, so the same hunt learns the same ``k`` again.
 A hunt over worker processes (``jobs > 1``) gives the result of ``jobs=1``, run for run.
 Run ``i`` uses seed ``base + i`` and its turn ``turns(i)``, a function of ``i`` alone, so
 runs can be made out of order: the parent hands chunks of consecutive run indices
-(:data:`CHUNK` at most) to a pool of forked workers (``campaign.PoolBackend``: SIGINT
+(:data:`CHUNK` at most) to a pool of forked workers (``pool.PoolBackend``: SIGINT
 ignored, they die with the parent), a few chunks ahead, and takes their results strictly
 in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
 PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
@@ -331,7 +331,7 @@ class _Hunt:
         from concurrent.futures import wait as futures_wait
         from concurrent.futures.process import BrokenProcessPool
 
-        from .campaign import PoolBackend, worker_death
+        from .pool import PoolBackend, worker_death
 
         s, res, budget = self.s, self.res, self.budget
         made = res.runs  # runs handed out so far
