@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -254,6 +253,8 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n"
+    import tempfile  # here: tempfile imports shutil, bz2, lzma (start-up of every command)
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes it 0600; an artifact is read as the CSVs are (a CI job publishes

@@ -39,20 +39,15 @@ import itertools
 import json
 import os
 import re
-import signal
 import time
 import tomllib
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
-from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
-
-import psutil
 
 from ..core.bugs import CATALOG
 from ..core.machine.errors import BadInput, HarnessInternalError, InvalidOption
@@ -70,6 +65,10 @@ from ..workloads import Workload, load_workload, workload_from_json, workload_na
 from .artifacts import MAX_STEPS, check_buildable, check_fits, same_failure, write_json_atomic
 from .commands._options import parse_duration as _parse_duration
 from .output import BATCH_RUNS, RowWriter
+from .pool import _CRASH_SIGNALS as _CRASH_SIGNALS
+from .pool import PoolBackend as PoolBackend
+from .pool import _worker_init as _worker_init
+from .pool import worker_death as worker_death
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES
 from .schedulers.replay import ScheduleDiverged
@@ -752,26 +751,6 @@ def run_task(t: Task) -> list[UnitResult]:
     return out
 
 
-def _worker_init(parent: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> None:
-    """A pool worker's start: Ctrl-C goes to the whole process group and only the parent
-    decides what to do with it (SIGINT ignored); SIGTERM ends the worker (the default
-    action, not the parent's handler inherited through fork, which turned the first
-    SIGTERM into a KeyboardInterrupt the pool swallowed); the worker is named
-    ``prc-<parent>`` for ``pagerace clean`` and dies with its parent (PR_SET_PDEATHSIG),
-    as the parallel engine's workers do (issue 10 item 3). ``setup``: ``(function,
-    args)`` called then (a hunt's workers keep their hunt's settings; inherited through
-    fork, never pickled)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if setup is not None:
-        setup[0](*setup[1])
-    try:
-        from .parallel.shm import die_with_parent
-    except ImportError:  # pragma: no cover - a build without the parallel engine
-        return
-    die_with_parent(parent, f"prc-{parent}")
-
-
 # --------------------------------------------------------------------------------------
 # backends
 
@@ -811,82 +790,6 @@ class InlineBackend:
 
     def close(self, cancel: bool) -> None:
         pass
-
-
-class PoolBackend:
-    """A local process pool (fork context); workers ignore SIGINT and die with the
-    parent (:func:`_worker_init`, which calls ``setup``'s function with its arguments in
-    each worker)."""
-
-    def __init__(self, jobs: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> None:
-        import multiprocessing
-
-        self.jobs = jobs
-        self.pool = ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_init,
-            initargs=(os.getpid(), setup),
-        )
-        self._seen: dict[int, Any] = {}  # every worker process started, by pid
-
-    def submit(self, t: Any, fn: Callable[..., Any] = run_task) -> Future[Any]:
-        f = self.pool.submit(fn, t)
-        self._seen.update(getattr(self.pool, "_processes", None) or {})
-        return f
-
-    def dead_worker(self) -> tuple[int, int | None]:
-        """(pid, exit code) of the worker whose death broke the pool. Called as the pool
-        breaks: the worker dead at that moment (the pool then SIGTERMs the others), its
-        exit code read once every worker was joined."""
-        dead_now = []
-        for pid in sorted(self._seen):
-            try:
-                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                    dead_now.append(pid)
-            except psutil.NoSuchProcess:
-                dead_now.append(pid)
-            except psutil.Error:
-                continue
-        with contextlib.suppress(Exception):
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        codes = {}
-        for pid, p in self._seen.items():
-            with contextlib.suppress(Exception):
-                p.join(timeout=5)
-            codes[pid] = p.exitcode
-        # The cause first: an end other than SIGTERM (the pool SIGTERMs the others, maybe
-        # before this call saw the first one dead), then one dead when the pool broke.
-        ended = [pid for pid, c in codes.items() if c not in (None, 0)]
-        ended.sort(key=lambda pid: (codes[pid] == -signal.SIGTERM, pid not in dead_now, pid))
-        for pid in ended:
-            code = codes[pid]
-            if code == -signal.SIGTERM and sum(c == code for c in codes.values()) > 1:
-                return -1, code  # the pool SIGTERMs the others: which one went first is unknown
-            return pid, code
-        return -1, None
-
-    def cancel(self, f: Future[list[UnitResult]]) -> bool:
-        return f.cancel()
-
-    def wait(self, futures: Sequence[Any], timeout: float) -> list[Any]:
-        done, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        return [f for f in futures if f in done]
-
-    def result(self, f: Future[list[UnitResult]]) -> list[UnitResult]:
-        return f.result()
-
-    def close(self, cancel: bool) -> None:
-        procs = list((getattr(self.pool, "_processes", None) or {}).values())
-        if cancel:
-            # units in flight are abandoned: end the workers (ours, by pid) and reap them
-            for p in procs:
-                with contextlib.suppress(Exception):
-                    p.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.join(timeout=5)
 
 
 # --------------------------------------------------------------------------------------
@@ -1313,32 +1216,6 @@ def _pool_death(backend: Backend) -> str | None:
     in pagerace. None when it crashed by its own fault (a crash signal or an exit)."""
     outside, why = worker_death(backend, "campaign worker")
     return why if outside else None
-
-
-def worker_death(backend: Any, role: str) -> tuple[bool, str]:
-    """(killed from outside, how) of the pool worker that died (``backend.dead_worker``),
-    for a one-line report naming ``role`` and its pid: from outside when a signal other
-    than a crash signal ended it; a crash signal, an exit or an unknown end is the
-    worker's own fault."""
-    find = getattr(backend, "dead_worker", None)
-    pid, code = find() if find is not None else (0, None)
-    who = f"{role} {pid}" if pid > 0 else f"a {role}"
-    if code is None:
-        return False, f"{who} died"
-    if code >= 0:
-        return False, f"{who} exited with code {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = f"signal {-code}"
-    if -code in _CRASH_SIGNALS:
-        return False, f"{who} was killed by {name}"
-    return True, f"{who} was killed by {name} from outside"
-
-
-_CRASH_SIGNALS = frozenset(
-    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
-)
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import contextlib
 import os
 import re
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +79,35 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(self.prog, f"{message} (see '{self.prog} --help')")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter (descriptions and epilogs as written), its width found as
+    argparse finds it (``shutil.get_terminal_size().columns - 2``) but without importing
+    ``shutil``, which imports ``bz2`` and ``lzma``: argparse makes a formatter for every
+    option it adds, so every command paid that at start-up."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``$COLUMNS`` when a positive number, else
+    the terminal of ``sys.__stdout__``, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return columns
 
 
 def format_examples(examples: Any) -> str:
@@ -175,7 +203,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "protocols (migrate_vma_*, HMM, device-private memory)."
         ),
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"pagerace {__version__}")
     add_common_options(parser, top=True)
@@ -188,7 +216,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             epilog=format_examples(m.EXAMPLES)
             + "\n\n"
             + exit_codes_epilog(getattr(m, "EXIT_CODES", EXIT_CODES)),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_Formatter,
         )
         m.add_arguments(p)
         add_common_options(p, top=False)
@@ -248,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except HarnessInternalError as exc:
         if show_tb:
-            traceback.print_exc()
+            _print_traceback()
         _report(f"{cmd}: internal error: ", _hint(_one_line(exc), show_tb))
         return exc.exit_code
     except StoppedFromOutside as exc:
@@ -267,9 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:
         if show_tb:
-            traceback.print_exc()
+            _print_traceback()
         _report(f"{cmd}: internal error: ", _hint(f"{type(exc).__name__}: {_one_line(exc)}", show_tb))
         return 3
+
+
+def _print_traceback() -> None:
+    """``--traceback``: the exception being handled, on stderr (``traceback`` is imported
+    only then: it imports ``textwrap``, ~5-10 ms of every start-up)."""
+    import traceback
+
+    traceback.print_exc()
 
 
 def _hint(msg: str, shown: bool) -> str:

@@ -25,7 +25,7 @@ are a function of its arguments, so the same hunt learns the same ``k`` again.
 A hunt over worker processes (``jobs > 1``) gives the result of ``jobs=1``, run for run.
 Run ``i`` uses seed ``base + i`` and its turn ``turns(i)``, a function of ``i`` alone, so
 runs can be made out of order: the parent hands chunks of consecutive run indices
-(:data:`CHUNK` at most) to a pool of forked workers (``campaign.PoolBackend``: SIGINT
+(:data:`CHUNK` at most) to a pool of forked workers (``pool.PoolBackend``: SIGINT
 ignored, they die with the parent), a few chunks ahead, and takes their results strictly
 in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
 PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
@@ -340,7 +340,7 @@ class _Hunt:
         from concurrent.futures import wait as futures_wait
         from concurrent.futures.process import BrokenProcessPool
 
-        from .campaign import PoolBackend, worker_death
+        from .pool import PoolBackend, worker_death
 
         s, res, budget = self.s, self.res, self.budget
         made = res.runs  # runs handed out so far
@@ -350,43 +350,43 @@ class _Hunt:
         history = False  # a turn that needs earlier runs is next: stop handing out
         failed: RunDone | None = None
         try:
-            while True:
-                while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
-                    n = chunk
-                    if budget.runs is not None:  # the last chunks shrink: the workers end together
-                        n = min(n, max(1, -(-(budget.runs - made) // (AHEAD * jobs))))
-                    turns = tuple(self.turn_of(i) for i in range(made, made + n))
-                    if any(_needs_history(t, s.pct_k, s.w) for t in turns):
-                        history = True
+            try:
+                while True:
+                    while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
+                        n = chunk
+                        if budget.runs is not None:  # the last chunks shrink: the workers end together
+                            n = min(n, max(1, -(-(budget.runs - made) // (AHEAD * jobs))))
+                        turns = tuple(self.turn_of(i) for i in range(made, made + n))
+                        if any(_needs_history(t, s.pct_k, s.w) for t in turns):
+                            history = True
+                            break
+                        pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
+                        made += n
+                    if not pending:
                         break
-                    pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
-                    made += n
-                if not pending:
-                    break
-                f = pending[0]
-                futures_wait([f], timeout=0.5)
-                if not f.done():
-                    continue
-                pending.popleft()
-                try:
+                    f = pending[0]
+                    futures_wait([f], timeout=0.5)
+                    if not f.done():
+                        continue
+                    pending.popleft()
                     results: list[RunDone] = f.result()
-                except BrokenProcessPool:
-                    outside, why = worker_death(backend, "hunt worker")
-                    if outside:  # the OOM killer, an operator: exit 130, as campaign
-                        raise StoppedFromOutside(
-                            f"{why} (not a kernel failure); the rows of the {res.runs} runs "
-                            "taken are written"
-                        ) from None
-                    raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
-                for d in results:
-                    self.take(d)
-                    if d.failed:
-                        failed = d
+                    for d in results:
+                        self.take(d)
+                        if d.failed:
+                            failed = d
+                            break
+                        if self.on_clean is not None:
+                            self.on_clean(d)
+                    if failed is not None:
                         break
-                    if self.on_clean is not None:
-                        self.on_clean(d)
-                if failed is not None:
-                    break
+            except BrokenProcessPool:  # from a result, or from a submit to a pool already broken
+                outside, why = worker_death(backend, "hunt worker")
+                if outside:  # the OOM killer, an operator: exit 130, as campaign
+                    raise StoppedFromOutside(
+                        f"{why} (not a kernel failure); the rows of the {res.runs} runs "
+                        "taken are written"
+                    ) from None
+                raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
         finally:
             backend.close(cancel=bool(pending))
         return failed

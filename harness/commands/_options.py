@@ -14,8 +14,8 @@ import math
 import os
 import re
 import signal
-import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,8 +222,12 @@ def _path(text: str | os.PathLike[str], option: str) -> Path:
 
 
 def _probe(d: Path, option: str, shown: str) -> None:
+    """Create (exclusively) and remove a file in ``d``: a name of this process and
+    instant, not ``tempfile`` (which imports shutil, bz2 and lzma: start-up of every
+    command that writes)."""
+    tmp = os.path.join(d, f".pagerace-probe-{os.getpid()}-{time.monotonic_ns()}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".pagerace-probe-", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise InvalidOption(f"{option} {shown!r}: cannot write there ({exc.strerror})") from None
     os.close(fd)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...workloads import load_workload
 from ..artifacts import write_artifact
 from ..hunt import HUNT_STRATEGIES, RunDone, hunt, parse_budget
 from ..output import ARTIFACT_DIR, RowWriter, rows_for, run_id
 from ..runner import validate_variant_bugs
-from ..steps import readable_steps
 from ._options import (
     StatusLine,
     add_out,
@@ -24,6 +23,18 @@ from ._options import (
     interruptible,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from ..runner import RunRecord
+
+
+def readable_steps(rec: RunRecord, full: bool = False) -> list[str]:
+    """``steps.readable_steps``, imported when a failure is printed: a clean hunt never
+    needs ``harness/steps.py`` (start-up)."""
+    from ..steps import readable_steps as steps_of
+
+    return steps_of(rec, full)
+
 
 NAME = "hunt"
 HELP = (

@@ -27,17 +27,17 @@ killed parent leaves no running worker; ``clean_leftovers`` kills any that survi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import secrets
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
+
+from ..pool import die_with_parent as die_with_parent
 
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "pagerace_"
@@ -191,20 +191,6 @@ class SharedBlock:
 def name_worker_process(parent: int, wid: int) -> None:
     """Name this (worker) process ``prw-<parent>-<wid>`` and make it die with its parent."""
     die_with_parent(parent, f"prw-{parent}-{wid}")
-
-
-def die_with_parent(parent: int, name: str) -> None:
-    """Name this (forked) process ``name`` (``pagerace clean`` finds it by that name) and
-    ask the kernel to SIGKILL it when ``parent`` dies; if the parent died already (between
-    the fork and here), exit now."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _wait_dead(proc: psutil.Process, timeout: float) -> None:

@@ -295,20 +295,43 @@ def test_the_worker_that_broke_the_pool_is_named_not_one_the_pool_ended(
     # parent looks (both dead then, in any pid order): the exit 7 is the cause, not an
     # operator's SIGTERM (it was once reported as "killed by SIGTERM from outside").
     import psutil
-    from pagerace.harness import campaign
+    from pagerace.harness import pool
 
     def gone(pid: int) -> Any:
         raise psutil.NoSuchProcess(pid)
 
-    monkeypatch.setattr(campaign.psutil, "Process", gone)
-    backend = object.__new__(campaign.PoolBackend)
+    monkeypatch.setattr(psutil, "Process", gone)
+    backend = object.__new__(pool.PoolBackend)
     crashed, termed = (200, 100) if first == "lower pid" else (100, 200)
     backend._seen = {crashed: _Ended(7), termed: _Ended(-15)}  # type: ignore[assignment]
     backend.pool = _Pool()  # type: ignore[assignment]
     assert backend.dead_worker() == (crashed, 7)
-    assert campaign.worker_death(backend, "hunt worker") == (
+    assert pool.worker_death(backend, "hunt worker") == (
         False, f"hunt worker {crashed} exited with code 7")
     # an operator's SIGTERM of one worker alone is from outside
     backend._seen = {100: _Ended(-15), 200: _Ended(0)}  # type: ignore[assignment]
-    assert campaign.worker_death(backend, "hunt worker") == (
+    assert pool.worker_death(backend, "hunt worker") == (
         True, "hunt worker 100 was killed by SIGTERM from outside")
+
+
+def test_a_pool_found_broken_at_a_submit_is_a_worker_death(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pool can break between two results: the next submit raises BrokenProcessPool
+    # before any result does (it was an internal error naming BrokenProcessPool, exit 3).
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pagerace.core.machine.errors import StoppedFromOutside
+    from pagerace.harness import pool
+
+    real_submit = pool.PoolBackend.submit
+    calls = [0]
+
+    def submit(self: Any, t: Any, fn: Any = None) -> Any:
+        calls[0] += 1
+        if calls[0] > 2:
+            raise BrokenProcessPool("A child process terminated abruptly")
+        return real_submit(self, t, fn) if fn is not None else real_submit(self, t)
+
+    monkeypatch.setattr(pool.PoolBackend, "submit", submit)
+    monkeypatch.setattr(pool.PoolBackend, "dead_worker", lambda self: (4242, -9))
+    with pytest.raises(StoppedFromOutside, match="hunt worker 4242 was killed by SIGKILL from outside"):
+        hunt(load_workload("opposite-order"), variant="v5.0", budget=Budget(runs=200), jobs=2)
