@@ -600,4 +600,6 @@ def remove_migration_ptes(
         k.spin_unlock(a, ptl, site + ":ptl")
         return True
 
-    yield from rmap_walk(k, a, dst, remove_migration_pte, "remove_migration_ptes", ksm_names=src)
+    # Forwards: a plain function returning the walk's generator (it has no preemption
+    # point of its own before the walk, so no frame of its own at each point of it).
+    return rmap_walk(k, a, dst, remove_migration_pte, "remove_migration_ptes", ksm_names=src)
