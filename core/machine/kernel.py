@@ -691,10 +691,13 @@ class Kernel:
             dev = (f & Z_DEVID_MASK) >> Z_DEVID_SHIFT
             if dev < len(self.devices):
                 self.devices[dev].folio_free(self, a, pfn)
-        zone = self.lay.zone_of(pfn)
+        lay = self.lay
+        # lay.zone_of(pfn), inlined (hot: every page freed)
+        g = lay.geo
+        zone = 0 if pfn < g.sys_frames else 1 + (pfn - g.sys_frames) // g.dev_frames
         if self._fields is not None:  # the same stores in the same order, one C call
             self._fields.free_frame(
-                pfn, f, self.lay.MAPPING + pfn, self.lay.ZONES + zone * ZONE_WORDS + Z_FREE
+                pfn, f, lay.MAPPING + pfn, lay.ZONES + zone * ZONE_WORDS + Z_FREE
             )
             # count(), inlined (hot)
             ev, key = self.events, f"free_zone{zone}"
@@ -1372,7 +1375,7 @@ class Kernel:
 
     def mmap_read_unlock(self, a: Actor, mm: int, site: str) -> None:
         """``mmap_read_unlock()`` → ``up_read()``: the last reader out wakes the queue."""
-        w = self.mmap_word(mm)
+        w = self.lay.MM + mm * MM_WORDS + M_MMAP_LOCK  # mmap_word(mm), inlined (hot)
         old = self.words.fetch_add(w, -1)
         if old & RWSEM_READER_MASK == 0:
             raise self.fail(

@@ -613,16 +613,19 @@ def migrate_device_pages_common(
     fault_page = m.fault_page if m is not None else -1
     notified: MmuNotifierRange | None = None
     for i in range(len(src)):
-        # migrate_pfn_to_page(), inlined (hot: every page of every step)
-        new = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
-        page = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        # migrate_pfn_to_page(), inlined (hot: every page of every step); src[i] and
+        # dst[i] read once (nothing changes them before the branches below)
+        s = src[i]
+        d = dst[i]
+        new = d >> MIGRATE_PFN_SHIFT if d & MIGRATE_PFN_VALID else -1
+        page = s >> MIGRATE_PFN_SHIFT if s & MIGRATE_PFN_VALID else -1
         if new < 0:
-            if src[i] & MIGRATE_PFN_MIGRATE:
+            if s & MIGRATE_PFN_MIGRATE:
                 k.outcome(kind, "no_destination")
-            src[i] &= ~MIGRATE_PFN_MIGRATE
+            src[i] = s & ~MIGRATE_PFN_MIGRATE
             continue
         if page < 0:
-            if not src[i] & MIGRATE_PFN_MIGRATE:
+            if not s & MIGRATE_PFN_MIGRATE:
                 continue
             if m is None:
                 raise k.fail(
@@ -695,15 +698,18 @@ def migrate_device_finalize_common(
     """``__migrate_device_finalize()``: point the entries at the new pages (or back at
     the old ones), unlock both, put the old page back on the LRU or drop it."""
     for i in range(len(src)):
-        # migrate_pfn_to_page(), inlined (hot: every page of every step)
-        dpage = dst[i] >> MIGRATE_PFN_SHIFT if dst[i] & MIGRATE_PFN_VALID else -1
-        spage = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        # migrate_pfn_to_page(), inlined (hot: every page of every step); src[i] and
+        # dst[i] read once (nothing changes them in this loop)
+        s = src[i]
+        d = dst[i]
+        dpage = d >> MIGRATE_PFN_SHIFT if d & MIGRATE_PFN_VALID else -1
+        spage = s >> MIGRATE_PFN_SHIFT if s & MIGRATE_PFN_VALID else -1
         if spage < 0:
             if dpage >= 0:
                 k.unlock_page(a, dpage, "migrate_device_finalize:unlock_dst")
                 k.put_page(a, dpage, "migrate_device_finalize:put_dst")
             continue
-        if not src[i] & MIGRATE_PFN_MIGRATE or dpage < 0:
+        if not s & MIGRATE_PFN_MIGRATE or dpage < 0:
             if dpage >= 0:
                 k.unlock_page(a, dpage, "migrate_device_finalize:unlock_dst")
                 k.put_page(a, dpage, "migrate_device_finalize:put_dst")

@@ -62,7 +62,6 @@ from ..machine.layout import (
     VM_WRITE,
     PG_dirty,
     PG_lru,
-    pte_encode,
 )
 from .migrate_device import (
     EINVAL,
@@ -271,7 +270,9 @@ def try_to_unmap_migration(k: Kernel, a: Actor, pfn: int, site: str = "try_to_un
             if old & PTE_DIRTY:
                 k.set_flag(pfn, PG_dirty)
             bits = old & (PTE_WRITE | PTE_SOFT_DIRTY)
-        k.set_pte(mm, vpn, pte_encode(PTE_MIGRATION, pfn, bits))
+        # pte_encode(PTE_MIGRATION, pfn, bits), inlined (hot: every mapping unmapped;
+        # bits are flag bits, so its PTE_FLAG_MASK changes nothing)
+        k.set_pte(mm, vpn, (pfn << PTE_PFN_SHIFT) | bits | PTE_MIGRATION)
         k.mapcount_add(pfn, -1)
         k.put_page(a, pfn, site)
         k.spin_unlock(a, ptl, ptl_site)
@@ -298,8 +299,9 @@ def unmap_2017(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     check_page = k.variant.check_page
     for i in range(m.npages):
         # migrate_pfn_to_page(), inlined (hot: every page of every step)
-        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
-        if pfn < 0 or not src[i] & MIGRATE_PFN_MIGRATE:
+        s = src[i]
+        pfn = s >> MIGRATE_PFN_SHIFT if s & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or not s & MIGRATE_PFN_MIGRATE:
             continue
         if k.mapcount(pfn) > 0:
             yield from try_to_unmap_migration(k, a, pfn)

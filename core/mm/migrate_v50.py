@@ -133,7 +133,9 @@ def collect_migration_entry_v50(
     dropped as clean. v6 (:func:`~pagerace.core.mm.migrate_device.set_migration_entry`)
     has the fix."""
     bits = pte & (PTE_WRITE | PTE_SOFT_DIRTY)
-    k.set_pte(m.mm, vpn, pte_encode(PTE_MIGRATION, pfn, bits))
+    # pte_encode(PTE_MIGRATION, pfn, bits), inlined (hot: every page collect locks;
+    # bits are flag bits, so its PTE_FLAG_MASK changes nothing)
+    k.set_pte(m.mm, vpn, (pfn << PTE_PFN_SHIFT) | bits | PTE_MIGRATION)
     k.mapcount_add(pfn, -1)
     k.put_page(a, pfn, put_site)
 
@@ -173,11 +175,12 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
         if not m.cpages:
             break
         # migrate_pfn_to_page(), inlined here and below (hot: every page of every step)
-        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
+        s = src[i]
+        pfn = s >> MIGRATE_PFN_SHIFT if s & MIGRATE_PFN_VALID else -1
         if pfn < 0:
             continue
         remap = True
-        if not m.src[i] & MIGRATE_PFN_LOCKED:
+        if not s & MIGRATE_PFN_LOCKED:
             remap = False
             if not k.trylock_page(a, pfn, "migrate_vma_prepare:trylock_page"):
                 m.src[i] = 0
@@ -221,8 +224,9 @@ def prepare_v50(k: Kernel, a: Actor, m: MigrateVma) -> Path:
     for i in range(m.npages):
         if not restore:
             break
-        pfn = src[i] >> MIGRATE_PFN_SHIFT if src[i] & MIGRATE_PFN_VALID else -1
-        if pfn < 0 or src[i] & MIGRATE_PFN_MIGRATE:
+        s = src[i]
+        pfn = s >> MIGRATE_PFN_SHIFT if s & MIGRATE_PFN_VALID else -1
+        if pfn < 0 or s & MIGRATE_PFN_MIGRATE:
             continue
         yield from remove_migration_pte_v50(k, a, m.mm, m.vma, m.start + i, pfn)
         m.src[i] = 0

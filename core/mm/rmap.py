@@ -139,34 +139,47 @@ def anon_vma_trylock_read(k: Kernel, a: Actor, av: int, site: str) -> bool:
     return True
 
 
-def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
+def anon_vma_lock_read(
+    k: Kernel, a: Actor, av: int, site: str, _w: int = -1, _st: list[int] | None = None
+) -> Path:
     """``anon_vma_lock_read()``: readers share the root's rwsem; a writer excludes them.
 
     The same reader/writer word as ``mmap_lock`` (``kernel/locking/rwsem.c``), without
-    writer preference, as the model's mmap_lock had it when this was written."""
-    # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every KSM rmap item)
-    words = k.words
-    base = k.lay.ANON_VMA
-    r = words.load(base + av * AV_WORDS + AV_ROOT)
-    w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
-    try:
-        st = k.stats[site]
-    except KeyError:
-        st = k._stat(site)
-    t0 = -1
-    while True:
+    writer preference, as the model's mmap_lock had it when this was written.
+
+    ``_w`` / ``_st``: the rwsem word and statistics row of a caller that made the first
+    attempt itself and failed (:func:`rmap_walk_ksm` inlines the uncontended path): the
+    generator then starts at the wait, so a waiter's innermost function is this one."""
+    if _w < 0:
+        # anon_vma_rwsem_word(k, av) and k._stat(site), inlined (hot: every KSM rmap item)
+        words = k.words
+        base = k.lay.ANON_VMA
+        r = words.load(base + av * AV_WORDS + AV_ROOT)
+        w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
+        try:
+            st = k.stats[site]
+        except KeyError:
+            st = k._stat(site)
         cur = words.load(w)
         if not cur & RWSEM_WRITER and words.cas(w, cur, cur + 1):
-            break
-        if t0 < 0:
-            st[S_CONTENDED] += 1
-            t0 = k.clock()
+            st[S_ACQUIRED] += 1
+            a.held[w] = site
+            return
+    else:
+        w = _w
+        st = _st if _st is not None else k._stat(site)
+    st[S_CONTENDED] += 1
+    t0 = k.clock()
+    while True:
         req = Block(w, RWSEM_WRITER, "anon_vma", anon_vma_root(k, av), site)
         k._block(a, req)
         yield req
         k._unblock(a)
-    if t0 >= 0:
-        k._waited(st, t0)
+        words = k.words
+        cur = words.load(w)
+        if not cur & RWSEM_WRITER and words.cas(w, cur, cur + 1):
+            break
+    k._waited(st, t0)
     st[S_ACQUIRED] += 1
     a.held[w] = site
 
@@ -174,11 +187,13 @@ def anon_vma_lock_read(k: Kernel, a: Actor, av: int, site: str) -> Path:
 def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
     """``anon_vma_unlock_read()``."""
     # anon_vma_rwsem_word(k, av), inlined (hot: every rmap walk)
+    words = k.words
     base = k.lay.ANON_VMA
-    r = k.words.load(base + av * AV_WORDS + AV_ROOT)
+    r = words.load(base + av * AV_WORDS + AV_ROOT)
     w = base + (r - 1 if r else av) * AV_WORDS + AV_RWSEM
-    old = k.words.fetch_add(w, -1)
-    if old & (RWSEM_WRITER - 1) == 0 or w not in a.held:
+    old = words.fetch_add(w, -1)
+    held = a.held
+    if old & (RWSEM_WRITER - 1) == 0 or w not in held:
         from ..machine.errors import FailureKind
 
         raise k.fail(
@@ -189,7 +204,7 @@ def anon_vma_unlock_read(k: Kernel, a: Actor, av: int, site: str) -> None:
             sites=[site],
             locks=[k.lock_name(w)],
         )
-    del a.held[w]  # held: checked above
+    del held[w]  # held: checked above
 
 
 def anon_vma_lock_write(k: Kernel, a: Actor, av: int, site: str) -> Path:
@@ -408,16 +423,35 @@ def rmap_walk_ksm(
     entries that name ``pfn`` (the folio, or for remove_migration_ptes the source its
     migration entries name) when the walk starts (present, device-private or
     migration), in (mm, address) order."""
+    lock_site = site + ":anon_vma_lock_read"  # once per walk, not per rmap_item
+    unlock_site = site + ":anon_vma_unlock_read"
+    base = k.lay.ANON_VMA
     for mm, vpn in ksm_rmap_items(k, pfn):
         yield  # cond_resched()
-        row = k.s.find_vma(mm, vpn)
-        if row < 0 or (invalid_vma is not None and invalid_vma(k.s.vma_flags(mm, row))):
+        s = k.s
+        row = s.find_vma(mm, vpn)
+        if row < 0 or (invalid_vma is not None and invalid_vma(s.vma_flags(mm, row))):
             continue
-        yield from anon_vma_lock_read(k, a, mm, site + ":anon_vma_lock_read")
+        # anon_vma_lock_read(k, a, mm, lock_site), its uncontended path inlined (hot:
+        # every rmap_item): the same loads and cas; on a failed attempt its generator
+        # takes over at the wait.
+        words = k.words
+        r = words.load(base + mm * AV_WORDS + AV_ROOT)
+        w = base + (r - 1 if r else mm) * AV_WORDS + AV_RWSEM
+        try:
+            st = k.stats[lock_site]
+        except KeyError:
+            st = k._stat(lock_site)
+        cur = words.load(w)
+        if not cur & RWSEM_WRITER and words.cas(w, cur, cur + 1):
+            st[S_ACQUIRED] += 1
+            a.held[w] = lock_site
+        else:
+            yield from anon_vma_lock_read(k, a, mm, lock_site, w, st)
         try:
             cont = yield from rmap_one(mm, vpn)
         finally:
-            anon_vma_unlock_read(k, a, mm, site + ":anon_vma_unlock_read")
+            anon_vma_unlock_read(k, a, mm, unlock_site)
         if not cont or (done is not None and done()):
             break
 
@@ -549,14 +583,16 @@ def remove_migration_ptes(
         if old & PTE_TYPE_MASK == PTE_MIGRATION and old >> PTE_PFN_SHIFT == src:
             k.get_page(a, dst, site)
             bits = old & (PTE_WRITE | PTE_SOFT_DIRTY | PTE_UFFD_WP)
+            # pte_encode(kind, dst, bits), inlined below (hot: every mapping restored;
+            # bits are flag bits, so its PTE_FLAG_MASK changes nothing)
             if dst_private:
-                new = pte_encode(PTE_DEVICE_PRIVATE, dst, bits)
+                new = (dst << PTE_PFN_SHIFT) | bits | PTE_DEVICE_PRIVATE
             else:
                 if since_6_1:
                     bits |= old & PTE_YOUNG
                     if old & PTE_DIRTY and k.test_flag(dst, PG_dirty):
                         bits |= PTE_DIRTY
-                new = pte_encode(PTE_PRESENT, dst, bits)
+                new = (dst << PTE_PFN_SHIFT) | bits | PTE_PRESENT
             if k.test_flag(dst, PG_anon) and old & (PTE_WRITE | PTE_EXCLUSIVE):
                 k.set_flag(dst, PG_anon_exclusive)
             k.mapcount_add(dst, 1)
@@ -564,4 +600,6 @@ def remove_migration_ptes(
         k.spin_unlock(a, ptl, site + ":ptl")
         return True
 
-    yield from rmap_walk(k, a, dst, remove_migration_pte, "remove_migration_ptes", ksm_names=src)
+    # Forwards: a plain function returning the walk's generator (it has no preemption
+    # point of its own before the walk, so no frame of its own at each point of it).
+    return rmap_walk(k, a, dst, remove_migration_pte, "remove_migration_ptes", ksm_names=src)

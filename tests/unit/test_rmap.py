@@ -201,3 +201,66 @@ def test_collect_keeps_a_read_only_device_private_page_exclusive() -> None:
     assert _run(k, cpu_access(k, a, 0, 1, True)) == ACCESS_OK
     assert _pfn(k, 0, 1) == new  # do_wp_page reused the exclusive page
     check_all(k)
+
+
+OPPOSITE = {
+    "name": "ksm",
+    "geometry": {"sys_frames": 32, "dev_frames": 8, "mms": 2, "pages_per_mm": 8, "ptes_per_table": 8},
+    "mm": [
+        {"id": 0, "populate": [{"start": 0, "end": 4}]},
+        {"id": 1, "share": [{"from_mm": 0, "from": 0, "to": 0, "count": 4, "reverse": True}]},
+    ],
+    "actor": [{"kind": "cpu", "count": 2}],
+}
+
+
+def _innermost(gen: Any) -> str:
+    while gen.gi_yieldfrom is not None and hasattr(gen.gi_yieldfrom, "gi_code"):
+        gen = gen.gi_yieldfrom
+    return str(gen.gi_code.co_name)
+
+
+def test_ksm_walk_waits_for_a_writer_of_the_anon_vma_in_anon_vma_lock_read() -> None:
+    """rmap_walk_ksm inlines anon_vma_lock_read's uncontended path; behind a writer its
+    first failed attempt hands over to anon_vma_lock_read's wait: the same Block, the
+    same innermost function, one contended acquisition, and the walk goes on once the
+    writer leaves."""
+    from pagerace.core.machine.kernel import S_ACQUIRED, S_CONTENDED, Block
+    from pagerace.core.mm.rmap import (
+        anon_vma_lock_write,
+        anon_vma_rwsem_word,
+        anon_vma_unlock_write,
+        rmap_walk_ksm,
+    )
+
+    m = model(OPPOSITE)
+    k, a, b = m.kernel, m.actors[0], m.actors[1]
+    pfn = _pfn(k, 0, 0)
+    assert _pfn(k, 1, 3) == pfn  # mm 1 maps it in reverse order: a KSM page
+    seen: list[tuple[int, int]] = []
+
+    def rmap_one(mm: int, vpn: int) -> Any:
+        seen.append((mm, vpn))
+        return True
+        yield
+
+    k.trylock_page(a, pfn, "test")
+    _run(k, anon_vma_lock_write(k, b, 1, "t:writer"))  # mm 1's root is mm 0's anon_vma
+    walk = Stepper(rmap_walk_ksm(k, a, pfn, rmap_one, "t"))
+    walk.run_until(lambda: walk.blocked_on(k) is not None)
+    req = walk.blocked_on(k)
+    assert type(req) is Block and req.kind == "anon_vma" and req.target == 0
+    assert req.word == anon_vma_rwsem_word(k, 0) and req.site == "t:anon_vma_lock_read"
+    assert _innermost(walk.gen) == "anon_vma_lock_read"
+    assert seen == []
+    st = k.stats["t:anon_vma_lock_read"]
+    assert (st[S_CONTENDED], st[S_ACQUIRED]) == (1, 0)
+    walk.step()  # woken too early: still the writer's, waits again, counted once
+    assert walk.blocked_on(k) is not None and st[S_CONTENDED] == 1
+    anon_vma_unlock_write(k, b, 1, "t:writer")
+    walk.finish(k)
+    assert seen == [(0, 0), (1, 3)]
+    assert (st[S_CONTENDED], st[S_ACQUIRED]) == (1, 2)
+    assert k.words.load(anon_vma_rwsem_word(k, 0)) == 0 and len(a.held) == 1  # the page lock
+    k.unlock_page(a, pfn, "test")
+    assert not a.held
