@@ -1045,7 +1045,7 @@ def run_campaign(
         total = min(total, limit_units)
     own = backend is None
     if backend is None:
-        backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs)
+        backend = InlineBackend() if plan.jobs == 1 else PoolBackend(plan.jobs, task=run_task)
     tasks = _TaskQueue(make_tasks(plan, todo, workloads, _chunk_for(plan, total, backend.jobs)))
     deadline = t0 + plan.budget_s if plan.budget_s else None
     # tasks submitted ahead, so no worker idles while the parent commits

@@ -21,6 +21,8 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..core.machine.errors import HarnessInternalError
+
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
@@ -60,11 +62,15 @@ class PoolBackend:
     parent (:func:`_worker_init`, which calls ``setup``'s function with its arguments in
     each worker)."""
 
-    def __init__(self, jobs: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> None:
+    def __init__(
+        self, jobs: int, setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None,
+        task: Callable[..., Any] | None = None,
+    ) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.jobs = jobs
+        self.task = task  # what submit runs when not told (a campaign's run_task)
         self.pool = ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("fork"),
@@ -74,12 +80,11 @@ class PoolBackend:
         self._seen: dict[int, Any] = {}  # every worker process started, by pid
 
     def submit(self, t: Any, fn: Callable[..., Any] | None = None) -> Future[Any]:
-        """Run ``fn(t)`` in a worker; ``fn`` defaults to a campaign's
-        :func:`~pagerace.harness.campaign.run_task`."""
+        """Run ``fn(t)`` in a worker; ``fn`` defaults to the pool's ``task`` (a campaign
+        gives :func:`~pagerace.harness.campaign.run_task`)."""
+        fn = fn or self.task
         if fn is None:
-            from .campaign import run_task
-
-            fn = run_task
+            raise HarnessInternalError("PoolBackend.submit without a function to run")
         f = self.pool.submit(fn, t)
         self._seen.update(getattr(self.pool, "_processes", None) or {})
         return f
