@@ -53,14 +53,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
-from .explore import explore
 from .output import ContentionSums, FormattedRows, chunk_rows, format_rows, rows_for, run_id
 from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
-from .shrink import ShrinkResult, shrink_record
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from .shrink import ShrinkResult
 
 HUNT_STRATEGIES = ("mix", "random", "pct", "rr", "sticky", "pos", "urw", "surw", "exhaustive")
 
@@ -452,6 +452,8 @@ def hunt(
             if on_clean is not None:
                 on_clean(_done(rec, made[0] - 1, True))
 
+        from .explore import explore  # imported here: a hunt of seeds never needs it
+
         ex = explore(
             w, variant=variant, bugs=bugs, seed=base_seed, preemption_bound=preemption_bound,
             max_schedules=budget.runs if budget.runs is not None else 1 << 30,
@@ -482,6 +484,8 @@ def hunt(
             res.found = h.sequential()
     res.seconds = time.perf_counter() - t0
     if res.found is not None and shrink:
+        from .shrink import shrink_record  # imported here: only a failure is shrunk
+
         res.shrunk = shrink_record(res.found, shrink_budget)
         # The shrunk run replays a schedule; keep what found it (PCT's learned k, the
         # URW / SURW counts) in its scheduler record, hence in its artifact.

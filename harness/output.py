@@ -39,7 +39,6 @@ import io
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +87,7 @@ def run_id(record: RunRecord) -> str:
     """
     return (
         f"{record.workload.name}-{record.variant}-s{record.seed}-{record.strategy}-"
-        f"{record.engine}-{uuid.uuid4().hex[:8]}"
+        f"{record.engine}-{os.urandom(4).hex()}"
     )
 
 

@@ -84,7 +84,8 @@ HUNT_NEVER = (
     "pagerace.harness.campaign", "pagerace.harness.commands.campaign", "pagerace.harness.parallel",
     "psutil", "statistics", "fractions", "decimal", "pandas", "matplotlib", "tqdm", "dask",
 )
-HUNT_JOBS1_NEVER = (*HUNT_NEVER, "multiprocessing", "concurrent", "tempfile", "shutil", "traceback")
+HUNT_JOBS1_NEVER = (*HUNT_NEVER, "multiprocessing", "concurrent", "tempfile", "shutil", "traceback",
+                    "uuid", "pagerace.harness.shrink", "pagerace.harness.explore")
 
 
 def _bad(mods: set[str], never: tuple[str, ...]) -> list[str]:
