@@ -35,6 +35,7 @@ from ..core.machine.layout import (
     VM_WRITE,
     Geometry,
 )
+from ..harness._rng import generator
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -371,7 +372,8 @@ class _ActorStream:
     and an ``np.errstate`` around it): a kind whose operations draw nothing (a driver
     migrating its whole range) never builds one. Any attribute of the generator
     (``integers``, ``random``, ``bit_generator``...) builds it first, so a kind sees the
-    same numbers as from the generator itself."""
+    same numbers as from the generator itself (made by ``harness._rng.generator``: the
+    generator ``default_rng`` makes, seeded for less)."""
 
     __slots__ = ("_entropy", "_gen")
 
@@ -382,7 +384,7 @@ class _ActorStream:
     def __getattr__(self, name: str) -> Any:
         gen = self._gen
         if gen is None:
-            gen = self._gen = np.random.default_rng(self._entropy)
+            gen = self._gen = generator(self._entropy)
         return getattr(gen, name)
 
     @property

@@ -99,15 +99,17 @@ def test_actor_programs_are_the_plain_draws(name: str) -> None:
 def test_a_kind_that_draws_nothing_builds_no_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver migrating its whole range draws nothing: its list is the same for every
     seed and built once; a driver moving chunks draws its starts, differently per seed."""
+    from pagerace.workloads import _schema
+
     w = load_workload("opposite-order")
     built: list[Any] = []
-    real = np.random.default_rng
+    real = _schema.generator
 
     def counting(seed: Any = None) -> np.random.Generator:
         built.append(seed)
         return real(seed)
 
-    monkeypatch.setattr(np.random, "default_rng", counting)
+    monkeypatch.setattr(_schema, "generator", counting)
     _SEEDLESS.clear()
     first = actor_programs(w, 1)
     assert [e[2] for e in built] == [0xAC7] and [e[1] for e in built] == [2]  # the CPU only
