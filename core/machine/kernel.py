@@ -852,7 +852,7 @@ class Kernel:
         lb = self.s.lru_batch
         counts = lb[:, 0]
         out = np.zeros(self.geo.frames, dtype=np.int64)
-        for cpu in np.flatnonzero(counts):
+        for cpu in counts.nonzero()[0]:  # np.flatnonzero of the 1-D counts, without wrappers
             np.add.at(out, lb[cpu, 1 : 1 + int(counts[cpu])], 1)
         return out
 
