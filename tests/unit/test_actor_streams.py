@@ -88,6 +88,24 @@ def test_raw32_rejects_as_numpy_does() -> None:
         assert got == want
 
 
+def test_raw32_cpu_ops_are_its_calls() -> None:
+    """``_Raw32.cpu_ops`` (the CPU kind's loop, its draws written out) against
+    ``bounded`` then ``double`` an operation, through rejections (span 3 << 30), refills
+    (a batch of 4), a span of 1, hot lists, and the state it leaves for the next draw."""
+    for seed in range(30):
+        for span, hot in [(3 << 30, []), (7, []), (1, [5]), (3, [9, 4, 2]), (1 << 31, [])]:
+            off = 0 if hot else 100
+            n = 5 + seed % 40
+            a = _Raw32(np.random.default_rng(seed).bit_generator, 4)
+            b = _Raw32(np.random.default_rng(seed).bit_generator, 4)
+            want = []
+            for _ in range(n):
+                i = a.bounded(span) + off
+                want.append(("write" if a.double() < 0.4 else "read", 2, hot[i] if hot else i))
+            assert b.cpu_ops(n, span, off, 0.4, 2, hot) == want
+            assert [b.bounded(span) for _ in range(9)] == [a.bounded(span) for _ in range(9)]
+
+
 @pytest.mark.parametrize("name", workload_names())
 def test_actor_programs_are_the_plain_draws(name: str) -> None:
     w = load_workload(name)
