@@ -35,6 +35,7 @@ from ..core.machine.layout import (
     VM_WRITE,
     Geometry,
 )
+from ..harness._rng import generator
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -242,6 +243,51 @@ class _Raw32:
         """``random()``."""
         return (self._next64() >> 11) * (1.0 / 9007199254740992.0)
 
+    def cpu_ops(self, n: int, span: int, off: int, wr: float, mm: int, hot: list[int]) -> OpList:
+        """The CPU kind's ``n`` operations: each ``bounded(span) + off`` (an index into
+        ``hot``, or the page itself), then ``double() < wr`` (a write): those very calls
+        with their draws written out in one loop (a run's actor programs made five
+        Python calls an operation)."""
+        raw, ri, half, bg = self._raw, self._i, self._half, self._bg
+        m32 = _M32
+        scale = 1.0 / 9007199254740992.0
+        out: OpList = []
+        for _ in range(n):
+            if span == 1:
+                i = off
+            else:
+                if half >= 0:  # _next32: the buffered high half, else a new output's low
+                    x, half = half, -1
+                else:
+                    if ri >= len(raw):
+                        raw, ri = bg.random_raw(16).tolist(), 0
+                    x = raw[ri]
+                    ri += 1
+                    half = x >> 32
+                    x &= m32
+                m = x * span
+                if m & m32 < span:
+                    threshold = (m32 - span + 1) % span
+                    while m & m32 < threshold:
+                        if half >= 0:
+                            x, half = half, -1
+                        else:
+                            if ri >= len(raw):
+                                raw, ri = bg.random_raw(16).tolist(), 0
+                            x = raw[ri]
+                            ri += 1
+                            half = x >> 32
+                            x &= m32
+                        m = x * span
+                i = (m >> 32) + off
+            if ri >= len(raw):  # _next64
+                raw, ri = bg.random_raw(16).tolist(), 0
+            d = raw[ri]
+            ri += 1
+            out.append(("write" if (d >> 11) * scale < wr else "read", mm, hot[i] if hot else i))
+        self._raw, self._i, self._half = raw, ri, half
+        return out
+
 
 OpList = list[tuple[Any, ...]]
 OpsFn = Callable[[Mapping[str, Any], np.random.Generator], OpList]
@@ -284,12 +330,7 @@ def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
     # the same numbers, reproduced from the bit generator's raw 64-bit outputs in one
     # batch instead of two numpy calls an operation (see _Raw32).
     draws = _Raw32(rng.bit_generator, n + (n + 1) // 2 + 1)
-    off = 0 if hot else lo
-    out: OpList = []
-    for _ in range(n):
-        i = draws.bounded(span) + off
-        out.append(("write" if draws.double() < wr else "read", mm, hot[i] if hot else i))
-    return out
+    return draws.cpu_ops(n, span, 0 if hot else lo, wr, mm, hot)
 
 
 @actor_kind(
@@ -371,7 +412,8 @@ class _ActorStream:
     and an ``np.errstate`` around it): a kind whose operations draw nothing (a driver
     migrating its whole range) never builds one. Any attribute of the generator
     (``integers``, ``random``, ``bit_generator``...) builds it first, so a kind sees the
-    same numbers as from the generator itself."""
+    same numbers as from the generator itself (made by ``harness._rng.generator``: the
+    generator ``default_rng`` makes, seeded for less)."""
 
     __slots__ = ("_entropy", "_gen")
 
@@ -382,7 +424,7 @@ class _ActorStream:
     def __getattr__(self, name: str) -> Any:
         gen = self._gen
         if gen is None:
-            gen = self._gen = np.random.default_rng(self._entropy)
+            gen = self._gen = generator(self._entropy)
         return getattr(gen, name)
 
     @property

@@ -22,6 +22,7 @@ The primitives transcribe ``include/linux/pagemap.h`` (``folio_trylock``,
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -345,12 +346,16 @@ class Kernel:
         must see every access; ``PlainWords`` where the extension is not built) the
         Python methods below stay."""
         self.words = words
-        for name in self._FAST + self._FAST_BOUND:
-            self.__dict__.pop(name, None)
+        d = self.__dict__
+        if not d.keys().isdisjoint(_FAST_ALL):  # a second call: the Python methods first
+            for name in _FAST_ALL:
+                d.pop(name, None)
         fields = self._fields = _kernel_fields(words, self.lay, self.geo)
         if fields is not None:
-            for name in self._FAST:
-                setattr(self, name, getattr(fields, name))
+            # The bound methods into the instance's dict, as setattr puts them (the class
+            # has no descriptor for these names but its methods): one C call fetches
+            # them all.
+            d.update(zip(self._FAST, _FAST_GET(fields)))
             # spin_lock / spin_unlock / get_page / put_page / trylock_page /
             # unlock_page: the word operation, the checks that cannot fire and the
             # bookkeeping of the common case in one C call (a missing statistics row
@@ -363,8 +368,7 @@ class Kernel:
                 cls._get_page_bug, cls.put_page, cls._put_page_tail, cls.trylock_page,
                 cls.unlock_page,
             )
-            for name in self._FAST_BOUND:
-                setattr(self, name, getattr(fields, name))
+            d.update(zip(self._FAST_BOUND, _BOUND_GET(fields)))
 
     # ------------------------------------------------------------------------------
     # Failure helpers
@@ -851,7 +855,7 @@ class Kernel:
         lb = self.s.lru_batch
         counts = lb[:, 0]
         out = np.zeros(self.geo.frames, dtype=np.int64)
-        for cpu in np.flatnonzero(counts):
+        for cpu in counts.nonzero()[0]:  # np.flatnonzero of the 1-D counts, without wrappers
             np.add.at(out, lb[cpu, 1 : 1 + int(counts[cpu])], 1)
         return out
 
@@ -1660,6 +1664,12 @@ class Kernel:
 
     def anon_exclusive(self, pfn: int) -> bool:
         return self.test_flag(pfn, PG_anon_exclusive)
+
+
+# Kernel.use_words's names and the C calls that fetch KernelFields's methods of them.
+_FAST_ALL = frozenset(Kernel._FAST + Kernel._FAST_BOUND)
+_FAST_GET = operator.attrgetter(*Kernel._FAST)
+_BOUND_GET = operator.attrgetter(*Kernel._FAST_BOUND)
 
 
 __all__ = [

@@ -153,6 +153,14 @@ def atomic_words(buf: Any) -> Words:
     return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
 
 
+# The C extension's classes (None where it is not built), looked up once: an import
+# statement in kernel_fields cost a lookup every run.
+try:
+    from pagerace.core.machine._atomicwords import AtomicWords as _AtomicWords
+    from pagerace.core.machine._atomicwords import KernelFields as _KernelFields
+except ImportError:  # pragma: no cover - depends on the install
+    _AtomicWords = _KernelFields = None
+
 # kernel_fields's constants of the last layout (runs of one workload share theirs).
 _consts_cache: tuple[Any, Any, dict[str, int]] | None = None
 
@@ -161,11 +169,7 @@ def kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
     """The C extension's ``KernelFields`` over ``words`` (the model kernel's accessors
     over a layout ``lay`` of geometry ``geo``: core/machine/kernel.py, State.find_vma)
     when ``words`` is an ``AtomicWords`` (the extension is built), else None."""
-    try:
-        from pagerace.core.machine._atomicwords import AtomicWords, KernelFields
-    except ImportError:  # pragma: no cover - depends on the install
-        return None
-    if type(words) is not AtomicWords:
+    if _KernelFields is None or type(words) is not _AtomicWords:
         return None
     global _consts_cache
     cached = _consts_cache
@@ -190,17 +194,15 @@ def kernel_fields(words: Any, lay: Any, geo: Any) -> Any:
             "PG_waiters": PG_waiters,
         }
         _consts_cache = (lay, geo, consts)
-    return KernelFields(words, consts)  # type: ignore[no-any-return,unused-ignore]
+    return _KernelFields(words, consts)
 
 
 def fast_words(buf: Any) -> Words:
     """The fastest backend available for one process: the C extension when it is built
     (about 30 ns an operation), else :class:`PlainWords` (about 50 ns)."""
-    try:
-        from pagerace.core.machine._atomicwords import AtomicWords
-    except ImportError:  # pragma: no cover - depends on the install
+    if _AtomicWords is None:  # pragma: no cover - depends on the install
         return PlainWords(buf)
-    return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
+    return _AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
 
 
 class RecordingWords:

@@ -88,6 +88,24 @@ def test_raw32_rejects_as_numpy_does() -> None:
         assert got == want
 
 
+def test_raw32_cpu_ops_are_its_calls() -> None:
+    """``_Raw32.cpu_ops`` (the CPU kind's loop, its draws written out) against
+    ``bounded`` then ``double`` an operation, through rejections (span 3 << 30), refills
+    (a batch of 4), a span of 1, hot lists, and the state it leaves for the next draw."""
+    for seed in range(30):
+        for span, hot in [(3 << 30, []), (7, []), (1, [5]), (3, [9, 4, 2]), (1 << 31, [])]:
+            off = 0 if hot else 100
+            n = 5 + seed % 40
+            a = _Raw32(np.random.default_rng(seed).bit_generator, 4)
+            b = _Raw32(np.random.default_rng(seed).bit_generator, 4)
+            want = []
+            for _ in range(n):
+                i = a.bounded(span) + off
+                want.append(("write" if a.double() < 0.4 else "read", 2, hot[i] if hot else i))
+            assert b.cpu_ops(n, span, off, 0.4, 2, hot) == want
+            assert [b.bounded(span) for _ in range(9)] == [a.bounded(span) for _ in range(9)]
+
+
 @pytest.mark.parametrize("name", workload_names())
 def test_actor_programs_are_the_plain_draws(name: str) -> None:
     w = load_workload(name)
@@ -99,15 +117,17 @@ def test_actor_programs_are_the_plain_draws(name: str) -> None:
 def test_a_kind_that_draws_nothing_builds_no_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver migrating its whole range draws nothing: its list is the same for every
     seed and built once; a driver moving chunks draws its starts, differently per seed."""
+    from pagerace.workloads import _schema
+
     w = load_workload("opposite-order")
     built: list[Any] = []
-    real = np.random.default_rng
+    real = _schema.generator
 
     def counting(seed: Any = None) -> np.random.Generator:
         built.append(seed)
         return real(seed)
 
-    monkeypatch.setattr(np.random, "default_rng", counting)
+    monkeypatch.setattr(_schema, "generator", counting)
     _SEEDLESS.clear()
     first = actor_programs(w, 1)
     assert [e[2] for e in built] == [0xAC7] and [e[1] for e in built] == [2]  # the CPU only
