@@ -264,6 +264,9 @@ class DeterministicEngine:
             on_cpu[a.cpu] |= 1 << a.id
         fair_until = -1  # steps before this run under a fair round robin
         fair_given: dict[int, int] = {}  # actor -> its progress count at its fair window
+        # actor -> (failed trylocks, contended) per site when its fair window began: what
+        # grew while it spun names its loop in the livelock's message
+        fair_stats: dict[int, dict[str, tuple[int, int]]] = {}
         fair_turns = 0
         blocked: dict[int, Block] = {}
         self._blocked = blocked  # the deadlock report names where each waiter waits
@@ -469,12 +472,13 @@ class DeterministicEngine:
                     # through it is livelocked.
                     if fair_given.get(aid) != a.progress:
                         fair_given[aid] = a.progress
+                        fair_stats[aid] = {site: (st[3], st[1]) for site, st in self.k.stats.items()}
                         fair_until = step + livelock
                         mode = 4
                         mark = min(cap, max_steps, fair_until)
                         a.steps_since_progress = 0
                         continue
-                    failure = self._livelock(a)
+                    failure = self._livelock(a, fair_stats.get(aid, {}), progs[aid], livelock)
                     break
                 if step >= next_check:
                     for i in live:
@@ -597,20 +601,38 @@ class DeterministicEngine:
             failure = explain(k, waits, failure)
         return failure
 
-    def _livelock(self, a: Actor) -> Failure:
-        k = self.k
-        worst = sorted(
-            ((st[3], site) for site, st in k.stats.items() if st[3]), reverse=True
-        )[:3]
-        hot = ", ".join(f"{site} failed {n} trylocks" for n, site in worst)
+    def _livelock(
+        self, a: Actor, before: dict[str, tuple[int, int]], gen: Generator[Any, Any, Any], window: int
+    ) -> Failure:
+        """The livelock of ``a``: where it spins (its innermost function now) and what grew
+        during its last, fair window (``before``: failed trylocks and contended counts per
+        site when the window began), failed trylocks first, else contended acquisitions;
+        not the run's totals, which name whatever failed most since the start."""
+        tries, waits = [], []
+        for site, st in self.k.stats.items():
+            t0, c0 = before.get(site, (0, 0))
+            if st[3] > t0:
+                tries.append((st[3] - t0, site))
+            if st[1] > c0:
+                waits.append((st[1] - c0, site))
+        tries.sort(key=lambda x: (-x[0], x[1]))
+        waits.sort(key=lambda x: (-x[0], x[1]))
+        if tries:
+            worst = tries[:3]
+            grew = ", ".join(f"{site} failed {n} trylocks" for n, site in worst)
+        else:
+            worst = waits[:3]
+            grew = ", ".join(f"{site} contended {n} times" for n, site in worst)
+        where = innermost(gen)[0] if getattr(gen, "gi_frame", None) is not None else "(done)"
         return Failure(
             kind=FailureKind.LIVELOCK,
             message=(
-                f"{a.name} ran {a.steps_since_progress} steps in {a.op} without finishing it"
-                + (f"; {hot}" if hot else "")
+                f"{a.name} ran {a.steps_since_progress} steps in {a.op} without finishing it, "
+                f"spinning in {where}"
+                + (f"; in its last {window} steps under a fair schedule: {grew}" if grew else "")
             ),
             step=self.step,
             actors=(a.name,),
             sites=tuple(site for _, site in worst),
-            details={"op": a.op, "steps": a.steps_since_progress},
+            details={"op": a.op, "steps": a.steps_since_progress, "where": where},
         )

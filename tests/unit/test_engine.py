@@ -149,6 +149,44 @@ def test_livelock_on_a_trylock_retried_forever() -> None:
     assert r.fair_turns > 0
 
 
+def test_a_livelock_names_the_loop_it_spins_in_not_the_runs_busiest_site() -> None:
+    """The message names where the livelocked actor spins and what grew in its last, fair
+    window; a site that failed more trylocks earlier in the run (another actor's, which
+    gave up since) is not blamed (it was, by the run's totals, in session 5)."""
+    k, actors = kernel_with_actors(Geometry(sys_frames=2, devices=0), 3)
+    p = k.alloc_page(actors[0], 0, "setup")
+    q = k.alloc_page(actors[0], 0, "setup")
+
+    def holder(a: Actor):
+        assert k.trylock_page(a, p, "holder:trylock")
+        assert k.trylock_page(a, q, "holder:trylock")
+        yield
+
+    def noisy(a: Actor):  # 300 failed trylocks in its first 30 steps, then gives up
+        for _ in range(30):
+            for _ in range(10):
+                assert not k.trylock_page(a, q, "noisy:trylock")
+            yield
+
+    def spinner_loop(a: Actor):
+        while not k.trylock_page(a, p, "spinner:trylock"):
+            yield
+
+    def spinner(a: Actor):
+        a.op = "spin"
+        yield from spinner_loop(a)
+
+    progs = [holder(actors[0]), noisy(actors[1]), spinner(actors[2])]
+    r = _engine(k, actors, progs, Limits(livelock_steps=100)).run()
+    f = r.failure
+    assert r.outcome is Outcome.FAILED and f.kind is FailureKind.LIVELOCK and f.actors == ("t2",)
+    assert k.stats["noisy:trylock"][3] == 300 > k.stats["spinner:trylock"][3]  # the run's busiest
+    assert f.sites == ("spinner:trylock",), f.message
+    assert "spinning in spinner_loop" in f.message and f.details["where"] == "spinner_loop"
+    assert "noisy" not in f.message
+    assert "spinner:trylock failed 101 trylocks" in f.message, f.message
+
+
 def test_budget_outcome_when_max_steps_is_hit() -> None:
     r = run_deterministic(load_workload("default"), seed=1, max_steps=50)
     assert r.outcome is Outcome.BUDGET and r.result.failure is None
