@@ -256,29 +256,25 @@ class _Raw32:
             if span == 1:
                 i = off
             else:
-                if half >= 0:  # _next32: the buffered high half, else a new output's low
-                    x, half = half, -1
-                else:
-                    if ri >= len(raw):
-                        raw, ri = bg.random_raw(16).tolist(), 0
-                    x = raw[ri]
-                    ri += 1
-                    half = x >> 32
-                    x &= m32
-                m = x * span
-                if m & m32 < span:
-                    threshold = (m32 - span + 1) % span
-                    while m & m32 < threshold:
-                        if half >= 0:
-                            x, half = half, -1
-                        else:
-                            if ri >= len(raw):
-                                raw, ri = bg.random_raw(16).tolist(), 0
-                            x = raw[ri]
-                            ri += 1
-                            half = x >> 32
-                            x &= m32
-                        m = x * span
+                threshold = -1  # Lemire's rejection bound, computed on the first low draw
+                while True:
+                    if half >= 0:  # _next32: the buffered high half, else a new output's low
+                        x, half = half, -1
+                    else:
+                        if ri >= len(raw):
+                            raw, ri = bg.random_raw(16).tolist(), 0
+                        x = raw[ri]
+                        ri += 1
+                        half = x >> 32
+                        x &= m32
+                    m = x * span
+                    lo = m & m32
+                    if lo >= span:  # >= span implies >= threshold (threshold < span)
+                        break
+                    if threshold < 0:
+                        threshold = (m32 - span + 1) % span
+                    if lo >= threshold:
+                        break
                 i = (m >> 32) + off
             if ri >= len(raw):  # _next64
                 raw, ri = bg.random_raw(16).tolist(), 0
