@@ -604,25 +604,28 @@ class DeterministicEngine:
     def _livelock(
         self, a: Actor, before: dict[str, tuple[int, int]], gen: Generator[Any, Any, Any], window: int
     ) -> Failure:
-        """The livelock of ``a``: where it spins (its innermost function now) and what grew
-        during its last, fair window (``before``: failed trylocks and contended counts per
-        site when the window began), failed trylocks first, else contended acquisitions;
-        not the run's totals, which name whatever failed most since the start."""
-        tries, waits = [], []
+        """The livelock of ``a``: where it spins (its innermost function now) and the sites
+        whose failed trylocks (else contended acquisitions) grew during its last, fair
+        window (``before``: both counts per site when the window began), with how much;
+        a site that did not grow there is not named, however busy it was before (another
+        actor's, finished or given up)."""
+        tries, waits = [], []  # (run's total, grown in the window, site)
         for site, st in self.k.stats.items():
             t0, c0 = before.get(site, (0, 0))
             if st[3] > t0:
-                tries.append((st[3] - t0, site))
+                tries.append((st[3], st[3] - t0, site))
             if st[1] > c0:
-                waits.append((st[1] - c0, site))
-        tries.sort(key=lambda x: (-x[0], x[1]))
-        waits.sort(key=lambda x: (-x[0], x[1]))
+                waits.append((st[1], st[1] - c0, site))
+        # the sites that grew, the run's busiest first: a failure's signature (its first
+        # site, reports/failures.py) stays the same across seeds of one livelock
+        tries.sort(key=lambda x: (-x[0], x[2]))
+        waits.sort(key=lambda x: (-x[0], x[2]))
         if tries:
             worst = tries[:3]
-            grew = ", ".join(f"{site} failed {n} trylocks" for n, site in worst)
+            grew = ", ".join(f"{site} failed {n} trylocks" for _, n, site in worst)
         else:
             worst = waits[:3]
-            grew = ", ".join(f"{site} contended {n} times" for n, site in worst)
+            grew = ", ".join(f"{site} contended {n} times" for _, n, site in worst)
         where = innermost(gen)[0] if getattr(gen, "gi_frame", None) is not None else "(done)"
         return Failure(
             kind=FailureKind.LIVELOCK,
@@ -633,6 +636,6 @@ class DeterministicEngine:
             ),
             step=self.step,
             actors=(a.name,),
-            sites=tuple(site for _, site in worst),
+            sites=tuple(site for _, _, site in worst),
             details={"op": a.op, "steps": a.steps_since_progress, "where": where},
         )
