@@ -46,7 +46,7 @@ from typing import Any
 
 from .._version import __version__
 from ..core.machine.errors import Failure, HarnessInternalError
-from ..core.machine.kernel import STAT_FIELDS
+from ..core.machine.kernel import STAT_FIELDS, merge_stat
 from ..reports.schema import (
     CONTENTION,
     FAILURES,
@@ -156,23 +156,7 @@ _MAXED = ("wait_max", "hold_max")
 _NEEDED = frozenset((*CONTENTION_KEY, *_SUMMED, *_MAXED, "wait_min", "hold_min", "run_id"))
 
 
-def _combine(acc: list[int], st: Sequence[int]) -> None:
-    """Add one site's kernel statistics ``st`` (``Kernel.stats`` order, STAT_FIELDS, no
-    wait / hold: minimum ``_NO_MIN``) into ``acc`` = ``[runs, *STAT_FIELDS]``: counts
-    and totals add up, maxima take the larger, minima the smaller (``_NO_MIN`` loses to
-    any real one). A hunt's workers call it for every site of every run;
-    tests/unit/test_output.py checks it field by field against STAT_FIELDS' names."""
-    acc[1] += st[0]  # acquired
-    acc[2] += st[1]  # contended
-    acc[3] += st[2]  # trylock_attempts
-    acc[4] += st[3]  # trylock_failures
-    for i in (4, 8):  # waits, then holds: count, total, min, max (kernel._add_time)
-        acc[i + 1] += st[i]
-        acc[i + 2] += st[i + 1]
-        if st[i + 2] < acc[i + 3]:
-            acc[i + 3] = st[i + 2]
-        if st[i + 3] > acc[i + 4]:
-            acc[i + 4] = st[i + 3]
+_RUNS = len(STAT_FIELDS)  # where a ContentionSums accumulator keeps its runs
 
 
 class ContentionSums:
@@ -186,11 +170,13 @@ class ContentionSums:
 
     Runs come in as their kernel statistics (:meth:`add_stats`: one run, straight from
     ``Kernel.stats``) or as contention.csv rows already summed (:meth:`add`); both are
-    kept as ``[runs, *STAT_FIELDS]`` per configuration and site, a minimum with no wait
-    (hold) behind it as the kernel's ``_NO_MIN``, and become rows in :meth:`rows`."""
+    kept as ``[*STAT_FIELDS, runs]`` per configuration and site (the kernel's statistics
+    row, a minimum with no wait or hold behind it as ``_NO_MIN``, merged by the kernel's
+    ``merge_stat``, as the parallel engine merges its workers' rows), and become rows in
+    :meth:`rows`."""
 
     def __init__(self) -> None:
-        # (workload, variant, bugs, engine, strategy, time_unit) -> site -> [runs, *stats]
+        # (workload, variant, bugs, engine, strategy, time_unit) -> site -> [*stats, runs]
         self._sums: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self._last: dict[tuple[str, ...], str] = {}  # configuration -> its last run
 
@@ -207,10 +193,10 @@ class ContentionSums:
         for site, st in stats.items():
             acc = d.get(site)
             if acc is None:
-                d[site] = [1, *st]
+                d[site] = [*st, 1]
             else:
-                acc[0] += 1
-                _combine(acc, st)
+                merge_stat(acc, st)
+                acc[_RUNS] += 1
 
     def add(self, row: Mapping[str, Any]) -> None:
         """A contention.csv row (the sum of ``row["runs"]`` runs)."""
@@ -227,10 +213,10 @@ class ContentionSums:
             d = self._sums[config] = {}
         acc = d.get(row["site"])
         if acc is None:
-            d[row["site"]] = [row["runs"], *st]
+            d[row["site"]] = [*st, row["runs"]]
         else:
-            acc[0] += row["runs"]
-            _combine(acc, st)
+            merge_stat(acc, st)
+            acc[_RUNS] += row["runs"]
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
@@ -239,8 +225,8 @@ class ContentionSums:
             head["run_id"] = self._last[config[:_CONFIG]]
             head["time_unit"] = config[_CONFIG]
             for site, acc in d.items():
-                row: dict[str, Any] = {**head, "site": site, "runs": int(acc[0])}
-                row.update(zip(STAT_FIELDS, (int(x) for x in acc[1:])))
+                row: dict[str, Any] = {**head, "site": site, "runs": int(acc[_RUNS])}
+                row.update(zip(STAT_FIELDS, (int(x) for x in acc[:_RUNS])))
                 if row["wait_min"] >= _NO_MIN:
                     row["wait_min"] = 0
                 if row["hold_min"] >= _NO_MIN:

@@ -23,7 +23,7 @@ The primitives transcribe ``include/linux/pagemap.h`` (``folio_trylock``,
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,21 @@ _NO_MIN = 1 << 62
 
 def _new_stat() -> list[int]:
     return [0, 0, 0, 0, 0, 0, _NO_MIN, 0, 0, 0, _NO_MIN, 0]
+
+
+def merge_stat(into: list[int], st: Sequence[int]) -> None:
+    """Add one call site's statistics row ``st`` into ``into`` (both ``_new_stat``
+    rows, of other runs or other workers): counts and totals add up, the minima take the
+    smaller (``_NO_MIN``: no wait or hold yet), the maxima the larger."""
+    for i in range(S_WAITS):  # acquired, contended, trylock attempts and failures
+        into[i] += st[i]
+    for i in (S_WAITS, S_HOLDS):  # count, total, min, max (as _add_time writes them)
+        into[i] += st[i]
+        into[i + 1] += st[i + 1]
+        if st[i + 2] < into[i + 2]:
+            into[i + 2] = st[i + 2]
+        if st[i + 3] > into[i + 3]:
+            into[i + 3] = st[i + 3]
 
 
 def _add_time(st: list[int], first: int, t: int) -> None:
@@ -1681,4 +1696,5 @@ __all__ = [
     "Block",
     "Kernel",
     "Path",
+    "merge_stat",
 ]

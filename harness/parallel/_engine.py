@@ -43,7 +43,7 @@ from ...core.machine.errors import (
     InvalidOption,
     InvariantViolation,
 )
-from ...core.machine.kernel import STAT_FIELDS, Kernel
+from ...core.machine.kernel import Kernel, merge_stat
 from ...core.machine.layout import (
     A_PROGRESS,
     A_STATE,
@@ -77,8 +77,6 @@ from .trace import RingReader, merge, replay_ops
 from .watchdog import Verdict, Watchdog, WatchdogConfig, psutil_sampler
 from .worker import STOP_HARD, STOP_SOFT, WorkerSpec, worker_main
 
-_S_MIN = (6, 10)  # wait_min, hold_min columns: merged with min()
-_S_MAX = (7, 11)  # wait_max, hold_max: max()
 _POLL = 0.05
 # Signals a worker dies of by its own fault: a crash, a pagerace bug. Any other signal was
 # sent from outside (the OOM killer's SIGKILL, an operator's SIGTERM).
@@ -92,14 +90,8 @@ def _merge_stats(into: dict[str, list[int]], more: dict[str, list[int]]) -> None
         cur = into.get(site)
         if cur is None:
             into[site] = list(row)
-            continue
-        for i in range(len(STAT_FIELDS)):
-            if i in _S_MIN:
-                cur[i] = min(cur[i], row[i])
-            elif i in _S_MAX:
-                cur[i] = max(cur[i], row[i])
-            else:
-                cur[i] += row[i]
+        else:
+            merge_stat(cur, row)
 
 
 def _check_options(workers: int, duration: float, ops: int | None, perturb: float,

@@ -414,8 +414,8 @@ def _stat(rng: random.Random) -> list[int]:
 
 
 def test_contention_sums_combine_each_field_by_its_name() -> None:
-    """ContentionSums.add_stats (the unrolled combine a hunt worker runs for each site of
-    each run) against a reference written from STAT_FIELDS' names: counts and totals
+    """ContentionSums.add_stats (kernel.merge_stat, which a hunt worker runs for each site
+    of each run) against a reference written from STAT_FIELDS' names: counts and totals
     add up, maxima are the largest, minima the smallest over the runs that waited (held),
     0 when none did; rows named by the configuration's last run; summed rows added to
     another ContentionSums (RowWriter's batch) give the same rows."""
