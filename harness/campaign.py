@@ -65,9 +65,7 @@ from ..workloads import Workload, load_workload, workload_from_json, workload_na
 from .artifacts import MAX_STEPS, check_buildable, check_fits, same_failure, write_json_atomic
 from .commands._options import parse_duration as _parse_duration
 from .output import BATCH_RUNS, RowWriter
-from .pool import _CRASH_SIGNALS as _CRASH_SIGNALS
 from .pool import PoolBackend as PoolBackend
-from .pool import _worker_init as _worker_init
 from .pool import worker_death as worker_death
 from .runner import run_deterministic, validate_variant_bugs
 from .schedulers import STRATEGIES

@@ -269,9 +269,9 @@ def _run_chunk(chunk: tuple[int, int, tuple[Turn, ...]]) -> list[RunDone]:
         if done.failed:
             break
     if sums is not None:  # the chunk's rows, taken whole by the parent's writer
-        clean = [i for i, d in enumerate(out) if d.rows is not None]
-        whole = chunk_rows([f for f in (out[i].rows for i in clean) if f is not None], sums)
-        for i, f in zip(clean, whole):
+        # the clean runs are the chunk's first ones (it stops at a failure)
+        whole = chunk_rows([d.rows for d in out if d.rows is not None], sums)
+        for i, f in enumerate(whole):
             out[i] = replace(out[i], rows=f)
     return out
 
@@ -337,7 +337,6 @@ class _Hunt:
             HarnessInternalError: a worker crashed or exited.
         """
         # imported here: the pool's modules (multiprocessing...) stay out of start-up
-        from concurrent.futures import wait as futures_wait
         from concurrent.futures.process import BrokenProcessPool
 
         from .pool import PoolBackend, worker_death
@@ -350,43 +349,41 @@ class _Hunt:
         history = False  # a turn that needs earlier runs is next: stop handing out
         failed: RunDone | None = None
         try:
-            try:
-                while True:
-                    while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
-                        n = chunk
-                        if budget.runs is not None:  # the last chunks shrink: the workers end together
-                            n = min(n, max(1, -(-(budget.runs - made) // (AHEAD * jobs))))
-                        turns = tuple(self.turn_of(i) for i in range(made, made + n))
-                        if any(_needs_history(t, s.pct_k, s.w) for t in turns):
-                            history = True
-                            break
-                        pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
-                        made += n
-                    if not pending:
+            while True:
+                while not history and len(pending) < AHEAD * jobs and self.budget_left(made):
+                    n = chunk
+                    if budget.runs is not None:  # the last chunks shrink: the workers end together
+                        n = min(n, max(1, -(-(budget.runs - made) // (AHEAD * jobs))))
+                    turns = tuple(self.turn_of(i) for i in range(made, made + n))
+                    if any(_needs_history(t, s.pct_k, s.w) for t in turns):
+                        history = True
                         break
-                    f = pending[0]
-                    futures_wait([f], timeout=0.5)
-                    if not f.done():
-                        continue
-                    pending.popleft()
-                    results: list[RunDone] = f.result()
-                    for d in results:
-                        self.take(d)
-                        if d.failed:
-                            failed = d
-                            break
-                        if self.on_clean is not None:
-                            self.on_clean(d)
-                    if failed is not None:
+                    pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
+                    made += n
+                if not pending:
+                    break
+                f = pending[0]
+                if not backend.wait([f], 0.5):
+                    continue
+                pending.popleft()
+                results: list[RunDone] = backend.result(f)
+                for d in results:
+                    self.take(d)
+                    if d.failed:
+                        failed = d
                         break
-            except BrokenProcessPool:  # from a result, or from a submit to a pool already broken
-                outside, why = worker_death(backend, "hunt worker")
-                if outside:  # the OOM killer, an operator: exit 130, as campaign
-                    raise StoppedFromOutside(
-                        f"{why} (not a kernel failure); the rows of the {res.runs} runs "
-                        "taken are written"
-                    ) from None
-                raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
+                    if self.on_clean is not None:
+                        self.on_clean(d)
+                if failed is not None:
+                    break
+        except BrokenProcessPool:  # from a result, or from a submit to a pool already broken
+            outside, why = worker_death(backend, "hunt worker")
+            if outside:  # the OOM killer, an operator: exit 130, as campaign
+                raise StoppedFromOutside(
+                    f"{why} (not a kernel failure); the rows of the {res.runs} runs "
+                    "taken are written"
+                ) from None
+            raise HarnessInternalError(f"hunt: {why}; the runs before it are kept") from None
         finally:
             backend.close(cancel=bool(pending))
         return failed

@@ -164,13 +164,16 @@ def worker_death(backend: Any, role: str) -> tuple[bool, str]:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    if -code in _CRASH_SIGNALS:
+    if -code in CRASH_SIGNALS:
         return False, f"{who} was killed by {name}"
     return True, f"{who} was killed by {name} from outside"
 
 
-_CRASH_SIGNALS = frozenset(
+# Signals a worker dies of by its own fault: a crash, a pagerace bug. Any other signal was
+# sent from outside (the OOM killer's SIGKILL, an operator's SIGTERM). The parallel
+# engine's workers are judged by the same set.
+CRASH_SIGNALS = frozenset(
     int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
 )
 
-__all__ = ["PoolBackend", "die_with_parent", "worker_death"]
+__all__ = ["CRASH_SIGNALS", "PoolBackend", "die_with_parent", "worker_death"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...workloads import load_workload
 from ..artifacts import write_artifact
@@ -23,18 +23,6 @@ from ._options import (
     interruptible,
     seconds,
 )
-
-if TYPE_CHECKING:
-    from ..runner import RunRecord
-
-
-def readable_steps(rec: RunRecord, full: bool = False) -> list[str]:
-    """``steps.readable_steps``, imported when a failure is printed: a clean hunt never
-    needs ``harness/steps.py`` (start-up)."""
-    from ..steps import readable_steps as steps_of
-
-    return steps_of(rec, full)
-
 
 NAME = "hunt"
 HELP = (
@@ -169,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
     if res.shrunk is not None:
         print(res.shrunk.summary())
     print("steps (shrunk):" if res.shrunk is not None else "steps:")
+    from ..steps import readable_steps  # imported here: a clean hunt never needs it (start-up)
+
     for line in readable_steps(rec, full=args.full_steps):
         print(line)
     print(f"artifact: {path}")

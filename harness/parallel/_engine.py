@@ -64,6 +64,7 @@ from ...core.oracles.invariants import check_all
 from ...core.variants import get_variant
 from ...workloads import Workload
 from ..engine import Outcome, RunResult
+from ..pool import CRASH_SIGNALS
 from ..runner import (
     RunRecord,
     build_model,
@@ -78,11 +79,6 @@ from .watchdog import Verdict, Watchdog, WatchdogConfig, psutil_sampler
 from .worker import STOP_HARD, STOP_SOFT, WorkerSpec, worker_main
 
 _POLL = 0.05
-# Signals a worker dies of by its own fault: a crash, a pagerace bug. Any other signal was
-# sent from outside (the OOM killer's SIGKILL, an operator's SIGTERM).
-_CRASH_SIGNALS = frozenset(
-    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
-)
 
 
 def _merge_stats(into: dict[str, list[int]], more: dict[str, list[int]]) -> None:
@@ -442,7 +438,7 @@ class Controller:
         code = v.details.get("exitcode")
         if not isinstance(code, int) or code >= 0:
             return ""
-        if -code in _CRASH_SIGNALS:
+        if -code in CRASH_SIGNALS:
             wid = v.workers[0] if v.workers else -1
             raise HarnessInternalError(f"{v.message}: worker {wid} crashed (a bug in pagerace)")
         return f"{v.message} from outside; not a kernel failure"
