@@ -187,10 +187,11 @@ _M32 = 0xFFFFFFFF
 
 
 class _Raw32:
-    """``Generator.integers(low, low + span)`` (int64, ``span`` in [1, 2**32 - 1]) and
-    ``Generator.random()`` computed from a bit generator's raw 64-bit outputs, drawn in
-    batches: numpy 2's algorithms, so the same numbers as the calls themselves (a test
-    compares them, tests/unit/test_actor_streams.py).
+    """The CPU kind's draws, ``Generator.integers(low, low + span)`` (int64, ``span`` in
+    [1, 2**32 - 1]) then ``Generator.random()`` an operation (:meth:`cpu_ops`), computed
+    from a bit generator's raw 64-bit outputs, drawn in batches: numpy 2's algorithms, so
+    the same numbers as the calls themselves (tests/unit/test_actor_streams.py compares
+    them, and keeps the two draws one at a time as its reference).
 
     - ``integers``: Lemire's bounded draw on 32-bit words (numpy's
       ``buffered_bounded_lemire_uint32``), a span of 1 draws nothing;
@@ -211,43 +212,11 @@ class _Raw32:
         self._i = 0
         self._half = -1  # the buffered high half of an output, or -1
 
-    def _next64(self) -> int:
-        i = self._i
-        if i >= len(self._raw):
-            self._raw = self._bg.random_raw(16).tolist()
-            i = 0
-        self._i = i + 1
-        return self._raw[i]
-
-    def _next32(self) -> int:
-        h = self._half
-        if h >= 0:
-            self._half = -1
-            return h
-        x = self._next64()
-        self._half = x >> 32
-        return x & _M32
-
-    def bounded(self, span: int) -> int:
-        """``integers(0, span)``."""
-        if span == 1:
-            return 0
-        m = self._next32() * span
-        if m & _M32 < span:
-            threshold = (_M32 - span + 1) % span
-            while m & _M32 < threshold:
-                m = self._next32() * span
-        return m >> 32
-
-    def double(self) -> float:
-        """``random()``."""
-        return (self._next64() >> 11) * (1.0 / 9007199254740992.0)
-
     def cpu_ops(self, n: int, span: int, off: int, wr: float, mm: int, hot: list[int]) -> OpList:
-        """The CPU kind's ``n`` operations: each ``bounded(span) + off`` (an index into
-        ``hot``, or the page itself), then ``double() < wr`` (a write): those very calls
-        with their draws written out in one loop (a run's actor programs made five
-        Python calls an operation)."""
+        """The CPU kind's ``n`` operations: each ``integers(0, span) + off`` (an index
+        into ``hot``, or the page itself), then ``random() < wr`` (a write), their draws
+        written out in one loop (one at a time, a run's actor programs made five Python
+        calls an operation)."""
         raw, ri, half, bg = self._raw, self._i, self._half, self._bg
         m32 = _M32
         scale = 1.0 / 9007199254740992.0

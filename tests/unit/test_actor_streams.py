@@ -76,6 +76,47 @@ def test_cpu_ops_draw_the_same_numbers_as_one_call_each() -> None:
     assert rejected  # the rejection loop ran (a quarter of those draws reject)
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _next64(r: _Raw32) -> int:
+    """The next raw 64-bit output of ``r``'s batches (refilled 16 at a time)."""
+    if r._i >= len(r._raw):
+        r._raw, r._i = r._bg.random_raw(16).tolist(), 0
+    r._i += 1
+    return r._raw[r._i - 1]
+
+
+def _next32(r: _Raw32) -> int:
+    """The buffered high half of an output, else a new output's low half."""
+    h = r._half
+    if h >= 0:
+        r._half = -1
+        return h
+    x = _next64(r)
+    r._half = x >> 32
+    return x & _M32
+
+
+def _bounded(r: _Raw32, span: int) -> int:
+    """``integers(0, span)`` one at a time from ``r``'s state: the reference of
+    ``_Raw32.cpu_ops`` (Lemire's bounded draw on 32-bit words, numpy's
+    ``buffered_bounded_lemire_uint32``)."""
+    if span == 1:
+        return 0
+    m = _next32(r) * span
+    if m & _M32 < span:
+        threshold = (_M32 - span + 1) % span
+        while m & _M32 < threshold:
+            m = _next32(r) * span
+    return m >> 32
+
+
+def _double(r: _Raw32) -> float:
+    """``random()`` one at a time: the top 53 bits of the next 64-bit output."""
+    return (_next64(r) >> 11) * (1.0 / 9007199254740992.0)
+
+
 def test_raw32_rejects_as_numpy_does() -> None:
     """A span whose rejection threshold is a quarter of the 32-bit words: the batched
     draws follow numpy through every rejection and every buffered half word."""
@@ -84,14 +125,15 @@ def test_raw32_rejects_as_numpy_does() -> None:
         g = np.random.default_rng(seed)
         want = [int(g.integers(0, span)) if j % 3 else float(g.random()) for j in range(300)]
         d = _Raw32(np.random.default_rng(seed).bit_generator, 4)  # refills often
-        got = [d.bounded(span) if j % 3 else d.double() for j in range(300)]
+        got = [_bounded(d, span) if j % 3 else _double(d) for j in range(300)]
         assert got == want
 
 
 def test_raw32_cpu_ops_are_its_calls() -> None:
     """``_Raw32.cpu_ops`` (the CPU kind's loop, its draws written out) against
-    ``bounded`` then ``double`` an operation, through rejections (span 3 << 30), refills
-    (a batch of 4), a span of 1, hot lists, and the state it leaves for the next draw."""
+    ``_bounded`` then ``_double`` an operation (checked against numpy above), through
+    rejections (span 3 << 30), refills (a batch of 4), a span of 1, hot lists, and the
+    state it leaves for the next draw."""
     for seed in range(30):
         for span, hot in [(3 << 30, []), (7, []), (1, [5]), (3, [9, 4, 2]), (1 << 31, [])]:
             off = 0 if hot else 100
@@ -100,10 +142,10 @@ def test_raw32_cpu_ops_are_its_calls() -> None:
             b = _Raw32(np.random.default_rng(seed).bit_generator, 4)
             want = []
             for _ in range(n):
-                i = a.bounded(span) + off
-                want.append(("write" if a.double() < 0.4 else "read", 2, hot[i] if hot else i))
+                i = _bounded(a, span) + off
+                want.append(("write" if _double(a) < 0.4 else "read", 2, hot[i] if hot else i))
             assert b.cpu_ops(n, span, off, 0.4, 2, hot) == want
-            assert [b.bounded(span) for _ in range(9)] == [a.bounded(span) for _ in range(9)]
+            assert [_bounded(b, span) for _ in range(9)] == [_bounded(a, span) for _ in range(9)]
 
 
 @pytest.mark.parametrize("name", workload_names())
