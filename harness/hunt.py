@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
-from .output import ContentionSums, FormattedRows, chunk_rows, format_rows, rows_for, run_id
+from .output import ContentionSums, FormattedRows, chunk_rows, format_run, run_id
 from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 
@@ -250,7 +250,7 @@ def _done(rec: RunRecord, index: int, rows: bool, sums: ContentionSums | None = 
         index=index, seed=rec.seed, failed=failed, shared_steps=r.shared_steps, counts=counts,
         pct_k=int(r.scheduler["k"]) if pct else None, guarantee=float(g) if g is not None else None,
         fingerprint=r.fingerprint, kind=r.failure.kind.value if r.failure is not None else "",
-        rows=format_rows(rows_for(rec, run_id(rec), "", sums=sums)) if rows and not failed else None,
+        rows=format_run(rec, run_id(rec), "", sums=sums) if rows and not failed else None,
     )
 
 
