@@ -10,7 +10,8 @@ Many runs (``pagerace hunt``, and campaigns through the same API) go through a
 :class:`RowWriter`, which keeps the hot loop free of file system calls: each run's rows are
 checked and formatted when the run is added, and written in batches, one ``write`` and one
 ``fsync`` per file per batch, ``runs.csv`` last. What a crash can cost is in the class's
-docstring.
+docstring. A hunt formats its clean runs with :func:`format_run`: the lines
+``format_rows(rows_for(...))`` gives, byte for byte, made straight from the record.
 
 Outcome rows (``outcomes.csv``), one per migration attempt kind (``to_device``,
 ``to_system``, ``fault``, ``evict``...), fold the kernel's ``outcome(attempt, reason)``

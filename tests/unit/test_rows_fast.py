@@ -387,3 +387,21 @@ def test_a_hunt_workers_chunks_write_the_general_paths_files(
             general.add(rows_for(rec, f"{rec.seed}-{rec.strategy}", ""))
     assert len(made) == start
     assert _files(tmp_path / "direct") == _files(tmp_path / "general")
+
+
+def test_a_chunk_left_open_drops_its_sums(clean: RunRecord, tmp_path: Path) -> None:
+    """The writer closed inside a chunk (Ctrl-C while the parent takes it): the chunk's
+    lines and its summed contention are dropped whole, as its rows were before."""
+    sums = ContentionSums()
+    chunk = output.chunk_rows([format_run(clean, f"c{i}", "", sums=sums) for i in range(3)], sums)
+    assert chunk[0].sums is not None and not chunk[0].contention
+    with pytest.raises(KeyboardInterrupt), output.RowWriter(tmp_path, batch_runs=100) as w:
+        w.add(rows_for(clean, "before", ""))
+        w.add(chunk[0])
+        w.add(chunk[1])
+        raise KeyboardInterrupt
+    for name in ("runs.csv", "contention.csv", "outcomes.csv"):
+        with (tmp_path / name).open() as fh:
+            assert {r["run_id"] for r in csv.DictReader(fh)} == {"before"}, name
+    with (tmp_path / "contention.csv").open() as fh:
+        assert {r["runs"] for r in csv.DictReader(fh)} == {"1"}
