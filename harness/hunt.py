@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.machine.errors import HarnessInternalError, InvalidOption, StoppedFromOutside
 from ..workloads import Workload
-from .output import ContentionSums, FormattedRows, chunk_rows, format_rows, rows_for, run_id
+from .output import ContentionSums, FormattedRows, chunk_rows, format_run, run_id
 from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 
@@ -236,7 +236,8 @@ def _run(s: _Settings, seed: int, turn: Turn, k: int | None, counts: Sequence[in
 
 
 def _done(rec: RunRecord, index: int, rows: bool, sums: ContentionSums | None = None) -> RunDone:
-    """``rows``: format a clean run's rows; its contention into ``sums`` when given."""
+    """``rows``: format a clean run's rows; its contention into ``sums`` when given, else
+    summed alone and carried with its rows for the writer to merge (``FormattedRows.sums``)."""
     r = rec.result
     observed = r.scheduler.get("observed")
     if isinstance(observed, list):
@@ -246,11 +247,17 @@ def _done(rec: RunRecord, index: int, rows: bool, sums: ContentionSums | None = 
     pct = rec.strategy == "pct"
     g = r.scheduler.get("guarantee") if pct else None
     failed = r.failure is not None
+    formatted = None
+    if rows and not failed:
+        own = ContentionSums() if sums is None else sums
+        formatted = format_run(rec, run_id(rec), "", sums=own)
+        if sums is None:
+            formatted = FormattedRows(formatted.cells, formatted.contention, text=formatted.text, sums=own)
     return RunDone(
         index=index, seed=rec.seed, failed=failed, shared_steps=r.shared_steps, counts=counts,
         pct_k=int(r.scheduler["k"]) if pct else None, guarantee=float(g) if g is not None else None,
         fingerprint=r.fingerprint, kind=r.failure.kind.value if r.failure is not None else "",
-        rows=format_rows(rows_for(rec, run_id(rec), "", sums=sums)) if rows and not failed else None,
+        rows=formatted,
     )
 
 

@@ -10,7 +10,8 @@ Many runs (``pagerace hunt``, and campaigns through the same API) go through a
 :class:`RowWriter`, which keeps the hot loop free of file system calls: each run's rows are
 checked and formatted when the run is added, and written in batches, one ``write`` and one
 ``fsync`` per file per batch, ``runs.csv`` last. What a crash can cost is in the class's
-docstring.
+docstring. A hunt formats its clean runs with :func:`format_run`: the lines
+``format_rows(rows_for(...))`` gives, byte for byte, made straight from the record.
 
 Outcome rows (``outcomes.csv``), one per migration attempt kind (``to_device``,
 ``to_system``, ``fault``, ``evict``...), fold the kernel's ``outcome(attempt, reason)``
@@ -39,7 +40,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,34 @@ class ContentionSums:
             merge_stat(acc, st)
             acc[_RUNS] += row["runs"]
 
+    def merge(self, other: ContentionSums) -> None:
+        """Add the sums of ``other`` (another chunk of runs, made after those of this one),
+        as :meth:`add` of each of ``other.rows()`` would, without making the rows: its
+        configurations' last runs replace these (those with a row: a configuration
+        whose runs reached no site keeps its last run here), its sites merge
+        (``merge_stat``)."""
+        for config, d in other._sums.items():
+            if not d:
+                continue
+            self._last[config[:_CONFIG]] = other._last[config[:_CONFIG]]
+            mine = self._sums.get(config)
+            if mine is None:
+                mine = self._sums[config] = {}
+            for site, st in d.items():
+                acc = mine.get(site)
+                if acc is None:
+                    mine[site] = st[:]
+                else:
+                    merge_stat(acc, st)
+                    acc[_RUNS] += st[_RUNS]
+
+    def copy(self) -> ContentionSums:
+        """The same sums, sharing nothing with these."""
+        new = ContentionSums()
+        new.merge(self)
+        new._last.update(self._last)
+        return new
+
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for config, d in self._sums.items():
@@ -325,9 +354,11 @@ class FormattedRows:
     workers format their runs' rows and the parent only appends them
     (``harness/hunt.py``).
 
-    A hunt worker sums the contention of a chunk of consecutive runs itself: the chunk's
-    first clean run carries the chunk's contention rows (``runs`` = the chunk's clean
-    runs, ``run_id`` its last clean run) and the others none. Every run of the chunk but
+    A run formatted by :func:`format_run` (a hunt's) has its lines in ``text`` rather
+    than cells. A hunt worker sums the contention of a chunk of consecutive runs itself:
+    the chunk's first clean run carries the chunk's contention, summed (``sums``, which
+    the writer merges as it would add its rows: ``runs`` = the chunk's clean runs,
+    ``run_id`` its last clean run) and the others none. Every run of the chunk but
     its last clean one has ``hold`` set: the chunk is written whole or not at all.
     :class:`RowWriter` ends no batch inside a chunk, sums the chunk's contention into the
     batch when its last run arrives, and drops the runs of a chunk left open when it
@@ -338,7 +369,10 @@ class FormattedRows:
     cells: dict[str, list[list[str]]]
     contention: list[dict[str, Any]]
     hold: bool = False
-    text: dict[str, str] = field(default_factory=dict)  # whole CSV lines per file (a chunk's)
+    text: dict[str, str] = field(default_factory=dict)  # whole CSV lines per file (format_run, a chunk)
+    # contention summed, not yet rows (a chunk's: chunk_rows); the writer merges it as
+    # it adds the rows in ``contention`` (ContentionSums.merge)
+    sums: ContentionSums | None = None
 
 
 def chunk_rows(runs: Sequence[FormattedRows], sums: ContentionSums) -> list[FormattedRows]:
@@ -349,16 +383,22 @@ def chunk_rows(runs: Sequence[FormattedRows], sums: ContentionSums) -> list[Form
     if not runs:
         return []
     text = {}
-    for file in sorted({file for r in runs for file in r.cells}):
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for r in runs:
-            w.writerows(r.cells.get(file, ()))
-        text[file] = buf.getvalue()
+    for file in sorted({file for r in runs for file in (*r.cells, *r.text)}):
+        text[file] = "".join(csv_text(r.cells.get(file, ())) + r.text.get(file, "") for r in runs)
     last = len(runs) - 1
-    return [FormattedRows({}, sums.rows(), hold=last > 0, text=text)] + [
+    return [FormattedRows({}, [], hold=last > 0, text=text, sums=sums.copy())] + [
         FormattedRows({}, [], hold=n < last) for n in range(1, len(runs))
     ]
+
+
+def _check_contention(cont: Sequence[Mapping[str, Any]]) -> None:
+    """Contention rows are formatted once per batch (RowWriter.flush): checked when added."""
+    for row in cont:
+        if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
+            extra = sorted(set(row) - CONTENTION.name_set)
+            missing = sorted(_NEEDED - set(row))
+            raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
+                           f"{CONTENTION.file}: row without {', '.join(missing)}")
 
 
 def format_rows(rows: Mapping[str, list[dict[str, Any]]]) -> FormattedRows:
@@ -370,18 +410,217 @@ def format_rows(rows: Mapping[str, list[dict[str, Any]]]) -> FormattedRows:
             that names it.
     """
     cont = list(rows.get(CONTENTION.file, ()))
-    for row in cont:  # checked here, formatted once per batch (RowWriter.flush)
-        if not CONTENTION.name_set.issuperset(row) or not _NEEDED.issubset(row):
-            extra = sorted(set(row) - CONTENTION.name_set)
-            missing = sorted(_NEEDED - set(row))
-            raise KeyError(f"{CONTENTION.file}: no such column(s): {', '.join(extra)}" if extra else
-                           f"{CONTENTION.file}: row without {', '.join(missing)}")
+    _check_contention(cont)
     cells = {
         file: [format_row(SCHEMAS[file], row) for row in lst]
         for file, lst in rows.items()
         if file != CONTENTION.file
     }
     return FormattedRows(cells, cont)
+
+
+def csv_text(rows: Iterable[Sequence[str]]) -> str:
+    """``rows`` (lists of cells, strings) as ``csv.writer(..., lineterminator="\\n")``
+    writes them, byte for byte: a line is its cells joined by commas when no cell holds a
+    comma, a double quote, CR or LF, which is what the writer does then (it quotes
+    nothing); a line with such a cell, or of one empty cell, goes through the writer."""
+    out = []
+    for cells in rows:
+        try:
+            line = ",".join(cells)
+        except TypeError:  # a cell that is not a str: the writer's str()
+            out.append(_writer_line(cells))
+            continue
+        if (line.count(",") != len(cells) - 1 or '"' in line or "\n" in line or "\r" in line
+                or not line):
+            line = _writer_line(cells)
+        out.append(line)
+    if not out:
+        return ""
+    out.append("")
+    return "\n".join(out)
+
+
+def _writer_line(cells: Sequence[str]) -> str:
+    """One line as the csv module writes it (without its line end)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue()[:-1]
+
+
+def _field(cell: str) -> str | None:
+    """A cell as the csv writer renders it, for a cell without CR or LF (``None`` for one
+    with): quoted, its quotes doubled, when it holds a comma or a quote."""
+    if "\n" in cell or "\r" in cell:
+        return None
+    if '"' in cell:
+        return '"' + cell.replace('"', '""') + '"'
+    if "," in cell:
+        return '"' + cell + '"'
+    return cell
+
+
+# json.dumps(params, sort_keys=True, default=str) as rows_for writes strategy_params
+_PARAMS_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes a str with
+
+
+def params_json(params: Mapping[Any, Any]) -> str:
+    """``json.dumps(params, sort_keys=True, default=str)``, the same text, without the
+    encoder's general machinery for the values a scheduler's record holds: str keys;
+    str, int, finite float, bool, None or a list of ints values. Anything else goes
+    through an encoder made once with those options (what ``json.dumps`` does)."""
+    parts = []
+    for k in params:
+        if type(k) is not str:
+            return _PARAMS_ENCODER.encode(params)
+    for k in sorted(params):
+        v = params[k]
+        t = type(v)
+        if t is str:
+            s = _json_str(v)
+        elif t is int:
+            s = int.__repr__(v)
+        elif t is float and v - v == 0.0:  # finite (NaN and infinities: the encoder's words)
+            s = float.__repr__(v)
+        elif v is None:
+            s = "null"
+        elif t is bool:
+            s = "true" if v else "false"
+        elif t is list and all(type(x) is int for x in v):
+            s = "[" + ", ".join(map(int.__repr__, v)) + "]"
+        else:
+            return _PARAMS_ENCODER.encode(params)
+        parts.append(f"{_json_str(k)}: {s}")
+    return "{" + ", ".join(parts) + "}"
+
+
+# The columns format_run writes, in the order it writes them: the schemas' columns when
+# this module was written. _fast_layout checks them against the schemas once, when the
+# module is imported; a schema that differs turns the direct path off (format_run then
+# formats through rows_for and format_rows).
+_FAST_RUNS = (
+    "schema", "run_id", "campaign", "workload", "variant", "bugs", "engine", "seed", "strategy",
+    "strategy_params", "steps", "preemptions", "duration_s", "wall_s", "outcome", "failure_kind",
+    "failure_step", "fingerprint", "artifact", "actors", "ops", "sigbus", "started",
+    "pagerace_version",
+)
+_FAST_OUTCOMES = ("schema", "run_id", "workload", "variant", "bugs", "engine", "seed", "attempt")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What :func:`format_run` needs of the schemas, checked once (:func:`_fast_layout`)."""
+
+    runs_version: str
+    outcomes_version: str
+    reasons: int  # outcome reason columns, ``collected`` first
+    column: dict[str, int]  # kernel reason -> its column among them (the rest: other)
+    other: int
+    follow_ups: tuple[int, ...]  # columns that do not add up to collected
+
+
+def _fast_layout(runs: CsvSchema, outcomes: CsvSchema) -> _Layout | None:
+    """The layout :func:`format_run` writes, if ``runs`` and ``outcomes`` have exactly
+    the columns it writes (in that order); ``None`` otherwise."""
+    reasons = outcomes.name_tuple[len(_FAST_OUTCOMES):]
+    if (runs.name_tuple != _FAST_RUNS or outcomes.name_tuple[: len(_FAST_OUTCOMES)] != _FAST_OUTCOMES
+            or list(reasons) != OUTCOME_REASONS or not reasons or reasons[0] != "collected"
+            or "other" not in reasons or not set(REASON_ALIASES.values()) <= set(reasons[1:])):
+        return None
+    column = {name: i for i, name in enumerate(reasons) if name != "collected"}
+    column.update({alias: column[name] for alias, name in REASON_ALIASES.items()})
+    return _Layout(
+        str(runs.version), str(outcomes.version), len(reasons), column, column["other"],
+        tuple(i for i, name in enumerate(reasons) if name in FOLLOW_UPS),
+    )
+
+
+_FAST = _fast_layout(RUNS, OUTCOMES)
+
+
+def format_run(
+    record: RunRecord, run_id: str, artifact_rel: str = "", campaign: str = "",
+    sums: ContentionSums | None = None,
+) -> FormattedRows:
+    """``format_rows(rows_for(record, run_id, artifact_rel, campaign, sums))``: the same
+    lines, byte for byte, made directly from the record for a run that did not fail
+    (a hunt's runs): each file's lines in column order as CSV text, with no dict per row
+    and no per-cell type dispatch.
+
+    What ``format_rows`` checks of these rows cannot fail for them: ``rows_for`` fills
+    the columns it names and no other, and those are the schema's (checked once, at
+    import: :func:`_fast_layout`; a schema that differs makes this function the general
+    path). What could make the text differ is checked per run: a value of a type other
+    than the one written directly (an ``int`` column that is not exactly ``int``...)
+    or a cell the CSV writer would quote. The first sends the run through the general
+    path, the second through the CSV writer.
+    """
+    lay = _FAST
+    r = record.result
+    if lay is None or r.failure is not None:
+        return format_rows(rows_for(record, run_id, artifact_rel, campaign, sums=sums))
+    w = record.workload.name
+    variant, engine, strategy, seed = record.variant, record.engine, record.strategy, record.seed
+    steps, preemptions, outcome = r.steps, r.preemptions, r.outcome.value
+    actors = record.actors
+    ops = sum(a.progress for a in actors)
+    sigbus = sum(a.sigbus for a in actors)
+    if not (type(seed) is int and type(steps) is int and type(preemptions) is int
+            and type(ops) is int and type(sigbus) is int
+            and type(w) is str and type(variant) is str and type(engine) is str
+            and type(strategy) is str and type(outcome) is str and type(r.fingerprint) is str
+            and type(run_id) is str and type(artifact_rel) is str and type(campaign) is str):
+        return format_rows(rows_for(record, run_id, artifact_rel, campaign, sums=sums))
+    bugs = "+".join(record.bugs)
+    opts = record.options
+    params = params_json({
+        **{k: opts[k] for k in ("pct_depth", "quantum") if k in opts}, **r.scheduler,
+    })
+    key = f"{run_id},{w},{variant},{bugs},{engine},{seed}"
+    head = f"{lay.runs_version},{run_id},{campaign},{w},{variant},{bugs},{engine},{seed},{strategy}"
+    tail = (f"{steps},{preemptions},{float(r.elapsed)!r},{float(record.wall)!r},{outcome},,-1,"
+            f"{r.fingerprint},{artifact_rel},{len(actors)},{ops},{sigbus},{record.started:.3f},"
+            f"{__version__}")
+    qparams = _field(params)
+    # the string cells but params hold no comma, quote, CR or LF: the writer quotes nothing
+    # but params (a comma more than the columns, a quote, CR or LF: some cell has one)
+    if (qparams is None or head.count(",") != 8 or tail.count(",") != 13
+            or '"' in head or '"' in tail or "\n" in head or "\r" in head or "\n" in tail
+            or "\r" in tail):
+        runs = csv_text([format_row(RUNS, rows_for(record, run_id, artifact_rel, campaign)[RUNS.file][0])])
+    else:
+        runs = f"{head},{qparams},{tail}\n"
+    by_attempt: dict[str, list[int]] = {}
+    column, other, n = lay.column, lay.other, lay.reasons
+    for (attempt, reason), count in sorted(record.kernel.outcomes.items()):
+        acc = by_attempt.get(attempt)
+        if acc is None:
+            acc = by_attempt[attempt] = [0] * n
+        if reason in NOT_COUNTED:
+            continue
+        acc[column.get(reason, other)] += int(count)
+    lines = []
+    prefix = f"{lay.outcomes_version},{key}"
+    for attempt, acc in by_attempt.items():
+        if type(attempt) is not str:
+            return format_rows(rows_for(record, run_id, artifact_rel, campaign, sums=sums))
+        acc[0] = sum(acc) - sum(acc[i] for i in lay.follow_ups)
+        line = f"{prefix},{attempt}," + ",".join(map(str, acc))
+        if line.count(",") != 7 + n or '"' in line or "\n" in line or "\r" in line:
+            line = _writer_line([lay.outcomes_version, run_id, w, variant, bugs, engine, str(seed),
+                                 attempt, *map(str, acc)])
+        lines.append(line + "\n")
+    config = (w, variant, bugs, engine, strategy, "steps" if engine == "deterministic" else "us")
+    contention: list[dict[str, Any]] = []
+    if sums is not None:
+        sums.add_stats(config, run_id, record.kernel.stats)
+    else:
+        one = ContentionSums()
+        one.add_stats(config, run_id, record.kernel.stats)
+        contention = one.rows()
+        _check_contention(contention)
+    return FormattedRows({}, contention, text={RUNS.file: runs, OUTCOMES.file: "".join(lines)})
 
 
 # The order a batch is written in: runs.csv LAST, so a run that is in runs.csv has every
@@ -477,8 +716,8 @@ class RowWriter:
         # batch only when the chunk's last run arrives.
         self._mark: tuple[list[int], int] | None = None
         self._chunk_contention: list[dict[str, Any]] = []
+        self._chunk_sums: list[ContentionSums] = []
         self._upgraded = False
-        self._writers = {f: csv.writer(b, lineterminator="\n") for f, b in self._bufs.items()}
 
     def add(self, rows: Mapping[str, list[dict[str, Any]]] | FormattedRows) -> None:
         """Buffer one run's rows (keyed by file name, as :func:`rows_for` returns them, or
@@ -496,21 +735,28 @@ class RowWriter:
         if not self.pending:
             self._oldest = self.clock()
         for file, lines in f.cells.items():
-            self._writers[file].writerows(lines)
+            self._bufs[file].write(csv_text(lines))
         for file, text in f.text.items():
             self._bufs[file].write(text)
         if self._mark is not None:
             self._chunk_contention.extend(f.contention)
+            if f.sums is not None:
+                self._chunk_sums.append(f.sums)
         else:
             for row in f.contention:
                 self._contention.add(row)
+            if f.sums is not None:
+                self._contention.merge(f.sums)
         self.pending += 1
         if f.hold:
             return
         if self._mark is not None:  # the chunk's last run: the chunk is whole
             for row in self._chunk_contention:
                 self._contention.add(row)
+            for sums in self._chunk_sums:
+                self._contention.merge(sums)
             self._chunk_contention.clear()
+            self._chunk_sums.clear()
             self._mark = None
         if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:
             self.flush()
@@ -526,7 +772,8 @@ class RowWriter:
         n = self.pending
         if not n:
             return 0
-        self._writers[CONTENTION.file].writerows(format_row(CONTENTION, r) for r in self._contention.rows())
+        rows = [format_row(CONTENTION, r) for r in self._contention.rows()]
+        self._bufs[CONTENTION.file].write(csv_text(rows))
         self._contention.clear()
         texts = [(s, self._bufs[s.file].getvalue()) for s in WRITE_ORDER]
         for buf in self._bufs.values():
@@ -564,6 +811,7 @@ class RowWriter:
                 buf.seek(pos)
                 buf.truncate()
             self._chunk_contention.clear()
+            self._chunk_sums.clear()
             self._mark = None
         self.flush()
 
