@@ -35,7 +35,7 @@ from ..core.machine.layout import (
     VM_WRITE,
     Geometry,
 )
-from ..harness._rng import generator
+from ..harness._rng import generator, pcg, pcg_generator
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -189,9 +189,11 @@ _M32 = 0xFFFFFFFF
 class _Raw32:
     """The CPU kind's draws, ``Generator.integers(low, low + span)`` (int64, ``span`` in
     [1, 2**32 - 1]) then ``Generator.random()`` an operation (:meth:`cpu_ops`), computed
-    from a bit generator's raw 64-bit outputs, drawn in batches: numpy 2's algorithms, so
-    the same numbers as the calls themselves (tests/unit/test_actor_streams.py compares
-    them, and keeps the two draws one at a time as its reference).
+    from a bit generator's raw 64-bit outputs, drawn in batches (``raw(n)``: the next
+    ``n`` outputs as a list, ``bit_generator.random_raw(n).tolist()``, or the actor
+    stream's C stream, :meth:`_ActorStream.raw`): numpy 2's algorithms, so the same
+    numbers as the calls themselves (tests/unit/test_actor_streams.py compares them, and
+    keeps the two draws one at a time as its reference).
 
     - ``integers``: Lemire's bounded draw on 32-bit words (numpy's
       ``buffered_bounded_lemire_uint32``), a span of 1 draws nothing;
@@ -204,11 +206,11 @@ class _Raw32:
     private stream): what it draws beyond the last number is never read.
     """
 
-    __slots__ = ("_bg", "_half", "_i", "_raw")
+    __slots__ = ("_half", "_i", "_raw", "_refill")
 
-    def __init__(self, bg: Any, n: int) -> None:
-        self._bg = bg
-        self._raw: list[int] = bg.random_raw(n).tolist()
+    def __init__(self, raw: Callable[[int], list[int]], n: int) -> None:
+        self._refill = raw
+        self._raw: list[int] = raw(n)
         self._i = 0
         self._half = -1  # the buffered high half of an output, or -1
 
@@ -217,7 +219,7 @@ class _Raw32:
         into ``hot``, or the page itself), then ``random() < wr`` (a write), their draws
         written out in one loop (one at a time, a run's actor programs made five Python
         calls an operation)."""
-        raw, ri, half, bg = self._raw, self._i, self._half, self._bg
+        raw, ri, half, refill = self._raw, self._i, self._half, self._refill
         m32 = _M32
         scale = 1.0 / 9007199254740992.0
         out: OpList = []
@@ -231,7 +233,7 @@ class _Raw32:
                         x, half = half, -1
                     else:
                         if ri >= len(raw):
-                            raw, ri = bg.random_raw(16).tolist(), 0
+                            raw, ri = refill(16), 0
                         x = raw[ri]
                         ri += 1
                         half = x >> 32
@@ -246,12 +248,22 @@ class _Raw32:
                         break
                 i = (m >> 32) + off
             if ri >= len(raw):  # _next64
-                raw, ri = bg.random_raw(16).tolist(), 0
+                raw, ri = refill(16), 0
             d = raw[ri]
             ri += 1
             out.append(("write" if (d >> 11) * scale < wr else "read", mm, hot[i] if hot else i))
         self._raw, self._i, self._half = raw, ri, half
         return out
+
+
+def numpy_raw(bg: Any) -> Callable[[int], list[int]]:
+    """``raw(n)`` of numpy bit generator ``bg``: its next ``n`` 64-bit outputs, a list."""
+
+    def raw(n: int) -> list[int]:
+        out: list[int] = bg.random_raw(n).tolist()
+        return out
+
+    return raw
 
 
 OpList = list[tuple[Any, ...]]
@@ -293,8 +305,13 @@ def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
         return ops
     # Each operation draws ``rng.integers(0 or lo, span + lo)`` then ``rng.random()``:
     # the same numbers, reproduced from the bit generator's raw 64-bit outputs in one
-    # batch instead of two numpy calls an operation (see _Raw32).
-    draws = _Raw32(rng.bit_generator, n + (n + 1) // 2 + 1)
+    # batch instead of two numpy calls an operation (see _Raw32): an actor's stream
+    # gives them from C (_ActorStream.raw), a numpy generator from its bit generator.
+    if type(rng) is _ActorStream:
+        raw: Callable[[int], list[int]] = rng.raw
+    else:
+        raw = numpy_raw(rng.bit_generator)
+    draws = _Raw32(raw, n + (n + 1) // 2 + 1)
     return draws.cpu_ops(n, span, 0 if hot else lo, wr, mm, hot)
 
 
@@ -373,29 +390,51 @@ def register_actor_kind(
 class _ActorStream:
     """An actor's stream, ``default_rng([seed, actor, 0xAC7])``, built on first use.
 
-    Seeding a generator costs more than most kinds' whole draw (numpy's ``SeedSequence``
-    and an ``np.errstate`` around it): a kind whose operations draw nothing (a driver
-    migrating its whole range) never builds one. Any attribute of the generator
-    (``integers``, ``random``, ``bit_generator``...) builds it first, so a kind sees the
-    same numbers as from the generator itself (made by ``harness._rng.generator``: the
-    generator ``default_rng`` makes, seeded for less)."""
+    Seeding a numpy generator costs more than most kinds' whole draw (numpy's
+    ``SeedSequence`` and an ``np.errstate`` around it): a kind whose operations draw
+    nothing (a driver migrating its whole range) never builds one, and the CPU kind
+    takes its raw 64-bit outputs (:meth:`raw`) from the C stream (``harness._rng.pcg``:
+    numpy's seeding and PCG64 in C, the same numbers), which builds no numpy object.
+    Any attribute of the generator (``integers``, ``random``, ``bit_generator``...)
+    builds the numpy generator, made by ``harness._rng.generator`` (the generator
+    ``default_rng`` makes, seeded for less) and moved to where the C stream is if it
+    drew (``pcg_generator``), so a kind sees the same numbers as from the generator
+    itself, whatever it mixes. Without the extension, :meth:`raw` draws from numpy."""
 
-    __slots__ = ("_entropy", "_gen")
+    __slots__ = ("_c", "_entropy", "_gen")
 
     def __init__(self, entropy: list[int]) -> None:
         self._entropy = entropy
         self._gen: np.random.Generator | None = None
+        self._c: Any = None  # the C stream, once raw() drew from it
+
+    def raw(self, n: int) -> list[int]:
+        """The next ``n`` raw 64-bit outputs, ``bit_generator.random_raw(n).tolist()``."""
+        gen = self._gen
+        if gen is None:
+            c = self._c
+            if c is None:
+                c = self._c = pcg(self._entropy)
+            if c is not None:
+                out: list[int] = c.raw(n)
+                return out
+            gen = self._gen = generator(self._entropy)  # no extension: numpy's
+        out = gen.bit_generator.random_raw(n).tolist()
+        return out
 
     def __getattr__(self, name: str) -> Any:
         gen = self._gen
         if gen is None:
-            gen = self._gen = generator(self._entropy)
+            c = self._c
+            gen = self._gen = (
+                generator(self._entropy) if c is None else pcg_generator(self._entropy, c)
+            )
         return getattr(gen, name)
 
     @property
     def drawn(self) -> bool:
         """Whether the kind used its stream at all."""
-        return self._gen is not None
+        return self._gen is not None or self._c is not None
 
 
 # The operation list of each actor table whose kind drew nothing from its stream: the
