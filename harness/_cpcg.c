@@ -16,7 +16,9 @@
  *   with the 128-bit initstate = words[0] << 64 | words[1] and initseq = words[2] << 64 |
  *   words[3]; each output steps the 128-bit LCG (numpy's default multiplier) and returns
  *   XSL-RR of the new state;
- * - next_double = (next64 >> 11) * 2**-53 (Generator.random).
+ * - next_double = (next64 >> 11) * 2**-53 (Generator.random);
+ * - the CPU actor kind's operations (cpu_ops: Lemire's bounded draw on 32-bit halves,
+ *   then a double), as workloads/_schema.py _Raw32.cpu_ops computes them in Python.
  *
  * new(seed) takes the seed forms harness/_rng.py hands numpy as words (an int >= 0, a
  * list or tuple of ints >= 0, exact types) and returns None for any other form, which
@@ -60,6 +62,9 @@ typedef struct {
 } PCGObject;
 
 static PyTypeObject PCG_Type;
+
+/* "write" and "read", the CPU kind's operation names (PyInit). */
+static PyObject *str_write, *str_read;
 
 /* ---- numpy's algorithms -------------------------------------------------------- */
 
@@ -318,6 +323,121 @@ PCG_raw(PCGObject *self, PyObject *arg)
     return out;
 }
 
+/* The CPU kind's operations (workloads/_schema.py _Raw32.cpu_ops, the same algorithm and
+ * the same numbers): for each, numpy's Generator.integers(0, span) (Lemire's bounded draw
+ * on 32-bit words, buffered_bounded_lemire_uint32: a word is the low half of a 64-bit
+ * output, the next the high half; a span of 1 draws nothing) plus off, then random()
+ * (next_double, which leaves the half buffer alone) < wr: a write. The outputs are drawn
+ * as _Raw32 draws them, `first` then 16 at a time, so the stream is left where _Raw32
+ * leaves numpy's bit generator. */
+static PyObject *
+PCG_cpu_ops(PCGObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError,
+                     "cpu_ops() takes exactly 7 arguments (n, span, off, wr, mm, hot, first), "
+                     "%zd given", nargs);
+        return NULL;
+    }
+    Py_ssize_t n = count_arg(args[0]);
+    if (n < 0)
+        return NULL;
+    unsigned long long span = PyLong_AsUnsignedLongLong(args[1]);
+    if (span == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (span < 1 || span > 0xFFFFFFFFULL) {
+        PyErr_Format(PyExc_ValueError, "span must be in [1, 2**32 - 1], got %llu", span);
+        return NULL;
+    }
+    long long off = PyLong_AsLongLong(args[2]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    double wr = PyFloat_AsDouble(args[3]);
+    if (wr == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *mm = args[4], *hot = args[5];
+    if (!PyList_CheckExact(hot)) {
+        PyErr_SetString(PyExc_TypeError, "hot must be a list");
+        return NULL;
+    }
+    Py_ssize_t first = count_arg(args[6]);
+    if (first < 0)
+        return NULL;
+
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t drawn = first, used = 0; /* outputs drawn as _Raw32 draws them; read */
+    int64_t half = -1;                  /* the buffered high half of an output, or -1 */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        long long i;
+        if (span == 1) {
+            i = off;
+        }
+        else {
+            uint64_t m;
+            int64_t threshold = -1;
+            for (;;) {
+                uint64_t x;
+                if (half >= 0) {
+                    x = (uint64_t)half;
+                    half = -1;
+                }
+                else {
+                    if (used == drawn)
+                        drawn += 16;
+                    used++;
+                    uint64_t w = pcg_next64(self);
+                    half = (int64_t)(w >> 32);
+                    x = w & 0xFFFFFFFFULL;
+                }
+                m = x * span;
+                uint64_t lo = m & 0xFFFFFFFFULL;
+                if (lo >= span)
+                    break;
+                if (threshold < 0)
+                    threshold = (int64_t)((0x100000000ULL - span) % span);
+                if (lo >= (uint64_t)threshold)
+                    break;
+            }
+            i = (long long)(m >> 32) + off;
+        }
+        if (used == drawn)
+            drawn += 16;
+        used++;
+        double d = (double)(pcg_next64(self) >> 11) * (1.0 / 9007199254740992.0);
+        PyObject *page;
+        if (PyList_GET_SIZE(hot)) {
+            if (i < 0 || i >= PyList_GET_SIZE(hot)) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                Py_DECREF(out);
+                return NULL;
+            }
+            page = Py_NewRef(PyList_GET_ITEM(hot, i));
+        }
+        else {
+            page = PyLong_FromLongLong(i);
+            if (page == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyObject *op = PyTuple_New(3);
+        if (op == NULL) {
+            Py_DECREF(page);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(op, 0, Py_NewRef(d < wr ? str_write : str_read));
+        PyTuple_SET_ITEM(op, 1, Py_NewRef(mm));
+        PyTuple_SET_ITEM(op, 2, page);
+        PyList_SET_ITEM(out, k, op);
+    }
+    for (; used < drawn; used++) /* what _Raw32 would have drawn beyond the last number */
+        pcg_step(self);
+    return out;
+}
+
 static PyObject *
 u128_to_int(u128 v)
 {
@@ -360,6 +480,9 @@ static PyMethodDef PCG_methods[] = {
      "random(n) -> list of n floats in [0, 1): numpy's Generator.random(n).tolist()"},
     {"raw", (PyCFunction)PCG_raw, METH_O,
      "raw(n) -> list of the next n 64-bit outputs: PCG64.random_raw(n).tolist()"},
+    {"cpu_ops", (PyCFunction)(void (*)(void))PCG_cpu_ops, METH_FASTCALL,
+     "cpu_ops(n, span, off, wr, mm, hot, first) -> the CPU kind's n operations:\n"
+     "workloads/_schema.py _Raw32(raw, first).cpu_ops(n, span, off, wr, mm, hot)"},
     {"state", (PyCFunction)PCG_state, METH_NOARGS,
      "state() -> (state, inc): numpy's PCG64 state['state'] as two 128-bit ints"},
     {NULL, NULL, 0, NULL},
@@ -393,6 +516,10 @@ PyMODINIT_FUNC
 PyInit__cpcg(void)
 {
     if (PyType_Ready(&PCG_Type) < 0)
+        return NULL;
+    str_write = PyUnicode_InternFromString("write");
+    str_read = PyUnicode_InternFromString("read");
+    if (str_write == NULL || str_read == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&cpcg_module);
     if (m == NULL)

@@ -204,6 +204,11 @@ class _Raw32:
 
     The bit generator is used only through this object from then on (an actor's
     private stream): what it draws beyond the last number is never read.
+
+    An actor's stream computes the same operations in C where the extension is built
+    (``cpu_ops`` of harness/_cpcg.c, :meth:`_ActorStream.cpu_ops`); this is the kind's
+    algorithm for a numpy generator and without the extension, and the C one's
+    reference (tests/unit/test_rng_c.py).
     """
 
     __slots__ = ("_half", "_i", "_raw", "_refill")
@@ -305,14 +310,13 @@ def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
         return ops
     # Each operation draws ``rng.integers(0 or lo, span + lo)`` then ``rng.random()``:
     # the same numbers, reproduced from the bit generator's raw 64-bit outputs in one
-    # batch instead of two numpy calls an operation (see _Raw32): an actor's stream
-    # gives them from C (_ActorStream.raw), a numpy generator from its bit generator.
+    # batch instead of two numpy calls an operation (see _Raw32); an actor's stream
+    # computes them in C where it can (_ActorStream.cpu_ops).
+    first = n + (n + 1) // 2 + 1
+    off = 0 if hot else lo
     if type(rng) is _ActorStream:
-        raw: Callable[[int], list[int]] = rng.raw
-    else:
-        raw = numpy_raw(rng.bit_generator)
-    draws = _Raw32(raw, n + (n + 1) // 2 + 1)
-    return draws.cpu_ops(n, span, 0 if hot else lo, wr, mm, hot)
+        return rng.cpu_ops(n, span, off, wr, mm, hot, first)
+    return _Raw32(numpy_raw(rng.bit_generator), first).cpu_ops(n, span, off, wr, mm, hot)
 
 
 @actor_kind(
@@ -393,8 +397,9 @@ class _ActorStream:
     Seeding a numpy generator costs more than most kinds' whole draw (numpy's
     ``SeedSequence`` and an ``np.errstate`` around it): a kind whose operations draw
     nothing (a driver migrating its whole range) never builds one, and the CPU kind
-    takes its raw 64-bit outputs (:meth:`raw`) from the C stream (``harness._rng.pcg``:
-    numpy's seeding and PCG64 in C, the same numbers), which builds no numpy object.
+    takes its operations (:meth:`cpu_ops`) or raw 64-bit outputs (:meth:`raw`) from the
+    C stream (``harness._rng.pcg``: numpy's seeding and PCG64 in C, the same numbers),
+    which builds no numpy object.
     Any attribute of the generator (``integers``, ``random``, ``bit_generator``...)
     builds the numpy generator, made by ``harness._rng.generator`` (the generator
     ``default_rng`` makes, seeded for less) and moved to where the C stream is if it
@@ -421,6 +426,22 @@ class _ActorStream:
             gen = self._gen = generator(self._entropy)  # no extension: numpy's
         out = gen.bit_generator.random_raw(n).tolist()
         return out
+
+    def cpu_ops(
+        self, n: int, span: int, off: int, wr: float, mm: int, hot: list[int], first: int
+    ) -> OpList:
+        """``_Raw32(self.raw, first).cpu_ops(n, span, off, wr, mm, hot)``: the CPU kind's
+        operations, computed in C (the C stream's ``cpu_ops``, the same algorithm, the
+        same numbers, the stream left where ``_Raw32`` leaves it) while the C stream is
+        the stream's source."""
+        if self._gen is None:
+            c = self._c
+            if c is None:
+                c = self._c = pcg(self._entropy)
+            if c is not None:
+                ops: OpList = c.cpu_ops(n, span, off, wr, mm, hot, first)
+                return ops
+        return _Raw32(self.raw, first).cpu_ops(n, span, off, wr, mm, hot)
 
     def __getattr__(self, name: str) -> Any:
         gen = self._gen

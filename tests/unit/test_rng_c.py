@@ -20,7 +20,7 @@ from pagerace.core.machine.errors import HarnessInternalError
 from pagerace.harness import _rng
 from pagerace.harness._rng import Stream, pcg, pcg_generator
 from pagerace.workloads import actor_programs, load_workload
-from pagerace.workloads._schema import _ActorStream, _cpu_ops
+from pagerace.workloads._schema import _ActorStream, _cpu_ops, _Raw32, numpy_raw
 
 _cpcg = pytest.importorskip("pagerace.harness._cpcg")
 
@@ -185,14 +185,54 @@ def test_pcg_generator_is_at_the_c_streams_state() -> None:
 
 
 def test_cpu_kind_from_c_and_from_numpy() -> None:
-    """The CPU kind's operations from an actor stream (C raw words) and from a numpy
-    generator (its bit generator's), the same; the actor stream counts as drawn."""
+    """The CPU kind's operations from an actor stream (computed in C) and from a numpy
+    generator (``_Raw32`` over its bit generator's raw words), the same; the actor
+    stream counts as drawn, builds no numpy generator, and is left where ``_Raw32``
+    leaves numpy's (its batches drawn whole: the next raw words agree)."""
     p = {"mm": 1, "range": [3, 3 + (3 << 30)], "ops": 60, "write_ratio": 0.3, "hot": []}
     for s in range(40):
         seed = [s, 2, 0xAC7]
-        a = _ActorStream(seed)
-        assert _cpu_ops(p, a) == _cpu_ops(p, np.random.default_rng(seed))
+        a, g = _ActorStream(seed), np.random.default_rng(seed)
+        assert _cpu_ops(p, a) == _cpu_ops(p, g)
         assert a.drawn and a._gen is None
+        assert a.raw(5) == g.bit_generator.random_raw(5).tolist()
+
+
+def test_c_cpu_ops_are_raw32s() -> None:
+    """``cpu_ops`` in C against ``_Raw32.cpu_ops`` (tests/unit/test_actor_streams.py
+    checks that one against numpy's calls): spans with many rejections (3 << 30, 2**32 -
+    1), small spans, a span of 1, hot lists, first batches smaller than a run's (refills
+    of 16) and larger, write ratios 0 and 1, offsets; the same operations and the same
+    stream state after."""
+    r = random.Random(11)
+    spans = [1, 2, 3, 7, 8, 100, 3 << 30, (1 << 31) + 1, (1 << 32) - 5, (1 << 32) - 1]
+    for case in range(3000):
+        span = spans[case % len(spans)] if case < 1500 else r.randrange(1, 1 << 32)
+        hot = [] if r.random() < 0.7 else [r.randrange(1 << 20) for _ in range(span)] if (
+            span < 50) else []
+        off = 0 if hot else r.choice([0, 5, r.randrange(1 << 40)])
+        n = r.randrange(0, 60)
+        first = r.choice([n + (n + 1) // 2 + 1, 1, 4, 0, r.randrange(200)])
+        wr = r.choice([0.0, 1.0, r.random()])
+        mm = r.randrange(4)
+        seed = [r.randrange(1 << 40), r.randrange(8), 0xAC7]
+        c, g = pcg(seed), np.random.default_rng(seed)
+        want = _Raw32(numpy_raw(g.bit_generator), first).cpu_ops(n, span, off, wr, mm, hot)
+        assert c.cpu_ops(n, span, off, wr, mm, hot, first) == want, (case, seed)
+        assert c.state() == _state(g), (case, seed)
+
+
+def test_c_cpu_ops_refuses_bad_arguments() -> None:
+    c = pcg(1)
+    for args, exc in [((3, 0, 0, 0.5, 0, [], 5), ValueError), ((3, 1 << 32, 0, 0.5, 0, [], 5),
+                      ValueError), ((3, 4, 0, 0.5, 0, (1, 2, 3, 4), 5), TypeError),
+                      ((3, 4, 0, "x", 0, [], 5), TypeError), ((-1, 4, 0, 0.5, 0, [], 5),
+                      ValueError), ((3, 4, 0, 0.5, 0, []), TypeError)]:
+        with pytest.raises(exc):
+            c.cpu_ops(*args)
+    with pytest.raises(IndexError):  # a hot list shorter than the span
+        c.cpu_ops(50, 4, 0, 0.5, 0, [7], 10)
+    assert c.cpu_ops(3, 1, 9, 1.0, 2, [], 1) == [("write", 2, 9)] * 3  # span 1: no draw
 
 
 def test_fallback_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
