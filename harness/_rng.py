@@ -117,6 +117,7 @@ class Stream:
         if n < _BATCH:
             self._n = n * 2
         return buf
+
     def random(self) -> float:
         i = self._i
         if i >= len(self._buf):

@@ -399,19 +399,19 @@ class _ActorStream:
     nothing (a driver migrating its whole range) never builds one, and the CPU kind
     takes its operations (:meth:`cpu_ops`) or raw 64-bit outputs (:meth:`raw`) from the
     C stream (``harness._rng.pcg``: numpy's seeding and PCG64 in C, the same numbers),
-    which builds no numpy object.
-    Any attribute of the generator (``integers``, ``random``, ``bit_generator``...)
-    builds the numpy generator, made by ``harness._rng.generator`` (the generator
-    ``default_rng`` makes, seeded for less) and moved to where the C stream is if it
-    drew (``pcg_generator``), so a kind sees the same numbers as from the generator
-    itself, whatever it mixes. Without the extension, :meth:`raw` draws from numpy."""
+    which builds no numpy object. Any attribute of the generator (``integers``,
+    ``random``, ``bit_generator``...) builds the numpy generator, made by
+    ``harness._rng.generator`` (the generator ``default_rng`` makes, seeded for less)
+    and moved to where the C stream is if it drew (``pcg_generator``), so a kind sees
+    the same numbers as from the generator itself, whatever it mixes. Without the
+    extension, :meth:`raw` and :meth:`cpu_ops` draw from numpy."""
 
     __slots__ = ("_c", "_entropy", "_gen")
 
     def __init__(self, entropy: list[int]) -> None:
         self._entropy = entropy
         self._gen: np.random.Generator | None = None
-        self._c: Any = None  # the C stream, once raw() drew from it
+        self._c: Any = None  # the C stream, once raw() or cpu_ops() drew from it
 
     def raw(self, n: int) -> list[int]:
         """The next ``n`` raw 64-bit outputs, ``bit_generator.random_raw(n).tolist()``."""
