@@ -1,7 +1,10 @@
-"""Build hook for the one C extension: cross-process atomics over shared memory.
+"""Build hook for the C extensions; everything else is declared in pyproject.toml.
 
-Everything else is declared in pyproject.toml. The extension lives in core/ next to the
-pure-Python backend it replaces for the parallel engine (see core/machine/words.py).
+- ``pagerace.core.machine._atomicwords``: cross-process atomics over shared memory, next
+  to the pure-Python backend it replaces for the parallel engine (core/machine/words.py);
+- ``pagerace.harness._cpcg``: numpy's seeded stream (SeedSequence + PCG64) without
+  numpy's per-seeding objects (harness/_rng.py). Optional: where it does not build (no
+  128-bit integers), harness/_rng.py seeds and draws through numpy as before.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +15,12 @@ setup(
             "pagerace.core.machine._atomicwords",
             sources=["core/machine/_atomicwords.c"],
             extra_compile_args=["-O2", "-std=c11"],
-        )
+        ),
+        Extension(
+            "pagerace.harness._cpcg",
+            sources=["harness/_cpcg.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+            optional=True,
+        ),
     ]
 )

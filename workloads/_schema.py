@@ -35,7 +35,7 @@ from ..core.machine.layout import (
     VM_WRITE,
     Geometry,
 )
-from ..harness._rng import generator
+from ..harness._rng import generator, pcg, pcg_generator
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -189,9 +189,11 @@ _M32 = 0xFFFFFFFF
 class _Raw32:
     """The CPU kind's draws, ``Generator.integers(low, low + span)`` (int64, ``span`` in
     [1, 2**32 - 1]) then ``Generator.random()`` an operation (:meth:`cpu_ops`), computed
-    from a bit generator's raw 64-bit outputs, drawn in batches: numpy 2's algorithms, so
-    the same numbers as the calls themselves (tests/unit/test_actor_streams.py compares
-    them, and keeps the two draws one at a time as its reference).
+    from a bit generator's raw 64-bit outputs, drawn in batches (``raw(n)``: the next
+    ``n`` outputs as a list, ``bit_generator.random_raw(n).tolist()``, or the actor
+    stream's C stream, :meth:`_ActorStream.raw`): numpy 2's algorithms, so the same
+    numbers as the calls themselves (tests/unit/test_actor_streams.py compares them, and
+    keeps the two draws one at a time as its reference).
 
     - ``integers``: Lemire's bounded draw on 32-bit words (numpy's
       ``buffered_bounded_lemire_uint32``), a span of 1 draws nothing;
@@ -202,13 +204,18 @@ class _Raw32:
 
     The bit generator is used only through this object from then on (an actor's
     private stream): what it draws beyond the last number is never read.
+
+    An actor's stream computes the same operations in C where the extension is built
+    (``cpu_ops`` of harness/_cpcg.c, :meth:`_ActorStream.cpu_ops`); this is the kind's
+    algorithm for a numpy generator and without the extension, and the C one's
+    reference (tests/unit/test_rng_c.py).
     """
 
-    __slots__ = ("_bg", "_half", "_i", "_raw")
+    __slots__ = ("_half", "_i", "_raw", "_refill")
 
-    def __init__(self, bg: Any, n: int) -> None:
-        self._bg = bg
-        self._raw: list[int] = bg.random_raw(n).tolist()
+    def __init__(self, raw: Callable[[int], list[int]], n: int) -> None:
+        self._refill = raw
+        self._raw: list[int] = raw(n)
         self._i = 0
         self._half = -1  # the buffered high half of an output, or -1
 
@@ -217,7 +224,7 @@ class _Raw32:
         into ``hot``, or the page itself), then ``random() < wr`` (a write), their draws
         written out in one loop (one at a time, a run's actor programs made five Python
         calls an operation)."""
-        raw, ri, half, bg = self._raw, self._i, self._half, self._bg
+        raw, ri, half, refill = self._raw, self._i, self._half, self._refill
         m32 = _M32
         scale = 1.0 / 9007199254740992.0
         out: OpList = []
@@ -231,7 +238,7 @@ class _Raw32:
                         x, half = half, -1
                     else:
                         if ri >= len(raw):
-                            raw, ri = bg.random_raw(16).tolist(), 0
+                            raw, ri = refill(16), 0
                         x = raw[ri]
                         ri += 1
                         half = x >> 32
@@ -246,12 +253,22 @@ class _Raw32:
                         break
                 i = (m >> 32) + off
             if ri >= len(raw):  # _next64
-                raw, ri = bg.random_raw(16).tolist(), 0
+                raw, ri = refill(16), 0
             d = raw[ri]
             ri += 1
             out.append(("write" if (d >> 11) * scale < wr else "read", mm, hot[i] if hot else i))
         self._raw, self._i, self._half = raw, ri, half
         return out
+
+
+def numpy_raw(bg: Any) -> Callable[[int], list[int]]:
+    """``raw(n)`` of numpy bit generator ``bg``: its next ``n`` 64-bit outputs, a list."""
+
+    def raw(n: int) -> list[int]:
+        out: list[int] = bg.random_raw(n).tolist()
+        return out
+
+    return raw
 
 
 OpList = list[tuple[Any, ...]]
@@ -293,9 +310,13 @@ def _cpu_ops(p: Mapping[str, Any], rng: np.random.Generator) -> OpList:
         return ops
     # Each operation draws ``rng.integers(0 or lo, span + lo)`` then ``rng.random()``:
     # the same numbers, reproduced from the bit generator's raw 64-bit outputs in one
-    # batch instead of two numpy calls an operation (see _Raw32).
-    draws = _Raw32(rng.bit_generator, n + (n + 1) // 2 + 1)
-    return draws.cpu_ops(n, span, 0 if hot else lo, wr, mm, hot)
+    # batch instead of two numpy calls an operation (see _Raw32); an actor's stream
+    # computes them in C where it can (_ActorStream.cpu_ops).
+    first = n + (n + 1) // 2 + 1
+    off = 0 if hot else lo
+    if type(rng) is _ActorStream:
+        return rng.cpu_ops(n, span, off, wr, mm, hot, first)
+    return _Raw32(numpy_raw(rng.bit_generator), first).cpu_ops(n, span, off, wr, mm, hot)
 
 
 @actor_kind(
@@ -373,29 +394,68 @@ def register_actor_kind(
 class _ActorStream:
     """An actor's stream, ``default_rng([seed, actor, 0xAC7])``, built on first use.
 
-    Seeding a generator costs more than most kinds' whole draw (numpy's ``SeedSequence``
-    and an ``np.errstate`` around it): a kind whose operations draw nothing (a driver
-    migrating its whole range) never builds one. Any attribute of the generator
-    (``integers``, ``random``, ``bit_generator``...) builds it first, so a kind sees the
-    same numbers as from the generator itself (made by ``harness._rng.generator``: the
-    generator ``default_rng`` makes, seeded for less)."""
+    Seeding a numpy generator costs more than most kinds' whole draw (numpy's
+    ``SeedSequence`` and an ``np.errstate`` around it): a kind whose operations draw
+    nothing (a driver migrating its whole range) never builds one, and the CPU kind
+    takes its operations (:meth:`cpu_ops`) or raw 64-bit outputs (:meth:`raw`) from the
+    C stream (``harness._rng.pcg``: numpy's seeding and PCG64 in C, the same numbers),
+    which builds no numpy object. Any attribute of the generator (``integers``,
+    ``random``, ``bit_generator``...) builds the numpy generator, made by
+    ``harness._rng.generator`` (the generator ``default_rng`` makes, seeded for less)
+    and moved to where the C stream is if it drew (``pcg_generator``), so a kind sees
+    the same numbers as from the generator itself, whatever it mixes. Without the
+    extension, :meth:`raw` and :meth:`cpu_ops` draw from numpy."""
 
-    __slots__ = ("_entropy", "_gen")
+    __slots__ = ("_c", "_entropy", "_gen")
 
     def __init__(self, entropy: list[int]) -> None:
         self._entropy = entropy
         self._gen: np.random.Generator | None = None
+        self._c: Any = None  # the C stream, once raw() or cpu_ops() drew from it
+
+    def raw(self, n: int) -> list[int]:
+        """The next ``n`` raw 64-bit outputs, ``bit_generator.random_raw(n).tolist()``."""
+        gen = self._gen
+        if gen is None:
+            c = self._c
+            if c is None:
+                c = self._c = pcg(self._entropy)
+            if c is not None:
+                out: list[int] = c.raw(n)
+                return out
+            gen = self._gen = generator(self._entropy)  # no extension: numpy's
+        out = gen.bit_generator.random_raw(n).tolist()
+        return out
+
+    def cpu_ops(
+        self, n: int, span: int, off: int, wr: float, mm: int, hot: list[int], first: int
+    ) -> OpList:
+        """``_Raw32(self.raw, first).cpu_ops(n, span, off, wr, mm, hot)``: the CPU kind's
+        operations, computed in C (the C stream's ``cpu_ops``, the same algorithm, the
+        same numbers, the stream left where ``_Raw32`` leaves it) while the C stream is
+        the stream's source."""
+        if self._gen is None:
+            c = self._c
+            if c is None:
+                c = self._c = pcg(self._entropy)
+            if c is not None:
+                ops: OpList = c.cpu_ops(n, span, off, wr, mm, hot, first)
+                return ops
+        return _Raw32(self.raw, first).cpu_ops(n, span, off, wr, mm, hot)
 
     def __getattr__(self, name: str) -> Any:
         gen = self._gen
         if gen is None:
-            gen = self._gen = generator(self._entropy)
+            c = self._c
+            gen = self._gen = (
+                generator(self._entropy) if c is None else pcg_generator(self._entropy, c)
+            )
         return getattr(gen, name)
 
     @property
     def drawn(self) -> bool:
         """Whether the kind used its stream at all."""
-        return self._gen is not None
+        return self._gen is not None or self._c is not None
 
 
 # The operation list of each actor table whose kind drew nothing from its stream: the
