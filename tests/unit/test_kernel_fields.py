@@ -570,6 +570,27 @@ def test_find_vma_matches_the_numpy_loop() -> None:
             State.find_vma(s, mm, 0)
 
 
+def test_the_state_looks_vmas_up_through_the_kernels_fields() -> None:
+    """A kernel over its state's own words gives the state its ``KernelFields``'s
+    ``find_vma`` (no second KernelFields a run); over the Python backend there is none,
+    and the state's lookup stays the numpy loop."""
+    import numpy as np
+    from pagerace.core.machine.kernel import Kernel
+    from pagerace.core.machine.state import State
+    from pagerace.core.machine.words import PlainWords
+    from pagerace.core.variants import get_variant
+
+    k = build_model(load_workload("default"), "v6", (), 0).kernel
+    assert k._fields is not None
+    assert k.s.find_vma.__self__ is k._fields  # type: ignore[attr-defined]
+    buf = np.array(k.s.arr)
+    s = State(k.s.layout, buf=buf, words=PlainWords(buf), init=False)
+    k2 = Kernel(s, variant=get_variant("v6"))
+    assert k2._fields is None and "find_vma" not in s.__dict__
+    assert s.find_vma(0, 0) == k.s.find_vma(0, 0) >= 0
+    assert "find_vma" not in s.__dict__  # still the numpy loop
+
+
 def test_a_recording_state_gets_the_python_find_vma_back() -> None:
     """The dependency relation's recorder must see the VMA rows a lookup reads: after
     ``start_recording`` the C lookup is gone and the recording one runs."""
