@@ -1656,6 +1656,11 @@ static const char *const kf_names[] = {
     "PTE_TYPE_MASK", "PTE_PRESENT", "PTE_DEVICE_PRIVATE", "PTE_MIGRATION", "PG_waiters", NULL,
 };
 
+/* kf_names as interned str objects, made at the first KernelFields(): a lookup by one of
+   them reuses its cached hash (PyDict_GetItemString made and hashed a new str for each
+   of the 45 names, a model built a run). Kept for the life of the process. */
+static PyObject *kf_keys[sizeof(kf_names) / sizeof(kf_names[0])];
+
 static PyObject *
 KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1684,9 +1689,14 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     for (i = 0; kf_names[i] != NULL; i++) {
-        item = PyDict_GetItemString(consts, kf_names[i]);  /* borrowed */
+        if (kf_keys[i] == NULL && (kf_keys[i] = PyUnicode_InternFromString(kf_names[i])) == NULL) {
+            return NULL;
+        }
+        item = PyDict_GetItemWithError(consts, kf_keys[i]);  /* borrowed */
         if (item == NULL) {
-            PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            }
             return NULL;
         }
         if (kf_arg(item, &v[i]) < 0) {
