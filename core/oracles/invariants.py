@@ -21,8 +21,6 @@ What must hold with every actor idle:
 
 from __future__ import annotations
 
-from functools import reduce
-from operator import or_
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,6 @@ from ..machine.layout import (
     F_PIN,
     F_PRIV,
     F_REF,
-    FRAME_WORDS,
     GUP_PIN_COUNTING_BIAS,
     MMF_UNSTABLE,
     PTE_DEVICE_EXCLUSIVE,
@@ -313,108 +310,9 @@ _NEED_VAL[[PTE_PRESENT, PTE_DEVICE_EXCLUSIVE]] = PG_allocated
 _NEED_VAL[PTE_DEVICE_PRIVATE] = PG_allocated | Z_DEVICE_PRIVATE
 
 
-# The same tables as Python lists (the list pass below).
-_MAPPED_L: list[bool] = _MAPPED.tolist()
-_NEED_MASK_L: list[int] = _NEED_MASK.tolist()
-_NEED_VAL_L: list[int] = _NEED_VAL.tolist()
-# Frames plus page-table entries up to which the list pass is used: on the workloads'
-# geometries (at most 136 frames and 40 entries) it costs about a third of the numpy
-# pass, whose ~40 operations cost the same whatever the size; it grows with the size.
-_LIST_PASS_MAX = 512
-
-
 def _proven_clean(k: Kernel) -> set[Any]:
     """The checks (of CHECKS and of the world's extra checks) that certainly pass on
-    ``k``'s state, for a geometry without the PMD level (v7's checks see PMDs): by the
-    list pass on small geometries, else by the numpy pass (the same set either way)."""
-    g = k.geo
-    if g.frames + g.mms * g.pages_per_mm <= _LIST_PASS_MAX:
-        return _proven_clean_lists(k)
-    return _proven_clean_arrays(k)
-
-
-def _proven_clean_lists(k: Kernel) -> set[Any]:
-    """:func:`_proven_clean_arrays`'s tests over the words as Python ints: the same
-    decisions, one loop over the entries and one over the frames."""
-    s = k.s
-    cnz = _count_nonzero
-    proven: set[Any] = set()
-    fw = FRAME_WORDS
-    frl = s.frames.ravel().tolist()
-    fl = frl[F_FLAGS::fw]
-    ref = frl[F_REF::fw]
-    mapc = frl[F_MAP::fw]
-    pin = frl[F_PIN::fw]
-    every_flag = reduce(or_, fl, 0)  # (Python's & on a negative int is int64's)
-    if not (every_flag & PG_locked or cnz(s.ptl) or cnz(s.mm[:, 0]) or cnz(s.anon_vma[:, 0])):
-        proven.add(check_locks)
-    sc = every_flag & PG_swapcache
-    if not sc:
-        proven.add(check_dirty)
-    ptes = s.pte.ravel().tolist()
-    types = [e & PTE_TYPE_MASK for e in ptes]
-    nslots = k.geo.swap_slots
-    if not nslots or (PTE_SWAP not in types and not sc and not cnz(s.swap[:nslots, S_USED])):
-        proven.add(check_swap_counts)
-    dev_alloc = Z_DEVICE | PG_allocated
-    for f, r, m, p in zip(fl, ref, mapc, pin):
-        if (f & dev_alloc) == Z_DEVICE and (f & DYNAMIC_MASK) | r | m | p:
-            break  # a free device frame with flags, references, mappings or pins
-    else:
-        proven.add(check_device_pages)
-    if PTE_MIGRATION in types:
-        return proven  # check_entries fails; the later checks run in full after it
-    nframes = len(fl)
-    data = frl[F_DATA::fw]
-    maps = [0] * nframes
-    contents = True
-    is_mapped, need_mask, need_val = _MAPPED_L, _NEED_MASK_L, _NEED_VAL_L
-    for t, e, sh in zip(types, ptes, s.shadow.ravel().tolist()):
-        if is_mapped[t]:
-            pfn = e >> PTE_PFN_SHIFT
-            if not 0 <= pfn < nframes or (fl[pfn] & need_mask[t]) != need_val[t]:
-                return proven  # a frame number outside the frames, or the wrong frame
-            maps[pfn] += 1
-            if sh and data[pfn] != sh:
-                contents = False  # the frame does not hold the page's last token
-        elif sh:
-            contents = False  # a written page that nothing maps
-    proven.add(check_entries)
-    if contents:
-        proven.add(check_contents)
-    # check_counts (as the numpy pass: an allocated frame's refcount is its expected
-    # count, which is not 0; a free frame's is 0; each zone's free count).
-    if maps != mapc:
-        return proven
-    extra = k.extra_refs() if hasattr(k, "extra_refs") else None
-    if extra is None:
-        xs = [0] * nframes
-    elif type(extra) is np.ndarray and extra.shape == (nframes,) and extra.dtype.kind == "i":
-        xs = extra.tolist()
-    else:  # anything else: as the numpy pass adds it
-        if check_counts in _proven_clean_arrays(k):
-            proven.add(check_counts)
-        return proven
-    bias = GUP_PIN_COUNTING_BIAS
-    for f, r, m, p, x in zip(fl, ref, mapc, pin, xs):
-        if f & PG_allocated:
-            want = m + p * bias + x + (1 if f & PG_swapcache else 0)
-            if r != want or not want:
-                return proven
-        elif r:
-            return proven
-    free = s.zones[:, Z_FREE].tolist()
-    lay = k.lay
-    for zone in range(k.geo.zones):
-        lo, hi = lay.zone_range(zone)
-        if hi - lo - sum(1 for f in fl[lo:hi] if f & PG_allocated) != free[zone]:
-            return proven
-    proven.add(check_counts)
-    return proven
-
-
-def _proven_clean_arrays(k: Kernel) -> set[Any]:
-    """The numpy pass of :func:`_proven_clean` (any size)."""
+    ``k``'s state, for a geometry without the PMD level (v7's checks see PMDs)."""
     s = k.s
     cnz = _count_nonzero  # np.count_nonzero(a) calls it: no Python wrapper per count
     proven: set[Any] = set()
