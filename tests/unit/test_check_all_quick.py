@@ -36,7 +36,12 @@ from pagerace.core.machine.layout import (
     PG_swapcache,
 )
 from pagerace.core.oracles import invariants
-from pagerace.core.oracles.invariants import CHECKS, _proven_clean, check_all
+from pagerace.core.oracles.invariants import (
+    CHECKS,
+    _proven_clean,
+    _proven_clean_arrays,
+    check_all,
+)
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
 
@@ -147,6 +152,8 @@ def test_check_all_judges_as_every_check_in_turn(name: str) -> None:
                 _corrupt(k, r)
             want = _verdict(_each_in_turn, k)
             assert _verdict(check_all, k) == want, (seed, trial)
+            # the C pass (AtomicWords.proven_clean) proves what the numpy pass proves
+            assert _proven_clean(k) == _proven_clean_arrays(k), (seed, trial)
             if want[0] == "violation":
                 kinds.add(want[1])
             skipped += len(_proven_clean(k))
@@ -189,3 +196,43 @@ def test_a_check_not_proven_runs_and_raises_its_own_failure(monkeypatch: pytest.
         check_all(k)
     assert info.value.failure.kind is FailureKind.LOCK_BALANCE
     assert f"pages [{p}]" in info.value.failure.message
+
+
+def test_an_entry_below_frame_zero_proves_nothing_in_either_pass() -> None:
+    """A mapped entry whose frame number is negative maps no frame (not the last one by
+    wrapping around): neither pass proves check_entries or the later checks, and
+    check_all reports what check_entries reports."""
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    s = k.s
+    last = s.frames.shape[0] - 1
+    s.frames[last, F_FLAGS] = PG_allocated  # what the entry would need, were -1 the last
+    s.pte[0, 0] = (-1 << PTE_PFN_SHIFT) | (int(s.pte[0, 0]) & PTE_TYPE_MASK)
+    for proven in (_proven_clean(k), _proven_clean_arrays(k)):
+        assert invariants.check_entries not in proven
+        assert invariants.check_counts not in proven
+    assert _verdict(check_all, k) == _verdict(_each_in_turn, k)
+
+
+def test_the_c_pass_runs_over_the_extensions_words() -> None:
+    """Over the C extension's words check_all's quick tests are one C call; over any
+    other backend (or another extra-reference hook) the numpy pass runs."""
+    from pagerace.core.machine.words import _AtomicWords
+
+    if _AtomicWords is None:
+        pytest.skip("the C extension is not built")
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    calls: list[int] = []
+    real = invariants._proven_clean_arrays
+
+    def counted(kk: Kernel) -> Any:
+        calls.append(1)
+        return real(kk)
+
+    invariants._proven_clean_arrays = counted  # type: ignore[assignment]
+    try:
+        assert type(k.s.words) is _AtomicWords
+        assert set(CHECKS) <= _proven_clean(k) and not calls
+        k.extra_refs = lambda: [0] * k.s.frames.shape[0]  # type: ignore[method-assign]
+        assert set(CHECKS) <= _proven_clean(k) and calls == [1]
+    finally:
+        invariants._proven_clean_arrays = real  # type: ignore[assignment]
