@@ -390,8 +390,11 @@ AtomicWords_get_released(AtomicWordsObject *self, void *Py_UNUSED(closure))
    tests of _proven_clean_arrays (the numpy pass), the same decisions, the expected
    refcounts wrapping around as int64 as numpy's do. ``params``: the tables' places and
    the constants, in the order of invariants._quick_params; ``extra``: None or a
-   C-contiguous int64 buffer of one extra reference count per frame. Returns the checks
-   it proves as bits (invariants._PROVEN_BITS). Plain loads, as numpy reads the words. */
+   C-contiguous int64 buffer of one extra reference count per frame, or True for the
+   references of the LRU-add batches (Kernel.lru_batch_refs) counted from the words.
+   Returns the checks it proves as bits (invariants._PROVEN_BITS), or -1 for a batch
+   Kernel.lru_batch_refs would not count as a plain list of frames (then the numpy pass
+   decides). Plain loads, as numpy reads the words. */
 enum {
     PC_FRAMES, PC_NFRAMES, PC_FW, PC_F_FLAGS, PC_F_REF, PC_F_MAP, PC_F_PIN, PC_F_DATA,
     PC_PTL, PC_NPTL, PC_MM, PC_NMM, PC_MMW, PC_AV, PC_NAV, PC_AVW,
@@ -399,6 +402,7 @@ enum {
     PC_ZONES, PC_NZONES, PC_ZONEW, PC_Z_FREE, PC_SYS, PC_DEV,
     PC_PG_LOCKED, PC_PG_SWAPCACHE, PC_PG_ALLOCATED, PC_Z_DEVICE, PC_DYNAMIC,
     PC_TYPE_MASK, PC_PFN_SHIFT, PC_PTE_SWAP, PC_PTE_MIGRATION, PC_BIAS, PC_MAPPED,
+    PC_LRU, PC_NLRU, PC_LRUW,
     PC_NEED_MASK, /* 8 entries, one per entry type, then PC_NEED_VAL's 8 */
     PC_NEED_VAL = PC_NEED_MASK + 8,
     PC_NPARAMS = PC_NEED_VAL + 8,
@@ -433,8 +437,8 @@ static PyObject *
 AtomicWords_proven_clean(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     long long p[PC_NPARAMS];
-    long long stack_maps[PC_STACK_FRAMES];
-    long long *maps = stack_maps;
+    long long stack_maps[PC_STACK_FRAMES], stack_lru[PC_STACK_FRAMES];
+    long long *maps = stack_maps, *lru = NULL;
     long long per_type[8] = {0};
     long long nf, fw, i, r, n_sc = 0, bits = 0, n_exp = 0, n_alloc = 0, n_sh = 0, n_written = 0;
     const int64_t *w, *fr, *pte, *sh, *x = NULL;
@@ -468,13 +472,14 @@ AtomicWords_proven_clean(AtomicWordsObject *self, PyObject *const *args, Py_ssiz
         || pc_region(self, p[PC_PTE], p[PC_NPTE], 1) < 0
         || pc_region(self, p[PC_SHADOW], p[PC_NPTE], 1) < 0
         || pc_region(self, p[PC_SWAP], p[PC_NSLOTS], p[PC_SWAPW]) < 0
-        || pc_region(self, p[PC_ZONES], p[PC_NZONES], p[PC_ZONEW]) < 0) {
+        || pc_region(self, p[PC_ZONES], p[PC_NZONES], p[PC_ZONEW]) < 0
+        || pc_region(self, p[PC_LRU], p[PC_NLRU], p[PC_LRUW]) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_ValueError, "proven_clean: bad constants");
         }
         return NULL;
     }
-    if (args[1] != Py_None) {
+    if (args[1] != Py_None && args[1] != Py_True) {
         if (PyObject_GetBuffer(args[1], &xb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
             return NULL;
         }
@@ -498,6 +503,34 @@ AtomicWords_proven_clean(AtomicWordsObject *self, PyObject *const *args, Py_ssiz
         memset(maps, 0, sizeof(long long) * (size_t)(nf > 0 ? nf : 1));
     }
     w = self->words;
+    if (args[1] == Py_True) {
+        /* Kernel.lru_batch_refs: a reference per frame named in each batch's slots
+           [1, 1 + count); anything but 0 <= count < width and frames in range: -1 */
+        lru = nf > PC_STACK_FRAMES ? PyMem_Calloc((size_t)nf, sizeof(long long)) : stack_lru;
+        if (lru == NULL) {
+            bits = -1;
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (lru == stack_lru) {
+            memset(lru, 0, sizeof(long long) * (size_t)(nf > 0 ? nf : 1));
+        }
+        for (r = 0; r < p[PC_NLRU]; r++) {
+            const int64_t *row = w + p[PC_LRU] + r * p[PC_LRUW];
+            if (row[0] < 0 || row[0] >= p[PC_LRUW]) {
+                bits = -1;
+                goto done;
+            }
+            for (i = 1; i <= row[0]; i++) {
+                if (row[i] < 0 || row[i] >= nf) {
+                    bits = -1;
+                    goto done;
+                }
+                lru[row[i]]++;
+            }
+        }
+        x = (const int64_t *)lru;
+    }
     fr = w + p[PC_FRAMES];
     pte = w + p[PC_PTE];
     sh = w + p[PC_SHADOW];
@@ -628,8 +661,14 @@ done:
     if (maps != stack_maps) {
         PyMem_Free(maps);
     }
-    if (x != NULL) {
+    if (lru != NULL && lru != stack_lru) {
+        PyMem_Free(lru);
+    }
+    if (x != NULL && lru == NULL) {
         PyBuffer_Release(&xb);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
     }
     return PyLong_FromLongLong(bits);
 }

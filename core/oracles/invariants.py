@@ -323,6 +323,8 @@ _PROVEN_SETS = tuple(
     frozenset(c for i, c in enumerate(_PROVEN_BITS) if bits >> i & 1)
     for bits in range(1 << len(_PROVEN_BITS))
 )
+# The kernel's own extra-reference hook, which the C pass counts itself.
+_LRU_BATCH_REFS = Kernel.lru_batch_refs
 # The last layout's parameters of AtomicWords.proven_clean: (layout, params or None).
 _QUICK: tuple[Any, tuple[int, ...] | None] | None = None
 
@@ -340,6 +342,7 @@ def _quick_params(k: Kernel) -> tuple[int, ...] | None:
     t = lay.tables
     fr, ptl, mm, av = t["frames"], t["ptl"], t["mm"], t["anon_vma"]
     pte, shadow, swap, zones = t["pte"], t["shadow"], t["swap"], t["zones"]
+    lru = t["lru_batch"]
     params: tuple[int, ...] | None = None
     if (
         fr.shape == (g.frames, FRAME_WORDS)
@@ -358,6 +361,7 @@ def _quick_params(k: Kernel) -> tuple[int, ...] | None:
             PG_locked, PG_swapcache, PG_allocated, Z_DEVICE, DYNAMIC_MASK,
             PTE_TYPE_MASK, PTE_PFN_SHIFT, PTE_SWAP, PTE_MIGRATION, GUP_PIN_COUNTING_BIAS,
             sum(1 << int(ty) for ty in np.flatnonzero(_MAPPED)),
+            lru.offset, lru.shape[0], lru.shape[1],
             *_NEED_MASK.tolist(), *_NEED_VAL.tolist(),
         )
     _QUICK = (lay, params)
@@ -373,14 +377,20 @@ def _proven_clean(k: Kernel) -> Set[Any]:
     if _AtomicWords is not None and type(words) is _AtomicWords:
         params = _quick_params(k)
         if params is not None:
-            extra = k.extra_refs() if hasattr(k, "extra_refs") else None
-            if extra is None or (
+            xr = getattr(k, "extra_refs", None)
+            if getattr(xr, "__func__", None) is _LRU_BATCH_REFS and xr.__self__ is k:  # type: ignore[union-attr]
+                extra: Any = True  # the kernel's own hook: the C counts the batches
+            else:
+                extra = xr() if xr is not None else None
+            if extra is None or extra is True or (
                 type(extra) is np.ndarray
                 and extra.dtype == np.int64
                 and extra.shape == (params[1],)
                 and extra.flags.c_contiguous
             ):
-                return _PROVEN_SETS[words.proven_clean(params, extra)]  # type: ignore[attr-defined]
+                bits = words.proven_clean(params, extra)  # type: ignore[attr-defined]
+                if bits >= 0:
+                    return _PROVEN_SETS[bits]
     return _proven_clean_arrays(k)
 
 

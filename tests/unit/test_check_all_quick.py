@@ -236,3 +236,44 @@ def test_the_c_pass_runs_over_the_extensions_words() -> None:
         assert set(CHECKS) <= _proven_clean(k) and calls == [1]
     finally:
         invariants._proven_clean_arrays = real  # type: ignore[assignment]
+
+
+def _passes(fn: Any, k: Kernel) -> Any:
+    try:
+        return fn(k)
+    except Exception as exc:  # the same crash either way
+        return repr(exc)
+
+
+@pytest.mark.parametrize("name", ["opposite-order", "default", "swap-vs-fault"])
+def test_lru_batches_count_the_same_in_c_and_numpy(name: str) -> None:
+    """The C pass counts the LRU-add batches' references itself (Kernel.lru_batch_refs);
+    a batch it would not read as a plain list of frames (a negative or too large count,
+    a frame out of range) goes to the numpy pass: the same sets, the same verdicts."""
+    k = run_deterministic(load_workload(name), variant="v6", seed=1).kernel
+    s = k.s
+    lb = s.lru_batch
+    nframes = s.frames.shape[0]
+    r = random.Random(name)
+    snap = s.snapshot()
+    valid = 0
+    for trial in range(150):
+        s.restore(snap)
+        for _ in range(1 + trial % 3):
+            cpu = r.randrange(lb.shape[0])
+            n = r.choice([0, 1, 2, lb.shape[1] - 1, lb.shape[1], -1])
+            lb[cpu, 0] = n
+            for j in range(1, lb.shape[1]):
+                lb[cpu, j] = r.choice([r.randrange(nframes), r.randrange(nframes), -1, nframes])
+            if r.random() < 0.5:  # the references they hold, as a real batch does
+                for p in lb[cpu, 1 : 1 + max(0, min(n, lb.shape[1] - 1))].tolist():
+                    if 0 <= p < nframes:
+                        s.frames[p, F_REF] += 1
+        if r.random() < 0.3:
+            _corrupt(k, r)
+        assert _passes(_proven_clean, k) == _passes(_proven_clean_arrays, k), trial
+        named = [lb[c, 1 : 1 + int(lb[c, 0])].tolist() for c in range(lb.shape[0]) if lb[c, 0] > 0]
+        if all(0 <= p < nframes for ps in named for p in ps):  # (else numpy's IndexError)
+            valid += 1
+            assert _verdict(check_all, k) == _verdict(_each_in_turn, k), trial
+    assert valid > 20
