@@ -1332,6 +1332,34 @@ kf_ksm_items(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* core/oracles/world.py's device_free_check: the first page-table entry, in row-major
+   (mm, vpn) order, whose pfn field is pfn and whose type is in the mask ``types`` (bit
+   per entry type), as (mm, vpn, entry) from one load of the entry, or None. */
+static PyObject *
+kf_pte_naming(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long pfn, types, n, i;
+    int64_t *p, v;
+    if (check_nargs("pte_naming", nargs, 2) < 0 || kf_arg(args[0], &pfn) < 0
+        || kf_arg(args[1], &types) < 0) {
+        return NULL;
+    }
+    n = self->vma_rows / self->max_vmas * self->ppm;
+    if (n <= 0) {
+        Py_RETURN_NONE;
+    }
+    if ((p = kf_ptr(self, self->pte)) == NULL || kf_ptr(self, self->pte + n - 1) == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        v = KF_LOAD(p + i);
+        if (pc_sar(v, self->pte_pfn_shift) == pfn && (types >> (v & self->pte_type_mask) & 1)) {
+            return Py_BuildValue("(LLL)", i / self->ppm, i % self->ppm, (long long)v);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* State.find_vma (state.py, the same rows in the same order): the first live VMA row
  * of mm whose [start, end) covers vpn, or -1. mm counts from the end when negative, as
  * a numpy index does. */
@@ -2118,6 +2146,9 @@ static PyMethodDef KernelFields_methods[] = {
               "ksm_items($self, pfn, /)\n--\n\n"
               "rmap_walk_ksm's (mm, vpn) of every present, device-private or migration "
               "entry naming pfn, in (mm, vpn) order."),
+    KF_METHOD(pte_naming,
+              "pte_naming($self, pfn, types, /)\n--\n\nThe first entry naming pfn with a type in "
+              "the mask types, as (mm, vpn, entry), or None."),
     KF_METHOD(find_vma,
               "find_vma($self, mm, vpn, /)\n--\n\nThe live VMA row of mm covering vpn, or -1."),
     KF_METHOD(bind,
