@@ -323,6 +323,8 @@ _PROVEN_SETS = tuple(
     frozenset(c for i, c in enumerate(_PROVEN_BITS) if bits >> i & 1)
     for bits in range(1 << len(_PROVEN_BITS))
 )
+# The C pass is there (an extension built from this tree: an older build lacks it).
+_C_PASS = hasattr(_AtomicWords, "proven_clean")
 # The kernel's own extra-reference hook, which the C pass counts itself.
 _LRU_BATCH_REFS = Kernel.lru_batch_refs
 # The last layout's parameters of AtomicWords.proven_clean: (layout, params or None).
@@ -374,7 +376,7 @@ def _proven_clean(k: Kernel) -> Set[Any]:
     call of the C extension over the state's words (``AtomicWords.proven_clean``), else
     by the numpy pass; the same set either way."""
     words = k.s.words
-    if _AtomicWords is not None and type(words) is _AtomicWords:
+    if _C_PASS and type(words) is _AtomicWords:
         params = _quick_params(k)
         if params is not None:
             xr = getattr(k, "extra_refs", None)

@@ -71,6 +71,7 @@ from ..machine.layout import (
     pmd_describe,
     pte_describe,
 )
+from ..machine.words import _KernelFields
 
 
 def _addr(mm: int, vpn: int) -> str:
@@ -294,6 +295,9 @@ _NAMES_A_PAGE = frozenset((PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, PTE_D
 
 
 _NAMES_A_PAGE_MASK = sum(1 << t for t in _NAMES_A_PAGE)
+# KernelFields.pte_naming is there (an extension built from this tree: an older build
+# lacks it, and the numpy pass runs).
+_C_NAMING = hasattr(_KernelFields, "pte_naming")
 
 
 def _entry_naming(k: Kernel, pfn: int) -> tuple[int, int, int] | None:
@@ -318,7 +322,7 @@ def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
     Over the C extension's words one ``KernelFields.pte_naming`` call (each entry loaded
     once, tested for both), else :func:`_entry_naming`."""
     fields = getattr(k, "_fields", None)
-    if fields is not None:
+    if fields is not None and _C_NAMING:
         hit = fields.pte_naming(pfn, _NAMES_A_PAGE_MASK)
     else:
         hit = _entry_naming(k, pfn)

@@ -277,3 +277,17 @@ def test_lru_batches_count_the_same_in_c_and_numpy(name: str) -> None:
             valid += 1
             assert _verdict(check_all, k) == _verdict(_each_in_turn, k), trial
     assert valid > 20
+
+
+def test_an_extension_without_the_c_pass_gets_the_numpy_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension built before the C pass existed (no ``proven_clean``): the numpy
+    pass, the same set."""
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    want = _proven_clean(k)
+    calls: list[int] = []
+    real = invariants._proven_clean_arrays
+    monkeypatch.setattr(invariants, "_C_PASS", False)
+    monkeypatch.setattr(
+        invariants, "_proven_clean_arrays", lambda kk: calls.append(1) or real(kk)
+    )
+    assert _proven_clean(k) == want and calls == [1]
