@@ -291,3 +291,22 @@ def test_an_extension_without_the_c_pass_gets_the_numpy_pass(monkeypatch: pytest
         invariants, "_proven_clean_arrays", lambda kk: calls.append(1) or real(kk)
     )
     assert _proven_clean(k) == want and calls == [1]
+
+
+def test_the_c_pass_on_a_geometry_of_more_than_1024_frames() -> None:
+    """More frames than the C pass's stack arrays (it allocates them): the same sets as
+    the numpy pass and the same verdicts, clean and corrupted."""
+    from dataclasses import replace
+
+    w = load_workload("opposite-order")
+    w = replace(w, geometry=replace(w.geometry, sys_frames=1500, dev_frames=600))
+    k = run_deterministic(w, variant="v5.0", seed=2).kernel
+    assert k.s.frames.shape[0] > 1024
+    assert set(CHECKS) <= _proven_clean(k) == _proven_clean_arrays(k)
+    r = random.Random(1)
+    snap = k.s.snapshot()
+    for trial in range(100):
+        k.s.restore(snap)
+        _corrupt(k, r)
+        assert _proven_clean(k) == _proven_clean_arrays(k), trial
+        assert _verdict(check_all, k) == _verdict(_each_in_turn, k), trial
