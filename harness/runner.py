@@ -77,13 +77,25 @@ class Model:
     ops: list[list[tuple[Any, ...]]]
 
 
+# The last workload variant_workload made, by identity: (w, variant, the result). The
+# runs of a hunt take the same object again and again; a Workload is frozen.
+_LAST_VARIANT: tuple[Any, str, Workload] | None = None
+
+
 def variant_workload(w: Workload, variant: str) -> Workload:
     """``w`` as ``variant``'s model is built: a variant with large folios (v7) needs the
-    geometry's PMD and folio tables (``Geometry.thp``); the others get ``w`` itself."""
+    geometry's PMD and folio tables (``Geometry.thp``); the others get ``w`` itself (the
+    same copy for every run of ``w`` in a row)."""
+    global _LAST_VARIANT
+    last = _LAST_VARIANT
+    if last is not None and last[0] is w and last[1] == variant:
+        return last[2]
     cls = VARIANTS.get(variant)
+    out = w
     if cls is not None and cls.large_folios and not w.geometry.thp:
-        return dataclasses.replace(w, geometry=dataclasses.replace(w.geometry, thp=True))
-    return w
+        out = dataclasses.replace(w, geometry=dataclasses.replace(w.geometry, thp=True))
+    _LAST_VARIANT = (w, variant, out)
+    return out
 
 
 def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
@@ -125,11 +137,19 @@ def build_state(w: Workload, buf: Any = None, words: Any = None) -> State:
 # again. A memo of a pure function of its key, so it changes no result; bounded.
 _INITIAL: dict[tuple[Any, ...], tuple[Layout, np.ndarray]] = {}
 _INITIAL_MAX = 64
+# The last workload's entry, by identity (a frozen Workload whose key hashed): the runs
+# of a hunt skip hashing the geometry and the address spaces (frozen dataclasses hash
+# every field each time).
+_LAST_INITIAL: tuple[Any, tuple[Layout, np.ndarray]] | None = None
 
 
 def initial_state(w: Workload) -> State:
     """A fresh state in ordinary memory holding ``w``'s initial memory picture: the same
     words :func:`build_state` writes, copied from a snapshot taken the first time."""
+    global _LAST_INITIAL
+    last = _LAST_INITIAL
+    if last is not None and last[0] is w:
+        return State.from_snapshot(*last[1])
     key = (w.geometry, w.mms)
     try:
         hit = _INITIAL.get(key)
@@ -141,6 +161,7 @@ def initial_state(w: Workload) -> State:
         if len(_INITIAL) >= _INITIAL_MAX:
             del _INITIAL[next(iter(_INITIAL))]
         _INITIAL[key] = hit
+    _LAST_INITIAL = (w, hit)
     return State.from_snapshot(*hit)
 
 
@@ -223,6 +244,12 @@ class RunRecord:
         return self.result.outcome
 
 
+# Limits by their fields' values: a run's Limits is made once per set of values (a
+# frozen dataclass's __init__ sets each field through object.__setattr__). Bounded.
+_LIMITS: dict[tuple[Any, ...], Limits] = {}
+_LIMITS_MAX = 64
+
+
 def limits_for(w: Workload, **override: int | None) -> Limits:
     base = dict(
         max_steps=DEFAULT_LIMITS.max_steps,
@@ -231,7 +258,19 @@ def limits_for(w: Workload, **override: int | None) -> Limits:
     )
     base.update(w.limits)
     base.update({k: v for k, v in override.items() if v is not None})
-    return Limits(**base)
+    key = (tuple(base.items()), tuple(map(type, base.values())))  # 2000 and 2000.0 apart
+    try:
+        return _LIMITS[key]
+    except (KeyError, TypeError):  # (TypeError: a value that does not hash)
+        pass
+    limits = Limits(**base)
+    try:
+        if len(_LIMITS) >= _LIMITS_MAX:
+            del _LIMITS[next(iter(_LIMITS))]
+        _LIMITS[key] = limits
+    except TypeError:
+        pass
+    return limits
 
 
 def run_deterministic(

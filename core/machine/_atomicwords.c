@@ -384,9 +384,302 @@ AtomicWords_get_released(AtomicWordsObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->words == NULL);
 }
 
+/* ---- check_all's clean path ------------------------------------------------------ */
+
+/* core/oracles/invariants.py's _proven_clean over the words in one C pass: the quick
+   tests of _proven_clean_arrays (the numpy pass), the same decisions, the expected
+   refcounts wrapping around as int64 as numpy's do. ``params``: the tables' places and
+   the constants, in the order of invariants._quick_params; ``extra``: None or a
+   C-contiguous int64 buffer of one extra reference count per frame, or True for the
+   references of the LRU-add batches (Kernel.lru_batch_refs) counted from the words.
+   Returns the checks it proves as bits (invariants._PROVEN_BITS), or -1 for a batch
+   Kernel.lru_batch_refs would not count as a plain list of frames (then the numpy pass
+   decides). Plain loads, as numpy reads the words. */
+enum {
+    PC_FRAMES, PC_NFRAMES, PC_FW, PC_F_FLAGS, PC_F_REF, PC_F_MAP, PC_F_PIN, PC_F_DATA,
+    PC_PTL, PC_NPTL, PC_MM, PC_NMM, PC_MMW, PC_AV, PC_NAV, PC_AVW,
+    PC_PTE, PC_NPTE, PC_SHADOW, PC_SWAP, PC_NSLOTS, PC_SWAPW, PC_S_USED,
+    PC_ZONES, PC_NZONES, PC_ZONEW, PC_Z_FREE, PC_SYS, PC_DEV,
+    PC_PG_LOCKED, PC_PG_SWAPCACHE, PC_PG_ALLOCATED, PC_Z_DEVICE, PC_DYNAMIC,
+    PC_TYPE_MASK, PC_PFN_SHIFT, PC_PTE_SWAP, PC_PTE_MIGRATION, PC_BIAS, PC_MAPPED,
+    PC_LRU, PC_NLRU, PC_LRUW,
+    PC_NEED_MASK, /* 8 entries, one per entry type, then PC_NEED_VAL's 8 */
+    PC_NEED_VAL = PC_NEED_MASK + 8,
+    PC_NPARAMS = PC_NEED_VAL + 8,
+};
+#define PC_LOCKS 1
+#define PC_DIRTY 2
+#define PC_SWAP_COUNTS 4
+#define PC_DEVICE_PAGES 8
+#define PC_ENTRIES 16
+#define PC_COUNTS 32
+#define PC_CONTENTS 64
+#define PC_STACK_FRAMES 1024
+
+static int
+pc_region(AtomicWordsObject *self, long long off, long long rows, long long width)
+{
+    if (off < 0 || rows < 0 || width < 0 || (rows && width && off + rows * width > (long long)self->nwords)) {
+        PyErr_SetString(PyExc_ValueError, "proven_clean: a table outside the words");
+        return -1;
+    }
+    return 0;
+}
+
+/* numpy's >> on int64: arithmetic. */
+static inline int64_t
+pc_sar(int64_t v, long long s)
+{
+    return v < 0 ? ~(~v >> s) : v >> s;
+}
+
+static PyObject *
+AtomicWords_proven_clean(AtomicWordsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long p[PC_NPARAMS];
+    long long stack_maps[PC_STACK_FRAMES], stack_lru[PC_STACK_FRAMES];
+    long long *maps = stack_maps, *lru = NULL;
+    long long per_type[8] = {0};
+    long long nf, fw, i, r, n_sc = 0, bits = 0, n_exp = 0, n_alloc = 0, n_sh = 0, n_written = 0;
+    const int64_t *w, *fr, *pte, *sh, *x = NULL;
+    Py_buffer xb;
+    PyObject *params, *item;
+    int64_t f, e, s, pfn;
+    uint64_t want;
+    int locked = 0, bad = 0;
+
+    if (check_nargs("proven_clean", nargs, 2) < 0 || check_live(self) < 0) {
+        return NULL;
+    }
+    params = args[0];
+    if (!PyTuple_Check(params) || PyTuple_GET_SIZE(params) != PC_NPARAMS) {
+        PyErr_Format(PyExc_TypeError, "proven_clean() needs a tuple of %d ints", PC_NPARAMS);
+        return NULL;
+    }
+    for (i = 0; i < PC_NPARAMS; i++) {
+        item = PyTuple_GET_ITEM(params, i);
+        p[i] = PyLong_AsLongLong(item);
+        if (p[i] == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    nf = p[PC_NFRAMES];
+    fw = p[PC_FW];
+    if (p[PC_TYPE_MASK] != 7 || p[PC_PFN_SHIFT] < 0 || p[PC_PFN_SHIFT] > 62 || fw <= 0
+        || pc_region(self, p[PC_FRAMES], nf, fw) < 0 || pc_region(self, p[PC_PTL], p[PC_NPTL], 1) < 0
+        || pc_region(self, p[PC_MM], p[PC_NMM], p[PC_MMW]) < 0
+        || pc_region(self, p[PC_AV], p[PC_NAV], p[PC_AVW]) < 0
+        || pc_region(self, p[PC_PTE], p[PC_NPTE], 1) < 0
+        || pc_region(self, p[PC_SHADOW], p[PC_NPTE], 1) < 0
+        || pc_region(self, p[PC_SWAP], p[PC_NSLOTS], p[PC_SWAPW]) < 0
+        || pc_region(self, p[PC_ZONES], p[PC_NZONES], p[PC_ZONEW]) < 0
+        || pc_region(self, p[PC_LRU], p[PC_NLRU], p[PC_LRUW]) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "proven_clean: bad constants");
+        }
+        return NULL;
+    }
+    if (args[1] != Py_None && args[1] != Py_True) {
+        if (PyObject_GetBuffer(args[1], &xb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            return NULL;
+        }
+        if (xb.itemsize != 8 || xb.len != nf * 8 || xb.format == NULL
+            || strchr("lq", xb.format[xb.format[0] == '<' || xb.format[0] == '=' || xb.format[0] == '@']) == NULL) {
+            PyBuffer_Release(&xb);
+            PyErr_SetString(PyExc_TypeError, "proven_clean: extra must be int64, one per frame");
+            return NULL;
+        }
+        x = (const int64_t *)xb.buf;
+    }
+    if (nf > PC_STACK_FRAMES) {
+        maps = PyMem_Calloc((size_t)nf, sizeof(long long));
+        if (maps == NULL) {
+            if (x != NULL) {
+                PyBuffer_Release(&xb);
+            }
+            return PyErr_NoMemory();
+        }
+    } else {
+        memset(maps, 0, sizeof(long long) * (size_t)(nf > 0 ? nf : 1));
+    }
+    w = self->words;
+    if (args[1] == Py_True) {
+        /* Kernel.lru_batch_refs: a reference per frame named in each batch's slots
+           [1, 1 + count); anything but 0 <= count < width and frames in range: -1 */
+        lru = nf > PC_STACK_FRAMES ? PyMem_Calloc((size_t)nf, sizeof(long long)) : stack_lru;
+        if (lru == NULL) {
+            bits = -1;
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (lru == stack_lru) {
+            memset(lru, 0, sizeof(long long) * (size_t)(nf > 0 ? nf : 1));
+        }
+        for (r = 0; r < p[PC_NLRU]; r++) {
+            const int64_t *row = w + p[PC_LRU] + r * p[PC_LRUW];
+            if (row[0] < 0 || row[0] >= p[PC_LRUW]) {
+                bits = -1;
+                goto done;
+            }
+            for (i = 1; i <= row[0]; i++) {
+                if (row[i] < 0 || row[i] >= nf) {
+                    bits = -1;
+                    goto done;
+                }
+                lru[row[i]]++;
+            }
+        }
+        x = (const int64_t *)lru;
+    }
+    fr = w + p[PC_FRAMES];
+    pte = w + p[PC_PTE];
+    sh = w + p[PC_SHADOW];
+#define PC_FIELD(pfn, fld) fr[(pfn) * fw + p[fld]]
+    /* check_locks: no page lock, page-table lock, mmap_lock or anon_vma rwsem held */
+    for (i = 0; i < nf; i++) {
+        f = PC_FIELD(i, PC_F_FLAGS);
+        locked |= (f & p[PC_PG_LOCKED]) != 0;
+        n_sc += (f & p[PC_PG_SWAPCACHE]) != 0;
+    }
+    for (i = 0; i < p[PC_NPTL]; i++) {
+        locked |= w[p[PC_PTL] + i] != 0;
+    }
+    for (i = 0; i < p[PC_NMM] && p[PC_MMW] > 0; i++) {
+        locked |= w[p[PC_MM] + i * p[PC_MMW]] != 0;
+    }
+    for (i = 0; i < p[PC_NAV] && p[PC_AVW] > 0; i++) {
+        locked |= w[p[PC_AV] + i * p[PC_AVW]] != 0;
+    }
+    if (!locked) {
+        bits |= PC_LOCKS;
+    }
+    if (!n_sc) {
+        bits |= PC_DIRTY;  /* check_dirty judges swap-cache pages only */
+    }
+    for (i = 0; i < p[PC_NPTE]; i++) {
+        per_type[pte[i] & 7]++;
+    }
+    if (!p[PC_NSLOTS]) {
+        bits |= PC_SWAP_COUNTS;
+    } else if (!per_type[p[PC_PTE_SWAP] & 7] && !n_sc) {
+        for (i = 0; i < p[PC_NSLOTS]; i++) {
+            if (w[p[PC_SWAP] + i * p[PC_SWAPW] + p[PC_S_USED]]) {
+                break;
+            }
+        }
+        if (i == p[PC_NSLOTS]) {
+            bits |= PC_SWAP_COUNTS;
+        }
+    }
+    /* check_device_pages: a free device frame has no flags, references, maps or pins */
+    for (i = 0; i < nf; i++) {
+        f = PC_FIELD(i, PC_F_FLAGS);
+        if ((f & (p[PC_Z_DEVICE] | p[PC_PG_ALLOCATED])) == p[PC_Z_DEVICE]
+            && ((f & p[PC_DYNAMIC]) | PC_FIELD(i, PC_F_REF) | PC_FIELD(i, PC_F_MAP)
+                | PC_FIELD(i, PC_F_PIN))) {
+            break;
+        }
+    }
+    if (i == nf) {
+        bits |= PC_DEVICE_PAGES;
+    }
+    if (per_type[p[PC_PTE_MIGRATION] & 7]) {
+        goto done;  /* check_entries fails; the later checks run in full after it */
+    }
+    /* check_entries: every mapped entry maps a frame of the right kind */
+    for (i = 0; i < p[PC_NPTE]; i++) {
+        e = pte[i];
+        r = e & 7;
+        if (!(p[PC_MAPPED] >> r & 1)) {
+            continue;
+        }
+        pfn = pc_sar(e, p[PC_PFN_SHIFT]);
+        if (pfn < 0 || pfn >= nf
+            || (PC_FIELD(pfn, PC_F_FLAGS) & p[PC_NEED_MASK + r]) != p[PC_NEED_VAL + r]) {
+            goto done;
+        }
+        maps[pfn]++;
+    }
+    bits |= PC_ENTRIES;
+    /* check_counts: mapcounts, refcounts (0 free, the expected count allocated, which is
+       not 0), each zone's free count */
+    for (i = 0; i < nf; i++) {
+        f = PC_FIELD(i, PC_F_FLAGS);
+        if (maps[i] != PC_FIELD(i, PC_F_MAP)) {
+            break;
+        }
+        want = 0;
+        if (f & p[PC_PG_ALLOCATED]) {
+            want = (uint64_t)PC_FIELD(i, PC_F_MAP)
+                   + (uint64_t)PC_FIELD(i, PC_F_PIN) * (uint64_t)p[PC_BIAS];
+            if (n_sc && (f & p[PC_PG_SWAPCACHE])) {
+                want += 1;
+            }
+            if (x != NULL) {
+                want += (uint64_t)x[i];
+            }
+            n_alloc++;
+            n_exp += want != 0;
+        }
+        if ((int64_t)want != PC_FIELD(i, PC_F_REF)) {
+            break;
+        }
+    }
+    if (i == nf && n_exp == n_alloc) {
+        for (r = 0; r < p[PC_NZONES]; r++) {
+            long long lo = r == 0 ? 0 : p[PC_SYS] + (r - 1) * p[PC_DEV];
+            long long hi = r == 0 ? p[PC_SYS] : lo + p[PC_DEV];
+            long long cnt = 0, j;
+            for (j = lo < nf ? lo : nf; j < (hi < nf ? hi : nf); j++) {
+                cnt += (PC_FIELD(j, PC_F_FLAGS) & p[PC_PG_ALLOCATED]) != 0;
+            }
+            if (hi - lo - cnt != w[p[PC_ZONES] + r * p[PC_ZONEW] + p[PC_Z_FREE]]) {
+                break;
+            }
+        }
+        if (r == p[PC_NZONES]) {
+            bits |= PC_COUNTS;
+        }
+    }
+    /* check_contents: every written page is mapped, its frame holding the last token */
+    for (i = 0; i < p[PC_NPTE]; i++) {
+        s = sh[i];
+        n_sh += s != 0;
+        e = pte[i];
+        if (p[PC_MAPPED] >> (e & 7) & 1) {
+            n_written += s != 0;
+            if (s && PC_FIELD(pc_sar(e, p[PC_PFN_SHIFT]), PC_F_DATA) != s) {
+                bad = 1;
+            }
+        }
+    }
+    if (n_sh == n_written && !bad) {
+        bits |= PC_CONTENTS;
+    }
+#undef PC_FIELD
+done:
+    if (maps != stack_maps) {
+        PyMem_Free(maps);
+    }
+    if (lru != NULL && lru != stack_lru) {
+        PyMem_Free(lru);
+    }
+    if (x != NULL && lru == NULL) {
+        PyBuffer_Release(&xb);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(bits);
+}
+
 static PyMethodDef AtomicWords_methods[] = {
     {"load", (PyCFunction)(void (*)(void))AtomicWords_load, METH_FASTCALL,
      "load($self, i, /)\n--\n\nAtomic (seq_cst) load of word i (READ_ONCE)."},
+    {"proven_clean", (PyCFunction)(void (*)(void))AtomicWords_proven_clean, METH_FASTCALL,
+     "proven_clean($self, params, extra, /)\n--\n\n"
+     "check_all's quick tests over the words (core/oracles/invariants.py): the checks "
+     "proven clean, as bits."},
     {"blocked_mask", (PyCFunction)(void (*)(void))AtomicWords_blocked_mask, METH_FASTCALL,
      "blocked_mask($self, blocked, /)\n--\n\n"
      "Bit id set for each id -> request of blocked whose load(word) & mask is not 0."},
@@ -1039,6 +1332,34 @@ kf_ksm_items(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* core/oracles/world.py's device_free_check: the first page-table entry, in row-major
+   (mm, vpn) order, whose pfn field is pfn and whose type is in the mask ``types`` (bit
+   per entry type), as (mm, vpn, entry) from one load of the entry, or None. */
+static PyObject *
+kf_pte_naming(KernelFieldsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long pfn, types, n, i;
+    int64_t *p, v;
+    if (check_nargs("pte_naming", nargs, 2) < 0 || kf_arg(args[0], &pfn) < 0
+        || kf_arg(args[1], &types) < 0) {
+        return NULL;
+    }
+    n = self->vma_rows / self->max_vmas * self->ppm;
+    if (n <= 0) {
+        Py_RETURN_NONE;
+    }
+    if ((p = kf_ptr(self, self->pte)) == NULL || kf_ptr(self, self->pte + n - 1) == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        v = KF_LOAD(p + i);
+        if (pc_sar(v, self->pte_pfn_shift) == pfn && (types >> (v & self->pte_type_mask) & 1)) {
+            return Py_BuildValue("(LLL)", i / self->ppm, i % self->ppm, (long long)v);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* State.find_vma (state.py, the same rows in the same order): the first live VMA row
  * of mm whose [start, end) covers vpn, or -1. mm counts from the end when negative, as
  * a numpy index does. */
@@ -1656,6 +1977,11 @@ static const char *const kf_names[] = {
     "PTE_TYPE_MASK", "PTE_PRESENT", "PTE_DEVICE_PRIVATE", "PTE_MIGRATION", "PG_waiters", NULL,
 };
 
+/* kf_names as interned str objects, made at the first KernelFields(): a lookup by one of
+   them reuses its cached hash (PyDict_GetItemString made and hashed a new str for each
+   of the 45 names, a model built a run). Kept for the life of the process. */
+static PyObject *kf_keys[sizeof(kf_names) / sizeof(kf_names[0])];
+
 static PyObject *
 KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1684,9 +2010,14 @@ KernelFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     for (i = 0; kf_names[i] != NULL; i++) {
-        item = PyDict_GetItemString(consts, kf_names[i]);  /* borrowed */
+        if (kf_keys[i] == NULL && (kf_keys[i] = PyUnicode_InternFromString(kf_names[i])) == NULL) {
+            return NULL;
+        }
+        item = PyDict_GetItemWithError(consts, kf_keys[i]);  /* borrowed */
         if (item == NULL) {
-            PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_KeyError, "KernelFields() constant %s missing", kf_names[i]);
+            }
             return NULL;
         }
         if (kf_arg(item, &v[i]) < 0) {
@@ -1815,6 +2146,9 @@ static PyMethodDef KernelFields_methods[] = {
               "ksm_items($self, pfn, /)\n--\n\n"
               "rmap_walk_ksm's (mm, vpn) of every present, device-private or migration "
               "entry naming pfn, in (mm, vpn) order."),
+    KF_METHOD(pte_naming,
+              "pte_naming($self, pfn, types, /)\n--\n\nThe first entry naming pfn with a type in "
+              "the mask types, as (mm, vpn, entry), or None."),
     KF_METHOD(find_vma,
               "find_vma($self, mm, vpn, /)\n--\n\nThe live VMA row of mm covering vpn, or -1."),
     KF_METHOD(bind,

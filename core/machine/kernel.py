@@ -384,6 +384,13 @@ class Kernel:
                 cls.unlock_page,
             )
             d.update(zip(self._FAST_BOUND, _BOUND_GET(fields)))
+            # State.find_vma binds the C lookup of a KernelFields over its words at its
+            # first call: over the state's own words, it is this one's (the same words
+            # and layout), not a second KernelFields built for the state.
+            s = self.s
+            if words is s.words and type(s) is State and not s._vma_tried:
+                s._vma_tried = True
+                s.find_vma = fields.find_vma  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------------------
     # Failure helpers

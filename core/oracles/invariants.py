@@ -21,6 +21,7 @@ What must hold with every actor idle:
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from ..machine.layout import (
     F_PIN,
     F_PRIV,
     F_REF,
+    FRAME_WORDS,
     GUP_PIN_COUNTING_BIAS,
     MMF_UNSTABLE,
     PTE_DEVICE_EXCLUSIVE,
@@ -55,6 +57,7 @@ from ..machine.layout import (
     PG_swapcache,
     pte_describe,
 )
+from ..machine.words import _AtomicWords
 from .folio import check_pmds, effective_ptes, thp_expected_refs
 from .world import check_device_pages, check_dirty, check_swap_counts
 
@@ -310,9 +313,91 @@ _NEED_VAL[[PTE_PRESENT, PTE_DEVICE_EXCLUSIVE]] = PG_allocated
 _NEED_VAL[PTE_DEVICE_PRIVATE] = PG_allocated | Z_DEVICE_PRIVATE
 
 
-def _proven_clean(k: Kernel) -> set[Any]:
+# What AtomicWords.proven_clean (the C extension) returns: bit i proves _PROVEN_BITS[i].
+_PROVEN_BITS = (
+    check_locks, check_dirty, check_swap_counts, check_device_pages, check_entries,
+    check_counts, check_contents,
+)
+# Every set of proven checks it can return, by its bits (a lookup, not a set a call).
+_PROVEN_SETS = tuple(
+    frozenset(c for i, c in enumerate(_PROVEN_BITS) if bits >> i & 1)
+    for bits in range(1 << len(_PROVEN_BITS))
+)
+# The C pass is there (an extension built from this tree: an older build lacks it).
+_C_PASS = hasattr(_AtomicWords, "proven_clean")
+# The kernel's own extra-reference hook, which the C pass counts itself.
+_LRU_BATCH_REFS = Kernel.lru_batch_refs
+# The last layout's parameters of AtomicWords.proven_clean: (layout, params or None).
+_QUICK: tuple[Any, tuple[int, ...] | None] | None = None
+
+
+def _quick_params(k: Kernel) -> tuple[int, ...] | None:
+    """The tables' places and the constants AtomicWords.proven_clean takes, in its order
+    (core/machine/_atomicwords.c, ``PC_*``), for ``k``'s layout; None for a layout it
+    does not fit (then the numpy pass runs)."""
+    global _QUICK
+    lay = k.lay
+    q = _QUICK
+    if q is not None and q[0] is lay:
+        return q[1]
+    g = k.geo
+    t = lay.tables
+    fr, ptl, mm, av = t["frames"], t["ptl"], t["mm"], t["anon_vma"]
+    pte, shadow, swap, zones = t["pte"], t["shadow"], t["swap"], t["zones"]
+    lru = t["lru_batch"]
+    params: tuple[int, ...] | None = None
+    if (
+        fr.shape == (g.frames, FRAME_WORDS)
+        and shadow.size == pte.size
+        and swap.shape[0] >= g.swap_slots
+        and zones.shape[0] == g.zones
+        and PTE_TYPE_MASK == 7
+    ):
+        params = (
+            fr.offset, g.frames, FRAME_WORDS, F_FLAGS, F_REF, F_MAP, F_PIN, F_DATA,
+            ptl.offset, ptl.size, mm.offset, mm.shape[0], mm.shape[1],
+            av.offset, av.shape[0], av.shape[1],
+            pte.offset, pte.size, shadow.offset,
+            swap.offset, g.swap_slots, swap.shape[1], S_USED,
+            zones.offset, g.zones, zones.shape[1], Z_FREE, g.sys_frames, g.dev_frames,
+            PG_locked, PG_swapcache, PG_allocated, Z_DEVICE, DYNAMIC_MASK,
+            PTE_TYPE_MASK, PTE_PFN_SHIFT, PTE_SWAP, PTE_MIGRATION, GUP_PIN_COUNTING_BIAS,
+            sum(1 << int(ty) for ty in np.flatnonzero(_MAPPED)),
+            lru.offset, lru.shape[0], lru.shape[1],
+            *_NEED_MASK.tolist(), *_NEED_VAL.tolist(),
+        )
+    _QUICK = (lay, params)
+    return params
+
+
+def _proven_clean(k: Kernel) -> Set[Any]:
     """The checks (of CHECKS and of the world's extra checks) that certainly pass on
-    ``k``'s state, for a geometry without the PMD level (v7's checks see PMDs)."""
+    ``k``'s state, for a geometry without the PMD level (v7's checks see PMDs): in one
+    call of the C extension over the state's words (``AtomicWords.proven_clean``), else
+    by the numpy pass; the same set either way."""
+    words = k.s.words
+    if _C_PASS and type(words) is _AtomicWords:
+        params = _quick_params(k)
+        if params is not None:
+            xr = getattr(k, "extra_refs", None)
+            if getattr(xr, "__func__", None) is _LRU_BATCH_REFS and xr.__self__ is k:  # type: ignore[union-attr]
+                extra: Any = True  # the kernel's own hook: the C counts the batches
+            else:
+                extra = xr() if xr is not None else None
+            if extra is None or extra is True or (
+                type(extra) is np.ndarray
+                and extra.dtype == np.int64
+                and extra.shape == (params[1],)
+                and extra.flags.c_contiguous
+            ):
+                bits = words.proven_clean(params, extra)  # type: ignore[attr-defined]
+                if bits >= 0:
+                    return _PROVEN_SETS[bits]
+    return _proven_clean_arrays(k)
+
+
+def _proven_clean_arrays(k: Kernel) -> set[Any]:
+    """The numpy pass of :func:`_proven_clean`."""
     s = k.s
     cnz = _count_nonzero  # np.count_nonzero(a) calls it: no Python wrapper per count
     proven: set[Any] = set()

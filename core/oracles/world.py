@@ -71,6 +71,7 @@ from ..machine.layout import (
     pmd_describe,
     pte_describe,
 )
+from ..machine.words import _KernelFields
 
 
 def _addr(mm: int, vpn: int) -> str:
@@ -293,21 +294,38 @@ def check_dirty(k: Kernel, final: bool) -> None:
 _NAMES_A_PAGE = frozenset((PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, PTE_DEVICE_EXCLUSIVE))
 
 
-def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
-    """A device page is being freed (``folio_free``): no entry may still name it.
+_NAMES_A_PAGE_MASK = sum(1 << t for t in _NAMES_A_PAGE)
+# KernelFields.pte_naming is there (an extension built from this tree: an older build
+# lacks it, and the numpy pass runs).
+_C_NAMING = hasattr(_KernelFields, "pte_naming")
 
-    The pfn field is tested first over every entry (one pass), then the type of the
-    few entries that name ``pfn``, in the same row-major order as one combined mask."""
+
+def _entry_naming(k: Kernel, pfn: int) -> tuple[int, int, int] | None:
+    """The first entry, row-major, whose pfn field is ``pfn`` and whose type names a
+    page, as (mm, vpn, entry), or None: numpy's pass over the pfn fields, then the type
+    of the few entries that name ``pfn``, in the same row-major order as one combined
+    mask (what ``KernelFields.pte_naming`` does in one C loop)."""
     pte = k.s.pte
-    hit = None
     for mm_, vpn_ in zip(*np.nonzero((pte >> PTE_PFN_SHIFT) == pfn)):
         # One read of the entry for both tests: in the parallel engine another worker
         # may replace it between numpy's pass and this one (a fault mapping a new page
         # there), and the two reads would describe two different entries.
         w = int(pte[mm_, vpn_])
         if w >> PTE_PFN_SHIFT == pfn and w & PTE_TYPE_MASK in _NAMES_A_PAGE:
-            hit = (int(mm_), int(vpn_), w)
-            break
+            return (int(mm_), int(vpn_), w)
+    return None
+
+
+def device_free_check(k: Kernel, a: Actor, pfn: int) -> None:
+    """A device page is being freed (``folio_free``): no entry may still name it.
+
+    Over the C extension's words one ``KernelFields.pte_naming`` call (each entry loaded
+    once, tested for both), else :func:`_entry_naming`."""
+    fields = getattr(k, "_fields", None)
+    if fields is not None and _C_NAMING:
+        hit = fields.pte_naming(pfn, _NAMES_A_PAGE_MASK)
+    else:
+        hit = _entry_naming(k, pfn)
     if hit is not None:
         mm, vpn, entry = hit
         raise k.fail(

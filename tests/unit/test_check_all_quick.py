@@ -36,7 +36,12 @@ from pagerace.core.machine.layout import (
     PG_swapcache,
 )
 from pagerace.core.oracles import invariants
-from pagerace.core.oracles.invariants import CHECKS, _proven_clean, check_all
+from pagerace.core.oracles.invariants import (
+    CHECKS,
+    _proven_clean,
+    _proven_clean_arrays,
+    check_all,
+)
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
 
@@ -147,6 +152,8 @@ def test_check_all_judges_as_every_check_in_turn(name: str) -> None:
                 _corrupt(k, r)
             want = _verdict(_each_in_turn, k)
             assert _verdict(check_all, k) == want, (seed, trial)
+            # the C pass (AtomicWords.proven_clean) proves what the numpy pass proves
+            assert _proven_clean(k) == _proven_clean_arrays(k), (seed, trial)
             if want[0] == "violation":
                 kinds.add(want[1])
             skipped += len(_proven_clean(k))
@@ -189,3 +196,117 @@ def test_a_check_not_proven_runs_and_raises_its_own_failure(monkeypatch: pytest.
         check_all(k)
     assert info.value.failure.kind is FailureKind.LOCK_BALANCE
     assert f"pages [{p}]" in info.value.failure.message
+
+
+def test_an_entry_below_frame_zero_proves_nothing_in_either_pass() -> None:
+    """A mapped entry whose frame number is negative maps no frame (not the last one by
+    wrapping around): neither pass proves check_entries or the later checks, and
+    check_all reports what check_entries reports."""
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    s = k.s
+    last = s.frames.shape[0] - 1
+    s.frames[last, F_FLAGS] = PG_allocated  # what the entry would need, were -1 the last
+    s.pte[0, 0] = (-1 << PTE_PFN_SHIFT) | (int(s.pte[0, 0]) & PTE_TYPE_MASK)
+    for proven in (_proven_clean(k), _proven_clean_arrays(k)):
+        assert invariants.check_entries not in proven
+        assert invariants.check_counts not in proven
+    assert _verdict(check_all, k) == _verdict(_each_in_turn, k)
+
+
+def test_the_c_pass_runs_over_the_extensions_words() -> None:
+    """Over the C extension's words check_all's quick tests are one C call; over any
+    other backend (or another extra-reference hook) the numpy pass runs."""
+    from pagerace.core.machine.words import _AtomicWords
+
+    if _AtomicWords is None:
+        pytest.skip("the C extension is not built")
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    calls: list[int] = []
+    real = invariants._proven_clean_arrays
+
+    def counted(kk: Kernel) -> Any:
+        calls.append(1)
+        return real(kk)
+
+    invariants._proven_clean_arrays = counted  # type: ignore[assignment]
+    try:
+        assert type(k.s.words) is _AtomicWords
+        assert set(CHECKS) <= _proven_clean(k) and not calls
+        k.extra_refs = lambda: [0] * k.s.frames.shape[0]  # type: ignore[method-assign]
+        assert set(CHECKS) <= _proven_clean(k) and calls == [1]
+    finally:
+        invariants._proven_clean_arrays = real  # type: ignore[assignment]
+
+
+def _passes(fn: Any, k: Kernel) -> Any:
+    try:
+        return fn(k)
+    except Exception as exc:  # the same crash either way
+        return repr(exc)
+
+
+@pytest.mark.parametrize("name", ["opposite-order", "default", "swap-vs-fault"])
+def test_lru_batches_count_the_same_in_c_and_numpy(name: str) -> None:
+    """The C pass counts the LRU-add batches' references itself (Kernel.lru_batch_refs);
+    a batch it would not read as a plain list of frames (a negative or too large count,
+    a frame out of range) goes to the numpy pass: the same sets, the same verdicts."""
+    k = run_deterministic(load_workload(name), variant="v6", seed=1).kernel
+    s = k.s
+    lb = s.lru_batch
+    nframes = s.frames.shape[0]
+    r = random.Random(name)
+    snap = s.snapshot()
+    valid = 0
+    for trial in range(150):
+        s.restore(snap)
+        for _ in range(1 + trial % 3):
+            cpu = r.randrange(lb.shape[0])
+            n = r.choice([0, 1, 2, lb.shape[1] - 1, lb.shape[1], -1])
+            lb[cpu, 0] = n
+            for j in range(1, lb.shape[1]):
+                lb[cpu, j] = r.choice([r.randrange(nframes), r.randrange(nframes), -1, nframes])
+            if r.random() < 0.5:  # the references they hold, as a real batch does
+                for p in lb[cpu, 1 : 1 + max(0, min(n, lb.shape[1] - 1))].tolist():
+                    if 0 <= p < nframes:
+                        s.frames[p, F_REF] += 1
+        if r.random() < 0.3:
+            _corrupt(k, r)
+        assert _passes(_proven_clean, k) == _passes(_proven_clean_arrays, k), trial
+        named = [lb[c, 1 : 1 + int(lb[c, 0])].tolist() for c in range(lb.shape[0]) if lb[c, 0] > 0]
+        if all(0 <= p < nframes for ps in named for p in ps):  # (else numpy's IndexError)
+            valid += 1
+            assert _verdict(check_all, k) == _verdict(_each_in_turn, k), trial
+    assert valid > 20
+
+
+def test_an_extension_without_the_c_pass_gets_the_numpy_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension built before the C pass existed (no ``proven_clean``): the numpy
+    pass, the same set."""
+    k = run_deterministic(load_workload("opposite-order"), variant="v5.0", seed=3).kernel
+    want = _proven_clean(k)
+    calls: list[int] = []
+    real = invariants._proven_clean_arrays
+    monkeypatch.setattr(invariants, "_C_PASS", False)
+    monkeypatch.setattr(
+        invariants, "_proven_clean_arrays", lambda kk: calls.append(1) or real(kk)
+    )
+    assert _proven_clean(k) == want and calls == [1]
+
+
+def test_the_c_pass_on_a_geometry_of_more_than_1024_frames() -> None:
+    """More frames than the C pass's stack arrays (it allocates them): the same sets as
+    the numpy pass and the same verdicts, clean and corrupted."""
+    from dataclasses import replace
+
+    w = load_workload("opposite-order")
+    w = replace(w, geometry=replace(w.geometry, sys_frames=1500, dev_frames=600))
+    k = run_deterministic(w, variant="v5.0", seed=2).kernel
+    assert k.s.frames.shape[0] > 1024
+    assert set(CHECKS) <= _proven_clean(k) == _proven_clean_arrays(k)
+    r = random.Random(1)
+    snap = k.s.snapshot()
+    for trial in range(100):
+        k.s.restore(snap)
+        _corrupt(k, r)
+        assert _proven_clean(k) == _proven_clean_arrays(k), trial
+        assert _verdict(check_all, k) == _verdict(_each_in_turn, k), trial

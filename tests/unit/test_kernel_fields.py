@@ -570,6 +570,27 @@ def test_find_vma_matches_the_numpy_loop() -> None:
             State.find_vma(s, mm, 0)
 
 
+def test_the_state_looks_vmas_up_through_the_kernels_fields() -> None:
+    """A kernel over its state's own words gives the state its ``KernelFields``'s
+    ``find_vma`` (no second KernelFields a run); over the Python backend there is none,
+    and the state's lookup stays the numpy loop."""
+    import numpy as np
+    from pagerace.core.machine.kernel import Kernel
+    from pagerace.core.machine.state import State
+    from pagerace.core.machine.words import PlainWords
+    from pagerace.core.variants import get_variant
+
+    k = build_model(load_workload("default"), "v6", (), 0).kernel
+    assert k._fields is not None
+    assert k.s.find_vma.__self__ is k._fields  # type: ignore[attr-defined]
+    buf = np.array(k.s.arr)
+    s = State(k.s.layout, buf=buf, words=PlainWords(buf), init=False)
+    k2 = Kernel(s, variant=get_variant("v6"))
+    assert k2._fields is None and "find_vma" not in s.__dict__
+    assert s.find_vma(0, 0) == k.s.find_vma(0, 0) >= 0
+    assert "find_vma" not in s.__dict__  # still the numpy loop
+
+
 def test_a_recording_state_gets_the_python_find_vma_back() -> None:
     """The dependency relation's recorder must see the VMA rows a lookup reads: after
     ``start_recording`` the C lookup is gone and the recording one runs."""
@@ -585,3 +606,32 @@ def test_a_recording_state_gets_the_python_find_vma_back() -> None:
     s.find_vma(0, 0)
     reads, _ = rec.take()
     assert k.lay.VMA in reads
+
+
+def test_pte_naming_matches_the_numpy_pass() -> None:
+    """``KernelFields.pte_naming`` (device_free_check's search in C) finds the entry the
+    numpy pass finds (the first, row-major, whose pfn field is the frame and whose type
+    names a page, with its word) or none, over random entries: negative and too large
+    frame numbers, every type, several entries naming one frame."""
+    from pagerace.core.machine.layout import PTE_PFN_SHIFT, PTE_TYPE_MASK
+    from pagerace.core.oracles.world import _NAMES_A_PAGE_MASK, _entry_naming
+
+    k = build_model(load_workload("opposite-order"), "v6", (), 0).kernel
+    fields = k._fields
+    pte = k.s.pte
+    snap = pte.copy()
+    rng = np.random.default_rng(7)
+    nframes = k.s.frames.shape[0]
+    found = 0
+    for _ in range(400):
+        pfns = rng.integers(-2, 6, size=pte.shape)
+        pfns[rng.random(pte.shape) < 0.2] = nframes + 1
+        types = rng.integers(0, PTE_TYPE_MASK + 1, size=pte.shape)
+        pte[:] = (pfns << PTE_PFN_SHIFT) | types
+        for pfn in (-2, -1, 0, 1, 3, 5, nframes + 1):
+            want = _entry_naming(k, pfn)
+            assert fields.pte_naming(pfn, _NAMES_A_PAGE_MASK) == want
+            found += want is not None
+    pte[:] = snap
+    assert found > 500
+    assert fields.pte_naming(0, 0) is None  # no type: nothing names it

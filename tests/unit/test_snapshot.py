@@ -95,3 +95,41 @@ def test_views_are_made_on_first_use_over_the_words() -> None:
     assert "frames" not in vars(s) and len(s.views) == 0
     with pytest.raises(KeyError):  # a closed state makes no new view of its buffer
         s.views["frames"]
+
+
+def test_workloads_in_turn_each_get_their_own_initial_state() -> None:
+    """The last workload is remembered by identity: workloads taken in turn (and an
+    equal copy of one) each start from their own words."""
+    from dataclasses import replace
+
+    a, b = load_workload("default"), load_workload("opposite-order")
+    for w in (a, b, a, replace(b, name="copy"), b):
+        assert np.array_equal(runner.initial_state(w).arr, runner.build_state(w).arr)
+
+
+def test_variant_workload_is_made_once_for_runs_in_a_row() -> None:
+    """v7 needs the PMD tables: the same copy with thp for every run of a workload in a
+    row, a new one for another workload; the older generations get the workload itself."""
+    from dataclasses import replace
+
+    w = load_workload("default")
+    assert not w.geometry.thp
+    v7 = runner.variant_workload(w, "v7")
+    assert v7.geometry.thp and v7 == replace(w, geometry=replace(w.geometry, thp=True))
+    assert runner.variant_workload(w, "v7") is v7
+    assert runner.variant_workload(w, "v6") is w
+    other = load_workload("opposite-order")
+    assert runner.variant_workload(other, "v7").geometry == replace(other.geometry, thp=True)
+    assert runner.variant_workload(w, "v7") == v7
+
+
+def test_limits_are_shared_by_equal_values_only() -> None:
+    w = load_workload("default")
+    base = runner.limits_for(w)
+    assert runner.limits_for(w) is base and base == runner.DEFAULT_LIMITS
+    short = runner.limits_for(w, max_steps=50)
+    assert short.max_steps == 50 and short.livelock_steps == base.livelock_steps
+    assert runner.limits_for(w, max_steps=50) is short
+    lw = w.with_limits(check_every=7)
+    assert runner.limits_for(lw).check_every == 7 and runner.limits_for(w).check_every == 2000
+    assert type(runner.limits_for(w, max_steps=50.0).max_steps) is float  # type: ignore[arg-type]
