@@ -25,7 +25,7 @@ are a function of its arguments, so the same hunt learns the same ``k`` again.
 A hunt over worker processes (``jobs > 1``) gives the result of ``jobs=1``, run for run.
 Run ``i`` uses seed ``base + i`` and its turn ``turns(i)``, a function of ``i`` alone, so
 runs can be made out of order: the parent hands chunks of consecutive run indices
-(:data:`CHUNK` at most) to a pool of forked workers (``pool.PoolBackend``: SIGINT
+(:data:`CHUNK` at most) to a pool of forked workers (``pool.ForkPool``: SIGINT
 ignored, they die with the parent), a few chunks ahead, and takes their results strictly
 in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
 PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
@@ -58,8 +58,6 @@ from .pct_k import learned_k
 from .runner import RunRecord, run_deterministic, validate_variant_bugs
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from .shrink import ShrinkResult
 
 HUNT_STRATEGIES = ("mix", "random", "pct", "rr", "sticky", "pos", "urw", "surw", "exhaustive")
@@ -343,16 +341,13 @@ class _Hunt:
             StoppedFromOutside: a worker was killed from outside (exit 130).
             HarnessInternalError: a worker crashed or exited.
         """
-        # imported here: the pool's modules (multiprocessing...) stay out of start-up
-        from concurrent.futures.process import BrokenProcessPool
-
-        from .pool import PoolBackend, worker_death
+        from .pool import ForkPool, WorkerDied, worker_death
 
         s, res, budget = self.s, self.res, self.budget
         made = res.runs  # runs handed out so far
         chunk = CHUNK if budget.runs is None else max(1, min(CHUNK, -(-budget.runs // (4 * jobs))))
-        backend = PoolBackend(jobs, setup=(_keep_settings, (s,)))
-        pending: deque[Future[Any]] = deque()
+        backend = ForkPool(jobs, (_keep_settings, (s,)), _run_chunk)
+        pending: deque[Any] = deque()
         history = False  # a turn that needs earlier runs is next: stop handing out
         failed: RunDone | None = None
         try:
@@ -365,7 +360,7 @@ class _Hunt:
                     if any(_needs_history(t, s.pct_k, s.w) for t in turns):
                         history = True
                         break
-                    pending.append(backend.submit((made, self.base + made, turns), _run_chunk))
+                    pending.append(backend.submit((made, self.base + made, turns)))
                     made += n
                 if not pending:
                     break
@@ -383,7 +378,7 @@ class _Hunt:
                         self.on_clean(d)
                 if failed is not None:
                     break
-        except BrokenProcessPool:  # from a result, or from a submit to a pool already broken
+        except WorkerDied:  # from a wait, or from a submit to a pool already broken
             outside, why = worker_death(backend, "hunt worker")
             if outside:  # the OOM killer, an operator: exit 130, as campaign
                 raise StoppedFromOutside(

@@ -315,23 +315,21 @@ def test_the_worker_that_broke_the_pool_is_named_not_one_the_pool_ended(
 
 
 def test_a_pool_found_broken_at_a_submit_is_a_worker_death(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The pool can break between two results: the next submit raises BrokenProcessPool
-    # before any result does (it was an internal error naming BrokenProcessPool, exit 3).
-    from concurrent.futures.process import BrokenProcessPool
-
+    # The pool can break between two results: the next submit raises WorkerDied before
+    # any result does (it was an internal error naming BrokenProcessPool, exit 3).
     from pagerace.core.machine.errors import StoppedFromOutside
     from pagerace.harness import pool
 
-    real_submit = pool.PoolBackend.submit
+    real_submit = pool.ForkPool.submit
     calls = [0]
 
-    def submit(self: Any, t: Any, fn: Any = None) -> Any:
+    def submit(self: Any, t: Any) -> Any:
         calls[0] += 1
         if calls[0] > 2:
-            raise BrokenProcessPool("A child process terminated abruptly")
-        return real_submit(self, t, fn) if fn is not None else real_submit(self, t)
+            raise pool.WorkerDied("hunt worker 4242 ended")
+        return real_submit(self, t)
 
-    monkeypatch.setattr(pool.PoolBackend, "submit", submit)
-    monkeypatch.setattr(pool.PoolBackend, "dead_worker", lambda self: (4242, -9))
+    monkeypatch.setattr(pool.ForkPool, "submit", submit)
+    monkeypatch.setattr(pool.ForkPool, "dead_worker", lambda self: (4242, -9))
     with pytest.raises(StoppedFromOutside, match="hunt worker 4242 was killed by SIGKILL from outside"):
         hunt(load_workload("opposite-order"), variant="v5.0", budget=Budget(runs=200), jobs=2)

@@ -4,6 +4,7 @@ asked or when something still needs it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -61,3 +62,44 @@ def test_quick_exit_allowed_here_depends_on_what_runs(monkeypatch: pytest.Monkey
     monkeypatch.delenv("PAGERACE_FULL_EXIT")
     monkeypatch.setitem(sys.modules, "coverage", sys)  # any module: its presence counts
     assert not program.quick_exit_allowed()
+
+
+# A plugin (loaded by the program after numpy, before the command) that reports the
+# process's threads (OpenBLAS's among them) and what the environment says then.
+_BLAS_PROBE = """
+import json, os
+with open(os.environ["PROBE_OUT"], "w") as f:
+    json.dump({"threads": len(os.listdir("/proc/self/task")),
+               "var": os.environ.get("OPENBLAS_NUM_THREADS")}, f)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="counts threads in /proc; OpenBLAS starts none on one CPU")
+@pytest.mark.parametrize(("env", "threads", "var"), [({}, 1, None), ({"OPENBLAS_NUM_THREADS": "2"}, 2, "2")],
+                         ids=["unset-one-thread", "user-set-kept"])
+def test_the_program_starts_openblas_with_one_thread_unless_the_user_chose(
+    tmp_path: Path, env: dict[str, str], threads: int, var: str | None
+) -> None:
+    probe, out = tmp_path / "probe.py", tmp_path / "probe.json"
+    probe.write_text(_BLAS_PROBE)
+    e = {k: v for k, v in os.environ.items() if k not in program.BLAS_THREAD_VARIABLES}
+    p = _program(tmp_path, "plain", "--plugin", str(probe), "list", env={**e, **env, "PROBE_OUT": str(out)})
+    assert p.returncode == 0, p.stderr
+    got = json.loads(out.read_text())
+    # one thread: OpenBLAS started none of its own (it starts 2 when the user asks for 2);
+    # the variable is gone again for what the program starts, or the user's own
+    assert got == {"threads": threads, "var": var}
+
+
+def test_one_blas_thread_leaves_a_user_setting_and_an_imported_numpy_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with program.one_blas_thread():
+        assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert "numpy" in sys.modules  # imported by the tests: setting the variable would do nothing
+    with program.one_blas_thread():
+        assert "OPENBLAS_NUM_THREADS" not in os.environ
