@@ -282,8 +282,10 @@ count_arg(PyObject *arg)
     return n;
 }
 
+/* A list of `arg` draws: doubles in [0, 1) (numpy's next_double) or, with `raw`, the
+ * 64-bit outputs themselves. */
 static PyObject *
-PCG_random(PCGObject *self, PyObject *arg)
+draw_list(PCGObject *self, PyObject *arg, int raw)
 {
     Py_ssize_t n = count_arg(arg);
     if (n < 0)
@@ -292,35 +294,28 @@ PCG_random(PCGObject *self, PyObject *arg)
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *f = PyFloat_FromDouble((double)(pcg_next64(self) >> 11) *
-                                         (1.0 / 9007199254740992.0));
-        if (f == NULL) {
+        uint64_t x = pcg_next64(self);
+        PyObject *v = raw ? PyLong_FromUnsignedLongLong(x)
+                          : PyFloat_FromDouble((double)(x >> 11) * (1.0 / 9007199254740992.0));
+        if (v == NULL) {
             Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(out, i, f);
+        PyList_SET_ITEM(out, i, v);
     }
     return out;
 }
 
 static PyObject *
+PCG_random(PCGObject *self, PyObject *arg)
+{
+    return draw_list(self, arg, 0);
+}
+
+static PyObject *
 PCG_raw(PCGObject *self, PyObject *arg)
 {
-    Py_ssize_t n = count_arg(arg);
-    if (n < 0)
-        return NULL;
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = PyLong_FromUnsignedLongLong(pcg_next64(self));
-        if (x == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, x);
-    }
-    return out;
+    return draw_list(self, arg, 1);
 }
 
 /* The CPU kind's operations (workloads/_schema.py _Raw32.cpu_ops, the same algorithm and

@@ -269,6 +269,21 @@ class ContentionSums:
         self._last.clear()
 
 
+def _run_contention(
+    record: RunRecord, run_id: str, bugs: str, sums: ContentionSums | None,
+) -> list[dict[str, Any]]:
+    """A run's contention: into ``sums`` when given (none returned), else its own rows,
+    one per site. ``bugs``: the run's bugs as its rows write them."""
+    config = (record.workload.name, record.variant, bugs, record.engine, record.strategy,
+              "steps" if record.engine == "deterministic" else "us")
+    if sums is not None:
+        sums.add_stats(config, run_id, record.kernel.stats)
+        return []
+    one = ContentionSums()
+    one.add_stats(config, run_id, record.kernel.stats)
+    return one.rows()
+
+
 def rows_for(
     record: RunRecord, run_id: str, artifact_rel: str, campaign: str = "",
     sums: ContentionSums | None = None,
@@ -314,15 +329,7 @@ def rows_for(
         "started": f"{record.started:.3f}",  # full precision (floats are written with 6 digits)
         "pagerace_version": __version__,
     }
-    config = (common["workload"], common["variant"], common["bugs"], record.engine, record.strategy,
-              "steps" if record.engine == "deterministic" else "us")
-    contention: list[dict[str, Any]] = []
-    if sums is not None:
-        sums.add_stats(config, run_id, record.kernel.stats)
-    else:
-        one = ContentionSums()
-        one.add_stats(config, run_id, record.kernel.stats)
-        contention = one.rows()
+    contention = _run_contention(record, run_id, common["bugs"], sums)
     outcomes = [
         {**common, "attempt": attempt, **cols}
         for attempt, cols in outcome_columns(record.kernel.outcomes).items()
@@ -611,15 +618,8 @@ def format_run(
             line = _writer_line([lay.outcomes_version, run_id, w, variant, bugs, engine, str(seed),
                                  attempt, *map(str, acc)])
         lines.append(line + "\n")
-    config = (w, variant, bugs, engine, strategy, "steps" if engine == "deterministic" else "us")
-    contention: list[dict[str, Any]] = []
-    if sums is not None:
-        sums.add_stats(config, run_id, record.kernel.stats)
-    else:
-        one = ContentionSums()
-        one.add_stats(config, run_id, record.kernel.stats)
-        contention = one.rows()
-        _check_contention(contention)
+    contention = _run_contention(record, run_id, bugs, sums)
+    _check_contention(contention)
     return FormattedRows({}, contention, text={RUNS.file: runs, OUTCOMES.file: "".join(lines)})
 
 
