@@ -136,14 +136,15 @@ def outcome_columns(outcomes: dict[tuple[str, str], int]) -> dict[str, dict[str,
     return by_attempt
 
 
-def contention_row(site: str, st: list[int]) -> dict[str, Any]:
-    """One run's statistics of one call site as contention.csv counters (``runs`` 1)."""
+def contention_row(site: str, st: Sequence[int], runs: int = 1) -> dict[str, Any]:
+    """A call site's statistics row (the kernel's, or summed over ``runs`` runs) as
+    contention.csv counters: a minimum with no wait or hold behind it (``_NO_MIN``) is 0."""
     d: dict[str, Any] = dict(zip(STAT_FIELDS, (int(x) for x in st)))
     for k in ("wait_min", "hold_min"):
         if d[k] >= _NO_MIN:
             d[k] = 0
     d["site"] = site
-    d["runs"] = 1
+    d["runs"] = int(runs)
     return d
 
 
@@ -254,13 +255,7 @@ class ContentionSums:
             head["run_id"] = self._last[config[:_CONFIG]]
             head["time_unit"] = config[_CONFIG]
             for site, acc in d.items():
-                row: dict[str, Any] = {**head, "site": site, "runs": int(acc[_RUNS])}
-                row.update(zip(STAT_FIELDS, (int(x) for x in acc[:_RUNS])))
-                if row["wait_min"] >= _NO_MIN:
-                    row["wait_min"] = 0
-                if row["hold_min"] >= _NO_MIN:
-                    row["hold_min"] = 0
-                out.append(row)
+                out.append({**head, **contention_row(site, acc[:_RUNS], acc[_RUNS])})
         out.sort(key=lambda r: tuple(r[k] for k in CONTENTION_KEY))
         return out
 
@@ -712,11 +707,10 @@ class RowWriter:
         self._bufs: dict[str, io.StringIO] = {s.file: io.StringIO() for s in WRITE_ORDER}
         self._contention = ContentionSums()  # the batch's contention rows, summed
         # An open hunt chunk (FormattedRows.hold): where its first run's lines start in each
-        # buffer and the runs pending before it, and its contention rows, summed into the
-        # batch only when the chunk's last run arrives.
+        # buffer and the runs pending before it, and its contention, summed apart and
+        # merged into the batch only when the chunk's last run arrives.
         self._mark: tuple[list[int], int] | None = None
-        self._chunk_contention: list[dict[str, Any]] = []
-        self._chunk_sums: list[ContentionSums] = []
+        self._chunk = ContentionSums()
         self._upgraded = False
 
     def add(self, rows: Mapping[str, list[dict[str, Any]]] | FormattedRows) -> None:
@@ -738,25 +732,17 @@ class RowWriter:
             self._bufs[file].write(csv_text(lines))
         for file, text in f.text.items():
             self._bufs[file].write(text)
-        if self._mark is not None:
-            self._chunk_contention.extend(f.contention)
-            if f.sums is not None:
-                self._chunk_sums.append(f.sums)
-        else:
-            for row in f.contention:
-                self._contention.add(row)
-            if f.sums is not None:
-                self._contention.merge(f.sums)
+        into = self._contention if self._mark is None else self._chunk
+        for row in f.contention:
+            into.add(row)
+        if f.sums is not None:
+            into.merge(f.sums)
         self.pending += 1
         if f.hold:
             return
         if self._mark is not None:  # the chunk's last run: the chunk is whole
-            for row in self._chunk_contention:
-                self._contention.add(row)
-            for sums in self._chunk_sums:
-                self._contention.merge(sums)
-            self._chunk_contention.clear()
-            self._chunk_sums.clear()
+            self._contention.merge(self._chunk)
+            self._chunk.clear()
             self._mark = None
         if self.pending >= self.batch_runs or self.clock() - self._oldest >= self.batch_seconds:
             self.flush()
@@ -810,8 +796,7 @@ class RowWriter:
             for buf, pos in zip(self._bufs.values(), positions):
                 buf.seek(pos)
                 buf.truncate()
-            self._chunk_contention.clear()
-            self._chunk_sums.clear()
+            self._chunk.clear()
             self._mark = None
         self.flush()
 
