@@ -29,7 +29,7 @@ runs can be made out of order: the parent hands chunks of consecutive run indice
 ignored, they die with the parent), a few chunks ahead, and takes their results strictly
 in run order. A worker returns per run a :class:`RunDone`: failed or not, shared steps,
 PCT's ``k`` and guarantee, and a clean run's CSV rows already checked and formatted
-(``output.format_rows``), which the parent only appends; the contention of a chunk's
+(``output.format_run``), which the parent only appends; the contention of a chunk's
 clean runs is summed in the worker and comes with the chunk's first clean run, and the
 parent's writer takes a chunk whole or not at all (``output.FormattedRows.hold``). The hunt ends at the first
 failing run index; the parent makes that run again in-process (same seed, same turn:
@@ -175,7 +175,7 @@ class RunDone:
         counts: steps per actor (URW / SURW's weights for the next run).
         pct_k, guarantee: a PCT run's step estimate and guarantee (``None`` otherwise).
         fingerprint, kind: the run's fingerprint and failure kind ("" when clean).
-        rows: a clean run's CSV rows, checked and formatted (``output.format_rows``),
+        rows: a clean run's CSV rows, checked and formatted (``output.format_run``),
             when the hunt was asked for them (``on_clean``); ``None`` otherwise.
     """
 
@@ -250,7 +250,7 @@ def _done(rec: RunRecord, index: int, rows: bool, sums: ContentionSums | None = 
         own = ContentionSums() if sums is None else sums
         formatted = format_run(rec, run_id(rec), "", sums=own)
         if sums is None:
-            formatted = FormattedRows(formatted.cells, formatted.contention, text=formatted.text, sums=own)
+            formatted = replace(formatted, sums=own)
     return RunDone(
         index=index, seed=rec.seed, failed=failed, shared_steps=r.shared_steps, counts=counts,
         pct_k=int(r.scheduler["k"]) if pct else None, guarantee=float(g) if g is not None else None,
