@@ -2,9 +2,9 @@
 
 - ``pagerace.core.machine._atomicwords``: cross-process atomics over shared memory, next
   to the pure-Python backend it replaces for the parallel engine (core/machine/words.py);
-- ``pagerace.harness._cpcg``: numpy's seeded stream (SeedSequence + PCG64) without
-  numpy's per-seeding objects (harness/_rng.py). Optional: where it does not build (no
-  128-bit integers), harness/_rng.py seeds and draws through numpy as before.
+- ``pagerace.core.machine._cpcg``: numpy's seeded stream (SeedSequence + PCG64) without
+  numpy's per-seeding objects (core/machine/seeding.py). Optional: where it does not
+  build (no 128-bit integers), the streams seed and draw through numpy as before.
 """
 
 from setuptools import Extension, setup
@@ -17,8 +17,8 @@ setup(
             extra_compile_args=["-O2", "-std=c11"],
         ),
         Extension(
-            "pagerace.harness._cpcg",
-            sources=["harness/_cpcg.c"],
+            "pagerace.core.machine._cpcg",
+            sources=["core/machine/_cpcg.c"],
             extra_compile_args=["-O2", "-std=c11"],
             optional=True,
         ),

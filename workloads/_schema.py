@@ -35,7 +35,7 @@ from ..core.machine.layout import (
     VM_WRITE,
     Geometry,
 )
-from ..harness._rng import generator, pcg, pcg_generator
+from ..core.machine.seeding import generator, pcg, pcg_generator
 
 VMA_FLAG_NAMES = {
     "read": VM_READ,
@@ -206,7 +206,7 @@ class _Raw32:
     private stream): what it draws beyond the last number is never read.
 
     An actor's stream computes the same operations in C where the extension is built
-    (``cpu_ops`` of harness/_cpcg.c, :meth:`_ActorStream.cpu_ops`); this is the kind's
+    (``cpu_ops`` of core/machine/_cpcg.c, :meth:`_ActorStream.cpu_ops`); this is the kind's
     algorithm for a numpy generator and without the extension, and the C one's
     reference (tests/unit/test_rng_c.py).
     """
@@ -398,10 +398,10 @@ class _ActorStream:
     ``SeedSequence`` and an ``np.errstate`` around it): a kind whose operations draw
     nothing (a driver migrating its whole range) never builds one, and the CPU kind
     takes its operations (:meth:`cpu_ops`) or raw 64-bit outputs (:meth:`raw`) from the
-    C stream (``harness._rng.pcg``: numpy's seeding and PCG64 in C, the same numbers),
+    C stream (``core.machine.seeding.pcg``: numpy's seeding and PCG64 in C, the same numbers),
     which builds no numpy object. Any attribute of the generator (``integers``,
     ``random``, ``bit_generator``...) builds the numpy generator, made by
-    ``harness._rng.generator`` (the generator ``default_rng`` makes, seeded for less)
+    ``core.machine.seeding.generator`` (the generator ``default_rng`` makes, seeded for less)
     and moved to where the C stream is if it drew (``pcg_generator``), so a kind sees
     the same numbers as from the generator itself, whatever it mixes. Without the
     extension, :meth:`raw` and :meth:`cpu_ops` draw from numpy."""

@@ -189,3 +189,14 @@ def test_core_layers() -> None:
         if mod.startswith("pagerace.core"):
             bad = sorted(e for e in edges if not e.startswith("pagerace.core"))
             assert not bad, f"{mod} (model) imports {bad}"
+
+
+def test_workloads_import_neither_harness_nor_reports() -> None:
+    """The workloads sit between the model and what runs it: they import the model (and
+    its seeded streams, core.machine.seeding), never the harness or the reports."""
+    graph = _import_graph()
+    assert any(m.startswith("pagerace.workloads") for m in graph)
+    for mod, edges in graph.items():
+        if mod.startswith("pagerace.workloads"):
+            bad = sorted(e for e in edges if e.startswith(("pagerace.harness", "pagerace.reports")))
+            assert not bad, f"{mod} (workloads) imports {bad}"

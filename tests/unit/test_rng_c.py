@@ -1,4 +1,4 @@
-"""The C streams (``harness._cpcg``: numpy's ``SeedSequence`` and ``PCG64`` in C) give
+"""The C streams (``core.machine._cpcg``: numpy's ``SeedSequence`` and ``PCG64`` in C) give
 numpy's numbers: the seeded state of ``default_rng(seed)`` for thousands of seeds of every
 form the engine and the actors pass (ints, lists, ints of one, two or three 32-bit words,
 ints beyond 2**64, 0, the engine's / workers' / actors' triples), the same floats and raw
@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pagerace.core.machine import seeding
 from pagerace.core.machine.errors import HarnessInternalError
-from pagerace.harness import _rng
-from pagerace.harness._rng import Stream, pcg, pcg_generator
+from pagerace.core.machine.seeding import pcg, pcg_generator
+from pagerace.harness._rng import Stream
 from pagerace.workloads import actor_programs, load_workload
 from pagerace.workloads._schema import _ActorStream, _cpu_ops, _Raw32, numpy_raw
 
-_cpcg = pytest.importorskip("pagerace.harness._cpcg")
+_cpcg = pytest.importorskip("pagerace.core.machine._cpcg")
 
 
 def _seeds(n: int, salt: int) -> list[Any]:
@@ -146,12 +147,12 @@ def test_generator_after_a_draw_is_an_internal_error() -> None:
 
 
 def _fallback_stream(seed: Any) -> Stream:
-    saved = _rng._cpcg_new
-    _rng._cpcg_new = None
+    saved = seeding._cpcg_new
+    seeding._cpcg_new = None
     try:
         return Stream(seed)
     finally:
-        _rng._cpcg_new = saved
+        seeding._cpcg_new = saved
 
 
 def test_actor_stream_mixed_use_keeps_numpys_state() -> None:
@@ -240,7 +241,7 @@ def test_fallback_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     stream, the same numbers from numpy, and the same operation lists."""
     w = load_workload("opposite-order")
     with_c = [actor_programs(w, s) for s in range(6)]
-    monkeypatch.setattr(_rng, "_cpcg_new", None)
+    monkeypatch.setattr(seeding, "_cpcg_new", None)
     assert pcg([1, 2]) is None
     a = _ActorStream([4, 2, 0xAC7])
     assert a.raw(5) == np.random.default_rng([4, 2, 0xAC7]).bit_generator.random_raw(5).tolist()
@@ -258,9 +259,9 @@ def test_fallback_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 _PROBE = """
 import sys
-sys.modules["pagerace.harness._cpcg"] = None  # the import fails as when it was not built
-from pagerace.harness import _rng
-assert _rng._cpcg_new is None and _rng.pcg(3) is None
+sys.modules["pagerace.core.machine._cpcg"] = None  # the import fails as when it was not built
+from pagerace.core.machine import seeding
+assert seeding._cpcg_new is None and seeding.pcg(3) is None
 from pagerace.harness.runner import run_deterministic
 from pagerace.workloads import load_workload
 w = load_workload("opposite-order")

@@ -1,5 +1,5 @@
 /*
- * pagerace.harness._cpcg: numpy's default_rng stream (SeedSequence + PCG64) in C.
+ * pagerace.core.machine._cpcg: numpy's default_rng stream (SeedSequence + PCG64) in C.
  *
  * A run seeds two generators (the engine's Stream, the CPU actor's stream) and draws a
  * few batches from each. numpy builds a SeedSequence, a PCG64 and a Generator object for
@@ -20,14 +20,14 @@
  * - the CPU actor kind's operations (cpu_ops: Lemire's bounded draw on 32-bit halves,
  *   then a double), as workloads/_schema.py _Raw32.cpu_ops computes them in Python.
  *
- * new(seed) takes the seed forms harness/_rng.py hands numpy as words (an int >= 0, a
+ * new(seed) takes the seed forms core/machine/seeding.py hands numpy as words (an int >= 0, a
  * list or tuple of ints >= 0, exact types) and returns None for any other form, which
  * the caller seeds through numpy itself. tests/unit/test_rng_c.py compares states and
  * numbers with numpy over thousands of seeds. No 32-bit buffer (has_uint32) is kept: the
  * callers draw only 64-bit outputs and doubles, which never touch it in numpy either.
  *
  * Needs a compiler with unsigned __int128 (GCC, Clang); setup.py builds it as optional,
- * and without it harness/_rng.py uses numpy as before.
+ * and without it core/machine/seeding.py and its callers use numpy as before.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #ifndef __SIZEOF_INT128__
-#error "pagerace.harness._cpcg needs unsigned __int128"
+#error "pagerace.core.machine._cpcg needs unsigned __int128"
 #endif
 
 typedef unsigned __int128 u128;
@@ -485,7 +485,7 @@ static PyMethodDef PCG_methods[] = {
 
 static PyTypeObject PCG_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pagerace.harness._cpcg.PCG64",
+    .tp_name = "pagerace.core.machine._cpcg.PCG64",
     .tp_basicsize = sizeof(PCGObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "numpy's PCG64 seeded through SeedSequence; made by new(seed).",
@@ -501,8 +501,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef cpcg_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "pagerace.harness._cpcg",
-    .m_doc = "numpy's default_rng stream (SeedSequence + PCG64) in C; see harness/_rng.py.",
+    .m_name = "pagerace.core.machine._cpcg",
+    .m_doc = "numpy's default_rng stream (SeedSequence + PCG64) in C; see core/machine/seeding.py.",
     .m_size = -1,
     .m_methods = module_methods,
 };
