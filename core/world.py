@@ -12,11 +12,10 @@ both the paths and the oracles, so that neither imports the other's plumbing.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .lib import test_hmm
 from .machine.kernel import Kernel
 from .machine.layout import V_FLAGS, VM_LIVE, VM_SHARED
+from .machine.words import count_nonzero
 from .mm import (  # noqa: F401  (register their ops)
     filemap,
     fork,
@@ -40,11 +39,6 @@ from .oracles.world import (
     tlb_hit_check,
 )
 
-try:  # np.count_nonzero without its axis: numpy's C function itself (the same count)
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
-except ImportError:  # pragma: no cover - another numpy layout
-    _count_nonzero = np.count_nonzero
-
 
 def install_mm(k: Kernel) -> None:
     """Plug the pin, TLB, dirty, swap and device-page oracles, ``do_swap_page`` and (when
@@ -52,7 +46,7 @@ def install_mm(k: Kernel) -> None:
     k.hooks["tlb_hit"] = tlb_hit_check
     if k.geo.thp:
         k.hooks["htlb_hit"] = htlb_hit_check  # v7: hits in the huge TLB
-    if _count_nonzero((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)):
+    if count_nonzero((k.s.vma[:, :, V_FLAGS] & (VM_SHARED | VM_LIVE)) == (VM_SHARED | VM_LIVE)):
         k.hooks["shadow_write"] = shared_shadow_write
     k.hooks["device_page_free"] = device_free_check
     k.hooks.setdefault("do_swap_page", do_swap_page)

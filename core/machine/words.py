@@ -137,6 +137,24 @@ class PlainWords:
         self._mv.release()
 
 
+# The C extension's classes (None where it is not built), looked up once: an import
+# statement in kernel_fields cost a lookup every run (atomic_words, fast_words and
+# kernel_fields use them).
+try:
+    from pagerace.core.machine._atomicwords import AtomicWords as _AtomicWords
+    from pagerace.core.machine._atomicwords import KernelFields as _KernelFields
+except ImportError:  # pragma: no cover - depends on the install
+    _AtomicWords = _KernelFields = None
+
+# np.count_nonzero without its axis, for the oracles' counts: numpy's C function itself
+# (the same count, no Python wrapper a call; core/oracles/invariants.py, core/world.py).
+try:
+    from numpy._core.multiarray import count_nonzero as _c_count_nonzero
+except ImportError:  # pragma: no cover - another numpy layout
+    _c_count_nonzero = np.count_nonzero
+count_nonzero = _c_count_nonzero
+
+
 def atomic_words(buf: Any) -> Words:
     """The cross-process backend over ``buf`` (the C extension).
 
@@ -144,22 +162,12 @@ def atomic_words(buf: Any) -> Words:
         ImportError: the extension was not built (the package was not installed with
             ``pip install``); the message says how to build it.
     """
-    try:
-        from pagerace.core.machine._atomicwords import AtomicWords
-    except ImportError as exc:  # pragma: no cover - depends on the install
+    if _AtomicWords is None:  # pragma: no cover - depends on the install
         raise ImportError(
             "pagerace.core.machine._atomicwords is not built; reinstall with `pip install -e .`"
-        ) from exc
-    return AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
+        )
+    return _AtomicWords(buf)  # type: ignore[no-any-return,unused-ignore]
 
-
-# The C extension's classes (None where it is not built), looked up once: an import
-# statement in kernel_fields cost a lookup every run.
-try:
-    from pagerace.core.machine._atomicwords import AtomicWords as _AtomicWords
-    from pagerace.core.machine._atomicwords import KernelFields as _KernelFields
-except ImportError:  # pragma: no cover - depends on the install
-    _AtomicWords = _KernelFields = None
 
 # kernel_fields's constants of the last layout (runs of one workload share theirs).
 _consts_cache: tuple[Any, Any, dict[str, int]] | None = None

@@ -57,14 +57,9 @@ from ..machine.layout import (
     PG_swapcache,
     pte_describe,
 )
-from ..machine.words import _AtomicWords
+from ..machine.words import _AtomicWords, count_nonzero
 from .folio import check_pmds, effective_ptes, thp_expected_refs
 from .world import check_device_pages, check_dirty, check_swap_counts
-
-try:  # np.count_nonzero without its axis: numpy's C function itself (the same count)
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
-except ImportError:  # pragma: no cover - another numpy layout
-    _count_nonzero = np.count_nonzero
 
 _MAX_LISTED = 6
 
@@ -399,7 +394,7 @@ def _proven_clean(k: Kernel) -> Set[Any]:
 def _proven_clean_arrays(k: Kernel) -> set[Any]:
     """The numpy pass of :func:`_proven_clean`."""
     s = k.s
-    cnz = _count_nonzero  # np.count_nonzero(a) calls it: no Python wrapper per count
+    cnz = count_nonzero  # np.count_nonzero(a) calls it: no Python wrapper per count
     proven: set[Any] = set()
     fr = s.frames
     fl = fr[:, F_FLAGS]
@@ -469,7 +464,7 @@ def _zones_free_ok(k: Kernel, alloc: np.ndarray) -> bool:
     lay = k.lay
     for zone in range(k.geo.zones):
         lo, hi = lay.zone_range(zone)
-        if hi - lo - _count_nonzero(alloc[lo:hi]) != free[zone]:
+        if hi - lo - count_nonzero(alloc[lo:hi]) != free[zone]:
             return False
     return True
 
